@@ -1,0 +1,46 @@
+"""The only door to JetStream: connections, provisioning, appends and replays."""
+
+from eventstore.append import Append, append, append_atomic
+from eventstore.connection import NatsOptions, check_server, connect, normalize_url
+from eventstore.errors import (
+    AppendError,
+    ConfigError,
+    ConnectError,
+    DuplicateBatchError,
+    NatchetError,
+)
+from eventstore.provision import (
+    StreamLimits,
+    TaskConsumerSettings,
+    ensure_dispatcher_consumer,
+    ensure_task_consumer,
+    ensure_tenant_stream,
+    task_consumer_name,
+)
+from eventstore.read import Record, follow, last_seq, replay, to_record
+
+__all__ = [
+    "Append",
+    "AppendError",
+    "ConfigError",
+    "ConnectError",
+    "DuplicateBatchError",
+    "NatchetError",
+    "NatsOptions",
+    "Record",
+    "StreamLimits",
+    "TaskConsumerSettings",
+    "append",
+    "append_atomic",
+    "check_server",
+    "connect",
+    "ensure_dispatcher_consumer",
+    "ensure_task_consumer",
+    "ensure_tenant_stream",
+    "follow",
+    "last_seq",
+    "normalize_url",
+    "replay",
+    "task_consumer_name",
+    "to_record",
+]

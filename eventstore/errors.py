@@ -1,0 +1,23 @@
+"""natchet's root exception and the eventstore's layer of it."""
+
+from __future__ import annotations
+
+
+class NatchetError(Exception):
+    """Root of every error natchet raises on purpose."""
+
+
+class ConfigError(NatchetError):
+    """A setting is missing or malformed."""
+
+
+class ConnectError(NatchetError):
+    """The NATS server cannot be used: unreachable, too old, or without JetStream."""
+
+
+class AppendError(NatchetError):
+    """JetStream refused or did not acknowledge an append."""
+
+
+class DuplicateBatchError(AppendError):
+    """An atomic batch whose dedup ids are already in the log: it was appended before."""

@@ -1,0 +1,133 @@
+"""Stream and consumer provisioning. Idempotent: safe to call on every start."""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from schemas.subjects import Scope, check_name, stream_name, tenant_subjects
+
+log = logging.getLogger(__name__)
+
+DISPATCHER_CONSUMER = "dispatcher"
+
+
+@attrs.frozen
+class StreamLimits:
+    max_bytes: int = -1
+    duplicate_window_s: float = 120.0
+    max_msg_size: int = 1024 * 1024
+
+
+def tenant_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> StreamConfig:
+    return StreamConfig(
+        name=stream_name(tenant),
+        description=f"natchet log for tenant {tenant}",
+        subjects=[tenant_subjects(tenant)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        # Message schedules need discard 'old'; size the limit so it never bites history.
+        discard=DiscardPolicy.OLD,
+        max_bytes=limits.max_bytes,
+        max_msg_size=limits.max_msg_size,
+        duplicate_window=limits.duplicate_window_s,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+        allow_msg_schedules=True,
+        allow_atomic=True,
+    )
+
+
+async def ensure_tenant_stream(
+    js: JetStreamContext, tenant: str, limits: StreamLimits = StreamLimits()
+) -> None:
+    config = tenant_stream_config(tenant, limits)
+    try:
+        await js.stream_info(config.name)  # type: ignore[arg-type]
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s for %s", config.name, config.subjects)
+
+
+def task_consumer_name(scope: Scope, workflow: str) -> str:
+    return f"tasks-{scope.namespace}-{check_name('workflow', workflow)}"
+
+
+@attrs.frozen
+class TaskConsumerSettings:
+    """Redelivery timing for tasks: a silent worker loses its task after ``ack_wait_s``."""
+
+    ack_wait_s: float = 10.0
+
+
+async def ensure_task_consumer(
+    js: JetStreamContext,
+    scope: Scope,
+    workflow: str,
+    settings: TaskConsumerSettings = TaskConsumerSettings(),
+) -> str:
+    """The queue group of a workflow: one durable pull consumer all its workers share.
+
+    It starts at new messages: the dispatcher offers a workflow's tasks only after the
+    workflow is registered, and a worker creates this consumer before it registers.
+    """
+    name = task_consumer_name(scope, workflow)
+    config = ConsumerConfig(
+        durable_name=name,
+        description=f"queue group of workflow {workflow} in {scope.prefix}",
+        filter_subject=scope.tasks_filter(workflow),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.NEW,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=-1,
+        max_waiting=1024,
+        max_ack_pending=-1,
+    )
+    stream = stream_name(scope.tenant)
+    try:
+        await js.consumer_info(stream, name)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+    return name
+
+
+def dispatcher_filters(tenant: str) -> list[str]:
+    """What the dispatcher decides on: events, registrations, run requests and results."""
+    return [
+        f"{tenant}.*.events.>",
+        f"{tenant}.*.workflows.*",
+        f"{tenant}.*.runs.*.requested",
+        f"{tenant}.*.runs.*.result",
+    ]
+
+
+async def ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
+    config = ConsumerConfig(
+        durable_name=DISPATCHER_CONSUMER,
+        description="natchet dispatcher inputs",
+        filter_subjects=dispatcher_filters(tenant),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=10_000,
+    )
+    try:
+        await js.consumer_info(stream_name(tenant), DISPATCHER_CONSUMER)
+    except NotFoundError:
+        await js.add_consumer(stream_name(tenant), config)
+    return DISPATCHER_CONSUMER

@@ -1,0 +1,96 @@
+"""orjson codec for natchet messages, with version upcasting.
+
+Bodies are plain JSON objects, so any language can read and write them; the JSON Schema of
+each kind is exported by :func:`json_schemas`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import orjson
+
+from schemas.messages import RUN_KINDS, RunMessage, Task, WorkflowDef, structure
+from schemas.subjects import ParsedSubject
+
+T = TypeVar("T")
+
+
+class DecodeError(ValueError):
+    """A message body that is not valid JSON, or not the shape its subject promises."""
+
+
+# (kind, version) -> function turning that version's dict into the next version's dict.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def encode(message: Any) -> bytes:
+    return orjson.dumps(attrs.asdict(message, recurse=True))
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode user data; raises ``TypeError`` for what JSON cannot carry."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"not JSON-serializable: {exc}") from None
+
+
+def decode_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from None
+
+
+def _upcast(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    version = int(body.get("v", 1))
+    while (kind, version) in UPCASTERS:
+        body = UPCASTERS[(kind, version)](body)
+        version += 1
+        body["v"] = version
+    return body
+
+
+def decode_as(cls: type[T], kind: str, data: bytes) -> T:
+    body = decode_json(data)
+    if not isinstance(body, dict):
+        raise DecodeError(f"{kind} body must be a JSON object")
+    try:
+        return structure(cls, _upcast(kind, body))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DecodeError(f"bad {kind} message: {exc}") from None
+
+
+def decode_run_message(kind: str, data: bytes) -> RunMessage:
+    cls = RUN_KINDS.get(kind)
+    if cls is None:
+        raise DecodeError(f"unknown run message kind {kind!r}")
+    return decode_as(cls, kind, data)
+
+
+def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
+    """Decode a natchet message by its subject. Events come back as their raw JSON value."""
+    if parsed.area == "runs":
+        return decode_run_message(parsed.run_kind, data)
+    if parsed.area == "workflows":
+        return decode_as(WorkflowDef, WorkflowDef.KIND, data)
+    if parsed.area == "tasks":
+        return decode_as(Task, Task.KIND, data)
+    return decode_json(data)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """A JSON Schema per message kind, for writers in other languages."""
+    out: dict[str, dict[str, Any]] = {}
+    for cls in (WorkflowDef, Task, *RUN_KINDS.values()):
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for f in attrs.fields(cls):
+            props[f.name] = {}
+            if f.default is attrs.NOTHING:
+                required.append(f.name)
+        out[cls.KIND] = {"type": "object", "properties": props, "required": required}
+    return out

@@ -1,0 +1,265 @@
+"""Wire types: one frozen attrs class per message kind.
+
+Every message body is a JSON object carrying ``"v"`` (its schema version). Decoders ignore
+unknown fields, so a newer writer never breaks an older reader; an older version is upcast
+in :mod:`schemas.codec`. Timestamps are ISO-8601 UTC strings written by whoever appends the
+message, so a projection rebuilt from the log comes out identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+# Steps share the run's vocabulary: a step is QUEUED, RUNNING, then one of the terminal ones.
+StepStatus = RunStatus
+
+
+def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class StepDef:
+    name: str
+    parents: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    timeout_s: float = 60.0
+    retries: int = 0
+    backoff_factor: float | None = None
+    backoff_max_s: float | None = None
+
+
+def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, ...]:
+    return tuple(v if isinstance(v, StepDef) else structure(StepDef, v) for v in value)
+
+
+@attrs.frozen
+class WorkflowDef:
+    """``<t>.<ns>.workflows.<name>``: what a worker registers. ``version`` hashes the rest."""
+
+    KIND = "workflow"
+    name: str
+    version: str
+    steps: tuple[StepDef, ...] = attrs.field(converter=_step_defs)
+    on_events: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    on_failure: str | None = None
+    schedule_timeout_s: float = 300.0
+    registered_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+    def step(self, name: str) -> StepDef:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+@attrs.frozen
+class TriggeredBy:
+    event_key: str
+    event_id: str
+
+
+def _triggered_by(value: TriggeredBy | Mapping[str, Any] | None) -> TriggeredBy | None:
+    if value is None or isinstance(value, TriggeredBy):
+        return value
+    return structure(TriggeredBy, value)
+
+
+@attrs.frozen
+class RunRequested:
+    """``runs.<id>.requested``: a client asks for a run of a workflow by name."""
+
+    KIND = "requested"
+    run_id: str
+    workflow: str
+    input: Any
+    requested_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class RunCreated:
+    """``runs.<id>.created``: the dispatcher accepted a run, with the DAG it will follow."""
+
+    KIND = "created"
+    run_id: str
+    workflow: str
+    workflow_version: str
+    input: Any
+    steps: tuple[StepDef, ...] = attrs.field(converter=_step_defs)
+    triggered_by: TriggeredBy | None = attrs.field(default=None, converter=_triggered_by)
+    created_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class RunRejected:
+    """``runs.<id>.rejected``: a requested run that could not be created, and why."""
+
+    KIND = "rejected"
+    run_id: str
+    workflow: str
+    reason: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class StepQueued:
+    """``runs.<id>.queued``: a step attempt became ready and was offered to workers."""
+
+    KIND = "queued"
+    run_id: str
+    step: str
+    attempt: int
+    queued_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class Task:
+    """``tasks.<workflow>.<step>``: the offer a worker pulls from the shared consumer."""
+
+    KIND = "task"
+    run_id: str
+    workflow: str
+    step: str
+    attempt: int
+    input: Any
+    parent_outputs: dict[str, Any]
+    timeout_s: float
+    queued_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class StepAssigned:
+    """``runs.<id>.assigned``: a worker took a step attempt. ``delivery`` counts redeliveries."""
+
+    KIND = "assigned"
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    worker_id: str
+    worker_name: str
+    started_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class StepLog:
+    """``runs.<id>.log``: one line a step wrote with ``context.log``."""
+
+    KIND = "log"
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    line: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class StepResult:
+    """``runs.<id>.result``: what a worker's attempt returned (``ok``) or raised."""
+
+    KIND = "result"
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    worker_id: str
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    finished_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class StepFinished:
+    """``runs.<id>.step_finished``: the dispatcher's verdict on a step (once per step)."""
+
+    KIND = "step_finished"
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    status: RunStatus = attrs.field(converter=RunStatus)
+    output: Any = None
+    error: str | None = None
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class RunFinished:
+    """``runs.<id>.finished``: the run reached a terminal status (once per run)."""
+
+    KIND = "finished"
+    run_id: str
+    status: RunStatus = attrs.field(converter=RunStatus)
+    error: str | None = None
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+RunMessage = (
+    RunRequested
+    | RunCreated
+    | RunRejected
+    | StepQueued
+    | StepAssigned
+    | StepLog
+    | StepResult
+    | StepFinished
+    | RunFinished
+)
+
+RUN_KINDS: dict[str, type[RunMessage]] = {
+    cls.KIND: cls
+    for cls in (
+        RunRequested,
+        RunCreated,
+        RunRejected,
+        StepQueued,
+        StepAssigned,
+        StepLog,
+        StepResult,
+        StepFinished,
+        RunFinished,
+    )
+}
+
+
+T = TypeVar("T")
+
+
+def structure(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build ``cls`` from a decoded mapping, ignoring fields this version does not know."""
+    names = {f.name for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,125 @@
+"""Subject builders and parsers: every subject starts with ``<tenant>.<namespace>.``.
+
+| subject                                   | what                                   |
+|-------------------------------------------|----------------------------------------|
+| ``<t>.<ns>.events.<key...>``              | a user event (raw JSON body)           |
+| ``<t>.<ns>.workflows.<workflow>``         | a workflow definition from a worker    |
+| ``<t>.<ns>.tasks.<workflow>.<step>``      | a ready step offered to the queue group|
+| ``<t>.<ns>.runs.<run_id>.<kind>``         | one run's own history                  |
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# An event key is one or more subject tokens; ':' is allowed (``user:create``).
+EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
+
+
+class SubjectError(ValueError):
+    """A name that cannot be used in a subject, or a subject that is not ours."""
+
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_RE.match(tenant):
+        raise SubjectError(
+            f"invalid tenant {tenant!r}: use 1-32 of a-z, 0-9, '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return tenant
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_RE.match(name):
+        raise SubjectError(f"invalid {kind} {name!r}: use 1-64 of A-Z, a-z, 0-9, '_' or '-'")
+    return name
+
+
+def check_event_key(key: str) -> str:
+    if not EVENT_KEY_RE.match(key):
+        raise SubjectError(
+            f"invalid event key {key!r}: use letters, digits, '_', '-', ':' and '.' between "
+            "non-empty parts"
+        )
+    return key
+
+
+@attrs.frozen
+class Scope:
+    """A tenant and namespace: the prefix of every subject natchet uses."""
+
+    tenant: str = attrs.field(validator=lambda _i, _a, v: check_tenant(v))
+    namespace: str = attrs.field(
+        default="default", validator=lambda _i, _a, v: check_name("namespace", v)
+    )
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.tenant}.{self.namespace}"
+
+    def event(self, key: str) -> str:
+        return f"{self.prefix}.events.{check_event_key(key)}"
+
+    def workflow(self, workflow: str) -> str:
+        return f"{self.prefix}.workflows.{check_name('workflow', workflow)}"
+
+    def task(self, workflow: str, step: str) -> str:
+        return f"{self.prefix}.tasks.{workflow}.{step}"
+
+    def tasks_filter(self, workflow: str) -> str:
+        return f"{self.prefix}.tasks.{check_name('workflow', workflow)}.>"
+
+    def run(self, run_id: str, kind: str) -> str:
+        return f"{self.prefix}.runs.{run_id}.{kind}"
+
+    def run_filter(self, run_id: str) -> str:
+        return f"{self.prefix}.runs.{run_id}.>"
+
+
+def stream_name(tenant: str) -> str:
+    """The tenant's one stream, which captures ``<tenant>.>``."""
+    return f"natchet-{check_tenant(tenant)}"
+
+
+def tenant_subjects(tenant: str) -> str:
+    return f"{check_tenant(tenant)}.>"
+
+
+@attrs.frozen
+class ParsedSubject:
+    scope: Scope
+    area: str  # events | workflows | tasks | runs
+    rest: tuple[str, ...]
+
+    @property
+    def event_key(self) -> str:
+        return ".".join(self.rest)
+
+    @property
+    def run_id(self) -> str:
+        return self.rest[0]
+
+    @property
+    def run_kind(self) -> str:
+        return self.rest[1]
+
+
+AREAS = frozenset({"events", "workflows", "tasks", "runs"})
+
+
+def parse(subject: str) -> ParsedSubject:
+    parts = subject.split(".")
+    if len(parts) < 4 or parts[2] not in AREAS:
+        raise SubjectError(f"not a natchet subject: {subject!r}")
+    try:
+        scope = Scope(parts[0], parts[1])
+    except SubjectError as exc:
+        raise SubjectError(f"not a natchet subject: {subject!r}: {exc}") from None
+    rest = tuple(parts[3:])
+    if parts[2] == "runs" and len(rest) != 2:
+        raise SubjectError(f"run subject needs <run_id>.<kind>: {subject!r}")
+    return ParsedSubject(scope, parts[2], rest)
