@@ -1,0 +1,17 @@
+"""The orchestrator: events to runs, DAG progression, queueing ready steps."""
+
+from dispatcher.decide import Event, Output, decide, event_run_id
+from dispatcher.service import Dispatcher
+from dispatcher.state import RunState, State, StepState, fold
+
+__all__ = [
+    "Dispatcher",
+    "Event",
+    "Output",
+    "RunState",
+    "State",
+    "StepState",
+    "decide",
+    "event_run_id",
+    "fold",
+]

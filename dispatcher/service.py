@@ -1,0 +1,163 @@
+"""The dispatcher process for one tenant: rebuild state from the log, then decide on inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from dispatcher.decide import Event, Output, decide
+from dispatcher.state import State, fold
+from eventstore import (
+    Append,
+    AppendError,
+    DuplicateBatchError,
+    append_atomic,
+    ensure_dispatcher_consumer,
+    ensure_tenant_stream,
+    replay,
+)
+from eventstore.provision import DISPATCHER_CONSUMER
+from schemas import DecodeError, SubjectError, encode, parse, stream_name
+from schemas.codec import decode_json, decode_subject
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 5.0
+
+
+class Dispatcher:
+    """Turns events, run requests and step results into runs, queued steps and verdicts."""
+
+    def __init__(self, nc: NATS, tenant: str, *, fetch_batch: int = 256) -> None:
+        self.nc = nc
+        self.tenant = tenant
+        self.fetch_batch = fetch_batch
+        self.state = State()
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.decisions = 0
+
+    async def rebuild(self) -> int:
+        """Fold the registry and every run's history; return how many messages were read."""
+        count = 0
+        subjects = [f"{self.tenant}.*.workflows.*", f"{self.tenant}.*.runs.>"]
+        async for rec in replay(self.nc, self.tenant, subjects):
+            count += 1
+            try:
+                parsed = parse(rec.subject)
+                fold(self.state, parsed.scope, decode_subject(parsed, rec.data))
+            except (SubjectError, DecodeError) as exc:
+                log.warning(
+                    "skipping unreadable message %s at seq %d: %s", rec.subject, rec.seq, exc
+                )
+        return count
+
+    async def run(self) -> None:
+        """Rebuild from the log, then decide until :meth:`shutdown`. Safe to call again
+        after a failure: state is always rebuilt from the log, never trusted from before."""
+        self.state = State()
+        js = self.nc.jetstream()
+        await ensure_tenant_stream(js, self.tenant)
+        await ensure_dispatcher_consumer(js, self.tenant)
+        folded = await self.rebuild()
+        log.info(
+            "dispatcher %s: rebuilt from %d messages (%d runs in flight, %d workflows)",
+            self.tenant,
+            folded,
+            len(self.state.runs),
+            len(self.state.workflows),
+        )
+        sub = await js.pull_subscribe_bind(DISPATCHER_CONSUMER, stream=stream_name(self.tenant))
+        self.ready.set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.ConnectionClosedError:
+                    if self._stopping.is_set():
+                        break
+                    raise
+                for msg in msgs:
+                    await self._handle(msg)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    def _read(self, msg: Msg) -> tuple[object, object] | None:
+        """(scope, input) for a message, or None when it is not something to decide on."""
+        parsed = parse(msg.subject)
+        if parsed.area == "events":
+            try:
+                payload = decode_json(msg.data)
+            except DecodeError as exc:
+                log.warning(
+                    "event %s at seq %d rejected: %s",
+                    msg.subject,
+                    msg.metadata.sequence.stream,
+                    exc,
+                )
+                return None
+            return parsed.scope, Event(parsed.event_key, msg.metadata.sequence.stream, payload)
+        return parsed.scope, decode_subject(parsed, msg.data)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            read = self._read(msg)
+        except (SubjectError, DecodeError) as exc:
+            log.warning(
+                "ignoring unreadable %s at seq %d: %s",
+                msg.subject,
+                msg.metadata.sequence.stream,
+                exc,
+            )
+            read = None
+        if read is not None:
+            scope, message = read
+            outputs = decide(self.state, scope, message)  # type: ignore[arg-type]
+            await self._append(outputs)
+            fold(self.state, scope, message)  # type: ignore[arg-type]
+            for out in outputs:
+                fold(self.state, scope, out.message)  # type: ignore[arg-type]
+            self.decisions += bool(outputs)
+        await msg.ack()
+
+    async def _append(self, outputs: list[Output]) -> None:
+        """Append a decision atomically, retrying until it is in the log (order matters)."""
+        if not outputs:
+            return
+        items = [Append(o.subject, encode(o.message), o.msg_id) for o in outputs]
+        delay = 0.1
+        while True:
+            try:
+                await append_atomic(self.nc, items)
+                return
+            except DuplicateBatchError:
+                return  # decided and appended before a restart
+            except AppendError as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning(
+                    "dispatcher %s: append failed (%s), retrying in %.1fs", self.tenant, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def shutdown(self) -> None:
+        self._stopping.set()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
