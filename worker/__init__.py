@@ -1,0 +1,32 @@
+"""The natchet worker SDK: Hatchet's Python API on NATS JetStream.
+
+```python
+from worker import Hatchet, Context
+
+hatchet = Hatchet()
+```
+"""
+
+from worker.client import (
+    AdminClient,
+    EventClient,
+    Hatchet,
+    PushedEvent,
+    WorkflowRunError,
+    WorkflowRunRef,
+)
+from worker.context import Context
+from worker.runtime import Worker
+from worker.settings import ClientSettings
+
+__all__ = [
+    "AdminClient",
+    "ClientSettings",
+    "Context",
+    "EventClient",
+    "Hatchet",
+    "PushedEvent",
+    "Worker",
+    "WorkflowRunError",
+    "WorkflowRunRef",
+]

@@ -1,0 +1,182 @@
+"""The ``Hatchet`` client: declare workflows, push events, start runs, make workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+from nats.aio.client import Client as NATS
+
+from eventstore import Append, NatchetError, append, connect, follow
+from schemas import encode, encode_json
+from schemas.codec import DecodeError, decode_run_message
+from schemas.messages import RunFinished, RunRejected, RunRequested, RunStatus, StepFinished
+from schemas.subjects import SubjectError
+from worker import declare
+from worker.portal import Portal
+from worker.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from worker.runtime import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+
+class WorkflowRunError(NatchetError):
+    """A run ended FAILED or CANCELLED, or was rejected; ``status`` and ``error`` say how."""
+
+    def __init__(self, run_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"run {run_id} {status}: {error}")
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+
+
+@attrs.frozen
+class PushedEvent:
+    key: str
+    event_id: str
+
+
+class EventClient:
+    def __init__(self, hatchet: Hatchet) -> None:
+        self._h = hatchet
+
+    async def _push(self, key: str, payload: Any, dedup_id: str | None) -> PushedEvent:
+        scope = self._h.settings.scope
+        try:
+            subject = scope.event(key)
+        except SubjectError as exc:
+            raise NatchetError(str(exc)) from None
+        nc = await self._h.portal.nc()
+        seq = await append(nc, Append(subject, encode_json(payload), dedup_id))
+        return PushedEvent(key=key, event_id=str(seq))
+
+    def push(self, key: str, payload: Any, *, dedup_id: str | None = None) -> PushedEvent:
+        """Publish an event (JSON payload) on ``<tenant>.<namespace>.events.<key>``."""
+        return self._h.portal.call(self._push(key, payload, dedup_id))
+
+    async def aio_push(self, key: str, payload: Any, *, dedup_id: str | None = None) -> PushedEvent:
+        return await self._h.portal.run(self._push(key, payload, dedup_id))
+
+
+class WorkflowRunRef:
+    """A started run. ``await ref.result()`` gives ``{step: output}`` once it succeeds."""
+
+    def __init__(self, hatchet: Hatchet, run_id: str) -> None:
+        self._h = hatchet
+        self.workflow_run_id = run_id
+
+    async def _wait(self) -> dict[str, Any]:
+        scope = self._h.settings.scope
+        nc = await self._h.portal.nc()
+        outputs: dict[str, Any] = {}
+        async for rec in follow(nc, scope.tenant, scope.run_filter(self.workflow_run_id)):
+            kind = rec.subject.rsplit(".", 1)[-1]
+            try:
+                message = decode_run_message(kind, rec.data)
+            except DecodeError:
+                continue
+            match message:
+                case StepFinished(status=RunStatus.SUCCEEDED):
+                    outputs[message.step] = message.output
+                case RunFinished(status=RunStatus.SUCCEEDED):
+                    return outputs
+                case RunFinished():
+                    raise WorkflowRunError(self.workflow_run_id, message.status, message.error)
+                case RunRejected():
+                    raise WorkflowRunError(self.workflow_run_id, "REJECTED", message.reason)
+        raise NatchetError(f"stopped following run {self.workflow_run_id}")
+
+    async def result(self) -> dict[str, Any]:
+        return await self._h.portal.run(self._wait())
+
+    def sync_result(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return self._h.portal.call(self._wait(), timeout_s)
+
+
+class AdminClient:
+    def __init__(self, hatchet: Hatchet) -> None:
+        self._h = hatchet
+
+    async def _run(self, workflow: str, payload: Any, run_id: str | None) -> WorkflowRunRef:
+        run_id = run_id or str(uuid.uuid4())
+        req = RunRequested(run_id=run_id, workflow=workflow, input=payload)
+        encode_json(payload)  # fail here, clearly, on input JSON cannot carry
+        nc = await self._h.portal.nc()
+        subject = self._h.settings.scope.run(run_id, "requested")
+        await append(nc, Append(subject, encode(req), f"{run_id}:requested"))
+        return WorkflowRunRef(self._h, run_id)
+
+    def run_workflow(
+        self, workflow_name: str, input: Any = None, *, run_id: str | None = None
+    ) -> WorkflowRunRef:
+        """Start a run of ``workflow_name`` with ``input``; returns at once with a reference."""
+        return self._h.portal.call(self._run(workflow_name, input, run_id))
+
+    async def aio_run_workflow(
+        self, workflow_name: str, input: Any = None, *, run_id: str | None = None
+    ) -> WorkflowRunRef:
+        return await self._h.portal.run(self._run(workflow_name, input, run_id))
+
+
+class Hatchet:
+    """Reads ``HATCHET_CLIENT_*`` from the environment (or ``env``) on first use."""
+
+    def __init__(
+        self,
+        *,
+        settings: ClientSettings | None = None,
+        env: Mapping[str, str] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._env = env
+        self.debug = debug
+        self.portal = Portal(lambda: self.connect("natchet-client"))
+        self.event = EventClient(self)
+        self.admin = AdminClient(self)
+
+    @property
+    def settings(self) -> ClientSettings:
+        if self._settings is None:
+            self._settings = ClientSettings.from_env(self._env)
+        return self._settings
+
+    async def connect(self, name: str) -> NATS:
+        return await connect(self.settings.nats_options(name))
+
+    def workflow(
+        self,
+        name: str | None = None,
+        on_events: Sequence[str] = (),
+        schedule_timeout: declare.Duration = "5m",
+    ) -> Callable[[C], C]:
+        return declare.workflow(name=name, on_events=on_events, schedule_timeout=schedule_timeout)
+
+    def step(
+        self,
+        parents: Sequence[str] = (),
+        timeout: declare.Duration = 60,
+        retries: int = 0,
+        backoff_factor: float | None = None,
+        backoff_max_seconds: float | None = None,
+    ) -> Callable[[F], F]:
+        return declare.step(
+            parents=parents,
+            timeout=timeout,
+            retries=retries,
+            backoff_factor=backoff_factor,
+            backoff_max_seconds=backoff_max_seconds,
+        )
+
+    def worker(self, name: str, max_runs: int | None = None) -> Worker:
+        from worker.runtime import Worker
+
+        return Worker(self, name, max_runs=max_runs or 100)
+
+    def close(self) -> None:
+        self.portal.close()

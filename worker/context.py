@@ -1,0 +1,62 @@
+"""What a step receives: its run's input, its parents' outputs, and a log."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from schemas.messages import Task
+
+
+class Context:
+    """Hatchet's step context. Safe to use from sync steps (threads) and async steps."""
+
+    def __init__(self, task: Task, delivery: int, log_sink: Callable[[str], None]) -> None:
+        self._task = task
+        self._delivery = delivery
+        self._log_sink = log_sink
+        self._cancel = threading.Event()
+
+    def workflow_input(self) -> Any:
+        return self._task.input
+
+    def step_output(self, step: str) -> Any:
+        try:
+            return self._task.parent_outputs[step]
+        except KeyError:
+            parents = ", ".join(sorted(self._task.parent_outputs)) or "none"
+            raise KeyError(
+                f"step {self._task.step!r} has no parent {step!r} (its parents: {parents})"
+            ) from None
+
+    def workflow_run_id(self) -> str:
+        return self._task.run_id
+
+    @property
+    def step_name(self) -> str:
+        return self._task.step
+
+    @property
+    def attempt(self) -> int:
+        return self._task.attempt
+
+    @property
+    def delivery(self) -> int:
+        return self._delivery
+
+    def log(self, line: object) -> None:
+        """Record a line on this step attempt (appended to the run's history, in order)."""
+        self._log_sink(str(line))
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the attempt is cancelled or timed out: a sync step should return."""
+        return self._cancel.is_set()
+
+    @property
+    def exit_flag(self) -> bool:
+        return self._cancel.is_set()
+
+    def _set_cancelled(self) -> None:
+        self._cancel.set()

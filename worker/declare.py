@@ -1,0 +1,182 @@
+"""Declaring workflows: ``@hatchet.workflow`` on a class, ``@hatchet.step`` on its methods."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import orjson
+
+from eventstore import ConfigError
+from schemas.messages import StepDef, WorkflowDef
+from schemas.subjects import SubjectError, check_event_key, check_name
+
+STEP_ATTR = "_natchet_step"
+WORKFLOW_ATTR = "_natchet_workflow"
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+Duration = float | int | str | dt.timedelta
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(value: Duration, what: str) -> float:
+    """``30``, ``"30s"``, ``"5m"`` or a ``timedelta`` as seconds."""
+    if isinstance(value, dt.timedelta):
+        out = value.total_seconds()
+    elif isinstance(value, int | float):
+        out = float(value)
+    else:
+        m = _DURATION_RE.match(value.strip())
+        if not m:
+            raise ConfigError(f"{what}={value!r}: use seconds, or a string like '30s', '5m', '1h'")
+        out = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if out <= 0:
+        raise ConfigError(f"{what} must be positive, not {value!r}")
+    return out
+
+
+@attrs.frozen
+class StepSpec:
+    """What ``@hatchet.step(...)`` recorded on a method."""
+
+    parents: tuple[str, ...]
+    timeout_s: float
+    retries: int
+    backoff_factor: float | None
+    backoff_max_s: float | None
+
+
+def step(
+    parents: Sequence[str] = (),
+    timeout: Duration = 60,
+    retries: int = 0,
+    backoff_factor: float | None = None,
+    backoff_max_seconds: float | None = None,
+) -> Callable[[F], F]:
+    if retries < 0:
+        raise ConfigError(f"retries must be >= 0, not {retries}")
+    spec = StepSpec(
+        parents=tuple(parents),
+        timeout_s=seconds(timeout, "timeout"),
+        retries=retries,
+        backoff_factor=backoff_factor,
+        backoff_max_s=backoff_max_seconds,
+    )
+
+    def mark(fn: F) -> F:
+        setattr(fn, STEP_ATTR, spec)
+        return fn
+
+    return mark
+
+
+@attrs.frozen
+class WorkflowSpec:
+    """What ``@hatchet.workflow(...)`` recorded on a class, with its steps resolved."""
+
+    definition: WorkflowDef
+    functions: dict[str, Callable[..., Any]]
+
+
+def _check_dag(name: str, steps: dict[str, StepSpec]) -> list[str]:
+    """Topological order of the steps; a clear error for unknown parents and cycles."""
+    for step_name, spec in steps.items():
+        for parent in spec.parents:
+            if parent not in steps:
+                raise ConfigError(
+                    f"workflow {name}: step {step_name!r} has unknown parent {parent!r} "
+                    f"(steps: {', '.join(sorted(steps))})"
+                )
+    order: list[str] = []
+    done: set[str] = set()
+    while len(order) < len(steps):
+        ready = [s for s in steps if s not in done and set(steps[s].parents) <= done]
+        if not ready:
+            cycle = sorted(set(steps) - done)
+            raise ConfigError(f"workflow {name}: steps {cycle} form a cycle")
+        for s in sorted(ready):
+            order.append(s)
+            done.add(s)
+    return order
+
+
+def version_of(body: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def workflow(
+    name: str | None = None,
+    on_events: Sequence[str] = (),
+    schedule_timeout: Duration = "5m",
+) -> Callable[[C], C]:
+    events = tuple(on_events)
+    try:
+        for key in events:
+            check_event_key(key)
+    except SubjectError as exc:
+        raise ConfigError(str(exc)) from None
+    schedule_timeout_s = seconds(schedule_timeout, "schedule_timeout")
+
+    def mark(cls: C) -> C:
+        wf_name = name or cls.__name__
+        try:
+            check_name("workflow", wf_name)
+        except SubjectError as exc:
+            raise ConfigError(str(exc)) from None
+        specs: dict[str, StepSpec] = {}
+        functions: dict[str, Callable[..., Any]] = {}
+        for attr_name in dir(cls):
+            fn = getattr(cls, attr_name)
+            spec = getattr(fn, STEP_ATTR, None)
+            if isinstance(spec, StepSpec):
+                specs[attr_name] = spec
+                functions[attr_name] = fn
+        if not specs:
+            raise ConfigError(
+                f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
+            )
+        order = _check_dag(wf_name, specs)
+        steps = tuple(
+            StepDef(
+                name=s,
+                parents=specs[s].parents,
+                timeout_s=specs[s].timeout_s,
+                retries=specs[s].retries,
+                backoff_factor=specs[s].backoff_factor,
+                backoff_max_s=specs[s].backoff_max_s,
+            )
+            for s in order
+        )
+        body = {
+            "name": wf_name,
+            "steps": [attrs.asdict(s) for s in steps],
+            "on_events": list(events),
+            "schedule_timeout_s": schedule_timeout_s,
+        }
+        definition = WorkflowDef(
+            name=wf_name,
+            version=version_of(body),
+            steps=steps,
+            on_events=events,
+            schedule_timeout_s=schedule_timeout_s,
+        )
+        setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions))
+        return cls
+
+    return mark
+
+
+def spec_of(obj: object) -> WorkflowSpec:
+    spec = getattr(obj, WORKFLOW_ATTR, None)
+    if not isinstance(spec, WorkflowSpec):
+        raise ConfigError(
+            f"{obj!r} is not a workflow: decorate its class with @hatchet.workflow(...)"
+        )
+    return spec

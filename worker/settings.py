@@ -1,0 +1,93 @@
+"""Client settings, read from ``HATCHET_CLIENT_*`` (and ``NATCHET_*``) variables."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+
+import attrs
+
+from eventstore import ConfigError, NatsOptions
+from schemas.subjects import Scope, SubjectError
+
+TLS_STRATEGIES = ("none", "tls", "mtls")
+
+
+@attrs.frozen
+class ClientSettings:
+    """Where the engine's NATS is, and which tenant and namespace this client works in."""
+
+    nats_url: str
+    tenant: str
+    namespace: str = "default"
+    token: str | None = None
+    tls_strategy: str = "none"
+    tls_root_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_server_name: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.tenant, self.namespace)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> ClientSettings:
+        env = dict(os.environ if env is None else env)
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        url = env.get("HATCHET_CLIENT_HOST_PORT") or env.get("NATCHET_NATS_URL")
+        if not url:
+            raise ConfigError(
+                "HATCHET_CLIENT_HOST_PORT is not set: set it to the engine's NATS address "
+                "(`natchet dev` prints it), e.g. 127.0.0.1:4222"
+            )
+        tenant = env.get("HATCHET_CLIENT_TENANT_ID") or env.get("NATCHET_TENANT")
+        if not tenant:
+            raise ConfigError(
+                "HATCHET_CLIENT_TENANT_ID is not set: set it to your tenant (`natchet dev` "
+                "prints it)"
+            )
+        strategy = env.get("HATCHET_CLIENT_TLS_STRATEGY", "none").lower()
+        if strategy not in TLS_STRATEGIES:
+            raise ConfigError(
+                f"HATCHET_CLIENT_TLS_STRATEGY={strategy!r}: use one of {', '.join(TLS_STRATEGIES)}"
+            )
+        settings = cls(
+            nats_url=url,
+            tenant=tenant,
+            namespace=env.get("HATCHET_CLIENT_NAMESPACE") or "default",
+            token=env.get("HATCHET_CLIENT_TOKEN") or None,
+            tls_strategy=strategy,
+            tls_root_ca_file=env.get("HATCHET_CLIENT_TLS_ROOT_CA_FILE") or None,
+            tls_cert_file=env.get("HATCHET_CLIENT_TLS_CERT_FILE") or None,
+            tls_key_file=env.get("HATCHET_CLIENT_TLS_KEY_FILE") or None,
+            tls_server_name=env.get("HATCHET_CLIENT_TLS_SERVER_NAME") or None,
+        )
+        try:
+            settings.scope  # noqa: B018 - validates tenant and namespace
+        except SubjectError as exc:
+            raise ConfigError(str(exc)) from None
+        return settings
+
+    def nats_options(self, name: str) -> NatsOptions:
+        return NatsOptions(
+            url=self.nats_url,
+            name=name,
+            token=self.token,
+            tls=self._tls_context(),
+            tls_hostname=self.tls_server_name,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_strategy == "none":
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_root_ca_file)
+        if self.tls_strategy == "mtls":
+            if not (self.tls_cert_file and self.tls_key_file):
+                raise ConfigError(
+                    "HATCHET_CLIENT_TLS_STRATEGY=mtls needs HATCHET_CLIENT_TLS_CERT_FILE and "
+                    "HATCHET_CLIENT_TLS_KEY_FILE"
+                )
+            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return ctx
