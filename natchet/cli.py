@@ -1,0 +1,159 @@
+"""The ``natchet`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from eventstore import NatchetError, NatsOptions
+from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, EngineSettings, layered_env
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="natchet", description="a durable task engine on NATS")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def servers(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--nats-url", help="NATS server (env NATCHET_NATS_URL)")
+        sp.add_argument("--database-url", help="PostgreSQL URL (env NATCHET_DATABASE_URL)")
+
+    dev = sub.add_parser("dev", help="embedded NATS + Postgres + engine, until Ctrl-C")
+    servers(dev)
+    dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    dev.add_argument("--env-file", type=Path, help="also write the worker env here")
+    dev.add_argument("--tenant", default=DEFAULT_TENANT)
+
+    engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
+    servers(engine)
+    engine.add_argument("--tenants", help="comma-separated (env NATCHET_TENANTS, default dev)")
+
+    demo = sub.add_parser("demo", help="the whole path on an embedded stack, then exit")
+    demo.add_argument("--events", type=int, default=10)
+
+    runs = sub.add_parser("runs", help="runs, read from Postgres")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    rl = runs_sub.add_parser("list")
+    rl.add_argument("--json", action="store_true")
+    rl.add_argument("--status")
+    rl.add_argument("--workflow")
+    rl.add_argument("--tenant")
+    rl.add_argument("--limit", type=int, default=100)
+    rl.add_argument("--database-url")
+    rg = runs_sub.add_parser("get")
+    rg.add_argument("run_id")
+    rg.add_argument("--json", action="store_true")
+    rg.add_argument("--database-url")
+
+    events = sub.add_parser("events", help="events, read from Postgres")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    el = events_sub.add_parser("list")
+    el.add_argument("--json", action="store_true")
+    el.add_argument("--tenant")
+    el.add_argument("--limit", type=int, default=100)
+    el.add_argument("--database-url")
+
+    event = sub.add_parser("event", help="publish events")
+    event_sub = event.add_subparsers(dest="event_command", required=True)
+    ep = event_sub.add_parser("push", help="publish JSON on <tenant>.<namespace>.events.<key>")
+    ep.add_argument("key")
+    ep.add_argument("json")
+    ep.add_argument("--nats-url")
+    ep.add_argument("--tenant")
+    ep.add_argument("--namespace")
+    return p
+
+
+def _database_url(flag: str | None) -> str:
+    env = layered_env()
+    url = flag or env.get("NATCHET_DATABASE_URL")
+    if not url:
+        raise NatchetError(
+            "NATCHET_DATABASE_URL is not set: pass --database-url, export it, or run "
+            "`natchet dev` in this directory"
+        )
+    return url
+
+
+def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from natchet import inspect, serve
+
+    match args.command:
+        case "dev":
+            return serve.serve_dev(
+                args.data_dir,
+                nats_url=args.nats_url,
+                database_url=args.database_url,
+                tenant=args.tenant,
+                env_file=args.env_file,
+            )
+        case "engine":
+            settings = EngineSettings.resolve(
+                nats_url=args.nats_url, database_url=args.database_url, tenants=args.tenants
+            )
+            return serve.serve_engine(settings)
+        case "demo":
+            from natchet.demo import run_demo
+
+            return run_demo(args.events)
+        case "runs" if args.runs_command == "list":
+            return inspect.runs_list(
+                _database_url(args.database_url),
+                as_json=args.json,
+                status=args.status,
+                workflow=args.workflow,
+                tenant=args.tenant,
+                limit=args.limit,
+            )
+        case "runs":
+            return inspect.runs_get(
+                _database_url(args.database_url), args.run_id, as_json=args.json
+            )
+        case "events":
+            return inspect.events_list(
+                _database_url(args.database_url),
+                as_json=args.json,
+                tenant=args.tenant,
+                limit=args.limit,
+            )
+        case _:
+            return _push(args)
+
+
+async def _push(args: argparse.Namespace) -> int:
+    from natchet.publish import push_event
+
+    env = layered_env()
+    url = args.nats_url or env.get("NATCHET_NATS_URL") or env.get("HATCHET_CLIENT_HOST_PORT")
+    if not url:
+        raise NatchetError("no NATS address: pass --nats-url or run `natchet dev` here")
+    tenant = args.tenant or env.get("HATCHET_CLIENT_TENANT_ID") or DEFAULT_TENANT
+    namespace = args.namespace or env.get("HATCHET_CLIENT_NAMESPACE") or "default"
+    token = env.get("HATCHET_CLIENT_TOKEN") or None
+    options = NatsOptions(url=url, name="natchet-cli", token=token)
+    print(await push_event(options, tenant, namespace, args.key, args.json))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(_command(args))
+    except NatchetError as exc:
+        print(f"natchet: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

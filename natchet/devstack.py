@@ -1,0 +1,86 @@
+"""The embedded dev stack: nats-server and PostgreSQL from wheels, in a data directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from natchet.embedded import EmbeddedPostgres, NatsServer
+
+DEV_DATABASE = "natchet"
+
+
+def _stop_stale(pid_file: Path) -> None:
+    """A dev stack killed with SIGKILL leaves its servers running: stop them first."""
+    if not pid_file.exists():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)  # raises once the process is gone
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+class DevStack:
+    """Starts what is not given: a NATS server and/or a PostgreSQL server."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        nats_url: str | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.nats: NatsServer | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self._nats_url = nats_url
+        self._database_url = database_url
+
+    @property
+    def nats_url(self) -> str:
+        return self._nats_url or (self.nats.url if self.nats else "")
+
+    @property
+    def database_url(self) -> str:
+        return self._database_url or (self.postgres.url(DEV_DATABASE) if self.postgres else "")
+
+    def start(self) -> None:
+        try:
+            if self._nats_url is None:
+                nats_dir = self.data_dir / "nats"
+                _stop_stale(nats_dir / "nats-server.pid")
+                self.nats = NatsServer(
+                    nats_dir, extra_args=("-P", str(nats_dir / "nats-server.pid"))
+                )
+                self.nats.start()
+            if self._database_url is None:
+                pg_dir = self.data_dir / "postgres"
+                _stop_stale(pg_dir / "pgdata" / "postmaster.pid")
+                self.postgres = EmbeddedPostgres(pg_dir)
+                self.postgres.start()
+                ensure_database(self.postgres.url(), DEV_DATABASE)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self.nats is not None:
+            self.nats.stop()
