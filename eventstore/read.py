@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 
 import attrs
@@ -22,10 +23,12 @@ class Record:
     subject: str
     data: bytes
     headers: dict[str, str] | None = None
+    time: dt.datetime | None = None  # when the stream stored it
 
 
 def to_record(msg: Msg) -> Record:
-    return Record(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers)
+    meta = msg.metadata
+    return Record(meta.sequence.stream, msg.subject, msg.data, msg.headers, meta.timestamp)
 
 
 async def last_seq(nc: NATS, tenant: str) -> int:

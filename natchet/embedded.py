@@ -219,30 +219,31 @@ class EmbeddedPostgres:
         if self.user:
             log.touch()
             _chown_tree(self.data_dir, self.user)
-        self.proc = subprocess.Popen(
-            [
-                str(bin_dir / "postgres"),
-                "-D",
-                str(pgdata),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.data_dir),
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=200",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            user=self.user,
-            group=self.user,
-            extra_groups=[] if self.user else None,
-        )
+        with log.open("ab") as log_out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data_dir),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=self.user,
+                group=self.user,
+                extra_groups=[] if self.user else None,
+            )
         try:
             wait_for_port("127.0.0.1", self.port, 30.0, self.proc)
         except EmbeddedError as exc:

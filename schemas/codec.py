@@ -60,7 +60,7 @@ def decode_as(cls: type[T], kind: str, data: bytes) -> T:
         raise DecodeError(f"{kind} body must be a JSON object")
     try:
         return structure(cls, _upcast(kind, body))
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise DecodeError(f"bad {kind} message: {exc}") from None
 
 

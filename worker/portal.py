@@ -24,6 +24,7 @@ class Portal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: NATS | None = None
+        self._connecting: asyncio.Lock | None = None
         self._lock = threading.Lock()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -39,9 +40,13 @@ class Portal:
             return self._loop
 
     async def nc(self) -> NATS:
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await self._connect()
-        return self._nc
+        """The portal's one connection (runs on the portal loop; concurrent callers share)."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await self._connect()
+            return self._nc
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
@@ -55,14 +60,28 @@ class Portal:
         return await asyncio.wrap_future(self.submit(coro))
 
     def close(self) -> None:
+        """Drain the connection, cancel what is left on the loop, and stop the thread."""
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is None:
             return
-        if self._nc is not None and not self._nc.is_closed:
-            nc = self._nc
-            with contextlib.suppress(nats.errors.Error, TimeoutError, RuntimeError):
-                asyncio.run_coroutine_threadsafe(nc.drain(), loop).result(5)
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._close_on_loop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
+        if not loop.is_running():
+            loop.close()
+
+    async def _close_on_loop(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self._nc.drain()
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        # Let the transports run their connection_lost callbacks, which close the sockets.
+        for _ in range(3):
+            await asyncio.sleep(0)

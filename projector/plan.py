@@ -1,0 +1,296 @@
+"""What one log record does to the read model: a pure function from a record to statements.
+
+Each statement is idempotent: inserts do nothing when the row exists, updates apply only to
+rows whose ``last_seq`` is older than the record. A record that cannot be decoded becomes
+a ``rejections`` row instead.
+
+Step statuses: a step of the run's DAG that was never queued is ``PENDING``; then it is
+``QUEUED``, ``RUNNING`` and one of the terminal :class:`schemas.RunStatus` values. A step
+keeps its earliest ``queued_at`` and ``started_at`` over retries; ``attempt`` is its latest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, LiteralString
+
+import attrs
+
+import schemas
+from eventstore import Record
+from projector import _values as v
+from schemas import DecodeError, RunStatus, SubjectError
+from schemas.subjects import ParsedSubject
+
+PENDING = "PENDING"
+_TERMINAL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
+
+
+@attrs.frozen
+class Stmt:
+    sql: LiteralString
+    params: dict[str, Any]
+
+
+def received_at(record: Record) -> dt.datetime | None:
+    """The stream timestamp, once :class:`eventstore.Record` carries one (``time``)."""
+    value = getattr(record, "time", None)
+    return value if isinstance(value, dt.datetime) else None
+
+
+def rejection(tenant: str, record: Record, reason: str) -> Stmt:
+    return Stmt(
+        "INSERT INTO rejections (tenant, seq, subject, reason, at)"
+        " VALUES (%(tenant)s, %(seq)s, %(subject)s, %(reason)s, %(at)s)"
+        " ON CONFLICT DO NOTHING",
+        {
+            "tenant": tenant,
+            "seq": record.seq,
+            "subject": v.text(record.subject, "subject"),
+            "reason": v.text(reason, "reason"),
+            "at": received_at(record),
+        },
+    )
+
+
+def plan(tenant: str, record: Record) -> list[Stmt]:
+    """The statements that apply ``record``, or a rejection when it cannot be decoded."""
+    try:
+        parsed = schemas.parse(record.subject)
+        if parsed.scope.tenant != tenant:
+            raise SubjectError(f"subject is not in tenant {tenant!r}")
+        if parsed.area == "events":
+            return [_event(tenant, record, parsed)]
+        message = _decode(parsed, record.data)
+        if parsed.area == "workflows":
+            return [_workflow(tenant, record.seq, parsed, message)]
+        if parsed.area == "tasks":
+            return []  # the offer; its ``queued`` twin already says everything
+        if message.run_id != parsed.run_id:
+            raise DecodeError(f"run_id {message.run_id!r} differs from the subject's")
+        return _run_message(tenant, record.seq, parsed, message)
+    except (SubjectError, DecodeError) as exc:
+        return [rejection(tenant, record, str(exc))]
+
+
+def _decode(parsed: ParsedSubject, data: bytes) -> Any:
+    try:
+        return schemas.decode_subject(parsed, data)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # A body shaped badly enough to get past the codec's own checks.
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"bad {parsed.area} message: {type(exc).__name__}: {exc}") from None
+
+
+def _event(tenant: str, record: Record, parsed: ParsedSubject) -> Stmt:
+    params: dict[str, Any] = {
+        "tenant": tenant,
+        "namespace": parsed.scope.namespace,
+        "seq": record.seq,
+        "key": v.text(parsed.event_key, "event key"),
+        "received_at": received_at(record),
+    }
+    try:
+        params |= {"payload": v.jsonb(schemas.decode_json(record.data)), "raw": None}
+        params["valid"] = True
+    except DecodeError:
+        raw = record.data.decode("utf-8", errors="replace")
+        params |= {"payload": None, "raw": v.text(raw, "raw"), "valid": False}
+    return Stmt(
+        "INSERT INTO events (tenant, namespace, seq, key, payload, raw, valid, received_at)"
+        " VALUES (%(tenant)s, %(namespace)s, %(seq)s, %(key)s, %(payload)s, %(raw)s,"
+        " %(valid)s, %(received_at)s) ON CONFLICT DO NOTHING",
+        params,
+    )
+
+
+def _workflow(tenant: str, seq: int, parsed: ParsedSubject, wf: schemas.WorkflowDef) -> Stmt:
+    return Stmt(
+        "INSERT INTO workflows (tenant, namespace, name, version, definition, on_events,"
+        " registered_at, last_seq) VALUES (%(tenant)s, %(namespace)s, %(name)s, %(version)s,"
+        " %(definition)s, %(on_events)s, %(registered_at)s, %(seq)s) ON CONFLICT DO NOTHING",
+        {
+            "tenant": tenant,
+            "namespace": parsed.scope.namespace,
+            "name": v.text(wf.name, "name"),
+            "version": v.text(wf.version, "version"),
+            "definition": v.jsonb(attrs.asdict(wf)),
+            "on_events": v.texts(wf.on_events, "on_events"),
+            "registered_at": v.timestamp(wf.registered_at, "registered_at"),
+            "seq": seq,
+        },
+    )
+
+
+def _run_message(tenant: str, seq: int, parsed: ParsedSubject, msg: Any) -> list[Stmt]:
+    base = {"seq": seq, "run_id": v.text(parsed.run_id, "run_id")}
+    if isinstance(msg, schemas.RunCreated):
+        return _created(base | {"tenant": tenant, "namespace": parsed.scope.namespace}, msg)
+    if isinstance(msg, schemas.RunRejected):
+        at = v.timestamp(msg.at, "at")
+        return [
+            Stmt(
+                "INSERT INTO runs (id, tenant, namespace, workflow, status, error, created_at,"
+                " finished_at, last_seq) VALUES (%(run_id)s, %(tenant)s, %(namespace)s,"
+                " %(workflow)s, 'FAILED', %(reason)s, %(at)s, %(at)s, %(seq)s)"
+                " ON CONFLICT DO NOTHING",
+                base
+                | {
+                    "tenant": tenant,
+                    "namespace": parsed.scope.namespace,
+                    "workflow": v.text(msg.workflow, "workflow"),
+                    "reason": v.text(msg.reason, "reason"),
+                    "at": at,
+                },
+            )
+        ]
+    if isinstance(msg, schemas.RunRequested):
+        return []  # the dispatcher answers with created or rejected
+    if isinstance(msg, schemas.RunFinished):
+        return [
+            Stmt(
+                "UPDATE runs SET status = %(status)s, error = %(error)s, finished_at = %(at)s,"
+                " last_seq = %(seq)s WHERE id = %(run_id)s AND last_seq < %(seq)s",
+                base
+                | {
+                    "status": str(msg.status),
+                    "error": v.opt_text(msg.error, "error"),
+                    "at": v.timestamp(msg.at, "at"),
+                },
+            )
+        ]
+    step = base | {"step": v.text(msg.step, "step"), "attempt": v.count(msg.attempt, "attempt")}
+    if isinstance(msg, schemas.StepQueued):
+        return [_queued(step | {"at": v.timestamp(msg.queued_at, "queued_at")})]
+    if isinstance(msg, schemas.StepFinished):
+        return [_step_finished(step, msg)]
+    step["delivery"] = v.count(msg.delivery, "delivery")
+    if isinstance(msg, schemas.StepAssigned):
+        return _assigned(step, msg)
+    if isinstance(msg, schemas.StepResult):
+        return [_result(step, msg)]
+    if isinstance(msg, schemas.StepLog):
+        return [_log(step | {"tenant": tenant}, msg)]
+    raise DecodeError(f"the projector does not know run messages of kind {parsed.run_kind!r}")
+
+
+def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
+    trigger = msg.triggered_by
+    run = Stmt(
+        "INSERT INTO runs (id, tenant, namespace, workflow, workflow_version, status, input,"
+        " triggered_by_key, triggered_by_event_id, created_at, last_seq) VALUES (%(run_id)s,"
+        " %(tenant)s, %(namespace)s, %(workflow)s, %(version)s, 'QUEUED', %(input)s,"
+        " %(event_key)s, %(event_id)s, %(created_at)s, %(seq)s) ON CONFLICT DO NOTHING",
+        params
+        | {
+            "workflow": v.text(msg.workflow, "workflow"),
+            "version": v.text(msg.workflow_version, "workflow_version"),
+            "input": v.jsonb(msg.input),
+            "event_key": None if trigger is None else v.text(trigger.event_key, "event_key"),
+            "event_id": None if trigger is None else v.text(trigger.event_id, "event_id"),
+            "created_at": v.timestamp(msg.created_at, "created_at"),
+        },
+    )
+    steps = [
+        Stmt(
+            "INSERT INTO steps (run_id, name, parents, status, last_seq) VALUES (%(run_id)s,"
+            " %(name)s, %(parents)s, 'PENDING', %(seq)s) ON CONFLICT DO NOTHING",
+            {
+                "run_id": params["run_id"],
+                "seq": params["seq"],
+                "name": v.text(s.name, "step name"),
+                "parents": v.texts(s.parents, "parents"),
+            },
+        )
+        for s in msg.steps
+    ]
+    return [run, *steps]
+
+
+def _queued(params: dict[str, Any]) -> Stmt:
+    return Stmt(
+        "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
+        " ELSE 'QUEUED' END, queued_at = COALESCE(queued_at, %(at)s), attempt = %(attempt)s,"
+        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND name = %(step)s"
+        " AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s",
+        params,
+    )
+
+
+def _assigned(params: dict[str, Any], msg: schemas.StepAssigned) -> list[Stmt]:
+    params = params | {
+        "worker_id": v.text(msg.worker_id, "worker_id"),
+        "worker_name": v.text(msg.worker_name, "worker_name"),
+        "at": v.timestamp(msg.started_at, "started_at"),
+    }
+    attempt = Stmt(
+        "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, worker_name, status,"
+        " started_at, last_seq) VALUES (%(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
+        " %(worker_id)s, %(worker_name)s, 'RUNNING', %(at)s, %(seq)s)"
+        " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
+        " worker_id = excluded.worker_id, worker_name = excluded.worker_name,"
+        " started_at = COALESCE(attempts.started_at, excluded.started_at),"
+        " last_seq = excluded.last_seq WHERE attempts.last_seq < excluded.last_seq",
+        params,
+    )
+    step = Stmt(
+        "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
+        " ELSE 'RUNNING' END, started_at = COALESCE(started_at, %(at)s), attempt = %(attempt)s,"
+        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND name = %(step)s"
+        " AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s",
+        params,
+    )
+    run = Stmt(
+        "UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %(at)s),"
+        " last_seq = %(seq)s WHERE id = %(run_id)s AND status = 'QUEUED' AND last_seq < %(seq)s",
+        params,
+    )
+    return [attempt, step, run]
+
+
+def _result(params: dict[str, Any], msg: schemas.StepResult) -> Stmt:
+    ok = v.flag(msg.ok, "ok")
+    return Stmt(
+        "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, status, finished_at,"
+        " error, output, last_seq) VALUES (%(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
+        " %(worker_id)s, %(status)s, %(at)s, %(error)s, %(output)s, %(seq)s)"
+        " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
+        " status = excluded.status, finished_at = excluded.finished_at,"
+        " error = excluded.error, output = excluded.output,"
+        " worker_id = COALESCE(attempts.worker_id, excluded.worker_id),"
+        " last_seq = excluded.last_seq WHERE attempts.last_seq < excluded.last_seq",
+        params
+        | {
+            "worker_id": v.text(msg.worker_id, "worker_id"),
+            "status": str(RunStatus.SUCCEEDED if ok else RunStatus.FAILED),
+            "at": v.timestamp(msg.finished_at, "finished_at"),
+            "error": v.opt_text(msg.error, "error"),
+            "output": v.jsonb(msg.output) if ok or msg.output is not None else None,
+        },
+    )
+
+
+def _log(params: dict[str, Any], msg: schemas.StepLog) -> Stmt:
+    return Stmt(
+        "INSERT INTO step_logs (tenant, seq, run_id, step, attempt, delivery, line, at)"
+        " VALUES (%(tenant)s, %(seq)s, %(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
+        " %(line)s, %(at)s) ON CONFLICT DO NOTHING",
+        params | {"line": v.text(msg.line, "line"), "at": v.timestamp(msg.at, "at")},
+    )
+
+
+def _step_finished(params: dict[str, Any], msg: schemas.StepFinished) -> Stmt:
+    ok = msg.status == RunStatus.SUCCEEDED
+    return Stmt(
+        "UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s,"
+        " finished_at = %(at)s, attempt = GREATEST(attempt, %(attempt)s), last_seq = %(seq)s"
+        " WHERE run_id = %(run_id)s AND name = %(step)s AND last_seq < %(seq)s",
+        params
+        | {
+            "status": str(msg.status),
+            "output": v.jsonb(msg.output) if ok or msg.output is not None else None,
+            "error": v.opt_text(msg.error, "error"),
+            "at": v.timestamp(msg.at, "at"),
+        },
+    )

@@ -1,0 +1,197 @@
+"""The projector service: folds a tenant's stream into Postgres, batch by batch, forever.
+
+Each batch and the new checkpoint commit in one transaction. On any Postgres or NATS
+error the projector logs a warning, waits (capped exponential backoff), reconnects and
+resumes from the checkpoint stored in Postgres: nothing is lost, and since applying is
+idempotent, nothing is doubled either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+import nats.errors
+import psycopg
+from nats.aio.client import Client as NATS
+
+import eventstore
+import schemas
+from projector._tail import Tail
+from projector.apply import apply_records
+from projector.migrations import DEFAULT_SCHEMA, migrate, set_search_path
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(failures: int, *, base_s: float = 0.1, max_s: float = 5.0) -> float:
+    """Seconds to wait after ``failures`` consecutive failures (1, 2, ...)."""
+    return float(min(max_s, base_s * 2 ** max(failures - 1, 0)))
+
+
+async def read_checkpoint(
+    conn: psycopg.AsyncConnection[Any], tenant: str, schema: str = DEFAULT_SCHEMA
+) -> int:
+    """The last stream sequence applied to ``schema`` for ``tenant`` (0: none yet)."""
+    async with conn.transaction():
+        await set_search_path(conn, schema)
+        cur = await conn.execute(
+            "SELECT last_seq FROM projector_checkpoints WHERE stream = %s",
+            (schemas.stream_name(tenant),),
+        )
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+class Projector:
+    """Tails ``<tenant>.>`` into the read model in ``schema`` of the database at ``dsn``."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        dsn: str,
+        tenant: str,
+        *,
+        batch_size: int = 500,
+        schema: str = DEFAULT_SCHEMA,
+        gather_s: float = 0.02,
+        idle_poll_s: float = 0.25,
+        backoff_base_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        connect_timeout_s: int = 5,
+    ) -> None:
+        self.nc = nc
+        self.dsn = dsn
+        self.tenant = schemas.subjects.check_tenant(tenant)
+        self.batch_size = batch_size
+        self.schema = schema
+        self.gather_s = gather_s
+        self.idle_poll_s = idle_poll_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.connect_timeout_s = connect_timeout_s
+        self._last_applied = 0
+        self._failures = 0
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self._running = False
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def last_applied(self) -> int:
+        """The stream sequence the projection holds everything up to (its checkpoint)."""
+        return self._last_applied
+
+    async def _advance(self, seq: int) -> None:
+        async with self._progress:
+            self._last_applied = max(self._last_applied, seq)
+            self._progress.notify_all()
+
+    async def wait_for_seq(self, seq: int, timeout_s: float | None = None) -> None:
+        """Return once every message up to ``seq`` is applied; ``TimeoutError`` after
+        ``timeout_s`` seconds."""
+        async with self._progress:
+            await asyncio.wait_for(
+                self._progress.wait_for(lambda: self._last_applied >= seq), timeout_s
+            )
+
+    async def wait_caught_up(self, timeout_s: float | None = None) -> int:
+        """Wait until the projection holds the stream as it is now; return that sequence."""
+        seq = await eventstore.last_seq(self.nc, self.tenant)
+        await self.wait_for_seq(seq, timeout_s)
+        return seq
+
+    async def run(self) -> None:
+        """Project until :meth:`shutdown`; errors are logged and retried, never raised."""
+        if self._running:
+            raise RuntimeError("this projector is already running")
+        self._running = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._session()
+                except (psycopg.Error, nats.errors.Error) as exc:
+                    self._failures += 1
+                    delay = backoff_delay(
+                        self._failures, base_s=self.backoff_base_s, max_s=self.backoff_max_s
+                    )
+                    log.warning(
+                        "projector %s: %s: %s; retrying in %.2fs",
+                        self.tenant,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    await self._sleep(delay)
+        finally:
+            self._running = False
+            self._done.set()
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _session(self) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self.dsn,
+            autocommit=False,
+            application_name=f"natchet-projector-{self.tenant}",
+            connect_timeout=self.connect_timeout_s,
+        ) as conn:
+            await migrate(conn, self.schema)
+            checkpoint = await read_checkpoint(conn, self.tenant, self.schema)
+            await self._advance(checkpoint)
+            tail = Tail(
+                self.nc,
+                self.tenant,
+                checkpoint + 1,
+                batch_size=self.batch_size,
+                gather_s=self.gather_s,
+                idle_poll_s=self.idle_poll_s,
+            )
+            log.info("projector %s: tailing from %d", self.tenant, checkpoint + 1)
+            try:
+                while not self._stop.is_set():
+                    records = await tail.next_batch()
+                    if not records:
+                        continue
+                    await apply_records(conn, self.tenant, records, schema=self.schema)
+                    self._failures = 0
+                    await self._advance(records[-1].seq)
+            finally:
+                await tail.close()
+
+    def start(self) -> asyncio.Task[None]:
+        """Run in a background task (what ``async with`` does)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"projector-{self.tenant}")
+        return self._task
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in hand and stop. Idempotent."""
+        self._stop.set()
+        task = self._task
+        if task is None:
+            if self._running:
+                await self._done.wait()
+            return
+        _, pending = await asyncio.wait({task}, timeout=timeout_s)
+        if pending:
+            log.warning("projector %s: not stopped after %.1fs, cancelling", self.tenant, timeout_s)
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            task.result()  # raise what the projector died of
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()

@@ -1,0 +1,102 @@
+"""plan() is pure and total: whatever bytes arrive on whatever subject, it returns
+statements or a rejection, never raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schemas
+from eventstore import Record
+from projector.plan import plan
+
+TENANT = "t1"
+KINDS = ["requested", "created", "rejected", "queued", "assigned", "log", "result",
+         "step_finished", "finished", "exploded"]  # fmt: skip
+SUBJECTS = [f"{TENANT}.default.runs.r1.{k}" for k in KINDS] + [
+    f"{TENANT}.default.tasks.wf.a",
+    f"{TENANT}.default.workflows.wf",
+    f"{TENANT}.default.events.order:created",
+    f"{TENANT}.default.workers.w1",
+    "other.default.events.x",
+]
+FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "triggered_by", "step",
+          "attempt", "delivery", "worker_id", "worker_name", "ok", "output", "error", "status",
+          "line", "at", "created_at", "queued_at", "started_at", "finished_at", "reason",
+          "name", "version", "on_events", "registered_at", "parents", "v"]  # fmt: skip
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+bodies = st.dictionaries(st.sampled_from(FIELDS), json_values).map(lambda d: {"run_id": "r1", **d})
+
+# A valid body of every kind, to break one or two fields of.
+VALID: dict[str, dict[str, Any]] = {
+    kind: orjson.loads(schemas.encode(msg))
+    for kind, msg in {
+        "requested": schemas.RunRequested("r1", "wf", {}),
+        "created": schemas.RunCreated("r1", "wf", "v1", {}, [schemas.StepDef("a")]),
+        "rejected": schemas.RunRejected("r1", "wf", "no"),
+        "queued": schemas.StepQueued("r1", "a", 1),
+        "assigned": schemas.StepAssigned("r1", "a", 1, 1, "w", "n"),
+        "log": schemas.StepLog("r1", "a", 1, 1, "line"),
+        "result": schemas.StepResult("r1", "a", 1, 1, "w", True, 1),
+        "step_finished": schemas.StepFinished("r1", "a", 1, 1, schemas.RunStatus.SUCCEEDED),
+        "finished": schemas.RunFinished("r1", schemas.RunStatus.FAILED, "x"),
+        "task": schemas.Task("r1", "wf", "a", 1, {}, {}, 1.0),
+        "workflow": schemas.WorkflowDef("wf", "v1", [schemas.StepDef("a")]),
+    }.items()
+}
+SUBJECT_OF = {
+    **{k: f"{TENANT}.default.runs.r1.{k}" for k in KINDS},
+    "task": f"{TENANT}.default.tasks.wf.a",
+    "workflow": f"{TENANT}.default.workflows.wf",
+}
+
+
+@st.composite
+def broken_messages(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(sorted(VALID)))
+    body = dict(VALID[kind])
+    for field in draw(st.lists(st.sampled_from(sorted(body)), min_size=1, max_size=2)):
+        body[field] = draw(json_values)
+    return SUBJECT_OF[kind], body
+
+
+def encode(body: Any) -> bytes:
+    return orjson.dumps(body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(SUBJECTS), bodies | st.lists(json_values))
+def test_any_json_body_plans_or_rejects(subject: str, body: Any) -> None:
+    stmts = plan(TENANT, Record(7, subject, encode(body)))
+    assert all(isinstance(s.params, dict) for s in stmts)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(broken_messages())
+def test_valid_messages_with_broken_fields_plan_or_reject(message: tuple[str, Any]) -> None:
+    subject, body = message
+    plan(TENANT, Record(7, subject, encode(body)))
+
+
+def test_every_valid_message_plans() -> None:
+    for kind, body in VALID.items():
+        stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
+        assert all("rejections" not in s.sql for s in stmts), kind
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(SUBJECTS), st.binary(max_size=64))
+def test_any_bytes_plan_or_reject(subject: str, data: bytes) -> None:
+    plan(TENANT, Record(7, subject, data))

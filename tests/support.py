@@ -1,0 +1,43 @@
+"""Helpers shared by tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from natchet.embedded import NatsServer
+from projector import get_run
+from tests.conftest import eventually
+from worker import ClientSettings, Hatchet
+
+
+def hatchet_for(server: NatsServer, tenant: str, namespace: str = "default") -> Hatchet:
+    return Hatchet(settings=ClientSettings(nats_url=server.url, tenant=tenant, namespace=namespace))
+
+
+def worker_env(server: NatsServer, tenant: str, namespace: str = "default") -> dict[str, str]:
+    return {
+        "HATCHET_CLIENT_HOST_PORT": f"127.0.0.1:{server.port}",
+        "HATCHET_CLIENT_TENANT_ID": tenant,
+        "HATCHET_CLIENT_NAMESPACE": namespace,
+    }
+
+
+async def run_ends(
+    db: psycopg.AsyncConnection[Any], run_id: str, *, timeout_s: float = 30.0
+) -> dict[str, Any]:
+    """The run as projected, once it reached a terminal status."""
+
+    async def terminal() -> dict[str, Any] | None:
+        run = await get_run(db, run_id)
+        if run and run["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return run
+        return None
+
+    return await eventually(terminal, timeout_s=timeout_s)
+
+
+async def runs_of(db: psycopg.AsyncConnection[Any], tenant: str) -> list[dict[str, Any]]:
+    cur = await db.execute("SELECT id FROM runs WHERE tenant = %s ORDER BY created_at", (tenant,))
+    return [r for (rid,) in await cur.fetchall() if (r := await get_run(db, rid)) is not None]
