@@ -80,8 +80,8 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    continue
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue  # nats-py raises either when no input arrived in time
                 except nats.errors.ConnectionClosedError:
                     if self._stopping.is_set():
                         break

@@ -72,11 +72,15 @@ class NatsServer:
         port: int | None = None,
         config_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        jetstream: bool = True,
+        binary: Path | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.config_file = config_file
         self.extra_args = extra_args
+        self.jetstream = jetstream
+        self.binary = binary
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,8 +93,10 @@ class NatsServer:
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port)]
-        args += ["-js", "-sd", str(self.store_dir / "jetstream"), "-l", str(self.log_file)]
+        args = [str(self.binary or nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port)]
+        args += ["-sd", str(self.store_dir / "jetstream"), "-l", str(self.log_file)]
+        if self.jetstream:
+            args.append("-js")
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
         args += list(self.extra_args)

@@ -66,8 +66,9 @@ async def run_all(
 
 def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
     """Most intervals open at once (an end at t closes before a start at t opens)."""
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
-                    key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1])
+    )
     depth = peak = 0
     for _, delta in points:
         depth += delta
@@ -86,7 +87,7 @@ async def test_equal_workers_share_evenly_within_max_runs(
     assert len(attempts) == runs  # one attempt per step: nothing ran twice
     share = Counter(name for name, _, _ in attempts)
     even = runs / WORKERS
-    for name, count in share.items():
+    for count in share.values():
         assert 0.75 * even <= count <= 1.25 * even, share
     for w in workers:
         assert w.slots.peak <= MAX_RUNS

@@ -1,0 +1,126 @@
+"""The dispatcher's pure decisions: DAG progression, retries, failures, duplicates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher import Event, State, decide, event_run_id, fold
+from schemas import (
+    RunRequested,
+    RunStatus,
+    Scope,
+    StepDef,
+    StepFinished,
+    StepQueued,
+    StepResult,
+    Task,
+    WorkflowDef,
+)
+
+SCOPE = Scope("acme", "default")
+DIAMOND = WorkflowDef(
+    name="Diamond",
+    version="v1",
+    on_events=("order:placed",),
+    steps=(
+        StepDef("a"),
+        StepDef("b", ("a",)),
+        StepDef("c", ("a",), retries=1),
+        StepDef("d", ("b", "c")),
+    ),
+)
+
+
+def apply(state: State, message: Any) -> list[Any]:
+    """Decide, then fold the input and every output, as the service does."""
+    outputs = decide(state, SCOPE, message)
+    fold(state, SCOPE, message)
+    for out in outputs:
+        fold(state, SCOPE, out.message)
+    return [o.message for o in outputs]
+
+
+def registered() -> State:
+    state = State()
+    fold(state, SCOPE, DIAMOND)
+    return state
+
+
+def ok(run_id: str, step: str, attempt: int = 1, output: Any = None) -> StepResult:
+    return StepResult(run_id, step, attempt, 1, "w1", ok=True, output=output or {step: 1})
+
+
+def queued_steps(messages: list[Any]) -> list[tuple[str, int]]:
+    return [(m.step, m.attempt) for m in messages if isinstance(m, StepQueued)]
+
+
+def test_event_creates_a_run_and_queues_the_roots() -> None:
+    state = registered()
+    out = apply(state, Event("order:placed", 7, {"n": 1}))
+    run_id = event_run_id(SCOPE, 7, "Diamond")
+    assert out[0].run_id == run_id
+    assert out[0].triggered_by.event_id == "7"
+    assert queued_steps(out) == [("a", 1)]
+    [task] = [m for m in out if isinstance(m, Task)]
+    assert task.input == {"n": 1}
+
+
+def test_same_event_twice_creates_one_run() -> None:
+    state = registered()
+    assert apply(state, Event("order:placed", 7, {}))
+    assert apply(state, Event("order:placed", 7, {})) == []
+
+
+def test_event_for_another_key_or_namespace_creates_nothing() -> None:
+    state = registered()
+    assert apply(state, Event("order:cancelled", 1, {})) == []
+    other = Scope("acme", "alice")
+    assert decide(state, other, Event("order:placed", 2, {})) == []
+
+
+def test_diamond_progresses_and_succeeds_once() -> None:
+    state = registered()
+    run_id = apply(state, RunRequested("r1", "Diamond", {}))[0].run_id
+    after_a = apply(state, ok(run_id, "a"))
+    assert queued_steps(after_a) == [("b", 1), ("c", 1)]
+    [task_b] = [m for m in after_a if isinstance(m, Task) and m.step == "b"]
+    assert task_b.parent_outputs == {"a": {"a": 1}}
+    assert queued_steps(apply(state, ok(run_id, "b"))) == []  # d still waits for c
+    after_c = apply(state, ok(run_id, "c"))
+    assert queued_steps(after_c) == [("d", 1)]
+    done = apply(state, ok(run_id, "d"))
+    assert [type(m).__name__ for m in done] == ["StepFinished", "RunFinished"]
+    assert done[1].status is RunStatus.SUCCEEDED
+    assert apply(state, ok(run_id, "d")) == []  # a duplicate result changes nothing
+    assert run_id in state.done and run_id not in state.runs
+
+
+def test_duplicate_result_decides_nothing() -> None:
+    state = registered()
+    apply(state, RunRequested("r1", "Diamond", {}))
+    assert apply(state, ok("r1", "a"))
+    assert apply(state, ok("r1", "a")) == []
+
+
+def test_failure_with_retries_left_queues_the_next_attempt() -> None:
+    state = registered()
+    apply(state, RunRequested("r1", "Diamond", {}))
+    apply(state, ok("r1", "a"))
+    failed = StepResult("r1", "c", 1, 1, "w1", ok=False, error="boom")
+    assert queued_steps(apply(state, failed)) == [("c", 2)]
+    assert apply(state, failed) == []  # the stale attempt-1 result again: nothing
+    final = apply(state, StepResult("r1", "c", 2, 1, "w1", ok=False, error="boom again"))
+    assert isinstance(final[0], StepFinished) and final[0].status is RunStatus.FAILED
+    assert final[-1].status is RunStatus.FAILED
+    assert "boom again" in final[-1].error
+
+
+def test_unknown_workflow_is_rejected_once() -> None:
+    state = registered()
+    [rejected] = apply(state, RunRequested("r9", "Nope", {}))
+    assert "Nope" in rejected.reason
+    assert apply(state, RunRequested("r9", "Nope", {})) == []
+
+
+def test_result_for_unknown_run_is_ignored() -> None:
+    assert apply(registered(), ok("ghost", "a")) == []
