@@ -8,6 +8,7 @@ from eventstore.errors import (
     ConnectError,
     DuplicateBatchError,
     NatchetError,
+    PermissionDeniedError,
 )
 from eventstore.provision import (
     StreamLimits,
@@ -27,6 +28,7 @@ __all__ = [
     "DuplicateBatchError",
     "NatchetError",
     "NatsOptions",
+    "PermissionDeniedError",
     "Record",
     "StreamLimits",
     "TaskConsumerSettings",

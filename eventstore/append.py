@@ -11,6 +11,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.js.api import Header
 
+from eventstore.connection import request
 from eventstore.errors import AppendError, DuplicateBatchError
 
 MAX_BATCH = 1000
@@ -47,7 +48,9 @@ def _check_ack(reply_data: bytes, what: str) -> dict[str, object]:
 async def append(nc: NATS, item: Append, *, timeout_s: float = 5.0) -> int:
     """Append one message; return its stream sequence. A duplicate id returns the original."""
     try:
-        reply = await nc.request(item.subject, item.body, timeout=timeout_s, headers=_headers(item))
+        reply = await request(
+            nc, item.subject, item.body, timeout_s=timeout_s, headers=_headers(item)
+        )
     except nats.errors.NoRespondersError:
         raise AppendError(f"no stream captures {item.subject}") from None
     except nats.errors.TimeoutError:
@@ -78,8 +81,8 @@ async def append_atomic(nc: NATS, items: Sequence[Append], *, timeout_s: float =
             if n in (1, last):
                 # The first message is acknowledged empty (the batch exists), the last with
                 # the pub ack of the whole batch; the middle ones go without waiting.
-                reply = await nc.request(
-                    item.subject, item.body, timeout=timeout_s, headers=headers
+                reply = await request(
+                    nc, item.subject, item.body, timeout_s=timeout_s, headers=headers
                 )
                 ack = _check_ack(reply.data, f"atomic batch {batch_id}")
             else:

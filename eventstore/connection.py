@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
-from eventstore.errors import ConnectError
+from eventstore.errors import ConnectError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,83 @@ class NatsOptions:
     tls: ssl.SSLContext | None = None
     tls_hostname: str | None = None
     connect_timeout_s: float = 5.0
+    user: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    # Reply subjects start here; a tenant's broker permissions allow only ``_INBOX_<tenant>``.
+    inbox_prefix: str | None = None
+
+
+AUTH_VIOLATION = "authorization violation"
+PERMISSION_RE = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
+
+# Requests waiting on a subject, per client: a permission violation for that subject ends
+# them at once (nats-py reports violations only to error_cb; the request would time out).
+_denial_waiters: weakref.WeakKeyDictionary[NATS, dict[str, set[asyncio.Future[str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _note_violation(nc: NATS | None, exc: Exception) -> bool:
+    match = PERMISSION_RE.search(str(exc))
+    if match is None:
+        return False
+    if nc is not None and match.group(1).lower() == "publish":
+        # nats-py lowercases the server's error line, subject included.
+        for waiter in _denial_waiters.get(nc, {}).get(match.group(2).lower(), set()):
+            if not waiter.done():
+                waiter.set_result(str(exc))
+    return True
+
+
+async def request(
+    nc: NATS,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+) -> Msg:
+    """``nc.request`` that fails with :class:`PermissionDeniedError` as soon as the broker
+    refuses the publish, instead of timing out."""
+    waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    waiters = _denial_waiters.setdefault(nc, {}).setdefault(subject.lower(), set())
+    waiters.add(waiter)
+    call = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout_s, headers=headers))
+    try:
+        racers: set[asyncio.Future[Any]] = {call, waiter}
+        await asyncio.wait(racers, return_when="FIRST_COMPLETED")
+        if call.done():
+            return call.result()
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        raise PermissionDeniedError(
+            f"the NATS server refused to let this connection publish to {subject}: "
+            f"{waiter.result()} (the token does not grant that subject)"
+        )
+    finally:
+        waiters.discard(waiter)
+        if not waiters:
+            _denial_waiters.get(nc, {}).pop(subject.lower(), None)
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or AUTH_VIOLATION in str(exc).lower()
+
+
+def _refused(url: str, options: NatsOptions) -> ConnectError:
+    if options.token:
+        how = (
+            "refused the token (Authorization Violation): it is unknown, revoked or expired, or "
+            "it belongs to another server. Create one with `natchet token create --tenant NAME`."
+        )
+    elif options.user:
+        how = f"refused user {options.user!r} (Authorization Violation): check the password"
+    else:
+        how = (
+            "requires authentication (Authorization Violation): set HATCHET_CLIENT_TOKEN to a "
+            "token from `natchet tenant create` or `natchet token create`"
+        )
+    return ConnectError(f"NATS at {url} {how}")
 
 
 async def connect(
@@ -72,9 +152,18 @@ async def connect(
     """Connect (failing fast when the first connect fails), then reconnect forever."""
     url = normalize_url(options.url)
 
+    auth_failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
     async def error_cb(exc: Exception) -> None:
+        if is_auth_error(exc) and not auth_failed.done():
+            auth_failed.set_result(exc)
+            if not client:
+                return  # the first connect: connect() raises a ConnectError instead
+        denied = _note_violation(client[0] if client else None, exc)
         if on_error is not None:
             await on_error(exc)
+        elif denied or is_auth_error(exc):
+            log.error("nats %s: %s", options.name, exc)
         else:
             log.warning("nats %s: %s", options.name, exc)
 
@@ -100,6 +189,11 @@ async def connect(
     }
     if options.token:
         kwargs["token"] = options.token
+    if options.user:
+        kwargs["user"] = options.user
+        kwargs["password"] = options.password or ""
+    if options.inbox_prefix:
+        kwargs["inbox_prefix"] = options.inbox_prefix
     if options.tls is not None:
         kwargs["tls"] = options.tls
         if options.tls_hostname:
@@ -107,7 +201,9 @@ async def connect(
     try:
         # nats-py retries the first connect forever when max_reconnect_attempts is -1 unless
         # told otherwise; a wrong address must fail fast instead.
-        nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=options.connect_timeout_s + 1)
+        nc = await _connect_or_refused(kwargs, auth_failed, options.connect_timeout_s + 1)
+    except _Refused:
+        raise _refused(url, options) from None
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         raise ConnectError(
             f"cannot connect to NATS at {url}: {exc or type(exc).__name__}"
@@ -115,9 +211,35 @@ async def connect(
     except nats.errors.Error as exc:
         raise ConnectError(f"NATS at {url} refused the connection: {exc}") from None
     client.append(nc)
+    if not auth_failed.done():
+        auth_failed.cancel()  # later auth errors (a revoked token) go to on_error
     try:
         check_server(nc._server_info, url)
     except ConnectError:
         await nc.close()
         raise
     return nc
+
+
+class _Refused(Exception):
+    pass
+
+
+async def _connect_or_refused(
+    kwargs: dict[str, Any], auth_failed: asyncio.Future[Exception], timeout_s: float
+) -> NATS:
+    """``nats.connect``, but an Authorization Violation ends it at once, not at the timeout
+    (nats-py retries a refused first connect until then)."""
+    nc = NATS()
+    attempt = asyncio.ensure_future(nc.connect(**kwargs))
+    waiting: set[asyncio.Future[Any]] = {attempt, auth_failed}
+    done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when="FIRST_COMPLETED")
+    if attempt in done:
+        attempt.result()
+        return nc
+    attempt.cancel()
+    await asyncio.gather(attempt, return_exceptions=True)
+    await nc.close()
+    if auth_failed in done:
+        raise _Refused
+    raise TimeoutError(f"no connection within {timeout_s}s")

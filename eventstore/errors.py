@@ -21,3 +21,7 @@ class AppendError(NatchetError):
 
 class DuplicateBatchError(AppendError):
     """An atomic batch whose dedup ids are already in the log: it was appended before."""
+
+
+class PermissionDeniedError(AppendError):
+    """The broker refused a publish: the credential does not allow that subject."""

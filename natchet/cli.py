@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -28,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     dev.add_argument("--env-file", type=Path, help="also write the worker env here")
     dev.add_argument("--tenant", default=DEFAULT_TENANT)
+    dev.add_argument("--tls", action="store_true", help="NATS with TLS (a generated local CA)")
+    dev.add_argument(
+        "--nats-auth-file", help="with --nats-url: engine credentials from `natchet nats-config`"
+    )
 
     engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
     servers(engine)
@@ -66,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--nats-url")
     ep.add_argument("--tenant")
     ep.add_argument("--namespace")
+
+    from natchet.tenancy import cli as tenancy_cli
+
+    tenancy_cli.add_parsers(sub)
     return p
 
 
@@ -82,8 +91,11 @@ def _database_url(flag: str | None) -> str:
 
 def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from natchet import inspect, serve
+    from natchet.tenancy import cli as tenancy_cli
 
     match args.command:
+        case command if command in tenancy_cli.COMMANDS:
+            return tenancy_cli.run(args)
         case "dev":
             return serve.serve_dev(
                 args.data_dir,
@@ -91,6 +103,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
                 database_url=args.database_url,
                 tenant=args.tenant,
                 env_file=args.env_file,
+                tls=args.tls,
+                nats_auth_file=args.nats_auth_file or os.environ.get("NATCHET_NATS_AUTH_FILE"),
             )
         case "engine":
             settings = EngineSettings.resolve(
@@ -127,15 +141,23 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 async def _push(args: argparse.Namespace) -> int:
     from natchet.publish import push_event
+    from schemas.tenancy import TOKEN_PREFIX, inbox_prefix, parse_token
 
     env = layered_env()
     url = args.nats_url or env.get("NATCHET_NATS_URL") or env.get("HATCHET_CLIENT_HOST_PORT")
     if not url:
         raise NatchetError("no NATS address: pass --nats-url or run `natchet dev` here")
-    tenant = args.tenant or env.get("HATCHET_CLIENT_TENANT_ID") or DEFAULT_TENANT
-    namespace = args.namespace or env.get("HATCHET_CLIENT_NAMESPACE") or "default"
     token = env.get("HATCHET_CLIENT_TOKEN") or None
-    options = NatsOptions(url=url, name="natchet-cli", token=token)
+    issued = parse_token(token) if token and token.startswith(TOKEN_PREFIX) else None
+    tenant = (
+        args.tenant
+        or env.get("HATCHET_CLIENT_TENANT_ID")
+        or (issued.tenant if issued else DEFAULT_TENANT)
+    )
+    namespace = args.namespace or env.get("HATCHET_CLIENT_NAMESPACE") or "default"
+    options = NatsOptions(
+        url=url, name="natchet-cli", token=token, inbox_prefix=inbox_prefix(tenant)
+    )
     print(await push_event(options, tenant, namespace, args.key, args.json))
     return 0
 

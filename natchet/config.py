@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from eventstore import ConfigError, NatsOptions
 from schemas.subjects import SubjectError, check_tenant
+
+if TYPE_CHECKING:
+    from natchet.tenancy.serverconf import NatsAuth
 
 DEFAULT_DATA_DIR = Path(".natchet")
 DEV_ENV_FILE = "dev.env"
@@ -59,6 +63,10 @@ class EngineSettings:
     database_url: str
     tenants: tuple[str, ...] = (DEFAULT_TENANT,)
     nats_token: str | None = None
+    # Tenancy (docs/tenancy.md): the engine's NATS credentials and callout key, written by
+    # `natchet dev` or `natchet nats-config`; and whether to serve every tenant in the log.
+    nats_auth_file: str | None = None
+    discover_tenants: bool = False
 
     @classmethod
     def resolve(
@@ -88,7 +96,21 @@ class EngineSettings:
             database_url=db,
             tenants=tenants_from(tenants or env.get("NATCHET_TENANTS") or DEFAULT_TENANT),
             nats_token=env.get("NATCHET_NATS_TOKEN") or None,
+            nats_auth_file=env.get("NATCHET_NATS_AUTH_FILE") or None,
+            discover_tenants=True,
         )
 
+    @property
+    def nats_auth(self) -> NatsAuth | None:
+        if not self.nats_auth_file:
+            return None
+        from natchet.tenancy.serverconf import NatsAuth
+
+        return NatsAuth.load(Path(self.nats_auth_file))
+
     def nats_options(self, name: str) -> NatsOptions:
+        if self.nats_auth_file:
+            from natchet.tenancy.serverconf import NatsAuth
+
+            return NatsAuth.load(Path(self.nats_auth_file)).options(self.nats_url, name, "engine")
         return NatsOptions(url=self.nats_url, name=name, token=self.nats_token)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from eventstore import NatchetError
@@ -24,17 +25,23 @@ from natchet.config import EngineSettings
 from natchet.devstack import DevStack
 from natchet.engine import Engine
 from natchet.serve import worker_env
+from natchet.tenancy.devsetup import ensure_dev_tenant
 from projector import get_run, list_runs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TENANT = "dev"
 
 
-def raw_publish(host: str, port: int, subject: str, payloads: list[bytes]) -> None:
+def raw_publish(
+    host: str, port: int, subject: str, payloads: list[bytes], token: str | None = None
+) -> None:
     """Publish with the NATS text protocol: what `nats pub` does, without any library."""
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.recv(4096)  # INFO
-        out = b'CONNECT {"verbose":false,"pedantic":false,"name":"natchet-demo"}\r\n'
+        connect: dict[str, Any] = {"verbose": False, "pedantic": False, "name": "natchet-demo"}
+        if token:
+            connect["auth_token"] = token  # the tenant's token is the NATS credential
+        out = b"CONNECT " + orjson.dumps(connect) + b"\r\n"
         for body in payloads:
             out += b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(body), body)
         sock.sendall(out + b"PING\r\n")
@@ -83,14 +90,23 @@ async def _watch(db: str, expected: int, deadline_s: float) -> list[dict[str, An
 async def run_demo(events: int = 10) -> int:
     with tempfile.TemporaryDirectory(prefix="natchet-demo-") as tmp:
         print("starting nats-server and PostgreSQL from their wheels ...", flush=True)
-        stack = DevStack(Path(tmp))
+        stack = DevStack(Path(tmp), auth=True)
         await asyncio.to_thread(stack.start)
         worker: subprocess.Popen[bytes] | None = None
         try:
-            settings = EngineSettings(stack.nats_url, stack.database_url, (TENANT,))
-            async with Engine(settings):
+            settings = EngineSettings(
+                stack.nats_url,
+                stack.database_url,
+                (TENANT,),
+                nats_auth_file=str(stack.auth_file),
+                discover_tenants=True,
+            )
+            async with Engine(settings) as engine:
                 print(f"engine up: NATS {stack.nats_url}, Postgres {stack.database_url}")
-                env = {**os.environ, **worker_env(settings, TENANT)}
+                assert engine.nc is not None
+                token = await ensure_dev_tenant(engine.nc, TENANT, stack.nats_url, None)
+                print(f"tenant {TENANT}: token issued; workers and publishers present it")
+                env = {**os.environ, **worker_env(settings, TENANT, token)}
                 worker = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                     [sys.executable, str(EXAMPLES / "demo_worker.py")], env=env
                 )
@@ -101,7 +117,9 @@ async def run_demo(events: int = 10) -> int:
                 bodies = [
                     b'{"id": %d, "email": "user%d@example.com"}' % (i, i) for i in range(events)
                 ]
-                await asyncio.to_thread(raw_publish, "127.0.0.1", stack.nats.port, subject, bodies)
+                await asyncio.to_thread(
+                    raw_publish, "127.0.0.1", stack.nats.port, subject, bodies, token
+                )
                 runs = await _watch(stack.database_url, events, 60)
                 async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
                     detail = await get_run(conn, runs[0]["id"])

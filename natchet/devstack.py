@@ -45,8 +45,15 @@ class DevStack:
         *,
         nats_url: str | None = None,
         database_url: str | None = None,
+        auth: bool = False,
+        tls: bool = False,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        # With ``auth`` the embedded server authenticates tenants through the engine's auth
+        # callout (docs/tenancy.md); ``tls`` adds a generated local CA. Both opt-in.
+        self.auth = auth or tls
+        self.tls = tls
+        self.auth_file: Path | None = None
         self.nats: NatsServer | None = None
         self.postgres: EmbeddedPostgres | None = None
         self._nats_url = nats_url
@@ -54,7 +61,11 @@ class DevStack:
 
     @property
     def nats_url(self) -> str:
-        return self._nats_url or (self.nats.url if self.nats else "")
+        if self._nats_url:
+            return self._nats_url
+        if self.nats is None:
+            return ""
+        return self.nats.url.replace("nats://", "tls://") if self.tls else self.nats.url
 
     @property
     def database_url(self) -> str:
@@ -65,8 +76,15 @@ class DevStack:
             if self._nats_url is None:
                 nats_dir = self.data_dir / "nats"
                 _stop_stale(nats_dir / "nats-server.pid")
+                config = None
+                if self.auth:
+                    from natchet.tenancy.devsetup import prepare_nats_dir
+
+                    config, self.auth_file = prepare_nats_dir(nats_dir, tls=self.tls)
                 self.nats = NatsServer(
-                    nats_dir, extra_args=("-P", str(nats_dir / "nats-server.pid"))
+                    nats_dir,
+                    config_file=config,
+                    extra_args=("-P", str(nats_dir / "nats-server.pid")),
                 )
                 self.nats.start()
             if self._database_url is None:

@@ -14,9 +14,11 @@ import psycopg
 from nats.aio.client import Client as NATS
 
 from dispatcher import Dispatcher
-from eventstore import connect, ensure_tenant_stream
+from eventstore import StreamLimits, connect, ensure_tenant_stream
 from natchet.config import EngineSettings
+from natchet.tenancy.service import TenancyService
 from projector import Projector, migrate
+from schemas.tenancy import TenantCreated
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+        self.tenancy: TenancyService | None = None
 
     async def start(self) -> None:
         self.nc = nc = await connect(self.settings.nats_options("natchet-engine"))
@@ -39,19 +42,38 @@ class Engine:
         async with await psycopg.AsyncConnection.connect(self.settings.database_url) as conn:
             await migrate(conn)
         for tenant in self.settings.tenants:
-            await ensure_tenant_stream(nc.jetstream(), tenant)
-            dispatcher = Dispatcher(nc, tenant)
-            projector = Projector(nc, self.settings.database_url, tenant)
-            self.dispatchers[tenant] = dispatcher
-            self.projectors[tenant] = projector
-            for what, run in (
-                (f"dispatcher {tenant}", dispatcher.run),
-                (f"projector {tenant}", projector.run),
-            ):
-                self._tasks.append(asyncio.create_task(self._supervise(what, run)))
+            await self.start_tenant(tenant)
+        auth = self.settings.nats_auth
+        if auth is not None or self.settings.discover_tenants:
+            # Tenants and tokens live in the system stream: serve every tenant it names, and
+            # answer the server's auth callout from it (docs/tenancy.md).
+            on_tenant = self._on_tenant if self.settings.discover_tenants else None
+            self.tenancy = TenancyService(nc, self.settings.nats_url, auth, on_tenant)
+            await self.tenancy.start()
         await asyncio.gather(*(d.ready.wait() for d in self.dispatchers.values()))
         self.ready.set()
-        log.info("engine up: tenants %s", ", ".join(self.settings.tenants))
+        log.info("engine up: tenants %s", ", ".join(self.dispatchers))
+
+    async def _on_tenant(self, created: TenantCreated) -> None:
+        await self.start_tenant(created.tenant, StreamLimits(max_bytes=created.max_bytes))
+
+    async def start_tenant(self, tenant: str, limits: StreamLimits | None = None) -> None:
+        """Start a dispatcher and a projector for ``tenant`` (once), creating its stream."""
+        if tenant in self.dispatchers or self._stop.is_set():
+            return
+        assert self.nc is not None
+        await ensure_tenant_stream(self.nc.jetstream(), tenant, limits or StreamLimits())
+        dispatcher = Dispatcher(self.nc, tenant)
+        projector = Projector(self.nc, self.settings.database_url, tenant)
+        self.dispatchers[tenant] = dispatcher
+        self.projectors[tenant] = projector
+        for what, run in (
+            (f"dispatcher {tenant}", dispatcher.run),
+            (f"projector {tenant}", projector.run),
+        ):
+            self._tasks.append(asyncio.create_task(self._supervise(what, run)))
+        if self.ready.is_set():
+            log.info("engine: now serving tenant %s", tenant)
 
     async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run a component; when it fails, say so and start it again, with backoff."""
@@ -74,6 +96,8 @@ class Engine:
 
     async def shutdown(self) -> None:
         self._stop.set()
+        if self.tenancy is not None:
+            await self.tenancy.shutdown()
         for d in self.dispatchers.values():
             await d.shutdown()
         for p in self.projectors.values():

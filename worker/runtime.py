@@ -126,7 +126,9 @@ class Worker:
                 wf = spec.definition
                 consumer = await ensure_task_consumer(js, settings.scope, wf.name, self.consumer)
                 subject = settings.scope.workflow(wf.name)
-                await append(nc, Append(subject, encode(wf), f"workflow:{wf.name}:{wf.version}"))
+                # The dedup id names the namespace: alice and bob may register the same workflow.
+                msg_id = f"workflow:{settings.namespace}:{wf.name}:{wf.version}"
+                await append(nc, Append(subject, encode(wf), msg_id))
                 run = functools.partial(self._spawn, spec, instance)
                 self._pullers.append(
                     TaskPuller(nc, stream, consumer, self._slots, run, share=len(self.workflows))

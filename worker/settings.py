@@ -10,6 +10,7 @@ import attrs
 
 from eventstore import ConfigError, NatsOptions
 from schemas.subjects import Scope, SubjectError
+from schemas.tenancy import TOKEN_PREFIX, Token, TokenError, inbox_prefix, parse_token
 
 TLS_STRATEGIES = ("none", "tls", "mtls")
 
@@ -36,17 +37,29 @@ class ClientSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> ClientSettings:
         env = dict(os.environ if env is None else env)
         env.update({k: v for k, v in overrides.items() if v is not None})
-        url = env.get("HATCHET_CLIENT_HOST_PORT") or env.get("NATCHET_NATS_URL")
+        token = env.get("HATCHET_CLIENT_TOKEN") or None
+        issued = _read_token(token)
+        url = (
+            env.get("HATCHET_CLIENT_HOST_PORT")
+            or (issued.url if issued else None)
+            or env.get("NATCHET_NATS_URL")
+        )
         if not url:
             raise ConfigError(
                 "HATCHET_CLIENT_HOST_PORT is not set: set it to the engine's NATS address "
-                "(`natchet dev` prints it), e.g. 127.0.0.1:4222"
+                "(`natchet dev` prints it), e.g. 127.0.0.1:4222, or set HATCHET_CLIENT_TOKEN"
             )
-        tenant = env.get("HATCHET_CLIENT_TENANT_ID") or env.get("NATCHET_TENANT")
+        tenant = env.get("HATCHET_CLIENT_TENANT_ID") or (issued.tenant if issued else None)
+        tenant = tenant or env.get("NATCHET_TENANT")
         if not tenant:
             raise ConfigError(
                 "HATCHET_CLIENT_TENANT_ID is not set: set it to your tenant (`natchet dev` "
-                "prints it)"
+                "prints it), or set HATCHET_CLIENT_TOKEN"
+            )
+        if issued is not None and issued.tenant != tenant:
+            raise ConfigError(
+                f"HATCHET_CLIENT_TOKEN is for tenant {issued.tenant!r} but "
+                f"HATCHET_CLIENT_TENANT_ID is {tenant!r}: unset one of them"
             )
         strategy = env.get("HATCHET_CLIENT_TLS_STRATEGY", "none").lower()
         if strategy not in TLS_STRATEGIES:
@@ -57,7 +70,7 @@ class ClientSettings:
             nats_url=url,
             tenant=tenant,
             namespace=env.get("HATCHET_CLIENT_NAMESPACE") or "default",
-            token=env.get("HATCHET_CLIENT_TOKEN") or None,
+            token=token,
             tls_strategy=strategy,
             tls_root_ca_file=env.get("HATCHET_CLIENT_TLS_ROOT_CA_FILE") or None,
             tls_cert_file=env.get("HATCHET_CLIENT_TLS_CERT_FILE") or None,
@@ -77,6 +90,7 @@ class ClientSettings:
             token=self.token,
             tls=self._tls_context(),
             tls_hostname=self.tls_server_name,
+            inbox_prefix=inbox_prefix(self.tenant),
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -91,3 +105,13 @@ class ClientSettings:
                 )
             ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
         return ctx
+
+
+def _read_token(token: str | None) -> Token | None:
+    """A natchet token names its tenant and NATS address; other tokens are passed as-is."""
+    if not token or not token.startswith(TOKEN_PREFIX):
+        return None
+    try:
+        return parse_token(token)
+    except TokenError as exc:
+        raise ConfigError(f"HATCHET_CLIENT_TOKEN: {exc}") from None

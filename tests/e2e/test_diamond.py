@@ -10,9 +10,8 @@ import psycopg
 from natchet.demo import raw_publish
 from natchet.embedded import NatsServer
 from natchet.engine import Engine
-from tests.conftest import running
+from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends, runs_of
-from tests.conftest import eventually
 from worker import Context
 
 

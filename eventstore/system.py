@@ -1,0 +1,74 @@
+"""The system stream ``natchet-system``: tenants and tokens, appended and folded back."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from eventstore.read import Record, to_record
+from schemas.tenancy import SYSTEM_STREAM, SYSTEM_SUBJECTS
+
+log = logging.getLogger(__name__)
+
+
+def system_stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=SYSTEM_STREAM,
+        description="natchet tenants and tokens (token secrets are stored hashed)",
+        subjects=[SYSTEM_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=120.0,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_system_stream(nc: NATS) -> None:
+    js = nc.jetstream()
+    try:
+        await js.stream_info(SYSTEM_STREAM)
+    except NotFoundError:
+        await js.add_stream(system_stream_config())
+        log.info("created stream %s", SYSTEM_STREAM)
+
+
+async def system_last_seq(nc: NATS) -> int:
+    info = await nc.jetstream().stream_info(SYSTEM_STREAM)
+    return int(info.state.last_seq)
+
+
+async def follow_system(nc: NATS) -> AsyncIterator[Record]:
+    """Every system message from the first, then new ones as they come (ordered consumer)."""
+    sub = await nc.jetstream().subscribe(
+        SYSTEM_SUBJECTS,
+        stream=SYSTEM_STREAM,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    try:
+        async for msg in sub.messages:
+            yield to_record(msg)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
+async def read_system(nc: NATS) -> list[Record]:
+    """The whole system stream as it is now."""
+    end = await system_last_seq(nc)
+    out: list[Record] = []
+    if end == 0:
+        return out
+    async for rec in follow_system(nc):
+        out.append(rec)
+        if rec.seq >= end:
+            break
+    return out

@@ -1,0 +1,47 @@
+"""Tenancy for the dev stack: the server's config and keys, the default tenant's token."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+from natchet.tenancy import admin
+from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
+from schemas.tenancy import TokenError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_nats_dir(nats_dir: Path, *, tls: bool = False) -> tuple[Path, Path]:
+    """Write (or rewrite) the server config with auth callout; keep the keys of a previous
+    run when there is one. Returns the config and the engine's auth file."""
+    auth_file = nats_dir / AUTH_FILE
+    auth = NatsAuth.load(auth_file) if auth_file.exists() else None
+    if auth is None or (auth.tls is not None) != tls:
+        tls_files = None
+        if tls:
+            from natchet.tenancy.tlsgen import generate_tls
+
+            tls_files = generate_tls(nats_dir / "tls")
+        auth = NatsAuth.generate(tls_files)
+    return write_server_files(nats_dir, auth), auth_file
+
+
+async def ensure_dev_tenant(nc: NATS, tenant: str, url: str, previous: str | None) -> str:
+    """Create ``tenant`` if needed; reuse ``previous`` (the token of an earlier run) while
+    it is still good, otherwise issue a new one."""
+    await admin.create_tenant(nc, tenant)
+    if previous:
+        state = await admin.load_state(nc)
+        try:
+            record = state.authenticate(previous)
+        except TokenError:
+            pass
+        else:
+            if record.tenant == tenant:
+                return previous
+    issued = await admin.create_token(nc, tenant, url, name="natchet dev")
+    log.info("issued token %s for tenant %s", issued.token_id, tenant)
+    return issued.token

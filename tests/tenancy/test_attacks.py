@@ -1,0 +1,220 @@
+"""An attacker holding tenant A's valid token goes after tenant B. The broker refuses every
+attempt; B's log and read model do not change; A's own work still goes through."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats.errors
+import orjson
+import psycopg
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from eventstore import Append, PermissionDeniedError, append
+from eventstore.connection import request
+from eventstore.provision import task_consumer_name
+from eventstore.read import last_seq
+from natchet.engine import Engine
+from projector import list_runs
+from schemas import Scope, StepResult, encode, stream_name
+from tests.conftest import eventually
+from tests.tenancy.conftest import Attacker, Victim
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def snapshot(
+    admin_nc: NATS, db: psycopg.AsyncConnection[Any], tenant: str
+) -> tuple[int, list[tuple[str, str]]]:
+    runs = await list_runs(db, tenant=tenant)
+    return await last_seq(admin_nc, tenant), sorted((r["id"], r["status"]) for r in runs)
+
+
+@pytest.fixture
+async def untouched(
+    victim: Victim, attacker: Attacker, admin_nc: NATS, tdb: psycopg.AsyncConnection[Any]
+) -> AsyncIterator[None]:
+    """After the test: B's stream and rows as before, and A can still append."""
+    before = await snapshot(admin_nc, tdb, victim.tenant)
+    yield
+    await asyncio.sleep(0)  # let the broker's answers arrive
+    assert await snapshot(admin_nc, tdb, victim.tenant) == before
+    await a_still_works(attacker)
+
+
+async def a_still_works(attacker: Attacker) -> None:
+    assert attacker.nc.is_connected
+    seq = await append(attacker.nc, Append(Scope(attacker.tenant).event("own"), b'{"ok": 1}'))
+    assert seq > 0
+
+
+async def violation(attacker: Attacker, fragment: str) -> None:
+    async def seen() -> bool:  # nats-py lowercases the server's error line
+        return any(fragment.lower() in v.lower() for v in attacker.violations())
+
+    await eventually(seen, timeout_s=5)
+
+
+async def test_publish_event_to_other_tenant_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    subject = Scope(victim.tenant).event("echo")
+    with pytest.raises(PermissionDeniedError, match=subject):
+        await append(attacker.nc, Append(subject, b'{"evil": true}'))
+    await attacker.nc.publish(subject, b'{"evil": true}')
+    await violation(attacker, subject)
+
+
+async def test_subscribe_to_other_tenant_subjects_is_refused(
+    attacker: Attacker, victim: Victim, admin_nc: NATS
+) -> None:
+    got: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        got.append(msg)
+
+    sub = await attacker.nc.subscribe(f"{victim.tenant}.>", cb=collect)
+    await violation(attacker, f'subscription to "{victim.tenant}.>"')
+    await admin_nc.publish(f"{victim.tenant}.probe", b"x")  # B's own traffic
+    await admin_nc.flush()
+    await attacker.nc.flush()
+    assert got == []
+    await sub.unsubscribe()
+    await a_still_works(attacker)
+
+
+async def test_subscribe_to_everything_is_refused(
+    attacker: Attacker, victim: Victim, admin_nc: NATS
+) -> None:
+    got: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        got.append(msg)
+
+    sub = await attacker.nc.subscribe(">", cb=collect)
+    await violation(attacker, 'subscription to ">"')
+    inbox = await attacker.nc.subscribe("_INBOX.>")
+    await violation(attacker, 'subscription to "_INBOX.>"')
+    await admin_nc.publish(f"{victim.tenant}.probe", b"x")
+    await admin_nc.flush()
+    await attacker.nc.flush()
+    assert got == []
+    await sub.unsubscribe()
+    await inbox.unsubscribe()
+    await a_still_works(attacker)
+
+
+async def test_create_consumer_on_other_tenant_stream_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    stream = stream_name(victim.tenant)
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, durable_name="stolen")
+    for subject in (
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.stolen",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.stolen",
+    ):
+        body = orjson.dumps({"stream_name": stream, "config": config.as_dict()})
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, body, timeout_s=3)
+    with pytest.raises((nats.errors.Error, asyncio.TimeoutError)):
+        await attacker.nc.jetstream(timeout=2).add_consumer(stream, config)
+
+
+async def test_fetch_from_other_tenant_consumer_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None, admin_nc: NATS
+) -> None:
+    stream = stream_name(victim.tenant)
+    consumer = task_consumer_name(Scope(victim.tenant), victim.workflow)
+    with pytest.raises(PermissionDeniedError):
+        await request(
+            attacker.nc,
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            b'{"batch": 1, "expires": 1000000000}',
+            timeout_s=3,
+        )
+    info = await admin_nc.jetstream().consumer_info(stream, consumer)
+    assert info.num_pending + info.num_ack_pending >= 1  # B's task is still B's
+
+
+async def test_direct_get_from_other_tenant_stream_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    stream = stream_name(victim.tenant)
+    for subject, body in (
+        (f"$JS.API.DIRECT.GET.{stream}", b'{"seq": 1}'),
+        (f"$JS.API.DIRECT.GET.{stream}.{victim.tenant}.default.workflows.Echo", b""),
+        (f"$JS.API.STREAM.MSG.GET.{stream}", b'{"seq": 1}'),
+        (f"$JS.API.STREAM.INFO.{stream}", b""),
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, body, timeout_s=3)
+
+
+async def test_ack_other_tenant_message_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None, admin_nc: NATS
+) -> None:
+    stream = stream_name(victim.tenant)
+    consumer = task_consumer_name(Scope(victim.tenant), victim.workflow)
+    sub = await admin_nc.jetstream().pull_subscribe_bind(consumer, stream)
+    (msg,) = await sub.fetch(1, timeout=5)
+    assert msg.reply.startswith(f"$JS.ACK.{stream}.")
+    await attacker.nc.publish(msg.reply, b"+ACK")
+    await attacker.nc.publish(msg.reply, b"+TERM")
+    await violation(attacker, msg.reply)
+    info = await admin_nc.jetstream().consumer_info(stream, consumer)
+    assert info.num_ack_pending == 1  # neither acked nor terminated by A
+    await msg.nak()
+    await sub.unsubscribe()
+
+
+async def test_forged_result_for_other_tenant_run_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None, tdb: psycopg.AsyncConnection[Any]
+) -> None:
+    forged = StepResult(
+        run_id=victim.pending_run,
+        step="say",
+        attempt=1,
+        delivery=1,
+        worker_id="evil",
+        ok=True,
+        output={"said": "pwned"},
+    )
+    subject = Scope(victim.tenant).run(victim.pending_run, "result")
+    with pytest.raises(PermissionDeniedError):
+        await append(attacker.nc, Append(subject, encode(forged)))
+    runs = {r["id"]: r["status"] for r in await list_runs(tdb, tenant=victim.tenant)}
+    assert runs[victim.pending_run] == "QUEUED"
+
+
+async def test_attacker_cannot_see_other_tenant_runs_in_its_own_fold(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine
+) -> None:
+    """The engine serves both tenants apart: A's dispatcher knows nothing of B's runs."""
+    a_state = tenancy_engine.dispatchers[attacker.tenant].state
+    assert victim.finished_run not in a_state.runs
+    assert victim.pending_run not in a_state.runs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known hole (docs/tenancy.md): NATS does not check reply subjects against "
+    "permissions, so a JetStream pub ack can be steered into another tenant's subjects",
+)
+async def test_reply_subject_cannot_inject_into_other_tenant(
+    attacker: Attacker, victim: Victim, admin_nc: NATS
+) -> None:
+    before = await last_seq(admin_nc, victim.tenant)
+    await attacker.nc.publish(
+        Scope(attacker.tenant).event("x"), b"{}", reply=Scope(victim.tenant).event("injected")
+    )
+    await attacker.nc.flush()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 2.0  # wanting nothing to happen: watch for a while
+    while loop.time() < end:
+        assert await last_seq(admin_nc, victim.tenant) == before
+        await asyncio.sleep(0.05)
