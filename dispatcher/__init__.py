@@ -1,6 +1,6 @@
 """The orchestrator: events to runs, DAG progression, queueing ready steps."""
 
-from dispatcher.decide import Event, Output, decide, event_run_id
+from dispatcher.decide import Event, Output, Tick, decide, due, event_run_id
 from dispatcher.service import Dispatcher
 from dispatcher.state import RunState, State, StepState, fold
 
@@ -11,7 +11,9 @@ __all__ = [
     "RunState",
     "State",
     "StepState",
+    "Tick",
     "decide",
+    "due",
     "event_run_id",
     "fold",
 ]

@@ -1,26 +1,32 @@
 """What the dispatcher appends in answer to an input. Pure: returns messages, never does IO.
 
 Every output carries a deterministic dedup id, so deciding the same input twice (after a
-crash between append and ack) appends nothing new.
+crash between append and ack) appends nothing new; and deciding consults the folded state,
+so an input whose effects are already in the log decides nothing at all.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 import attrs
 
-from dispatcher.state import RunState, State, StepState
+from dispatcher.policy import after, backoff_s, iso
+from dispatcher.state import RunState, State, StepState, new_run
 from schemas.messages import (
+    RunCancelRequested,
     RunCreated,
     RunFinished,
     RunRejected,
     RunRequested,
     RunStatus,
+    StepAssigned,
     StepFinished,
     StepQueued,
     StepResult,
+    StepRetryScheduled,
     Task,
     TriggeredBy,
     WorkflowDef,
@@ -46,23 +52,62 @@ class Event:
     payload: Any
 
 
+@attrs.frozen
+class Tick:
+    """The passing of time: retries come due, queued steps time out."""
+
+    now: dt.datetime
+
+
 def event_run_id(scope: Scope, event_seq: int, workflow: str) -> str:
     return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{scope.prefix}/{event_seq}/{workflow}"))
 
 
-def decide(state: State, scope: Scope, message: object) -> list[Output]:
+def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> list[Output]:
     match message:
         case Event():
-            return _on_event(state, scope, message)
+            return _on_event(state, scope, message, now)
         case RunRequested():
-            return _on_requested(state, scope, message)
+            return _on_requested(state, scope, message, now)
         case StepResult():
-            return _on_result(state, message)
+            return _on_result(state, message, now)
+        case RunCancelRequested():
+            run = state.runs.get(message.run_id)
+            if run is None:
+                return []
+            reason = f"cancelled: {message.reason}" if message.reason else "cancelled"
+            return _finish(run, RunStatus.CANCELLED, reason, now)
+        case StepAssigned() | Tick():
+            return []
         case _:
             return []
 
 
-def _on_event(state: State, scope: Scope, event: Event) -> list[Output]:
+def due(state: State, now: dt.datetime) -> list[list[Output]]:
+    """Retries whose backoff is over, and queued steps nobody picked up in time: at most one
+    decision per run per call (each is appended and folded before the next is made)."""
+    decisions: list[list[Output]] = []
+    for run in list(state.runs.values()):
+        for step in run.steps.values():
+            if step.retry_due is not None and step.retry_due <= now and not step.terminal:
+                decisions.append(_queue(run, step, step.next_attempt, now))
+                break
+            if (
+                step.status is RunStatus.QUEUED
+                and not step.assigned
+                and step.queued_at is not None
+                and after(step.queued_at, run.schedule_timeout_s) <= now
+            ):
+                reason = (
+                    f"not picked up by any worker within {run.schedule_timeout_s:g}s "
+                    "(schedule_timeout): is a worker for this workflow running?"
+                )
+                decisions.append(_step_failed(run, step, step.attempt, 1, reason, now))
+                break
+    return decisions
+
+
+def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> list[Output]:
     out: list[Output] = []
     for (wf_scope, name), wf in sorted(state.workflows.items(), key=lambda kv: kv[0][1]):
         if wf_scope != scope or event.key not in wf.on_events:
@@ -71,23 +116,28 @@ def _on_event(state: State, scope: Scope, event: Event) -> list[Output]:
         if state.known(run_id):
             continue
         trigger = TriggeredBy(event_key=event.key, event_id=str(event.seq))
-        out += _create(scope, wf, run_id, event.payload, trigger)
+        out += _create(scope, wf, run_id, event.payload, trigger, now)
     return out
 
 
-def _on_requested(state: State, scope: Scope, req: RunRequested) -> list[Output]:
+def _on_requested(state: State, scope: Scope, req: RunRequested, now: dt.datetime) -> list[Output]:
     if state.known(req.run_id):
         return []
     wf = state.workflows.get((scope, req.workflow))
     if wf is None:
         reason = f"no worker has registered workflow {req.workflow!r} in {scope.prefix}"
-        rejected = RunRejected(run_id=req.run_id, workflow=req.workflow, reason=reason)
+        rejected = RunRejected(run_id=req.run_id, workflow=req.workflow, reason=reason, at=iso(now))
         return [Output(scope.run(req.run_id, "rejected"), rejected, f"{req.run_id}:rejected")]
-    return _create(scope, wf, req.run_id, req.input, None)
+    return _create(scope, wf, req.run_id, req.input, None, now)
 
 
 def _create(
-    scope: Scope, wf: WorkflowDef, run_id: str, payload: Any, trigger: TriggeredBy | None
+    scope: Scope,
+    wf: WorkflowDef,
+    run_id: str,
+    payload: Any,
+    trigger: TriggeredBy | None,
+    now: dt.datetime,
 ) -> list[Output]:
     created = RunCreated(
         run_id=run_id,
@@ -96,24 +146,21 @@ def _create(
         input=payload,
         steps=wf.steps,
         triggered_by=trigger,
+        created_at=iso(now),
+        on_failure=wf.on_failure,
+        schedule_timeout_s=wf.schedule_timeout_s,
     )
-    run = RunState(
-        scope=scope,
-        run_id=run_id,
-        workflow=wf.name,
-        input=payload,
-        steps={s.name: StepState(spec=s) for s in wf.steps},
-    )
+    run = new_run(scope, created)
     out = [Output(scope.run(run_id, "created"), created, f"{run_id}:created")]
-    for step in run.steps.values():
+    for step in run.dag():
         if run.ready(step):
-            out += _queue(run, step, attempt=1)
+            out += _queue(run, step, 1, now)
     return out
 
 
-def _queue(run: RunState, step: StepState, attempt: int) -> list[Output]:
+def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> list[Output]:
     name = step.spec.name
-    queued = StepQueued(run_id=run.run_id, step=name, attempt=attempt)
+    queued = StepQueued(run_id=run.run_id, step=name, attempt=attempt, queued_at=iso(now))
     task = Task(
         run_id=run.run_id,
         workflow=run.workflow,
@@ -123,6 +170,9 @@ def _queue(run: RunState, step: StepState, attempt: int) -> list[Output]:
         parent_outputs={p: run.steps[p].output for p in step.spec.parents},
         timeout_s=step.spec.timeout_s,
         queued_at=queued.queued_at,
+        workflow_version=run.workflow_version,
+        step_errors=run.step_errors() if step.on_failure else {},
+        schedule_deadline=iso(after(now, run.schedule_timeout_s)),
     )
     key = f"{run.run_id}:{name}:{attempt}"
     return [
@@ -131,49 +181,127 @@ def _queue(run: RunState, step: StepState, attempt: int) -> list[Output]:
     ]
 
 
-def _on_result(state: State, result: StepResult) -> list[Output]:
+def _on_result(state: State, result: StepResult, now: dt.datetime) -> list[Output]:
     run = state.runs.get(result.run_id)
-    if run is None:
-        return []  # a late duplicate for a run that is over, or a stray message
-    step = run.steps.get(result.step)
-    if step is None or step.status is None or step.status.terminal:
-        return []
-    if result.attempt != step.attempt:
-        return []  # a stale attempt: a newer one is already queued
-    scope = run.scope
-    key = f"{run.run_id}:{step.spec.name}"
-    if not result.ok and result.attempt <= step.spec.retries:
-        return _queue(run, step, attempt=result.attempt + 1)
-    status = RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
+    step = None if run is None else run.steps.get(result.step)
+    if run is None or step is None or step.status is None or step.terminal:
+        return []  # a late duplicate for a step or run that is over, or a stray message
+    if result.attempt != step.attempt or step.waiting_retry or result.handed_back:
+        return []  # stale, already being retried, or handed back (another delivery follows)
+    if result.ok:
+        return _step_succeeded(run, step, result, now)
+    error = result.error or "failed"
+    retries_left = result.attempt <= step.spec.retries
+    if retries_left and not result.non_retryable and not step.on_failure and not run.failed_error:
+        return _retry(run, step, result.attempt, error, now)
+    return _step_failed(run, step, result.attempt, result.delivery, error, now)
+
+
+def _retry(
+    run: RunState, step: StepState, attempt: int, error: str, now: dt.datetime
+) -> list[Output]:
+    delay = backoff_s(step.spec, attempt)
+    if delay <= 0:
+        return _queue(run, step, attempt + 1, now)
+    scheduled = StepRetryScheduled(
+        run_id=run.run_id,
+        step=step.spec.name,
+        attempt=attempt,
+        next_attempt=attempt + 1,
+        due_at=iso(after(now, delay)),
+        error=error,
+        at=iso(now),
+    )
+    msg_id = f"{run.run_id}:{step.spec.name}:{attempt}:retry"
+    return [Output(run.scope.run(run.run_id, "retry_scheduled"), scheduled, msg_id)]
+
+
+def _verdict(
+    run: RunState,
+    step: StepState,
+    status: RunStatus,
+    attempt: int,
+    delivery: int,
+    output: Any,
+    error: str | None,
+    now: dt.datetime,
+) -> Output:
     finished = StepFinished(
         run_id=run.run_id,
         step=step.spec.name,
-        attempt=result.attempt,
-        delivery=result.delivery,
+        attempt=attempt,
+        delivery=delivery,
         status=status,
-        output=result.output if result.ok else None,
-        error=result.error,
+        output=output,
+        error=error,
+        at=iso(now),
     )
-    out = [Output(scope.run(run.run_id, "step_finished"), finished, f"{key}:finished")]
-    # Decide on a copy of the run as it will be once this verdict is folded.
-    after = attrs.evolve(
-        run,
-        steps={
-            **run.steps,
-            step.spec.name: attrs.evolve(step, status=status, output=finished.output),
-        },
-    )
-    if not result.ok:
-        error = f"step {step.spec.name!r} failed: {result.error}"
-        return [*out, _finish(run, RunStatus.FAILED, error)]
-    for child in after.children_of(step.spec.name):
-        if after.ready(child):
-            out += _queue(after, child, attempt=1)
-    if all(s.status is RunStatus.SUCCEEDED for s in after.steps.values()):
-        out.append(_finish(run, RunStatus.SUCCEEDED, None))
+    msg_id = f"{run.run_id}:{step.spec.name}:finished"
+    return Output(run.scope.run(run.run_id, "step_finished"), finished, msg_id)
+
+
+def _settled(
+    run: RunState, step: StepState, status: RunStatus, output: Any, error: str | None
+) -> RunState:
+    """The run as it will be once this step's verdict is folded (decide on a copy)."""
+    done = attrs.evolve(step, status=status, output=output, error=error, retry_due=None)
+    return attrs.evolve(run, steps={**run.steps, step.spec.name: done})
+
+
+def _step_succeeded(
+    run: RunState, step: StepState, result: StepResult, now: dt.datetime
+) -> list[Output]:
+    out = [
+        _verdict(
+            run,
+            step,
+            RunStatus.SUCCEEDED,
+            result.attempt,
+            result.delivery,
+            result.output,
+            None,
+            now,
+        )
+    ]
+    after_run = _settled(run, step, RunStatus.SUCCEEDED, result.output, None)
+    if step.on_failure:
+        return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
+    if run.failed_error:
+        return out  # the run is failing: release nothing more
+    for child in after_run.children_of(step.spec.name):
+        if after_run.ready(child):
+            out += _queue(after_run, child, 1, now)
+    if all(s.status is RunStatus.SUCCEEDED for s in after_run.dag()):
+        out += _finish(after_run, RunStatus.SUCCEEDED, None, now)
     return out
 
 
-def _finish(run: RunState, status: RunStatus, error: str | None) -> Output:
-    finished = RunFinished(run_id=run.run_id, status=status, error=error)
-    return Output(run.scope.run(run.run_id, "finished"), finished, f"{run.run_id}:finished")
+def _step_failed(
+    run: RunState, step: StepState, attempt: int, delivery: int, error: str, now: dt.datetime
+) -> list[Output]:
+    out = [_verdict(run, step, RunStatus.FAILED, attempt, delivery, None, error, now)]
+    after_run = _settled(run, step, RunStatus.FAILED, None, error)
+    if step.on_failure:
+        return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
+    if run.failed_error:
+        return out  # already failing; the on-failure step (if any) is under way
+    after_run.failed_error = f"step {step.spec.name!r} failed: {error}"
+    failure = after_run.failure_step()
+    if failure is not None and failure.status is None:
+        return out + _queue(after_run, failure, 1, now)
+    return out + _finish(after_run, RunStatus.FAILED, after_run.failed_error, now)
+
+
+def _finish(run: RunState, status: RunStatus, error: str | None, now: dt.datetime) -> list[Output]:
+    """End the run: every step not yet over is cancelled, then the run's own verdict."""
+    out: list[Output] = []
+    for step in run.steps.values():
+        if not step.terminal:
+            if step.on_failure and status is RunStatus.SUCCEEDED:
+                why = "not needed: the run succeeded"
+            else:
+                why = f"the run ended {status}"
+            out.append(_verdict(run, step, RunStatus.CANCELLED, step.attempt, 0, None, why, now))
+    finished = RunFinished(run_id=run.run_id, status=status, error=error, at=iso(now))
+    out.append(Output(run.scope.run(run.run_id, "finished"), finished, f"{run.run_id}:finished"))
+    return out

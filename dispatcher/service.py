@@ -1,9 +1,11 @@
-"""The dispatcher process for one tenant: rebuild state from the log, then decide on inputs."""
+"""The dispatcher process for one tenant: rebuild state from the log, then decide on inputs
+and on the passing of time."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from types import TracebackType
 from typing import Self
@@ -12,7 +14,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from dispatcher.decide import Event, Output, decide
+from dispatcher.decide import Event, Output, decide, due
 from dispatcher.state import State, fold
 from eventstore import (
     Append,
@@ -24,16 +26,21 @@ from eventstore import (
     replay,
 )
 from eventstore.provision import DISPATCHER_CONSUMER
-from schemas import DecodeError, SubjectError, encode, parse, stream_name
+from schemas import DecodeError, Scope, SubjectError, encode, parse, stream_name
 from schemas.codec import decode_json, decode_subject
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 5.0
+TICK_S = 0.25
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class Dispatcher:
-    """Turns events, run requests and step results into runs, queued steps and verdicts."""
+    """Turns events, run requests, results and time into runs, queued steps and verdicts."""
 
     def __init__(self, nc: NATS, tenant: str, *, fetch_batch: int = 256) -> None:
         self.nc = nc
@@ -54,9 +61,7 @@ class Dispatcher:
                 parsed = parse(rec.subject)
                 fold(self.state, parsed.scope, decode_subject(parsed, rec.data))
             except (SubjectError, DecodeError) as exc:
-                log.warning(
-                    "skipping unreadable message %s at seq %d: %s", rec.subject, rec.seq, exc
-                )
+                log.warning("skipping unreadable %s at seq %d: %s", rec.subject, rec.seq, exc)
         return count
 
     async def run(self) -> None:
@@ -76,23 +81,39 @@ class Dispatcher:
         )
         sub = await js.pull_subscribe_bind(DISPATCHER_CONSUMER, stream=stream_name(self.tenant))
         self.ready.set()
+        failures = 0
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
+                    msgs = await sub.fetch(self.fetch_batch, timeout=TICK_S)
+                    failures = 0
                 except (TimeoutError, nats.errors.TimeoutError):
-                    continue  # nats-py raises either when no input arrived in time
-                except nats.errors.ConnectionClosedError:
+                    msgs = []  # nats-py raises either when no input arrived in time
+                except nats.errors.Error as exc:
                     if self._stopping.is_set():
                         break
-                    raise
+                    failures += 1
+                    delay = min(0.1 * 2**failures, RETRY_MAX_S)
+                    log.warning(
+                        "dispatcher %s: fetch failed (%s); retrying in %.1fs",
+                        self.tenant,
+                        exc or type(exc).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 for msg in msgs:
                     await self._handle(msg)
+                await self._tick()
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
-    def _read(self, msg: Msg) -> tuple[object, object] | None:
+    async def _tick(self) -> None:
+        for outputs in due(self.state, utc_now()):
+            await self._apply(None, None, outputs)
+
+    def _read(self, msg: Msg) -> tuple[Scope, object] | None:
         """(scope, input) for a message, or None when it is not something to decide on."""
         parsed = parse(msg.subject)
         if parsed.area == "events":
@@ -122,13 +143,17 @@ class Dispatcher:
             read = None
         if read is not None:
             scope, message = read
-            outputs = decide(self.state, scope, message)  # type: ignore[arg-type]
-            await self._append(outputs)
-            fold(self.state, scope, message)  # type: ignore[arg-type]
-            for out in outputs:
-                fold(self.state, scope, out.message)  # type: ignore[arg-type]
-            self.decisions += bool(outputs)
+            await self._apply(scope, message, decide(self.state, scope, message, utc_now()))
         await msg.ack()
+
+    async def _apply(self, scope: Scope | None, message: object, outputs: list[Output]) -> None:
+        """Append a decision, then fold the input and the decision into state."""
+        await self._append(outputs)
+        if scope is not None:
+            fold(self.state, scope, message)
+        for out in outputs:
+            fold(self.state, parse(out.subject).scope, out.message)
+        self.decisions += bool(outputs)
 
     async def _append(self, outputs: list[Output]) -> None:
         """Append a decision atomically, retrying until it is in the log (order matters)."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import attrs
 
+from dispatcher.policy import parse_time
 from schemas.messages import (
     RunCreated,
     RunFinished,
     RunRejected,
     RunStatus,
+    StepAssigned,
     StepDef,
     StepFinished,
     StepQueued,
+    StepRetryScheduled,
     WorkflowDef,
 )
 from schemas.subjects import Scope
@@ -22,10 +26,23 @@ from schemas.subjects import Scope
 @attrs.define
 class StepState:
     spec: StepDef
+    on_failure: bool = False  # the run's on-failure step, outside the DAG
     status: RunStatus | None = None  # None: waiting for its parents
     attempt: int = 0
     output: Any = None
     error: str | None = None
+    queued_at: dt.datetime | None = None
+    assigned: bool = False  # a worker took the current attempt
+    retry_due: dt.datetime | None = None  # a retry is scheduled for then
+    next_attempt: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status is not None and self.status.terminal
+
+    @property
+    def waiting_retry(self) -> bool:
+        return self.retry_due is not None
 
 
 @attrs.define
@@ -33,16 +50,30 @@ class RunState:
     scope: Scope
     run_id: str
     workflow: str
+    workflow_version: str
     input: Any
     steps: dict[str, StepState]
+    schedule_timeout_s: float = 300.0
+    failed_error: str | None = None  # set once a step failed for good
+
+    def dag(self) -> list[StepState]:
+        return [s for s in self.steps.values() if not s.on_failure]
+
+    def failure_step(self) -> StepState | None:
+        return next((s for s in self.steps.values() if s.on_failure), None)
 
     def children_of(self, name: str) -> list[StepState]:
-        return [s for s in self.steps.values() if name in s.spec.parents]
+        return [s for s in self.dag() if name in s.spec.parents]
 
     def ready(self, step: StepState) -> bool:
-        return step.status is None and all(
-            self.steps[p].status is RunStatus.SUCCEEDED for p in step.spec.parents
+        return (
+            not step.on_failure
+            and step.status is None
+            and all(self.steps[p].status is RunStatus.SUCCEEDED for p in step.spec.parents)
         )
+
+    def step_errors(self) -> dict[str, str]:
+        return {s.spec.name: s.error or "" for s in self.dag() if s.status is RunStatus.FAILED}
 
 
 @attrs.define
@@ -57,46 +88,73 @@ class State:
         return run_id in self.runs or run_id in self.done
 
 
+def new_run(scope: Scope, created: RunCreated) -> RunState:
+    steps = {s.name: StepState(spec=s) for s in created.steps}
+    if created.on_failure is not None:
+        steps[created.on_failure.name] = StepState(spec=created.on_failure, on_failure=True)
+    return RunState(
+        scope=scope,
+        run_id=created.run_id,
+        workflow=created.workflow,
+        workflow_version=created.workflow_version,
+        input=created.input,
+        steps=steps,
+        schedule_timeout_s=created.schedule_timeout_s,
+    )
+
+
 def fold(state: State, scope: Scope, message: object) -> None:
     """Apply one logged message. Idempotent: folding a message twice changes nothing more."""
     match message:
         case WorkflowDef():
             state.workflows[(scope, message.name)] = message
         case RunCreated():
-            if state.known(message.run_id):
-                return
-            state.runs[message.run_id] = RunState(
-                scope=scope,
-                run_id=message.run_id,
-                workflow=message.workflow,
-                input=message.input,
-                steps={s.name: StepState(spec=s) for s in message.steps},
-            )
+            if not state.known(message.run_id):
+                state.runs[message.run_id] = new_run(scope, message)
         case RunRejected():
             state.done.add(message.run_id)
         case StepQueued():
             step = _step(state, message.run_id, message.step)
-            if step is not None and message.attempt > step.attempt and not _terminal(step):
+            if step is not None and message.attempt > step.attempt and not step.terminal:
                 step.status = RunStatus.QUEUED
                 step.attempt = message.attempt
-        case StepFinished():
+                step.queued_at = parse_time(message.queued_at)
+                step.assigned = False
+                step.retry_due = None
+        case StepAssigned():
             step = _step(state, message.run_id, message.step)
-            if step is not None and not _terminal(step):
-                step.status = message.status
-                step.attempt = message.attempt
-                step.output = message.output
+            if step is not None and message.attempt == step.attempt and not step.terminal:
+                step.assigned = True
+                step.status = RunStatus.RUNNING
+        case StepRetryScheduled():
+            step = _step(state, message.run_id, message.step)
+            if step is not None and message.next_attempt > step.attempt and not step.terminal:
+                step.retry_due = parse_time(message.due_at)
+                step.next_attempt = message.next_attempt
                 step.error = message.error
+        case StepFinished():
+            _fold_finished(state, message)
         case RunFinished():
             state.runs.pop(message.run_id, None)
             state.done.add(message.run_id)
         case _:
-            pass  # assignments, results and logs change nothing the dispatcher decides on
+            pass  # results, logs and requests are inputs: decide() acts on them
+
+
+def _fold_finished(state: State, message: StepFinished) -> None:
+    run = state.runs.get(message.run_id)
+    step = None if run is None else run.steps.get(message.step)
+    if run is None or step is None or step.terminal:
+        return
+    step.status = message.status
+    step.attempt = max(step.attempt, message.attempt)
+    step.output = message.output
+    step.error = message.error
+    step.retry_due = None
+    if message.status is RunStatus.FAILED and not step.on_failure and run.failed_error is None:
+        run.failed_error = f"step {message.step!r} failed: {message.error}"
 
 
 def _step(state: State, run_id: str, name: str) -> StepState | None:
     run = state.runs.get(run_id)
     return None if run is None else run.steps.get(name)
-
-
-def _terminal(step: StepState) -> bool:
-    return step.status is not None and step.status.terminal

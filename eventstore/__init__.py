@@ -4,6 +4,7 @@ from eventstore.append import Append, append, append_atomic
 from eventstore.connection import NatsOptions, check_server, connect, normalize_url
 from eventstore.errors import (
     AppendError,
+    AppendRefusedError,
     ConfigError,
     ConnectError,
     DuplicateBatchError,
@@ -18,11 +19,12 @@ from eventstore.provision import (
     ensure_tenant_stream,
     task_consumer_name,
 )
-from eventstore.read import Record, follow, last_seq, replay, to_record
+from eventstore.read import Record, follow, last_seq, latest, replay, to_record
 
 __all__ = [
     "Append",
     "AppendError",
+    "AppendRefusedError",
     "ConfigError",
     "ConnectError",
     "DuplicateBatchError",
@@ -41,6 +43,7 @@ __all__ = [
     "ensure_tenant_stream",
     "follow",
     "last_seq",
+    "latest",
     "normalize_url",
     "replay",
     "task_consumer_name",

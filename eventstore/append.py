@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import Header
 
 from eventstore.connection import request
-from eventstore.errors import AppendError, DuplicateBatchError
+from eventstore.errors import AppendError, AppendRefusedError, DuplicateBatchError
 
 MAX_BATCH = 1000
 
@@ -22,10 +22,14 @@ class Append:
     subject: str
     body: bytes
     msg_id: str | None = None
+    ttl_s: int | None = None  # the server removes the message after this (2.11+)
 
 
 def _headers(item: Append) -> dict[str, str]:
-    return {Header.MSG_ID: item.msg_id} if item.msg_id else {}
+    headers: dict[str, str] = {Header.MSG_ID: item.msg_id} if item.msg_id else {}
+    if item.ttl_s is not None:
+        headers[Header.MSG_TTL] = f"{item.ttl_s}s"
+    return headers
 
 
 def _seq(ack: dict[str, object]) -> int:
@@ -39,9 +43,10 @@ def _check_ack(reply_data: bytes, what: str) -> dict[str, object]:
     resp = orjson.loads(reply_data)
     if isinstance(resp, dict) and "error" in resp:
         err = resp["error"]
-        if "duplicate message id" in str(err.get("description", "")):
+        description = str(err.get("description", err))
+        if "duplicate message id" in description:
             raise DuplicateBatchError(f"{what} was already appended")
-        raise AppendError(f"JetStream refused {what}: {err.get('description', err)}")
+        raise AppendRefusedError(f"JetStream refused {what}: {description}", description)
     return resp if isinstance(resp, dict) else {}
 
 

@@ -25,3 +25,17 @@ class DuplicateBatchError(AppendError):
 
 class PermissionDeniedError(AppendError):
     """The broker refused a publish: the credential does not allow that subject."""
+
+
+class AppendRefusedError(AppendError):
+    """JetStream answered an append with an error. ``permanent`` when sending the same
+    message again cannot succeed (it is too large, or over a limit)."""
+
+    def __init__(self, message: str, description: str) -> None:
+        super().__init__(message)
+        self.description = description
+
+    @property
+    def permanent(self) -> bool:
+        text = self.description.lower()
+        return "maximum" in text or "exceeds" in text or "too large" in text

@@ -69,9 +69,10 @@ def task_consumer_name(scope: Scope, workflow: str) -> str:
 
 @attrs.frozen
 class TaskConsumerSettings:
-    """Redelivery timing for tasks: a silent worker loses its task after ``ack_wait_s``."""
+    """Redelivery timing for tasks: a silent worker loses its task after ``ack_wait_s``
+    (a live worker says ``in_progress`` every third of that)."""
 
-    ack_wait_s: float = 10.0
+    ack_wait_s: float = 5.0
 
 
 async def ensure_task_consumer(
@@ -97,11 +98,8 @@ async def ensure_task_consumer(
         max_waiting=1024,
         max_ack_pending=-1,
     )
-    stream = stream_name(scope.tenant)
-    try:
-        await js.consumer_info(stream, name)
-    except NotFoundError:
-        await js.add_consumer(stream, config)
+    # Create, or update the editable settings (ack_wait) of an existing queue group.
+    await js.add_consumer(stream_name(scope.tenant), config)
     return name
 
 
@@ -112,6 +110,8 @@ def dispatcher_filters(tenant: str) -> list[str]:
         f"{tenant}.*.workflows.*",
         f"{tenant}.*.runs.*.requested",
         f"{tenant}.*.runs.*.result",
+        f"{tenant}.*.runs.*.assigned",
+        f"{tenant}.*.runs.*.cancel_requested",
     ]
 
 
@@ -126,8 +126,16 @@ async def ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
         max_deliver=-1,
         max_ack_pending=10_000,
     )
+    stream = stream_name(tenant)
     try:
-        await js.consumer_info(stream_name(tenant), DISPATCHER_CONSUMER)
+        info = await js.consumer_info(stream, DISPATCHER_CONSUMER)
     except NotFoundError:
-        await js.add_consumer(stream_name(tenant), config)
+        await js.add_consumer(stream, config)
+        return DISPATCHER_CONSUMER
+    if sorted(info.config.filter_subjects or []) != sorted(config.filter_subjects or []):
+        # An older engine's consumer: start it afresh. The dispatcher rebuilds its state from
+        # the log and decides only what is not decided yet, so re-reading inputs is safe.
+        log.info("dispatcher consumer of %s has old filters; recreating it", tenant)
+        await js.delete_consumer(stream, DISPATCHER_CONSUMER)
+        await js.add_consumer(stream, config)
     return DISPATCHER_CONSUMER

@@ -99,3 +99,33 @@ async def follow(nc: NATS, tenant: str, subject: str) -> AsyncIterator[Record]:
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+
+
+async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
+    """The last stored message of every subject matching ``subject`` (e.g. heartbeats)."""
+    js = nc.jetstream()
+    info = await js.stream_info(stream_name(tenant))
+    if info.state.messages == 0:
+        return []
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        filter_subject=subject,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    sub = await js.pull_subscribe("", stream=stream_name(tenant), config=config)
+    out: list[Record] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(256, timeout=0.5)
+            except nats.errors.TimeoutError:
+                return out
+            for msg in msgs:
+                out.append(to_record(msg))
+                if msg.metadata.num_pending == 0:
+                    return out
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()

@@ -4,9 +4,22 @@ Each statement is idempotent: inserts do nothing when the row exists, updates ap
 rows whose ``last_seq`` is older than the record. A record that cannot be decoded becomes
 a ``rejections`` row instead.
 
-Step statuses: a step of the run's DAG that was never queued is ``PENDING``; then it is
-``QUEUED``, ``RUNNING`` and one of the terminal :class:`schemas.RunStatus` values. A step
-keeps its earliest ``queued_at`` and ``started_at`` over retries; ``attempt`` is its latest.
+Step statuses: a step of the run's DAG (or its on-failure step) that was never queued is
+``PENDING``; then it is ``QUEUED``, ``RUNNING`` and one of the terminal
+:class:`schemas.RunStatus` values. A step keeps its earliest ``queued_at`` and
+``started_at`` over retries; ``attempt`` is its latest. A retry with backoff puts it back
+to ``QUEUED`` with the next attempt and ``retry_due_at``; a handed-back task puts it back
+to ``QUEUED`` until its next delivery is assigned.
+
+Attempt statuses: ``RUNNING``, then ``SUCCEEDED`` or ``FAILED`` from its result;
+``CANCELLED`` when the worker handed it back or the run ended before it reported; ``LOST``
+when a later delivery of the same attempt was assigned (its worker is presumed dead). A
+result newer than any of these still wins.
+
+Tenants: run ids of direct runs are chosen by clients, and all tenants share one ``runs``
+table, so every run-scoped statement applies only to a run row of the message's own
+tenant; a ``created`` or ``rejected`` for an id another tenant already holds becomes a
+rejection.
 """
 
 from __future__ import annotations
@@ -61,6 +74,10 @@ def plan(tenant: str, record: Record) -> list[Stmt]:
             raise SubjectError(f"subject is not in tenant {tenant!r}")
         if parsed.area == "events":
             return [_event(tenant, record, parsed)]
+        if parsed.area == "workers":
+            # Heartbeats carry a message TTL and age out of the log: projecting them would
+            # make a rebuild differ from the live projection.
+            return []
         message = _decode(parsed, record.data)
         if parsed.area == "workflows":
             return [_workflow(tenant, record.seq, parsed, message)]
@@ -68,7 +85,7 @@ def plan(tenant: str, record: Record) -> list[Stmt]:
             return []  # the offer; its ``queued`` twin already says everything
         if message.run_id != parsed.run_id:
             raise DecodeError(f"run_id {message.run_id!r} differs from the subject's")
-        return _run_message(tenant, record.seq, parsed, message)
+        return _run_message(tenant, record, parsed, message)
     except (SubjectError, DecodeError) as exc:
         return [rejection(tenant, record, str(exc))]
 
@@ -123,56 +140,57 @@ def _workflow(tenant: str, seq: int, parsed: ParsedSubject, wf: schemas.Workflow
     )
 
 
-def _run_message(tenant: str, seq: int, parsed: ParsedSubject, msg: Any) -> list[Stmt]:
-    base = {"seq": seq, "run_id": v.text(parsed.run_id, "run_id")}
+# A condition: the run exists and belongs to the message's tenant.
+_OWNED = " EXISTS (SELECT 1 FROM runs WHERE runs.id = %(run_id)s AND runs.tenant = %(tenant)s)"
+_LOST = "no result: the task was redelivered to another worker (worker presumed dead)"
+_HANDED_BACK = "handed back: the worker shut down before finishing"
+_RUN_ENDED = "the run ended before this attempt reported"
+_FOREIGN = "run id already used by another tenant"
+
+
+def _run_message(tenant: str, record: Record, parsed: ParsedSubject, msg: Any) -> list[Stmt]:
+    base = {"seq": record.seq, "run_id": v.text(parsed.run_id, "run_id"), "tenant": tenant}
     if isinstance(msg, schemas.RunCreated):
-        return _created(base | {"tenant": tenant, "namespace": parsed.scope.namespace}, msg)
+        return [_foreign(base, record), *_created(base | {"ns": parsed.scope.namespace}, msg)]
     if isinstance(msg, schemas.RunRejected):
-        at = v.timestamp(msg.at, "at")
-        return [
-            Stmt(
-                "INSERT INTO runs (id, tenant, namespace, workflow, status, error, created_at,"
-                " finished_at, last_seq) VALUES (%(run_id)s, %(tenant)s, %(namespace)s,"
-                " %(workflow)s, 'FAILED', %(reason)s, %(at)s, %(at)s, %(seq)s)"
-                " ON CONFLICT DO NOTHING",
-                base
-                | {
-                    "tenant": tenant,
-                    "namespace": parsed.scope.namespace,
-                    "workflow": v.text(msg.workflow, "workflow"),
-                    "reason": v.text(msg.reason, "reason"),
-                    "at": at,
-                },
-            )
-        ]
+        return [_foreign(base, record), _rejected(base | {"ns": parsed.scope.namespace}, msg)]
     if isinstance(msg, schemas.RunRequested):
         return []  # the dispatcher answers with created or rejected
+    if isinstance(msg, schemas.RunCancelRequested):
+        return [_cancel_requested(base, msg)]
     if isinstance(msg, schemas.RunFinished):
-        return [
-            Stmt(
-                "UPDATE runs SET status = %(status)s, error = %(error)s, finished_at = %(at)s,"
-                " last_seq = %(seq)s WHERE id = %(run_id)s AND last_seq < %(seq)s",
-                base
-                | {
-                    "status": str(msg.status),
-                    "error": v.opt_text(msg.error, "error"),
-                    "at": v.timestamp(msg.at, "at"),
-                },
-            )
-        ]
+        return _finished(base, msg)
     step = base | {"step": v.text(msg.step, "step"), "attempt": v.count(msg.attempt, "attempt")}
     if isinstance(msg, schemas.StepQueued):
         return [_queued(step | {"at": v.timestamp(msg.queued_at, "queued_at")})]
+    if isinstance(msg, schemas.StepRetryScheduled):
+        return [_retry_scheduled(step, msg)]
     if isinstance(msg, schemas.StepFinished):
         return [_step_finished(step, msg)]
     step["delivery"] = v.count(msg.delivery, "delivery")
     if isinstance(msg, schemas.StepAssigned):
         return _assigned(step, msg)
     if isinstance(msg, schemas.StepResult):
-        return [_result(step, msg)]
+        return _result(step, msg)
     if isinstance(msg, schemas.StepLog):
-        return [_log(step | {"tenant": tenant}, msg)]
+        return [_log(step, msg)]
     raise DecodeError(f"the projector does not know run messages of kind {parsed.run_kind!r}")
+
+
+def _foreign(base: dict[str, Any], record: Record) -> Stmt:
+    """A rejection, when the run id already belongs to another tenant."""
+    return Stmt(
+        "INSERT INTO rejections (tenant, seq, subject, reason, at)"
+        " SELECT %(tenant)s::text, %(seq)s::bigint, %(subject)s::text, %(reason)s::text,"
+        " %(at)s::timestamptz WHERE EXISTS (SELECT 1 FROM runs"
+        " WHERE runs.id = %(run_id)s AND runs.tenant <> %(tenant)s) ON CONFLICT DO NOTHING",
+        base
+        | {
+            "subject": v.text(record.subject, "subject"),
+            "reason": _FOREIGN,
+            "at": received_at(record),
+        },
+    )
 
 
 def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
@@ -180,7 +198,7 @@ def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
     run = Stmt(
         "INSERT INTO runs (id, tenant, namespace, workflow, workflow_version, status, input,"
         " triggered_by_key, triggered_by_event_id, created_at, last_seq) VALUES (%(run_id)s,"
-        " %(tenant)s, %(namespace)s, %(workflow)s, %(version)s, 'QUEUED', %(input)s,"
+        " %(tenant)s, %(ns)s, %(workflow)s, %(version)s, 'QUEUED', %(input)s,"
         " %(event_key)s, %(event_id)s, %(created_at)s, %(seq)s) ON CONFLICT DO NOTHING",
         params
         | {
@@ -192,29 +210,107 @@ def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
             "created_at": v.timestamp(msg.created_at, "created_at"),
         },
     )
+    defs = [(s, False) for s in msg.steps]
+    if msg.on_failure is not None:
+        defs.append((msg.on_failure, True))
     steps = [
         Stmt(
-            "INSERT INTO steps (run_id, name, parents, status, last_seq) VALUES (%(run_id)s,"
-            " %(name)s, %(parents)s, 'PENDING', %(seq)s) ON CONFLICT DO NOTHING",
+            "INSERT INTO steps (run_id, name, parents, status, on_failure, last_seq)"
+            " SELECT %(run_id)s::text, %(name)s::text, %(parents)s::text[], 'PENDING',"
+            " %(on_failure)s::boolean, %(seq)s::bigint WHERE" + _OWNED + " ON CONFLICT DO NOTHING",
             {
                 "run_id": params["run_id"],
+                "tenant": params["tenant"],
                 "seq": params["seq"],
                 "name": v.text(s.name, "step name"),
-                "parents": v.texts(s.parents, "parents"),
+                # The on-failure step is outside the DAG, whatever parents it declares.
+                "parents": [] if on_failure else v.texts(s.parents, "parents"),
+                "on_failure": on_failure,
             },
         )
-        for s in msg.steps
+        for s, on_failure in defs
     ]
     return [run, *steps]
+
+
+def _rejected(params: dict[str, Any], msg: schemas.RunRejected) -> Stmt:
+    return Stmt(
+        "INSERT INTO runs (id, tenant, namespace, workflow, status, error, created_at,"
+        " finished_at, last_seq) VALUES (%(run_id)s, %(tenant)s, %(ns)s,"
+        " %(workflow)s, 'FAILED', %(reason)s, %(at)s, %(at)s, %(seq)s)"
+        " ON CONFLICT DO NOTHING",
+        params
+        | {
+            "workflow": v.text(msg.workflow, "workflow"),
+            "reason": v.text(msg.reason, "reason"),
+            "at": v.timestamp(msg.at, "at"),
+        },
+    )
+
+
+def _cancel_requested(params: dict[str, Any], msg: schemas.RunCancelRequested) -> Stmt:
+    # The first request of a run still going counts; the dispatcher ignores the others.
+    return Stmt(
+        "UPDATE runs SET cancel_requested_at = %(at)s, cancel_reason = %(reason)s,"
+        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " AND last_seq < %(seq)s AND cancel_requested_at IS NULL"
+        " AND status NOT IN " + _TERMINAL,
+        params
+        | {
+            "at": v.timestamp(msg.requested_at, "requested_at"),
+            "reason": v.opt_text(msg.reason, "reason"),
+        },
+    )
+
+
+def _finished(params: dict[str, Any], msg: schemas.RunFinished) -> list[Stmt]:
+    params = params | {
+        "status": str(msg.status),
+        "error": v.opt_text(msg.error, "error"),
+        "at": v.timestamp(msg.at, "at"),
+        "why": _RUN_ENDED,
+    }
+    run = Stmt(
+        "UPDATE runs SET status = %(status)s, error = %(error)s, finished_at = %(at)s,"
+        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " AND last_seq < %(seq)s",
+        params,
+    )
+    if not msg.status.terminal:
+        return [run]
+    # Attempts nobody reported on; a result appended later still wins (newer seq).
+    attempts = Stmt(
+        "UPDATE attempts SET status = 'CANCELLED', error = %(why)s, finished_at = %(at)s,"
+        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND status = 'RUNNING'"
+        " AND last_seq < %(seq)s AND" + _OWNED,
+        params,
+    )
+    return [run, attempts]
 
 
 def _queued(params: dict[str, Any]) -> Stmt:
     return Stmt(
         "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
         " ELSE 'QUEUED' END, queued_at = COALESCE(queued_at, %(at)s), attempt = %(attempt)s,"
-        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND name = %(step)s"
-        " AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s",
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s"
+        " AND" + _OWNED,
         params,
+    )
+
+
+def _retry_scheduled(params: dict[str, Any], msg: schemas.StepRetryScheduled) -> Stmt:
+    return Stmt(
+        "UPDATE steps SET status = 'QUEUED', attempt = %(next_attempt)s, error = %(error)s,"
+        " retry_due_at = %(due_at)s, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " AND name = %(step)s AND last_seq < %(seq)s AND status NOT IN " + _TERMINAL + ""
+        " AND COALESCE(attempt, 0) < %(next_attempt)s AND" + _OWNED,
+        params
+        | {
+            "next_attempt": v.count(msg.next_attempt, "next_attempt"),
+            "due_at": v.timestamp(msg.due_at, "due_at"),
+            "error": v.opt_text(msg.error, "error"),
+        },
     )
 
 
@@ -223,69 +319,105 @@ def _assigned(params: dict[str, Any], msg: schemas.StepAssigned) -> list[Stmt]:
         "worker_id": v.text(msg.worker_id, "worker_id"),
         "worker_name": v.text(msg.worker_name, "worker_name"),
         "at": v.timestamp(msg.started_at, "started_at"),
+        "why": _LOST,
     }
     attempt = Stmt(
         "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, worker_name, status,"
-        " started_at, last_seq) VALUES (%(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
-        " %(worker_id)s, %(worker_name)s, 'RUNNING', %(at)s, %(seq)s)"
+        " started_at, last_seq) SELECT %(run_id)s::text, %(step)s::text, %(attempt)s::integer,"
+        " %(delivery)s::integer, %(worker_id)s::text, %(worker_name)s::text, 'RUNNING',"
+        " %(at)s::timestamptz, %(seq)s::bigint WHERE" + _OWNED + ""
         " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
         " worker_id = excluded.worker_id, worker_name = excluded.worker_name,"
         " started_at = COALESCE(attempts.started_at, excluded.started_at),"
         " last_seq = excluded.last_seq WHERE attempts.last_seq < excluded.last_seq",
         params,
     )
+    # JetStream redelivered the task: whoever held an earlier delivery never answered.
+    lost = Stmt(
+        "UPDATE attempts SET status = 'LOST', error = %(why)s, finished_at = %(at)s,"
+        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND step = %(step)s"
+        " AND attempt = %(attempt)s AND delivery < %(delivery)s AND status = 'RUNNING'"
+        " AND last_seq < %(seq)s AND" + _OWNED,
+        params,
+    )
     step = Stmt(
         "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
         " ELSE 'RUNNING' END, started_at = COALESCE(started_at, %(at)s), attempt = %(attempt)s,"
-        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND name = %(step)s"
-        " AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s",
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s"
+        " AND" + _OWNED,
         params,
     )
     run = Stmt(
         "UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %(at)s),"
-        " last_seq = %(seq)s WHERE id = %(run_id)s AND status = 'QUEUED' AND last_seq < %(seq)s",
+        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " AND status = 'QUEUED' AND last_seq < %(seq)s",
         params,
     )
-    return [attempt, step, run]
+    return [attempt, lost, step, run]
 
 
-def _result(params: dict[str, Any], msg: schemas.StepResult) -> Stmt:
+def _result(params: dict[str, Any], msg: schemas.StepResult) -> list[Stmt]:
     ok = v.flag(msg.ok, "ok")
-    return Stmt(
+    handed_back = v.flag(msg.handed_back, "handed_back")
+    error = v.opt_text(msg.error, "error")
+    if handed_back:
+        status, error = RunStatus.CANCELLED, error or _HANDED_BACK
+    else:
+        status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+    params = params | {
+        "worker_id": v.text(msg.worker_id, "worker_id"),
+        "status": str(status),
+        "at": v.timestamp(msg.finished_at, "finished_at"),
+        "error": error,
+        "output": v.jsonb(msg.output) if ok or msg.output is not None else None,
+    }
+    attempt = Stmt(
         "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, status, finished_at,"
-        " error, output, last_seq) VALUES (%(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
-        " %(worker_id)s, %(status)s, %(at)s, %(error)s, %(output)s, %(seq)s)"
-        " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
+        " error, output, last_seq) SELECT %(run_id)s::text, %(step)s::text,"
+        " %(attempt)s::integer, %(delivery)s::integer, %(worker_id)s::text, %(status)s::text,"
+        " %(at)s::timestamptz, %(error)s::text, %(output)s::jsonb, %(seq)s::bigint"
+        " WHERE" + _OWNED + " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
         " status = excluded.status, finished_at = excluded.finished_at,"
         " error = excluded.error, output = excluded.output,"
         " worker_id = COALESCE(attempts.worker_id, excluded.worker_id),"
         " last_seq = excluded.last_seq WHERE attempts.last_seq < excluded.last_seq",
-        params
-        | {
-            "worker_id": v.text(msg.worker_id, "worker_id"),
-            "status": str(RunStatus.SUCCEEDED if ok else RunStatus.FAILED),
-            "at": v.timestamp(msg.finished_at, "finished_at"),
-            "error": v.opt_text(msg.error, "error"),
-            "output": v.jsonb(msg.output) if ok or msg.output is not None else None,
-        },
+        params,
     )
+    if not handed_back:
+        return [attempt]
+    # Another delivery of this attempt follows: the step waits for it, unless it has
+    # already been assigned.
+    step = Stmt(
+        "UPDATE steps SET status = 'QUEUED', last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " AND name = %(step)s AND status = 'RUNNING' AND attempt = %(attempt)s"
+        " AND last_seq < %(seq)s AND NOT EXISTS (SELECT 1 FROM attempts a"
+        " WHERE a.run_id = %(run_id)s AND a.step = %(step)s AND a.attempt = %(attempt)s"
+        " AND a.delivery > %(delivery)s) AND" + _OWNED,
+        params,
+    )
+    return [attempt, step]
 
 
 def _log(params: dict[str, Any], msg: schemas.StepLog) -> Stmt:
     return Stmt(
         "INSERT INTO step_logs (tenant, seq, run_id, step, attempt, delivery, line, at)"
-        " VALUES (%(tenant)s, %(seq)s, %(run_id)s, %(step)s, %(attempt)s, %(delivery)s,"
-        " %(line)s, %(at)s) ON CONFLICT DO NOTHING",
+        " SELECT %(tenant)s::text, %(seq)s::bigint, %(run_id)s::text, %(step)s::text,"
+        " %(attempt)s::integer, %(delivery)s::integer, %(line)s::text, %(at)s::timestamptz"
+        " WHERE" + _OWNED + " ON CONFLICT DO NOTHING",
         params | {"line": v.text(msg.line, "line"), "at": v.timestamp(msg.at, "at")},
     )
 
 
 def _step_finished(params: dict[str, Any], msg: schemas.StepFinished) -> Stmt:
     ok = msg.status == RunStatus.SUCCEEDED
+    # A step the run ended before it was ever queued is finished with attempt 0: it keeps
+    # no attempt number.
     return Stmt(
         "UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s,"
-        " finished_at = %(at)s, attempt = GREATEST(attempt, %(attempt)s), last_seq = %(seq)s"
-        " WHERE run_id = %(run_id)s AND name = %(step)s AND last_seq < %(seq)s",
+        " finished_at = %(at)s, attempt = GREATEST(attempt, NULLIF(%(attempt)s, 0)),"
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " AND name = %(step)s AND last_seq < %(seq)s AND" + _OWNED,
         params
         | {
             "status": str(msg.status),

@@ -14,7 +14,8 @@ from projector.migrations import DEFAULT_SCHEMA, TABLES, set_search_path
 
 _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
-    " triggered_by_event_id, error, created_at, started_at, finished_at"
+    " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
+    " cancel_reason"
 )
 
 
@@ -86,7 +87,9 @@ async def list_runs(
 async def get_run(
     conn: psycopg.AsyncConnection[Any], run_id: str, *, schema: str | None = None
 ) -> dict[str, Any] | None:
-    """One run with its steps, their attempts and their log lines; ``None`` if unknown."""
+    """One run with its steps, their attempts and their log lines; ``None`` if unknown.
+
+    Steps come in the order they were queued, the on-failure step (``on_failure``) last."""
     params = {"id": run_id}
     runs = await _fetch(
         conn, "SELECT " + _RUN_COLUMNS + " FROM runs WHERE id = %(id)s", params, schema
@@ -96,8 +99,9 @@ async def get_run(
     run = _run(runs[0])
     steps = await _fetch(
         conn,
-        "SELECT name, parents, status, output, error, queued_at, started_at, finished_at"
-        " FROM steps WHERE run_id = %(id)s ORDER BY queued_at NULLS LAST, name",
+        "SELECT name, parents, status, output, error, queued_at, started_at, finished_at,"
+        " retry_due_at, on_failure FROM steps WHERE run_id = %(id)s"
+        " ORDER BY on_failure, queued_at NULLS LAST, name",
         params,
         schema,
     )

@@ -105,3 +105,15 @@ CREATE TABLE IF NOT EXISTS rejections (
     at      timestamptz,         -- the stream timestamp, when the record carries it
     PRIMARY KEY (tenant, seq)
 );
+
+-- Reliability (retries with backoff, cancellation, on-failure steps). Added with ALTER so that
+-- an existing database upgrades in place, and so that a fresh schema and an upgraded one have
+-- their columns in the same order (``natchet replay`` compares them row by row).
+-- Attempt statuses gain LOST (a later delivery of the same attempt was assigned: the worker
+-- holding this one is presumed dead) and CANCELLED (handed back, or the run ended first).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS cancel_requested_at timestamptz;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS cancel_reason text;
+-- When the step's next attempt is due (a retry with backoff); NULL once it is queued.
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS retry_due_at timestamptz;
+-- The run's on-failure step: not part of the DAG, runs only when the run fails.
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS on_failure boolean NOT NULL DEFAULT false;

@@ -2,6 +2,7 @@
 
 from schemas.codec import DecodeError, decode_json, decode_subject, encode, encode_json
 from schemas.messages import (
+    RunCancelRequested,
     RunCreated,
     RunFinished,
     RunRejected,
@@ -13,8 +14,11 @@ from schemas.messages import (
     StepLog,
     StepQueued,
     StepResult,
+    StepRetryScheduled,
     Task,
     TriggeredBy,
+    WorkerHeartbeat,
+    WorkerStatus,
     WorkflowDef,
     utcnow,
 )
@@ -22,6 +26,7 @@ from schemas.subjects import Scope, SubjectError, parse, stream_name
 
 __all__ = [
     "DecodeError",
+    "RunCancelRequested",
     "RunCreated",
     "RunFinished",
     "RunRejected",
@@ -34,9 +39,12 @@ __all__ = [
     "StepLog",
     "StepQueued",
     "StepResult",
+    "StepRetryScheduled",
     "SubjectError",
     "Task",
     "TriggeredBy",
+    "WorkerHeartbeat",
+    "WorkerStatus",
     "WorkflowDef",
     "decode_json",
     "decode_subject",

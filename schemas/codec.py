@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import attrs
 import orjson
 
-from schemas.messages import RUN_KINDS, RunMessage, Task, WorkflowDef, structure
+from schemas.messages import RUN_KINDS, RunMessage, Task, WorkerHeartbeat, WorkflowDef, structure
 from schemas.subjects import ParsedSubject
 
 T = TypeVar("T")
@@ -79,13 +79,15 @@ def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
         return decode_as(WorkflowDef, WorkflowDef.KIND, data)
     if parsed.area == "tasks":
         return decode_as(Task, Task.KIND, data)
+    if parsed.area == "workers":
+        return decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, data)
     return decode_json(data)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """A JSON Schema per message kind, for writers in other languages."""
     out: dict[str, dict[str, Any]] = {}
-    for cls in (WorkflowDef, Task, *RUN_KINDS.values()):
+    for cls in (WorkflowDef, Task, WorkerHeartbeat, *RUN_KINDS.values()):
         props: dict[str, Any] = {}
         required: list[str] = []
         for f in attrs.fields(cls):

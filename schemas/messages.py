@@ -54,6 +54,12 @@ def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, .
     return tuple(v if isinstance(v, StepDef) else structure(StepDef, v) for v in value)
 
 
+def _opt_step_def(value: StepDef | Mapping[str, Any] | None) -> StepDef | None:
+    if value is None or isinstance(value, StepDef):
+        return value
+    return structure(StepDef, value)
+
+
 @attrs.frozen
 class WorkflowDef:
     """``<t>.<ns>.workflows.<name>``: what a worker registers. ``version`` hashes the rest."""
@@ -63,7 +69,8 @@ class WorkflowDef:
     version: str
     steps: tuple[StepDef, ...] = attrs.field(converter=_step_defs)
     on_events: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    on_failure: str | None = None
+    # Runs when the run fails (``@hatchet.on_failure_step()``); not part of the DAG.
+    on_failure: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
     schedule_timeout_s: float = 300.0
     registered_at: str = attrs.field(factory=utcnow)
     v: int = 1
@@ -111,6 +118,8 @@ class RunCreated:
     steps: tuple[StepDef, ...] = attrs.field(converter=_step_defs)
     triggered_by: TriggeredBy | None = attrs.field(default=None, converter=_triggered_by)
     created_at: str = attrs.field(factory=utcnow)
+    on_failure: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
+    schedule_timeout_s: float = 300.0
     v: int = 1
 
 
@@ -151,6 +160,11 @@ class Task:
     parent_outputs: dict[str, Any]
     timeout_s: float
     queued_at: str = attrs.field(factory=utcnow)
+    workflow_version: str = ""
+    # For an on-failure step: the error of each step that failed.
+    step_errors: dict[str, str] = attrs.Factory(dict)
+    # A worker that gets the task after this (ISO time) drops it: the step already timed out.
+    schedule_deadline: str | None = None
     v: int = 1
 
 
@@ -197,6 +211,37 @@ class StepResult:
     output: Any = None
     error: str | None = None
     finished_at: str = attrs.field(factory=utcnow)
+    # The step raised NonRetryableError: fail now, whatever retries are left.
+    non_retryable: bool = False
+    # The worker gave the task back unfinished (graceful shutdown); another delivery follows.
+    handed_back: bool = False
+    v: int = 1
+
+
+@attrs.frozen
+class StepRetryScheduled:
+    """``runs.<id>.retry_scheduled``: attempt ``attempt`` failed; ``next_attempt`` is due at
+    ``due_at``. The dispatcher re-arms the timer from this message after a restart."""
+
+    KIND = "retry_scheduled"
+    run_id: str
+    step: str
+    attempt: int
+    next_attempt: int
+    due_at: str
+    error: str | None = None
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class RunCancelRequested:
+    """``runs.<id>.cancel_requested``: a client asks to cancel the run."""
+
+    KIND = "cancel_requested"
+    run_id: str
+    reason: str | None = None
+    requested_at: str = attrs.field(factory=utcnow)
     v: int = 1
 
 
@@ -230,6 +275,8 @@ class RunFinished:
 
 RunMessage = (
     RunRequested
+    | RunCancelRequested
+    | StepRetryScheduled
     | RunCreated
     | RunRejected
     | StepQueued
@@ -244,6 +291,8 @@ RUN_KINDS: dict[str, type[RunMessage]] = {
     cls.KIND: cls
     for cls in (
         RunRequested,
+        RunCancelRequested,
+        StepRetryScheduled,
         RunCreated,
         RunRejected,
         StepQueued,
@@ -254,6 +303,28 @@ RUN_KINDS: dict[str, type[RunMessage]] = {
         RunFinished,
     )
 }
+
+
+class WorkerStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
+@attrs.frozen
+class WorkerHeartbeat:
+    """``<t>.<ns>.workers.<worker_id>``: a worker is alive (sent with a message TTL)."""
+
+    KIND = "heartbeat"
+    worker_id: str
+    name: str
+    actions: tuple[str, ...] = attrs.field(converter=_tuple_of_str)
+    slots: int
+    running: int
+    status: WorkerStatus = attrs.field(converter=WorkerStatus)
+    started_at: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
 
 
 T = TypeVar("T")

@@ -6,6 +6,7 @@
 | ``<t>.<ns>.workflows.<workflow>``         | a workflow definition from a worker    |
 | ``<t>.<ns>.tasks.<workflow>.<step>``      | a ready step offered to the queue group|
 | ``<t>.<ns>.runs.<run_id>.<kind>``         | one run's own history                  |
+| ``<t>.<ns>.workers.<worker_id>``          | a worker's heartbeat (message TTL)     |
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Scope:
     def run_filter(self, run_id: str) -> str:
         return f"{self.prefix}.runs.{run_id}.>"
 
+    def worker(self, worker_id: str) -> str:
+        """Liveness of one worker: heartbeats carry a message TTL, so they age out."""
+        return f"{self.prefix}.workers.{worker_id}"
+
 
 def stream_name(tenant: str) -> str:
     """The tenant's one stream, which captures ``<tenant>.>``."""
@@ -108,7 +113,7 @@ class ParsedSubject:
         return self.rest[1]
 
 
-AREAS = frozenset({"events", "workflows", "tasks", "runs"})
+AREAS = frozenset({"events", "workflows", "tasks", "runs", "workers"})
 
 
 def parse(subject: str) -> ParsedSubject:

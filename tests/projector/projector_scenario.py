@@ -1,6 +1,8 @@
 """A realistic history to project: an event triggers a diamond run (a -> b, a -> c,
-b + c -> d) with a retry (b), a dead worker's redelivery (c) and log lines; plus a run
-request the dispatcher rejects. Appended to a real stream with eventstore."""
+b + c -> d) with a retry (b), a dead worker's redelivery (c) and log lines; a run request
+the dispatcher rejects; and one run of each reliability path: a retry with backoff, a task
+handed back at shutdown, a lost delivery, a cancelled run and a run whose on-failure step
+runs. Appended to a real stream with eventstore."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from nats.aio.client import Client as NATS
 import eventstore
 from eventstore import Append, Record
 from schemas import (
+    RunCancelRequested,
     RunCreated,
     RunFinished,
     RunRejected,
@@ -27,6 +30,7 @@ from schemas import (
     StepLog,
     StepQueued,
     StepResult,
+    StepRetryScheduled,
     Task,
     TriggeredBy,
     WorkflowDef,
@@ -42,6 +46,10 @@ STEPS = (
     StepDef("c", ("a",)),
     StepDef("d", ("b", "c")),
 )
+# s (retried with backoff) -> t, and an on-failure step.
+FLAKY_STEPS = (StepDef("s", retries=2, backoff_factor=2.0), StepDef("t", ("s",)))
+CLEANUP = StepDef("cleanup")
+SINGLE_STEPS = (StepDef("s"),)
 Worker = tuple[str, str]  # (id, name)
 Key = tuple[str, str, int, int]  # (run, step, attempt, delivery)
 W1: Worker = ("w-1", "worker-one")
@@ -58,11 +66,31 @@ def workflow() -> WorkflowDef:
     )
 
 
+def flaky_workflow() -> WorkflowDef:
+    return WorkflowDef(
+        name="flaky", version="v1", steps=FLAKY_STEPS, on_failure=CLEANUP, registered_at=at(0)
+    )
+
+
+def single_workflow() -> WorkflowDef:
+    return WorkflowDef(name="single", version="v1", steps=SINGLE_STEPS, registered_at=at(0))
+
+
 @attrs.frozen
 class Diamond:
     run_id: str
     event_seq: int
     t: float
+    last_seq: int
+
+
+@attrs.frozen
+class Run:
+    """A reliability run: its id, its start time and the sequences of its turning points."""
+
+    run_id: str
+    t: float
+    marks: dict[str, int]
     last_seq: int
 
 
@@ -83,10 +111,12 @@ class Writer:
         items = [m if isinstance(m, Append) else self.msg(m) for m in messages]
         return await eventstore.append_atomic(self.nc, items)
 
-    def queue(self, run_id: str, step: str, attempt: int, t: float) -> tuple[Any, Any]:
+    def queue(
+        self, run_id: str, step: str, attempt: int, t: float, workflow: str = "diamond"
+    ) -> tuple[Any, Any]:
         return (
             StepQueued(run_id, step, attempt, queued_at=at(t)),
-            Task(run_id, "diamond", step, attempt, {"order": 42}, {}, 60.0, queued_at=at(t)),
+            Task(run_id, workflow, step, attempt, {"order": 42}, {}, 60.0, queued_at=at(t)),
         )
 
     def assign(self, k: Key, w: Worker, t: float) -> StepAssigned:
@@ -99,6 +129,9 @@ class Writer:
 
     def done(self, k: Key, output: Any, t: float) -> StepFinished:
         return StepFinished(*k, RunStatus.SUCCEEDED, output, at=at(t))
+
+    def cancelled(self, k: Key, why: str, t: float) -> StepFinished:
+        return StepFinished(*k, RunStatus.CANCELLED, error=why, at=at(t))
 
     async def diamond(self, t: float = 0.0) -> Diamond:
         """A whole successful run triggered by a new event, starting ``t`` seconds in."""
@@ -144,17 +177,166 @@ class Writer:
         await self.put(RunRejected(r, "nope", "unknown workflow 'nope'", at=at(t + 1)))
         return r
 
+    async def created(self, run_id: str, t: float, *, single: bool = False) -> int:
+        if single:
+            return await self.put(
+                RunCreated(run_id, "single", "v1", {"n": 1}, SINGLE_STEPS, created_at=at(t))
+            )
+        return await self.put(
+            RunCreated(
+                run_id, "flaky", "v1", {"n": 1}, FLAKY_STEPS, created_at=at(t), on_failure=CLEANUP
+            )
+        )
 
-async def write_history(nc: NATS, tenant: str) -> tuple[Diamond, str]:
-    """The workflow, one diamond run and one rejected run."""
+    async def retry(self, t: float) -> Run:
+        """s fails, its retry waits out a backoff, then succeeds; t follows; the on-failure
+        step is cancelled as the run succeeds."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t)
+        await self.put(*self.queue(r, "s", 1, t + 1, "flaky"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        await self.put(self.result((r, "s", 1, 1), W1, t + 3, error="boom 1"))
+        marks["scheduled"] = await self.put(
+            StepRetryScheduled(r, "s", 1, 2, due_at=at(t + 5), error="boom 1", at=at(t + 3.5))
+        )
+        marks["queued"] = await self.put(*self.queue(r, "s", 2, t + 5, "flaky"))
+        await self.put(self.assign((r, "s", 2, 1), W2, t + 6))
+        await self.put(self.result((r, "s", 2, 1), W2, t + 7, {"s": 2}))
+        await self.put(self.done((r, "s", 2, 1), {"s": 2}, t + 8), *self.queue(r, "t", 1, t + 8))
+        await self.put(self.assign((r, "t", 1, 1), W1, t + 9))
+        await self.put(self.result((r, "t", 1, 1), W1, t + 10, {"t": 1}))
+        last = await self.put(
+            self.done((r, "t", 1, 1), {"t": 1}, t + 11),
+            self.cancelled((r, "cleanup", 0, 0), "the run succeeded without it", t + 11),
+            RunFinished(r, RunStatus.SUCCEEDED, at=at(t + 11)),
+        )
+        return Run(r, t, marks, last)
+
+    async def handed_back(self, t: float) -> Run:
+        """w-1 shuts down holding s and hands it back; w-2 gets delivery 2 and succeeds."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t, single=True)
+        await self.put(*self.queue(r, "s", 1, t + 1, "single"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        marks["handed_back"] = await self.put(
+            StepResult(r, "s", 1, 1, W1[0], False, finished_at=at(t + 3), handed_back=True)
+        )
+        await self.put(self.assign((r, "s", 1, 2), W2, t + 4))
+        await self.put(self.result((r, "s", 1, 2), W2, t + 5, {"s": 1}))
+        last = await self.put(
+            self.done((r, "s", 1, 2), {"s": 1}, t + 6),
+            RunFinished(r, RunStatus.SUCCEEDED, at=at(t + 6)),
+        )
+        return Run(r, t, marks, last)
+
+    async def lost(self, t: float) -> Run:
+        """w-1 goes silent holding s; delivery 2 goes to w-2 and succeeds; w-1's late
+        result arrives after the run ended."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t, single=True)
+        await self.put(*self.queue(r, "s", 1, t + 1, "single"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        await self.put(StepLog(r, "s", 1, 1, "working", at=at(t + 2.5)))
+        marks["redelivered"] = await self.put(self.assign((r, "s", 1, 2), W2, t + 4))
+        await self.put(self.result((r, "s", 1, 2), W2, t + 5, {"s": 1}))
+        marks["finished"] = await self.put(
+            self.done((r, "s", 1, 2), {"s": 1}, t + 6),
+            RunFinished(r, RunStatus.SUCCEEDED, at=at(t + 6)),
+        )
+        last = await self.put(self.result((r, "s", 1, 1), W1, t + 7, error="w-1 came back"))
+        return Run(r, t, marks, last)
+
+    async def cancel(self, t: float) -> Run:
+        """Cancelled while s runs; w-1's result for s arrives after the run ended."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t)
+        await self.put(*self.queue(r, "s", 1, t + 1, "flaky"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        marks["requested"] = await self.put(
+            RunCancelRequested(r, "not needed", requested_at=at(t + 3))
+        )
+        why = "the run ended CANCELLED"
+        marks["finished"] = await self.put(
+            self.cancelled((r, "s", 1, 0), why, t + 4),
+            self.cancelled((r, "t", 0, 0), why, t + 4),
+            self.cancelled((r, "cleanup", 0, 0), why, t + 4),
+            RunFinished(r, RunStatus.CANCELLED, "cancelled: not needed", at=at(t + 4)),
+        )
+        await self.put(RunCancelRequested(r, "again", requested_at=at(t + 5)))  # too late
+        last = await self.put(self.result((r, "s", 1, 1), W1, t + 6, {"s": "late"}))
+        return Run(r, t, marks, last)
+
+    async def on_failure(self, t: float) -> Run:
+        """s fails for good (non-retryable); the on-failure step runs; t never runs."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t)
+        await self.put(*self.queue(r, "s", 1, t + 1, "flaky"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        await self.put(
+            StepResult(
+                r, "s", 1, 1, W1[0], False, error="bad input", finished_at=at(t + 3),
+                non_retryable=True,
+            )
+        )  # fmt: skip
+        await self.put(
+            StepFinished(r, "s", 1, 1, RunStatus.FAILED, error="bad input", at=at(t + 4)),
+            *self.queue(r, "cleanup", 1, t + 4, "flaky"),
+        )
+        await self.put(self.assign((r, "cleanup", 1, 1), W2, t + 5))
+        await self.put(StepLog(r, "cleanup", 1, 1, "cleaning up", at=at(t + 5.5)))
+        await self.put(self.result((r, "cleanup", 1, 1), W2, t + 6, {"cleaned": True}))
+        last = await self.put(
+            self.done((r, "cleanup", 1, 1), {"cleaned": True}, t + 7),
+            self.cancelled((r, "t", 0, 0), "the run ended FAILED", t + 7),
+            RunFinished(r, RunStatus.FAILED, "step 's' failed: bad input", at=at(t + 7)),
+        )
+        return Run(r, t, marks, last)
+
+
+@attrs.frozen
+class History:
+    diamond: Diamond
+    rejected: str
+    retry: Run
+    handed_back: Run
+    lost: Run
+    cancel: Run
+    on_failure: Run
+
+    @property
+    def last_seq(self) -> int:
+        return self.on_failure.last_seq
+
+    def run_ids(self) -> list[str]:
+        """Every run, newest first (as ``list_runs`` orders them)."""
+        runs = (self.on_failure, self.cancel, self.lost, self.handed_back, self.retry)
+        return [r.run_id for r in runs] + [self.rejected, self.diamond.run_id]
+
+
+async def write_history(nc: NATS, tenant: str) -> History:
+    """The workflows, one diamond run, one rejected run and the reliability runs."""
     w = Writer(nc, Scope(tenant))
-    await w.put(workflow())
+    await w.put(workflow(), flaky_workflow(), single_workflow())
     diamond = await w.diamond()
-    return diamond, await w.rejected(t=30)
+    rejected = await w.rejected(t=30)
+    return History(
+        diamond,
+        rejected,
+        retry=await w.retry(t=40),
+        handed_back=await w.handed_back(t=60),
+        lost=await w.lost(t=80),
+        cancel=await w.cancel(t=100),
+        on_failure=await w.on_failure(t=120),
+    )
 
 
 async def read_all(nc: NATS, tenant: str) -> list[Record]:
     return [r async for r in eventstore.replay(nc, tenant)]
+
+
+LOST = "no result: the task was redelivered to another worker (worker presumed dead)"
+HANDED_BACK = "handed back: the worker shut down before finishing"
+RUN_ENDED = "the run ended before this attempt reported"
 
 
 def attempt(
@@ -200,6 +382,8 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
             "queued_at": at(t + times[0]),
             "started_at": at(t + times[1]),
             "finished_at": at(t + times[2]),
+            "retry_due_at": None,
+            "on_failure": False,
             "attempts": attempts,
             "logs": [{"at": at(t + x), "line": line, "attempt": n} for x, line, n in logs],
         }
@@ -217,6 +401,8 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "created_at": at(t + 2),
         "started_at": at(t + 4),
         "finished_at": at(t + 17),
+        "cancel_requested_at": None,
+        "cancel_reason": None,
         "steps": [
             step(
                 "a",
@@ -243,7 +429,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
                 {"c": 3},
                 times=(6, 7.5, 14),
                 attempts=[
-                    attempt((1, 1), W2, "RUNNING", t0=t + 7.5, t1=None),
+                    attempt((1, 1), W2, "LOST", t0=t + 7.5, t1=t + 12, error=LOST),
                     attempt((1, 2), W1, "SUCCEEDED", t0=t + 12, t1=t + 13),
                 ],
                 logs=[(12.5, "redelivered", 1)],

@@ -19,7 +19,8 @@ from projector import apply_records, dump_tables, get_run, list_events, list_run
 async def test_rows_match_the_messages(
     nc: NATS, tenant: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    diamond, rejected_id = await write_history(nc, tenant)
+    history = await write_history(nc, tenant)
+    diamond, rejected_id = history.diamond, history.rejected
     records = await read_all(nc, tenant)
     await migrate(conn)
     await apply_records(conn, tenant, records)
@@ -35,9 +36,12 @@ async def test_rows_match_the_messages(
     assert await get_run(conn, "no-such-run") is None
 
     runs = await list_runs(conn, tenant=tenant)
-    assert [r["id"] for r in runs] == [rejected_id, diamond.run_id]  # newest first
+    assert [r["id"] for r in runs] == history.run_ids()  # newest first
     assert "steps" not in runs[0]
-    assert [r["id"] for r in await list_runs(conn, status="FAILED")] == [rejected_id]
+    assert [r["id"] for r in await list_runs(conn, status="FAILED")] == [
+        history.on_failure.run_id,
+        rejected_id,
+    ]
     assert [r["id"] for r in await list_runs(conn, workflow="diamond")] == [diamond.run_id]
     assert await list_runs(conn, namespace="other") == []
 
@@ -48,7 +52,9 @@ async def test_rows_match_the_messages(
     tables = await dump_tables(conn)
     assert tables["projector_checkpoints"] == [(schemas.stream_name(tenant), records[-1].seq)]
     assert [(w[2], w[3], w[5]) for w in tables["workflows"]] == [
-        ("diamond", "v1", ["order:created"])
+        ("diamond", "v1", ["order:created"]),
+        ("flaky", "v1", []),
+        ("single", "v1", []),
     ]
     assert tables["rejections"] == []
 
@@ -95,7 +101,7 @@ async def test_without_checkpoint_no_checkpoint_row(
     await apply_records(conn, tenant, await read_all(nc, tenant), checkpoint=False)
     tables = await dump_tables(conn)
     assert tables["projector_checkpoints"] == []
-    assert len(tables["runs"]) == 2
+    assert len(tables["runs"]) == 7
 
 
 async def test_migrate_is_idempotent_and_safe_concurrently(dsn: str) -> None:

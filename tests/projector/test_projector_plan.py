@@ -15,7 +15,8 @@ from projector.plan import plan
 
 TENANT = "t1"
 KINDS = ["requested", "created", "rejected", "queued", "assigned", "log", "result",
-         "step_finished", "finished", "exploded"]  # fmt: skip
+         "step_finished", "finished", "retry_scheduled", "cancel_requested",
+         "exploded"]  # fmt: skip
 SUBJECTS = [f"{TENANT}.default.runs.r1.{k}" for k in KINDS] + [
     f"{TENANT}.default.tasks.wf.a",
     f"{TENANT}.default.workflows.wf",
@@ -26,7 +27,9 @@ SUBJECTS = [f"{TENANT}.default.runs.r1.{k}" for k in KINDS] + [
 FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "triggered_by", "step",
           "attempt", "delivery", "worker_id", "worker_name", "ok", "output", "error", "status",
           "line", "at", "created_at", "queued_at", "started_at", "finished_at", "reason",
-          "name", "version", "on_events", "registered_at", "parents", "v"]  # fmt: skip
+          "name", "version", "on_events", "registered_at", "parents", "v", "on_failure",
+          "handed_back", "non_retryable", "next_attempt", "due_at", "requested_at",
+          "schedule_timeout_s"]  # fmt: skip
 
 json_values = st.recursive(
     st.none()
@@ -44,20 +47,30 @@ VALID: dict[str, dict[str, Any]] = {
     kind: orjson.loads(schemas.encode(msg))
     for kind, msg in {
         "requested": schemas.RunRequested("r1", "wf", {}),
-        "created": schemas.RunCreated("r1", "wf", "v1", {}, [schemas.StepDef("a")]),
+        "created": schemas.RunCreated(
+            "r1", "wf", "v1", {}, [schemas.StepDef("a")], on_failure=schemas.StepDef("f")
+        ),
         "rejected": schemas.RunRejected("r1", "wf", "no"),
         "queued": schemas.StepQueued("r1", "a", 1),
         "assigned": schemas.StepAssigned("r1", "a", 1, 1, "w", "n"),
         "log": schemas.StepLog("r1", "a", 1, 1, "line"),
         "result": schemas.StepResult("r1", "a", 1, 1, "w", True, 1),
+        "handed_back": schemas.StepResult("r1", "a", 1, 1, "w", False, handed_back=True),
+        "retry_scheduled": schemas.StepRetryScheduled("r1", "a", 1, 2, "2025-01-01T00:00:00"),
+        "cancel_requested": schemas.RunCancelRequested("r1", "why"),
         "step_finished": schemas.StepFinished("r1", "a", 1, 1, schemas.RunStatus.SUCCEEDED),
         "finished": schemas.RunFinished("r1", schemas.RunStatus.FAILED, "x"),
         "task": schemas.Task("r1", "wf", "a", 1, {}, {}, 1.0),
         "workflow": schemas.WorkflowDef("wf", "v1", [schemas.StepDef("a")]),
+        "heartbeat": schemas.WorkerHeartbeat(
+            "w1", "w", ("wf:a",), 1, 0, schemas.WorkerStatus.ACTIVE, "2025-01-01T00:00:00"
+        ),
     }.items()
 }
 SUBJECT_OF = {
     **{k: f"{TENANT}.default.runs.r1.{k}" for k in KINDS},
+    "handed_back": f"{TENANT}.default.runs.r1.result",
+    "heartbeat": f"{TENANT}.default.workers.w1",
     "task": f"{TENANT}.default.tasks.wf.a",
     "workflow": f"{TENANT}.default.workflows.wf",
 }
@@ -93,7 +106,27 @@ def test_valid_messages_with_broken_fields_plan_or_reject(message: tuple[str, An
 def test_every_valid_message_plans() -> None:
     for kind, body in VALID.items():
         stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
-        assert all("rejections" not in s.sql for s in stmts), kind
+        # created and rejected carry a conditional rejection: the run id is another tenant's.
+        guarded = [s for s in stmts if "rejections" in s.sql]
+        assert all("runs.tenant <> %(tenant)s" in s.sql for s in guarded), kind
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64) | bodies.map(encode))
+def test_worker_heartbeats_plan_nothing(data: bytes) -> None:
+    """Heartbeats age out of the log (message TTL): not projected, not even as rejections."""
+    assert plan(TENANT, Record(7, f"{TENANT}.default.workers.w1", data)) == []
+    assert plan(TENANT, Record(7, f"{TENANT}.default.workers.w1.extra", data)) == []
+
+
+def test_every_run_statement_is_scoped_to_the_tenant() -> None:
+    for kind, body in VALID.items():
+        if kind in ("requested", "task", "workflow", "heartbeat"):
+            continue
+        stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
+        assert stmts, kind
+        for s in stmts:
+            assert "tenant" in s.sql and s.params["tenant"] == TENANT, (kind, s.sql)
 
 
 @settings(max_examples=200, deadline=None)

@@ -36,6 +36,8 @@ async def write_bad_messages(nc: NATS, tenant: str) -> dict[int, str]:
     good_queued = schemas.encode(StepQueued(run, "a", 1))
     bad_attempt = good_queued.replace(b'"attempt":1', b'"attempt":"x"')
     bad_time = b'{"run_id":"%s","status":"FAILED","at":"soon"}' % run.encode()
+    # Worker heartbeats are not projected at all, not even a bad one as a rejection.
+    await raw(nc, scope.worker("w1"), b"garbage")
     return {
         await raw(nc, scope.run(run, "created"), b"garbage"): "not valid JSON",
         await raw(nc, scope.run(run, "exploded"), b"{}"): "unknown run message kind",
@@ -43,7 +45,7 @@ async def write_bad_messages(nc: NATS, tenant: str) -> dict[int, str]:
         await raw(nc, scope.run(run, "finished"), bad_time): "not an ISO-8601 time",
         await raw(nc, scope.run("other", "queued"), good_queued): "differs from the subject",
         await raw(nc, scope.task("diamond", "a"), b"[1]"): "must be a JSON object",
-        await raw(nc, f"{tenant}.default.workers.w1", b"{}"): "not a natchet subject",
+        await raw(nc, f"{tenant}.default.nowhere.w1", b"{}"): "not a natchet subject",
         await w.put(long_step): "postgres refused the message",
     }
 

@@ -35,10 +35,11 @@ async def fresh_projection(conn: psycopg.AsyncConnection[Any], nc: NATS, tenant:
 async def test_tails_restarts_and_doubles_nothing(
     nc: NATS, tenant: str, dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    diamond, _ = await write_history(nc, tenant)
+    history = await write_history(nc, tenant)
+    diamond = history.diamond
     async with Projector(nc, dsn, tenant) as p:
         seq = await p.wait_caught_up(timeout_s=WAIT_S)
-        assert seq == diamond.last_seq + 2  # + the rejected run's two messages
+        assert seq == history.last_seq
         assert p.last_applied == seq
         assert await get_run(conn, diamond.run_id) == expected_run(diamond, tenant)
         # Tailing: what is appended now shows up.
@@ -54,9 +55,11 @@ async def test_tails_restarts_and_doubles_nothing(
     tables = await dump_tables(conn)
     assert tables == await fresh_projection(conn, nc, tenant)
     assert tables["projector_checkpoints"] == [(schemas.stream_name(tenant), third.last_seq)]
-    assert len(tables["runs"]) == 4
-    assert len(tables["step_logs"]) == 3 * 3
-    assert len(tables["attempts"]) == 3 * 6
+    # The history's 7 runs and 2 more diamonds; the reliability runs log 2 lines and make
+    # 10 attempts (retry 3, handed back 2, lost 2, cancel 1, on-failure 2).
+    assert len(tables["runs"]) == 9
+    assert len(tables["step_logs"]) == 3 * 3 + 2
+    assert len(tables["attempts"]) == 3 * 6 + 10
 
 
 async def test_wait_for_seq_times_out(nc: NATS, tenant: str, dsn: str) -> None:

@@ -1,0 +1,439 @@
+"""The reliability paths in the read model: retries with backoff, tasks handed back at
+shutdown, lost deliveries, cancellation, on-failure steps; worker heartbeats (not
+projected); tenants that reuse another tenant's run id; upgrading an old database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client as NATS
+from projector_scenario import (
+    HANDED_BACK,
+    LOST,
+    RUN_ENDED,
+    SINGLE_STEPS,
+    W1,
+    W2,
+    History,
+    Writer,
+    at,
+    expected_run,
+    read_all,
+    write_history,
+)
+
+import eventstore
+import schemas
+from eventstore import Append, Record
+from projector import Projector, apply_records, dump_tables, get_run, list_runs, migrate
+from projector.migrations import set_search_path
+from schemas import (
+    RunCancelRequested,
+    RunCreated,
+    RunFinished,
+    RunRejected,
+    RunStatus,
+    StepAssigned,
+    StepDef,
+    StepFinished,
+    StepLog,
+    StepQueued,
+    StepResult,
+    StepRetryScheduled,
+    WorkerHeartbeat,
+    WorkerStatus,
+)
+
+WAIT_S = 30.0
+Conn = psycopg.AsyncConnection[Any]
+
+
+async def project(conn: Conn, tenant: str, records: list[Record], upto: int | None = None) -> str:
+    """A fresh schema holding ``records`` up to sequence ``upto``; its name."""
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    await migrate(conn, schema)
+    if upto is not None:
+        records = [r for r in records if r.seq <= upto]
+    await apply_records(conn, tenant, records, schema=schema)
+    return schema
+
+
+async def run_at(conn: Conn, tenant: str, records: list[Record], run_id: str, upto: int) -> Any:
+    run = await get_run(conn, run_id, schema=await project(conn, tenant, records, upto))
+    assert run is not None
+    return run
+
+
+def steps(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in run["steps"]}
+
+
+def tries(step: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(attempt, delivery, worker, status, error, finished_at) of each attempt."""
+    return [
+        (a["attempt"], a["delivery"], a["worker_id"], a["status"], a["error"], a["finished_at"])
+        for a in step["attempts"]
+    ]
+
+
+async def step_attempt(conn: Conn, run_id: str, step: str, schema: str = "public") -> Any:
+    async with conn.transaction():
+        await set_search_path(conn, schema)
+        cur = await conn.execute(
+            "SELECT attempt FROM steps WHERE run_id = %s AND name = %s", (run_id, step)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def history_and_records(nc: NATS, tenant: str) -> tuple[History, list[Record]]:
+    history = await write_history(nc, tenant)
+    return history, await read_all(nc, tenant)
+
+
+async def test_retry_with_backoff_then_success(nc: NATS, tenant: str, conn: Conn) -> None:
+    h, records = await history_and_records(nc, tenant)
+    r = h.retry
+    t = r.t
+
+    waiting = steps(await run_at(conn, tenant, records, r.run_id, r.marks["scheduled"]))["s"]
+    assert waiting["status"] == "QUEUED"
+    assert waiting["error"] == "boom 1"
+    assert waiting["retry_due_at"] == at(t + 5)
+    assert tries(waiting) == [(1, 1, W1[0], "FAILED", "boom 1", at(t + 3))]
+    schema = await project(conn, tenant, records, r.marks["scheduled"])
+    assert await step_attempt(conn, r.run_id, "s", schema) == 2
+
+    requeued = steps(await run_at(conn, tenant, records, r.run_id, r.marks["queued"]))["s"]
+    assert requeued["status"] == "QUEUED"
+    assert requeued["retry_due_at"] is None
+    assert requeued["queued_at"] == at(t + 1)  # the earliest
+
+    await migrate(conn)
+    await apply_records(conn, tenant, records)
+    run = await get_run(conn, r.run_id)
+    assert run is not None
+    assert run["status"] == "SUCCEEDED"
+    assert [s["name"] for s in run["steps"]] == ["s", "t", "cleanup"]
+    s, cleanup = steps(run)["s"], steps(run)["cleanup"]
+    assert (s["status"], s["output"], s["error"], s["retry_due_at"]) == (
+        "SUCCEEDED",
+        {"s": 2},
+        None,
+        None,
+    )
+    assert (s["queued_at"], s["started_at"], s["finished_at"]) == (at(t + 1), at(t + 2), at(t + 8))
+    assert tries(s) == [
+        (1, 1, W1[0], "FAILED", "boom 1", at(t + 3)),
+        (2, 1, W2[0], "SUCCEEDED", None, at(t + 7)),
+    ]
+    assert steps(run)["t"]["on_failure"] is False
+    assert cleanup["on_failure"] is True
+    assert (cleanup["status"], cleanup["error"], cleanup["parents"], cleanup["attempts"]) == (
+        "CANCELLED",
+        "the run succeeded without it",
+        [],
+        [],
+    )
+    assert await step_attempt(conn, r.run_id, "s") == 2
+    assert await step_attempt(conn, r.run_id, "cleanup") is None  # never queued
+
+
+async def test_handed_back_then_redelivered(nc: NATS, tenant: str, conn: Conn) -> None:
+    h, records = await history_and_records(nc, tenant)
+    r = h.handed_back
+    t = r.t
+
+    run = await run_at(conn, tenant, records, r.run_id, r.marks["handed_back"])
+    assert run["status"] == "RUNNING"
+    s = steps(run)["s"]
+    assert s["status"] == "QUEUED"
+    assert tries(s) == [(1, 1, W1[0], "CANCELLED", HANDED_BACK, at(t + 3))]
+
+    run = await run_at(conn, tenant, records, r.run_id, r.last_seq)
+    assert run["status"] == "SUCCEEDED"
+    s = steps(run)["s"]
+    assert (s["status"], s["output"], s["started_at"]) == ("SUCCEEDED", {"s": 1}, at(t + 2))
+    assert tries(s) == [
+        (1, 1, W1[0], "CANCELLED", HANDED_BACK, at(t + 3)),
+        (1, 2, W2[0], "SUCCEEDED", None, at(t + 5)),
+    ]
+
+
+async def test_handed_back_after_the_next_delivery_keeps_the_step_running(
+    nc: NATS, tenant: str, conn: Conn
+) -> None:
+    w = Writer(nc, schemas.Scope(tenant))
+    r = str(uuid.uuid4())
+    await w.created(r, 0, single=True)
+    await w.put(*w.queue(r, "s", 1, 1, "single"))
+    await w.put(w.assign((r, "s", 1, 1), W1, 2))
+    await w.put(w.assign((r, "s", 1, 2), W2, 3))
+    await w.put(
+        StepResult(r, "s", 1, 1, W1[0], False, error="bye", finished_at=at(4), handed_back=True)
+    )
+    await migrate(conn)
+    await apply_records(conn, tenant, await read_all(nc, tenant))
+    run = await get_run(conn, r)
+    assert run is not None
+    s = steps(run)["s"]
+    assert s["status"] == "RUNNING"
+    assert tries(s) == [
+        (1, 1, W1[0], "CANCELLED", "bye", at(4)),  # its own error, newer than LOST
+        (1, 2, W2[0], "RUNNING", None, None),
+    ]
+
+
+async def test_lost_delivery_then_redelivery_succeeds(nc: NATS, tenant: str, conn: Conn) -> None:
+    h, records = await history_and_records(nc, tenant)
+    r = h.lost
+    t = r.t
+
+    s = steps(await run_at(conn, tenant, records, r.run_id, r.marks["redelivered"]))["s"]
+    assert s["status"] == "RUNNING"
+    assert tries(s) == [
+        (1, 1, W1[0], "LOST", LOST, at(t + 4)),
+        (1, 2, W2[0], "RUNNING", None, None),
+    ]
+
+    run = await run_at(conn, tenant, records, r.run_id, r.marks["finished"])
+    assert run["status"] == "SUCCEEDED"
+    assert tries(steps(run)["s"]) == [
+        (1, 1, W1[0], "LOST", LOST, at(t + 4)),
+        (1, 2, W2[0], "SUCCEEDED", None, at(t + 5)),
+    ]
+
+    # w-1's late result is newer than the verdict that it was lost: it wins.
+    run = await run_at(conn, tenant, records, r.run_id, r.last_seq)
+    s = steps(run)["s"]
+    assert (s["status"], s["output"]) == ("SUCCEEDED", {"s": 1})
+    assert tries(s) == [
+        (1, 1, W1[0], "FAILED", "w-1 came back", at(t + 7)),
+        (1, 2, W2[0], "SUCCEEDED", None, at(t + 5)),
+    ]
+    assert s["logs"] == [{"at": at(t + 2.5), "line": "working", "attempt": 1}]
+
+
+async def test_cancel(nc: NATS, tenant: str, conn: Conn) -> None:
+    h, records = await history_and_records(nc, tenant)
+    r = h.cancel
+    t = r.t
+
+    run = await run_at(conn, tenant, records, r.run_id, r.marks["requested"])
+    assert (run["status"], run["cancel_requested_at"], run["cancel_reason"]) == (
+        "RUNNING",
+        at(t + 3),
+        "not needed",
+    )
+    assert steps(run)["s"]["status"] == "RUNNING"
+
+    why = "the run ended CANCELLED"
+    run = await run_at(conn, tenant, records, r.run_id, r.marks["finished"])
+    assert (run["status"], run["error"], run["finished_at"]) == (
+        "CANCELLED",
+        "cancelled: not needed",
+        at(t + 4),
+    )
+    assert {n: (s["status"], s["error"]) for n, s in steps(run).items()} == {
+        "s": ("CANCELLED", why),
+        "t": ("CANCELLED", why),
+        "cleanup": ("CANCELLED", why),
+    }
+    assert tries(steps(run)["s"]) == [(1, 1, W1[0], "CANCELLED", RUN_ENDED, at(t + 4))]
+
+    # The second request came after the end (ignored); w-1's late result still counts.
+    schema = await project(conn, tenant, records)
+    run = await get_run(conn, r.run_id, schema=schema)
+    assert run is not None
+    assert (run["status"], run["cancel_requested_at"], run["cancel_reason"]) == (
+        "CANCELLED",
+        at(t + 3),
+        "not needed",
+    )
+    assert steps(run)["s"]["status"] == "CANCELLED"
+    assert tries(steps(run)["s"]) == [(1, 1, W1[0], "SUCCEEDED", None, at(t + 6))]
+    assert await step_attempt(conn, r.run_id, "s", schema) == 1
+    assert await step_attempt(conn, r.run_id, "t", schema) is None
+
+
+async def test_on_failure_step(nc: NATS, tenant: str, conn: Conn) -> None:
+    h, records = await history_and_records(nc, tenant)
+    r = h.on_failure
+    t = r.t
+    run = await run_at(conn, tenant, records, r.run_id, r.last_seq)
+    assert (run["status"], run["error"]) == ("FAILED", "step 's' failed: bad input")
+    assert [s["name"] for s in run["steps"]] == ["s", "t", "cleanup"]
+    s, t_step, cleanup = (steps(run)[n] for n in ("s", "t", "cleanup"))
+    assert (s["status"], s["error"], s["on_failure"]) == ("FAILED", "bad input", False)
+    assert tries(s) == [(1, 1, W1[0], "FAILED", "bad input", at(t + 3))]
+    assert (t_step["status"], t_step["error"], t_step["attempts"]) == (
+        "CANCELLED",
+        "the run ended FAILED",
+        [],
+    )
+    assert cleanup == {
+        "name": "cleanup",
+        "parents": [],
+        "status": "SUCCEEDED",
+        "output": {"cleaned": True},
+        "error": None,
+        "queued_at": at(t + 4),
+        "started_at": at(t + 5),
+        "finished_at": at(t + 7),
+        "retry_due_at": None,
+        "on_failure": True,
+        "attempts": [
+            {
+                "attempt": 1,
+                "delivery": 1,
+                "worker_id": W2[0],
+                "worker_name": W2[1],
+                "status": "SUCCEEDED",
+                "started_at": at(t + 5),
+                "finished_at": at(t + 6),
+                "error": None,
+            }
+        ],
+        "logs": [{"at": at(t + 5.5), "line": "cleaning up", "attempt": 1}],
+    }
+
+
+async def test_worker_heartbeats_are_not_projected(
+    nc: NATS, tenant: str, dsn: str, conn: Conn
+) -> None:
+    scope = schemas.Scope(tenant)
+    w = Writer(nc, scope)
+
+    def beat(n: int) -> Append:
+        hb = WorkerHeartbeat(
+            f"w-{n}", "worker", ("flaky:s",), 4, 0, WorkerStatus.ACTIVE, started_at=at(0)
+        )
+        return Append(scope.worker(f"w-{n}"), schemas.encode(hb), ttl_s=1)
+
+    await eventstore.append(nc, beat(1))
+    await eventstore.append(nc, Append(scope.worker("w-9"), b"not json", ttl_s=1))
+    history = await write_history(nc, tenant)
+    await eventstore.append(nc, beat(2))
+    await w.diamond(t=200)  # the stream ends with a run message, not a heartbeat
+    async with Projector(nc, dsn, tenant) as p:
+        await p.wait_caught_up(timeout_s=WAIT_S)
+    live = await dump_tables(conn)
+    assert live["rejections"] == []
+    assert len(live["runs"]) == 8
+
+    # Once the heartbeats aged out of the log, a rebuild still comes back identical.
+    async def expired() -> bool:
+        return not any(".workers." in r.subject for r in await read_all(nc, tenant))
+
+    for _ in range(100):
+        if await expired():
+            break
+        await asyncio.sleep(0.1)
+    assert await expired()
+    assert await dump_tables(conn, await project(conn, tenant, await read_all(nc, tenant))) == live
+    assert (await get_run(conn, history.diamond.run_id)) == expected_run(history.diamond, tenant)
+
+
+async def test_a_tenant_cannot_touch_another_tenants_run(nc: NATS, tenant: str, conn: Conn) -> None:
+    victim = tenant
+    attacker = tenant[:-1] + ("x" if tenant[-1] != "x" else "y")
+    await eventstore.ensure_tenant_stream(nc.jetstream(), attacker)
+    history = await write_history(nc, victim)
+    bw = Writer(nc, schemas.Scope(victim))
+    pending = str(uuid.uuid4())  # a run of the victim's still in flight
+    await bw.created(pending, 300, single=True)
+    await bw.put(*bw.queue(pending, "s", 1, 301, "single"))
+    await bw.put(bw.assign((pending, "s", 1, 1), W1, 302))
+    await migrate(conn)
+    await apply_records(conn, victim, await read_all(nc, victim))
+    before = await dump_tables(conn)
+    victim_runs = {rid: await get_run(conn, rid) for rid in [*history.run_ids(), pending]}
+
+    aw = Writer(nc, schemas.Scope(attacker))
+    foreign: list[int] = []
+    for i, r in enumerate([pending, history.diamond.run_id, history.retry.run_id]):
+        t = 400.0 + 10 * i
+        steps_ = (StepDef("s"), StepDef("x"))
+        foreign.append(await aw.put(RunCreated(r, "evil", "v6", {}, steps_, created_at=at(t))))
+        foreign.append(await aw.put(RunRejected(r, "evil", "nope", at=at(t))))
+        for step in ("s", "a", "x"):
+            await aw.put(
+                RunCancelRequested(r, "pwned", requested_at=at(t)),
+                StepQueued(r, step, 5, queued_at=at(t)),
+                StepRetryScheduled(r, step, 5, 6, due_at=at(t + 1), error="e", at=at(t)),
+                StepAssigned(r, step, 1, 7, "evil", "evil", started_at=at(t + 1)),
+                StepAssigned(r, step, 6, 1, "evil", "evil", started_at=at(t + 1)),
+                StepLog(r, step, 1, 1, "pwned", at=at(t + 1)),
+                StepResult(r, step, 1, 1, "evil", True, {"pwned": 1}, finished_at=at(t + 2)),
+                StepResult(r, step, 1, 2, "evil", False, handed_back=True, finished_at=at(t)),
+                StepFinished(r, step, 1, 1, RunStatus.CANCELLED, error="x", at=at(t + 3)),
+                RunFinished(r, RunStatus.FAILED, "pwned", at=at(t + 3)),
+            )
+    await apply_records(conn, attacker, await read_all(nc, attacker))
+
+    after = await dump_tables(conn)
+    for table in ("runs", "steps", "attempts", "step_logs", "workflows", "events"):
+        assert after[table] == before[table], table
+    for rid, run in victim_runs.items():
+        assert await get_run(conn, rid) == run
+    assert await list_runs(conn, tenant=attacker) == []
+    assert [(t, seq, reason) for t, seq, _, reason, _ in after["rejections"]] == [
+        (attacker, seq, "run id already used by another tenant") for seq in foreign
+    ]
+    # And the same again changes nothing.
+    await apply_records(conn, attacker, await read_all(nc, attacker))
+    assert await dump_tables(conn) == after
+
+
+async def test_migrate_upgrades_an_existing_database(nc: NATS, tenant: str, conn: Conn) -> None:
+    """A database made by the first schema gains the new columns, keeps its rows, and ends up
+    with the same columns in the same order as a fresh one."""
+    old = (Path(__file__).parent / "schema_v1.sql").read_text("utf-8")
+    async with conn.transaction():
+        await conn.execute("CREATE SCHEMA old")
+        await set_search_path(conn, "old")
+        await conn.execute(old.encode())
+        await conn.execute(
+            "INSERT INTO runs (id, tenant, namespace, workflow, status, created_at, last_seq)"
+            " VALUES ('r0', %s, 'default', 'single', 'QUEUED', %s, 1)",
+            (tenant, at(0)),
+        )
+        await conn.execute(
+            "INSERT INTO steps (run_id, name, parents, status, last_seq)"
+            " VALUES ('r0', 's', '{}', 'PENDING', 1)"
+        )
+    await migrate(conn, "old")
+    await migrate(conn, "old")
+    run = await get_run(conn, "r0", schema="old")
+    assert run is not None
+    assert (run["cancel_requested_at"], run["cancel_reason"]) == (None, None)
+    assert [(s["on_failure"], s["retry_due_at"]) for s in run["steps"]] == [(False, None)]
+    async with conn.transaction():
+        await conn.execute("DELETE FROM old.steps")
+        await conn.execute("DELETE FROM old.runs")
+
+    await write_history(nc, tenant)
+    records = await read_all(nc, tenant)
+    await apply_records(conn, tenant, records, schema="old")
+    fresh = await project(conn, tenant, records)
+    assert await dump_tables(conn, "old") == await dump_tables(conn, fresh)
+
+
+async def test_created_for_an_unknown_single_step_run_has_no_on_failure_step(
+    nc: NATS, tenant: str, conn: Conn
+) -> None:
+    w = Writer(nc, schemas.Scope(tenant))
+    r = str(uuid.uuid4())
+    await w.put(RunCreated(r, "single", "v1", None, SINGLE_STEPS, created_at=at(0)))
+    await migrate(conn)
+    await apply_records(conn, tenant, await read_all(nc, tenant))
+    run = await get_run(conn, r)
+    assert run is not None
+    assert [(s["name"], s["status"], s["on_failure"]) for s in run["steps"]] == [
+        ("s", "PENDING", False)
+    ]
