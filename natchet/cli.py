@@ -41,27 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole path on an embedded stack, then exit")
     demo.add_argument("--events", type=int, default=10)
 
-    runs = sub.add_parser("runs", help="runs, read from Postgres")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    rl = runs_sub.add_parser("list")
-    rl.add_argument("--json", action="store_true")
-    rl.add_argument("--status")
-    rl.add_argument("--workflow")
-    rl.add_argument("--tenant")
-    rl.add_argument("--limit", type=int, default=100)
-    rl.add_argument("--database-url")
-    rg = runs_sub.add_parser("get")
-    rg.add_argument("run_id")
-    rg.add_argument("--json", action="store_true")
-    rg.add_argument("--database-url")
-
-    events = sub.add_parser("events", help="events, read from Postgres")
-    events_sub = events.add_subparsers(dest="events_command", required=True)
-    el = events_sub.add_parser("list")
-    el.add_argument("--json", action="store_true")
-    el.add_argument("--tenant")
-    el.add_argument("--limit", type=int, default=100)
-    el.add_argument("--database-url")
+    _add_inspection(sub)
 
     event = sub.add_parser("event", help="publish events")
     event_sub = event.add_subparsers(dest="event_command", required=True)
@@ -76,6 +56,47 @@ def _parser() -> argparse.ArgumentParser:
 
     tenancy_cli.add_parsers(sub)
     return p
+
+
+def _add_inspection(sub: Any) -> None:
+    """runs, workers and events: reading what happened."""
+    runs = sub.add_parser("runs", help="runs, read from Postgres")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    rl = runs_sub.add_parser("list")
+    rl.add_argument("--json", action="store_true")
+    rl.add_argument("--status")
+    rl.add_argument("--workflow")
+    rl.add_argument("--tenant")
+    rl.add_argument("--limit", type=int, default=100)
+    rl.add_argument("--database-url")
+    rc = runs_sub.add_parser("cancel", help="cancel a run (through NATS)")
+    rc.add_argument("run_id")
+    rc.add_argument("--reason")
+    rc.add_argument("--tenant")
+    rc.add_argument("--namespace", default="default")
+    rc.add_argument("--nats-url")
+    rc.add_argument("--nats-auth-file")
+
+    workers = sub.add_parser("workers", help="worker liveness, from heartbeats in NATS")
+    workers_sub = workers.add_subparsers(dest="workers_command", required=True)
+    wl = workers_sub.add_parser("list")
+    wl.add_argument("--json", action="store_true")
+    wl.add_argument("--tenant")
+    wl.add_argument("--nats-url")
+    wl.add_argument("--nats-auth-file")
+
+    rg = runs_sub.add_parser("get")
+    rg.add_argument("run_id")
+    rg.add_argument("--json", action="store_true")
+    rg.add_argument("--database-url")
+
+    events = sub.add_parser("events", help="events, read from Postgres")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    el = events_sub.add_parser("list")
+    el.add_argument("--json", action="store_true")
+    el.add_argument("--tenant")
+    el.add_argument("--limit", type=int, default=100)
+    el.add_argument("--database-url")
 
 
 def _database_url(flag: str | None) -> str:
@@ -115,6 +136,14 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
             from natchet.demo import run_demo
 
             return run_demo(args.events)
+        case "runs" if args.runs_command == "cancel":
+            from natchet.operate import runs_cancel
+
+            return runs_cancel(args)
+        case "workers":
+            from natchet.operate import workers_list
+
+            return workers_list(args)
         case "runs" if args.runs_command == "list":
             return inspect.runs_list(
                 _database_url(args.database_url),

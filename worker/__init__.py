@@ -16,6 +16,7 @@ from worker.client import (
     WorkflowRunRef,
 )
 from worker.context import Context
+from worker.errors import NonRetryableError
 from worker.runtime import Worker
 from worker.settings import ClientSettings
 
@@ -25,6 +26,7 @@ __all__ = [
     "Context",
     "EventClient",
     "Hatchet",
+    "NonRetryableError",
     "PushedEvent",
     "Worker",
     "WorkflowRunError",

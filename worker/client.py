@@ -12,7 +12,14 @@ from nats.aio.client import Client as NATS
 from eventstore import Append, NatchetError, append, connect, follow
 from schemas import encode, encode_json
 from schemas.codec import DecodeError, decode_run_message
-from schemas.messages import RunFinished, RunRejected, RunRequested, RunStatus, StepFinished
+from schemas.messages import (
+    RunCancelRequested,
+    RunFinished,
+    RunRejected,
+    RunRequested,
+    RunStatus,
+    StepFinished,
+)
 from schemas.subjects import SubjectError
 from worker import declare
 from worker.portal import Portal
@@ -122,6 +129,20 @@ class AdminClient:
     ) -> WorkflowRunRef:
         return await self._h.portal.run(self._run(workflow_name, input, run_id))
 
+    async def _cancel(self, run_id: str, reason: str | None) -> None:
+        nc = await self._h.portal.nc()
+        subject = self._h.settings.scope.run(run_id, "cancel_requested")
+        body = encode(RunCancelRequested(run_id=run_id, reason=reason))
+        await append(nc, Append(subject, body, f"{run_id}:cancel_requested"))
+
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Cancel a run: running async steps get CancelledError, sync steps see
+        ``context.cancelled``; the run ends CANCELLED."""
+        self._h.portal.call(self._cancel(run_id, reason))
+
+    async def aio_cancel(self, run_id: str, reason: str | None = None) -> None:
+        await self._h.portal.run(self._cancel(run_id, reason))
+
 
 class Hatchet:
     """Reads ``HATCHET_CLIENT_*`` from the environment (or ``env``) on first use."""
@@ -173,10 +194,18 @@ class Hatchet:
             backoff_max_seconds=backoff_max_seconds,
         )
 
-    def worker(self, name: str, max_runs: int | None = None) -> Worker:
+    def on_failure_step(self, timeout: declare.Duration = 60) -> Callable[[F], F]:
+        """The step that runs when the run fails (``context.step_run_errors()``)."""
+        return declare.on_failure_step(timeout=timeout)
+
+    def worker(
+        self, name: str, max_runs: int | None = None, *, grace_seconds: float | None = None
+    ) -> Worker:
+        """A worker running at most ``max_runs`` steps at once. On SIGTERM it lets running
+        steps finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS)."""
         from worker.runtime import Worker
 
-        return Worker(self, name, max_runs=max_runs or 100)
+        return Worker(self, name, max_runs=max_runs or 100, grace_s=grace_seconds)
 
     def close(self) -> None:
         self.portal.close()

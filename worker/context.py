@@ -17,6 +17,7 @@ class Context:
         self._delivery = delivery
         self._log_sink = log_sink
         self._cancel = threading.Event()
+        self.cancel_reason: str | None = None
 
     def workflow_input(self) -> Any:
         return self._task.input
@@ -32,6 +33,10 @@ class Context:
 
     def workflow_run_id(self) -> str:
         return self._task.run_id
+
+    def step_run_errors(self) -> dict[str, str]:
+        """In an on-failure step: the error of each step that failed, by step name."""
+        return dict(self._task.step_errors)
 
     @property
     def step_name(self) -> str:
@@ -58,5 +63,7 @@ class Context:
     def exit_flag(self) -> bool:
         return self._cancel.is_set()
 
-    def _set_cancelled(self) -> None:
+    def _set_cancelled(self, reason: str) -> None:
+        if not self._cancel.is_set():
+            self.cancel_reason = reason
         self._cancel.set()

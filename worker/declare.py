@@ -51,6 +51,7 @@ class StepSpec:
     retries: int
     backoff_factor: float | None
     backoff_max_s: float | None
+    on_failure: bool = False
 
 
 def step(
@@ -75,6 +76,35 @@ def step(
         return fn
 
     return mark
+
+
+def on_failure_step(timeout: Duration = 60) -> Callable[[F], F]:
+    """The step that runs when the run fails; ``context.step_run_errors()`` says why."""
+    spec = StepSpec(
+        parents=(),
+        timeout_s=seconds(timeout, "timeout"),
+        retries=0,
+        backoff_factor=None,
+        backoff_max_s=None,
+        on_failure=True,
+    )
+
+    def mark(fn: F) -> F:
+        setattr(fn, STEP_ATTR, spec)
+        return fn
+
+    return mark
+
+
+def _step_def(name: str, spec: StepSpec) -> StepDef:
+    return StepDef(
+        name=name,
+        parents=spec.parents,
+        timeout_s=spec.timeout_s,
+        retries=spec.retries,
+        backoff_factor=spec.backoff_factor,
+        backoff_max_s=spec.backoff_max_s,
+    )
 
 
 @attrs.frozen
@@ -142,23 +172,20 @@ def workflow(
             raise ConfigError(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
+        failure = [n for n, sp in specs.items() if sp.on_failure]
+        if len(failure) > 1:
+            raise ConfigError(f"workflow {wf_name} has more than one on-failure step: {failure}")
+        on_failure = _step_def(failure[0], specs.pop(failure[0])) if failure else None
+        if not specs:
+            raise ConfigError(f"workflow {wf_name} has only an on-failure step")
         order = _check_dag(wf_name, specs)
-        steps = tuple(
-            StepDef(
-                name=s,
-                parents=specs[s].parents,
-                timeout_s=specs[s].timeout_s,
-                retries=specs[s].retries,
-                backoff_factor=specs[s].backoff_factor,
-                backoff_max_s=specs[s].backoff_max_s,
-            )
-            for s in order
-        )
+        steps = tuple(_step_def(s, specs[s]) for s in order)
         body = {
             "name": wf_name,
             "steps": [attrs.asdict(s) for s in steps],
             "on_events": list(events),
             "schedule_timeout_s": schedule_timeout_s,
+            "on_failure": attrs.asdict(on_failure) if on_failure else None,
         }
         definition = WorkflowDef(
             name=wf_name,
@@ -166,6 +193,7 @@ def workflow(
             steps=steps,
             on_events=events,
             schedule_timeout_s=schedule_timeout_s,
+            on_failure=on_failure,
         )
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions))
         return cls

@@ -1,36 +1,30 @@
-"""The worker runtime: pull tasks for free slots, run steps, report results."""
+"""The worker runtime: register, pull tasks for free slots, run them, shut down cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
-import inspect
 import logging
 import os
 import signal
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from eventstore import (
-    Append,
-    AppendError,
-    ConfigError,
-    TaskConsumerSettings,
-    append,
-    ensure_task_consumer,
-)
-from schemas import encode, encode_json, stream_name
-from schemas.codec import DecodeError, decode_as
-from schemas.messages import StepAssigned, StepLog, StepResult, Task
-from worker.context import Context
+from eventstore import Append, ConfigError, TaskConsumerSettings, append, ensure_task_consumer
+from schemas import WorkerStatus, encode, stream_name
+from schemas.codec import DecodeError, decode_as, decode_run_message
+from schemas.messages import Task
 from worker.declare import WorkflowSpec, spec_of
+from worker.execute import RUN_ENDED, Attempt
+from worker.heartbeat import Heartbeat
 from worker.pull import Slots, TaskPuller
 
 if TYPE_CHECKING:
@@ -39,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CONSUMER = TaskConsumerSettings()
+VERSION_RETRY_S = 2.0
+
+
+def default_grace_s() -> float:
+    return float(os.environ.get("NATCHET_WORKER_GRACE_SECONDS", "30"))
 
 
 class Worker:
@@ -50,21 +49,23 @@ class Worker:
         name: str,
         *,
         max_runs: int = 100,
-        grace_s: float = 30.0,
+        grace_s: float | None = None,
         consumer: TaskConsumerSettings = DEFAULT_CONSUMER,
     ) -> None:
         self.hatchet = hatchet
         self.name = name
         self.id = uuid.uuid4().hex[:12]
         self.max_runs = max_runs
-        self.grace_s = grace_s
+        self.grace_s = default_grace_s() if grace_s is None else grace_s
         self.consumer = consumer
         self.workflows: dict[str, tuple[WorkflowSpec, object]] = {}
         self.completed = 0
+        self.handed_back = 0
         self._slots: Slots | None = None
         self._nc: NATS | None = None
+        self._max_msg_bytes = 1024 * 1024
         self._pullers: list[TaskPuller] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], Attempt] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_runs, thread_name_prefix=f"step-{name}")
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -96,9 +97,12 @@ class Worker:
         def on_signal(sig: signal.Signals) -> None:
             if self._stop.is_set():
                 log.warning("worker %s: second %s, exiting now", self.name, sig.name)
-                os._exit(1)
+                os._exit(130)
             log.info(
-                "worker %s: %s, shutting down (grace %.0fs)", self.name, sig.name, self.grace_s
+                "worker %s: %s, shutting down (grace %.0fs; again to exit now)",
+                self.name,
+                sig.name,
+                self.grace_s,
             )
             self._stop.set()
 
@@ -117,22 +121,31 @@ class Worker:
         self._stop = asyncio.Event()
         self._slots = Slots(self.max_runs)
         settings = self.hatchet.settings
+        scope = settings.scope
         self._nc = nc = await self.hatchet.connect(f"natchet-worker:{self.name}:{self.id}")
+        heartbeat: Heartbeat | None = None
         try:
             js = nc.jetstream()
             stream = stream_name(settings.tenant)
             await self._wait_for_stream(stream)
             for spec, instance in self.workflows.values():
                 wf = spec.definition
-                consumer = await ensure_task_consumer(js, settings.scope, wf.name, self.consumer)
-                subject = settings.scope.workflow(wf.name)
+                consumer = await ensure_task_consumer(js, scope, wf.name, self.consumer)
                 # The dedup id names the namespace: alice and bob may register the same workflow.
                 msg_id = f"workflow:{settings.namespace}:{wf.name}:{wf.version}"
-                await append(nc, Append(subject, encode(wf), msg_id))
+                await append(nc, Append(scope.workflow(wf.name), encode(wf), msg_id))
                 run = functools.partial(self._spawn, spec, instance)
                 self._pullers.append(
                     TaskPuller(nc, stream, consumer, self._slots, run, share=len(self.workflows))
                 )
+            ended = await nc.subscribe(f"{scope.prefix}.runs.*.finished", cb=self._on_run_ended)
+            actions = [
+                f"{wf}:{s}" for wf, (spec, _) in self.workflows.items() for s in spec.functions
+            ]
+            heartbeat = Heartbeat(
+                nc, scope, self.id, self.name, actions, self.max_runs, lambda: len(self._running)
+            )
+            heartbeat.start()
             pulling = [asyncio.create_task(p.run()) for p in self._pullers]
             log.info(
                 "worker %s (%s) started: %s, max_runs=%d, tenant %s namespace %s",
@@ -145,23 +158,28 @@ class Worker:
             )
             self.ready.set()
             await self._stop.wait()
+            await heartbeat.stop(WorkerStatus.STOPPING)
             await self._drain(pulling)
+            with contextlib.suppress(nats.errors.Error):
+                await ended.unsubscribe()
+            await heartbeat.stop(WorkerStatus.STOPPED)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
             with contextlib.suppress(nats.errors.Error):
                 await nc.drain()
 
     async def _wait_for_stream(self, stream: str) -> None:
-        js = self._nc.jetstream() if self._nc else None
-        assert js is not None
+        assert self._nc is not None
+        js = self._nc.jetstream()
         while True:
             try:
-                await js.stream_info(stream)
+                info = await js.stream_info(stream)
+                self._max_msg_bytes = info.config.max_msg_size or self._max_msg_bytes
                 return
             except nats.js.errors.NotFoundError:
                 log.warning(
-                    "stream %s does not exist yet: is the engine running (`natchet dev` or "
-                    "`natchet engine`)? retrying",
+                    "stream %s does not exist yet: is the engine running (`natchet dev` "
+                    "or `natchet engine`)? retrying",
                     stream,
                 )
             with contextlib.suppress(TimeoutError):
@@ -170,163 +188,103 @@ class Worker:
                 raise ConfigError(f"stream {stream} does not exist")
 
     async def _drain(self, pulling: list[asyncio.Task[None]]) -> None:
+        """Stop taking work, let running steps finish until the grace period ends, hand the
+        rest back so another worker takes it at once."""
         await asyncio.gather(*(p.stop() for p in self._pullers))
         for task in pulling:
             task.cancel()
         await asyncio.gather(*pulling, return_exceptions=True)
-        if self._tasks:
+        running = list(self._running)
+        if running:
             log.info(
                 "worker %s: waiting up to %.0fs for %d running steps",
                 self.name,
                 self.grace_s,
-                len(self._tasks),
+                len(running),
             )
-            _done, pending = await asyncio.wait(self._tasks, timeout=self.grace_s)
+            _done, pending = await asyncio.wait(running, timeout=self.grace_s)
+            self.handed_back += len(pending)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        log.info("worker %s stopped after %d steps", self.name, self.completed)
+        log.info(
+            "worker %s stopped: %d steps finished, %d handed back to other workers",
+            self.name,
+            self.completed,
+            self.handed_back,
+        )
 
     async def shutdown(self) -> None:
         self._stop.set()
 
+    async def _on_run_ended(self, msg: Msg) -> None:
+        """A run this worker is running a step of ended (cancelled, or failed elsewhere)."""
+        run_id = msg.subject.split(".")[-2]
+        for task, attempt in list(self._running.items()):
+            if attempt.task.run_id == run_id:
+                with contextlib.suppress(DecodeError):
+                    status = decode_run_message("finished", msg.data).status  # type: ignore[union-attr]
+                    log.info(
+                        "run %s ended %s: cancelling step %s", run_id, status, attempt.task.step
+                    )
+                attempt.context._set_cancelled(RUN_ENDED)
+                task.cancel()
+
     def _spawn(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
         task = asyncio.create_task(self._execute(spec, instance, msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self.slots.finish()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: attempt crashed", self.name, exc_info=task.exception())
 
     async def _execute(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
-        try:
-            try:
-                task = decode_as(Task, Task.KIND, msg.data)
-            except DecodeError as exc:
-                log.error(
-                    "dropping malformed task at seq %d: %s", msg.metadata.sequence.stream, exc
-                )
-                await msg.term()
-                return
-            fn = spec.functions.get(task.step)
-            if fn is None:
-                await msg.term()
-                log.error("task for unknown step %s.%s", task.workflow, task.step)
-                return
-            await self._attempt(task, fn, instance, msg)
-        except asyncio.CancelledError:
-            with contextlib.suppress(nats.errors.Error):
-                await msg.nak()  # hand it back at once: another worker takes it
-            raise
-        finally:
-            self.slots.finish()
-
-    async def _attempt(
-        self, task: Task, fn: Callable[..., Any], instance: object, msg: Msg
-    ) -> None:
         assert self._nc is not None
-        scope = self.hatchet.settings.scope
-        delivery = int(msg.metadata.num_delivered)
-        key = f"{task.run_id}:{task.step}:{task.attempt}:{delivery}"
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def sink(line: str) -> None:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-
-        ctx = Context(task, delivery, sink)
-        assigned = StepAssigned(
-            run_id=task.run_id,
-            step=task.step,
-            attempt=task.attempt,
-            delivery=delivery,
-            worker_id=self.id,
-            worker_name=self.name,
-        )
-        await self._append(scope.run(task.run_id, "assigned"), encode(assigned), f"{key}:assigned")
-        writer = asyncio.create_task(self._write_logs(task, delivery, lines))
-        keepalive = asyncio.create_task(self._keepalive(msg))
         try:
-            output = await self._call(fn, instance, ctx, task.timeout_s)
-            encode_json(output)
-            result = StepResult(
-                run_id=task.run_id,
-                step=task.step,
-                attempt=task.attempt,
-                delivery=delivery,
-                worker_id=self.id,
-                ok=True,
-                output=output,
+            task = decode_as(Task, Task.KIND, msg.data)
+        except DecodeError as exc:
+            log.error("dropping malformed task at seq %d: %s", msg.metadata.sequence.stream, exc)
+            await msg.term()
+            return
+        fn = spec.functions.get(task.step)
+        if task.workflow_version and task.workflow_version != spec.definition.version:
+            log.warning(
+                "task %s.%s is for workflow version %s; this worker has %s: leaving it "
+                "to a worker with that version",
+                task.workflow,
+                task.step,
+                task.workflow_version,
+                spec.definition.version,
             )
-        except asyncio.CancelledError:
-            ctx._set_cancelled()
-            raise
-        except Exception as exc:  # a failing step is a result, not a worker crash
-            ctx._set_cancelled()
-            result = StepResult(
-                run_id=task.run_id,
-                step=task.step,
-                attempt=task.attempt,
-                delivery=delivery,
-                worker_id=self.id,
-                ok=False,
-                error=describe(exc, task.timeout_s),
+            await msg.nak(delay=VERSION_RETRY_S)
+            return
+        if fn is None:
+            log.error("task for unknown step %s.%s", task.workflow, task.step)
+            await msg.term()
+            return
+        attempt = Attempt(
+            self._nc,
+            self.hatchet.settings.scope,
+            self.id,
+            self.name,
+            task,
+            msg,
+            keepalive_s=self.consumer.ack_wait_s / 3,
+            max_msg_bytes=self._max_msg_bytes,
+        )
+        if attempt.stale(dt.datetime.now(dt.UTC)):
+            log.warning(
+                "dropping task %s.%s of run %s: its schedule_timeout passed",
+                task.workflow,
+                task.step,
+                task.run_id,
             )
-        finally:
-            keepalive.cancel()
-            lines.put_nowait(None)
-            await writer
-        await self._append(scope.run(task.run_id, "result"), encode(result), f"{key}:result")
-        await msg.ack()
+            await msg.ack()
+            return
+        current = asyncio.current_task()
+        assert current is not None
+        self._running[current] = attempt
+        await attempt.run(fn, instance, self._pool)
         self.completed += 1
-
-    async def _call(
-        self, fn: Callable[..., Any], instance: object, ctx: Context, timeout_s: float
-    ) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            return await asyncio.wait_for(fn(instance, ctx), timeout_s)
-        loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(
-            loop.run_in_executor(self._pool, functools.partial(fn, instance, ctx)), timeout_s
-        )
-
-    async def _keepalive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(self.consumer.ack_wait_s / 3)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.in_progress()
-
-    async def _write_logs(
-        self, task: Task, delivery: int, lines: asyncio.Queue[str | None]
-    ) -> None:
-        scope = self.hatchet.settings.scope
-        n = 0
-        while (line := await lines.get()) is not None:
-            n += 1
-            entry = StepLog(
-                run_id=task.run_id,
-                step=task.step,
-                attempt=task.attempt,
-                delivery=delivery,
-                line=line,
-            )
-            msg_id = f"{task.run_id}:{task.step}:{task.attempt}:{delivery}:log:{n}"
-            await self._append(scope.run(task.run_id, "log"), encode(entry), msg_id)
-
-    async def _append(self, subject: str, body: bytes, msg_id: str) -> None:
-        """Append until it is in the log: a result is never dropped for a NATS hiccup."""
-        assert self._nc is not None
-        delay = 0.1
-        while True:
-            try:
-                await append(self._nc, Append(subject, body, msg_id))
-                return
-            except AppendError as exc:
-                log.warning("append to %s failed (%s); retrying in %.1fs", subject, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-
-def describe(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"TimeoutError: step timed out after {timeout_s:g}s"
-    if isinstance(exc, TypeError) and str(exc).startswith("not JSON-serializable"):
-        return f"step output is {exc}"
-    return f"{type(exc).__name__}: {exc}"

@@ -54,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     conf.add_argument("--tls", action="store_true", help="also generate a local CA and certs")
 
 
-def _engine_options(args: argparse.Namespace) -> tuple[NatsOptions, str]:
+def engine_options(args: argparse.Namespace) -> tuple[NatsOptions, str]:
     env = layered_env()
     url = args.nats_url or env.get("NATCHET_NATS_URL")
     if not url:
@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     from natchet.tenancy import admin
 
-    options, public_url = _engine_options(args)
+    options, public_url = engine_options(args)
     nc = await connect(options)
     try:
         match (args.command, getattr(args, "tenant_command", None)):

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from dispatcher import Event, State, decide, event_run_id, fold
+from dispatcher import Event, State, decide, due, event_run_id, fold
 from schemas import (
+    RunCancelRequested,
     RunRequested,
     RunStatus,
     Scope,
+    StepAssigned,
     StepDef,
     StepFinished,
     StepQueued,
     StepResult,
+    StepRetryScheduled,
     Task,
     WorkflowDef,
 )
 
 SCOPE = Scope("acme", "default")
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DIAMOND = WorkflowDef(
     name="Diamond",
     version="v1",
@@ -33,7 +38,7 @@ DIAMOND = WorkflowDef(
 
 def apply(state: State, message: Any) -> list[Any]:
     """Decide, then fold the input and every output, as the service does."""
-    outputs = decide(state, SCOPE, message)
+    outputs = decide(state, SCOPE, message, NOW)
     fold(state, SCOPE, message)
     for out in outputs:
         fold(state, SCOPE, out.message)
@@ -75,7 +80,7 @@ def test_event_for_another_key_or_namespace_creates_nothing() -> None:
     state = registered()
     assert apply(state, Event("order:cancelled", 1, {})) == []
     other = Scope("acme", "alice")
-    assert decide(state, other, Event("order:placed", 2, {})) == []
+    assert decide(state, other, Event("order:placed", 2, {}), NOW) == []
 
 
 def test_diamond_progresses_and_succeeds_once() -> None:
@@ -113,6 +118,9 @@ def test_failure_with_retries_left_queues_the_next_attempt() -> None:
     assert isinstance(final[0], StepFinished) and final[0].status is RunStatus.FAILED
     assert final[-1].status is RunStatus.FAILED
     assert "boom again" in final[-1].error
+    # every step not over when the run ended is cancelled, so no step is left open
+    cancelled = [m.step for m in final if isinstance(m, StepFinished) and m.status == "CANCELLED"]
+    assert cancelled == ["b", "d"]
 
 
 def test_unknown_workflow_is_rejected_once() -> None:
@@ -124,3 +132,89 @@ def test_unknown_workflow_is_rejected_once() -> None:
 
 def test_result_for_unknown_run_is_ignored() -> None:
     assert apply(registered(), ok("ghost", "a")) == []
+
+
+BACKOFF = WorkflowDef(
+    name="Backoff",
+    version="v1",
+    steps=(StepDef("s", retries=2, backoff_factor=2.0, backoff_max_s=3.0),),
+    on_failure=StepDef("cleanup"),
+    schedule_timeout_s=10.0,
+)
+
+
+def with_backoff() -> State:
+    state = State()
+    fold(state, SCOPE, BACKOFF)
+    apply(state, RunRequested("r1", "Backoff", {}))
+    return state
+
+
+def fail(step: str, attempt: int, **kw: Any) -> StepResult:
+    return StepResult("r1", step, attempt, 1, "w1", ok=False, error=f"e{attempt}", **kw)
+
+
+def run_due(state: State, now: dt.datetime) -> list[Any]:
+    out = []
+    for decision in due(state, now):
+        for o in decision:
+            fold(state, SCOPE, o.message)
+            out.append(o.message)
+    return out
+
+
+def test_backoff_schedules_the_retry_and_queues_it_when_due() -> None:
+    state = with_backoff()
+    [scheduled] = apply(state, fail("s", 1))
+    assert isinstance(scheduled, StepRetryScheduled)
+    assert scheduled.next_attempt == 2
+    assert dt.datetime.fromisoformat(scheduled.due_at) == NOW + dt.timedelta(seconds=2)
+    assert apply(state, fail("s", 1)) == []  # a duplicate failure schedules nothing more
+    assert run_due(state, NOW + dt.timedelta(seconds=1)) == []
+    assert queued_steps(run_due(state, NOW + dt.timedelta(seconds=2))) == [("s", 2)]
+    assert run_due(state, NOW + dt.timedelta(seconds=2)) == []  # queued once
+    [second] = apply(state, fail("s", 2))
+    # 2 ** 2 = 4 s, capped at backoff_max_s = 3 s
+    assert dt.datetime.fromisoformat(second.due_at) == NOW + dt.timedelta(seconds=3)
+
+
+def test_non_retryable_error_fails_at_once_and_runs_on_failure_step() -> None:
+    state = with_backoff()
+    out = apply(state, fail("s", 1, non_retryable=True))
+    assert out[0].status is RunStatus.FAILED
+    [task] = [m for m in out if isinstance(m, Task)]
+    assert task.step == "cleanup" and task.step_errors == {"s": "e1"}
+    done = apply(state, StepResult("r1", "cleanup", 1, 1, "w1", ok=True, output={"ok": 1}))
+    assert done[-1].status is RunStatus.FAILED
+    assert "e1" in done[-1].error
+
+
+def test_step_not_picked_up_in_time_fails_with_a_reason() -> None:
+    state = with_backoff()
+    assert run_due(state, NOW + dt.timedelta(seconds=9)) == []
+    out = run_due(state, NOW + dt.timedelta(seconds=10))
+    assert out[0].status is RunStatus.FAILED
+    assert "not picked up by any worker within 10s (schedule_timeout)" in out[0].error
+
+
+def test_assigned_step_does_not_time_out_in_the_queue() -> None:
+    state = with_backoff()
+    apply(state, StepAssigned("r1", "s", 1, 1, "w1", "worker"))
+    assert run_due(state, NOW + dt.timedelta(seconds=60)) == []
+
+
+def test_cancel_ends_the_run_and_every_open_step() -> None:
+    state = with_backoff()
+    out = apply(state, RunCancelRequested("r1", reason="user asked"))
+    assert [(m.step, m.status) for m in out if isinstance(m, StepFinished)] == [
+        ("s", RunStatus.CANCELLED),
+        ("cleanup", RunStatus.CANCELLED),
+    ]
+    assert out[-1].status is RunStatus.CANCELLED and out[-1].error == "cancelled: user asked"
+    assert apply(state, RunCancelRequested("r1")) == []
+
+
+def test_handed_back_result_consumes_no_retry() -> None:
+    state = with_backoff()
+    assert apply(state, fail("s", 1, handed_back=True)) == []
+    assert state.runs["r1"].steps["s"].attempt == 1

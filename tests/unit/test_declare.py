@@ -68,3 +68,25 @@ def test_durations() -> None:
 def test_missing_environment_says_what_to_set() -> None:
     with pytest.raises(ConfigError, match="HATCHET_CLIENT_HOST_PORT"):
         _ = Hatchet(env={}).settings
+
+
+def test_readme_reliability_example_declares_what_it_says() -> None:
+    import re
+    from pathlib import Path
+
+    from worker import NonRetryableError
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Checkout" in b]
+    scope: dict[str, object] = {
+        "hatchet": hatchet,
+        "Context": Context,
+        "NonRetryableError": NonRetryableError,
+        "declined": False,
+    }
+    exec(code, scope)
+    wf = spec_of(scope["Checkout"]).definition
+    charge = wf.step("charge")
+    assert (charge.retries, charge.backoff_factor, charge.backoff_max_s) == (3, 2, 30)
+    assert wf.on_failure is not None and wf.on_failure.name == "refund"
+    assert wf.on_events == ("order:placed",) and wf.schedule_timeout_s == 300
