@@ -32,6 +32,12 @@ def _headers(item: Append) -> dict[str, str]:
     return headers
 
 
+def _too_large(nc: NATS, item: Append) -> AppendRefusedError:
+    limit = nc.max_payload
+    description = f"message of {len(item.body)} bytes exceeds the maximum payload ({limit} bytes)"
+    return AppendRefusedError(f"cannot append to {item.subject}: {description}", description)
+
+
 def _seq(ack: dict[str, object]) -> int:
     seq = ack.get("seq", 0)
     return seq if isinstance(seq, int) else 0
@@ -56,6 +62,8 @@ async def append(nc: NATS, item: Append, *, timeout_s: float = 5.0) -> int:
         reply = await request(
             nc, item.subject, item.body, timeout_s=timeout_s, headers=_headers(item)
         )
+    except nats.errors.MaxPayloadError:
+        raise _too_large(nc, item) from None
     except nats.errors.NoRespondersError:
         raise AppendError(f"no stream captures {item.subject}") from None
     except nats.errors.TimeoutError:
@@ -92,6 +100,8 @@ async def append_atomic(nc: NATS, items: Sequence[Append], *, timeout_s: float =
                 ack = _check_ack(reply.data, f"atomic batch {batch_id}")
             else:
                 await nc.publish(item.subject, item.body, headers=headers)
+    except nats.errors.MaxPayloadError:
+        raise _too_large(nc, max(items, key=lambda i: len(i.body))) from None
     except nats.errors.NoRespondersError:
         raise AppendError(f"no stream captures {items[0].subject}") from None
     except nats.errors.TimeoutError:

@@ -114,7 +114,7 @@ async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
         inactive_threshold=30.0,
         mem_storage=True,
     )
-    sub = await js.pull_subscribe("", stream=stream_name(tenant), config=config)
+    sub = await js.pull_subscribe(subject, stream=stream_name(tenant), config=config)
     out: list[Record] = []
     try:
         while True:
