@@ -83,13 +83,16 @@ async def replay(
 
 
 async def follow(nc: NATS, tenant: str, subject: str) -> AsyncIterator[Record]:
-    """Yield every stored message on ``subject`` from the start, then new ones as they come.
+    """Yield every stored message on ``subject`` from the start, then new ones as they come."""
+    async for record in follow_stream(nc, stream_name(tenant), subject):
+        yield record
 
-    An ordered consumer: it survives reconnects and never skips or repeats a message."""
-    js = nc.jetstream()
-    sub = await js.subscribe(
+
+async def follow_stream(nc: NATS, stream: str, subject: str) -> AsyncIterator[Record]:
+    """An ordered consumer on ``stream``: survives reconnects, never skips or repeats."""
+    sub = await nc.jetstream().subscribe(
         subject,
-        stream=stream_name(tenant),
+        stream=stream,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.ALL,
     )

