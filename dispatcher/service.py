@@ -42,7 +42,7 @@ def utc_now() -> dt.datetime:
 class Dispatcher:
     """Turns events, run requests, results and time into runs, queued steps and verdicts."""
 
-    def __init__(self, nc: NATS, tenant: str, *, fetch_batch: int = 256) -> None:
+    def __init__(self, nc: NATS, tenant: str, *, fetch_batch: int = 64) -> None:
         self.nc = nc
         self.tenant = tenant
         self.fetch_batch = fetch_batch

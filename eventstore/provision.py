@@ -22,6 +22,7 @@ from schemas.subjects import Scope, check_name, stream_name, tenant_subjects
 log = logging.getLogger(__name__)
 
 DISPATCHER_CONSUMER = "dispatcher"
+DISPATCHER_ACK_WAIT_S = 5.0
 
 
 @attrs.frozen
@@ -122,7 +123,9 @@ async def ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
         filter_subjects=dispatcher_filters(tenant),
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=30.0,
+        # Short, so what a killed dispatcher had fetched comes back to its successor quickly;
+        # a redelivered input that was already decided decides nothing.
+        ack_wait=DISPATCHER_ACK_WAIT_S,
         max_deliver=-1,
         max_ack_pending=10_000,
     )
@@ -138,4 +141,6 @@ async def ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
         log.info("dispatcher consumer of %s has old filters; recreating it", tenant)
         await js.delete_consumer(stream, DISPATCHER_CONSUMER)
         await js.add_consumer(stream, config)
+    elif info.config.ack_wait != config.ack_wait:
+        await js.add_consumer(stream, config)  # create-or-update: ack_wait is editable
     return DISPATCHER_CONSUMER

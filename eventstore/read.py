@@ -60,11 +60,11 @@ async def replay(
         mem_storage=True,
         max_waiting=1,
     )
-    if len(subjects) == 1:
-        config.filter_subject = subjects[0]
-    elif subjects:
+    # nats-py sets filter_subject from its subject argument, so a single filter goes there.
+    single = subjects[0] if len(subjects) == 1 else ""
+    if len(subjects) > 1:
         config.filter_subjects = list(subjects)
-    sub = await js.pull_subscribe("", stream=stream, config=config)
+    sub = await js.pull_subscribe(single, stream=stream, config=config)
     try:
         while True:
             try:

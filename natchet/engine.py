@@ -22,7 +22,9 @@ from schemas.tenancy import TenantCreated
 
 log = logging.getLogger(__name__)
 
+RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
+HEALTHY_S = 30.0
 
 
 class Engine:
@@ -77,14 +79,18 @@ class Engine:
 
     async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run a component; when it fails, say so and start it again, with backoff."""
-        delay = 0.5
+        delay = RESTART_MIN_S
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
+            started = loop.time()
             try:
                 await run()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:  # the supervisor's job is to outlive any one failure
+                if loop.time() - started > HEALTHY_S:
+                    delay = RESTART_MIN_S  # it ran fine for a while: this is a new failure
                 log.exception("%s failed; restarting in %.1fs", what, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)

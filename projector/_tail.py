@@ -73,7 +73,7 @@ class Tail:
     ) -> list[Msg]:
         try:
             return list(await sub.fetch(n, timeout=wait_s))
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either
             return []
 
     async def next_batch(self) -> list[Record]:

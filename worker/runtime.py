@@ -230,6 +230,23 @@ class Worker:
                 attempt.context._set_cancelled(RUN_ENDED)
                 task.cancel()
 
+    async def _run_over(self, task: Task) -> bool:
+        """Whether the run already finished (cancelled, say): one direct get of its
+        ``finished`` subject. When unsure, run the step: at least once beats never."""
+        assert self._nc is not None
+        settings = self.hatchet.settings
+        subject = settings.scope.run(task.run_id, "finished")
+        try:
+            await self._nc.jetstream().get_last_msg(
+                stream_name(settings.tenant), subject, direct=True
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.debug("could not check whether run %s is over: %s", task.run_id, exc)
+            return False
+        return True
+
     def _spawn(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
         task = asyncio.create_task(self._execute(spec, instance, msg))
         task.add_done_callback(self._done)
@@ -274,9 +291,10 @@ class Worker:
             keepalive_s=self.consumer.ack_wait_s / 3,
             max_msg_bytes=self._max_msg_bytes,
         )
-        if attempt.stale(dt.datetime.now(dt.UTC)):
+        if attempt.stale(dt.datetime.now(dt.UTC)) or await self._run_over(task):
             log.warning(
-                "dropping task %s.%s of run %s: its schedule_timeout passed",
+                "dropping task %s.%s of run %s: the run is over, or the step timed out in "
+                "the queue",
                 task.workflow,
                 task.step,
                 task.run_id,

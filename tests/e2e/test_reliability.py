@@ -303,3 +303,34 @@ async def test_graceful_shutdown_finishes_or_hands_back_running_steps(
         ("second", "SUCCEEDED"),
     ]
     assert "handed back" in slow["attempts"][0]["error"]
+
+
+async def test_queued_task_of_a_cancelled_run_never_runs(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    ran: list[Any] = []
+
+    @hatchet.workflow()
+    class Once:
+        @hatchet.step()
+        def work(self, context: Context) -> None:
+            ran.append(context.workflow_input())
+
+    worker = hatchet.worker("late", max_runs=1)
+    worker.register_workflow(Once())
+    async with running(worker):
+        pass  # registers the workflow, then leaves: nobody takes the task below yet
+    doomed = await hatchet.admin.aio_run_workflow("Once", {"n": "doomed"})
+    await hatchet.admin.aio_cancel(doomed.workflow_run_id)
+    assert (await run_ends(db, doomed.workflow_run_id))["status"] == "CANCELLED"
+    late = hatchet.worker("late", max_runs=1)
+    late.register_workflow(Once())
+    async with running(late):
+        # The queue is first in, first out: once the second run ran, the first task was seen.
+        second = await hatchet.admin.aio_run_workflow("Once", {"n": "second"})
+        await second.result()
+    run = await run_ends(db, doomed.workflow_run_id)
+    hatchet.close()
+    assert ran == [{"n": "second"}]
+    assert run["steps"][0]["attempts"] == []

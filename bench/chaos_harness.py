@@ -1,0 +1,243 @@
+"""One chaos scenario, end to end: a fresh stack, a steady load, a fault, and the checks.
+
+Shared by ``bench/chaos.py`` (the table in docs/reliability.md) and ``tests/fault``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psycopg
+
+import eventstore
+from bench import chaos_check as check
+from bench.chaos_load import Tracker, submit
+from bench.chaos_stack import Stack
+from bench.chaos_worker import STEPS
+from schemas import stream_name
+from schemas.subjects import Scope
+from worker import ClientSettings, Hatchet
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("worker_kill_9", "nats_restart", "postgres_restart", "engine_kill_9", "sigterm_worker")
+
+
+@attrs.frozen
+class Config:
+    runs: int = 300
+    rate_per_s: float = 25.0
+    workers: int = 3
+    strikes: int = 3  # workers killed / SIGTERMed per worker scenario
+    outage_s: float = 2.0  # how long NATS / Postgres / the engine stay down
+    sigterm_grace_s: float = 0.02  # short, so SIGTERM catches steps that must be handed back
+    deadline_s: float = 180.0  # for every run to be terminal after the load
+
+
+@attrs.define
+class Report:
+    scenario: str
+    submitted: int = 0
+    completed: int = 0  # terminal in Postgres
+    lost: int = 0
+    duplicated: int = 0  # duplicated transitions in the log
+    redelivery_delays: list[float] = attrs.Factory(list)
+    attempts: int = 0  # deliveries assigned, all runs
+    handed_back: int = 0  # deliveries a worker gave back on SIGTERM
+    double_executions: int = 0  # steps that succeeded on two deliveries (at-least-once)
+    faults: list[str] = attrs.Factory(list)
+    exit_codes: dict[str, int | None] = attrs.Factory(dict)
+    violations: list[str] = attrs.Factory(list)
+    duration_s: float = 0.0
+
+    @property
+    def max_redelivery_s(self) -> float | None:
+        return max(self.redelivery_delays) if self.redelivery_delays else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@attrs.define
+class Scenario:
+    """What a fault function gets: the stack, the tracker, the config, and the record."""
+
+    stack: Stack
+    tracker: Tracker
+    config: Config
+    report: Report
+    stops: list[check.Stop] = attrs.Factory(list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.runs * len(STEPS)
+
+    def note(self, what: str) -> None:
+        log.info("fault: %s", what)
+        self.report.faults.append(what)
+
+    async def strike_workers(self, sig: signal.Signals, grace_s: float) -> None:
+        """Stop a worker that is mid-step, ``strikes`` times over the load; replace it."""
+        n = self.config.strikes
+        for i in range(n):
+            await self.tracker.assigned_at_least(self.total_steps * (i + 1) // (n + 2))
+            name = await self.tracker.busy_worker(lambda: list(self.stack.workers), min_held=3)
+            held = len(self.tracker.in_flight[name])
+            at = utcnow()
+            self.stack.retire(name, sig)
+            self.stops.append(check.Stop(name, at, sig.name))
+            self.note(f"{sig.name} {name} holding {held} steps")
+            await asyncio.to_thread(self.stack.start_worker, grace_s)
+
+    async def outage(self, what: str, restart: Callable[[float], None]) -> None:
+        await self.tracker.assigned_at_least(self.total_steps * 3 // 10)
+        self.note(f"{what} down {self.config.outage_s:g}s")
+        await asyncio.to_thread(restart, self.config.outage_s)
+
+
+async def worker_kill_9(s: Scenario) -> None:
+    await s.strike_workers(signal.SIGKILL, 30.0)
+
+
+async def nats_restart(s: Scenario) -> None:
+    await s.outage("nats-server", s.stack.restart_nats)
+
+
+async def postgres_restart(s: Scenario) -> None:
+    await s.outage("postgres", s.stack.restart_postgres)
+
+
+async def engine_kill_9(s: Scenario) -> None:
+    await s.outage("engine (kill -9)", s.stack.restart_engine)
+
+
+async def sigterm_worker(s: Scenario) -> None:
+    await s.strike_workers(signal.SIGTERM, s.config.sigterm_grace_s)
+
+
+FAULTS: dict[str, Callable[[Scenario], Awaitable[None]]] = {
+    "worker_kill_9": worker_kill_9,
+    "nats_restart": nats_restart,
+    "postgres_restart": postgres_restart,
+    "engine_kill_9": engine_kill_9,
+    "sigterm_worker": sigterm_worker,
+}
+
+
+async def query(dsn: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+    """Rows, or None while Postgres is unreachable (it may be restarting)."""
+    with contextlib.suppress(psycopg.OperationalError):
+        async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=2) as conn:
+            cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+            return list(await cur.fetchall())
+    return None
+
+
+async def wait_terminal(dsn: str, runs: set[str], deadline_s: float) -> int:
+    """How many of ``runs`` are terminal in Postgres: all, or as many as by the deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    done = 0
+    while True:
+        rows = await query(
+            dsn,
+            "SELECT count(*) FROM runs WHERE id = ANY(%s) AND status = ANY(%s)",
+            (list(runs), list(check.TERMINAL)),
+        )
+        done = rows[0][0] if rows else done
+        if done >= len(runs) or loop.time() > end:
+            return int(done)
+        await asyncio.sleep(0.25)
+
+
+async def wait_projected(nc: Any, dsn: str, tenant: str, timeout_s: float = 60.0) -> None:
+    """Until the projector's checkpoint reaches the stream's last sequence as of now."""
+    last = await eventstore.last_seq(nc, tenant)
+    end = time.monotonic() + timeout_s
+    sql = "SELECT last_seq FROM projector_checkpoints WHERE stream = %s"
+    while time.monotonic() < end:
+        rows = await query(dsn, sql, (stream_name(tenant),))
+        if rows and rows[0][0] >= last:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"projector did not reach seq {last} within {timeout_s:g}s")
+
+
+async def verify(s: Scenario, nc: Any, runs: set[str]) -> None:
+    stack, report = s.stack, s.report
+    view = await check.read_log(nc, stack.tenant)
+    dups = view.duplicated_transitions()
+    report.duplicated = len(dups)
+    report.attempts = sum(len(v) for v in view.assigned.values())
+    report.double_executions = view.double_executions()
+    report.handed_back = view.handed_back()
+    report.violations += [f"duplicated transition: {d}" for d in dups]
+    report.violations += check.check_log(view, runs, STEPS)
+    async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
+        report.violations += await check.check_postgres(conn, stack.tenant, runs, STEPS)
+        report.violations += await check.check_attempts(conn, stack.tenant, view)
+    report.redelivery_delays, bad = check.redelivery_delays(view, s.stops)
+    report.violations += bad
+
+
+async def run_scenario(name: str, config: Config, root: Path | None = None) -> Report:
+    """Run scenario ``name`` on a fresh stack under ``root`` (a temp dir if None)."""
+    with contextlib.ExitStack() as cleanup:
+        if root is None:
+            root = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+        stack = Stack(root / name)
+        cleanup.callback(stack.close)
+        return await _run(name, config, stack)
+    raise AssertionError("unreachable")
+
+
+async def _run(name: str, config: Config, stack: Stack) -> Report:
+    report = Report(name)
+    began = time.monotonic()
+    await asyncio.to_thread(stack.start)
+    grace = config.sigterm_grace_s if name == "sigterm_worker" else 30.0
+    for _ in range(config.workers):
+        await asyncio.to_thread(stack.start_worker, grace)
+    scope = Scope(stack.tenant, "default")
+    nc = await eventstore.connect(eventstore.NatsOptions(stack.nats.url, name="chaos-harness"))
+    hatchet = Hatchet(settings=ClientSettings(nats_url=stack.nats.url, tenant=stack.tenant))
+    try:
+        tracker = Tracker(nc, scope)
+        await tracker.start()
+        scenario = Scenario(stack, tracker, config, report)
+        runs: set[str] = set()
+        load = asyncio.create_task(submit(nc, hatchet, scope, config.runs, config.rate_per_s, runs))
+        await asyncio.gather(FAULTS[name](scenario), load)
+        report.submitted = len(runs)
+        report.completed = await wait_terminal(stack.database_url, runs, config.deadline_s)
+        report.lost = report.submitted - report.completed
+        codes = await asyncio.to_thread(stack.stop_workers)
+        await wait_projected(nc, stack.database_url, stack.tenant)
+        await verify(scenario, nc, runs)
+        codes |= await asyncio.to_thread(stack.stop_engine)
+        report.exit_codes = codes
+        report.violations += [
+            f"{p.name} exited {p.popen.returncode} after SIGTERM (expected 0)"
+            for p in [*stack.retired, *stack.engines]
+            if p.signalled == "SIGTERM" and p.popen.returncode != 0
+        ]
+    finally:
+        await asyncio.to_thread(hatchet.close)
+        await nc.close()
+    report.duration_s = time.monotonic() - began
+    return report
