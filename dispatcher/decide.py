@@ -89,7 +89,12 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
     decisions: list[list[Output]] = []
     for run in list(state.runs.values()):
         for step in run.steps.values():
-            if step.retry_due is not None and step.retry_due <= now and not step.terminal:
+            if (
+                step.retry_due is not None
+                and step.retry_due <= now
+                and not step.terminal
+                and not run.failed_error  # a failing run releases nothing more
+            ):
                 decisions.append(_queue(run, step, step.next_attempt, now))
                 break
             if (

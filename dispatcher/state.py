@@ -17,6 +17,7 @@ from schemas.messages import (
     StepDef,
     StepFinished,
     StepQueued,
+    StepResult,
     StepRetryScheduled,
     WorkflowDef,
 )
@@ -33,8 +34,21 @@ class StepState:
     error: str | None = None
     queued_at: dt.datetime | None = None
     assigned: bool = False  # a worker took the current attempt
+    delivery: int = 0  # the latest delivery of the current attempt a worker took
+    handed_back: int = 0  # the latest delivery of it a worker handed back
+    handed_back_at: dt.datetime | None = None
     retry_due: dt.datetime | None = None  # a retry is scheduled for then
     next_attempt: int = 0
+
+    def settle_deliveries(self) -> None:
+        """RUNNING while a delivery newer than any handed back runs; back in the queue (with
+        its schedule timeout re-armed) when the newest delivery was handed back. Built from
+        maxima, so the order in which assignments and hand-backs are folded does not matter."""
+        if self.delivery > self.handed_back:
+            self.status, self.assigned = RunStatus.RUNNING, True
+        elif self.handed_back:
+            self.status, self.assigned = RunStatus.QUEUED, False
+            self.queued_at = self.handed_back_at
 
     @property
     def terminal(self) -> bool:
@@ -120,12 +134,22 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.attempt = message.attempt
                 step.queued_at = parse_time(message.queued_at)
                 step.assigned = False
+                step.delivery = step.handed_back = 0
+                step.handed_back_at = None
                 step.retry_due = None
         case StepAssigned():
             step = _step(state, message.run_id, message.step)
             if step is not None and message.attempt == step.attempt and not step.terminal:
-                step.assigned = True
-                step.status = RunStatus.RUNNING
+                step.delivery = max(step.delivery, message.delivery)
+                step.settle_deliveries()
+        case StepResult(handed_back=True):
+            # The task is back in the queue: it must be picked up again in time.
+            step = _step(state, message.run_id, message.step)
+            if step is not None and message.attempt == step.attempt and not step.terminal:
+                if message.delivery >= step.handed_back:
+                    step.handed_back = message.delivery
+                    step.handed_back_at = parse_time(message.finished_at)
+                step.settle_deliveries()
         case StepRetryScheduled():
             step = _step(state, message.run_id, message.step)
             if step is not None and message.next_attempt > step.attempt and not step.terminal:

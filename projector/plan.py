@@ -345,6 +345,11 @@ def _assigned(params: dict[str, Any], msg: schemas.StepAssigned) -> list[Stmt]:
         " ELSE 'RUNNING' END, started_at = COALESCE(started_at, %(at)s), attempt = %(attempt)s,"
         " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
         " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s"
+        # A stale copy of an assignment whose delivery (or a later one) already reported,
+        # say handed back, must not make the step RUNNING again.
+        " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.run_id = %(run_id)s"
+        " AND a.step = %(step)s AND a.attempt = %(attempt)s AND a.delivery >= %(delivery)s"
+        " AND a.finished_at IS NOT NULL)"
         " AND" + _OWNED,
         params,
     )

@@ -63,9 +63,14 @@ class Attempt:
         self.context = Context(task, self.delivery, sink)
 
     def stale(self, now: dt.datetime) -> bool:
-        """The dispatcher already failed this step for not being picked up in time."""
+        """The dispatcher already failed this step for not being picked up in time. Only a
+        first delivery can be: a redelivered task was picked up before, in time."""
         deadline = self.task.schedule_deadline
-        return deadline is not None and dt.datetime.fromisoformat(deadline) < now
+        return (
+            self.delivery == 1
+            and deadline is not None
+            and dt.datetime.fromisoformat(deadline) < now
+        )
 
     async def run(self, fn: Callable[..., Any], instance: object, pool: Executor) -> None:
         t = self.task

@@ -1,0 +1,245 @@
+"""Driving the pure dispatcher as the service does, and keeping its log.
+
+Each input is decided on, appended to the log, folded, and so is each output; a tick runs
+``due()`` and applies its decisions in turn. Every output is checked by
+:class:`History` before it is folded, and the state after every decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from dispatcher import Event, Output, State, decide, due, fold
+from dispatcher.policy import iso
+from schemas import (
+    RunCancelRequested,
+    RunRequested,
+    RunStatus,
+    StepAssigned,
+    StepResult,
+    WorkflowDef,
+    parse,
+)
+from tests.property.history import SCOPE, History
+from tests.property.strategies import (
+    Action,
+    Again,
+    Assign,
+    Cancel,
+    Outcome,
+    Reject,
+    Request,
+    Restart,
+    Result,
+    Trigger,
+    Wait,
+)
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+IN_FLIGHT = (RunStatus.QUEUED, RunStatus.RUNNING)
+# Drain bound: per run, each of at most 7 steps makes at most 3 attempts, each needing at
+# most a result and a tick; at most 4 runs (r0, r1 and two events, in these scripts).
+DRAIN_LIMIT = 4 * 7 * 3 * 2
+
+
+@attrs.frozen
+class Logged:
+    """One message of the tenant's stream: its sequence, subject and body."""
+
+    seq: int
+    subject: str
+    message: Any
+
+
+def subject_of(message: Any) -> str:
+    if isinstance(message, WorkflowDef):
+        return SCOPE.workflow(message.name)
+    if isinstance(message, Event):
+        return SCOPE.event(message.key)
+    return SCOPE.run(message.run_id, message.KIND)
+
+
+def seq_at(index: int) -> int:
+    """Stream sequences leave room between messages for duplicates stored later."""
+    return 10 * (index + 1)
+
+
+def rebuild(log: Iterable[Logged]) -> State:
+    """The dispatcher's restart: fold the log (events and results fold to nothing)."""
+    state = State()
+    for entry in log:
+        fold(state, parse(entry.subject).scope, entry.message)
+    return state
+
+
+class Sim:
+    def __init__(self, wf: WorkflowDef) -> None:
+        self.wf = wf
+        self.state = State()
+        self.now = T0
+        self.log: list[Logged] = []
+        self.inputs: list[Any] = []
+        self.history = History()
+        self.feed(wf)
+
+    # -- the service's loop ---------------------------------------------------------------
+    def feed(self, message: Any, *, again: bool = False) -> list[Any]:
+        outputs = decide(self.state, SCOPE, message, self.now)
+        if again:
+            assert outputs == [], f"{message!r} delivered again decided again: {outputs}"
+        else:
+            self.log.append(Logged(seq_at(len(self.log)), subject_of(message), message))
+            self.inputs.append(message)
+            self.history.saw_input(message)
+        fold(self.state, SCOPE, message)
+        self.apply(outputs)
+        return [o.message for o in outputs]
+
+    def apply(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            self.history.saw_output(out, self.now)
+            self.log.append(Logged(seq_at(len(self.log)), out.subject, out.message))
+            fold(self.state, parse(out.subject).scope, out.message)
+        self.history.saw_decision(outputs)
+        self.history.check_state(self.state)
+
+    def tick(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+        for decision in due(self.state, self.now):
+            self.apply(decision)
+
+    def restart(self) -> None:
+        rebuilt = rebuild(self.log)
+        assert rebuilt == self.state, "the state rebuilt from the log differs from the live one"
+        self.state = rebuilt
+
+    # -- the world around it --------------------------------------------------------------
+    def act(self, action: Action) -> None:
+        now = iso(self.now)
+        match action:
+            case Request(run=i):
+                self.feed(RunRequested(f"r{i}", self.wf.name, {"i": i}, requested_at=now))
+            case Reject(run=i):
+                self.feed(RunRequested(f"x{i}", "nope", None, requested_at=now))
+            case Trigger():
+                self.feed(Event("go", seq_at(len(self.log)), {"n": len(self.log)}))
+            case Assign(pick=pick, late=late):
+                target = self.target(pick, late)
+                if target is not None:
+                    self.assign(*target)
+            case Result():
+                self.result(action)
+            case Cancel(pick=pick):
+                runs = sorted(self.history.created)
+                if runs:
+                    run_id = runs[pick % len(runs)]
+                    self.feed(RunCancelRequested(run_id, reason="user", requested_at=now))
+            case Wait(seconds=seconds):
+                self.tick(seconds)
+            case Again(pick=pick):
+                if len(self.inputs) > 1:  # never the registration
+                    self.feed(self.inputs[1 + pick % (len(self.inputs) - 1)], again=True)
+            case Restart():
+                self.restart()
+
+    def target(self, pick: int, late: bool, retried: bool = False) -> tuple[str, str, int] | None:
+        """The current attempt of a step in flight (``late``: of any step ever queued;
+        ``retried``: preferably of a step past its first attempt)."""
+        keys = self.history.queued_order
+        if not late:
+            keys = [k for k in keys if getattr(self.step(*k), "status", None) in IN_FLIGHT]
+        if retried:
+            keys = [k for k in keys if self.history.queued[k].attempt > 1] or keys
+        if not keys:
+            return None
+        run_id, step = keys[pick % len(keys)]
+        return run_id, step, self.history.queued[(run_id, step)].attempt
+
+    def step(self, run_id: str, name: str) -> Any:
+        run = self.state.runs.get(run_id)
+        return None if run is None else run.steps[name]
+
+    def assign(self, run_id: str, step: str, attempt: int) -> int:
+        delivery = self.history.deliveries.get((run_id, step, attempt), 0) + 1
+        self.history.deliveries[(run_id, step, attempt)] = delivery
+        worker = f"w{delivery}"
+        self.feed(
+            StepAssigned(run_id, step, attempt, delivery, worker, worker, started_at=iso(self.now))
+        )
+        return delivery
+
+    def result(self, action: Result) -> None:
+        target = self.target(action.pick, action.late, retried=action.stale > 0)
+        if target is not None:
+            run_id, step, attempt = target
+            attempt = max(1, attempt - action.stale)
+            self.answer(run_id, step, attempt, action.outcome, zombie=action.zombie)
+
+    def answer(
+        self, run_id: str, step: str, attempt: int, outcome: Outcome, *, zombie: bool = False
+    ) -> None:
+        key = (run_id, step, attempt)
+        delivery = self.history.deliveries.get(key)
+        # A worker appends ``assigned`` before it runs the step; a handed-back task comes
+        # back to a worker as a new delivery.
+        if delivery is None or self.history.handed_back.get(key, 0) >= delivery:
+            delivery = self.assign(run_id, step, attempt)
+        if zombie and delivery > 1:
+            delivery -= 1
+        self.feed(report(run_id, step, attempt, delivery, outcome, self.now))
+
+    # -- termination ----------------------------------------------------------------------
+    def drain(self, outcomes: list[Outcome]) -> int:
+        """Answer whatever is in flight, and let time pass, until every run is over.
+        Returns how many rounds that took; fails if it takes more than DRAIN_LIMIT."""
+        if not self.history.created:
+            self.act(Request(0))
+        answers = itertools.cycle(outcomes)
+        for rounds in range(DRAIN_LIMIT):
+            if not self.state.runs:
+                return rounds
+            live = [
+                (run.run_id, s.spec.name, s)
+                for run in self.state.runs.values()
+                for s in run.steps.values()
+                if s.status in IN_FLIGHT and not s.waiting_retry
+            ]
+            if live:
+                run_id, name, step = live[0]
+                outcome = next(answers)
+                if outcome is Outcome.TIMEOUT and not step.assigned:
+                    self.tick(self.state.runs[run_id].schedule_timeout_s)
+                    continue
+                if outcome is Outcome.TIMEOUT:
+                    outcome = Outcome.ERROR
+                self.answer(run_id, name, step.attempt, outcome)
+                continue
+            due_at = [s.retry_due for r in self.state.runs.values() for s in r.steps.values()]
+            pending = [d for d in due_at if d is not None]
+            assert pending, f"runs stuck with nothing in flight: {self.state.runs}"
+            self.tick(max((min(pending) - self.now).total_seconds(), 0.0))
+        raise AssertionError(f"runs not finished after {DRAIN_LIMIT} rounds: {self.state.runs}")
+
+
+def report(
+    run_id: str, step: str, attempt: int, delivery: int, outcome: Outcome, now: dt.datetime
+) -> StepResult:
+    ok = outcome is Outcome.OK
+    return StepResult(
+        run_id,
+        step,
+        attempt,
+        delivery,
+        f"w{delivery}",
+        ok=ok,
+        output={"step": step, "attempt": attempt} if ok else None,
+        error=None if ok else f"{step} attempt {attempt} {outcome.value}",
+        finished_at=iso(now),
+        non_retryable=outcome is Outcome.NON_RETRYABLE,
+        handed_back=outcome is Outcome.HANDED_BACK,
+    )

@@ -1,0 +1,36 @@
+"""Minimal reproducers of engine bugs the properties found, kept as regression tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from dispatcher import State, decide, due, fold
+from schemas import RunRequested, StepDef, StepQueued, StepResult, WorkflowDef
+from tests.property.harness import T0
+from tests.property.history import SCOPE
+
+
+def feed(state: State, message: Any) -> list[Any]:
+    outputs = decide(state, SCOPE, message, T0)
+    fold(state, SCOPE, message)
+    for out in outputs:
+        fold(state, SCOPE, out.message)
+    return [o.message for o in outputs]
+
+
+def test_no_retry_is_released_once_the_run_is_failing() -> None:
+    wf = WorkflowDef(
+        name="wf",
+        version="v1",
+        steps=(StepDef("a", retries=1, backoff_factor=2.0), StepDef("b")),
+        on_failure=StepDef("cleanup"),
+    )
+    state = State()
+    fold(state, SCOPE, wf)
+    feed(state, RunRequested("r1", "wf", {}))
+    feed(state, StepResult("r1", "a", 1, 1, "w1", ok=False, error="flaky"))  # retry in 2 s
+    feed(state, StepResult("r1", "b", 1, 1, "w1", ok=False, error="broken"))  # cleanup runs
+    later = [m.message for d in due(state, T0 + dt.timedelta(seconds=2)) for m in d]
+    # The run has failed and its on-failure step is running: step a must not run again.
+    assert not [m for m in later if isinstance(m, StepQueued)], later
