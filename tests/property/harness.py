@@ -85,6 +85,9 @@ class Sim:
         self.log: list[Logged] = []
         self.inputs: list[Any] = []
         self.history = History()
+        # Deliveries that already reported: a worker sends one result per delivery (its dedup
+        # id names the delivery); running the step again is a new delivery.
+        self.reported: set[tuple[str, str, int, int]] = set()
         self.feed(wf)
 
     # -- the service's loop ---------------------------------------------------------------
@@ -191,6 +194,9 @@ class Sim:
             delivery = self.assign(run_id, step, attempt)
         if zombie and delivery > 1:
             delivery -= 1
+        if (*key, delivery) in self.reported:
+            delivery = self.assign(run_id, step, attempt)
+        self.reported.add((*key, delivery))
         self.feed(report(run_id, step, attempt, delivery, outcome, self.now))
 
     # -- termination ----------------------------------------------------------------------
