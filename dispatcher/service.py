@@ -82,6 +82,8 @@ class Dispatcher:
         sub = await js.pull_subscribe_bind(DISPATCHER_CONSUMER, stream=stream_name(self.tenant))
         self.ready.set()
         failures = 0
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
         try:
             while not self._stopping.is_set():
                 try:
@@ -104,7 +106,9 @@ class Dispatcher:
                     continue
                 for msg in msgs:
                     await self._handle(msg)
-                await self._tick()
+                if loop.time() >= next_tick:  # due() scans every run in flight: not per batch
+                    await self._tick()
+                    next_tick = loop.time() + TICK_S
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

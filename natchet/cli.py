@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import NatchetError, NatsOptions
-from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, EngineSettings, layered_env
+from natchet.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_TENANT,
+    EngineSettings,
+    layered_env,
+    resolve_tenant,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _nats_arguments(sp: argparse.ArgumentParser) -> None:
+    """For commands that go through NATS as the engine (see natchet.tenancy.cli)."""
+    sp.add_argument("--tenant")
+    sp.add_argument("--nats-url")
+    sp.add_argument("--nats-auth-file")
+
+
 def _add_inspection(sub: Any) -> None:
     """runs, workers and events: reading what happened."""
     runs = sub.add_parser("runs", help="runs, read from Postgres")
@@ -72,18 +85,14 @@ def _add_inspection(sub: Any) -> None:
     rc = runs_sub.add_parser("cancel", help="cancel a run (through NATS)")
     rc.add_argument("run_id")
     rc.add_argument("--reason")
-    rc.add_argument("--tenant")
     rc.add_argument("--namespace", default="default")
-    rc.add_argument("--nats-url")
-    rc.add_argument("--nats-auth-file")
+    _nats_arguments(rc)
 
     workers = sub.add_parser("workers", help="worker liveness, from heartbeats in NATS")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     wl = workers_sub.add_parser("list")
     wl.add_argument("--json", action="store_true")
-    wl.add_argument("--tenant")
-    wl.add_argument("--nats-url")
-    wl.add_argument("--nats-auth-file")
+    _nats_arguments(wl)
 
     rg = runs_sub.add_parser("get")
     rg.add_argument("run_id")
@@ -178,11 +187,7 @@ async def _push(args: argparse.Namespace) -> int:
         raise NatchetError("no NATS address: pass --nats-url or run `natchet dev` here")
     token = env.get("HATCHET_CLIENT_TOKEN") or None
     issued = parse_token(token) if token and token.startswith(TOKEN_PREFIX) else None
-    tenant = (
-        args.tenant
-        or env.get("HATCHET_CLIENT_TENANT_ID")
-        or (issued.tenant if issued else DEFAULT_TENANT)
-    )
+    tenant = resolve_tenant(args.tenant, env, issued.tenant if issued else DEFAULT_TENANT)
     namespace = args.namespace or env.get("HATCHET_CLIENT_NAMESPACE") or "default"
     options = NatsOptions(
         url=url, name="natchet-cli", token=token, inbox_prefix=inbox_prefix(tenant)

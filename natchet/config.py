@@ -49,6 +49,11 @@ def layered_env(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
     return env
 
 
+def resolve_tenant(flag: str | None, env: Mapping[str, str], default: str = DEFAULT_TENANT) -> str:
+    """--tenant, else HATCHET_CLIENT_TENANT_ID, else ``default``."""
+    return flag or env.get("HATCHET_CLIENT_TENANT_ID") or default
+
+
 def tenants_from(value: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in value.split(",") if t.strip())
     try:

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from eventstore import Append, append, connect, latest
-from natchet.config import DEFAULT_TENANT, layered_env
+from natchet.config import layered_env, resolve_tenant
 from natchet.tenancy.cli import engine_options
 from schemas import RunCancelRequested, Scope, WorkerHeartbeat, WorkerStatus, encode
 from schemas.codec import DecodeError, decode_as
@@ -18,8 +18,7 @@ DEAD_AFTER_S = 6.0
 
 
 def _tenant(args: argparse.Namespace) -> str:
-    env = layered_env()
-    return str(args.tenant or env.get("HATCHET_CLIENT_TENANT_ID") or DEFAULT_TENANT)
+    return resolve_tenant(args.tenant, layered_env())
 
 
 async def runs_cancel(args: argparse.Namespace) -> int:

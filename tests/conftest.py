@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -23,15 +24,18 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout_s: float = 20.0, interval_s: float = 0.05
+    check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 20.0, interval_s: float = 0.05
 ) -> T:
-    """Poll ``check`` until it returns a truthy value (returned) or the deadline passes."""
+    """Poll ``check`` (a predicate, sync or async) until it returns a truthy value (returned)
+    or the deadline passes."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
     last: Any = None
     while True:
         try:
-            last = await check()
+            last = check()
+            if inspect.isawaitable(last):
+                last = await last
         except AssertionError as exc:
             last = exc
         else:

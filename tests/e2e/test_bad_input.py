@@ -128,14 +128,10 @@ async def test_workers_list_shows_liveness(
         return list(json.loads(out.stdout))
 
     async with running(worker):
-        [row] = await eventually(lambda: _async(listed()))
+        [row] = await eventually(listed)
         assert row["name"] == "visible" and row["id"] == worker.id
         assert row["status"] == "ACTIVE" and row["slots"] == 3
         assert row["actions"] == ["Echo:say"]
     hatchet.close()
     [row] = listed()
     assert row["status"] == "STOPPED"
-
-
-async def _async(value: Any) -> Any:
-    return value

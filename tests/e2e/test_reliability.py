@@ -153,7 +153,7 @@ async def test_step_timeout_fails_the_attempt(
     async with running(worker):
         ref = await hatchet.admin.aio_run_workflow("Slow", {})
         run = await run_ends(db, ref.workflow_run_id)
-        await eventually(lambda: asyncio.sleep(0, seen_cancel.is_set()))
+        await eventually(seen_cancel.is_set)
     hatchet.close()
     assert run["status"] == "FAILED"
     errors = {s["name"]: s["attempts"][0]["error"] for s in run["steps"] if s["attempts"]}
@@ -245,11 +245,11 @@ async def test_cancel_stops_running_async_and_sync_steps(
     async with running(worker):
         ref = await hatchet.admin.aio_run_workflow("LongJob", {})
         await asyncio.wait_for(started["async"].wait(), 20)
-        await eventually(lambda: asyncio.sleep(0, started["sync"].is_set()))
+        await eventually(started["sync"].is_set)
         await hatchet.admin.aio_cancel(ref.workflow_run_id, reason="user asked")
         with pytest.raises(WorkflowRunError, match="CANCELLED"):
             await ref.result()
-        await eventually(lambda: asyncio.sleep(0, got["sync_saw_flag"].is_set()))
+        await eventually(got["sync_saw_flag"].is_set)
         run = await run_ends(db, ref.workflow_run_id)
 
         async def attempts_settled() -> bool:
@@ -289,7 +289,7 @@ async def test_graceful_shutdown_finishes_or_hands_back_running_steps(
         ref = await hatchet.admin.aio_run_workflow("Steady", {})
         await asyncio.wait_for(began.wait(), 20)
         # quick finishes within the grace period; slow starts after it and cannot finish.
-        await eventually(lambda: asyncio.sleep(0, first.completed == 1 and first._running))
+        await eventually(lambda: first.completed == 1 and first._running)
     assert first.handed_back == 1
     second = hatchet.worker("second", max_runs=2)
     second.register_workflow(Steady())
