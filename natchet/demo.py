@@ -122,7 +122,7 @@ async def run_demo(events: int = 10) -> int:
                 )
                 runs = await _watch(stack.database_url, events, 60)
                 async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
-                    detail = await get_run(conn, runs[0]["id"])
+                    detail = await get_run(conn, runs[0]["id"], tenant=TENANT)
                 _print_summary(runs, detail)
                 ok = all(r["status"] == "SUCCEEDED" for r in runs)
         finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from natchet.config import layered_env, resolve_tenant
 from projector import get_run, list_events, list_runs
 
 
@@ -37,11 +38,19 @@ async def runs_list(
     return 0
 
 
-async def runs_get(database_url: str, run_id: str, *, as_json: bool) -> int:
+async def runs_get(
+    database_url: str, run_id: str, *, as_json: bool, tenant: str | None = None
+) -> int:
+    """Run ids are only unique within a tenant: ``tenant`` (else the environment's, see
+    :func:`natchet.config.resolve_tenant`) says whose run ``run_id`` is."""
+    tenant = resolve_tenant(tenant, layered_env())
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        run = await get_run(conn, run_id)
+        run = await get_run(conn, run_id, tenant=tenant)
     if run is None:
-        print(f"natchet: no run {run_id} in the projection (it may not be projected yet)")
+        print(
+            f"natchet: no run {run_id} of tenant {tenant} in the projection"
+            " (it may not be projected yet)"
+        )
         return 1
     if as_json:
         print(_dump(run))

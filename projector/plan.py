@@ -16,10 +16,12 @@ Attempt statuses: ``RUNNING``, then ``SUCCEEDED`` or ``FAILED`` from its result;
 when a later delivery of the same attempt was assigned (its worker is presumed dead). A
 result newer than any of these still wins.
 
-Tenants: run ids of direct runs are chosen by clients, and all tenants share one ``runs``
-table, so every run-scoped statement applies only to a run row of the message's own
-tenant; a ``created`` or ``rejected`` for an id another tenant already holds becomes a
-rejection.
+Tenants: run ids are not unique across tenants (clients choose those of direct runs, the
+dispatcher derives the others predictably), and all tenants share the tables. So a run is
+keyed by ``(tenant, id)`` and every row under it (steps, attempts, log lines) carries its
+tenant; every statement reads and writes only rows of the message's own tenant, the one in
+its subject. Two tenants using the same run id each get their own run; neither can see,
+change or squat the other's.
 """
 
 from __future__ import annotations
@@ -140,20 +142,22 @@ def _workflow(tenant: str, seq: int, parsed: ParsedSubject, wf: schemas.Workflow
     )
 
 
-# A condition: the run exists and belongs to the message's tenant.
-_OWNED = " EXISTS (SELECT 1 FROM runs WHERE runs.id = %(run_id)s AND runs.tenant = %(tenant)s)"
+# A condition: the run exists (in the message's tenant). Rows under a run are only inserted
+# once it does; updates need no such check, their rows exist only under a run.
+_RUN_EXISTS = " EXISTS (SELECT 1 FROM runs WHERE runs.tenant = %(tenant)s AND runs.id = %(run_id)s)"
+# Where a statement on steps or attempts picks the rows of the message's run.
+_OF_RUN = " tenant = %(tenant)s AND run_id = %(run_id)s"
 _LOST = "no result: the task was redelivered to another worker (worker presumed dead)"
 _HANDED_BACK = "handed back: the worker shut down before finishing"
 _RUN_ENDED = "the run ended before this attempt reported"
-_FOREIGN = "run id already used by another tenant"
 
 
 def _run_message(tenant: str, record: Record, parsed: ParsedSubject, msg: Any) -> list[Stmt]:
     base = {"seq": record.seq, "run_id": v.text(parsed.run_id, "run_id"), "tenant": tenant}
     if isinstance(msg, schemas.RunCreated):
-        return [_foreign(base, record), *_created(base | {"ns": parsed.scope.namespace}, msg)]
+        return _created(base | {"ns": parsed.scope.namespace}, msg)
     if isinstance(msg, schemas.RunRejected):
-        return [_foreign(base, record), _rejected(base | {"ns": parsed.scope.namespace}, msg)]
+        return [_rejected(base | {"ns": parsed.scope.namespace}, msg)]
     if isinstance(msg, schemas.RunRequested):
         return []  # the dispatcher answers with created or rejected
     if isinstance(msg, schemas.RunCancelRequested):
@@ -175,22 +179,6 @@ def _run_message(tenant: str, record: Record, parsed: ParsedSubject, msg: Any) -
     if isinstance(msg, schemas.StepLog):
         return [_log(step, msg)]
     raise DecodeError(f"the projector does not know run messages of kind {parsed.run_kind!r}")
-
-
-def _foreign(base: dict[str, Any], record: Record) -> Stmt:
-    """A rejection, when the run id already belongs to another tenant."""
-    return Stmt(
-        "INSERT INTO rejections (tenant, seq, subject, reason, at)"
-        " SELECT %(tenant)s::text, %(seq)s::bigint, %(subject)s::text, %(reason)s::text,"
-        " %(at)s::timestamptz WHERE EXISTS (SELECT 1 FROM runs"
-        " WHERE runs.id = %(run_id)s AND runs.tenant <> %(tenant)s) ON CONFLICT DO NOTHING",
-        base
-        | {
-            "subject": v.text(record.subject, "subject"),
-            "reason": _FOREIGN,
-            "at": received_at(record),
-        },
-    )
 
 
 def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
@@ -215,9 +203,10 @@ def _created(params: dict[str, Any], msg: schemas.RunCreated) -> list[Stmt]:
         defs.append((msg.on_failure, True))
     steps = [
         Stmt(
-            "INSERT INTO steps (run_id, name, parents, status, on_failure, last_seq)"
-            " SELECT %(run_id)s::text, %(name)s::text, %(parents)s::text[], 'PENDING',"
-            " %(on_failure)s::boolean, %(seq)s::bigint WHERE" + _OWNED + " ON CONFLICT DO NOTHING",
+            "INSERT INTO steps (tenant, run_id, name, parents, status, on_failure, last_seq)"
+            " SELECT %(tenant)s::text, %(run_id)s::text, %(name)s::text, %(parents)s::text[],"
+            " 'PENDING', %(on_failure)s::boolean, %(seq)s::bigint"
+            " WHERE" + _RUN_EXISTS + " ON CONFLICT DO NOTHING",
             {
                 "run_id": params["run_id"],
                 "tenant": params["tenant"],
@@ -252,7 +241,7 @@ def _cancel_requested(params: dict[str, Any], msg: schemas.RunCancelRequested) -
     # The first request of a run still going counts; the dispatcher ignores the others.
     return Stmt(
         "UPDATE runs SET cancel_requested_at = %(at)s, cancel_reason = %(reason)s,"
-        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " last_seq = %(seq)s WHERE tenant = %(tenant)s AND id = %(run_id)s"
         " AND last_seq < %(seq)s AND cancel_requested_at IS NULL"
         " AND status NOT IN " + _TERMINAL,
         params
@@ -272,7 +261,7 @@ def _finished(params: dict[str, Any], msg: schemas.RunFinished) -> list[Stmt]:
     }
     run = Stmt(
         "UPDATE runs SET status = %(status)s, error = %(error)s, finished_at = %(at)s,"
-        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " last_seq = %(seq)s WHERE tenant = %(tenant)s AND id = %(run_id)s"
         " AND last_seq < %(seq)s",
         params,
     )
@@ -281,8 +270,8 @@ def _finished(params: dict[str, Any], msg: schemas.RunFinished) -> list[Stmt]:
     # Attempts nobody reported on; a result appended later still wins (newer seq).
     attempts = Stmt(
         "UPDATE attempts SET status = 'CANCELLED', error = %(why)s, finished_at = %(at)s,"
-        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND status = 'RUNNING'"
-        " AND last_seq < %(seq)s AND" + _OWNED,
+        " last_seq = %(seq)s WHERE" + _OF_RUN + " AND status = 'RUNNING'"
+        " AND last_seq < %(seq)s",
         params,
     )
     return [run, attempts]
@@ -292,9 +281,8 @@ def _queued(params: dict[str, Any]) -> Stmt:
     return Stmt(
         "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
         " ELSE 'QUEUED' END, queued_at = COALESCE(queued_at, %(at)s), attempt = %(attempt)s,"
-        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
-        " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s"
-        " AND" + _OWNED,
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE" + _OF_RUN + ""
+        " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s",
         params,
     )
 
@@ -302,9 +290,9 @@ def _queued(params: dict[str, Any]) -> Stmt:
 def _retry_scheduled(params: dict[str, Any], msg: schemas.StepRetryScheduled) -> Stmt:
     return Stmt(
         "UPDATE steps SET status = 'QUEUED', attempt = %(next_attempt)s, error = %(error)s,"
-        " retry_due_at = %(due_at)s, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " retry_due_at = %(due_at)s, last_seq = %(seq)s WHERE" + _OF_RUN + ""
         " AND name = %(step)s AND last_seq < %(seq)s AND status NOT IN " + _TERMINAL + ""
-        " AND COALESCE(attempt, 0) < %(next_attempt)s AND" + _OWNED,
+        " AND COALESCE(attempt, 0) < %(next_attempt)s",
         params
         | {
             "next_attempt": v.count(msg.next_attempt, "next_attempt"),
@@ -322,11 +310,12 @@ def _assigned(params: dict[str, Any], msg: schemas.StepAssigned) -> list[Stmt]:
         "why": _LOST,
     }
     attempt = Stmt(
-        "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, worker_name, status,"
-        " started_at, last_seq) SELECT %(run_id)s::text, %(step)s::text, %(attempt)s::integer,"
-        " %(delivery)s::integer, %(worker_id)s::text, %(worker_name)s::text, 'RUNNING',"
-        " %(at)s::timestamptz, %(seq)s::bigint WHERE" + _OWNED + ""
-        " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
+        "INSERT INTO attempts (tenant, run_id, step, attempt, delivery, worker_id, worker_name,"
+        " status, started_at, last_seq) SELECT %(tenant)s::text, %(run_id)s::text,"
+        " %(step)s::text, %(attempt)s::integer, %(delivery)s::integer, %(worker_id)s::text,"
+        " %(worker_name)s::text, 'RUNNING', %(at)s::timestamptz, %(seq)s::bigint"
+        " WHERE" + _RUN_EXISTS + ""
+        " ON CONFLICT (tenant, run_id, step, attempt, delivery) DO UPDATE SET"
         " worker_id = excluded.worker_id, worker_name = excluded.worker_name,"
         " started_at = COALESCE(attempts.started_at, excluded.started_at),"
         " last_seq = excluded.last_seq WHERE attempts.last_seq < excluded.last_seq",
@@ -335,27 +324,26 @@ def _assigned(params: dict[str, Any], msg: schemas.StepAssigned) -> list[Stmt]:
     # JetStream redelivered the task: whoever held an earlier delivery never answered.
     lost = Stmt(
         "UPDATE attempts SET status = 'LOST', error = %(why)s, finished_at = %(at)s,"
-        " last_seq = %(seq)s WHERE run_id = %(run_id)s AND step = %(step)s"
+        " last_seq = %(seq)s WHERE" + _OF_RUN + " AND step = %(step)s"
         " AND attempt = %(attempt)s AND delivery < %(delivery)s AND status = 'RUNNING'"
-        " AND last_seq < %(seq)s AND" + _OWNED,
+        " AND last_seq < %(seq)s",
         params,
     )
     step = Stmt(
         "UPDATE steps SET status = CASE WHEN status IN " + _TERMINAL + " THEN status"
         " ELSE 'RUNNING' END, started_at = COALESCE(started_at, %(at)s), attempt = %(attempt)s,"
-        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE" + _OF_RUN + ""
         " AND name = %(step)s AND last_seq < %(seq)s AND COALESCE(attempt, 0) <= %(attempt)s"
         # A stale copy of an assignment whose delivery (or a later one) already reported,
         # say handed back, must not make the step RUNNING again.
-        " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.run_id = %(run_id)s"
-        " AND a.step = %(step)s AND a.attempt = %(attempt)s AND a.delivery >= %(delivery)s"
-        " AND a.finished_at IS NOT NULL)"
-        " AND" + _OWNED,
+        " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.tenant = %(tenant)s"
+        " AND a.run_id = %(run_id)s AND a.step = %(step)s AND a.attempt = %(attempt)s"
+        " AND a.delivery >= %(delivery)s AND a.finished_at IS NOT NULL)",
         params,
     )
     run = Stmt(
         "UPDATE runs SET status = 'RUNNING', started_at = COALESCE(started_at, %(at)s),"
-        " last_seq = %(seq)s WHERE id = %(run_id)s AND tenant = %(tenant)s"
+        " last_seq = %(seq)s WHERE tenant = %(tenant)s AND id = %(run_id)s"
         " AND status = 'QUEUED' AND last_seq < %(seq)s",
         params,
     )
@@ -378,11 +366,12 @@ def _result(params: dict[str, Any], msg: schemas.StepResult) -> list[Stmt]:
         "output": v.jsonb(msg.output) if ok or msg.output is not None else None,
     }
     attempt = Stmt(
-        "INSERT INTO attempts (run_id, step, attempt, delivery, worker_id, status, finished_at,"
-        " error, output, last_seq) SELECT %(run_id)s::text, %(step)s::text,"
-        " %(attempt)s::integer, %(delivery)s::integer, %(worker_id)s::text, %(status)s::text,"
-        " %(at)s::timestamptz, %(error)s::text, %(output)s::jsonb, %(seq)s::bigint"
-        " WHERE" + _OWNED + " ON CONFLICT (run_id, step, attempt, delivery) DO UPDATE SET"
+        "INSERT INTO attempts (tenant, run_id, step, attempt, delivery, worker_id, status,"
+        " finished_at, error, output, last_seq) SELECT %(tenant)s::text, %(run_id)s::text,"
+        " %(step)s::text, %(attempt)s::integer, %(delivery)s::integer, %(worker_id)s::text,"
+        " %(status)s::text, %(at)s::timestamptz, %(error)s::text, %(output)s::jsonb,"
+        " %(seq)s::bigint WHERE" + _RUN_EXISTS + ""
+        " ON CONFLICT (tenant, run_id, step, attempt, delivery) DO UPDATE SET"
         " status = excluded.status, finished_at = excluded.finished_at,"
         " error = excluded.error, output = excluded.output,"
         " worker_id = COALESCE(attempts.worker_id, excluded.worker_id),"
@@ -394,11 +383,11 @@ def _result(params: dict[str, Any], msg: schemas.StepResult) -> list[Stmt]:
     # Another delivery of this attempt follows: the step waits for it, unless it has
     # already been assigned.
     step = Stmt(
-        "UPDATE steps SET status = 'QUEUED', last_seq = %(seq)s WHERE run_id = %(run_id)s"
+        "UPDATE steps SET status = 'QUEUED', last_seq = %(seq)s WHERE" + _OF_RUN + ""
         " AND name = %(step)s AND status = 'RUNNING' AND attempt = %(attempt)s"
         " AND last_seq < %(seq)s AND NOT EXISTS (SELECT 1 FROM attempts a"
-        " WHERE a.run_id = %(run_id)s AND a.step = %(step)s AND a.attempt = %(attempt)s"
-        " AND a.delivery > %(delivery)s) AND" + _OWNED,
+        " WHERE a.tenant = %(tenant)s AND a.run_id = %(run_id)s AND a.step = %(step)s"
+        " AND a.attempt = %(attempt)s AND a.delivery > %(delivery)s)",
         params,
     )
     return [attempt, step]
@@ -409,7 +398,7 @@ def _log(params: dict[str, Any], msg: schemas.StepLog) -> Stmt:
         "INSERT INTO step_logs (tenant, seq, run_id, step, attempt, delivery, line, at)"
         " SELECT %(tenant)s::text, %(seq)s::bigint, %(run_id)s::text, %(step)s::text,"
         " %(attempt)s::integer, %(delivery)s::integer, %(line)s::text, %(at)s::timestamptz"
-        " WHERE" + _OWNED + " ON CONFLICT DO NOTHING",
+        " WHERE" + _RUN_EXISTS + " ON CONFLICT DO NOTHING",
         params | {"line": v.text(msg.line, "line"), "at": v.timestamp(msg.at, "at")},
     )
 
@@ -421,8 +410,8 @@ def _step_finished(params: dict[str, Any], msg: schemas.StepFinished) -> Stmt:
     return Stmt(
         "UPDATE steps SET status = %(status)s, output = %(output)s, error = %(error)s,"
         " finished_at = %(at)s, attempt = GREATEST(attempt, NULLIF(%(attempt)s, 0)),"
-        " retry_due_at = NULL, last_seq = %(seq)s WHERE run_id = %(run_id)s"
-        " AND name = %(step)s AND last_seq < %(seq)s AND" + _OWNED,
+        " retry_due_at = NULL, last_seq = %(seq)s WHERE" + _OF_RUN + ""
+        " AND name = %(step)s AND last_seq < %(seq)s",
         params
         | {
             "status": str(msg.status),

@@ -63,7 +63,8 @@ async def list_runs(
     limit: int = 100,
     schema: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs matching every filter given, newest first (without their steps)."""
+    """Runs matching every filter given, newest first (without their steps). Without
+    ``tenant``, every tenant's: a run is then told apart by its ``tenant`` and ``id``."""
     rows = await _fetch(
         conn,
         "SELECT " + _RUN_COLUMNS + " FROM runs"
@@ -71,7 +72,7 @@ async def list_runs(
         " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
         " AND (%(status)s::text IS NULL OR status = %(status)s)"
         " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
-        " ORDER BY created_at DESC, id LIMIT %(limit)s",
+        " ORDER BY created_at DESC, id, tenant LIMIT %(limit)s",
         {
             "tenant": tenant,
             "namespace": namespace,
@@ -85,14 +86,23 @@ async def list_runs(
 
 
 async def get_run(
-    conn: psycopg.AsyncConnection[Any], run_id: str, *, schema: str | None = None
+    conn: psycopg.AsyncConnection[Any],
+    run_id: str,
+    *,
+    tenant: str,
+    schema: str | None = None,
 ) -> dict[str, Any] | None:
-    """One run with its steps, their attempts and their log lines; ``None`` if unknown.
+    """``tenant``'s run ``run_id`` with its steps, their attempts and their log lines;
+    ``None`` if that tenant has no such run (run ids are only unique within a tenant: another
+    tenant's run of the same id is never returned, nor anything under it).
 
     Steps come in the order they were queued, the on-failure step (``on_failure``) last."""
-    params = {"id": run_id}
+    params = {"tenant": tenant, "id": run_id}
     runs = await _fetch(
-        conn, "SELECT " + _RUN_COLUMNS + " FROM runs WHERE id = %(id)s", params, schema
+        conn,
+        "SELECT " + _RUN_COLUMNS + " FROM runs WHERE tenant = %(tenant)s AND id = %(id)s",
+        params,
+        schema,
     )
     if not runs:
         return None
@@ -100,7 +110,7 @@ async def get_run(
     steps = await _fetch(
         conn,
         "SELECT name, parents, status, output, error, queued_at, started_at, finished_at,"
-        " retry_due_at, on_failure FROM steps WHERE run_id = %(id)s"
+        " retry_due_at, on_failure FROM steps WHERE tenant = %(tenant)s AND run_id = %(id)s"
         " ORDER BY on_failure, queued_at NULLS LAST, name",
         params,
         schema,
@@ -108,13 +118,15 @@ async def get_run(
     attempts = await _fetch(
         conn,
         "SELECT step, attempt, delivery, worker_id, worker_name, status, started_at,"
-        " finished_at, error FROM attempts WHERE run_id = %(id)s ORDER BY attempt, delivery",
+        " finished_at, error FROM attempts WHERE tenant = %(tenant)s AND run_id = %(id)s"
+        " ORDER BY attempt, delivery",
         params,
         schema,
     )
     logs = await _fetch(
         conn,
-        "SELECT step, at, line, attempt FROM step_logs WHERE run_id = %(id)s ORDER BY seq",
+        "SELECT step, at, line, attempt FROM step_logs"
+        " WHERE tenant = %(tenant)s AND run_id = %(id)s ORDER BY seq",
         params,
         schema,
     )

@@ -2,6 +2,20 @@
 -- a projection rebuilt from the same messages is identical. ``last_seq`` is the stream
 -- sequence of the message that last changed a row; an update applies only to older rows.
 -- Unqualified names: migrate() runs this with search_path set to the target schema.
+--
+-- Run ids are not unique across tenants (clients choose them, the dispatcher derives them
+-- predictably), so a run is keyed by (tenant, id) and every row under it by its tenant too.
+--
+-- The layout has a version (migrations.SCHEMA_VERSION, recorded in projector_schema_version).
+-- A database of an older version is not altered in place: migrate() drops the projection
+-- tables and recreates them, and the projector rebuilds them from the log. So a change to
+-- this file that CREATE TABLE IF NOT EXISTS does not apply must raise SCHEMA_VERSION.
+
+-- One row: the layout version the tables of this schema were created with.
+CREATE TABLE IF NOT EXISTS projector_schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS projector_checkpoints (
     stream   text PRIMARY KEY,
@@ -33,7 +47,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 
 CREATE TABLE IF NOT EXISTS runs (
-    id                    text PRIMARY KEY,
+    id                    text NOT NULL,
     tenant                text NOT NULL,
     namespace             text NOT NULL,
     workflow              text NOT NULL,
@@ -46,28 +60,40 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at            timestamptz NOT NULL,
     started_at            timestamptz,
     finished_at           timestamptz,
-    last_seq              bigint NOT NULL
+    last_seq              bigint NOT NULL,
+    cancel_requested_at   timestamptz,
+    cancel_reason         text,
+    PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS runs_tenant_namespace_status ON runs (tenant, namespace, status);
 CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at DESC);
 
 -- status: PENDING (in the DAG, not yet queued), then QUEUED, RUNNING, and a terminal one.
+-- retry_due_at: when the step's next attempt is due (a retry with backoff); NULL once queued.
+-- on_failure: the run's on-failure step, not part of the DAG, runs only when the run fails.
 CREATE TABLE IF NOT EXISTS steps (
-    run_id      text NOT NULL,
-    name        text NOT NULL,
-    parents     text[] NOT NULL,
-    status      text NOT NULL,
-    output      jsonb,
-    error       text,
-    queued_at   timestamptz,
-    started_at  timestamptz,
-    finished_at timestamptz,
-    attempt     integer,
-    last_seq    bigint NOT NULL,
-    PRIMARY KEY (run_id, name)
+    tenant       text NOT NULL,
+    run_id       text NOT NULL,
+    name         text NOT NULL,
+    parents      text[] NOT NULL,
+    status       text NOT NULL,
+    output       jsonb,
+    error        text,
+    queued_at    timestamptz,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    attempt      integer,
+    last_seq     bigint NOT NULL,
+    retry_due_at timestamptz,
+    on_failure   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant, run_id, name)
 );
 
+-- status: RUNNING, then SUCCEEDED or FAILED; LOST (a later delivery of the same attempt was
+-- assigned: the worker holding this one is presumed dead) or CANCELLED (handed back, or the
+-- run ended first).
 CREATE TABLE IF NOT EXISTS attempts (
+    tenant      text NOT NULL,
     run_id      text NOT NULL,
     step        text NOT NULL,
     attempt     integer NOT NULL,
@@ -80,7 +106,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       text,
     output      jsonb,
     last_seq    bigint NOT NULL,
-    PRIMARY KEY (run_id, step, attempt, delivery)
+    PRIMARY KEY (tenant, run_id, step, attempt, delivery)
 );
 
 CREATE TABLE IF NOT EXISTS step_logs (
@@ -94,7 +120,7 @@ CREATE TABLE IF NOT EXISTS step_logs (
     at       timestamptz NOT NULL,
     PRIMARY KEY (tenant, seq)
 );
-CREATE INDEX IF NOT EXISTS step_logs_run_step ON step_logs (run_id, step);
+CREATE INDEX IF NOT EXISTS step_logs_tenant_run_step ON step_logs (tenant, run_id, step);
 
 -- Messages the projector could not decode or store: recorded, then skipped.
 CREATE TABLE IF NOT EXISTS rejections (
@@ -106,14 +132,3 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (tenant, seq)
 );
 
--- Reliability (retries with backoff, cancellation, on-failure steps). Added with ALTER so that
--- an existing database upgrades in place, and so that a fresh schema and an upgraded one have
--- their columns in the same order (``natchet replay`` compares them row by row).
--- Attempt statuses gain LOST (a later delivery of the same attempt was assigned: the worker
--- holding this one is presumed dead) and CANCELLED (handed back, or the run ended first).
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS cancel_requested_at timestamptz;
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS cancel_reason text;
--- When the step's next attempt is due (a retry with backoff); NULL once it is queued.
-ALTER TABLE steps ADD COLUMN IF NOT EXISTS retry_due_at timestamptz;
--- The run's on-failure step: not part of the DAG, runs only when the run fails.
-ALTER TABLE steps ADD COLUMN IF NOT EXISTS on_failure boolean NOT NULL DEFAULT false;

@@ -25,12 +25,25 @@ def worker_env(server: NatsServer, tenant: str, namespace: str = "default") -> d
 
 
 async def run_ends(
-    db: psycopg.AsyncConnection[Any], run_id: str, *, timeout_s: float = 30.0
+    db: psycopg.AsyncConnection[Any],
+    run_id: str,
+    *,
+    tenant: str | None = None,
+    timeout_s: float = 30.0,
 ) -> dict[str, Any]:
-    """The run as projected, once it reached a terminal status."""
+    """The run as projected, once it reached a terminal status (``tenant``: the only tenant
+    with that run id, when not given)."""
 
     async def terminal() -> dict[str, Any] | None:
-        run = await get_run(db, run_id)
+        owner = tenant
+        if owner is None:
+            cur = await db.execute("SELECT tenant FROM runs WHERE id = %s", (run_id,))
+            rows = await cur.fetchall()
+            assert len(rows) <= 1, f"run id {run_id} in several tenants: pass tenant="
+            if not rows:
+                return None
+            owner = rows[0][0]
+        run = await get_run(db, run_id, tenant=owner)
         if run and run["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return run
         return None
@@ -40,4 +53,8 @@ async def run_ends(
 
 async def runs_of(db: psycopg.AsyncConnection[Any], tenant: str) -> list[dict[str, Any]]:
     cur = await db.execute("SELECT id FROM runs WHERE tenant = %s ORDER BY created_at", (tenant,))
-    return [r for (rid,) in await cur.fetchall() if (r := await get_run(db, rid)) is not None]
+    return [
+        r
+        for (rid,) in await cur.fetchall()
+        if (r := await get_run(db, rid, tenant=tenant)) is not None
+    ]

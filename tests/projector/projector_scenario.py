@@ -133,9 +133,9 @@ class Writer:
     def cancelled(self, k: Key, why: str, t: float) -> StepFinished:
         return StepFinished(*k, RunStatus.CANCELLED, error=why, at=at(t))
 
-    async def diamond(self, t: float = 0.0) -> Diamond:
+    async def diamond(self, t: float = 0.0, run_id: str | None = None) -> Diamond:
         """A whole successful run triggered by a new event, starting ``t`` seconds in."""
-        r = str(uuid.uuid4())
+        r = run_id or str(uuid.uuid4())
         event_seq = await self.put(Append(self.scope.event(EVENT_KEY), encode_json({"order": 42})))
         trigger = TriggeredBy(EVENT_KEY, str(event_seq))
         await self.put(
@@ -171,8 +171,8 @@ class Writer:
         )
         return Diamond(r, event_seq, t, last)
 
-    async def rejected(self, t: float = 0.0) -> str:
-        r = str(uuid.uuid4())
+    async def rejected(self, t: float = 0.0, run_id: str | None = None) -> str:
+        r = run_id or str(uuid.uuid4())
         await self.put(RunRequested(r, "nope", {"x": 1}, requested_at=at(t)))
         await self.put(RunRejected(r, "nope", "unknown workflow 'nope'", at=at(t + 1)))
         return r

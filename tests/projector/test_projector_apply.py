@@ -25,15 +25,15 @@ async def test_rows_match_the_messages(
     await migrate(conn)
     await apply_records(conn, tenant, records)
 
-    assert await get_run(conn, diamond.run_id) == expected_run(diamond, tenant)
-    rejected = await get_run(conn, rejected_id)
+    assert await get_run(conn, diamond.run_id, tenant=tenant) == expected_run(diamond, tenant)
+    rejected = await get_run(conn, rejected_id, tenant=tenant)
     assert rejected is not None
     assert rejected["status"] == "FAILED"
     assert rejected["error"] == "unknown workflow 'nope'"
     assert rejected["workflow"] == "nope"
     assert rejected["created_at"] == rejected["finished_at"]
     assert rejected["steps"] == []
-    assert await get_run(conn, "no-such-run") is None
+    assert await get_run(conn, "no-such-run", tenant=tenant) is None
 
     runs = await list_runs(conn, tenant=tenant)
     assert [r["id"] for r in runs] == history.run_ids()  # newest first

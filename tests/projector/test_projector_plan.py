@@ -3,6 +3,7 @@ statements or a rejection, never raises."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -106,9 +107,8 @@ def test_valid_messages_with_broken_fields_plan_or_reject(message: tuple[str, An
 def test_every_valid_message_plans() -> None:
     for kind, body in VALID.items():
         stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
-        # created and rejected carry a conditional rejection: the run id is another tenant's.
-        guarded = [s for s in stmts if "rejections" in s.sql]
-        assert all("runs.tenant <> %(tenant)s" in s.sql for s in guarded), kind
+        # Run ids are per tenant: another tenant holding the same id is no reason to reject.
+        assert not any("rejections" in s.sql for s in stmts), kind
 
 
 @settings(max_examples=200, deadline=None)
@@ -127,6 +127,32 @@ def test_every_run_statement_is_scoped_to_the_tenant() -> None:
         assert stmts, kind
         for s in stmts:
             assert "tenant" in s.sql and s.params["tenant"] == TENANT, (kind, s.sql)
+
+
+# A run id used to pick rows (``run_id = ...``, ``runs.id = ...``) and the tenant next to it.
+RUN_ID_MATCH = re.compile(r"\b(?:\w+\.)?(?:run_)?id = %\(run_id\)s")
+TENANT_MATCH = re.compile(r"\b(?:\w+\.)?tenant = %\(tenant\)s")
+ROW_KEYS = {
+    "INSERT INTO runs": "(id, tenant,",
+    "INSERT INTO steps": "(tenant, run_id,",
+    "INSERT INTO attempts": "(tenant, run_id,",
+    "INSERT INTO step_logs": "(tenant, seq, run_id,",
+}
+
+
+def test_every_run_id_is_paired_with_the_tenant() -> None:
+    """Run ids are unique only within a tenant: every condition on a run id comes with one
+    on the tenant, every row written under a run carries the tenant, and every upsert's
+    conflict target is the tenant-scoped key."""
+    for kind, body in VALID.items():
+        for s in plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body))):
+            picks = RUN_ID_MATCH.findall(s.sql)
+            assert len(TENANT_MATCH.findall(s.sql)) >= len(picks), (kind, s.sql)
+            for insert, columns in ROW_KEYS.items():
+                if s.sql.startswith(insert):
+                    assert s.sql.startswith(f"{insert} {columns}"), (kind, s.sql)
+            if "ON CONFLICT (" in s.sql:
+                assert "ON CONFLICT (tenant, run_id, step, attempt, delivery)" in s.sql, s.sql
 
 
 @settings(max_examples=200, deadline=None)

@@ -79,7 +79,7 @@ async def test_bad_messages_are_recorded_and_skipped(
     assert events[nul_event]["payload"] == {"s": "a\ufffdb"}
 
     # What came after the bad messages is all there.
-    run = await get_run(conn, diamond.run_id)
+    run = await get_run(conn, diamond.run_id, tenant=tenant)
     assert run is not None
     assert run["steps"][0]["logs"][-1]["line"] == "nul\ufffdhere"
     run["steps"][0]["logs"].pop()

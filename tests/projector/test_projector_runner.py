@@ -41,16 +41,16 @@ async def test_tails_restarts_and_doubles_nothing(
         seq = await p.wait_caught_up(timeout_s=WAIT_S)
         assert seq == history.last_seq
         assert p.last_applied == seq
-        assert await get_run(conn, diamond.run_id) == expected_run(diamond, tenant)
+        assert await get_run(conn, diamond.run_id, tenant=tenant) == expected_run(diamond, tenant)
         # Tailing: what is appended now shows up.
         second = await Writer(nc, schemas.Scope(tenant)).diamond(t=100)
         await p.wait_for_seq(second.last_seq, timeout_s=WAIT_S)
-        assert await get_run(conn, second.run_id) == expected_run(second, tenant)
+        assert await get_run(conn, second.run_id, tenant=tenant) == expected_run(second, tenant)
 
     third = await Writer(nc, schemas.Scope(tenant)).diamond(t=200)  # while no projector runs
     async with Projector(nc, dsn, tenant, batch_size=3) as p2:
         await p2.wait_for_seq(third.last_seq, timeout_s=WAIT_S)
-        assert await get_run(conn, third.run_id) == expected_run(third, tenant)
+        assert await get_run(conn, third.run_id, tenant=tenant) == expected_run(third, tenant)
 
     tables = await dump_tables(conn)
     assert tables == await fresh_projection(conn, nc, tenant)
@@ -99,7 +99,7 @@ async def test_survives_lost_postgres_connections(
                 )
             later = await writer.diamond(t=100 * (n + 1))
             await p.wait_for_seq(later.last_seq, timeout_s=WAIT_S)
-            assert await get_run(conn, later.run_id) == expected_run(later, tenant)
+            assert await get_run(conn, later.run_id, tenant=tenant) == expected_run(later, tenant)
     assert await dump_tables(conn) == await fresh_projection(conn, nc, tenant)
 
 
@@ -148,7 +148,7 @@ async def test_survives_a_postgres_restart(
         assert p.last_applied == await eventstore.last_seq(nc, tenant)
     assert all(r.levelname == "WARNING" for r in caplog.records)
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        assert await get_run(conn, second.run_id) == expected_run(second, tenant)
+        assert await get_run(conn, second.run_id, tenant=tenant) == expected_run(second, tenant)
         assert await dump_tables(conn) == await fresh_projection(conn, nc, tenant)
 
 
