@@ -70,9 +70,9 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
         case RunRequested():
             return _on_requested(state, scope, message, now)
         case StepResult():
-            return _on_result(state, message, now)
+            return _on_result(state, scope, message, now)
         case RunCancelRequested():
-            run = state.runs.get(message.run_id)
+            run = state.run(scope, message.run_id)
             if run is None:
                 return []
             reason = f"cancelled: {message.reason}" if message.reason else "cancelled"
@@ -186,8 +186,8 @@ def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> li
     ]
 
 
-def _on_result(state: State, result: StepResult, now: dt.datetime) -> list[Output]:
-    run = state.runs.get(result.run_id)
+def _on_result(state: State, scope: Scope, result: StepResult, now: dt.datetime) -> list[Output]:
+    run = state.run(scope, result.run_id)
     step = None if run is None else run.steps.get(result.step)
     if run is None or step is None or step.status is None or step.terminal:
         return []  # a late duplicate for a step or run that is over, or a stray message

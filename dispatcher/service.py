@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -20,19 +21,22 @@ from eventstore import (
     Append,
     AppendError,
     DuplicateBatchError,
+    LogFullError,
     append_atomic,
     ensure_dispatcher_consumer,
-    ensure_tenant_stream,
+    ensure_task_consumer,
     replay,
 )
 from eventstore.provision import DISPATCHER_CONSUMER
-from schemas import DecodeError, Scope, SubjectError, encode, parse, stream_name
+from schemas import DecodeError, Scope, SubjectError, WorkflowDef, encode, parse, stream_name
 from schemas.codec import decode_json, decode_subject
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 5.0
 TICK_S = 0.25
+
+OnLogFull = Callable[[str, str], Awaitable[None]]
 
 
 def utc_now() -> dt.datetime:
@@ -42,14 +46,24 @@ def utc_now() -> dt.datetime:
 class Dispatcher:
     """Turns events, run requests, results and time into runs, queued steps and verdicts."""
 
-    def __init__(self, nc: NATS, tenant: str, *, fetch_batch: int = 64) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        tenant: str,
+        *,
+        fetch_batch: int = 64,
+        on_log_full: OnLogFull | None = None,
+    ) -> None:
         self.nc = nc
         self.tenant = tenant
         self.fetch_batch = fetch_batch
+        self.on_log_full = on_log_full
+        self.log_full = False
         self.state = State()
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self.decisions = 0
+        self._queues: set[tuple[Scope, str]] = set()
 
     async def rebuild(self) -> int:
         """Fold the registry and every run's history; return how many messages were read."""
@@ -69,7 +83,6 @@ class Dispatcher:
         after a failure: state is always rebuilt from the log, never trusted from before."""
         self.state = State()
         js = self.nc.jetstream()
-        await ensure_tenant_stream(js, self.tenant)
         await ensure_dispatcher_consumer(js, self.tenant)
         folded = await self.rebuild()
         log.info(
@@ -79,6 +92,9 @@ class Dispatcher:
             len(self.state.runs),
             len(self.state.workflows),
         )
+        self._queues.clear()
+        for scope, workflow in list(self.state.workflows):
+            await self._ensure_queue(scope, workflow)
         sub = await js.pull_subscribe_bind(DISPATCHER_CONSUMER, stream=stream_name(self.tenant))
         self.ready.set()
         failures = 0
@@ -147,8 +163,17 @@ class Dispatcher:
             read = None
         if read is not None:
             scope, message = read
+            if isinstance(message, WorkflowDef):
+                await self._ensure_queue(scope, message.name)
             await self._apply(scope, message, decide(self.state, scope, message, utc_now()))
         await msg.ack()
+
+    async def _ensure_queue(self, scope: Scope, workflow: str) -> None:
+        """The workflow's queue group, created by the engine (tenants cannot create
+        consumers): before any task of it is offered, and again after every restart."""
+        if (scope, workflow) not in self._queues:
+            await ensure_task_consumer(self.nc.jetstream(), scope, workflow)
+            self._queues.add((scope, workflow))
 
     async def _apply(self, scope: Scope | None, message: object, outputs: list[Output]) -> None:
         """Append a decision, then fold the input and the decision into state."""
@@ -168,17 +193,34 @@ class Dispatcher:
         while True:
             try:
                 await append_atomic(self.nc, items)
+                self.log_full = False
                 return
             except DuplicateBatchError:
                 return  # decided and appended before a restart
             except AppendError as exc:
                 if self._stopping.is_set():
                     raise
-                log.warning(
-                    "dispatcher %s: append failed (%s), retrying in %.1fs", self.tenant, exc, delay
-                )
+                if isinstance(exc, LogFullError):
+                    await self._full(exc)
+                else:
+                    log.warning(
+                        "dispatcher %s: append failed (%s), retrying in %.1fs",
+                        self.tenant,
+                        exc,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _full(self, exc: LogFullError) -> None:
+        """The log is full: say so once (and have it recorded); the input stays unacked and
+        the decision is retried until there is room, so nothing is lost."""
+        if self.log_full:
+            return
+        self.log_full = True
+        log.error("dispatcher %s: %s; retrying until there is room", self.tenant, exc)
+        if self.on_log_full is not None:
+            await self.on_log_full(self.tenant, exc.description)
 
     async def shutdown(self) -> None:
         self._stopping.set()

@@ -101,6 +101,12 @@ class State:
     def known(self, run_id: str) -> bool:
         return run_id in self.runs or run_id in self.done
 
+    def run(self, scope: Scope, run_id: str) -> RunState | None:
+        """The run in flight with that id, if it belongs to ``scope``: a message on another
+        namespace's subject never touches it."""
+        run = self.runs.get(run_id)
+        return run if run is not None and run.scope == scope else None
+
 
 def new_run(scope: Scope, created: RunCreated) -> RunState:
     steps = {s.name: StepState(spec=s) for s in created.steps}
@@ -128,7 +134,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
         case RunRejected():
             state.done.add(message.run_id)
         case StepQueued():
-            step = _step(state, message.run_id, message.step)
+            step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt > step.attempt and not step.terminal:
                 step.status = RunStatus.QUEUED
                 step.attempt = message.attempt
@@ -138,35 +144,36 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.handed_back_at = None
                 step.retry_due = None
         case StepAssigned():
-            step = _step(state, message.run_id, message.step)
+            step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt == step.attempt and not step.terminal:
                 step.delivery = max(step.delivery, message.delivery)
                 step.settle_deliveries()
         case StepResult(handed_back=True):
             # The task is back in the queue: it must be picked up again in time.
-            step = _step(state, message.run_id, message.step)
+            step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt == step.attempt and not step.terminal:
                 if message.delivery >= step.handed_back:
                     step.handed_back = message.delivery
                     step.handed_back_at = parse_time(message.finished_at)
                 step.settle_deliveries()
         case StepRetryScheduled():
-            step = _step(state, message.run_id, message.step)
+            step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.next_attempt > step.attempt and not step.terminal:
                 step.retry_due = parse_time(message.due_at)
                 step.next_attempt = message.next_attempt
                 step.error = message.error
         case StepFinished():
-            _fold_finished(state, message)
+            _fold_finished(state, scope, message)
         case RunFinished():
-            state.runs.pop(message.run_id, None)
-            state.done.add(message.run_id)
+            if state.run(scope, message.run_id) is not None:
+                state.runs.pop(message.run_id)
+                state.done.add(message.run_id)
         case _:
             pass  # results, logs and requests are inputs: decide() acts on them
 
 
-def _fold_finished(state: State, message: StepFinished) -> None:
-    run = state.runs.get(message.run_id)
+def _fold_finished(state: State, scope: Scope, message: StepFinished) -> None:
+    run = state.run(scope, message.run_id)
     step = None if run is None else run.steps.get(message.step)
     if run is None or step is None or step.terminal:
         return
@@ -179,6 +186,6 @@ def _fold_finished(state: State, message: StepFinished) -> None:
         run.failed_error = f"step {message.step!r} failed: {message.error}"
 
 
-def _step(state: State, run_id: str, name: str) -> StepState | None:
-    run = state.runs.get(run_id)
+def _step(state: State, scope: Scope, run_id: str, name: str) -> StepState | None:
+    run = state.run(scope, run_id)
     return None if run is None else run.steps.get(name)

@@ -8,10 +8,13 @@ from eventstore.errors import (
     ConfigError,
     ConnectError,
     DuplicateBatchError,
+    LogFullError,
     NatchetError,
     PermissionDeniedError,
+    ReadError,
 )
 from eventstore.provision import (
+    StreamConfigError,
     StreamLimits,
     TaskConsumerSettings,
     ensure_dispatcher_consumer,
@@ -19,7 +22,16 @@ from eventstore.provision import (
     ensure_tenant_stream,
     task_consumer_name,
 )
-from eventstore.read import Record, follow, last_seq, latest, replay, to_record
+from eventstore.read import (
+    Record,
+    direct_history,
+    direct_last,
+    follow,
+    last_seq,
+    latest,
+    replay,
+    to_record,
+)
 
 __all__ = [
     "Append",
@@ -28,16 +40,21 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "DuplicateBatchError",
+    "LogFullError",
     "NatchetError",
     "NatsOptions",
     "PermissionDeniedError",
+    "ReadError",
     "Record",
+    "StreamConfigError",
     "StreamLimits",
     "TaskConsumerSettings",
     "append",
     "append_atomic",
     "check_server",
     "connect",
+    "direct_history",
+    "direct_last",
     "ensure_dispatcher_consumer",
     "ensure_task_consumer",
     "ensure_tenant_stream",

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import Header
 
 from eventstore.connection import request
-from eventstore.errors import AppendError, AppendRefusedError, DuplicateBatchError
+from eventstore.errors import AppendError, AppendRefusedError, DuplicateBatchError, LogFullError
 
 MAX_BATCH = 1000
 
@@ -52,6 +52,13 @@ def _check_ack(reply_data: bytes, what: str) -> dict[str, object]:
         description = str(err.get("description", err))
         if "duplicate message id" in description:
             raise DuplicateBatchError(f"{what} was already appended")
+        if LogFullError.matches(description):
+            raise LogFullError(
+                f"cannot append to {what}: the tenant's log is full ({description}); it "
+                "refuses new messages and keeps every old one until an operator raises its "
+                "quota (`natchet tenant limits TENANT --max-bytes N`)",
+                description,
+            )
         raise AppendRefusedError(f"JetStream refused {what}: {description}", description)
     return resp if isinstance(resp, dict) else {}
 

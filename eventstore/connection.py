@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
 
 from eventstore.errors import ConnectError, PermissionDeniedError
@@ -69,6 +70,8 @@ class NatsOptions:
     password: str | None = attrs.field(default=None, repr=False)
     # Reply subjects start here; a tenant's broker permissions allow only ``_INBOX_<tenant>``.
     inbox_prefix: str | None = None
+    # A user JWT and its seed (``.creds`` text): the engine's own users in operator mode.
+    creds: str | None = attrs.field(default=None, repr=False)
 
 
 AUTH_VIOLATION = "authorization violation"
@@ -136,6 +139,11 @@ def _refused(url: str, options: NatsOptions) -> ConnectError:
         )
     elif options.user:
         how = f"refused user {options.user!r} (Authorization Violation): check the password"
+    elif options.creds:
+        how = (
+            "refused the engine's credentials (Authorization Violation): the server runs "
+            "with another natchet auth file, or the account is not pushed to it yet"
+        )
     else:
         how = (
             "requires authentication (Authorization Violation): set HATCHET_CLIENT_TOKEN to a "
@@ -176,7 +184,8 @@ async def connect(
     async def reconnected_cb() -> None:
         log.warning("nats %s: reconnected to %s", options.name, url)
 
-    kwargs: dict[str, Any] = {
+    kwargs = {
+        **_auth_kwargs(options),
         "servers": [url],
         "name": options.name,
         "connect_timeout": options.connect_timeout_s,
@@ -187,17 +196,6 @@ async def connect(
         "disconnected_cb": disconnected_cb,
         "reconnected_cb": reconnected_cb,
     }
-    if options.token:
-        kwargs["token"] = options.token
-    if options.user:
-        kwargs["user"] = options.user
-        kwargs["password"] = options.password or ""
-    if options.inbox_prefix:
-        kwargs["inbox_prefix"] = options.inbox_prefix
-    if options.tls is not None:
-        kwargs["tls"] = options.tls
-        if options.tls_hostname:
-            kwargs["tls_hostname"] = options.tls_hostname
     try:
         # nats-py retries the first connect forever when max_reconnect_attempts is -1 unless
         # told otherwise; a wrong address must fail fast instead.
@@ -219,6 +217,25 @@ async def connect(
         await nc.close()
         raise
     return nc
+
+
+def _auth_kwargs(options: NatsOptions) -> dict[str, Any]:
+    """nats-py's arguments for the credential and TLS in ``options``."""
+    kwargs: dict[str, Any] = {}
+    if options.token:
+        kwargs["token"] = options.token
+    if options.user:
+        kwargs["user"] = options.user
+        kwargs["password"] = options.password or ""
+    if options.inbox_prefix:
+        kwargs["inbox_prefix"] = options.inbox_prefix
+    if options.creds:
+        kwargs["user_credentials"] = RawCredentials(options.creds)
+    if options.tls is not None:
+        kwargs["tls"] = options.tls
+        if options.tls_hostname:
+            kwargs["tls_hostname"] = options.tls_hostname
+    return kwargs
 
 
 class _Refused(Exception):

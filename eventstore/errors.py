@@ -1,18 +1,28 @@
-"""natchet's root exception and the eventstore's layer of it."""
+"""The eventstore's layer of natchet's errors (the root lives in ``schemas.errors``)."""
 
 from __future__ import annotations
 
+from schemas.errors import ConfigError, NatchetError
 
-class NatchetError(Exception):
-    """Root of every error natchet raises on purpose."""
-
-
-class ConfigError(NatchetError):
-    """A setting is missing or malformed."""
+__all__ = [
+    "AppendError",
+    "AppendRefusedError",
+    "ConfigError",
+    "ConnectError",
+    "DuplicateBatchError",
+    "LogFullError",
+    "NatchetError",
+    "PermissionDeniedError",
+    "ReadError",
+]
 
 
 class ConnectError(NatchetError):
     """The NATS server cannot be used: unreachable, too old, or without JetStream."""
+
+
+class ReadError(NatchetError):
+    """Reading the log failed: a timeout, or an error status from the server."""
 
 
 class AppendError(NatchetError):
@@ -39,3 +49,18 @@ class AppendRefusedError(AppendError):
     def permanent(self) -> bool:
         text = self.description.lower()
         return "maximum" in text or "exceeds" in text or "too large" in text
+
+
+class LogFullError(AppendRefusedError):
+    """The tenant's log reached its storage quota: it refuses new messages and keeps every
+    old one. Sending again succeeds once the quota is raised, so it is not permanent."""
+
+    MARKERS = ("maximum bytes exceeded", "resource limits exceeded", "insufficient resources")
+
+    @classmethod
+    def matches(cls, description: str) -> bool:
+        return any(marker in description.lower() for marker in cls.MARKERS)
+
+    @property
+    def permanent(self) -> bool:
+        return False

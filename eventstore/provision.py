@@ -14,10 +14,21 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamSource,
 )
 from nats.js.errors import NotFoundError
 
-from schemas.subjects import Scope, check_name, stream_name, tenant_subjects
+from eventstore.errors import ConfigError
+from schemas.subjects import (
+    Scope,
+    check_name,
+    live_stream_name,
+    live_subjects,
+    log_subjects,
+    stream_name,
+    tasks_stream_name,
+    tasks_subjects,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,41 +38,137 @@ DISPATCHER_ACK_WAIT_S = 5.0
 
 @attrs.frozen
 class StreamLimits:
+    """A tenant's log quota: ``max_bytes`` (-1: none). A full log refuses new messages
+    (discard new) and never drops old ones."""
+
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
     max_msg_size: int = 1024 * 1024
 
 
-def tenant_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> StreamConfig:
+LIVE_MAX_BYTES = 16 * 1024 * 1024
+
+
+class StreamConfigError(ConfigError):
+    """A stream the server stored with a configuration weaker than the log requires."""
+
+
+def log_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> StreamConfig:
+    """The append-only log: nothing a tenant sends can remove or replace history (no
+    rollup, no per-message TTL, no schedules, no counters; no purge, no delete; limits
+    refuse new messages instead of dropping old ones)."""
     return StreamConfig(
         name=stream_name(tenant),
         description=f"natchet log for tenant {tenant}",
-        subjects=[tenant_subjects(tenant)],
+        subjects=log_subjects(tenant),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        # Message schedules need discard 'old'; size the limit so it never bites history.
-        discard=DiscardPolicy.OLD,
+        discard=DiscardPolicy.NEW,
         max_bytes=limits.max_bytes,
         max_msg_size=limits.max_msg_size,
         duplicate_window=limits.duplicate_window_s,
         deny_delete=True,
         deny_purge=True,
+        allow_rollup_hdrs=False,
         allow_direct=True,
-        allow_msg_ttl=True,
-        allow_msg_schedules=True,
+        allow_msg_ttl=False,
+        allow_msg_schedules=False,
         allow_atomic=True,
     )
+
+
+def tasks_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> StreamConfig:
+    """The task queues: a work queue sourced from the log's ``tasks`` area, so the queue
+    groups are its only consumers and an acked task leaves it (the log keeps it)."""
+    return StreamConfig(
+        name=tasks_stream_name(tenant),
+        description=f"natchet task queues for tenant {tenant} (sourced from the log)",
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_bytes=limits.max_bytes,
+        max_msg_size=limits.max_msg_size,
+        sources=[StreamSource(name=stream_name(tenant), filter_subject=tasks_subjects(tenant))],
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+def live_stream_config(tenant: str) -> StreamConfig:
+    """Worker heartbeats: the last one per worker, gone after its TTL. Not history."""
+    return StreamConfig(
+        name=live_stream_name(tenant),
+        description=f"natchet worker liveness for tenant {tenant}",
+        subjects=[live_subjects(tenant)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_bytes=LIVE_MAX_BYTES,
+        max_msgs_per_subject=1,
+        allow_msg_ttl=True,
+        allow_direct=True,
+    )
+
+
+def log_weaknesses(config: StreamConfig, expected: StreamConfig) -> list[str]:
+    """How a stored log configuration falls short of append-only; empty when it does not."""
+    checks = [
+        (config.deny_delete, "deny_delete is off"),
+        (config.deny_purge, "deny_purge is off"),
+        (not config.allow_rollup_hdrs, "rollup headers are allowed"),
+        (not config.allow_msg_ttl, "per-message TTLs are allowed"),
+        (not config.allow_msg_schedules, "message schedules are on (they force rollup on)"),
+        (not config.allow_msg_counter, "message counters are on"),
+        (not config.subject_delete_marker_ttl, "subject delete markers are on"),
+        (not config.sealed, "the stream is sealed"),
+        (config.retention == RetentionPolicy.LIMITS, f"retention is {config.retention}"),
+        (config.discard == DiscardPolicy.NEW, "a full log discards old messages"),
+        (not config.max_age, f"messages expire after {config.max_age}s"),
+        ((config.max_msgs or -1) < 0, f"at most {config.max_msgs} messages are kept"),
+        (config.max_msgs_per_subject < 0, "messages per subject are limited"),
+        (sorted(config.subjects or []) == sorted(expected.subjects or []), "other subjects"),
+        (not config.mirror and not config.sources, "it mirrors or sources another stream"),
+        (not config.subject_transform, "it transforms subjects"),
+    ]
+    return [why for ok, why in checks if not ok]
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> StreamConfig:
+    """Create ``config``'s stream if missing; return the configuration the server stored."""
+    name = str(config.name)
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        info = await js.add_stream(config)
+        log.info("created stream %s", name)
+    return info.config
 
 
 async def ensure_tenant_stream(
     js: JetStreamContext, tenant: str, limits: StreamLimits = StreamLimits()
 ) -> None:
-    config = tenant_stream_config(tenant, limits)
-    try:
-        await js.stream_info(config.name)  # type: ignore[arg-type]
-    except NotFoundError:
-        await js.add_stream(config)
-        log.info("created stream %s for %s", config.name, config.subjects)
+    """The tenant's log, task queues and liveness streams. Refuses (``StreamConfigError``)
+    a log the server stored weaker than :func:`log_stream_config`, e.g. one made by an older
+    natchet or changed by hand; applies a changed quota."""
+    expected = log_stream_config(tenant, limits)
+    stored = await _ensure(js, expected)
+    weak = log_weaknesses(stored, expected)
+    if weak:
+        raise StreamConfigError(
+            f"stream {expected.name} is not append-only: {'; '.join(weak)}. natchet will not "
+            "serve this tenant on it: recreate the stream (moving its data) and restart"
+        )
+    await _quota(js, stored, expected)
+    tasks = tasks_stream_config(tenant, limits)
+    await _quota(js, await _ensure(js, tasks), tasks)
+    await _ensure(js, live_stream_config(tenant))
+
+
+async def _quota(js: JetStreamContext, stored: StreamConfig, expected: StreamConfig) -> None:
+    """Apply a changed quota (the only setting natchet changes on a stream it made)."""
+    if stored.max_bytes != expected.max_bytes:
+        await js.update_stream(expected)
+        log.info("stream %s: quota now %s bytes", expected.name, expected.max_bytes)
 
 
 def task_consumer_name(scope: Scope, workflow: str) -> str:
@@ -82,25 +189,23 @@ async def ensure_task_consumer(
     workflow: str,
     settings: TaskConsumerSettings = TaskConsumerSettings(),
 ) -> str:
-    """The queue group of a workflow: one durable pull consumer all its workers share.
-
-    It starts at new messages: the dispatcher offers a workflow's tasks only after the
-    workflow is registered, and a worker creates this consumer before it registers.
-    """
+    """The queue group of a workflow: one durable pull consumer all its workers share, on
+    the tenant's task queues. The engine creates it when it sees the workflow registered
+    (tenants cannot create consumers); tasks offered before that wait in the work queue."""
     name = task_consumer_name(scope, workflow)
     config = ConsumerConfig(
         durable_name=name,
         description=f"queue group of workflow {workflow} in {scope.prefix}",
         filter_subject=scope.tasks_filter(workflow),
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.NEW,
+        deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_s,
         max_deliver=-1,
         max_waiting=1024,
         max_ack_pending=-1,
     )
     # Create, or update the editable settings (ack_wait) of an existing queue group.
-    await js.add_consumer(stream_name(scope.tenant), config)
+    await js.add_consumer(tasks_stream_name(scope.tenant), config)
     return name
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 
 import attrs
 import nats.errors
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from schemas.subjects import stream_name
+from eventstore.connection import request
+from eventstore.errors import ReadError
+from schemas.subjects import live_stream_name, stream_name
 
 
 @attrs.frozen
@@ -105,9 +109,10 @@ async def follow_stream(nc: NATS, stream: str, subject: str) -> AsyncIterator[Re
 
 
 async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
-    """The last stored message of every subject matching ``subject`` (e.g. heartbeats)."""
+    """The last heartbeat of every worker matching ``subject`` (the liveness stream)."""
     js = nc.jetstream()
-    info = await js.stream_info(stream_name(tenant))
+    stream = live_stream_name(tenant)
+    info = await js.stream_info(stream)
     if info.state.messages == 0:
         return []
     config = ConsumerConfig(
@@ -117,7 +122,7 @@ async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
         inactive_threshold=30.0,
         mem_storage=True,
     )
-    sub = await js.pull_subscribe(subject, stream=stream_name(tenant), config=config)
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
     out: list[Record] = []
     try:
         while True:
@@ -132,3 +137,79 @@ async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+
+
+DIRECT_GET = "$JS.API.DIRECT.GET"
+
+
+def _direct_record(msg: Msg) -> Record:
+    headers = dict(msg.headers or {})
+    stamp = headers.get("Nats-Time-Stamp")
+    when = dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00") if stamp else None
+    return Record(
+        int(headers.get("Nats-Sequence", 0)),
+        headers.get("Nats-Subject", ""),
+        msg.data,
+        headers,
+        when,
+    )
+
+
+async def direct_last(
+    nc: NATS, tenant: str, subject: str, *, timeout_s: float = 2.0
+) -> Record | None:
+    """The last message stored on ``subject`` in the tenant's log (a direct get: what a
+    tenant may read of its own log), or ``None``."""
+    reply = await request(
+        nc, f"{DIRECT_GET}.{stream_name(tenant)}.{subject}", b"", timeout_s=timeout_s
+    )
+    status = (reply.headers or {}).get("Status")
+    if status == "404":
+        return None
+    if status:
+        raise ReadError(f"direct get of {subject} failed: {status} {reply.headers}")
+    return _direct_record(reply)
+
+
+async def direct_history(
+    nc: NATS,
+    tenant: str,
+    subject: str,
+    *,
+    start_seq: int = 1,
+    batch: int = 256,
+    timeout_s: float = 5.0,
+) -> AsyncIterator[Record]:
+    """Every stored message on ``subject`` (wildcards allowed) from ``start_seq``, in order,
+    through batched direct gets: no consumer is created, so a tenant may do it."""
+    stream = stream_name(tenant)
+    seq = start_seq
+    while True:
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=queue.put)
+        try:
+            body = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
+            await nc.publish(f"{DIRECT_GET}.{stream}", body, reply=inbox)
+            pending = 0
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout_s)
+                except TimeoutError:
+                    raise ReadError(f"reading {subject} from {stream} timed out") from None
+                status = (msg.headers or {}).get("Status")
+                if status == "404":
+                    return
+                if status == "204":  # end of this batch
+                    pending = int((msg.headers or {}).get("Nats-Num-Pending", 0))
+                    break
+                if status:
+                    raise ReadError(f"reading {subject} from {stream}: {status}")
+                record = _direct_record(msg)
+                seq = record.seq + 1
+                yield record
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        if pending == 0:
+            return

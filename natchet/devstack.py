@@ -29,8 +29,19 @@ def _stop_stale(pid_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def ensure_database(server_url: str, name: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
+def ensure_database(server_url: str, name: str, *, wait_s: float = 30.0) -> None:
+    """Create database ``name`` if missing, waiting while a server that just opened its
+    port finishes starting up."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn = psycopg.connect(server_url, autocommit=True)
+            break
+        except psycopg.OperationalError as exc:
+            if "starting up" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -22,8 +22,8 @@ def _tenant(args: argparse.Namespace) -> str:
 
 
 async def runs_cancel(args: argparse.Namespace) -> int:
-    options, _ = engine_options(args)
     scope = Scope(_tenant(args), args.namespace)
+    options, _ = engine_options(args, scope.tenant)
     body = encode(RunCancelRequested(run_id=args.run_id, reason=args.reason))
     nc = await connect(options)
     try:
@@ -55,8 +55,8 @@ def worker_row(hb: WorkerHeartbeat, namespace: str, now: dt.datetime) -> dict[st
 
 
 async def workers_list(args: argparse.Namespace) -> int:
-    options, _ = engine_options(args)
     tenant = _tenant(args)
+    options, _ = engine_options(args, tenant)
     nc = await connect(options)
     try:
         records = await latest(nc, tenant, f"{tenant}.*.workers.*")

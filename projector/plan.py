@@ -85,8 +85,6 @@ def plan(tenant: str, record: Record) -> list[Stmt]:
             return [_workflow(tenant, record.seq, parsed, message)]
         if parsed.area == "tasks":
             return []  # the offer; its ``queued`` twin already says everything
-        if message.run_id != parsed.run_id:
-            raise DecodeError(f"run_id {message.run_id!r} differs from the subject's")
         return _run_message(tenant, record, parsed, message)
     except (SubjectError, DecodeError) as exc:
         return [rejection(tenant, record, str(exc))]

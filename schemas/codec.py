@@ -12,13 +12,14 @@ from typing import Any, TypeVar
 import attrs
 import orjson
 
+from schemas.errors import NatchetError
 from schemas.messages import RUN_KINDS, RunMessage, Task, WorkerHeartbeat, WorkflowDef, structure
 from schemas.subjects import ParsedSubject
 
 T = TypeVar("T")
 
 
-class DecodeError(ValueError):
+class DecodeError(NatchetError, ValueError):
     """A message body that is not valid JSON, or not the shape its subject promises."""
 
 
@@ -72,16 +73,35 @@ def decode_run_message(kind: str, data: bytes) -> RunMessage:
 
 
 def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
-    """Decode a natchet message by its subject. Events come back as their raw JSON value."""
+    """Decode a natchet message by its subject. Events come back as their raw JSON value.
+
+    The subject is the truth: a body that names another run, workflow, step or worker than
+    its subject is refused (``DecodeError``), so nobody can steer a message at a run by
+    what it writes in the body."""
+    message: Any
     if parsed.area == "runs":
-        return decode_run_message(parsed.run_kind, data)
-    if parsed.area == "workflows":
-        return decode_as(WorkflowDef, WorkflowDef.KIND, data)
-    if parsed.area == "tasks":
-        return decode_as(Task, Task.KIND, data)
-    if parsed.area == "workers":
-        return decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, data)
-    return decode_json(data)
+        message = decode_run_message(parsed.run_kind, data)
+        _agree(parsed, "run id", message.run_id, parsed.run_id)
+    elif parsed.area == "workflows":
+        message = decode_as(WorkflowDef, WorkflowDef.KIND, data)
+        _agree(parsed, "workflow", message.name, parsed.rest[0])
+    elif parsed.area == "tasks":
+        message = decode_as(Task, Task.KIND, data)
+        _agree(parsed, "task", f"{message.workflow}.{message.step}", ".".join(parsed.rest))
+    elif parsed.area == "workers":
+        message = decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, data)
+        _agree(parsed, "worker id", message.worker_id, parsed.rest[0])
+    else:
+        message = decode_json(data)
+    return message
+
+
+def _agree(parsed: ParsedSubject, what: str, body: object, subject: str) -> None:
+    if body != subject:
+        raise DecodeError(
+            f"the body's {what} {body!r} differs from the subject's {subject!r} "
+            f"({parsed.scope.prefix}.{parsed.area}.{'.'.join(parsed.rest)})"
+        )
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

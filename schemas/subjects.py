@@ -15,13 +15,15 @@ import re
 
 import attrs
 
+from schemas.errors import NatchetError
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # An event key is one or more subject tokens; ':' is allowed (``user:create``).
 EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
 
 
-class SubjectError(ValueError):
+class SubjectError(NatchetError, ValueError):
     """A name that cannot be used in a subject, or a subject that is not ours."""
 
 
@@ -86,12 +88,33 @@ class Scope:
 
 
 def stream_name(tenant: str) -> str:
-    """The tenant's one stream, which captures ``<tenant>.>``."""
+    """The tenant's log: events, registrations, runs and tasks (:func:`log_subjects`)."""
     return f"natchet-{check_tenant(tenant)}"
 
 
-def tenant_subjects(tenant: str) -> str:
-    return f"{check_tenant(tenant)}.>"
+def tasks_stream_name(tenant: str) -> str:
+    """The tenant's task queues: a work queue the log's tasks are sourced into, so the
+    queue groups (and nothing of the engine's) are the only consumers workers can reach."""
+    return f"tasks-{check_tenant(tenant)}"
+
+
+def live_stream_name(tenant: str) -> str:
+    """Worker liveness: heartbeats with a message TTL, kept apart from the append-only log."""
+    return f"live-{check_tenant(tenant)}"
+
+
+def log_subjects(tenant: str) -> list[str]:
+    """What the log captures: every area but worker liveness."""
+    t = check_tenant(tenant)
+    return [f"{t}.*.events.>", f"{t}.*.workflows.*", f"{t}.*.runs.*.*", f"{t}.*.tasks.>"]
+
+
+def tasks_subjects(tenant: str) -> str:
+    return f"{check_tenant(tenant)}.*.tasks.>"
+
+
+def live_subjects(tenant: str) -> str:
+    return f"{check_tenant(tenant)}.*.workers.*"
 
 
 @attrs.frozen

@@ -5,6 +5,8 @@ The system stream ``natchet-system`` captures ``natchet.system.>``:
 | subject                                  | body                |
 |------------------------------------------|---------------------|
 | ``natchet.system.tenants.<tenant>``      | :class:`TenantCreated` |
+| ``natchet.system.limits.<tenant>``       | :class:`TenantLimitsChanged` |
+| ``natchet.system.full.<tenant>``         | :class:`TenantLogFull` |
 | ``natchet.system.tokens.<id>.created``   | :class:`TokenCreated`  |
 | ``natchet.system.tokens.<id>.revoked``   | :class:`TokenRevoked`  |
 
@@ -26,6 +28,7 @@ from typing import Any
 import attrs
 import orjson
 
+from schemas.errors import NatchetError
 from schemas.messages import structure, utcnow
 from schemas.subjects import SubjectError, check_tenant
 
@@ -33,14 +36,37 @@ SYSTEM_STREAM = "natchet-system"
 SYSTEM_SUBJECTS = "natchet.system.>"
 TOKEN_PREFIX = "nct_"
 TOKEN_ID_RE = re.compile(r"^[a-z0-9]{6,32}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Names the engine uses for itself (its stream ``natchet-system``, its accounts): never a
+# tenant's, so no tenant's stream, account or subjects can be mistaken for the engine's.
+RESERVED_TENANTS = frozenset({"system", "natchet", "sys", "auth", "engine", "log", "tenant"})
 
 
-class TokenError(ValueError):
+class TokenError(NatchetError, ValueError):
     """A token that cannot be read (malformed), or that is no longer good."""
 
 
+def check_new_tenant(tenant: str) -> str:
+    """A name a tenant may have: a valid subject token, and not one the engine keeps."""
+    check_tenant(tenant)
+    if tenant in RESERVED_TENANTS:
+        raise SubjectError(
+            f"tenant name {tenant!r} is reserved for the engine "
+            f"({', '.join(sorted(RESERVED_TENANTS))}): pick another"
+        )
+    return tenant
+
+
 def tenant_subject(tenant: str) -> str:
-    return f"natchet.system.tenants.{check_tenant(tenant)}"
+    return f"natchet.system.tenants.{check_new_tenant(tenant)}"
+
+
+def limits_subject(tenant: str) -> str:
+    return f"natchet.system.limits.{check_new_tenant(tenant)}"
+
+
+def full_subject(tenant: str) -> str:
+    return f"natchet.system.full.{check_new_tenant(tenant)}"
 
 
 def token_subject(token_id: str, kind: str) -> str:
@@ -57,21 +83,65 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _int(_inst: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise ValueError(f"{attribute.name} must be an integer >= -1, not {value!r}")
+
+
 @attrs.frozen
 class TenantCreated:
+    """A tenant and its limits (-1: none): ``max_bytes`` is its log's quota."""
+
     KIND = "tenant_created"
-    tenant: str
-    max_bytes: int = -1
+    tenant: str = attrs.field(validator=lambda _i, _a, v: check_new_tenant(v))
+    max_bytes: int = attrs.field(default=-1, validator=_int)
+    max_connections: int = attrs.field(default=-1, validator=_int)
+    max_consumers: int = attrs.field(default=-1, validator=_int)
     created_at: str = attrs.field(factory=utcnow)
     v: int = 1
 
 
 @attrs.frozen
+class TenantLimitsChanged:
+    """New limits for a tenant (the engine applies them to its accounts and log)."""
+
+    KIND = "tenant_limits_changed"
+    tenant: str = attrs.field(validator=lambda _i, _a, v: check_new_tenant(v))
+    max_bytes: int = attrs.field(default=-1, validator=_int)
+    max_connections: int = attrs.field(default=-1, validator=_int)
+    max_consumers: int = attrs.field(default=-1, validator=_int)
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class TenantLogFull:
+    """The engine found the tenant's log full: it refuses new messages (none is dropped)."""
+
+    KIND = "tenant_log_full"
+    tenant: str = attrs.field(validator=lambda _i, _a, v: check_new_tenant(v))
+    max_bytes: int = attrs.field(default=-1, validator=_int)
+    reason: str = ""
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+def _token_id(_inst: object, _attr: object, value: str) -> None:
+    if not isinstance(value, str) or not TOKEN_ID_RE.match(value):
+        raise ValueError(f"invalid token id {value!r}")
+
+
+def _sha256(_inst: object, _attr: object, value: str) -> None:
+    if not isinstance(value, str) or not SHA256_RE.match(value):
+        raise ValueError("invalid secret hash")
+
+
+@attrs.frozen
 class TokenCreated:
     KIND = "token_created"
-    token_id: str
-    tenant: str
-    secret_sha256: str
+    token_id: str = attrs.field(validator=_token_id)
+    tenant: str = attrs.field(validator=lambda _i, _a, v: check_tenant(v))
+    secret_sha256: str = attrs.field(validator=_sha256)
     name: str = ""
     expires_at: str | None = None
     created_at: str = attrs.field(factory=utcnow)
@@ -81,28 +151,44 @@ class TokenCreated:
 @attrs.frozen
 class TokenRevoked:
     KIND = "token_revoked"
-    token_id: str
+    token_id: str = attrs.field(validator=_token_id)
     revoked_at: str = attrs.field(factory=utcnow)
     v: int = 1
 
 
-SystemMessage = TenantCreated | TokenCreated | TokenRevoked
+SystemMessage = TenantCreated | TenantLimitsChanged | TenantLogFull | TokenCreated | TokenRevoked
+TENANT_RECORDS: dict[str, type[TenantCreated | TenantLimitsChanged | TenantLogFull]] = {
+    "tenants": TenantCreated,
+    "limits": TenantLimitsChanged,
+    "full": TenantLogFull,
+}
 
 
 def decode_system(subject: str, data: bytes) -> SystemMessage:
-    """Decode a system stream message by its subject; ``ValueError`` if it is not one."""
+    """Decode and validate a system stream message by its subject; ``ValueError`` (or
+    ``TypeError``) says what is wrong with one that is not a good one. The subject is
+    trusted over the body: a body naming another tenant or token is refused."""
     parts = subject.split(".")
     body = orjson.loads(data)
     if not isinstance(body, dict):
         raise ValueError(f"{subject}: body is not a JSON object")
-    if parts[:3] == ["natchet", "system", "tenants"]:
-        return structure(TenantCreated, body)
-    if parts[:3] == ["natchet", "system", "tokens"] and len(parts) == 5:
+    message: SystemMessage
+    if parts[:2] == ["natchet", "system"] and len(parts) == 4 and parts[2] in TENANT_RECORDS:
+        message = structure(TENANT_RECORDS[parts[2]], body)
+        named = message.tenant
+    elif parts[:3] == ["natchet", "system", "tokens"] and len(parts) == 5:
         if parts[4] == "created":
-            return structure(TokenCreated, body)
-        if parts[4] == "revoked":
-            return structure(TokenRevoked, body)
-    raise ValueError(f"not a system subject: {subject!r}")
+            message = structure(TokenCreated, body)
+        elif parts[4] == "revoked":
+            message = structure(TokenRevoked, body)
+        else:
+            raise ValueError(f"not a system subject: {subject!r}")
+        named = message.token_id
+    else:
+        raise ValueError(f"not a system subject: {subject!r}")
+    if named != parts[3]:
+        raise ValueError(f"{subject}: the body names {named!r}, the subject {parts[3]!r}")
+    return message
 
 
 # -- the token itself ----------------------------------------------------------------------
@@ -190,11 +276,25 @@ class TenancyState:
 
     tenants: dict[str, TenantCreated] = attrs.field(factory=dict)
     tokens: dict[str, TokenRecord] = attrs.field(factory=dict)
+    full: dict[str, str] = attrs.field(factory=dict)  # tenant -> when its log was found full
 
     def fold(self, message: SystemMessage) -> None:
         match message:
             case TenantCreated():
                 self.tenants.setdefault(message.tenant, message)
+            case TenantLimitsChanged():
+                created = self.tenants.get(message.tenant)
+                if created is not None:
+                    self.tenants[message.tenant] = attrs.evolve(
+                        created,
+                        max_bytes=message.max_bytes,
+                        max_connections=message.max_connections,
+                        max_consumers=message.max_consumers,
+                    )
+                    self.full.pop(message.tenant, None)
+            case TenantLogFull():
+                if message.tenant in self.tenants:
+                    self.full.setdefault(message.tenant, message.at)
             case TokenCreated():
                 self.tokens.setdefault(
                     message.token_id,

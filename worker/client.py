@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
-from eventstore import Append, NatchetError, append, connect, follow
+from eventstore import Append, NatchetError, append, connect, direct_history
 from schemas import encode, encode_json
 from schemas.codec import DecodeError, decode_run_message
 from schemas.messages import (
@@ -78,25 +82,46 @@ class WorkflowRunRef:
         self.workflow_run_id = run_id
 
     async def _wait(self) -> dict[str, Any]:
+        """Listen for the run's news, then read what happened before from the log (a
+        tenant may read its own log, not create consumers on it), then wait."""
         scope = self._h.settings.scope
         nc = await self._h.portal.nc()
         outputs: dict[str, Any] = {}
-        async for rec in follow(nc, scope.tenant, scope.run_filter(self.workflow_run_id)):
-            kind = rec.subject.rsplit(".", 1)[-1]
-            try:
-                message = decode_run_message(kind, rec.data)
-            except DecodeError:
-                continue
-            match message:
-                case StepFinished(status=RunStatus.SUCCEEDED):
-                    outputs[message.step] = message.output
-                case RunFinished(status=RunStatus.SUCCEEDED):
+        news: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def hear(msg: Msg) -> None:
+            news.put_nowait((msg.subject, msg.data))
+
+        subject = scope.run_filter(self.workflow_run_id)
+        sub = await nc.subscribe(subject, cb=hear)
+        try:
+            async for rec in direct_history(nc, scope.tenant, subject):
+                if self._over(rec.subject, rec.data, outputs):
                     return outputs
-                case RunFinished():
-                    raise WorkflowRunError(self.workflow_run_id, message.status, message.error)
-                case RunRejected():
-                    raise WorkflowRunError(self.workflow_run_id, "REJECTED", message.reason)
-        raise NatchetError(f"stopped following run {self.workflow_run_id}")
+            while True:
+                if self._over(*await news.get(), outputs):
+                    return outputs
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    def _over(self, subject: str, data: bytes, outputs: dict[str, Any]) -> bool:
+        """Fold one run message into ``outputs``; ``True`` once the run succeeded, and
+        :class:`WorkflowRunError` once it failed or was rejected."""
+        try:
+            message = decode_run_message(subject.rsplit(".", 1)[-1], data)
+        except DecodeError:
+            return False
+        match message:
+            case StepFinished(status=RunStatus.SUCCEEDED):
+                outputs[message.step] = message.output
+            case RunFinished(status=RunStatus.SUCCEEDED):
+                return True
+            case RunFinished():
+                raise WorkflowRunError(self.workflow_run_id, message.status, message.error)
+            case RunRejected():
+                raise WorkflowRunError(self.workflow_run_id, "REJECTED", message.reason)
+        return False
 
     async def result(self) -> dict[str, Any]:
         return await self._h.portal.run(self._wait())

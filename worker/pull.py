@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
+MISSING_QUEUE_RETRY_S = 0.2
+MISSING_QUEUE_WARN_S = 10.0
 
 
 class Slots:
@@ -96,6 +98,8 @@ class TaskPuller:
         self._last_request = 0.0
         self._stopping = False
         self._wake = slots.listen()
+        self._quiet_until = 0.0  # no queue group yet: do not ask again before this
+        self._missing_since: float | None = None
 
     async def _open(self) -> None:
         if self._sub is not None:
@@ -113,6 +117,10 @@ class TaskPuller:
         if status:
             if status == "100":
                 return  # idle heartbeat
+            if status == "503":
+                await self._no_queue()
+                return
+            self._missing_since = None
             pending = (msg.headers or {}).get(PENDING_MESSAGES)
             if pending is None:
                 log.warning(
@@ -135,6 +143,24 @@ class TaskPuller:
         self.slots.start()
         self.on_task(msg)
 
+    async def _no_queue(self) -> None:
+        """No responders: the engine has not created this workflow's queue group yet (it
+        does when it reads the registration). Ask again a little later, and say so once
+        if it takes long."""
+        now = time.monotonic()
+        if self._missing_since is None:
+            self._missing_since = now
+        elif now - self._missing_since > MISSING_QUEUE_WARN_S:
+            log.warning(
+                "queue group %s does not exist yet: is the engine running (`natchet dev` or "
+                "`natchet engine`)?",
+                self.next_subject.rsplit(".", 1)[-1],
+            )
+            self._missing_since = now
+        self._quiet_until = now + MISSING_QUEUE_RETRY_S
+        await self._open()
+        self._wake.set()
+
     async def _request(self, n: int) -> None:
         body = {"batch": n, "expires": int(self.expires_s * 1e9)}
         self.slots.reserve(n)
@@ -147,6 +173,10 @@ class TaskPuller:
         while not self._stopping:
             self._wake.clear()
             want = min(self.slots.free, max(1, -(-self.slots.free // self.share)))
+            quiet = self._quiet_until - time.monotonic()
+            if quiet > 0:
+                await asyncio.sleep(min(quiet, MISSING_QUEUE_RETRY_S))
+                continue
             if want > 0 and self.nc.is_connected:
                 try:
                     await self._request(want)

@@ -14,14 +14,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from eventstore import Append, ConfigError, TaskConsumerSettings, append, ensure_task_consumer
-from schemas import WorkerStatus, encode, stream_name
+from eventstore import (
+    Append,
+    AppendError,
+    AppendRefusedError,
+    ConfigError,
+    NatchetError,
+    PermissionDeniedError,
+    TaskConsumerSettings,
+    append,
+    direct_last,
+    task_consumer_name,
+)
+from schemas import WorkerStatus, encode
 from schemas.codec import DecodeError, decode_as, decode_run_message
 from schemas.messages import Task
+from schemas.subjects import tasks_stream_name
 from worker.declare import WorkflowSpec, spec_of
 from worker.execute import RUN_ENDED, Attempt
 from worker.heartbeat import Heartbeat
@@ -123,18 +134,18 @@ class Worker:
         settings = self.hatchet.settings
         scope = settings.scope
         self._nc = nc = await self.hatchet.connect(f"natchet-worker:{self.name}:{self.id}")
+        self._max_msg_bytes = nc.max_payload
         heartbeat: Heartbeat | None = None
         try:
-            js = nc.jetstream()
-            stream = stream_name(settings.tenant)
-            await self._wait_for_stream(stream)
+            stream = tasks_stream_name(settings.tenant)
             for spec, instance in self.workflows.values():
                 wf = spec.definition
-                consumer = await ensure_task_consumer(js, scope, wf.name, self.consumer)
+                # The engine creates the workflow's queue group when it reads this.
                 # The dedup id names the namespace: alice and bob may register the same workflow.
                 msg_id = f"workflow:{settings.namespace}:{wf.name}:{wf.version}"
-                await append(nc, Append(scope.workflow(wf.name), encode(wf), msg_id))
+                await self._register(Append(scope.workflow(wf.name), encode(wf), msg_id))
                 run = functools.partial(self._spawn, spec, instance)
+                consumer = task_consumer_name(scope, wf.name)
                 self._pullers.append(
                     TaskPuller(nc, stream, consumer, self._slots, run, share=len(self.workflows))
                 )
@@ -168,24 +179,29 @@ class Worker:
             with contextlib.suppress(nats.errors.Error):
                 await nc.drain()
 
-    async def _wait_for_stream(self, stream: str) -> None:
+    async def _register(self, item: Append) -> None:
+        """Append a workflow registration, waiting (and saying so) while the tenant's log is
+        not there yet: the engine sets a tenant up when it starts or creates it."""
         assert self._nc is not None
-        js = self._nc.jetstream()
         while True:
             try:
-                info = await js.stream_info(stream)
-                self._max_msg_bytes = info.config.max_msg_size or self._max_msg_bytes
+                await append(self._nc, item)
                 return
-            except nats.js.errors.NotFoundError:
+            except AppendError as exc:
+                if isinstance(exc, PermissionDeniedError) or (
+                    isinstance(exc, AppendRefusedError) and exc.permanent
+                ):
+                    raise
                 log.warning(
-                    "stream %s does not exist yet: is the engine running (`natchet dev` "
-                    "or `natchet engine`)? retrying",
-                    stream,
+                    "worker %s: cannot register (%s): is the engine running (`natchet dev` or "
+                    "`natchet engine`)? retrying",
+                    self.name,
+                    exc,
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 2.0)
             if self._stop.is_set():
-                raise ConfigError(f"stream {stream} does not exist")
+                raise ConfigError(f"worker {self.name} stopped before it could register")
 
     async def _drain(self, pulling: list[asyncio.Task[None]]) -> None:
         """Stop taking work, let running steps finish until the grace period ends, hand the
@@ -237,15 +253,10 @@ class Worker:
         settings = self.hatchet.settings
         subject = settings.scope.run(task.run_id, "finished")
         try:
-            await self._nc.jetstream().get_last_msg(
-                stream_name(settings.tenant), subject, direct=True
-            )
-        except nats.js.errors.NotFoundError:
-            return False
-        except (nats.errors.Error, TimeoutError) as exc:
+            return await direct_last(self._nc, settings.tenant, subject) is not None
+        except (NatchetError, nats.errors.Error, TimeoutError) as exc:
             log.debug("could not check whether run %s is over: %s", task.run_id, exc)
             return False
-        return True
 
     def _spawn(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
         task = asyncio.create_task(self._execute(spec, instance, msg))

@@ -13,17 +13,19 @@ import re
 import attrs
 from nats.aio.client import Client as NATS
 
-from eventstore import Append, ConfigError, StreamLimits, append, ensure_tenant_stream
+from eventstore import Append, ConfigError, append
 from eventstore.system import ensure_system_stream, read_system
+from natchet.tenancy.view import fold_record
 from schemas import encode
-from schemas.subjects import SubjectError, check_tenant
+from schemas.subjects import SubjectError
 from schemas.tenancy import (
     TenancyState,
     TenantCreated,
+    TenantLimitsChanged,
     TokenCreated,
     TokenRevoked,
-    decode_system,
     hash_secret,
+    limits_subject,
     new_token,
     tenant_subject,
     token_subject,
@@ -45,24 +47,66 @@ async def load_state(nc: NATS) -> TenancyState:
     await ensure_system_stream(nc)
     state = TenancyState()
     for rec in await read_system(nc):
-        state.fold(decode_system(rec.subject, rec.data))
+        fold_record(state, rec)
     return state
 
 
-async def create_tenant(nc: NATS, tenant: str, *, max_bytes: int = -1) -> bool:
-    """Create the tenant's stream and record it; ``False`` if it already existed."""
+async def create_tenant(
+    nc: NATS,
+    tenant: str,
+    *,
+    max_bytes: int = -1,
+    max_connections: int = -1,
+    max_consumers: int = -1,
+) -> bool:
+    """Record a new tenant; the engine sets it up (its accounts and streams) as soon as it
+    reads the record. ``False`` if it already existed."""
     try:
-        check_tenant(tenant)
-    except SubjectError as exc:
+        message = TenantCreated(
+            tenant=tenant,
+            max_bytes=max_bytes,
+            max_connections=max_connections,
+            max_consumers=max_consumers,
+        )
+    except (SubjectError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
-    await ensure_system_stream(nc)
-    await ensure_tenant_stream(nc.jetstream(), tenant, StreamLimits(max_bytes=max_bytes))
     state = await load_state(nc)
     if tenant in state.tenants:
         return False
-    message = TenantCreated(tenant=tenant, max_bytes=max_bytes)
     await append(nc, Append(tenant_subject(tenant), encode(message), f"tenant:{tenant}"))
     return True
+
+
+async def set_limits(
+    nc: NATS,
+    tenant: str,
+    *,
+    max_bytes: int | None = None,
+    max_connections: int | None = None,
+    max_consumers: int | None = None,
+) -> TenantCreated:
+    """Change a tenant's limits (those not given stay); the engine applies them to its
+    accounts and log. Returns the tenant with its new limits."""
+    state = await load_state(nc)
+    current = state.tenants.get(tenant)
+    if current is None:
+        raise ConfigError(f"no tenant {tenant!r} (see `natchet tenant list`)")
+    try:
+        message = TenantLimitsChanged(
+            tenant=tenant,
+            max_bytes=current.max_bytes if max_bytes is None else max_bytes,
+            max_connections=current.max_connections if max_connections is None else max_connections,
+            max_consumers=current.max_consumers if max_consumers is None else max_consumers,
+        )
+    except (SubjectError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    await append(nc, Append(limits_subject(tenant), encode(message)))
+    return attrs.evolve(
+        current,
+        max_bytes=message.max_bytes,
+        max_connections=message.max_connections,
+        max_consumers=message.max_consumers,
+    )
 
 
 @attrs.frozen

@@ -1,16 +1,21 @@
 """NATS auth callout: the server asks the engine about every tenant connection.
 
-The server sends a signed authorization request JWT to ``$SYS.REQ.USER.AUTH`` carrying the
-client's CONNECT options; the service checks ``auth_token`` against the folded token table
-(:class:`~natchet.tenancy.view.TenancyView`) and answers with a user JWT, signed by the
-issuer key, that grants exactly :func:`~natchet.tenancy.permissions.tenant_permissions`
-and expires when the token does. Revoking a token kicks its live connections through the
-system account (``$SYS.REQ.SERVER.<id>.KICK``); their reconnects are then refused.
+A client that presents only a token connects as the server's default sentinel, a bearer
+user of the ``natchet-auth`` account; that account's callout sends the server a signed
+authorization request (``$SYS.REQ.USER.AUTH``) carrying the client's CONNECT options. The
+service checks ``auth_token`` against the folded token table
+(:class:`~natchet.tenancy.view.TenancyView`) and answers with a user JWT signed by the
+tenant account's key, which places the user in that account with
+:func:`~natchet.tenancy.accounts.tenant_permissions`, expiring when the token does.
+Revoking a token kicks its live connections through the system account
+(``$SYS.REQ.SERVER.<id>.KICK``); their reconnects are then refused. Disconnect events
+prune what it remembers of connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -21,41 +26,38 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from natchet.tenancy.nkeys import KeyPair, NkeyError, decode_jwt, encode_jwt
-from natchet.tenancy.permissions import APP_ACCOUNT, tenant_permissions
+from natchet.tenancy import jwt
+from natchet.tenancy.accounts import tenant_permissions, user_claims
+from natchet.tenancy.provision import Provisioner
+from natchet.tenancy.serverconf import NatsAuth
 from natchet.tenancy.view import TenancyView
 from schemas.tenancy import SystemMessage, TokenError, TokenRecord, TokenRevoked
 
 log = logging.getLogger(__name__)
 
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
+DISCONNECTS = "$SYS.ACCOUNT.*.DISCONNECT"
+# The server gives up on a callout after about 2 s; a tenant created a moment ago is set up
+# well within that.
+PROVISION_WAIT_S = 1.5
+
+Connection = tuple[str, int]  # (server id, client id)
 
 
-def user_claims(user_nkey: str, record: TokenRecord) -> dict[str, Any]:
-    claims: dict[str, Any] = {
-        "sub": user_nkey,
-        "aud": APP_ACCOUNT,
-        "name": f"{record.tenant}/{record.token_id}",
-        "nats": {
-            **tenant_permissions(record.tenant),
-            "subs": -1,
-            "data": -1,
-            "payload": -1,
-            "type": "user",
-            "version": 2,
-        },
-    }
+def tenant_user_claims(user_nkey: str, record: TokenRecord) -> dict[str, Any]:
+    expires = None
     if record.expires_at is not None:
-        claims["exp"] = int(dt.datetime.fromisoformat(record.expires_at).timestamp())
-    return claims
+        expires = int(dt.datetime.fromisoformat(record.expires_at).timestamp())
+    name = f"{record.tenant}/{record.token_id}"
+    return user_claims(user_nkey, name, tenant_permissions(record.tenant), expires_at=expires)
 
 
 def response_claims(
-    user_nkey: str, server_id: str, *, jwt: str | None = None, error: str | None = None
+    user_nkey: str, server_id: str, *, user_jwt: str | None = None, error: str | None = None
 ) -> dict[str, Any]:
     nats_part: dict[str, Any] = {"type": "authorization_response", "version": 2}
-    if jwt is not None:
-        nats_part["jwt"] = jwt
+    if user_jwt is not None:
+        nats_part["jwt"] = user_jwt
     if error is not None:
         nats_part["error"] = error
     return {"sub": user_nkey, "aud": server_id, "nats": nats_part}
@@ -65,50 +67,60 @@ class CalloutService:
     """Answers the server's authorization requests; kicks revoked tokens' connections.
 
     ``nc`` is the callout user's connection (auth account); ``system`` a system-account
-    connection used for kicks (optional: without it revoked connections live on until
-    they reconnect)."""
+    connection for kicks and disconnect events (without it revoked connections live on
+    until they reconnect)."""
 
     def __init__(
-        self, nc: NATS, view: TenancyView, issuer: KeyPair, system: NATS | None = None
+        self,
+        nc: NATS,
+        view: TenancyView,
+        auth: NatsAuth,
+        provisioner: Provisioner,
+        system: NATS | None = None,
     ) -> None:
         self.nc = nc
         self.view = view
-        self.issuer = issuer
+        self.auth = auth
+        self.provisioner = provisioner
         self.system = system
-        # token id -> {(server id, client id)} of connections it authorized
-        self.connections: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        # token id -> the connections it authorized, and back
+        self.connections: dict[str, set[Connection]] = defaultdict(set)
+        self._owner: dict[Connection, str] = {}
         self.kicked = asyncio.Event()
         self._stop = asyncio.Event()
         view.listeners.append(self._on_system)
 
     async def run(self) -> None:
-        sub = await self.nc.subscribe(AUTH_SUBJECT, cb=self._handle)
+        subs = [await self.nc.subscribe(AUTH_SUBJECT, cb=self._handle)]
+        if self.system is not None:
+            subs.append(await self.system.subscribe(DISCONNECTS, cb=self._on_disconnect))
         try:
             await self._stop.wait()
         finally:
-            await sub.unsubscribe()
+            for sub in subs:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
 
     async def shutdown(self) -> None:
         self._stop.set()
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            request = decode_jwt(msg.data.decode())
+            request = jwt.decode(msg.data.decode())
             body = request["nats"]
             user_nkey = str(body["user_nkey"])
             server_id = str(body["server_id"]["id"])
-        except (NkeyError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (jwt.NkeyError, KeyError, TypeError, UnicodeDecodeError) as exc:
             log.error("auth callout: unreadable authorization request: %s", exc)
             return
         if request.get("iss") != server_id:
             log.error("auth callout: request not signed by server %s", server_id)
             return
-        token = str(
-            (body.get("connect_opts") or body.get("client_opts") or {}).get("auth_token") or ""
-        )
+        token = str((body.get("connect_opts") or {}).get("auth_token") or "")
         client = body.get("client_info") or {}
         try:
             record = await self._authenticate(token)
+            await self._provisioned(record.tenant)
         except TokenError as exc:
             log.warning(
                 "auth callout: refused %s from %s: %s",
@@ -118,11 +130,12 @@ class CalloutService:
             )
             claims = response_claims(user_nkey, server_id, error=str(exc))
         else:
-            user_jwt = encode_jwt(user_claims(user_nkey, record), self.issuer)
-            claims = response_claims(user_nkey, server_id, jwt=user_jwt)
+            seed = self.auth.tenant_seed(record.tenant)
+            user_jwt = jwt.encode(tenant_user_claims(user_nkey, record), seed)
+            claims = response_claims(user_nkey, server_id, user_jwt=user_jwt)
             if isinstance(client.get("id"), int):
-                self.connections[record.token_id].add((server_id, client["id"]))
-        await msg.respond(encode_jwt(claims, self.issuer).encode())
+                self._remember(record.token_id, (server_id, client["id"]))
+        await msg.respond(jwt.encode(claims, self.auth.auth_seed).encode())
 
     async def _authenticate(self, token: str) -> TokenRecord:
         if not token:
@@ -135,6 +148,33 @@ class CalloutService:
                 log.warning("auth callout: the system stream fold is behind")
             return self.view.state.authenticate(token)
 
+    async def _provisioned(self, tenant: str) -> None:
+        try:
+            await asyncio.wait_for(self.provisioner.ready(tenant).wait(), PROVISION_WAIT_S)
+        except TimeoutError:
+            raise TokenError(f"tenant {tenant} is still being set up: retry in a moment") from None
+
+    def _remember(self, token_id: str, conn: Connection) -> None:
+        self.connections[token_id].add(conn)
+        self._owner[conn] = token_id
+
+    def _forget(self, conn: Connection) -> None:
+        token_id = self._owner.pop(conn, None)
+        if token_id is not None:
+            conns = self.connections.get(token_id)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self.connections[token_id]
+
+    async def _on_disconnect(self, msg: Msg) -> None:
+        try:
+            event = orjson.loads(msg.data)
+            conn = (str(event["server"]["id"]), int(event["client"]["id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        self._forget(conn)
+
     async def _on_system(self, message: SystemMessage) -> None:
         if isinstance(message, TokenRevoked):
             await self.kick(message.token_id)
@@ -142,6 +182,8 @@ class CalloutService:
     async def kick(self, token_id: str) -> int:
         """Close every connection ``token_id`` authorized; return how many were kicked."""
         targets = self.connections.pop(token_id, set())
+        for conn in targets:
+            self._owner.pop(conn, None)
         if self.system is None:
             if targets:
                 log.warning("token %s revoked; no system connection to kick its clients", token_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import ConfigError, NatsOptions, connect
-from natchet.config import layered_env
+from natchet.config import layered_env, write_env_file
 from schemas.tenancy import inbox_prefix, parse_token
 
 COMMANDS = ("tenant", "token", "nats-config")
@@ -21,14 +21,25 @@ def add_parsers(sub: Any) -> None:
 
     tenant = sub.add_parser("tenant", help="tenants: create, list")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
-    tc = tsub.add_parser("create", help="create a tenant, its stream and an admin token")
+    tc = tsub.add_parser("create", help="create a tenant (its accounts, its log) and a token")
     tc.add_argument("name")
-    tc.add_argument("--max-bytes", type=int, default=-1, help="stream size limit (-1: none)")
+    tc.add_argument(
+        "--max-bytes", type=int, default=-1, help="log quota; a full log refuses (-1: none)"
+    )
+    tc.add_argument("--max-connections", type=int, default=-1, help="-1: no limit")
+    tc.add_argument("--max-consumers", type=int, default=-1, help="queue groups; -1: no limit")
     tc.add_argument("--json", action="store_true")
+    tc.add_argument("--env-file", type=Path, help="also write HATCHET_CLIENT_TOKEN=... here")
     servers(tc)
     tl = tsub.add_parser("list")
     tl.add_argument("--json", action="store_true")
     servers(tl)
+    tm = tsub.add_parser("limits", help="change a tenant's limits (the others stay)")
+    tm.add_argument("name")
+    tm.add_argument("--max-bytes", type=int, help="log quota (-1: none)")
+    tm.add_argument("--max-connections", type=int)
+    tm.add_argument("--max-consumers", type=int)
+    servers(tm)
 
     token = sub.add_parser("token", help="tokens: create, list, revoke, nats-context")
     ksub = token.add_subparsers(dest="token_command", required=True)
@@ -37,6 +48,7 @@ def add_parsers(sub: Any) -> None:
     kc.add_argument("--name", default="")
     kc.add_argument("--expires", help="e.g. 30m, 12h, 7d")
     kc.add_argument("--json", action="store_true")
+    kc.add_argument("--env-file", type=Path, help="also write HATCHET_CLIENT_TOKEN=... here")
     servers(kc)
     kl = ksub.add_parser("list")
     kl.add_argument("--json", action="store_true")
@@ -52,9 +64,17 @@ def add_parsers(sub: Any) -> None:
     conf = sub.add_parser("nats-config", help="write a nats-server config for tenancy")
     conf.add_argument("directory", type=Path)
     conf.add_argument("--tls", action="store_true", help="also generate a local CA and certs")
+    conf.add_argument(
+        "--resolver-dir", type=Path, help="where the server keeps accounts (default DIR/jwt)"
+    )
+    conf.add_argument(
+        "--if-missing", action="store_true", help="keep an existing config and keys as they are"
+    )
 
 
-def engine_options(args: argparse.Namespace) -> tuple[NatsOptions, str]:
+def engine_options(args: argparse.Namespace, tenant: str | None = None) -> tuple[NatsOptions, str]:
+    """How the CLI reaches NATS as the engine: its own account (tenants and tokens), or with
+    ``tenant``, that tenant's log account. Also the NATS address tokens should name."""
     env = layered_env()
     url = args.nats_url or env.get("NATCHET_NATS_URL")
     if not url:
@@ -64,7 +84,8 @@ def engine_options(args: argparse.Namespace) -> tuple[NatsOptions, str]:
     if auth_file:
         from natchet.tenancy.serverconf import NatsAuth
 
-        return NatsAuth.load(Path(auth_file)).options(url, "natchet-cli", "engine"), public
+        role = "engine" if tenant is None else f"log:{tenant}"
+        return NatsAuth.load(Path(auth_file)).options(url, "natchet-cli", role), public
     return NatsOptions(url=url, name="natchet-cli"), public
 
 
@@ -81,15 +102,25 @@ async def run(args: argparse.Namespace) -> int:
     try:
         match (args.command, getattr(args, "tenant_command", None)):
             case ("tenant", "create"):
-                await admin.create_tenant(nc, args.name, max_bytes=args.max_bytes)
+                created = await admin.create_tenant(
+                    nc,
+                    args.name,
+                    max_bytes=args.max_bytes,
+                    max_connections=args.max_connections,
+                    max_consumers=args.max_consumers,
+                )
+                what = f"tenant {args.name} {'created' if created else 'already exists'}"
                 issued = await admin.create_token(nc, args.name, public_url, name="admin")
-                _show_token(issued, args.json, f"tenant {args.name} created")
+                _show_token(issued, args.json, what, args.env_file)
             case ("tenant", "list"):
                 state = await admin.load_state(nc)
                 rows = [
                     {
                         "tenant": t.tenant,
                         "max_bytes": t.max_bytes,
+                        "max_connections": t.max_connections,
+                        "max_consumers": t.max_consumers,
+                        "log_full_since": state.full.get(t.tenant),
                         "created_at": t.created_at,
                         "tokens": sum(
                             1
@@ -100,6 +131,19 @@ async def run(args: argparse.Namespace) -> int:
                     for t in state.tenants.values()
                 ]
                 _table(rows, args.json)
+            case ("tenant", "limits"):
+                tenant = await admin.set_limits(
+                    nc,
+                    args.name,
+                    max_bytes=args.max_bytes,
+                    max_connections=args.max_connections,
+                    max_consumers=args.max_consumers,
+                )
+                print(
+                    f"tenant {tenant.tenant}: max_bytes {tenant.max_bytes}, max_connections "
+                    f"{tenant.max_connections}, max_consumers {tenant.max_consumers} (the "
+                    "engine applies them now)"
+                )
             case ("token", _):
                 await _token(nc, args, public_url)
     finally:
@@ -115,7 +159,8 @@ async def _token(nc: Any, args: argparse.Namespace, public_url: str) -> None:
         issued = await admin.create_token(
             nc, args.tenant, public_url, name=args.name, expires_in=expires
         )
-        _show_token(issued, args.json, f"token {issued.token_id} for tenant {args.tenant}")
+        what = f"token {issued.token_id} for tenant {args.tenant}"
+        _show_token(issued, args.json, what, args.env_file)
     elif args.token_command == "list":
         state = await admin.load_state(nc)
         rows = [
@@ -135,9 +180,15 @@ async def _token(nc: Any, args: argparse.Namespace, public_url: str) -> None:
         print(f"token {args.token_id} revoked")
 
 
-def _show_token(issued: Any, as_json: bool, what: str) -> None:
+def _show_token(issued: Any, as_json: bool, what: str, env_file: Path | None = None) -> None:
+    if env_file is not None:
+        write_env_file(env_file, {"HATCHET_CLIENT_TOKEN": issued.token})
+        env_file.chmod(0o600)
     if as_json:
         print(json.dumps({"tenant": issued.tenant, "id": issued.token_id, "token": issued.token}))
+        return
+    if env_file is not None:
+        print(f"{what}. Its token is in {env_file} (HATCHET_CLIENT_TOKEN).")
         return
     print(f"{what}. Its token (shown once, store it now):\n\n  {issued.token}\n")
     print(f"A worker needs only:  export HATCHET_CLIENT_TOKEN={issued.token}")
@@ -187,19 +238,20 @@ def nats_context(token: str, *, ca: str | None = None, as_json: bool = False) ->
 
 
 def _nats_config(args: argparse.Namespace) -> int:
-    from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
+    from natchet.tenancy.serverconf import AUTH_FILE, CONFIG_FILE, NatsAuth, write_server_files
 
+    auth_file, config = args.directory / AUTH_FILE, args.directory / CONFIG_FILE
+    if args.if_missing and auth_file.exists() and config.exists():
+        print(f"{config} and {auth_file} exist: kept as they are")
+        return 0
     tls = None
     if args.tls:
         from natchet.tenancy.tlsgen import generate_tls
 
         tls = generate_tls(args.directory / "tls")
     auth = NatsAuth.generate(tls)
-    config = write_server_files(args.directory, auth)
-    print(f"wrote {config} and {args.directory / AUTH_FILE}")
+    config = write_server_files(args.directory, auth, resolver_dir=args.resolver_dir)
+    print(f"wrote {config} and {auth_file} (keep the second secret: it can act as any tenant)")
     print(f"run:  nats-server -js -c {config}")
-    print(
-        f"then: NATCHET_NATS_AUTH_FILE={args.directory / AUTH_FILE} natchet dev --nats-url "
-        "nats://HOST:PORT"
-    )
+    print(f"then: NATCHET_NATS_AUTH_FILE={auth_file} natchet engine --nats-url nats://HOST:PORT")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from eventstore import ConfigError
 from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
 from schemas.tenancy import TokenError
@@ -15,10 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def prepare_nats_dir(nats_dir: Path, *, tls: bool = False) -> tuple[Path, Path]:
-    """Write (or rewrite) the server config with auth callout; keep the keys of a previous
-    run when there is one. Returns the config and the engine's auth file."""
+    """Write (or rewrite) the server config (operator mode, auth callout); keep the keys of
+    a previous run when there is one. Returns the config and the engine's auth file."""
     auth_file = nats_dir / AUTH_FILE
-    auth = NatsAuth.load(auth_file) if auth_file.exists() else None
+    auth = None
+    if auth_file.exists():
+        try:
+            auth = NatsAuth.load(auth_file)
+        except ConfigError as exc:
+            log.warning("%s; starting with new keys (tenants and tokens start afresh)", exc)
     if auth is None or (auth.tls is not None) != tls:
         tls_files = None
         if tls:

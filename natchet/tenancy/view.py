@@ -9,19 +9,33 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
+from eventstore import Record
 from eventstore.system import ensure_system_stream, follow_system, system_last_seq
-from schemas.tenancy import SystemMessage, TenancyState, TenantCreated, decode_system
+from schemas.tenancy import SystemMessage, TenancyState, decode_system
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[SystemMessage], Awaitable[None]]
 
 
+def fold_record(state: TenancyState, rec: Record) -> SystemMessage | None:
+    """Validate one system record and fold it; a bad one is logged and skipped (``None``)."""
+    try:
+        message = decode_system(rec.subject, rec.data)
+    except (ValueError, TypeError) as exc:
+        log.error("system stream #%d (%s) skipped: %s", rec.seq, rec.subject, exc)
+        return None
+    state.fold(message)
+    return message
+
+
 class TenancyView:
     """Folds ``natchet-system`` into a :class:`TenancyState` and keeps following it.
 
-    ``listeners`` hear every message after it is folded (the engine starts new tenants,
-    the callout service kicks revoked tokens' connections)."""
+    Every record is validated before it is folded (``decode_system``): a malformed or
+    hostile one is logged and skipped. ``listeners`` hear every folded message (the engine
+    starts new tenants, the callout kicks revoked tokens' connections); a listener that
+    fails is logged, and the fold goes on."""
 
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
@@ -32,24 +46,32 @@ class TenancyView:
         self._advanced = asyncio.Condition()
 
     async def run(self) -> None:
+        """Fold from the first record; safe to call again after a failure (it starts over
+        from a fresh state, and listeners hear every record again)."""
+        self.state = TenancyState()
+        self.seq = 0
         await ensure_system_stream(self.nc)
         start_end = await system_last_seq(self.nc)
         if start_end == 0:
             self.ready.set()
         async for rec in follow_system(self.nc):
-            try:
-                message = decode_system(rec.subject, rec.data)
-            except (ValueError, TypeError) as exc:
-                log.error("system stream #%d (%s) skipped: %s", rec.seq, rec.subject, exc)
-            else:
-                self.state.fold(message)
-                for listener in self.listeners:
-                    await listener(message)
+            message = fold_record(self.state, rec)
+            if message is not None:
+                await self._tell(message)
             async with self._advanced:
                 self.seq = rec.seq
                 self._advanced.notify_all()
             if rec.seq >= start_end:
                 self.ready.set()
+
+    async def _tell(self, message: SystemMessage) -> None:
+        for listener in self.listeners:
+            try:
+                await listener(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one failing listener must not stop the fold for all
+                log.exception("system stream: handling %s failed", type(message).__name__)
 
     async def catch_up(self, timeout_s: float = 2.0) -> bool:
         """Wait until everything appended so far is folded; ``False`` if it took too long."""
@@ -65,10 +87,3 @@ class TenancyView:
                 except TimeoutError:
                     return False
         return True
-
-    def tenants(self) -> list[str]:
-        return sorted(self.state.tenants)
-
-    @staticmethod
-    def is_new_tenant(message: SystemMessage) -> bool:
-        return isinstance(message, TenantCreated)

@@ -45,7 +45,7 @@ async def write_bad_messages(nc: NATS, tenant: str) -> dict[int, str]:
         await raw(nc, scope.run(run, "finished"), bad_time): "not an ISO-8601 time",
         await raw(nc, scope.run("other", "queued"), good_queued): "differs from the subject",
         await raw(nc, scope.task("diamond", "a"), b"[1]"): "must be a JSON object",
-        await raw(nc, f"{tenant}.default.nowhere.w1", b"{}"): "not a natchet subject",
+        await raw(nc, f"{tenant}.bad!ns.events.x", b"{}"): "not a natchet subject",
         await w.put(long_step): "postgres refused the message",
     }
 

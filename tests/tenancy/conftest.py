@@ -66,8 +66,15 @@ async def tenancy_engine(
 
 @pytest.fixture
 async def admin_nc(tenancy_engine: Engine) -> NATS:
+    """The engine's own connection: its account holds the system records, nothing else."""
     assert tenancy_engine.nc is not None
     return tenancy_engine.nc
+
+
+def log_nc(engine: Engine, tenant: str) -> NATS:
+    """The engine's connection into ``tenant``'s log account."""
+    assert engine.provisioner is not None
+    return engine.provisioner.logs[tenant]
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsS
 
 
 def engine_user(auth: NatsAuth, settings: ClientSettings) -> eventstore.NatsOptions:
-    return attrs.evolve(
-        settings.nats_options("tls-test"), user=auth.engine_user, password=auth.engine_password
-    )
+    """The client's TLS settings, with the engine's credentials (no callout needed)."""
+    engine = auth.options(settings.nats_url, "tls-test", "engine")
+    return attrs.evolve(settings.nats_options("tls-test"), token=None, creds=engine.creds)
 
 
 async def test_mtls_connects_with_the_generated_ca(tls_server: tuple[NatsServer, NatsAuth]) -> None:

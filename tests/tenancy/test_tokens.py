@@ -22,7 +22,7 @@ from natchet.tenancy.serverconf import AUTH_FILE
 from schemas import Scope
 from schemas.tenancy import parse_token
 from tests.conftest import eventually
-from tests.tenancy.conftest import client_options, new_tenant
+from tests.tenancy.conftest import client_options, log_nc, new_tenant
 from worker import ClientSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,7 +153,8 @@ async def test_cli_tenant_and_token_lifecycle(
     assert created["tenant"] == name and created["token"].startswith("nct_")
     listed = json.loads(await asyncio.to_thread(_natchet, "tenant", "list", "--json", *server))
     assert any(t["tenant"] == name and t["max_bytes"] == 1000000 for t in listed)
-    info = await tenancy_engine.nc.jetstream().stream_info(f"natchet-{name}")  # type: ignore[union-attr]
+    await eventually(lambda: tenancy_engine.provisioner.ready(name).is_set())  # type: ignore[union-attr]
+    info = await log_nc(tenancy_engine, name).jetstream().stream_info(f"natchet-{name}")
     assert info.config.max_bytes == 1000000
 
     extra = json.loads(

@@ -218,3 +218,23 @@ def test_handed_back_result_consumes_no_retry() -> None:
     state = with_backoff()
     assert apply(state, fail("s", 1, handed_back=True)) == []
     assert state.runs["r1"].steps["s"].attempt == 1
+
+
+def test_messages_on_another_namespaces_subject_never_touch_a_run() -> None:
+    """Run ids are only unique per tenant: a result, cancel or verdict for alice's run that
+    arrives on bob's subjects decides and folds nothing (the subject is the truth)."""
+    state = registered()
+    run_id = "r1"
+    apply(state, RunRequested(run_id, "Diamond", {}))
+    before = repr(state)
+    bob = Scope("acme", "bob")
+    for message in (
+        ok(run_id, "a"),
+        RunCancelRequested(run_id),
+        StepAssigned(run_id, "a", 1, 1, "w9", "evil"),
+        StepFinished(run_id, "a", 1, 1, RunStatus.FAILED, error="forged"),
+    ):
+        assert decide(state, bob, message, NOW) == []
+        fold(state, bob, message)
+    assert repr(state) == before
+    assert queued_steps(apply(state, ok(run_id, "a"))) == [("b", 1), ("c", 1)]

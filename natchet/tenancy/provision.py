@@ -1,0 +1,81 @@
+"""Setting a tenant up on the server: its accounts, its streams, the engine's way in.
+
+With a :class:`~natchet.tenancy.serverconf.NatsAuth` (operator mode), a tenant gets two
+accounts (``natchet/tenancy/accounts.py``), pushed to the server's resolver, and the engine
+reaches the tenant's log through a user of the log account: never by sharing an account
+with the tenant. Without one (a plain ``nats-server -js``, tests), every tenant's streams
+live in the one account the engine is connected to, and nothing isolates tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from eventstore import StreamLimits, connect, ensure_tenant_stream
+from natchet.tenancy.accounts import TenantLimits
+from natchet.tenancy.issuer import push_account, tenant_account_jwts
+from natchet.tenancy.serverconf import NatsAuth
+from schemas.tenancy import TenantCreated
+
+log = logging.getLogger(__name__)
+
+
+def limits_of(created: TenantCreated) -> TenantLimits:
+    return TenantLimits(
+        max_bytes=created.max_bytes,
+        max_connections=created.max_connections,
+        max_consumers=created.max_consumers,
+    )
+
+
+class Provisioner:
+    """Provisions tenants and keeps the engine's connection into each tenant's log."""
+
+    def __init__(self, url: str, nc: NATS, auth: NatsAuth | None) -> None:
+        self.url = url
+        self.nc = nc  # the engine's own connection (engine account, or the only account)
+        self.auth = auth
+        self.system: NATS | None = None
+        self.logs: dict[str, NATS] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._lock = asyncio.Lock()
+
+    def ready(self, tenant: str) -> asyncio.Event:
+        """Set once ``tenant``'s accounts and streams exist."""
+        return self._ready.setdefault(tenant, asyncio.Event())
+
+    async def provision(self, created: TenantCreated) -> NATS:
+        """Push the tenant's accounts and create (or check) its streams; return the
+        engine's connection to its log. Idempotent."""
+        tenant = created.tenant
+        async with self._lock:
+            if self.auth is None:
+                conn = self.nc
+            else:
+                if self.system is None:
+                    self.system = await connect(
+                        self.auth.options(self.url, "natchet-provisioner", "system")
+                    )
+                for account in tenant_account_jwts(self.auth, tenant, limits_of(created)):
+                    await push_account(self.system, account)
+                conn = self.logs.get(tenant) or await connect(
+                    self.auth.options(self.url, f"natchet-engine:{tenant}", f"log:{tenant}")
+                )
+            js = conn.jetstream()
+            await ensure_tenant_stream(js, tenant, StreamLimits(max_bytes=created.max_bytes))
+            if self.auth is not None:
+                self.logs[tenant] = conn
+            self.ready(tenant).set()
+            return conn
+
+    async def close(self) -> None:
+        for conn in [*self.logs.values(), *([self.system] if self.system else [])]:
+            with contextlib.suppress(nats.errors.Error):
+                await conn.drain()
+        self.logs.clear()
+        self.system = None

@@ -1,0 +1,188 @@
+"""The log is append-only for real, even for the tenant whose log it is: rollup, per-message
+TTLs and purges are refused and change nothing; headers that JetStream acts on cannot be
+relayed into another tenant; batch headers do not stall another tenant's dispatcher."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from nats.aio.client import Client as NATS
+
+import eventstore
+from eventstore import Append, LogFullError, PermissionDeniedError, append
+from eventstore.connection import request
+from natchet.embedded import NatsServer
+from natchet.engine import Engine
+from natchet.tenancy import admin
+from schemas import Scope, encode, stream_name
+from tests.conftest import eventually, running
+from tests.tenancy.conftest import (
+    Attacker,
+    Victim,
+    client_options,
+    echo_workflow,
+    hatchet_with_token,
+    log_nc,
+)
+from tests.tenancy.watch import TenantView, tenant_view, unchanged
+from worker.declare import spec_of
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def ack_of(nc: NATS, subject: str, headers: dict[str, str], body: bytes = b"{}") -> Any:
+    reply = await nc.request(subject, body, headers=headers, timeout=5)
+    return orjson.loads(reply.data)
+
+
+async def own_log(engine: Engine, tenant: str) -> tuple[int, int]:
+    info = await log_nc(engine, tenant).jetstream().stream_info(stream_name(tenant))
+    return info.state.messages, info.state.last_seq
+
+
+ROLLUPS = ({"Nats-Rollup": "all"}, {"Nats-Rollup": "sub"})
+
+
+@pytest.mark.parametrize("headers", ROLLUPS, ids=["all", "sub"])
+async def test_rollup_on_own_log_is_refused(
+    attacker: Attacker, tenancy_engine: Engine, headers: dict[str, str]
+) -> None:
+    before = await own_log(tenancy_engine, attacker.tenant)
+    ack = await ack_of(attacker.nc, Scope(attacker.tenant).event("x"), headers)
+    assert "error" in ack and "rollup" in ack["error"]["description"].lower()
+    await unchanged(attacker.nc, lambda: own_log(tenancy_engine, attacker.tenant), before)
+
+
+async def test_message_ttl_on_own_log_is_refused(
+    attacker: Attacker, tenancy_engine: Engine
+) -> None:
+    before = await own_log(tenancy_engine, attacker.tenant)
+    ack = await ack_of(attacker.nc, Scope(attacker.tenant).event("x"), {"Nats-TTL": "1s"})
+    assert "error" in ack and "ttl" in ack["error"]["description"].lower()
+    await unchanged(attacker.nc, lambda: own_log(tenancy_engine, attacker.tenant), before)
+
+
+async def test_purge_and_delete_of_own_log_are_refused(
+    attacker: Attacker, tenancy_engine: Engine
+) -> None:
+    before = await own_log(tenancy_engine, attacker.tenant)
+    stream = stream_name(attacker.tenant)
+    for subject, body in (
+        (f"$JS.API.STREAM.PURGE.{stream}", b"{}"),
+        (f"$JS.API.STREAM.DELETE.{stream}", b""),
+        (f"$JS.API.STREAM.MSG.DELETE.{stream}", b'{"seq": 1}'),
+        (f"$JS.API.STREAM.UPDATE.{stream}", orjson.dumps({"name": stream})),
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, body, timeout_s=3)
+    await unchanged(attacker.nc, lambda: own_log(tenancy_engine, attacker.tenant), before)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [*ROLLUPS, {"Nats-TTL": "1s"}, {"Nats-Batch-Id": "x", "Nats-Batch-Sequence": "1"}],
+    ids=["rollup-all", "rollup-sub", "ttl", "batch"],
+)
+async def test_headers_cannot_be_relayed_into_other_tenant(
+    attacker: Attacker,
+    victim: Victim,
+    tenancy_engine: Engine,
+    tdb: psycopg.AsyncConnection[Any],
+    headers: dict[str, str],
+) -> None:
+    """A stores (or tries to store) a message carrying headers JetStream acts on and
+    direct-gets it with reply into B's events: B's log is untouched."""
+
+    async def look() -> TenantView:
+        return await tenant_view(tenancy_engine, tdb, victim.tenant)
+
+    before = await look()
+    subject = Scope(attacker.tenant).event("relay")
+    await attacker.nc.publish(subject, b"{}", headers=headers)
+    batch = {**headers, "Nats-Batch-Commit": "1"} if "Nats-Batch-Id" in headers else headers
+    await attacker.nc.publish(subject, b"{}", headers=batch)
+    api = f"$JS.API.DIRECT.GET.{stream_name(attacker.tenant)}.{subject}"
+    for _ in range(60):  # a burst, as the table's "stalls per burst" row did
+        await attacker.nc.publish(api, b"", reply=Scope(victim.tenant).event("echo"))
+        await attacker.nc.publish(
+            Scope(attacker.tenant).event("y"), b"{}", headers=batch, reply=victim_event(victim)
+        )
+    await unchanged(attacker.nc, look, before)
+
+
+def victim_event(victim: Victim) -> str:
+    return Scope(victim.tenant).event("echo")
+
+
+async def test_batch_headers_do_not_stall_other_tenants_dispatcher(
+    attacker: Attacker, victim: Victim
+) -> None:
+    """A burst of uncommitted batch starts, aimed every way A can aim them; B's dispatcher
+    still runs B's workflow at once (it used to stall ~11 s per burst)."""
+    for n in range(60):
+        headers = {"Nats-Batch-Id": f"b{n}", "Nats-Batch-Sequence": "1"}
+        await attacker.nc.publish(
+            Scope(attacker.tenant).event("y"), b"{}", headers=headers, reply=victim_event(victim)
+        )
+    await attacker.nc.flush()
+    hatchet = hatchet_with_token(victim.token)
+    worker = hatchet.worker("b-worker", max_runs=2)
+    worker.register_workflow(echo_workflow(hatchet))
+    async with running(worker):
+        ref = await hatchet.admin.aio_run_workflow("Echo", {"after": "burst"})
+        assert await ref.result() == {"say": {"said": {"after": "burst"}}}
+    hatchet.close()
+
+
+async def test_full_log_refuses_new_messages_and_keeps_old_ones(
+    tenancy_engine: Engine, auth_server: NatsServer, admin_nc: NATS
+) -> None:
+    """At its quota the log refuses (the publisher is told why), drops nothing, and the
+    engine records it; raising the quota lets everything through again."""
+    name = f"q{uuid.uuid4().hex[:10]}"
+    await admin.create_tenant(admin_nc, name, max_bytes=32 * 1024)
+    issued = await admin.create_token(admin_nc, name, auth_server.url)
+    hatchet = hatchet_with_token(issued.token)
+    nc = await eventstore.connect(client_options(auth_server, name, issued.token))
+    scope = Scope(name)
+    definition = spec_of(echo_workflow(hatchet)).definition
+    await append(nc, Append(scope.workflow("Echo"), encode(definition)))
+    accepted = 0
+    with pytest.raises(LogFullError, match="log is full"):
+        for n in range(10_000):
+            await append(nc, Append(scope.event("echo"), orjson.dumps({"n": n})))
+            accepted += 1
+    first, messages, last = await own_log_bounds(tenancy_engine, name)
+    assert accepted > 0 and first == 1 and messages == last  # nothing was dropped for room
+
+    async def recorded() -> bool:
+        assert tenancy_engine.tenancy is not None
+        return name in tenancy_engine.tenancy.view.state.full
+
+    await eventually(recorded)
+    state = await admin.load_state(admin_nc)
+    assert name in state.full  # what `natchet tenant list` shows as log_full_since
+
+    await admin.set_limits(admin_nc, name, max_bytes=-1)
+
+    async def room_again() -> bool:
+        try:
+            await append(nc, Append(scope.event("after"), b"{}"))
+        except LogFullError:
+            return False
+        return True
+
+    await eventually(room_again)
+    first, messages, last = await own_log_bounds(tenancy_engine, name)
+    assert first == 1 and messages == last
+    await nc.close()
+    hatchet.close()
+
+
+async def own_log_bounds(engine: Engine, tenant: str) -> tuple[int, int, int]:
+    info = await log_nc(engine, tenant).jetstream().stream_info(stream_name(tenant))
+    return info.state.first_seq, info.state.messages, info.state.last_seq
