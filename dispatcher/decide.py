@@ -100,8 +100,8 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
             if (
                 step.status is RunStatus.QUEUED
                 and not step.assigned
-                and step.queued_at is not None
-                and after(step.queued_at, run.schedule_timeout_s) <= now
+                and step.waiting_since is not None
+                and after(step.waiting_since, run.schedule_timeout_s) <= now
             ):
                 reason = (
                     f"not picked up by any worker within {run.schedule_timeout_s:g}s "

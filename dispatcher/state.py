@@ -41,14 +41,22 @@ class StepState:
     next_attempt: int = 0
 
     def settle_deliveries(self) -> None:
-        """RUNNING while a delivery newer than any handed back runs; back in the queue (with
-        its schedule timeout re-armed) when the newest delivery was handed back. Built from
-        maxima, so the order in which assignments and hand-backs are folded does not matter."""
+        """RUNNING while a delivery newer than any handed back runs; back in the queue when
+        the newest delivery was handed back. Built from maxima only (``queued_at`` stays the
+        time it was queued), so the order in which assignments and hand-backs are folded
+        does not matter."""
         if self.delivery > self.handed_back:
             self.status, self.assigned = RunStatus.RUNNING, True
         elif self.handed_back:
             self.status, self.assigned = RunStatus.QUEUED, False
-            self.queued_at = self.handed_back_at
+
+    @property
+    def waiting_since(self) -> dt.datetime | None:
+        """Since when the step waits in the queue: its schedule timeout runs from the hand
+        back of its newest delivery, if there was one, else from when it was queued."""
+        if self.handed_back and self.handed_back_at is not None:
+            return self.handed_back_at
+        return self.queued_at
 
     @property
     def terminal(self) -> bool:
