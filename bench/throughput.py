@@ -1,11 +1,13 @@
 """End-to-end throughput and latency: diamond runs through the whole engine.
 
-    .venv/bin/python bench/throughput.py [--runs 500] [--workers 4] [--max-runs 8]
+    .venv/bin/python bench/throughput.py [--runs 500] [--workers 4] [--max-runs 8] [--secured]
 
 Starts nats-server and PostgreSQL from their wheels, the engine in-process, and workers
 (each with its own NATS connection) in this process; starts --runs runs of a 4-step diamond
 whose steps return at once; waits until the projection shows them all SUCCEEDED; prints
 runs/s, steps/s, and run latency (created -> finished, from the projection) percentiles.
+``--secured`` runs NATS as ``natchet dev`` does (operator mode, an account per tenant): the
+workers connect with a token and reach the log through the tenant account's imports.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import psycopg
 from natchet.config import EngineSettings
 from natchet.devstack import DevStack
 from natchet.engine import Engine
+from natchet.tenancy import admin
 from worker import ClientSettings, Context, Hatchet
 
 
@@ -49,14 +52,26 @@ def diamond(hatchet: Hatchet) -> Any:
     return Bench()
 
 
-async def measure(runs: int, workers: int, max_runs: int) -> dict[str, float]:
+async def measure(runs: int, workers: int, max_runs: int, secured: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="natchet-bench-") as tmp:
-        stack = DevStack(Path(tmp))
+        stack = DevStack(Path(tmp), auth=secured)
         await asyncio.to_thread(stack.start)
         try:
-            settings = EngineSettings(stack.nats_url, stack.database_url, ("bench",))
-            async with Engine(settings), contextlib.AsyncExitStack() as stack_ctx:
-                hatchet = Hatchet(settings=ClientSettings(nats_url=stack.nats_url, tenant="bench"))
+            settings = EngineSettings(
+                stack.nats_url,
+                stack.database_url,
+                ("bench",),
+                nats_auth_file=str(stack.auth_file) if stack.auth_file else None,
+                discover_tenants=secured,
+            )
+            async with Engine(settings) as engine, contextlib.AsyncExitStack() as stack_ctx:
+                client = ClientSettings(nats_url=stack.nats_url, tenant="bench")
+                if secured:
+                    assert engine.nc is not None
+                    await admin.create_tenant(engine.nc, "bench")
+                    issued = await admin.create_token(engine.nc, "bench", stack.nats_url)
+                    client = ClientSettings.from_env({"HATCHET_CLIENT_TOKEN": issued.token})
+                hatchet = Hatchet(settings=client)
                 for i in range(workers):
                     w = hatchet.worker(f"bench-{i}", max_runs=max_runs)
                     w.register_workflow(diamond(hatchet))
@@ -104,11 +119,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--max-runs", type=int, default=8)
+    parser.add_argument("--secured", action="store_true", help="operator mode, token auth")
     args = parser.parse_args()
-    r = asyncio.run(measure(args.runs, args.workers, args.max_runs))
+    r = asyncio.run(measure(args.runs, args.workers, args.max_runs, args.secured))
     print(
         f"{r['runs']} diamond runs ({4 * r['runs']} steps), {args.workers} workers x "
-        f"max_runs={args.max_runs}"
+        f"max_runs={args.max_runs}{', secured' if args.secured else ''}"
     )
     print(
         f"  all SUCCEEDED in the projection after {r['elapsed_s']:.2f}s "

@@ -89,27 +89,29 @@ def _int(_inst: object, attribute: attrs.Attribute[int], value: object) -> None:
 
 
 @attrs.frozen
-class TenantCreated:
+class _TenantLimits:
     """A tenant and its limits (-1: none): ``max_bytes`` is its log's quota."""
 
-    KIND = "tenant_created"
     tenant: str = attrs.field(validator=lambda _i, _a, v: check_new_tenant(v))
     max_bytes: int = attrs.field(default=-1, validator=_int)
     max_connections: int = attrs.field(default=-1, validator=_int)
     max_consumers: int = attrs.field(default=-1, validator=_int)
+
+
+@attrs.frozen
+class TenantCreated(_TenantLimits):
+    """A new tenant, with its limits."""
+
+    KIND = "tenant_created"
     created_at: str = attrs.field(factory=utcnow)
     v: int = 1
 
 
 @attrs.frozen
-class TenantLimitsChanged:
+class TenantLimitsChanged(_TenantLimits):
     """New limits for a tenant (the engine applies them to its accounts and log)."""
 
     KIND = "tenant_limits_changed"
-    tenant: str = attrs.field(validator=lambda _i, _a, v: check_new_tenant(v))
-    max_bytes: int = attrs.field(default=-1, validator=_int)
-    max_connections: int = attrs.field(default=-1, validator=_int)
-    max_consumers: int = attrs.field(default=-1, validator=_int)
     at: str = attrs.field(factory=utcnow)
     v: int = 1
 

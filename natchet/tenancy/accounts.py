@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import attrs
 
+from eventstore.provision import LIVE_MAX_BYTES
 from schemas.subjects import live_subjects, stream_name, tasks_stream_name
 from schemas.tenancy import inbox_prefix
 
@@ -98,9 +99,6 @@ class TenantLimits:
         if self.max_bytes < 0:
             return NO_LIMIT
         return 2 * self.max_bytes + LIVE_MAX_BYTES
-
-
-LIVE_MAX_BYTES = 16 * 1024 * 1024
 
 
 def _limits(*, conn: int = NO_LIMIT, disk: int = 0, streams: int = 0, consumers: int = 0) -> Any:

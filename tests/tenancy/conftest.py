@@ -22,6 +22,7 @@ from natchet.engine import Engine
 from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
 from projector import list_runs
+from schemas import StepResult
 from schemas.tenancy import inbox_prefix
 from tests.conftest import eventually, running
 from tests.support import run_ends
@@ -133,6 +134,19 @@ def echo_workflow(hatchet: Hatchet) -> Any:
             return {"said": context.workflow_input()}
 
     return Echo()
+
+
+def forged_result(run_id: str) -> StepResult:
+    """A result claiming step ``say`` of ``run_id`` succeeded, from a worker that never ran it."""
+    return StepResult(
+        run_id=run_id,
+        step="say",
+        attempt=1,
+        delivery=1,
+        worker_id="evil",
+        ok=True,
+        output={"said": "pwned"},
+    )
 
 
 def hatchet_with_token(token: str, namespace: str = "default", **env: str) -> Hatchet:

@@ -18,10 +18,10 @@ from eventstore.connection import request
 from eventstore.provision import task_consumer_name
 from natchet.engine import Engine
 from projector import list_runs
-from schemas import Scope, StepResult, encode, stream_name
+from schemas import Scope, encode, stream_name
 from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually
-from tests.tenancy.conftest import Attacker, Victim, log_nc
+from tests.tenancy.conftest import Attacker, Victim, forged_result, log_nc
 from tests.tenancy.watch import TenantView, tenant_view, unchanged
 
 pytestmark = pytest.mark.timeout(120)
@@ -178,15 +178,7 @@ async def test_ack_other_tenant_message_is_refused(
 async def test_forged_result_for_other_tenant_run_is_refused(
     attacker: Attacker, victim: Victim, untouched: None, tdb: psycopg.AsyncConnection[Any]
 ) -> None:
-    forged = StepResult(
-        run_id=victim.pending_run,
-        step="say",
-        attempt=1,
-        delivery=1,
-        worker_id="evil",
-        ok=True,
-        output={"said": "pwned"},
-    )
+    forged = forged_result(victim.pending_run)
     subject = Scope(victim.tenant).run(victim.pending_run, "result")
     with pytest.raises(PermissionDeniedError):
         await append(attacker.nc, Append(subject, encode(forged)))

@@ -26,13 +26,14 @@ from eventstore import Append, append
 from eventstore.provision import task_consumer_name
 from natchet.embedded import NatsServer
 from natchet.engine import Engine
-from schemas import Scope, StepResult, Task, encode
+from schemas import Scope, Task, encode
 from schemas.subjects import stream_name, tasks_stream_name
 from schemas.tenancy import TokenCreated, TokenRevoked, hash_secret, parse_token, token_subject
 from tests.conftest import eventually, running
 from tests.tenancy.conftest import (
     client_options,
     echo_workflow,
+    forged_result,
     hatchet_with_token,
     new_tenant,
 )
@@ -71,9 +72,11 @@ class Scene:
         )
 
     async def own_shape(self) -> tuple[object, ...]:
-        """A's own streams (not their counts: A appends) and consumers: must survive."""
+        """A's own streams and consumers must survive, and its log lose nothing (its first
+        sequence stays; its end moves, as A appends)."""
         view = await tenant_view(self.engine, self.db, self.a)
-        return tuple((name, config) for name, _n, _s, config in view.streams), view.consumers
+        log, *others = view.streams
+        return (log[0], log[2], log[4]), tuple((o[0], o[4]) for o in others), view.consumers
 
 
 def idle_workflow(hatchet: Hatchet) -> Any:
@@ -155,12 +158,10 @@ def payload_for(s: Scene, target: str) -> bytes:
     if target.startswith("$JS.API.STREAM.PURGE"):
         return b"{}"
     if target.startswith("$JS.API.CONSUMER.CREATE"):
-        config = {"deliver_subject": f"{s.a}.leak", "ack_policy": "none", "durable_name": "leak"}
+        config = {"name": "leak", "deliver_subject": f"{s.a}.leak", "ack_policy": "none"}
         return orjson.dumps({"stream_name": b_log, "config": config})
     if target.startswith("$JS.API.STREAM.UPDATE"):
-        name = target.rsplit(".", 1)[-1]
-        weak = {"name": name, "subjects": [f"{s.b}.>"], "allow_rollup_hdrs": True}
-        return orjson.dumps({**weak, "deny_purge": False, "storage": "file"})
+        return weakened(target.rsplit(".", 1)[-1], s.a if s.a in target else s.b)
     if target.startswith("$SYS.REQ.SERVER"):
         return orjson.dumps({"cid": s.b_nc._client_id})
     if target.startswith("natchet.system.tokens") and target.endswith(".created"):
@@ -170,19 +171,32 @@ def payload_for(s: Scene, target: str) -> bytes:
     if target.endswith(".revoked"):
         return encode(TokenRevoked(target.split(".")[3]))
     if ".runs." in target:
-        forged_result = StepResult(
-            run_id=s.b_pending_run,
-            step="say",
-            attempt=1,
-            delivery=1,
-            worker_id="evil",
-            ok=True,
-            output={"said": "pwned"},
-        )
-        return encode(forged_result)
+        return encode(forged_result(s.b_pending_run))
     if ".tasks." in target:
         return encode(Task(s.b_pending_run, "Echo", "say", 1, {"evil": 1}, {}, 60.0))
     return b'{"evil": true}'
+
+
+def weakened(stream: str, tenant: str) -> bytes:
+    """A stream update a server would take for a log as natchet made it before accounts
+    (one stream on ``<t>.>``), with what an attacker wants: a new description, rollups,
+    purges and at most one message kept."""
+    config = {
+        "name": stream,
+        "subjects": [f"{tenant}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "discard": "old",
+        "max_msg_size": 1024 * 1024,
+        "duplicate_window": 120 * 1_000_000_000,
+        "deny_delete": True,
+        "allow_direct": True,
+        "allow_msg_ttl": True,
+        "allow_msg_schedules": True,
+        "allow_atomic": True,
+    }
+    weak = {"description": "pwned", "allow_rollup_hdrs": True, "deny_purge": False, "max_msgs": 1}
+    return orjson.dumps({**config, **weak})
 
 
 async def via_pub_ack(s: Scene, target: str) -> None:
@@ -243,7 +257,7 @@ TARGETS: dict[str, Callable[[Scene], str]] = {
     "system-token-revoked": lambda s: token_subject(parse_token(s.b_token).token_id, "revoked"),
     "B-stream-delete": lambda s: f"$JS.API.STREAM.DELETE.{stream_name(s.b)}",
     "C-stream-delete": lambda s: f"$JS.API.STREAM.DELETE.{stream_name(s.c)}",
-    "B-consumer-create": lambda s: f"$JS.API.CONSUMER.CREATE.{stream_name(s.b)}",
+    "B-consumer-create": lambda s: f"$JS.API.CONSUMER.CREATE.{stream_name(s.b)}.leak",
     "B-stream-update": lambda s: f"$JS.API.STREAM.UPDATE.{stream_name(s.b)}",
     "B-dispatcher-delete": lambda s: f"$JS.API.CONSUMER.DELETE.{stream_name(s.b)}.dispatcher",
     "SYS-kick-B": lambda s: f"$SYS.REQ.SERVER.{s.server_id}.KICK",
@@ -274,6 +288,17 @@ async def test_reply_path_cannot_reach_beyond_own_account(
     assert scene.b_nc.is_connected, "B's connection was kicked"
     await engine_serves(scene.engine, scene.a, scene.b, scene.c)
     assert await append(scene.a_nc, Append(Scope(scene.a).event("still-works"), b"{}")) > 0
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_each_path_answers_on_the_reply_it_names(scene: Scene, path: str) -> None:
+    """The control: every path above does deliver JetStream's answer to the reply A names,
+    here a subject A listens on in its own account. So the cases above are real attempts,
+    and what stops them is where the answer lands."""
+    scene.leaked.clear()
+    await PATHS[path](scene, f"{scene.a}.leak")
+    assert await eventually(lambda: len(scene.leaked) > 0, timeout_s=5)
+    scene.leaked.clear()
 
 
 async def test_forged_token_record_gives_no_access(scene: Scene) -> None:

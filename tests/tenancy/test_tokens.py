@@ -185,3 +185,20 @@ async def test_cli_tenant_and_token_lifecycle(
 
     hint = await asyncio.to_thread(_natchet, "token", "nats-context", created["token"])
     assert f"pub {name}.default.events." in hint and "--inbox-prefix _INBOX_" in hint
+
+
+async def test_callout_forgets_connections_when_they_close(
+    tenancy_engine: Engine, auth_server: NatsServer
+) -> None:
+    """What the callout remembers of a token's connections (to kick them on revocation)
+    is pruned on the server's disconnect events: it does not grow with every connect."""
+    tenant, token = await new_tenant(tenancy_engine, auth_server, "p")
+    assert tenancy_engine.tenancy is not None
+    callout = tenancy_engine.tenancy.callout
+    assert callout is not None
+    token_id = parse_token(token).token_id
+    conns = [await eventstore.connect(client_options(auth_server, tenant, token)) for _ in range(3)]
+    assert len(callout.connections[token_id]) == 3
+    for nc in conns:
+        await nc.close()
+    await eventually(lambda: token_id not in callout.connections)

@@ -32,7 +32,8 @@ WINDOW_S = 0.6
 class TenantView:
     """What an attack on a tenant could change."""
 
-    streams: tuple[tuple[str, int, int, str], ...]  # (stream, messages, last seq, config)
+    # (stream, messages, first seq, last seq, config)
+    streams: tuple[tuple[str, int, int, int, str], ...]
     consumers: tuple[tuple[str, str, str], ...]  # (stream, consumer, config)
     runs: tuple[tuple[str, str], ...]  # (run id, status) in Postgres
 
@@ -40,21 +41,25 @@ class TenantView:
 async def tenant_view(engine: Engine, db: psycopg.AsyncConnection[Any], tenant: str) -> TenantView:
     assert engine.provisioner is not None
     js = engine.provisioner.logs[tenant].jetstream()
-    streams: list[tuple[str, int, int, str]] = []
+    streams: list[tuple[str, int, int, int, str]] = []
     consumers: list[tuple[str, str, str]] = []
     for name in (stream_name(tenant), tasks_stream_name(tenant), live_stream_name(tenant)):
         try:
             info = await js.stream_info(name)
         except NotFoundError:
-            streams.append((name, -1, -1, "MISSING"))
+            streams.append((name, -1, -1, -1, "MISSING"))
             continue
-        messages = info.state.messages if name != live_stream_name(tenant) else 0
-        last = info.state.last_seq if name != live_stream_name(tenant) else 0
-        streams.append((name, messages, last, repr(info.config)))
-        if name == live_stream_name(tenant):
+        if name == live_stream_name(tenant):  # heartbeats come and go: only its settings
+            streams.append((name, 0, 0, 0, repr(info.config)))
             continue
+        state = info.state
+        streams.append((name, state.messages, state.first_seq, state.last_seq, repr(info.config)))
         for consumer in await js.consumers_info(name):
-            consumers.append((name, consumer.name, repr(consumer.config)))
+            # The engine's own readers (the projector's tail, a replay) are ephemeral pull
+            # consumers that come and go; every durable one, and any push consumer (which
+            # delivers somewhere), counts.
+            if consumer.config.durable_name or consumer.config.deliver_subject:
+                consumers.append((name, consumer.name, repr(consumer.config)))
     runs = tuple(sorted((r["id"], r["status"]) for r in await list_runs(db, tenant=tenant)))
     return TenantView(tuple(streams), tuple(sorted(consumers)), runs)
 
