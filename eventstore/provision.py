@@ -172,7 +172,9 @@ async def _quota(js: JetStreamContext, stored: StreamConfig, expected: StreamCon
 
 
 def task_consumer_name(scope: Scope, workflow: str) -> str:
-    return f"tasks-{scope.namespace}-{check_name('workflow', workflow)}"
+    """``<namespace>~<workflow>``: ``~`` is in no namespace or workflow name, so two
+    namespaces can never share a queue group (``a-b``/``c`` and ``a``/``b-c`` once did)."""
+    return f"{scope.namespace}~{check_name('workflow', workflow)}"
 
 
 @attrs.frozen

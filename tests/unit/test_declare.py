@@ -90,3 +90,12 @@ def test_readme_reliability_example_declares_what_it_says() -> None:
     assert (charge.retries, charge.backoff_factor, charge.backoff_max_s) == (3, 2, 30)
     assert wf.on_failure is not None and wf.on_failure.name == "refund"
     assert wf.on_events == ("order:placed",) and wf.schedule_timeout_s == 300
+
+
+def test_queue_groups_of_two_namespaces_never_share_a_name() -> None:
+    from eventstore import task_consumer_name
+    from schemas import Scope
+
+    assert task_consumer_name(Scope("acme", "a-b"), "c") != task_consumer_name(
+        Scope("acme", "a"), "b-c"
+    )
