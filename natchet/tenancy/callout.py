@@ -40,6 +40,7 @@ DISCONNECTS = "$SYS.ACCOUNT.*.DISCONNECT"
 # The server gives up on a callout after about 2 s; a tenant created a moment ago is set up
 # well within that.
 PROVISION_WAIT_S = 1.5
+MAX_CONCURRENT = 256
 
 Connection = tuple[str, int]  # (server id, client id)
 
@@ -88,10 +89,14 @@ class CalloutService:
         self._owner: dict[Connection, str] = {}
         self.kicked = asyncio.Event()
         self._stop = asyncio.Event()
+        # Requests are answered concurrently: one that waits (a tenant still being set up,
+        # a fold catching up) must not hold up every other tenant's connects.
+        self._answering: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         view.listeners.append(self._on_system)
 
     async def run(self) -> None:
-        subs = [await self.nc.subscribe(AUTH_SUBJECT, cb=self._handle)]
+        subs = [await self.nc.subscribe(AUTH_SUBJECT, cb=self._on_request)]
         if self.system is not None:
             subs.append(await self.system.subscribe(DISCONNECTS, cb=self._on_disconnect))
         try:
@@ -100,9 +105,21 @@ class CalloutService:
             for sub in subs:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
+            for task in list(self._answering):
+                task.cancel()
+            await asyncio.gather(*self._answering, return_exceptions=True)
 
     async def shutdown(self) -> None:
         self._stop.set()
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._answer(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        async with self._slots:
+            await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:
         try:

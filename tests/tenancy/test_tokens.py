@@ -202,3 +202,29 @@ async def test_callout_forgets_connections_when_they_close(
     for nc in conns:
         await nc.close()
     await eventually(lambda: token_id not in callout.connections)
+
+
+async def test_a_tenant_stuck_in_setup_does_not_hold_up_other_tenants(
+    tenancy_engine: Engine, auth_server: NatsServer
+) -> None:
+    """The callout answers concurrently: while connects of a tenant whose accounts are not
+    ready wait (and are then refused), another tenant's connect goes through."""
+    import asyncio
+
+    stuck, stuck_token = await new_tenant(tenancy_engine, auth_server, "s")
+    fine, fine_token = await new_tenant(tenancy_engine, auth_server, "o")
+    assert tenancy_engine.provisioner is not None
+    tenancy_engine.provisioner._ready[stuck] = asyncio.Event()  # as if its setup hung
+    waiting = [
+        asyncio.create_task(eventstore.connect(client_options(auth_server, stuck, stuck_token)))
+        for _ in range(4)
+    ]
+    callout = tenancy_engine.tenancy.callout if tenancy_engine.tenancy else None
+    assert callout is not None
+    await eventually(lambda: len(callout._answering) >= 4)  # they reached the callout first
+    nc = await eventstore.connect(client_options(auth_server, fine, fine_token))
+    assert not all(t.done() for t in waiting), "the other tenant waited behind them"
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, ConnectError) for r in results)
+    tenancy_engine.provisioner.ready(stuck).set()
+    await nc.close()
