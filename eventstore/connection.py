@@ -127,8 +127,16 @@ async def request(
             _denial_waiters.get(nc, {}).pop(subject.lower(), None)
 
 
+CONNECTION_LIMIT = "maximum account active connections exceeded"
+
+
 def is_auth_error(exc: BaseException) -> bool:
-    return isinstance(exc, nats.errors.AuthorizationError) or AUTH_VIOLATION in str(exc).lower()
+    text = str(exc).lower()
+    return (
+        isinstance(exc, nats.errors.AuthorizationError)
+        or AUTH_VIOLATION in text
+        or CONNECTION_LIMIT in text
+    )
 
 
 def _refused(url: str, options: NatsOptions) -> ConnectError:
@@ -201,6 +209,12 @@ async def connect(
         # told otherwise; a wrong address must fail fast instead.
         nc = await _connect_or_refused(kwargs, auth_failed, options.connect_timeout_s + 1)
     except _Refused:
+        if CONNECTION_LIMIT in str(auth_failed.result()).lower():
+            raise ConnectError(
+                f"NATS at {url} refused the connection: this tenant already has as many "
+                "connections open as it may (max_connections); close some, or raise the "
+                "limit with `natchet tenant limits TENANT --max-connections N`"
+            ) from None
         raise _refused(url, options) from None
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         raise ConnectError(

@@ -228,3 +228,31 @@ async def test_a_tenant_stuck_in_setup_does_not_hold_up_other_tenants(
     assert all(isinstance(r, ConnectError) for r in results)
     tenancy_engine.provisioner.ready(stuck).set()
     await nc.close()
+
+
+async def test_connection_limit_of_a_tenant_is_enforced_by_the_server(
+    tenancy_engine: Engine, auth_server: NatsServer, admin_nc: NATS
+) -> None:
+    import uuid
+
+    name = f"m{uuid.uuid4().hex[:10]}"
+    await admin.create_tenant(admin_nc, name, max_connections=2)
+    token = (await admin.create_token(admin_nc, name, auth_server.url)).token
+    conns = [await eventstore.connect(client_options(auth_server, name, token)) for _ in range(2)]
+    start = time.monotonic()
+    with pytest.raises(ConnectError, match="max_connections"):
+        await eventstore.connect(client_options(auth_server, name, token))
+    assert time.monotonic() - start < REFUSAL_S  # said at once, not at a timeout
+    await conns[0].close()
+
+    async def room_again() -> bool:
+        try:
+            nc = await eventstore.connect(client_options(auth_server, name, token))
+        except ConnectError:
+            return False
+        conns.append(nc)
+        return True
+
+    await eventually(room_again)
+    for nc in conns:
+        await nc.close()
