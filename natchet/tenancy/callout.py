@@ -166,6 +166,9 @@ class CalloutService:
             return self.view.state.authenticate(token)
 
     async def _provisioned(self, tenant: str) -> None:
+        failed = self.provisioner.failed.get(tenant)
+        if failed is not None:
+            raise TokenError(f"tenant {tenant} cannot be served: {failed}")
         try:
             await asyncio.wait_for(self.provisioner.ready(tenant).wait(), PROVISION_WAIT_S)
         except TimeoutError:

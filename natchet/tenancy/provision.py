@@ -42,6 +42,7 @@ class Provisioner:
         self.auth = auth
         self.system: NATS | None = None
         self.logs: dict[str, NATS] = {}
+        self.failed: dict[str, str] = {}  # tenant -> why it could not be set up
         self._ready: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
 
@@ -52,26 +53,34 @@ class Provisioner:
     async def provision(self, created: TenantCreated) -> NATS:
         """Push the tenant's accounts and create (or check) its streams; return the
         engine's connection to its log. Idempotent."""
-        tenant = created.tenant
         async with self._lock:
-            if self.auth is None:
-                conn = self.nc
-            else:
-                if self.system is None:
-                    self.system = await connect(
-                        self.auth.options(self.url, "natchet-provisioner", "system")
-                    )
-                for account in tenant_account_jwts(self.auth, tenant, limits_of(created)):
-                    await push_account(self.system, account)
-                conn = self.logs.get(tenant) or await connect(
-                    self.auth.options(self.url, f"natchet-engine:{tenant}", f"log:{tenant}")
-                )
-            js = conn.jetstream()
-            await ensure_tenant_stream(js, tenant, StreamLimits(max_bytes=created.max_bytes))
-            if self.auth is not None:
-                self.logs[tenant] = conn
-            self.ready(tenant).set()
+            try:
+                conn = await self._provision(created)
+            except Exception as exc:  # remembered for the callout's answer, then raised
+                self.failed[created.tenant] = str(exc) or type(exc).__name__
+                raise
+            self.failed.pop(created.tenant, None)
+            self.ready(created.tenant).set()
             return conn
+
+    async def _provision(self, created: TenantCreated) -> NATS:
+        tenant = created.tenant
+        conn = self.nc
+        if self.auth is not None:
+            if self.system is None:
+                self.system = await connect(
+                    self.auth.options(self.url, "natchet-provisioner", "system")
+                )
+            for account in tenant_account_jwts(self.auth, tenant, limits_of(created)):
+                await push_account(self.system, account)
+            conn = self.logs.get(tenant) or await connect(
+                self.auth.options(self.url, f"natchet-engine:{tenant}", f"log:{tenant}")
+            )
+            self.logs[tenant] = conn
+        await ensure_tenant_stream(
+            conn.jetstream(), tenant, StreamLimits(max_bytes=created.max_bytes)
+        )
+        return conn
 
     async def close(self) -> None:
         for conn in [*self.logs.values(), *([self.system] if self.system else [])]:

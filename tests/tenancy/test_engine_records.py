@@ -13,14 +13,18 @@ import orjson
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy
 from psycopg import sql
 
 import eventstore
 from eventstore import Append, ConfigError, PermissionDeniedError, append
+from eventstore.provision import log_stream_config
 from natchet.config import EngineSettings
 from natchet.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
 from natchet.tenancy import admin
+from natchet.tenancy.accounts import TenantLimits
+from natchet.tenancy.issuer import push_account, tenant_account_jwts
 from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
 from projector import get_run
 from schemas import Scope
@@ -170,3 +174,34 @@ async def test_hostile_system_records_are_skipped_and_the_engine_restarts(
             ref = await hatchet.admin.aio_run_workflow("Echo", {"ok": 1})
             assert await ref.result() == {"say": {"said": {"ok": 1}}}
         hatchet.close()
+
+
+async def test_a_tenant_whose_stored_log_is_weaker_is_not_served(
+    own_stack: tuple[NatsServer, EngineSettings],
+) -> None:
+    """Someone made tenant w's log with TTLs allowed and dropping old messages when full
+    (by hand, or an older natchet): the engine refuses to serve w (its clients are refused)
+    and serves the rest."""
+    server, settings = own_stack
+    auth = NatsAuth.load(Path(str(settings.nats_auth_file)))
+    system = await eventstore.connect(auth.options(server.url, "test", "system"))
+    for account in tenant_account_jwts(auth, "weak", TenantLimits()):
+        await push_account(system, account)
+    await system.close()
+    log = await eventstore.connect(auth.options(server.url, "test", "log:weak"))
+    weak = log_stream_config("weak")
+    weak.allow_msg_ttl, weak.discard = True, DiscardPolicy.OLD
+    await log.jetstream().add_stream(weak)
+    await log.close()
+    async with Engine(settings) as engine:
+        assert engine.nc is not None and engine.provisioner is not None
+        await admin.create_tenant(engine.nc, "weak")
+        issued = await admin.create_token(engine.nc, "weak", server.url)
+        await eventually(lambda: "weak" in engine.provisioner.failed)  # type: ignore[union-attr]
+        assert "not append-only" in engine.provisioner.failed["weak"]
+        with pytest.raises(eventstore.ConnectError):
+            await eventstore.connect(client_options(server, "weak", issued.token))
+        good, token = await new_tenant(engine, server, "good")
+        nc = await eventstore.connect(client_options(server, good, token))
+        assert await append(nc, Append(Scope(good).event("ok"), b"{}")) > 0
+        await nc.close()
