@@ -1,7 +1,7 @@
 """The only door to JetStream: connections, provisioning, appends and replays."""
 
 from eventstore.append import Append, append, append_atomic
-from eventstore.connection import NatsOptions, check_server, connect, normalize_url
+from eventstore.connection import NatsOptions, check_server, connect, normalize_url, tls_context
 from eventstore.errors import (
     AppendError,
     AppendRefusedError,
@@ -64,5 +64,6 @@ __all__ = [
     "normalize_url",
     "replay",
     "task_consumer_name",
+    "tls_context",
     "to_record",
 ]

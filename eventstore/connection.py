@@ -49,6 +49,15 @@ def check_server(info: dict[str, Any], url: str) -> None:
         )
 
 
+def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca`` (the system's CAs when ``None``), presenting
+    ``cert``/``key`` when both are given (mTLS)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert and key:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def normalize_url(address: str) -> str:
     """Accept ``host:port`` (Hatchet's HATCHET_CLIENT_HOST_PORT) as well as a NATS URL."""
     if "://" in address:

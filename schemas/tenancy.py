@@ -12,7 +12,8 @@ The system stream ``natchet-system`` captures ``natchet.system.>``:
 
 A token reads ``nct_<base64url(json {"t": tenant, "u": nats url, "id": token id,
 "x": expiry or null})>.<secret>``: it carries everything a client needs to connect, and the
-log keeps only ``sha256(secret)``. Pure: no IO.
+log keeps only ``sha256(secret)``. The fold of these records (who may connect) is the
+engine's: ``natchet/tenancy/state.py``. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import re
 import secrets
 from typing import Any
@@ -212,10 +212,11 @@ class Token:
         return f"{TOKEN_PREFIX}{payload}.{self.secret}"
 
     def expired(self, now: dt.datetime | None = None) -> bool:
-        return _expired(self.expires_at, now)
+        return expired(self.expires_at, now)
 
 
-def _expired(expires_at: str | None, now: dt.datetime | None) -> bool:
+def expired(expires_at: str | None, now: dt.datetime | None = None) -> bool:
+    """Whether an ISO expiry time has passed (``None`` never expires)."""
     if expires_at is None:
         return False
     return dt.datetime.fromisoformat(expires_at) <= (now or dt.datetime.now(dt.UTC))
@@ -253,81 +254,3 @@ def parse_token(text: str) -> Token:
     if not TOKEN_ID_RE.match(token.token_id) or len(secret) < 16:
         raise TokenError("malformed token: bad id or secret")
     return token
-
-
-# -- the fold --------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class TokenRecord:
-    token_id: str
-    tenant: str
-    secret_sha256: str = attrs.field(repr=False)
-    name: str = ""
-    expires_at: str | None = None
-    created_at: str = ""
-    revoked_at: str | None = None
-
-    def expired(self, now: dt.datetime | None = None) -> bool:
-        return _expired(self.expires_at, now)
-
-
-@attrs.define
-class TenancyState:
-    """Every tenant and token, folded from the system stream (in stream order)."""
-
-    tenants: dict[str, TenantCreated] = attrs.field(factory=dict)
-    tokens: dict[str, TokenRecord] = attrs.field(factory=dict)
-    full: dict[str, str] = attrs.field(factory=dict)  # tenant -> when its log was found full
-
-    def fold(self, message: SystemMessage) -> None:
-        match message:
-            case TenantCreated():
-                self.tenants.setdefault(message.tenant, message)
-            case TenantLimitsChanged():
-                created = self.tenants.get(message.tenant)
-                if created is not None:
-                    self.tenants[message.tenant] = attrs.evolve(
-                        created,
-                        max_bytes=message.max_bytes,
-                        max_connections=message.max_connections,
-                        max_consumers=message.max_consumers,
-                    )
-                    self.full.pop(message.tenant, None)
-            case TenantLogFull():
-                if message.tenant in self.tenants:
-                    self.full.setdefault(message.tenant, message.at)
-            case TokenCreated():
-                self.tokens.setdefault(
-                    message.token_id,
-                    TokenRecord(
-                        token_id=message.token_id,
-                        tenant=message.tenant,
-                        secret_sha256=message.secret_sha256,
-                        name=message.name,
-                        expires_at=message.expires_at,
-                        created_at=message.created_at,
-                    ),
-                )
-            case TokenRevoked():
-                record = self.tokens.get(message.token_id)
-                if record is not None and record.revoked_at is None:
-                    self.tokens[message.token_id] = attrs.evolve(
-                        record, revoked_at=message.revoked_at
-                    )
-
-    def authenticate(self, text: str, now: dt.datetime | None = None) -> TokenRecord:
-        """The record a presented token stands for; :class:`TokenError` names why not."""
-        token = parse_token(text)
-        record = self.tokens.get(token.token_id)
-        if record is None or not hmac.compare_digest(
-            record.secret_sha256, hash_secret(token.secret)
-        ):
-            raise TokenError(f"unknown token {token.token_id}")
-        if record.revoked_at is not None:
-            raise TokenError(f"token {record.token_id} was revoked at {record.revoked_at}")
-        if record.expired(now):
-            raise TokenError(f"token {record.token_id} expired at {record.expires_at}")
-        if record.tenant not in self.tenants:
-            raise TokenError(f"token {record.token_id}: tenant {record.tenant} does not exist")
-        return record

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from eventstore import ConfigError, NatsOptions
+from eventstore import ConfigError, NatsOptions, tls_context
 from schemas.subjects import Scope, SubjectError
 from schemas.tenancy import TOKEN_PREFIX, Token, TokenError, inbox_prefix, parse_token
 
@@ -96,15 +96,14 @@ class ClientSettings:
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.tls_strategy == "none":
             return None
-        ctx = ssl.create_default_context(cafile=self.tls_root_ca_file)
         if self.tls_strategy == "mtls":
             if not (self.tls_cert_file and self.tls_key_file):
                 raise ConfigError(
                     "HATCHET_CLIENT_TLS_STRATEGY=mtls needs HATCHET_CLIENT_TLS_CERT_FILE and "
                     "HATCHET_CLIENT_TLS_KEY_FILE"
                 )
-            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        return ctx
+            return tls_context(self.tls_root_ca_file, self.tls_cert_file, self.tls_key_file)
+        return tls_context(self.tls_root_ca_file)
 
 
 def _read_token(token: str | None) -> Token | None:

@@ -15,11 +15,11 @@ from nats.aio.client import Client as NATS
 
 from eventstore import Append, ConfigError, append
 from eventstore.system import ensure_system_stream, read_system
+from natchet.tenancy.state import TenancyState
 from natchet.tenancy.view import fold_record
 from schemas import encode
 from schemas.subjects import SubjectError
 from schemas.tenancy import (
-    TenancyState,
     TenantCreated,
     TenantLimitsChanged,
     TokenCreated,

@@ -30,8 +30,9 @@ from natchet.tenancy import jwt
 from natchet.tenancy.accounts import tenant_permissions, user_claims
 from natchet.tenancy.provision import Provisioner
 from natchet.tenancy.serverconf import NatsAuth
+from natchet.tenancy.state import TokenRecord
 from natchet.tenancy.view import TenancyView
-from schemas.tenancy import SystemMessage, TokenError, TokenRecord, TokenRevoked
+from schemas.tenancy import SystemMessage, TokenError, TokenRevoked
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from eventstore import ConfigError, NatsOptions
+from eventstore import ConfigError, NatsOptions, tls_context
 from natchet.tenancy import jwt
 from natchet.tenancy.accounts import (
     DENY_ALL,
@@ -26,23 +26,12 @@ from natchet.tenancy.accounts import (
     system_account_claims,
     user_claims,
 )
+from natchet.tenancy.tlsgen import TlsFiles
 
 AUTH_FILE = "natchet-auth.json"
 CONFIG_FILE = "nats-server.conf"
 RESOLVER_DIR = "jwt"
 FORMAT = 2  # operator mode, an account per tenant
-
-
-@attrs.frozen
-class TlsFiles:
-    """PEM files: the CA clients trust, the server's certificate, and a client's (mTLS)."""
-
-    ca: str
-    server_cert: str
-    server_key: str
-    client_cert: str
-    client_key: str
-    verify_clients: bool = False
 
 
 @attrs.frozen
@@ -156,9 +145,7 @@ class NatsAuth:
             creds = self.credentials(seed, name)
         tls = None
         if self.tls is not None:
-            from natchet.tenancy.tlsgen import client_context
-
-            tls = client_context(self.tls.ca, self.tls.client_cert, self.tls.client_key)
+            tls = tls_context(self.tls.ca, self.tls.client_cert, self.tls.client_key)
         return NatsOptions(url=url, name=name, creds=creds, tls=tls)
 
 

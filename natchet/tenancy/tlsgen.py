@@ -5,17 +5,27 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import ssl
 from pathlib import Path
 
+import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from natchet.tenancy.serverconf import TlsFiles
-
 VALIDITY = dt.timedelta(days=825)
+
+
+@attrs.frozen
+class TlsFiles:
+    """PEM files: the CA clients trust, the server's certificate, and a client's (mTLS)."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+    verify_clients: bool = False
 
 
 def _name(common: str) -> x509.Name:
@@ -122,10 +132,3 @@ def generate_tls(
         client_key=_write(directory / "client-key.pem", _key_pem(client_key), private=True),
         verify_clients=verify_clients,
     )
-
-
-def client_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=ca)
-    if cert and key:
-        ctx.load_cert_chain(cert, key)
-    return ctx

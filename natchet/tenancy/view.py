@@ -11,7 +11,8 @@ from nats.aio.client import Client as NATS
 
 from eventstore import Record
 from eventstore.system import ensure_system_stream, follow_system, system_last_seq
-from schemas.tenancy import SystemMessage, TenancyState, decode_system
+from natchet.tenancy.state import TenancyState
+from schemas.tenancy import SystemMessage, decode_system
 
 log = logging.getLogger(__name__)
 

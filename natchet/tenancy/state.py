@@ -1,0 +1,100 @@
+"""The fold of the system stream: every tenant, its limits and state, and every token.
+
+Built by folding validated records in stream order (``schemas.tenancy.decode_system``);
+:meth:`TenancyState.authenticate` decides a connection from it, never from Postgres.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+
+import attrs
+
+from schemas.tenancy import (
+    SystemMessage,
+    TenantCreated,
+    TenantLimitsChanged,
+    TenantLogFull,
+    TokenCreated,
+    TokenError,
+    TokenRevoked,
+    expired,
+    hash_secret,
+    parse_token,
+)
+
+
+@attrs.frozen
+class TokenRecord:
+    token_id: str
+    tenant: str
+    secret_sha256: str = attrs.field(repr=False)
+    name: str = ""
+    expires_at: str | None = None
+    created_at: str = ""
+    revoked_at: str | None = None
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        return expired(self.expires_at, now)
+
+
+@attrs.define
+class TenancyState:
+    """Every tenant and token, folded from the system stream (in stream order)."""
+
+    tenants: dict[str, TenantCreated] = attrs.field(factory=dict)
+    tokens: dict[str, TokenRecord] = attrs.field(factory=dict)
+    full: dict[str, str] = attrs.field(factory=dict)  # tenant -> when its log was found full
+
+    def fold(self, message: SystemMessage) -> None:
+        match message:
+            case TenantCreated():
+                self.tenants.setdefault(message.tenant, message)
+            case TenantLimitsChanged():
+                created = self.tenants.get(message.tenant)
+                if created is not None:
+                    self.tenants[message.tenant] = attrs.evolve(
+                        created,
+                        max_bytes=message.max_bytes,
+                        max_connections=message.max_connections,
+                        max_consumers=message.max_consumers,
+                    )
+                    self.full.pop(message.tenant, None)
+            case TenantLogFull():
+                if message.tenant in self.tenants:
+                    self.full.setdefault(message.tenant, message.at)
+            case TokenCreated():
+                self.tokens.setdefault(
+                    message.token_id,
+                    TokenRecord(
+                        token_id=message.token_id,
+                        tenant=message.tenant,
+                        secret_sha256=message.secret_sha256,
+                        name=message.name,
+                        expires_at=message.expires_at,
+                        created_at=message.created_at,
+                    ),
+                )
+            case TokenRevoked():
+                record = self.tokens.get(message.token_id)
+                if record is not None and record.revoked_at is None:
+                    self.tokens[message.token_id] = attrs.evolve(
+                        record, revoked_at=message.revoked_at
+                    )
+
+    def authenticate(self, text: str, now: dt.datetime | None = None) -> TokenRecord:
+        """The record a presented token stands for; :class:`TokenError` names why not."""
+        token = parse_token(text)
+        record = self.tokens.get(token.token_id)
+        if record is None or not hmac.compare_digest(
+            record.secret_sha256, hash_secret(token.secret)
+        ):
+            raise TokenError(f"unknown token {token.token_id}")
+        if record.revoked_at is not None:
+            raise TokenError(f"token {record.token_id} was revoked at {record.revoked_at}")
+        if record.expired(now):
+            raise TokenError(f"token {record.token_id} expired at {record.expires_at}")
+        if record.tenant not in self.tenants:
+            raise TokenError(f"token {record.token_id}: tenant {record.tenant} does not exist")
+        return record
