@@ -1,16 +1,25 @@
 """The read side: what the CLI and the dashboard ask of the projection. JSON-ready output
-(timestamps as ISO-8601 UTC strings)."""
+(timestamps as ISO-8601 UTC strings).
+
+Lists page by keyset, not offset: a :class:`Page` ends with a cursor (``next``), the sort
+key of its last row, opaque to callers; passed back as ``after`` it continues exactly after
+that row, however many rows arrived meanwhile (they sort before it: newest first)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from typing import Any, LiteralString
 
+import attrs
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from projector.migrations import DEFAULT_SCHEMA, TABLES, set_search_path
+from schemas.errors import NatchetError
 
 _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
@@ -53,6 +62,41 @@ def _of_step(rows: list[dict[str, Any]], step: str) -> list[dict[str, Any]]:
     ]
 
 
+class CursorError(NatchetError, ValueError):
+    """A paging cursor (``after``) that no list returned."""
+
+
+@attrs.frozen
+class Page:
+    """Some rows of a list, how many match in all, and the cursor to the next rows."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    next: str | None  # ``after`` for the rows that follow; None on the last page
+
+
+def _cursor(*key: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def _uncursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        key = None
+    if not isinstance(key, list) or [type(k) for k in key] != list(kinds):
+        raise CursorError(f"{cursor!r} is not a cursor a list returned (its `next`)")
+    return key
+
+
+_RUN_FILTER = (
+    " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+    " AND (%(status)s::text IS NULL OR status = %(status)s)"
+    " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+)
+
+
 async def list_runs(
     conn: psycopg.AsyncConnection[Any],
     *,
@@ -61,28 +105,66 @@ async def list_runs(
     status: str | None = None,
     workflow: str | None = None,
     limit: int = 100,
+    after: str | None = None,
     schema: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs matching every filter given, newest first (without their steps). Without
-    ``tenant``, every tenant's: a run is then told apart by its ``tenant`` and ``id``."""
+    """Runs matching every filter given, newest first (without their steps), after the
+    cursor ``after`` if given. Without ``tenant``, every tenant's: a run is then told apart
+    by its ``tenant`` and ``id``."""
+    filters = {"tenant": tenant, "namespace": namespace, "status": status, "workflow": workflow}
+    at, run_id, of = _uncursor(after, (str, str, str)) if after else (None, None, None)
     rows = await _fetch(
         conn,
-        "SELECT " + _RUN_COLUMNS + " FROM runs"
-        " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
-        " AND (%(status)s::text IS NULL OR status = %(status)s)"
-        " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+        "SELECT " + _RUN_COLUMNS + " FROM runs" + _RUN_FILTER + " AND (%(at)s::timestamptz IS NULL"
+        " OR created_at < %(at)s OR (created_at = %(at)s AND (id, tenant) > (%(id)s, %(of)s)))"
         " ORDER BY created_at DESC, id, tenant LIMIT %(limit)s",
-        {
-            "tenant": tenant,
-            "namespace": namespace,
-            "status": status,
-            "workflow": workflow,
-            "limit": limit,
-        },
+        {**filters, "at": at, "id": run_id, "of": of, "limit": limit},
         schema,
     )
     return [_run(row) for row in rows]
+
+
+async def runs_page(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    tenant: str | None = None,
+    namespace: str | None = None,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 100,
+    after: str | None = None,
+    schema: str | None = None,
+) -> Page:
+    """:func:`list_runs` as a :class:`Page`. Counting every match costs a scan: it is done
+    only when there are more rows than ``limit``."""
+    filters = {"tenant": tenant, "namespace": namespace, "status": status, "workflow": workflow}
+    rows = await list_runs(
+        conn,
+        tenant=tenant,
+        namespace=namespace,
+        status=status,
+        workflow=workflow,
+        limit=limit + 1,
+        after=after,
+        schema=schema,
+    )
+    if len(rows) <= limit and after is None:
+        return Page(rows, len(rows), None)
+    total = await _count(conn, "SELECT count(*) AS n FROM runs" + _RUN_FILTER, filters, schema)
+    rows, more = rows[:limit], len(rows) > limit
+    last = rows[-1] if rows else None
+    cursor = _cursor(last["created_at"], last["id"], last["tenant"]) if more and last else None
+    return Page(rows, total, cursor)
+
+
+async def _count(
+    conn: psycopg.AsyncConnection[Any],
+    query: LiteralString,
+    params: dict[str, Any],
+    schema: str | None,
+) -> int:
+    [row] = await _fetch(conn, query, params, schema)
+    return int(row["n"])
 
 
 async def get_run(
@@ -141,25 +223,56 @@ async def get_run(
     return run
 
 
+_EVENT_FILTER = (
+    " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+)
+
+
 async def list_events(
     conn: psycopg.AsyncConnection[Any],
     *,
     tenant: str | None = None,
     namespace: str | None = None,
     limit: int = 100,
+    after: str | None = None,
     schema: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Events, newest first. ``id`` is the event's stream sequence, as runs refer to it."""
+    """Events, newest first, after the cursor ``after`` if given. ``id`` is the event's
+    stream sequence, as runs refer to it."""
+    seq, of = _uncursor(after, (int, str)) if after else (None, None)
     rows = await _fetch(
         conn,
         "SELECT tenant, namespace, seq, key, payload, raw, valid, received_at FROM events"
-        " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+        + _EVENT_FILTER
+        + " AND (%(seq)s::bigint IS NULL OR seq < %(seq)s OR (seq = %(seq)s AND tenant > %(of)s))"
         " ORDER BY seq DESC, tenant LIMIT %(limit)s",
-        {"tenant": tenant, "namespace": namespace, "limit": limit},
+        {"tenant": tenant, "namespace": namespace, "seq": seq, "of": of, "limit": limit},
         schema,
     )
     return [{"id": str(row["seq"]), **row} for row in rows]
+
+
+async def events_page(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    tenant: str | None = None,
+    namespace: str | None = None,
+    limit: int = 100,
+    after: str | None = None,
+    schema: str | None = None,
+) -> Page:
+    """:func:`list_events` as a :class:`Page` (counted only when there are more rows)."""
+    filters = {"tenant": tenant, "namespace": namespace}
+    rows = await list_events(
+        conn, tenant=tenant, namespace=namespace, limit=limit + 1, after=after, schema=schema
+    )
+    if len(rows) <= limit and after is None:
+        return Page(rows, len(rows), None)
+    total = await _count(conn, "SELECT count(*) AS n FROM events" + _EVENT_FILTER, filters, schema)
+    rows, more = rows[:limit], len(rows) > limit
+    last = rows[-1] if rows else None
+    return Page(rows, total, _cursor(last["seq"], last["tenant"]) if more and last else None)
 
 
 async def dump_tables(
