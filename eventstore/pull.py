@@ -4,6 +4,11 @@ A worker's pull requests ask for exactly the slots it has free. The server hands
 message to one outstanding request, so a busy worker never holds a task an idle one could
 run. Accounting is exact: every requested message either arrives, or is returned by the
 server in the ``Nats-Pending-Messages`` header of the request's closing status (408/409).
+
+A puller keeps asking until :meth:`TaskPuller.stop`: a failed request or subscription is
+tried again after ``eventstore.RETRY``'s delay, never given up. Cancelling
+:meth:`TaskPuller.run` ends its subscription too; :meth:`TaskPuller.stop` instead keeps it
+until the outstanding requests expired, handing back (nak) whatever still arrives.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from eventstore.backoff import RETRY
+from eventstore.errors import TransportError
+from eventstore.messages import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +90,7 @@ class TaskPuller:
         stream: str,
         consumer: str,
         slots: Slots,
-        on_task: Callable[[Msg], None],
+        on_task: Callable[[Delivery], None],
         *,
         share: int = 1,
         expires_s: float = 2.0,
@@ -101,14 +110,20 @@ class TaskPuller:
         self._quiet_until = 0.0  # no queue group yet: do not ask again before this
         self._missing_since: float | None = None
 
-    async def _open(self) -> None:
-        if self._sub is not None:
+    async def _close_inbox(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
             with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
+
+    async def _open(self) -> None:
+        await self._close_inbox()
         # Whatever was requested on the old inbox is forgotten: its messages (if any) come
         # back after ack_wait. Release the reservation now.
         self.slots.unreserve(self.outstanding)
         self.outstanding = 0
+        if self._stopping:
+            return  # a late status after stop(): nothing more is asked for
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_msg)
 
@@ -136,12 +151,14 @@ class TaskPuller:
             self._wake.set()
             return
         self.outstanding = max(0, self.outstanding - 1)
+        delivery = Delivery.of(msg)
         if self._stopping:
             self.slots.unreserve(1)
-            await msg.nak()  # hand it straight back: this worker is shutting down
+            with contextlib.suppress(TransportError):
+                await delivery.nak()  # hand it straight back: this worker is shutting down
             return
         self.slots.start()
-        self.on_task(msg)
+        self.on_task(delivery)
 
     async def _no_queue(self) -> None:
         """No responders: the engine has not created this workflow's queue group yet (it
@@ -169,26 +186,46 @@ class TaskPuller:
         await self.nc.publish(self.next_subject, orjson.dumps(body), reply=self._inbox)
 
     async def run(self) -> None:
-        await self._open()
-        while not self._stopping:
-            self._wake.clear()
-            want = min(self.slots.free, max(1, -(-self.slots.free // self.share)))
-            quiet = self._quiet_until - time.monotonic()
-            if quiet > 0:
-                await asyncio.sleep(min(quiet, MISSING_QUEUE_RETRY_S))
-                continue
-            if want > 0 and self.nc.is_connected:
+        """Ask for tasks for the free slots until :meth:`stop`."""
+        failures = 0
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                quiet = self._quiet_until - time.monotonic()
+                if quiet > 0:
+                    await asyncio.sleep(min(quiet, MISSING_QUEUE_RETRY_S))
+                    continue
                 try:
-                    await self._request(want)
+                    await self._ask()
+                    failures = 0
                 except nats.errors.Error as exc:
-                    log.warning("pull request failed: %s", exc)
-                    self.slots.unreserve(want)
-                    self.outstanding -= want
-            elif self.outstanding and time.monotonic() - self._last_request > self.expires_s + 2:
-                # No closing status arrived (a reconnect loses requests): start over.
-                await self._open()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.expires_s)
+                    failures += 1
+                    delay = RETRY.delay(failures)
+                    log.warning("pulling tasks failed (%s); trying again in %.1fs", exc, delay)
+                    self._wake.clear()
+                    self._quiet_until = time.monotonic() + delay
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.expires_s)
+        except asyncio.CancelledError:
+            await self._close_inbox()
+            raise
+
+    async def _ask(self) -> None:
+        """Request what the free slots allow; start over when requests were lost."""
+        if self._sub is None:
+            await self._open()
+        want = min(self.slots.free, max(1, -(-self.slots.free // self.share)))
+        if want > 0 and self.nc.is_connected:
+            try:
+                await self._request(want)
+            except nats.errors.Error:
+                self.slots.unreserve(want)
+                self.outstanding -= want
+                raise
+        elif self.outstanding and time.monotonic() - self._last_request > self.expires_s + 2:
+            # No closing status arrived (a reconnect loses requests): start over.
+            await self._open()
 
     async def stop(self) -> None:
         """Stop asking; hand back whatever still arrives; close once requests expired."""
@@ -199,8 +236,6 @@ class TaskPuller:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), deadline - time.monotonic())
-        if self._sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
+        await self._close_inbox()
         self.slots.unreserve(self.outstanding)
         self.outstanding = 0
