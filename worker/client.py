@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
-import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
-from eventstore import Append, NatchetError, append, connect, direct_history
+from eventstore import (
+    Append,
+    Connection,
+    Message,
+    NatchetError,
+    append,
+    connect,
+    direct_history,
+    subscribe,
+)
 from schemas import encode, encode_json
 from schemas.codec import DecodeError, decode_run_message
 from schemas.messages import (
@@ -27,10 +32,8 @@ from schemas.messages import (
 from schemas.subjects import SubjectError
 from worker import declare
 from worker.portal import Portal
-from worker.settings import ClientSettings
-
-if TYPE_CHECKING:
-    from worker.runtime import Worker
+from worker.runtime import Worker
+from worker.settings import ClientSettings, WorkerSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -89,11 +92,11 @@ class WorkflowRunRef:
         outputs: dict[str, Any] = {}
         news: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
 
-        async def hear(msg: Msg) -> None:
+        async def hear(msg: Message) -> None:
             news.put_nowait((msg.subject, msg.data))
 
         subject = scope.run_filter(self.workflow_run_id)
-        sub = await nc.subscribe(subject, cb=hear)
+        sub = await subscribe(nc, subject, hear)
         try:
             async for rec in direct_history(nc, scope.tenant, subject):
                 if self._over(rec.subject, rec.data, outputs):
@@ -102,8 +105,7 @@ class WorkflowRunRef:
                 if self._over(*await news.get(), outputs):
                     return outputs
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+            await sub.unsubscribe()
 
     def _over(self, subject: str, data: bytes, outputs: dict[str, Any]) -> bool:
         """Fold one run message into ``outputs``; ``True`` once the run succeeded, and
@@ -192,7 +194,7 @@ class Hatchet:
             self._settings = ClientSettings.from_env(self._env)
         return self._settings
 
-    async def connect(self, name: str) -> NATS:
+    async def connect(self, name: str) -> Connection:
         return await connect(self.settings.nats_options(name))
 
     def workflow(
@@ -228,9 +230,10 @@ class Hatchet:
     ) -> Worker:
         """A worker running at most ``max_runs`` steps at once. On SIGTERM it lets running
         steps finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS)."""
-        from worker.runtime import Worker
-
-        return Worker(self, name, max_runs=max_runs or 100, grace_s=grace_seconds)
+        settings = WorkerSettings.resolve(
+            self.settings, name, max_runs=max_runs, grace_s=grace_seconds, env=self._env
+        )
+        return Worker(settings, self.connect)
 
     def close(self) -> None:
         self.portal.close()

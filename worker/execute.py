@@ -1,4 +1,17 @@
-"""Running one step attempt: assignment, the step itself, logs, keepalive, and the result."""
+"""Running one step attempt: assignment, the step itself, logs, keepalive, and the outcome.
+
+Invariants:
+
+- an attempt's outcome is recorded, then its task settled: the result is appended to the
+  run's history before the task is acked (or nak'd), never after;
+- that final write and its ack run to their end even when a cancellation (the run ended, the
+  shutdown's grace ran out) arrives meanwhile (:func:`worker.settle.settle`), so a step
+  that finished is never run again for want of its result;
+- while the attempt runs, the task's ack wait is renewed (``in_progress``) every third of
+  it, through a shutdown's drain too;
+- writes are retried with ``eventstore.RETRY`` until they are in the log, unless refused for
+  good or the worker is closing (``closing`` set: it gives up, and the task comes back).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +22,32 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
-import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-
-from eventstore import Append, AppendError, AppendRefusedError, append
+from eventstore import (
+    RETRY,
+    Append,
+    AppendRefusedError,
+    Connection,
+    Delivery,
+    NatchetError,
+    TransportError,
+    append,
+)
 from schemas import encode, encode_json
 from schemas.messages import StepAssigned, StepLog, StepResult, Task
 from schemas.subjects import Scope
 from worker.context import Context
 from worker.errors import NonRetryableError
+from worker.settle import settle
+from worker.threads import StepThread
 
 log = logging.getLogger(__name__)
 
 RUN_ENDED = "run ended"
 SHUTDOWN = "worker shutting down"
+TIMED_OUT = "timed out"
+INTERRUPTED = "the step's thread was interrupted"
 
 
 class Attempt:
@@ -34,117 +55,160 @@ class Attempt:
 
     def __init__(
         self,
-        nc: NATS,
+        conn: Connection,
         scope: Scope,
         worker_id: str,
         worker_name: str,
         task: Task,
-        msg: Msg,
+        delivery: Delivery,
         *,
         keepalive_s: float,
         max_msg_bytes: int,
+        closing: asyncio.Event,
     ) -> None:
-        self.nc = nc
+        self.conn = conn
         self.scope = scope
         self.worker_id = worker_id
         self.worker_name = worker_name
         self.task = task
-        self.msg = msg
-        self.delivery = int(msg.metadata.num_delivered)
+        self.delivery = delivery
         self.keepalive_s = keepalive_s
         self.max_msg_bytes = max_msg_bytes
-        self.key = f"{task.run_id}:{task.step}:{task.attempt}:{self.delivery}"
+        self.closing = closing
+        self.key = f"{task.run_id}:{task.step}:{task.attempt}:{delivery.delivered}"
+        self.thread: StepThread | None = None  # a sync step's, once started
+        self.outcome: str | None = None  # once settled: "result", "handed back" or "cancelled"
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def sink(line: str) -> None:
             loop.call_soon_threadsafe(self._lines.put_nowait, line)
 
-        self.context = Context(task, self.delivery, sink)
+        self.context = Context(task, delivery.delivered, sink)
 
     def stale(self, now: dt.datetime) -> bool:
         """The dispatcher already failed this step for not being picked up in time. Only a
         first delivery can be: a redelivered task was picked up before, in time."""
         deadline = self.task.schedule_deadline
         return (
-            self.delivery == 1
+            self.delivery.delivered == 1
             and deadline is not None
             and dt.datetime.fromisoformat(deadline) < now
         )
 
-    async def run(self, fn: Callable[..., Any], instance: object, pool: Executor) -> None:
+    @property
+    def interrupted(self) -> bool:
+        return self.thread is not None and self.thread.interrupted
+
+    async def run(self, fn: Callable[..., Any], instance: object) -> None:
         t = self.task
         assigned = StepAssigned(
             run_id=t.run_id,
             step=t.step,
             attempt=t.attempt,
-            delivery=self.delivery,
+            delivery=self.delivery.delivered,
             worker_id=self.worker_id,
             worker_name=self.worker_name,
         )
-        await self.append("assigned", encode(assigned), f"{self.key}:assigned")
-        writer = asyncio.create_task(self._write_logs())
-        keepalive = asyncio.create_task(self._keepalive())
+        writer: asyncio.Task[None] | None = None
+        keepalive: asyncio.Task[None] | None = None
         try:
-            result = await self._execute(fn, instance, pool)
+            await settle(self.append("assigned", encode(assigned), f"{self.key}:assigned"))
+            writer = asyncio.create_task(self._write_logs())
+            keepalive = asyncio.create_task(self._keepalive())
+            result = await self._execute(fn, instance)
         except asyncio.CancelledError:
-            reason = self.context.cancel_reason or SHUTDOWN
-            self.context._set_cancelled(reason)
-            await asyncio.shield(self._finish_cancelled(reason, writer, keepalive))
+            await settle(self._finish_cancelled(writer, keepalive))
             raise
-        keepalive.cancel()
-        await self._close_logs(writer)
-        await self._report(result)
-        await self.msg.ack()
+        assert writer is not None and keepalive is not None
+        await settle(self._finish(result, writer, keepalive))
 
-    async def _execute(
-        self, fn: Callable[..., Any], instance: object, pool: Executor
-    ) -> StepResult:
+    def _stop_reason(self) -> str:
+        """Why the attempt is being cancelled: told by whoever cancels, else a shutdown."""
+        reason = self.context.cancel_reason or SHUTDOWN
+        self.context._set_cancelled(reason)
+        return reason
+
+    async def _execute(self, fn: Callable[..., Any], instance: object) -> StepResult:
         t = self.task
         try:
-            output = await self._call(fn, instance, pool)
-            size = len(encode_json(output))
-            if size > self.max_msg_bytes - 4096:
+            output = await self._call(fn, instance)
+            encode_json(output)  # what JSON cannot carry fails here, clearly
+            result = self._result(ok=True, output=output)
+            size = len(encode(result))
+            if size > self.max_msg_bytes:
                 raise NonRetryableError(
-                    f"step output is too large ({size} bytes; the stream takes messages up "
-                    f"to {self.max_msg_bytes} bytes)"
+                    f"step output is too large ({size} bytes with its result; the log takes "
+                    f"messages up to {self.max_msg_bytes} bytes)"
                 )
-            return self._result(ok=True, output=output)
+            return result
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing step is a result, not a worker crash
             self.context._set_cancelled("failed")
+            error = describe(exc, t.timeout_s)
+            if self.interrupted:
+                error = f"{error} ({INTERRUPTED})"
             return self._result(
-                ok=False,
-                error=describe(exc, t.timeout_s),
-                non_retryable=isinstance(exc, NonRetryableError),
+                ok=False, error=error, non_retryable=isinstance(exc, NonRetryableError)
             )
 
-    async def _call(self, fn: Callable[..., Any], instance: object, pool: Executor) -> Any:
+    async def _call(self, fn: Callable[..., Any], instance: object) -> Any:
+        timeout_s = self.task.timeout_s
         if inspect.iscoroutinefunction(fn):
-            return await asyncio.wait_for(fn(instance, self.context), self.task.timeout_s)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(pool, functools.partial(fn, instance, self.context))
-        return await asyncio.wait_for(future, self.task.timeout_s)
+            return await asyncio.wait_for(fn(instance, self.context), timeout_s)
+        name = f"step-{self.task.workflow}.{self.task.step}"
+        thread = self.thread = StepThread(functools.partial(fn, instance, self.context), name)
+        thread.start()
+        try:
+            await asyncio.wait_for(thread.ended.wait(), timeout_s)
+        except TimeoutError:
+            self.context._set_cancelled(TIMED_OUT)
+            await settle(thread.stop())
+            raise
+        except asyncio.CancelledError:
+            self._stop_reason()
+            await settle(thread.stop())
+            raise
+        return thread.result()
+
+    async def _finish(
+        self, result: StepResult, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
+    ) -> None:
+        """Record the outcome, then ack: the step is done."""
+        keepalive.cancel()
+        await self._close_logs(writer)
+        await self.append("result", encode(result), f"{self.key}:result")
+        self.outcome = "result"
+        try:
+            await self.delivery.ack()
+        except TransportError as exc:  # the task comes back; its result is in the log
+            log.warning("could not ack %s: %s", self.key, exc)
 
     async def _finish_cancelled(
-        self, reason: str, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
+        self, writer: asyncio.Task[None] | None, keepalive: asyncio.Task[None] | None
     ) -> None:
         """Record how the attempt ended, then settle the task: a run that ended is done
         (ack); on shutdown the task goes back at once to another worker (nak)."""
-        keepalive.cancel()
-        await self._close_logs(writer)
+        reason = self._stop_reason()
+        if keepalive is not None:
+            keepalive.cancel()
+        if writer is not None:
+            await self._close_logs(writer)
         handed_back = reason == SHUTDOWN
         error = (
             "handed back: the worker shut down before finishing"
             if handed_back
             else "cancelled: the run ended while this step was running"
         )
+        if self.interrupted:
+            error = f"{error} ({INTERRUPTED})"
         result = self._result(ok=False, error=error, handed_back=handed_back)
-        with contextlib.suppress(AppendError, nats.errors.Error):
+        with contextlib.suppress(NatchetError):
             await self.append("result", encode(result), f"{self.key}:result", retry=False)
-        with contextlib.suppress(nats.errors.Error):
-            await (self.msg.nak() if handed_back else self.msg.ack())
+        self.outcome = "handed back" if handed_back else "cancelled"
+        with contextlib.suppress(TransportError):
+            await (self.delivery.nak() if handed_back else self.delivery.ack())
 
     def _result(
         self,
@@ -160,7 +224,7 @@ class Attempt:
             run_id=t.run_id,
             step=t.step,
             attempt=t.attempt,
-            delivery=self.delivery,
+            delivery=self.delivery.delivered,
             worker_id=self.worker_id,
             ok=ok,
             output=output,
@@ -169,14 +233,11 @@ class Attempt:
             handed_back=handed_back,
         )
 
-    async def _report(self, result: StepResult) -> None:
-        await self.append("result", encode(result), f"{self.key}:result")
-
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_s)
-            with contextlib.suppress(nats.errors.Error):
-                await self.msg.in_progress()
+            with contextlib.suppress(TransportError):
+                await self.delivery.in_progress()
 
     async def _write_logs(self) -> None:
         n = 0
@@ -187,10 +248,11 @@ class Attempt:
                 run_id=t.run_id,
                 step=t.step,
                 attempt=t.attempt,
-                delivery=self.delivery,
+                delivery=self.delivery.delivered,
                 line=line[:8192],
             )
-            await self.append("log", encode(entry), f"{self.key}:log:{n}")
+            with contextlib.suppress(NatchetError):  # given up: the worker is closing
+                await self.append("log", encode(entry), f"{self.key}:log:{n}")
 
     async def _close_logs(self, writer: asyncio.Task[None]) -> None:
         self._lines.put_nowait(None)
@@ -198,24 +260,23 @@ class Attempt:
 
     async def append(self, kind: str, body: bytes, msg_id: str, *, retry: bool = True) -> None:
         """Append to the run's history until it is in the log: a result is never dropped for
-        a NATS hiccup. A permanent refusal (too large) is raised, not retried."""
+        a NATS hiccup. A permanent refusal (too large) is raised, not retried; so is the
+        last failure once the worker is closing."""
         subject = self.scope.run(self.task.run_id, kind)
-        delay = 0.1
+        failures = 0
         while True:
             try:
-                await append(self.nc, Append(subject, body, msg_id))
+                await append(self.conn, Append(subject, body, msg_id))
                 return
-            except AppendRefusedError as exc:
-                if exc.permanent or not retry:
+            except NatchetError as exc:
+                permanent = isinstance(exc, AppendRefusedError) and exc.permanent
+                if permanent or not retry or self.closing.is_set():
                     raise
-                failure: AppendError = exc
-            except AppendError as exc:
-                if not retry:
-                    raise
-                failure = exc
-            log.warning("append to %s failed (%s); retrying in %.1fs", subject, failure, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                failures += 1
+                delay = RETRY.delay(failures)
+                log.warning("append to %s failed (%s); retrying in %.1fs", subject, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), delay)
 
 
 def describe(exc: BaseException, timeout_s: float) -> str:

@@ -1,5 +1,12 @@
-"""Worker liveness: a heartbeat on ``<t>.<ns>.workers.<id>`` every few seconds, with a
-message TTL so the log does not keep them."""
+"""Worker liveness: a heartbeat on ``<t>.<ns>.workers.<id>`` every ``INTERVAL_S``, with a
+message TTL so the liveness stream does not keep them.
+
+Invariant: from :meth:`Heartbeat.start` until :meth:`Heartbeat.stop` a beat goes out every
+``INTERVAL_S`` whatever the worker is doing, its drain included (``natchet workers list``
+calls a worker ``DEAD`` after three missed beats). The status says ``ACTIVE``, then
+``STOPPING`` from the moment a shutdown begins, and ``STOPPED`` in the last beat, sent once
+the worker has stopped.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from nats.aio.client import Client as NATS
-
-from eventstore import Append, AppendError, append
+from eventstore import Append, Connection, NatchetError, append
 from schemas import WorkerHeartbeat, WorkerStatus, encode, utcnow
 from schemas.subjects import Scope
 
@@ -23,7 +28,7 @@ TTL_S = 300
 class Heartbeat:
     def __init__(
         self,
-        nc: NATS,
+        conn: Connection,
         scope: Scope,
         worker_id: str,
         name: str,
@@ -31,7 +36,7 @@ class Heartbeat:
         slots: int,
         running: Callable[[], int],
     ) -> None:
-        self.nc = nc
+        self.conn = conn
         self.subject = scope.worker(worker_id)
         self.worker_id = worker_id
         self.name = name
@@ -41,6 +46,7 @@ class Heartbeat:
         self.started_at = utcnow()
         self.status = WorkerStatus.ACTIVE
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     async def beat(self) -> None:
         message = WorkerHeartbeat(
@@ -53,22 +59,32 @@ class Heartbeat:
             started_at=self.started_at,
         )
         try:
-            await append(self.nc, Append(self.subject, encode(message), ttl_s=TTL_S), timeout_s=2)
-        except AppendError as exc:
+            await append(self.conn, Append(self.subject, encode(message), ttl_s=TTL_S), timeout_s=2)
+        except NatchetError as exc:
             log.warning("worker %s: heartbeat failed: %s", self.name, exc)
 
     async def _loop(self) -> None:
         while True:
+            self._changed.clear()
             await self.beat()
-            await asyncio.sleep(INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), INTERVAL_S)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self._loop(), name=f"heartbeat:{self.name}")
 
-    async def stop(self, status: WorkerStatus = WorkerStatus.STOPPED) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.status = status
+    def stopping(self) -> None:
+        """A shutdown began: say so at once, and keep beating."""
+        self.status = WorkerStatus.STOPPING
+        self._changed.set()
+
+    async def stop(self) -> None:
+        """The worker has stopped: end the beats with a last one saying ``STOPPED`` (none
+        if they never started)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.status = WorkerStatus.STOPPED
         await self.beat()

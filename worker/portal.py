@@ -10,8 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import nats.errors
-from nats.aio.client import Client as NATS
+from eventstore import Connection, close
 
 T = TypeVar("T")
 
@@ -19,11 +18,11 @@ T = TypeVar("T")
 class Portal:
     """Runs coroutines on its own loop with its own NATS connection, opened on first use."""
 
-    def __init__(self, connect: Callable[[], Awaitable[NATS]]) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[Connection]]) -> None:
         self._connect = connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._nc: NATS | None = None
+        self._nc: Connection | None = None
         self._connecting: asyncio.Lock | None = None
         self._lock = threading.Lock()
 
@@ -39,12 +38,13 @@ class Portal:
                 atexit.register(self.close)
             return self._loop
 
-    async def nc(self) -> NATS:
-        """The portal's one connection (runs on the portal loop; concurrent callers share)."""
+    async def nc(self) -> Connection:
+        """The portal's one connection (runs on the portal loop; concurrent callers share;
+        it reconnects by itself until the portal closes it)."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._nc is None or self._nc.is_closed:
+            if self._nc is None:
                 self._nc = await self._connect()
             return self._nc
 
@@ -74,9 +74,10 @@ class Portal:
             loop.close()
 
     async def _close_on_loop(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await self._nc.drain()
+        conn, self._nc = self._nc, None
+        if conn is not None:
+            with contextlib.suppress(TimeoutError):
+                await close(conn)
         me = asyncio.current_task()
         rest = [t for t in asyncio.all_tasks() if t is not me]
         for task in rest:

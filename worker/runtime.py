@@ -1,85 +1,80 @@
-"""The worker runtime: register, pull tasks for free slots, run them, shut down cleanly."""
+"""The worker runtime: register, pull tasks for free slots, run them, shut down cleanly.
+
+A :class:`Worker` has the shape of every natchet service: ``await worker.run()`` (Hatchet's
+name: ``async_start``) serves until ``await worker.shutdown()``, which returns once the
+worker has stopped and may be called any number of times, from any task but run's own;
+``async with worker:`` runs it in the background, entered once it takes work. Signals and
+process exit belong to the entry point, ``worker.start()`` (:mod:`worker.entry`). A worker
+runs once: after it stopped, make a new one.
+
+Shutdown, in order: the heartbeat says ``STOPPING`` (and keeps beating); the pullers stop
+asking for tasks and hand back what still arrives; running steps get ``grace_s`` to finish;
+the rest are cancelled and hand their tasks back (a ``handed_back`` result, then a nak);
+sync steps' threads are waited for; the last heartbeat says ``STOPPED``; the connection is
+drained and closed. Cancelling ``run()`` skips the grace but does the rest, so nothing the
+worker started outlives it; ``shutdown()`` does that itself when a graceful stop takes
+``STOP_MARGIN_S`` longer than the grace.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
-import functools
 import logging
-import os
-import signal
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
-
-import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
 
 from eventstore import (
-    Append,
-    AppendError,
-    AppendRefusedError,
     ConfigError,
-    NatchetError,
-    PermissionDeniedError,
-    TaskConsumerSettings,
-    append,
-    direct_last,
+    Connection,
+    Slots,
+    TaskPuller,
+    close,
+    connect,
+    subscribe,
     task_consumer_name,
 )
-from schemas import WorkerStatus, encode
-from schemas.codec import DecodeError, decode_as, decode_run_message
-from schemas.messages import Task
 from schemas.subjects import tasks_stream_name
 from worker.declare import WorkflowSpec, spec_of
-from worker.execute import RUN_ENDED, Attempt
+from worker.entry import run_until_signalled
 from worker.heartbeat import Heartbeat
-from worker.pull import Slots, TaskPuller
-
-if TYPE_CHECKING:
-    from worker.client import Hatchet
+from worker.inflight import InFlight
+from worker.intake import Intake
+from worker.register import register
+from worker.settings import WorkerSettings
+from worker.settle import settle
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONSUMER = TaskConsumerSettings()
-VERSION_RETRY_S = 2.0
-
-
-def default_grace_s() -> float:
-    return float(os.environ.get("NATCHET_WORKER_GRACE_SECONDS", "30"))
+Connect = Callable[[str], Awaitable[Connection]]
+STOP_MARGIN_S = 20.0  # past the grace: pullers' last requests, hand-backs, threads, closing
+FLUSH_S = 5.0  # cancelled steps' last writes, before the worker gives up on them
 
 
 class Worker:
-    """``hatchet.worker(name, max_runs)``: runs the steps of the workflows registered on it."""
+    """``hatchet.worker(name, max_runs)``: runs the steps of the workflows registered on it.
+    ``connect`` opens its NATS connection (given the connection's name); by default from
+    ``settings.client``."""
 
-    def __init__(
-        self,
-        hatchet: Hatchet,
-        name: str,
-        *,
-        max_runs: int = 100,
-        grace_s: float | None = None,
-        consumer: TaskConsumerSettings = DEFAULT_CONSUMER,
-    ) -> None:
-        self.hatchet = hatchet
-        self.name = name
+    def __init__(self, settings: WorkerSettings, connect: Connect | None = None) -> None:
+        self.settings = settings
+        self.name = settings.name
         self.id = uuid.uuid4().hex[:12]
-        self.max_runs = max_runs
-        self.grace_s = default_grace_s() if grace_s is None else grace_s
-        self.consumer = consumer
+        self.max_runs = settings.max_runs
+        self._connect = connect or self._connect_with_settings
         self.workflows: dict[str, tuple[WorkflowSpec, object]] = {}
-        self.completed = 0
-        self.handed_back = 0
+        self.ready = asyncio.Event()  # registered and taking work
+        self.stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopped.set()
+        self._runner: asyncio.Task[None] | None = None
+        self._background: asyncio.Task[None] | None = None
         self._slots: Slots | None = None
-        self._nc: NATS | None = None
-        self._max_msg_bytes = 1024 * 1024
-        self._pullers: list[TaskPuller] = []
-        self._running: dict[asyncio.Task[None], Attempt] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max_runs, thread_name_prefix=f"step-{name}")
-        self._stop = asyncio.Event()
-        self.ready = asyncio.Event()
+        self._intake: Intake | None = None
+
+    async def _connect_with_settings(self, name: str) -> Connection:
+        return await connect(self.settings.client.nats_options(name))
 
     def register_workflow(self, workflow: object) -> None:
         spec = spec_of(workflow)
@@ -95,225 +90,182 @@ class Worker:
             raise RuntimeError("the worker has not started")
         return self._slots
 
+    @property
+    def completed(self) -> int:
+        """Steps this worker ran to a result (succeeded or failed)."""
+        return self._intake.completed if self._intake is not None else 0
+
+    @property
+    def handed_back(self) -> int:
+        """Tasks this worker gave back unfinished when it stopped, for other workers."""
+        return self._intake.handed_back if self._intake is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped.is_set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
     def start(self) -> None:
         """Run until SIGINT or SIGTERM, then shut down gracefully. A second signal exits."""
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
-
-        def on_signal(sig: signal.Signals) -> None:
-            if self._stop.is_set():
-                log.warning("worker %s: second %s, exiting now", self.name, sig.name)
-                os._exit(130)
-            log.info(
-                "worker %s: %s, shutting down (grace %.0fs; again to exit now)",
-                self.name,
-                sig.name,
-                self.grace_s,
-            )
-            self._stop.set()
-
-        for sig in signals:
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            await self.async_start()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        run_until_signalled(self, self.settings.grace_s)
 
     async def async_start(self) -> None:
-        """Register the workflows, take work until :meth:`shutdown`, then drain."""
+        """Hatchet's name for :meth:`run`."""
+        await self.run()
+
+    async def run(self) -> None:
+        """Register the workflows, take work until :meth:`shutdown`, then stop."""
+        if self._runner is not None:
+            raise RuntimeError(f"worker {self.name} is running or has run: make a new one")
+        self._runner = asyncio.current_task()
+        self._stopped.clear()
+        try:
+            if not self.stopping.is_set():
+                await self._serve()
+        finally:
+            self._stopped.set()
+
+    async def shutdown(self) -> None:
+        """Stop, and return once stopped (cancelling :meth:`run` if a graceful stop takes
+        ``STOP_MARGIN_S`` past the grace). Idempotent."""
+        self.stopping.set()
+        if not self.running:
+            return
+        deadline = self.settings.grace_s + STOP_MARGIN_S
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped.wait()), deadline)
+        except TimeoutError:
+            log.warning("worker %s: not stopped after %.0fs, cancelling", self.name, deadline)
+            if self._runner is not None:
+                self._runner.cancel()
+            await self._stopped.wait()
+
+    async def __aenter__(self) -> Self:
+        """Run in the background; entered once registered and taking work."""
+        runner = self._background = asyncio.create_task(self.run(), name=f"worker:{self.name}")
+        ready = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await self.shutdown()
+            raise
+        finally:
+            ready.cancel()
+        if not self.ready.is_set():
+            runner.result()  # why it did not start
+            raise RuntimeError(f"worker {self.name} stopped before it took work")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+        runner = self._background
+        if et is None and runner is not None and runner.done() and not runner.cancelled():
+            runner.result()  # what the worker died of, if it did
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
         if not self.workflows:
             raise ConfigError(f"worker {self.name} has no workflows: call register_workflow first")
-        self._stop = asyncio.Event()
-        self._slots = Slots(self.max_runs)
-        settings = self.hatchet.settings
-        scope = settings.scope
-        self._nc = nc = await self.hatchet.connect(f"natchet-worker:{self.name}:{self.id}")
-        self._max_msg_bytes = nc.max_payload
-        heartbeat: Heartbeat | None = None
+        s = self.settings
+        conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
+        slots = self._slots = Slots(s.max_runs)
+        closing = asyncio.Event()
+        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing)
+        inflight = InFlight(slots, intake.take, f"{self.name}:{self.id}")
+        steps = [
+            f"{wf}:{step}" for wf, (spec, _) in self.workflows.items() for step in spec.functions
+        ]
+        heartbeat = Heartbeat(
+            conn, s.scope, self.id, self.name, steps, s.max_runs, lambda: slots.running
+        )
+        pulling: list[asyncio.Task[None]] = []
         try:
-            stream = tasks_stream_name(settings.tenant)
-            for spec, instance in self.workflows.values():
-                wf = spec.definition
-                # The engine creates the workflow's queue group when it reads this.
-                # The dedup id names the namespace: alice and bob may register the same workflow.
-                msg_id = f"workflow:{settings.namespace}:{wf.name}:{wf.version}"
-                await self._register(Append(scope.workflow(wf.name), encode(wf), msg_id))
-                run = functools.partial(self._spawn, spec, instance)
-                consumer = task_consumer_name(scope, wf.name)
-                self._pullers.append(
-                    TaskPuller(nc, stream, consumer, self._slots, run, share=len(self.workflows))
+            definitions = [spec.definition for spec, _ in self.workflows.values()]
+            await register(conn, s, definitions, self.stopping)
+            stream = tasks_stream_name(s.client.tenant)
+            pullers = [
+                TaskPuller(
+                    conn,
+                    stream,
+                    task_consumer_name(s.scope, wf),
+                    slots,
+                    inflight.spawn,
+                    share=len(self.workflows),
                 )
-            ended = await nc.subscribe(f"{scope.prefix}.runs.*.finished", cb=self._on_run_ended)
-            actions = [
-                f"{wf}:{s}" for wf, (spec, _) in self.workflows.items() for s in spec.functions
+                for wf in self.workflows
             ]
-            heartbeat = Heartbeat(
-                nc, scope, self.id, self.name, actions, self.max_runs, lambda: len(self._running)
+            ended = await subscribe(
+                conn, f"{s.scope.prefix}.runs.*.finished", inflight.on_run_ended
             )
             heartbeat.start()
-            pulling = [asyncio.create_task(p.run()) for p in self._pullers]
+            pulling = [asyncio.create_task(p.run(), name=f"pull:{p.next_subject}") for p in pullers]
             log.info(
                 "worker %s (%s) started: %s, max_runs=%d, tenant %s namespace %s",
                 self.name,
                 self.id,
                 ", ".join(self.workflows),
-                self.max_runs,
-                settings.tenant,
-                settings.namespace,
+                s.max_runs,
+                s.client.tenant,
+                s.client.namespace,
             )
             self.ready.set()
-            await self._stop.wait()
-            await heartbeat.stop(WorkerStatus.STOPPING)
-            await self._drain(pulling)
-            with contextlib.suppress(nats.errors.Error):
-                await ended.unsubscribe()
-            await heartbeat.stop(WorkerStatus.STOPPED)
+            await self.stopping.wait()
+            heartbeat.stopping()
+            await self._drain(pullers, pulling, inflight)
+            await ended.unsubscribe()
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            with contextlib.suppress(nats.errors.Error):
-                await nc.drain()
+            await settle(self._close(conn, pulling, inflight, heartbeat, closing))
 
-    async def _register(self, item: Append) -> None:
-        """Append a workflow registration, waiting (and saying so) while the tenant's log is
-        not there yet: the engine sets a tenant up when it starts or creates it."""
-        assert self._nc is not None
-        while True:
-            try:
-                await append(self._nc, item)
-                return
-            except AppendError as exc:
-                if isinstance(exc, PermissionDeniedError) or (
-                    isinstance(exc, AppendRefusedError) and exc.permanent
-                ):
-                    raise
-                log.warning(
-                    "worker %s: cannot register (%s): is the engine running (`natchet dev` or "
-                    "`natchet engine`)? retrying",
-                    self.name,
-                    exc,
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 2.0)
-            if self._stop.is_set():
-                raise ConfigError(f"worker {self.name} stopped before it could register")
-
-    async def _drain(self, pulling: list[asyncio.Task[None]]) -> None:
+    async def _drain(
+        self, pullers: list[TaskPuller], pulling: list[asyncio.Task[None]], inflight: InFlight
+    ) -> None:
         """Stop taking work, let running steps finish until the grace period ends, hand the
         rest back so another worker takes it at once."""
-        await asyncio.gather(*(p.stop() for p in self._pullers))
+        await asyncio.gather(*(p.stop() for p in pullers))
         for task in pulling:
             task.cancel()
         await asyncio.gather(*pulling, return_exceptions=True)
-        running = list(self._running)
-        if running:
+        if len(inflight):
             log.info(
                 "worker %s: waiting up to %.0fs for %d running steps",
                 self.name,
-                self.grace_s,
-                len(running),
+                self.settings.grace_s,
+                len(inflight),
             )
-            _done, pending = await asyncio.wait(running, timeout=self.grace_s)
-            self.handed_back += len(pending)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if await inflight.wait(self.settings.grace_s):
+                inflight.cancel()
+                await inflight.wait(FLUSH_S)
+
+    async def _close(
+        self,
+        conn: Connection,
+        pulling: list[asyncio.Task[None]],
+        inflight: InFlight,
+        heartbeat: Heartbeat,
+        closing: asyncio.Event,
+    ) -> None:
+        """End whatever is left (after a drain, only sync steps' threads may be), say
+        ``STOPPED``, close the connection."""
+        for task in pulling:
+            task.cancel()
+        await asyncio.gather(*pulling, return_exceptions=True)
+        inflight.cancel()
+        if await inflight.wait(FLUSH_S):
+            closing.set()  # their writes give up; the server redelivers after ack_wait
+            await inflight.wait(None)
+        closing.set()
+        stuck = await inflight.threads_ended(FLUSH_S)
+        if stuck:
+            log.warning("worker %s: %d step threads have not returned", self.name, stuck)
+        await heartbeat.stop()
+        await close(conn)
         log.info(
             "worker %s stopped: %d steps finished, %d handed back to other workers",
             self.name,
             self.completed,
             self.handed_back,
         )
-
-    async def shutdown(self) -> None:
-        self._stop.set()
-
-    async def _on_run_ended(self, msg: Msg) -> None:
-        """A run this worker is running a step of ended (cancelled, or failed elsewhere)."""
-        run_id = msg.subject.split(".")[-2]
-        for task, attempt in list(self._running.items()):
-            if attempt.task.run_id == run_id:
-                with contextlib.suppress(DecodeError):
-                    status = decode_run_message("finished", msg.data).status  # type: ignore[union-attr]
-                    log.info(
-                        "run %s ended %s: cancelling step %s", run_id, status, attempt.task.step
-                    )
-                attempt.context._set_cancelled(RUN_ENDED)
-                task.cancel()
-
-    async def _run_over(self, task: Task) -> bool:
-        """Whether the run already finished (cancelled, say): one direct get of its
-        ``finished`` subject. When unsure, run the step: at least once beats never."""
-        assert self._nc is not None
-        settings = self.hatchet.settings
-        subject = settings.scope.run(task.run_id, "finished")
-        try:
-            return await direct_last(self._nc, settings.tenant, subject) is not None
-        except (NatchetError, nats.errors.Error, TimeoutError) as exc:
-            log.debug("could not check whether run %s is over: %s", task.run_id, exc)
-            return False
-
-    def _spawn(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
-        task = asyncio.create_task(self._execute(spec, instance, msg))
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self.slots.finish()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("worker %s: attempt crashed", self.name, exc_info=task.exception())
-
-    async def _execute(self, spec: WorkflowSpec, instance: object, msg: Msg) -> None:
-        assert self._nc is not None
-        try:
-            task = decode_as(Task, Task.KIND, msg.data)
-        except DecodeError as exc:
-            log.error("dropping malformed task at seq %d: %s", msg.metadata.sequence.stream, exc)
-            await msg.term()
-            return
-        fn = spec.functions.get(task.step)
-        if task.workflow_version and task.workflow_version != spec.definition.version:
-            log.warning(
-                "task %s.%s is for workflow version %s; this worker has %s: leaving it "
-                "to a worker with that version",
-                task.workflow,
-                task.step,
-                task.workflow_version,
-                spec.definition.version,
-            )
-            await msg.nak(delay=VERSION_RETRY_S)
-            return
-        if fn is None:
-            log.error("task for unknown step %s.%s", task.workflow, task.step)
-            await msg.term()
-            return
-        attempt = Attempt(
-            self._nc,
-            self.hatchet.settings.scope,
-            self.id,
-            self.name,
-            task,
-            msg,
-            keepalive_s=self.consumer.ack_wait_s / 3,
-            max_msg_bytes=self._max_msg_bytes,
-        )
-        if attempt.stale(dt.datetime.now(dt.UTC)) or await self._run_over(task):
-            log.warning(
-                "dropping task %s.%s of run %s: the run is over, or the step timed out in "
-                "the queue",
-                task.workflow,
-                task.step,
-                task.run_id,
-            )
-            await msg.ack()
-            return
-        current = asyncio.current_task()
-        assert current is not None
-        self._running[current] = attempt
-        await attempt.run(fn, instance, self._pool)
-        self.completed += 1

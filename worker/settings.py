@@ -1,4 +1,6 @@
-"""Client settings, read from ``HATCHET_CLIENT_*`` (and ``NATCHET_*``) variables."""
+"""Settings, validated when built: the client's, read from ``HATCHET_CLIENT_*`` (and
+``NATCHET_*``) variables, and a worker's (name, slots, grace), from its arguments and
+``NATCHET_WORKER_GRACE_SECONDS``."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from collections.abc import Mapping
 
 import attrs
 
-from eventstore import ConfigError, NatsOptions, tls_context
+from eventstore import ConfigError, NatsOptions, TaskConsumerSettings, tls_context
 from schemas.subjects import Scope, SubjectError
 from schemas.tenancy import TOKEN_PREFIX, Token, TokenError, inbox_prefix, parse_token
 
 TLS_STRATEGIES = ("none", "tls", "mtls")
+GRACE_ENV = "NATCHET_WORKER_GRACE_SECONDS"
+DEFAULT_GRACE_S = 30.0
 
 
 @attrs.frozen
@@ -114,3 +118,47 @@ def _read_token(token: str | None) -> Token | None:
         return parse_token(token)
     except TokenError as exc:
         raise ConfigError(f"HATCHET_CLIENT_TOKEN: {exc}") from None
+
+
+@attrs.frozen
+class WorkerSettings:
+    """One worker: where it connects (``client``), its name, how many steps it runs at once
+    (``max_runs``), and how long running steps may finish after a shutdown begins
+    (``grace_s``) before they are handed back to other workers."""
+
+    client: ClientSettings
+    name: str
+    max_runs: int = 100
+    grace_s: float = DEFAULT_GRACE_S
+    consumer: TaskConsumerSettings = attrs.field(factory=TaskConsumerSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name.strip():
+            raise ConfigError("a worker needs a name: hatchet.worker(NAME)")
+        if self.max_runs < 1:
+            raise ConfigError(f"max_runs must be at least 1, not {self.max_runs}")
+        if self.grace_s < 0:
+            raise ConfigError(f"grace_seconds must be >= 0, not {self.grace_s}")
+
+    @classmethod
+    def resolve(
+        cls,
+        client: ClientSettings,
+        name: str,
+        *,
+        max_runs: int | None = None,
+        grace_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> WorkerSettings:
+        """Arguments first, then ``NATCHET_WORKER_GRACE_SECONDS``, then the defaults."""
+        if grace_s is None:
+            raw = (os.environ if env is None else env).get(GRACE_ENV)
+            try:
+                grace_s = DEFAULT_GRACE_S if raw in (None, "") else float(raw)
+            except ValueError:
+                raise ConfigError(f"{GRACE_ENV}={raw!r}: use a number of seconds") from None
+        return cls(client, name, max_runs=max_runs or 100, grace_s=grace_s)
+
+    @property
+    def scope(self) -> Scope:
+        return self.client.scope

@@ -13,7 +13,7 @@ import pytest
 
 from eventstore import replay
 from natchet.config import EngineSettings
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends
@@ -289,7 +289,7 @@ async def test_graceful_shutdown_finishes_or_hands_back_running_steps(
         ref = await hatchet.admin.aio_run_workflow("Steady", {})
         await asyncio.wait_for(began.wait(), 20)
         # quick finishes within the grace period; slow starts after it and cannot finish.
-        await eventually(lambda: first.completed == 1 and first._running)
+        await eventually(lambda: first.completed == 1 and first.slots.running == 1)
     assert first.handed_back == 1
     second = hatchet.worker("second", max_runs=2)
     second.register_workflow(Steady())
