@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
+REREAD_S = 1.0  # a run's history is read again at least this often while it runs
 C = TypeVar("C", bound=type)
 
 
@@ -85,25 +87,30 @@ class WorkflowRunRef:
         self.workflow_run_id = run_id
 
     async def _wait(self) -> dict[str, Any]:
-        """Listen for the run's news, then read what happened before from the log (a
-        tenant may read its own log, not create consumers on it), then wait."""
+        """Fold the run's history from the log (a tenant may read its own log, not create
+        consumers on it) until it ends. News on the run's subjects only says when to read
+        again: a message of an atomic batch reaches subscribers when it is sent, but the log
+        only once the batch is committed, so news alone can miss what the log has."""
         scope = self._h.settings.scope
         nc = await self._h.portal.nc()
         outputs: dict[str, Any] = {}
-        news: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        news = asyncio.Event()
 
         async def hear(msg: Message) -> None:
-            news.put_nowait((msg.subject, msg.data))
+            news.set()
 
         subject = scope.run_filter(self.workflow_run_id)
         sub = await subscribe(nc, subject, hear)
+        next_seq = 1
         try:
-            async for rec in direct_history(nc, scope.tenant, subject):
-                if self._over(rec.subject, rec.data, outputs):
-                    return outputs
             while True:
-                if self._over(*await news.get(), outputs):
-                    return outputs
+                news.clear()
+                async for rec in direct_history(nc, scope.tenant, subject, start_seq=next_seq):
+                    next_seq = rec.seq + 1
+                    if self._over(rec.subject, rec.data, outputs):
+                        return outputs
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(news.wait(), REREAD_S)
         finally:
             await sub.unsubscribe()
 
