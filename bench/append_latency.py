@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from eventstore import Append, NatsOptions, append, append_atomic, connect, ensure_tenant_stream
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 
 N = 300
 
@@ -23,7 +23,7 @@ N = 300
 async def main() -> None:
     with NatsServer(Path(tempfile.mkdtemp(prefix="natchet-bench-"))) as server:
         nc = await connect(NatsOptions(server.url))
-        await ensure_tenant_stream(nc.jetstream(), "bench")
+        await ensure_tenant_stream(nc, "bench")
 
         def batch(i: int, kinds: str) -> list[Append]:
             return [Append(f"bench.d.runs.r{i}.{k}", b"{}", f"{i}{kinds}{k}") for k in kinds]

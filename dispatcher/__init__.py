@@ -1,8 +1,9 @@
 """The orchestrator: events to runs, DAG progression, queueing ready steps."""
 
-from dispatcher.decide import Event, Output, Tick, decide, due, event_run_id
+from dispatcher.decide import Event, Output, decide, due, event_run_id
 from dispatcher.service import Dispatcher
 from dispatcher.state import RunState, State, StepState, fold
+from dispatcher.step import fit, fold_all, step
 
 __all__ = [
     "Dispatcher",
@@ -11,9 +12,11 @@ __all__ = [
     "RunState",
     "State",
     "StepState",
-    "Tick",
     "decide",
     "due",
     "event_run_id",
+    "fit",
     "fold",
+    "fold_all",
+    "step",
 ]

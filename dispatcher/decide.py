@@ -14,7 +14,8 @@ from typing import Any
 import attrs
 
 from dispatcher.policy import after, backoff_s, iso
-from dispatcher.state import RunState, State, StepState, new_run
+from dispatcher.state import RunState, State, StepState, fold_finished, new_run
+from schemas.codec import encode
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -22,7 +23,6 @@ from schemas.messages import (
     RunRejected,
     RunRequested,
     RunStatus,
-    StepAssigned,
     StepFinished,
     StepQueued,
     StepResult,
@@ -38,9 +38,15 @@ RUN_ID_NAMESPACE = uuid.UUID("6f0c6f2e-1f4b-4a53-9d0e-6b3c5b1f7a21")
 
 @attrs.frozen
 class Output:
+    """One message a decision appends, with its dedup id; ``body`` is encoded once."""
+
     subject: str
     message: Any
     msg_id: str
+    body: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "body", encode(self.message))
 
 
 @attrs.frozen
@@ -50,13 +56,6 @@ class Event:
     key: str
     seq: int
     payload: Any
-
-
-@attrs.frozen
-class Tick:
-    """The passing of time: retries come due, queued steps time out."""
-
-    now: dt.datetime
 
 
 def event_run_id(scope: Scope, event_seq: int, workflow: str) -> str:
@@ -77,10 +76,8 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
                 return []
             reason = f"cancelled: {message.reason}" if message.reason else "cancelled"
             return _finish(run, RunStatus.CANCELLED, reason, now)
-        case StepAssigned() | Tick():
-            return []
         case _:
-            return []
+            return []  # assignments, logs, and anything else only fold
 
 
 def due(state: State, now: dt.datetime) -> list[list[Output]]:
@@ -245,30 +242,21 @@ def _verdict(
     return Output(run.scope.run(run.run_id, "step_finished"), finished, msg_id)
 
 
-def _settled(
-    run: RunState, step: StepState, status: RunStatus, output: Any, error: str | None
-) -> RunState:
-    """The run as it will be once this step's verdict is folded (decide on a copy)."""
-    done = attrs.evolve(step, status=status, output=output, error=error, retry_due=None)
-    return attrs.evolve(run, steps={**run.steps, step.spec.name: done})
+def _settled(run: RunState, verdict: Output) -> RunState:
+    """The run as it will be once ``verdict`` is folded: the fold itself, on a copy."""
+    copy = attrs.evolve(run, steps={n: attrs.evolve(s) for n, s in run.steps.items()})
+    fold_finished(copy, verdict.message)
+    return copy
 
 
 def _step_succeeded(
     run: RunState, step: StepState, result: StepResult, now: dt.datetime
 ) -> list[Output]:
-    out = [
-        _verdict(
-            run,
-            step,
-            RunStatus.SUCCEEDED,
-            result.attempt,
-            result.delivery,
-            result.output,
-            None,
-            now,
-        )
-    ]
-    after_run = _settled(run, step, RunStatus.SUCCEEDED, result.output, None)
+    verdict = _verdict(
+        run, step, RunStatus.SUCCEEDED, result.attempt, result.delivery, result.output, None, now
+    )
+    out = [verdict]
+    after_run = _settled(run, verdict)
     if step.on_failure:
         return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
     if run.failed_error:
@@ -284,17 +272,22 @@ def _step_succeeded(
 def _step_failed(
     run: RunState, step: StepState, attempt: int, delivery: int, error: str, now: dt.datetime
 ) -> list[Output]:
-    out = [_verdict(run, step, RunStatus.FAILED, attempt, delivery, None, error, now)]
-    after_run = _settled(run, step, RunStatus.FAILED, None, error)
+    verdict = _verdict(run, step, RunStatus.FAILED, attempt, delivery, None, error, now)
+    out = [verdict]
+    after_run = _settled(run, verdict)
     if step.on_failure:
         return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
     if run.failed_error:
         return out  # already failing; the on-failure step (if any) is under way
-    after_run.failed_error = f"step {step.spec.name!r} failed: {error}"
     failure = after_run.failure_step()
     if failure is not None and failure.status is None:
         return out + _queue(after_run, failure, 1, now)
     return out + _finish(after_run, RunStatus.FAILED, after_run.failed_error, now)
+
+
+def finish_run(run: RunState, reason: str, now: dt.datetime) -> list[Output]:
+    """End a run in flight FAILED for ``reason`` (every step not over is cancelled)."""
+    return _finish(run, RunStatus.FAILED, reason, now)
 
 
 def _finish(run: RunState, status: RunStatus, error: str | None, now: dt.datetime) -> list[Output]:

@@ -171,7 +171,9 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.next_attempt = message.next_attempt
                 step.error = message.error
         case StepFinished():
-            _fold_finished(state, scope, message)
+            run = state.run(scope, message.run_id)
+            if run is not None:
+                fold_finished(run, message)
         case RunFinished():
             if state.run(scope, message.run_id) is not None:
                 state.runs.pop(message.run_id)
@@ -180,10 +182,10 @@ def fold(state: State, scope: Scope, message: object) -> None:
             pass  # results, logs and requests are inputs: decide() acts on them
 
 
-def _fold_finished(state: State, scope: Scope, message: StepFinished) -> None:
-    run = state.run(scope, message.run_id)
-    step = None if run is None else run.steps.get(message.step)
-    if run is None or step is None or step.terminal:
+def fold_finished(run: RunState, message: StepFinished) -> None:
+    """A step's verdict, folded into its run (the decisions predict with this too)."""
+    step = run.steps.get(message.step)
+    if step is None or step.terminal:
         return
     step.status = message.status
     step.attempt = max(step.attempt, message.attempt)

@@ -1,7 +1,22 @@
-"""The only door to JetStream: connections, provisioning, appends and replays."""
+"""The only door to JetStream: connections, provisioning, appends, reads and deliveries.
+
+Nothing outside this package imports nats-py: others hold a ``Connection`` opaquely and go
+through these functions, which translate every nats-py error into one of ``eventstore``'s
+(all :class:`NatchetError`).
+"""
 
 from eventstore.append import Append, append, append_atomic
-from eventstore.connection import NatsOptions, check_server, connect, normalize_url, tls_context
+from eventstore.backoff import RESTART, RETRY, Backoff
+from eventstore.connection import (
+    NatsOptions,
+    check_server,
+    connect,
+    max_message_bytes,
+    normalize_url,
+    request,
+    tls_context,
+)
+from eventstore.consume import Inputs
 from eventstore.errors import (
     AppendError,
     AppendRefusedError,
@@ -12,6 +27,18 @@ from eventstore.errors import (
     NatchetError,
     PermissionDeniedError,
     ReadError,
+    TransportError,
+)
+from eventstore.lifecycle import Service
+from eventstore.messages import (
+    Connection,
+    Delivery,
+    Message,
+    Subscription,
+    ask,
+    close,
+    publish,
+    subscribe,
 )
 from eventstore.provision import (
     StreamConfigError,
@@ -22,36 +49,52 @@ from eventstore.provision import (
     ensure_tenant_stream,
     task_consumer_name,
 )
+from eventstore.pull import Slots, TaskPuller
 from eventstore.read import (
-    Record,
     direct_history,
     direct_last,
     follow,
     last_seq,
     latest,
     replay,
-    to_record,
 )
+from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.tail import Tail, read_to_end
 
 __all__ = [
+    "RESTART",
+    "RETRY",
     "Append",
     "AppendError",
     "AppendRefusedError",
+    "Backoff",
     "ConfigError",
     "ConnectError",
+    "Connection",
+    "Delivery",
     "DuplicateBatchError",
+    "Inputs",
     "LogFullError",
+    "Message",
     "NatchetError",
     "NatsOptions",
     "PermissionDeniedError",
     "ReadError",
     "Record",
+    "Service",
+    "Slots",
     "StreamConfigError",
     "StreamLimits",
+    "Subscription",
+    "Tail",
     "TaskConsumerSettings",
+    "TaskPuller",
+    "TransportError",
     "append",
     "append_atomic",
+    "ask",
     "check_server",
+    "close",
     "connect",
     "direct_history",
     "direct_last",
@@ -61,8 +104,14 @@ __all__ = [
     "follow",
     "last_seq",
     "latest",
+    "max_message_bytes",
     "normalize_url",
+    "publish",
+    "read_to_end",
     "replay",
+    "request",
+    "stream_last_seq",
+    "subscribe",
     "task_consumer_name",
     "tls_context",
     "to_record",

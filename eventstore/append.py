@@ -75,6 +75,8 @@ async def append(nc: NATS, item: Append, *, timeout_s: float = 5.0) -> int:
         raise AppendError(f"no stream captures {item.subject}") from None
     except nats.errors.TimeoutError:
         raise AppendError(f"append to {item.subject} timed out after {timeout_s}s") from None
+    except nats.errors.Error as exc:
+        raise AppendError(f"append to {item.subject} failed: {exc}") from None
     ack = _check_ack(reply.data, item.subject)
     return _seq(ack)
 
@@ -113,4 +115,6 @@ async def append_atomic(nc: NATS, items: Sequence[Append], *, timeout_s: float =
         raise AppendError(f"no stream captures {items[0].subject}") from None
     except nats.errors.TimeoutError:
         raise AppendError(f"atomic batch {batch_id} timed out after {timeout_s}s") from None
+    except nats.errors.Error as exc:
+        raise AppendError(f"atomic batch {batch_id} failed: {exc}") from None
     return _seq(ack)

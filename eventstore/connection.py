@@ -49,6 +49,15 @@ def check_server(info: dict[str, Any], url: str) -> None:
         )
 
 
+HEADER_ALLOWANCE = 1024  # natchet's own headers (dedup id, batch) on top of a body
+
+
+def max_message_bytes(nc: NATS) -> int:
+    """The largest body natchet appends on this connection: the server's max payload
+    (which counts headers too) less room for natchet's headers."""
+    return int(nc.max_payload) - HEADER_ALLOWANCE
+
+
 def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
     """A client TLS context trusting ``ca`` (the system's CAs when ``None``), presenting
     ``cert``/``key`` when both are given (mTLS)."""

@@ -14,11 +14,17 @@ __all__ = [
     "NatchetError",
     "PermissionDeniedError",
     "ReadError",
+    "TransportError",
 ]
 
 
 class ConnectError(NatchetError):
     """The NATS server cannot be used: unreachable, too old, or without JetStream."""
+
+
+class TransportError(NatchetError):
+    """NATS did not take a message, an ack or a request: the connection is down, closed,
+    or the server did not answer in time. Usually worth trying again."""
 
 
 class ReadError(NatchetError):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import attrs
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as Connection
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -18,7 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from eventstore.errors import ConfigError
+from eventstore.errors import AppendRefusedError, ConfigError, TransportError
 from schemas.subjects import (
     Scope,
     check_name,
@@ -31,6 +36,20 @@ from schemas.subjects import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _translated(what: str) -> AsyncIterator[None]:
+    """nats-py's errors, as eventstore's."""
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        raise AppendRefusedError(
+            f"JetStream refused {what}: {exc.description}", str(exc.description)
+        ) from None
+    except nats.errors.Error as exc:
+        raise TransportError(f"{what} failed: {exc}") from None
+
 
 DISPATCHER_CONSUMER = "dispatcher"
 DISPATCHER_ACK_WAIT_S = 5.0
@@ -145,11 +164,16 @@ async def _ensure(js: JetStreamContext, config: StreamConfig) -> StreamConfig:
 
 
 async def ensure_tenant_stream(
-    js: JetStreamContext, tenant: str, limits: StreamLimits = StreamLimits()
+    conn: Connection, tenant: str, limits: StreamLimits = StreamLimits()
 ) -> None:
     """The tenant's log, task queues and liveness streams. Refuses (``StreamConfigError``)
     a log the server stored weaker than :func:`log_stream_config`, e.g. one made by an older
     natchet or changed by hand; applies a changed quota."""
+    async with _translated(f"setting up the streams of {tenant}"):
+        await _ensure_tenant_stream(conn.jetstream(), tenant, limits)
+
+
+async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: StreamLimits) -> None:
     expected = log_stream_config(tenant, limits)
     stored = await _ensure(js, expected)
     weak = log_weaknesses(stored, expected)
@@ -186,7 +210,7 @@ class TaskConsumerSettings:
 
 
 async def ensure_task_consumer(
-    js: JetStreamContext,
+    conn: Connection,
     scope: Scope,
     workflow: str,
     settings: TaskConsumerSettings = TaskConsumerSettings(),
@@ -207,7 +231,8 @@ async def ensure_task_consumer(
         max_ack_pending=-1,
     )
     # Create, or update the editable settings (ack_wait) of an existing queue group.
-    await js.add_consumer(tasks_stream_name(scope.tenant), config)
+    async with _translated(f"creating queue group {name}"):
+        await conn.jetstream().add_consumer(tasks_stream_name(scope.tenant), config)
     return name
 
 
@@ -223,7 +248,12 @@ def dispatcher_filters(tenant: str) -> list[str]:
     ]
 
 
-async def ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
+async def ensure_dispatcher_consumer(conn: Connection, tenant: str) -> str:
+    async with _translated(f"setting up the dispatcher consumer of {tenant}"):
+        return await _ensure_dispatcher_consumer(conn.jetstream(), tenant)
+
+
+async def _ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
     config = ConsumerConfig(
         durable_name=DISPATCHER_CONSUMER,
         description="natchet dispatcher inputs",

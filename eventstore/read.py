@@ -7,8 +7,8 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 
-import attrs
 import nats.errors
+import nats.js.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -16,28 +16,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore.connection import request
 from eventstore.errors import ReadError
+from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.tail import read_to_end
 from schemas.subjects import live_stream_name, stream_name
 
 
-@attrs.frozen
-class Record:
-    """One stored message: where it sits in the stream, and what it says."""
-
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None = None
-    time: dt.datetime | None = None  # when the stream stored it
-
-
-def to_record(msg: Msg) -> Record:
-    meta = msg.metadata
-    return Record(meta.sequence.stream, msg.subject, msg.data, msg.headers, meta.timestamp)
-
-
 async def last_seq(nc: NATS, tenant: str) -> int:
-    info = await nc.jetstream().stream_info(stream_name(tenant))
-    return int(info.state.last_seq)
+    return await stream_last_seq(nc, stream_name(tenant))
 
 
 async def replay(
@@ -49,41 +34,18 @@ async def replay(
     until_seq: int | None = None,
     batch: int = 512,
 ) -> AsyncIterator[Record]:
-    """Yield the stored messages matching ``subjects`` from ``start_seq`` up to ``until_seq``
-    (default: the stream's last sequence when the replay starts), in stream order."""
-    js = nc.jetstream()
-    stream = stream_name(tenant)
-    end = until_seq if until_seq is not None else await last_seq(nc, tenant)
-    if end < start_seq:
-        return
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(start_seq, 1),
-        inactive_threshold=30.0,
-        mem_storage=True,
-        max_waiting=1,
-    )
-    # nats-py sets filter_subject from its subject argument, so a single filter goes there.
-    single = subjects[0] if len(subjects) == 1 else ""
-    if len(subjects) > 1:
-        config.filter_subjects = list(subjects)
-    sub = await js.pull_subscribe(single, stream=stream, config=config)
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except nats.errors.TimeoutError:
-                return  # nothing more matches
-            for msg in msgs:
-                meta = msg.metadata
-                if meta.sequence.stream > end:
-                    return
-                yield to_record(msg)
-                if meta.sequence.stream == end or meta.num_pending == 0:
-                    return
-    finally:
-        await sub.unsubscribe()
+    """The tenant's log matching ``subjects`` from ``start_seq`` through ``until_seq``
+    (default: its last sequence when the replay starts), in stream order, read to that end
+    whatever the pauses (``eventstore.tail.read_to_end``)."""
+    async for record in read_to_end(
+        nc,
+        stream_name(tenant),
+        subjects,
+        start_seq=start_seq,
+        until_seq=until_seq,
+        batch_size=batch,
+    ):
+        yield record
 
 
 async def follow(nc: NATS, tenant: str, subject: str) -> AsyncIterator[Record]:

@@ -9,7 +9,8 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from eventstore.read import Record, follow_stream
+from eventstore.read import follow_stream
+from eventstore.records import Record
 from schemas.tenancy import SYSTEM_STREAM, SYSTEM_SUBJECTS
 
 log = logging.getLogger(__name__)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 from typing import Self
 
-import nats.errors
 import psycopg
-from nats.aio.client import Client as NATS
 
 from dispatcher import Dispatcher
-from eventstore import Append, NatchetError, append, connect
+from eventstore import Append, Connection, NatchetError, append, close, connect
 from natchet.config import EngineSettings
 from natchet.supervise import supervise
 from natchet.tenancy.provision import Provisioner
@@ -25,10 +22,20 @@ from schemas.tenancy import TenantCreated, TenantLogFull, full_subject
 log = logging.getLogger(__name__)
 
 
+async def _started(task: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Wait until ``ready``, or raise what stopped ``task`` first."""
+    waiting = asyncio.ensure_future(ready.wait())
+    done, _ = await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if waiting not in done:
+        waiting.cancel()
+        task.result()
+        raise RuntimeError("the tenancy service stopped before it was ready")
+
+
 class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.nc: NATS | None = None
+        self.nc: Connection | None = None
         self.provisioner: Provisioner | None = None
         self.dispatchers: dict[str, Dispatcher] = {}
         self.projectors: dict[str, Projector] = {}
@@ -51,7 +58,7 @@ class Engine:
             # answer the server's auth callout from it (docs/tenancy.md).
             on_tenant = self.start_tenant if self.settings.discover_tenants else None
             self.tenancy = TenancyService(nc, self.provisioner, on_tenant)
-            await self.tenancy.start()
+            await _started(self.tenancy.start(), self.tenancy.ready)
         await asyncio.gather(*(d.ready.wait() for d in self.dispatchers.values()))
         self.ready.set()
         log.info("engine up: tenants %s", ", ".join(self.dispatchers))
@@ -111,8 +118,7 @@ class Engine:
         if self.provisioner is not None:
             await self.provisioner.close()
         if self.nc is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self.nc.drain()
+            await close(self.nc)
 
     async def __aenter__(self) -> Self:
         await self.start()

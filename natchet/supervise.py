@@ -7,17 +7,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from eventstore import RESTART
+
 log = logging.getLogger(__name__)
 
-RESTART_MIN_S = 0.5
-RESTART_MAX_S = 10.0
-HEALTHY_S = 30.0
+HEALTHY_S = 30.0  # a failure after this long running is a new failure: the backoff resets
 
 
 async def supervise(what: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-    """Run ``run`` until it returns or ``stop`` is set, restarting it with backoff after a
-    failure (the backoff resets once it has run fine for a while)."""
-    delay = RESTART_MIN_S
+    """Run ``run`` until it returns or ``stop`` is set, restarting it after a failure with
+    ``eventstore.RESTART``'s backoff."""
+    failures = 0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         started = loop.time()
@@ -27,9 +27,7 @@ async def supervise(what: str, run: Callable[[], Awaitable[None]], stop: asyncio
         except asyncio.CancelledError:
             raise
         except Exception:  # the supervisor's job is to outlive any one failure
-            if loop.time() - started > HEALTHY_S:
-                delay = RESTART_MIN_S
-            log.exception("%s failed; restarting in %.1fs", what, delay)
+            failures = 1 if loop.time() - started > HEALTHY_S else failures + 1
+            log.exception("%s failed; restarting in %.1fs", what, RESTART.delay(failures))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, RESTART_MAX_S)
+            await asyncio.wait_for(stop.wait(), RESTART.delay(failures))

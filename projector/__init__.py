@@ -5,14 +5,13 @@ from projector.apply import apply_records
 from projector.migrations import TABLES, migrate
 from projector.plan import PENDING
 from projector.queries import dump_tables, get_run, list_events, list_runs
-from projector.runner import Projector, backoff_delay, read_checkpoint
+from projector.runner import Projector, read_checkpoint
 
 __all__ = [
     "PENDING",
     "TABLES",
     "Projector",
     "apply_records",
-    "backoff_delay",
     "dump_tables",
     "get_run",
     "list_events",

@@ -11,25 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import nats.errors
 import psycopg
-from nats.aio.client import Client as NATS
 
 import eventstore
 import schemas
-from projector._tail import Tail
+from eventstore import Backoff, Connection, Service, Tail
 from projector.apply import apply_records
 from projector.migrations import DEFAULT_SCHEMA, migrate, set_search_path
 
 log = logging.getLogger(__name__)
-
-
-def backoff_delay(failures: int, *, base_s: float = 0.1, max_s: float = 5.0) -> float:
-    """Seconds to wait after ``failures`` consecutive failures (1, 2, ...)."""
-    return float(min(max_s, base_s * 2 ** max(failures - 1, 0)))
 
 
 async def read_checkpoint(
@@ -46,12 +38,12 @@ async def read_checkpoint(
     return 0 if row is None else int(row[0])
 
 
-class Projector:
+class Projector(Service):
     """Tails ``<tenant>.>`` into the read model in ``schema`` of the database at ``dsn``."""
 
     def __init__(
         self,
-        nc: NATS,
+        nc: Connection,
         dsn: str,
         tenant: str,
         *,
@@ -63,6 +55,8 @@ class Projector:
         backoff_max_s: float = 5.0,
         connect_timeout_s: int = 5,
     ) -> None:
+        super().__init__()
+        self.name = f"projector {tenant}"
         self.nc = nc
         self.dsn = dsn
         self.tenant = schemas.subjects.check_tenant(tenant)
@@ -70,16 +64,11 @@ class Projector:
         self.schema = schema
         self.gather_s = gather_s
         self.idle_poll_s = idle_poll_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        self.backoff = Backoff(base_s=backoff_base_s, max_s=backoff_max_s)
         self.connect_timeout_s = connect_timeout_s
         self._last_applied = 0
         self._failures = 0
-        self._stop = asyncio.Event()
-        self._done = asyncio.Event()
-        self._running = False
         self._progress = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def last_applied(self) -> int:
@@ -105,35 +94,27 @@ class Projector:
         await self.wait_for_seq(seq, timeout_s)
         return seq
 
-    async def run(self) -> None:
-        """Project until :meth:`shutdown`; errors are logged and retried, never raised."""
-        if self._running:
-            raise RuntimeError("this projector is already running")
-        self._running = True
-        try:
-            while not self._stop.is_set():
-                try:
-                    await self._session()
-                except (psycopg.Error, nats.errors.Error) as exc:
-                    self._failures += 1
-                    delay = backoff_delay(
-                        self._failures, base_s=self.backoff_base_s, max_s=self.backoff_max_s
-                    )
-                    log.warning(
-                        "projector %s: %s: %s; retrying in %.2fs",
-                        self.tenant,
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                    )
-                    await self._sleep(delay)
-        finally:
-            self._running = False
-            self._done.set()
+    async def _serve(self) -> None:
+        """Project until :meth:`shutdown`; Postgres and NATS errors are logged and retried
+        from the checkpoint, never raised."""
+        while not self.stopping.is_set():
+            try:
+                await self._session()
+            except (psycopg.Error, eventstore.NatchetError) as exc:
+                self._failures += 1
+                delay = self.backoff.delay(self._failures)
+                log.warning(
+                    "projector %s: %s: %s; retrying in %.2fs",
+                    self.tenant,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
+            await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _session(self) -> None:
         async with await psycopg.AsyncConnection.connect(
@@ -147,7 +128,7 @@ class Projector:
             await self._advance(checkpoint)
             tail = Tail(
                 self.nc,
-                self.tenant,
+                schemas.stream_name(self.tenant),
                 checkpoint + 1,
                 batch_size=self.batch_size,
                 gather_s=self.gather_s,
@@ -155,7 +136,7 @@ class Projector:
             )
             log.info("projector %s: tailing from %d", self.tenant, checkpoint + 1)
             try:
-                while not self._stop.is_set():
+                while not self.stopping.is_set():
                     records = await tail.next_batch()
                     if not records:
                         continue
@@ -164,34 +145,3 @@ class Projector:
                     await self._advance(records[-1].seq)
             finally:
                 await tail.close()
-
-    def start(self) -> asyncio.Task[None]:
-        """Run in a background task (what ``async with`` does)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"projector-{self.tenant}")
-        return self._task
-
-    async def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Finish the batch in hand and stop. Idempotent."""
-        self._stop.set()
-        task = self._task
-        if task is None:
-            if self._running:
-                await self._done.wait()
-            return
-        _, pending = await asyncio.wait({task}, timeout=timeout_s)
-        if pending:
-            log.warning("projector %s: not stopped after %.1fs, cancelling", self.tenant, timeout_s)
-            task.cancel()
-            await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            task.result()  # raise what the projector died of
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.shutdown()

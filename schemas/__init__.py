@@ -1,6 +1,7 @@
 """Wire types, codec and subjects for natchet. Pure: no IO."""
 
 from schemas.codec import DecodeError, decode_json, decode_subject, encode, encode_json
+from schemas.errors import ConfigError, NatchetError
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -25,7 +26,9 @@ from schemas.messages import (
 from schemas.subjects import Scope, SubjectError, parse, stream_name
 
 __all__ = [
+    "ConfigError",
     "DecodeError",
+    "NatchetError",
     "RunCancelRequested",
     "RunCreated",
     "RunFinished",

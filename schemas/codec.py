@@ -1,7 +1,6 @@
 """orjson codec for natchet messages, with version upcasting.
 
-Bodies are plain JSON objects, so any language can read and write them; the JSON Schema of
-each kind is exported by :func:`json_schemas`.
+Bodies are plain JSON objects, so any language can read and write them.
 """
 
 from __future__ import annotations
@@ -102,17 +101,3 @@ def _agree(parsed: ParsedSubject, what: str, body: object, subject: str) -> None
             f"the body's {what} {body!r} differs from the subject's {subject!r} "
             f"({parsed.scope.prefix}.{parsed.area}.{'.'.join(parsed.rest)})"
         )
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """A JSON Schema per message kind, for writers in other languages."""
-    out: dict[str, dict[str, Any]] = {}
-    for cls in (WorkflowDef, Task, WorkerHeartbeat, *RUN_KINDS.values()):
-        props: dict[str, Any] = {}
-        required: list[str] = []
-        for f in attrs.fields(cls):
-            props[f.name] = {}
-            if f.default is attrs.NOTHING:
-                required.append(f.name)
-        out[cls.KIND] = {"type": "object", "properties": props, "required": required}
-    return out

@@ -21,6 +21,8 @@ def utcnow() -> str:
 
 
 class RunStatus(enum.StrEnum):
+    """A run's status, and a step's (a step is QUEUED, RUNNING, then a terminal one)."""
+
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -30,10 +32,6 @@ class RunStatus(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-# Steps share the run's vocabulary: a step is QUEUED, RUNNING, then one of the terminal ones.
-StepStatus = RunStatus
 
 
 def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:

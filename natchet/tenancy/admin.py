@@ -11,9 +11,8 @@ import datetime as dt
 import re
 
 import attrs
-from nats.aio.client import Client as NATS
 
-from eventstore import Append, ConfigError, append
+from eventstore import Append, ConfigError, Connection, append
 from eventstore.system import ensure_system_stream, read_system
 from natchet.tenancy.state import TenancyState
 from natchet.tenancy.view import fold_record
@@ -43,7 +42,7 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
 
 
-async def load_state(nc: NATS) -> TenancyState:
+async def load_state(nc: Connection) -> TenancyState:
     await ensure_system_stream(nc)
     state = TenancyState()
     for rec in await read_system(nc):
@@ -52,7 +51,7 @@ async def load_state(nc: NATS) -> TenancyState:
 
 
 async def create_tenant(
-    nc: NATS,
+    nc: Connection,
     tenant: str,
     *,
     max_bytes: int = -1,
@@ -78,7 +77,7 @@ async def create_tenant(
 
 
 async def set_limits(
-    nc: NATS,
+    nc: Connection,
     tenant: str,
     *,
     max_bytes: int | None = None,
@@ -118,7 +117,7 @@ class IssuedToken:
 
 
 async def create_token(
-    nc: NATS,
+    nc: Connection,
     tenant: str,
     url: str,
     *,
@@ -144,7 +143,7 @@ async def create_token(
     return IssuedToken(token.token_id, tenant, token.encode(), expires_at)
 
 
-async def revoke_token(nc: NATS, token_id: str) -> None:
+async def revoke_token(nc: Connection, token_id: str) -> None:
     state = await load_state(nc)
     if token_id not in state.tokens:
         raise ConfigError(f"no token {token_id!r} (see `natchet token list`)")

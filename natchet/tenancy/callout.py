@@ -15,17 +15,22 @@ prune what it remembers of connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
 from typing import Any
 
-import nats.errors
 import orjson
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
+from eventstore import (
+    Connection,
+    Message,
+    NatchetError,
+    Service,
+    Subscription,
+    ask,
+    subscribe,
+)
 from natchet.tenancy import jwt
 from natchet.tenancy.accounts import tenant_permissions, user_claims
 from natchet.tenancy.provision import Provisioner
@@ -43,7 +48,7 @@ DISCONNECTS = "$SYS.ACCOUNT.*.DISCONNECT"
 PROVISION_WAIT_S = 1.5
 MAX_CONCURRENT = 256
 
-Connection = tuple[str, int]  # (server id, client id)
+ClientRef = tuple[str, int]  # (server id, client id)
 
 
 def tenant_user_claims(user_nkey: str, record: TokenRecord) -> dict[str, Any]:
@@ -65,7 +70,7 @@ def response_claims(
     return {"sub": user_nkey, "aud": server_id, "nats": nats_part}
 
 
-class CalloutService:
+class CalloutService(Service):
     """Answers the server's authorization requests; kicks revoked tokens' connections.
 
     ``nc`` is the callout user's connection (auth account); ``system`` a system-account
@@ -74,55 +79,52 @@ class CalloutService:
 
     def __init__(
         self,
-        nc: NATS,
+        nc: Connection,
         view: TenancyView,
         auth: NatsAuth,
         provisioner: Provisioner,
-        system: NATS | None = None,
+        system: Connection | None = None,
     ) -> None:
+        super().__init__()
+        self.name = "auth callout"
         self.nc = nc
         self.view = view
         self.auth = auth
         self.provisioner = provisioner
         self.system = system
         # token id -> the connections it authorized, and back
-        self.connections: dict[str, set[Connection]] = defaultdict(set)
-        self._owner: dict[Connection, str] = {}
+        self.connections: dict[str, set[ClientRef]] = defaultdict(set)
+        self._owner: dict[ClientRef, str] = {}
         self.kicked = asyncio.Event()
-        self._stop = asyncio.Event()
         # Requests are answered concurrently: one that waits (a tenant still being set up,
         # a fold catching up) must not hold up every other tenant's connects.
         self._answering: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         view.listeners.append(self._on_system)
 
-    async def run(self) -> None:
-        subs = [await self.nc.subscribe(AUTH_SUBJECT, cb=self._on_request)]
+    async def _serve(self) -> None:
+        subs: list[Subscription] = [await subscribe(self.nc, AUTH_SUBJECT, self._on_request)]
         if self.system is not None:
-            subs.append(await self.system.subscribe(DISCONNECTS, cb=self._on_disconnect))
+            subs.append(await subscribe(self.system, DISCONNECTS, self._on_disconnect))
         try:
-            await self._stop.wait()
+            await self.stopping.wait()
         finally:
             for sub in subs:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+                await sub.unsubscribe()
             for task in list(self._answering):
                 task.cancel()
             await asyncio.gather(*self._answering, return_exceptions=True)
 
-    async def shutdown(self) -> None:
-        self._stop.set()
-
-    async def _on_request(self, msg: Msg) -> None:
+    async def _on_request(self, msg: Message) -> None:
         task = asyncio.create_task(self._answer(msg))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Message) -> None:
         async with self._slots:
             await self._handle(msg)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Message) -> None:
         try:
             request = jwt.decode(msg.data.decode())
             body = request["nats"]
@@ -153,7 +155,10 @@ class CalloutService:
             claims = response_claims(user_nkey, server_id, user_jwt=user_jwt)
             if isinstance(client.get("id"), int):
                 self._remember(record.token_id, (server_id, client["id"]))
-        await msg.respond(jwt.encode(claims, self.auth.auth_seed).encode())
+        try:
+            await msg.respond(jwt.encode(claims, self.auth.auth_seed).encode())
+        except NatchetError as exc:
+            log.error("auth callout: could not answer the server: %s", exc)
 
     async def _authenticate(self, token: str) -> TokenRecord:
         if not token:
@@ -175,11 +180,11 @@ class CalloutService:
         except TimeoutError:
             raise TokenError(f"tenant {tenant} is still being set up: retry in a moment") from None
 
-    def _remember(self, token_id: str, conn: Connection) -> None:
+    def _remember(self, token_id: str, conn: ClientRef) -> None:
         self.connections[token_id].add(conn)
         self._owner[conn] = token_id
 
-    def _forget(self, conn: Connection) -> None:
+    def _forget(self, conn: ClientRef) -> None:
         token_id = self._owner.pop(conn, None)
         if token_id is not None:
             conns = self.connections.get(token_id)
@@ -188,7 +193,7 @@ class CalloutService:
                 if not conns:
                     del self.connections[token_id]
 
-    async def _on_disconnect(self, msg: Msg) -> None:
+    async def _on_disconnect(self, msg: Message) -> None:
         try:
             event = orjson.loads(msg.data)
             conn = (str(event["server"]["id"]), int(event["client"]["id"]))
@@ -212,10 +217,13 @@ class CalloutService:
         kicked = 0
         for server_id, cid in targets:
             try:
-                reply = await self.system.request(
-                    f"$SYS.REQ.SERVER.{server_id}.KICK", orjson.dumps({"cid": cid}), timeout=2
+                reply = await ask(
+                    self.system,
+                    f"$SYS.REQ.SERVER.{server_id}.KICK",
+                    orjson.dumps({"cid": cid}),
+                    timeout_s=2,
                 )
-            except nats.errors.Error as exc:
+            except NatchetError as exc:
                 log.error("could not kick client %d of revoked token %s: %s", cid, token_id, exc)
                 continue
             answer = orjson.loads(reply.data)

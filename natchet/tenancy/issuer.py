@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from nats.aio.client import Client as NATS
 
-from eventstore import ConfigError
+from eventstore import ConfigError, Connection, ask
 from natchet.tenancy import jwt
 from natchet.tenancy.accounts import (
     TenantLimits,
@@ -32,9 +31,9 @@ def tenant_account_jwts(auth: NatsAuth, tenant: str, limits: TenantLimits) -> li
     return [jwt.encode(c, auth.operator_seed) for c in (log_claims, tenant_claims)]
 
 
-async def push_account(system: NATS, account_jwt: str, *, timeout_s: float = 5.0) -> None:
+async def push_account(system: Connection, account_jwt: str, *, timeout_s: float = 5.0) -> None:
     """Hand an account JWT to the server's full resolver (it stores and applies it)."""
-    reply = await system.request(CLAIMS_UPDATE, account_jwt.encode(), timeout=timeout_s)
+    reply = await ask(system, CLAIMS_UPDATE, account_jwt.encode(), timeout_s=timeout_s)
     answer = orjson.loads(reply.data)
     error = answer.get("error") if isinstance(answer, dict) else None
     if error:

@@ -10,13 +10,9 @@ live in the one account the engine is connected to, and nothing isolates tenants
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-import nats.errors
-from nats.aio.client import Client as NATS
-
-from eventstore import StreamLimits, connect, ensure_tenant_stream
+from eventstore import Connection, StreamLimits, close, connect, ensure_tenant_stream
 from natchet.tenancy.accounts import TenantLimits
 from natchet.tenancy.issuer import push_account, tenant_account_jwts
 from natchet.tenancy.serverconf import NatsAuth
@@ -36,12 +32,12 @@ def limits_of(created: TenantCreated) -> TenantLimits:
 class Provisioner:
     """Provisions tenants and keeps the engine's connection into each tenant's log."""
 
-    def __init__(self, url: str, nc: NATS, auth: NatsAuth | None) -> None:
+    def __init__(self, url: str, nc: Connection, auth: NatsAuth | None) -> None:
         self.url = url
         self.nc = nc  # the engine's own connection (engine account, or the only account)
         self.auth = auth
-        self.system: NATS | None = None
-        self.logs: dict[str, NATS] = {}
+        self.system: Connection | None = None
+        self.logs: dict[str, Connection] = {}
         self.failed: dict[str, str] = {}  # tenant -> why it could not be set up
         self._ready: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
@@ -50,7 +46,7 @@ class Provisioner:
         """Set once ``tenant``'s accounts and streams exist."""
         return self._ready.setdefault(tenant, asyncio.Event())
 
-    async def provision(self, created: TenantCreated) -> NATS:
+    async def provision(self, created: TenantCreated) -> Connection:
         """Push the tenant's accounts and create (or check) its streams; return the
         engine's connection to its log. Idempotent."""
         async with self._lock:
@@ -63,7 +59,7 @@ class Provisioner:
             self.ready(created.tenant).set()
             return conn
 
-    async def _provision(self, created: TenantCreated) -> NATS:
+    async def _provision(self, created: TenantCreated) -> Connection:
         tenant = created.tenant
         conn = self.nc
         if self.auth is not None:
@@ -77,14 +73,11 @@ class Provisioner:
                 self.auth.options(self.url, f"natchet-engine:{tenant}", f"log:{tenant}")
             )
             self.logs[tenant] = conn
-        await ensure_tenant_stream(
-            conn.jetstream(), tenant, StreamLimits(max_bytes=created.max_bytes)
-        )
+        await ensure_tenant_stream(conn, tenant, StreamLimits(max_bytes=created.max_bytes))
         return conn
 
     async def close(self) -> None:
         for conn in [*self.logs.values(), *([self.system] if self.system else [])]:
-            with contextlib.suppress(nats.errors.Error):
-                await conn.drain()
+            await close(conn)
         self.logs.clear()
         self.system = None

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import nats.errors
-from nats.aio.client import Client as NATS
-
-from eventstore import connect
+from eventstore import Connection, Service, close, connect
 from natchet.supervise import supervise
 from natchet.tenancy.callout import CalloutService
 from natchet.tenancy.provision import Provisioner
@@ -22,40 +18,51 @@ log = logging.getLogger(__name__)
 OnTenant = Callable[[TenantCreated], Awaitable[None]]
 
 
-class TenancyService:
+class TenancyService(Service):
     """Follows ``natchet-system`` on the engine's connection ``nc`` (supervised: a failure
     restarts the fold); calls ``on_tenant`` for every tenant (existing ones at start, new
-    ones as they are created); with auth, answers the server's auth callout and kicks
-    revoked tokens' connections."""
+    ones as they are created, and again when their limits change); with auth, answers the
+    server's auth callout and kicks revoked tokens' connections. ``ready`` is set once the
+    records that existed at start are folded."""
+
+    name = "tenancy"
 
     def __init__(
-        self, nc: NATS, provisioner: Provisioner, on_tenant: OnTenant | None = None
+        self, nc: Connection, provisioner: Provisioner, on_tenant: OnTenant | None = None
     ) -> None:
+        super().__init__()
         self.nc = nc
         self.provisioner = provisioner
         self.view = TenancyView(nc)
         self.callout: CalloutService | None = None
         self._on_tenant = on_tenant
-        self._conns: list[NATS] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
         self.view.listeners.append(self._on_system)
 
-    async def start(self) -> None:
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.view.ready
+
+    async def _serve(self) -> None:
         auth, url = self.provisioner.auth, self.provisioner.url
-        if auth is not None:
-            callout_nc = await connect(auth.options(url, "natchet-callout", "callout"))
-            system_nc = await connect(auth.options(url, "natchet-kick", "system"))
-            self._conns += [callout_nc, system_nc]
-            self.callout = CalloutService(callout_nc, self.view, auth, self.provisioner, system_nc)
-            self._tasks.append(asyncio.create_task(self.callout.run()))
-        fold = asyncio.create_task(supervise("tenancy view", self.view.run, self._stop))
-        self._tasks.append(fold)
-        ready = asyncio.create_task(self.view.ready.wait())
-        done, _ = await asyncio.wait([ready, fold], return_when="FIRST_COMPLETED")
-        if ready not in done:
-            ready.cancel()
-            fold.result()  # raises what stopped the fold
+        conns: list[Connection] = []
+        try:
+            parts = [supervise("tenancy view", self.view.run, self.stopping)]
+            if auth is not None:
+                callout_nc = await connect(auth.options(url, "natchet-callout", "callout"))
+                conns.append(callout_nc)
+                system_nc = await connect(auth.options(url, "natchet-kick", "system"))
+                conns.append(system_nc)
+                self.callout = CalloutService(
+                    callout_nc, self.view, auth, self.provisioner, system_nc
+                )
+                parts.append(supervise("auth callout", self.callout.run, self.stopping))
+            await self.until_stopping(asyncio.gather(*parts))
+        finally:
+            await self.view.shutdown()
+            if self.callout is not None:
+                await self.callout.shutdown()
+            for conn in conns:
+                await close(conn, drain=False)
 
     async def _on_system(self, message: SystemMessage) -> None:
         """A new tenant, or new limits for one: (re)apply what the fold now says of it."""
@@ -63,16 +70,3 @@ class TenancyService:
             current = self.view.state.tenants.get(message.tenant)
             if current is not None:
                 await self._on_tenant(current)
-
-    async def shutdown(self) -> None:
-        self._stop.set()
-        if self.callout is not None:
-            await self.callout.shutdown()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        for conn in self._conns:
-            with contextlib.suppress(nats.errors.Error):
-                await conn.close()
-        self._conns.clear()

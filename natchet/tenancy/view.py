@@ -7,9 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client as NATS
-
-from eventstore import Record
+from eventstore import Connection, Record, Service
 from eventstore.system import ensure_system_stream, follow_system, system_last_seq
 from natchet.tenancy.state import TenancyState
 from schemas.tenancy import SystemMessage, decode_system
@@ -30,7 +28,7 @@ def fold_record(state: TenancyState, rec: Record) -> SystemMessage | None:
     return message
 
 
-class TenancyView:
+class TenancyView(Service):
     """Folds ``natchet-system`` into a :class:`TenancyState` and keeps following it.
 
     Every record is validated before it is folded (``decode_system``): a malformed or
@@ -38,7 +36,10 @@ class TenancyView:
     starts new tenants, the callout kicks revoked tokens' connections); a listener that
     fails is logged, and the fold goes on."""
 
-    def __init__(self, nc: NATS) -> None:
+    name = "tenancy view"
+
+    def __init__(self, nc: Connection) -> None:
+        super().__init__()
         self.nc = nc
         self.state = TenancyState()
         self.seq = 0
@@ -46,9 +47,12 @@ class TenancyView:
         self.listeners: list[Listener] = []
         self._advanced = asyncio.Condition()
 
-    async def run(self) -> None:
-        """Fold from the first record; safe to call again after a failure (it starts over
+    async def _serve(self) -> None:
+        """Fold from the first record; safe to run again after a failure (it starts over
         from a fresh state, and listeners hear every record again)."""
+        await self.until_stopping(self._fold())
+
+    async def _fold(self) -> None:
         self.state = TenancyState()
         self.seq = 0
         await ensure_system_stream(self.nc)

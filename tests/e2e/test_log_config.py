@@ -19,7 +19,7 @@ async def test_a_log_that_allows_rollup_and_ttl_is_refused(nc: NATS, tenant_name
     weak.discard = DiscardPolicy.OLD
     await js.add_stream(weak)
     with pytest.raises(StreamConfigError) as refused:
-        await ensure_tenant_stream(js, tenant_name)
+        await ensure_tenant_stream(nc, tenant_name)
     message = str(refused.value)
     for why in ("rollup", "TTL", "deny_purge", "discards old"):
         assert why in message, message
@@ -30,8 +30,8 @@ async def test_a_quota_change_is_applied_and_nothing_else_is_touched(
     nc: NATS, tenant_name: str
 ) -> None:
     js = nc.jetstream()
-    await ensure_tenant_stream(js, tenant_name, StreamLimits(max_bytes=1 << 20))
-    await ensure_tenant_stream(js, tenant_name, StreamLimits(max_bytes=2 << 20))
+    await ensure_tenant_stream(nc, tenant_name, StreamLimits(max_bytes=1 << 20))
+    await ensure_tenant_stream(nc, tenant_name, StreamLimits(max_bytes=2 << 20))
     stored: StreamConfig = (await js.stream_info(stream_name(tenant_name))).config
     assert stored.max_bytes == 2 << 20
     assert stored.deny_purge and stored.deny_delete and not stored.allow_rollup_hdrs

@@ -23,5 +23,5 @@ async def conn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
 async def tenant(nc: NATS) -> str:
     """A fresh tenant with its stream."""
     name = f"t{uuid.uuid4().hex[:12]}"
-    await eventstore.ensure_tenant_stream(nc.jetstream(), name)
+    await eventstore.ensure_tenant_stream(nc, name)
     return name

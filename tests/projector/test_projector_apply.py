@@ -112,19 +112,3 @@ async def test_migrate_is_idempotent_and_safe_concurrently(dsn: str) -> None:
         await asyncio.gather(migrate(c1, "x"), migrate(c2, "x"))
         await migrate(c1, "x")
         assert set((await dump_tables(c1, "x")).keys()) == set(projector.TABLES)
-
-
-def test_public_api() -> None:
-    assert sorted(projector.__all__) == [
-        "PENDING",
-        "Projector",
-        "TABLES",
-        "apply_records",
-        "backoff_delay",
-        "dump_tables",
-        "get_run",
-        "list_events",
-        "list_runs",
-        "migrate",
-        "read_checkpoint",
-    ]

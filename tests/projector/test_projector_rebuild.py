@@ -49,7 +49,7 @@ async def test_two_tenants_share_one_database(
     nc: NATS, tenant: str, dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
     other = tenant[:-1] + ("x" if tenant[-1] != "x" else "y")
-    await eventstore.ensure_tenant_stream(nc.jetstream(), other)
+    await eventstore.ensure_tenant_stream(nc, other)
     await write_history(nc, tenant)
     await write_history(nc, other)
     async with Projector(nc, dsn, tenant) as p1, Projector(nc, dsn, other) as p2:

@@ -18,8 +18,9 @@ from projector_scenario import Writer, expected_run, read_all, workflow, write_h
 
 import eventstore
 import schemas
-from natchet.embedded import EmbeddedPostgres, NatsServer
-from projector import Projector, apply_records, backoff_delay, dump_tables, get_run, migrate
+from eventstore import Backoff
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
+from projector import Projector, apply_records, dump_tables, get_run, migrate
 
 WAIT_S = 30.0
 
@@ -153,8 +154,8 @@ async def test_survives_a_postgres_restart(
 
 
 def test_backoff_is_capped_exponential() -> None:
-    delays = [backoff_delay(n, base_s=0.1, max_s=1.0) for n in range(1, 7)]
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    delays = [Backoff(base_s=0.1, max_s=1.0).delay(n) for n in range(0, 7)]
+    assert delays == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
 async def test_survives_losing_its_consumer(
@@ -183,7 +184,7 @@ async def test_survives_a_nats_restart(
     nc = await eventstore.connect(eventstore.NatsOptions(server.url, name="restart"))
     try:
         tenant = "restart"
-        await eventstore.ensure_tenant_stream(nc.jetstream(), tenant)
+        await eventstore.ensure_tenant_stream(nc, tenant)
         writer = Writer(nc, schemas.Scope(tenant))
         await writer.put(workflow())
         async with Projector(nc, dsn, tenant, backoff_base_s=0.05, backoff_max_s=0.2) as p:

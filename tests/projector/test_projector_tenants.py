@@ -45,7 +45,7 @@ Conn = psycopg.AsyncConnection[Any]
 
 async def other_tenant(nc: NATS, tenant: str) -> str:
     name = tenant[:-1] + ("x" if tenant[-1] != "x" else "y")
-    await eventstore.ensure_tenant_stream(nc.jetstream(), name)
+    await eventstore.ensure_tenant_stream(nc, name)
     return name
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from dispatcher import Event, Output, State, decide, due, fold
+from dispatcher import Event, Output, State, due, fit, fold, fold_all, step
 from dispatcher.policy import iso
 from schemas import (
     RunCancelRequested,
@@ -41,6 +41,7 @@ from tests.property.strategies import (
 )
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+MAX_BYTES = 1024 * 1024 - 1024  # what the dispatcher may append on a default server
 IN_FLIGHT = (RunStatus.QUEUED, RunStatus.RUNNING)
 # Drain bound: per run, each of at most 7 steps makes at most 3 attempts, each needing at
 # most a result and a tick; at most 4 runs (r0, r1 and two events, in these scripts).
@@ -92,29 +93,30 @@ class Sim:
 
     # -- the service's loop ---------------------------------------------------------------
     def feed(self, message: Any, *, again: bool = False) -> list[Any]:
-        outputs = decide(self.state, SCOPE, message, self.now)
+        outputs = step(self.state, SCOPE, message, self.now, MAX_BYTES)
         if again:
             assert outputs == [], f"{message!r} delivered again decided again: {outputs}"
         else:
             self.log.append(Logged(seq_at(len(self.log)), subject_of(message), message))
             self.inputs.append(message)
             self.history.saw_input(message)
-        fold(self.state, SCOPE, message)
-        self.apply(outputs)
+        self.record(outputs)
         return [o.message for o in outputs]
 
-    def apply(self, outputs: list[Output]) -> None:
+    def record(self, outputs: list[Output]) -> None:
+        """A decision, already folded, goes to the log (and the checks)."""
         for out in outputs:
             self.history.saw_output(out, self.now)
             self.log.append(Logged(seq_at(len(self.log)), out.subject, out.message))
-            fold(self.state, parse(out.subject).scope, out.message)
         self.history.saw_decision(outputs)
         self.history.check_state(self.state)
 
     def tick(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
-        for decision in due(self.state, self.now):
-            self.apply(decision)
+        for decided in due(self.state, self.now):
+            decision = fit(self.state, decided, MAX_BYTES, self.now)
+            fold_all(self.state, None, None, decision)
+            self.record(decision)
 
     def restart(self) -> None:
         rebuilt = rebuild(self.log)

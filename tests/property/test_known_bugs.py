@@ -5,18 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from dispatcher import State, decide, due, fold
+from dispatcher import State, due, fold, step
 from schemas import RunRequested, StepDef, StepQueued, StepResult, WorkflowDef
-from tests.property.harness import T0
+from tests.property.harness import MAX_BYTES, T0
 from tests.property.history import SCOPE
 
 
 def feed(state: State, message: Any) -> list[Any]:
-    outputs = decide(state, SCOPE, message, T0)
-    fold(state, SCOPE, message)
-    for out in outputs:
-        fold(state, SCOPE, out.message)
-    return [o.message for o in outputs]
+    return [o.message for o in step(state, SCOPE, message, T0, MAX_BYTES)]
 
 
 def test_no_retry_is_released_once_the_run_is_failing() -> None:

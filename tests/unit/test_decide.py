@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from dispatcher import Event, State, decide, due, event_run_id, fold
+from dispatcher import Event, State, decide, due, event_run_id, fold, step
 from schemas import (
     RunCancelRequested,
     RunRequested,
@@ -36,13 +36,12 @@ DIAMOND = WorkflowDef(
 )
 
 
+MAX_BYTES = 1024 * 1024 - 1024
+
+
 def apply(state: State, message: Any) -> list[Any]:
-    """Decide, then fold the input and every output, as the service does."""
-    outputs = decide(state, SCOPE, message, NOW)
-    fold(state, SCOPE, message)
-    for out in outputs:
-        fold(state, SCOPE, out.message)
-    return [o.message for o in outputs]
+    """The dispatcher's transition: decide, keep it storable, fold it all."""
+    return [o.message for o in step(state, SCOPE, message, NOW, MAX_BYTES)]
 
 
 def registered() -> State:

@@ -1,0 +1,85 @@
+"""The dispatcher's whole transition, pure: decide on an input, keep the decision within
+what the log can store, fold it all into state.
+
+The service does the same in three parts (it appends between deciding and folding, so that
+state never holds what the log does not); tests and property checks call :func:`step`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dispatcher.decide import Output, decide, finish_run
+from dispatcher.policy import iso
+from dispatcher.state import State, fold
+from schemas.messages import RunCreated, RunRejected
+from schemas.subjects import Scope, parse
+
+
+def fold_all(state: State, scope: Scope | None, message: object, outputs: list[Output]) -> None:
+    """Fold an input (when there is one: a tick has none) and then its decision."""
+    if scope is not None:
+        fold(state, scope, message)
+    for out in outputs:
+        fold(state, parse(out.subject).scope, out.message)
+
+
+def fit(state: State, outputs: list[Output], max_bytes: int, now: dt.datetime) -> list[Output]:
+    """``outputs``, unless a message of some run is larger than ``max_bytes`` (the log
+    would refuse it forever, and every input behind it would wait): then that run's part of
+    the decision becomes its recorded end instead. A run this decision creates is rejected;
+    a run in flight ends FAILED. The reason names the size and the limit."""
+    too_large: dict[str, Output] = {}
+    for out in outputs:
+        if len(out.body) > max_bytes:
+            too_large.setdefault(out.message.run_id, out)
+    if not too_large:
+        return outputs
+    kept: list[Output] = []
+    replaced: set[str] = set()
+    for out in outputs:
+        run_id = out.message.run_id
+        if run_id not in too_large:
+            kept.append(out)
+        elif run_id not in replaced:
+            replaced.add(run_id)
+            kept += _refused(state, outputs, too_large[run_id], max_bytes, now)
+    return kept
+
+
+def _refused(
+    state: State, outputs: list[Output], big: Output, max_bytes: int, now: dt.datetime
+) -> list[Output]:
+    run_id = big.message.run_id
+    kind = big.subject.rsplit(".", 1)[-1] if ".runs." in big.subject else "task"
+    what = getattr(big.message, "step", None)
+    reason = (
+        f"its {kind} message{f' for step {what!r}' if what else ''} would be "
+        f"{len(big.body):,} bytes, over the {max_bytes:,}-byte limit of one message: the "
+        "run's input or a step's output is too large to record"
+    )
+    scope = parse(big.subject).scope
+    created = next(
+        (
+            o.message
+            for o in outputs
+            if isinstance(o.message, RunCreated) and o.message.run_id == run_id
+        ),
+        None,
+    )
+    run = state.run(scope, run_id)
+    if created is not None or run is None:
+        workflow = created.workflow if created is not None else ""
+        rejected = RunRejected(run_id=run_id, workflow=workflow, reason=reason, at=iso(now))
+        return [Output(scope.run(run_id, "rejected"), rejected, f"{run_id}:rejected")]
+    return finish_run(run, reason, now)
+
+
+def step(
+    state: State, scope: Scope, message: object, now: dt.datetime, max_bytes: int
+) -> list[Output]:
+    """Decide on ``message`` (of ``scope``), keep the decision storable, fold both; return
+    what to append."""
+    outputs = fit(state, decide(state, scope, message, now), max_bytes, now)
+    fold_all(state, scope, message, outputs)
+    return outputs

@@ -1,0 +1,168 @@
+"""Plain NATS messaging through the door: publish, subscribe, and the messages handlers get.
+
+Nothing outside ``eventstore`` holds a nats-py object but the connection (``Connection``,
+passed around opaquely): handlers receive :class:`Message`, stored messages handed out with
+an ack come as :class:`Delivery`, and every nats-py error becomes an ``eventstore`` error
+here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+import attrs
+import nats.errors
+from nats.aio.client import Client as Connection
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as _Subscription
+
+from eventstore.errors import TransportError
+
+__all__ = [
+    "Connection",
+    "Delivery",
+    "Message",
+    "Subscription",
+    "ask",
+    "close",
+    "publish",
+    "subscribe",
+]
+
+
+@attrs.frozen
+class Message:
+    """A message a subscription received."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    reply: str
+    _msg: Msg = attrs.field(repr=False)
+
+    async def respond(self, data: bytes) -> None:
+        try:
+            await self._msg.respond(data)
+        except nats.errors.Error as exc:
+            raise TransportError(f"could not answer on {self.reply}: {exc}") from None
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+@attrs.frozen
+class Subscription:
+    _sub: _Subscription = attrs.field(repr=False)
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; a connection already closed is no error."""
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+async def subscribe(conn: Connection, subject: str, handler: Handler) -> Subscription:
+    """Call ``handler`` with every message on ``subject`` (one at a time)."""
+
+    async def deliver(msg: Msg) -> None:
+        await handler(Message(msg.subject, msg.data, msg.headers, msg.reply, msg))
+
+    try:
+        return Subscription(await conn.subscribe(subject, cb=deliver))
+    except nats.errors.Error as exc:
+        raise TransportError(f"could not subscribe to {subject}: {exc}") from None
+
+
+async def publish(
+    conn: Connection,
+    subject: str,
+    data: bytes,
+    *,
+    reply: str = "",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Publish without waiting for anyone (core NATS: not stored unless a stream captures
+    ``subject``, and then without an acknowledgement; use ``append`` for that)."""
+    try:
+        await conn.publish(subject, data, reply=reply, headers=headers)
+    except nats.errors.Error as exc:
+        raise TransportError(f"could not publish to {subject}: {exc}") from None
+
+
+async def close(conn: Connection, *, drain: bool = True) -> None:
+    """Close a connection (draining it first: what was sent is flushed). Idempotent."""
+    with contextlib.suppress(nats.errors.Error):
+        if drain and not conn.is_closed:
+            await conn.drain()
+        else:
+            await conn.close()
+
+
+@attrs.frozen
+class Delivery:
+    """A stored message handed out by a consumer, to be acknowledged by whoever got it."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    seq: int  # its stream sequence
+    delivered: int  # how many times the consumer has handed it out (1: the first)
+    time: dt.datetime | None
+    reply: str  # its ack subject
+    _msg: Msg = attrs.field(repr=False)
+
+    @classmethod
+    def of(cls, msg: Msg) -> Delivery:
+        meta = msg.metadata
+        return cls(
+            msg.subject,
+            msg.data,
+            msg.headers,
+            meta.sequence.stream,
+            meta.num_delivered,
+            meta.timestamp,
+            msg.reply,
+            msg,
+        )
+
+    async def _do(self, what: str, act: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await act()
+        except nats.errors.Error as exc:
+            raise TransportError(f"could not {what} #{self.seq} ({self.subject}): {exc}") from None
+
+    async def ack(self) -> None:
+        await self._do("ack", self._msg.ack)
+
+    async def ack_sync(self, timeout_s: float = 5.0) -> None:
+        """Ack, and wait until the server confirms it (an ack can be lost otherwise)."""
+        await self._do("ack", lambda: self._msg.ack_sync(timeout=timeout_s))
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        """Hand it back: redelivered at once, or after ``delay_s``."""
+        await self._do("nak", lambda: self._msg.nak(delay=delay_s))
+
+    async def in_progress(self) -> None:
+        """Still working on it: the consumer's ack wait starts again."""
+        await self._do("extend", self._msg.in_progress)
+
+    async def term(self) -> None:
+        """Never deliver it again (it cannot be processed)."""
+        await self._do("terminate", self._msg.term)
+
+
+async def ask(conn: Connection, subject: str, data: bytes, *, timeout_s: float = 5.0) -> Message:
+    """A request and its first answer. ``PermissionDeniedError`` at once when the broker
+    refuses the subject; ``TransportError`` when nobody answers (in time)."""
+    from eventstore.connection import request
+
+    try:
+        msg = await request(conn, subject, data, timeout_s=timeout_s)
+    except nats.errors.NoRespondersError:
+        raise TransportError(f"nobody answers on {subject}") from None
+    except nats.errors.TimeoutError:
+        raise TransportError(f"no answer on {subject} within {timeout_s}s") from None
+    except nats.errors.Error as exc:
+        raise TransportError(f"request on {subject} failed: {exc}") from None
+    return Message(msg.subject, msg.data, msg.headers, msg.reply, msg)

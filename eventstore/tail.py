@@ -1,0 +1,192 @@
+"""Reading a stream in order, in batches, from a given sequence: the tail every reader of
+the log is built on (the projector, replays, the dispatcher's rebuild).
+
+An ordered consumer built on pull: an ephemeral, unacknowledged, in-memory consumer from
+``start_seq`` (filtered to ``subjects`` when given). Its consumer sequence counts
+deliveries 1, 2, 3...; a gap (a delivery lost in a reconnect) or a consumer the server
+forgot makes it start over from the message after the last one handed out, so nothing is
+skipped or handed out twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as Connection
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from eventstore.errors import ReadError, TransportError
+from eventstore.records import Record, stream_last_seq, to_record
+
+log = logging.getLogger(__name__)
+
+HEALTH_CHECK_S = 5.0
+
+PullSubscription = JetStreamContext.PullSubscription
+
+
+class Tail:
+    """``await tail.next_batch()``: the next records of ``stream`` in order, or ``[]`` after
+    an idle poll (nothing new yet)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream: str,
+        start_seq: int,
+        *,
+        subjects: Sequence[str] = (),
+        batch_size: int = 500,
+        gather_s: float = 0.02,
+        idle_poll_s: float = 0.25,
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.subjects = list(subjects)
+        self.next_seq = max(start_seq, 1)
+        self.batch_size = max(batch_size, 1)
+        self.gather_s = gather_s
+        self.idle_poll_s = idle_poll_s
+        self._sub: PullSubscription | None = None
+        self._next_cseq = 1
+        self._idle_since = time.monotonic()
+
+    async def _open(self) -> PullSubscription:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.next_seq,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        # nats-py takes a single filter from its subject argument, several from the config.
+        single = self.subjects[0] if len(self.subjects) == 1 else ""
+        if len(self.subjects) > 1:
+            config.filter_subjects = self.subjects
+        try:
+            sub = await self.conn.jetstream().pull_subscribe(
+                single, stream=self.stream, config=config
+            )
+        except nats.js.errors.NotFoundError:
+            raise ReadError(f"stream {self.stream} does not exist") from None
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {self.stream}: {exc}") from None
+        self._next_cseq = 1
+        self._idle_since = time.monotonic()
+        return sub
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            # The server drops the consumer after inactive_threshold anyway.
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _fetch(self, sub: PullSubscription, n: int, wait_s: float) -> list[Msg]:
+        try:
+            return list(await sub.fetch(n, timeout=wait_s))
+        except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either
+            return []
+        except nats.errors.Error as exc:
+            await self.close()
+            raise TransportError(f"reading {self.stream} failed: {exc}") from None
+
+    async def next_batch(self) -> list[Record]:
+        """Up to ``batch_size`` records in stream order; ``[]`` after an idle poll."""
+        if self._sub is None:
+            self._sub = await self._open()
+        sub = self._sub
+        msgs = await self._fetch(sub, 1, self.idle_poll_s)
+        if not msgs:
+            if time.monotonic() - self._idle_since > HEALTH_CHECK_S:
+                await self._check(sub)
+            return []
+        if self.batch_size > 1:
+            msgs += await self._fetch(sub, self.batch_size - 1, self.gather_s)
+        self._idle_since = time.monotonic()
+        out: list[Record] = []
+        for msg in msgs:
+            meta = msg.metadata
+            if meta.sequence.consumer != self._next_cseq or meta.sequence.stream < self.next_seq:
+                log.warning(
+                    "tail of %s: delivery %d (stream seq %d) out of order, restarting at %d",
+                    self.stream,
+                    meta.sequence.consumer,
+                    meta.sequence.stream,
+                    self.next_seq,
+                )
+                await self.close()
+                break
+            self._next_cseq += 1
+            self.next_seq = meta.sequence.stream + 1
+            out.append(to_record(msg))
+        return out
+
+    async def pending(self) -> int:
+        """How many matching messages the server has yet to hand out (-1: unknown)."""
+        if self._sub is None:
+            self._sub = await self._open()
+        try:
+            info = await self._sub.consumer_info()
+        except nats.js.errors.NotFoundError:
+            await self.close()
+            return -1
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {self.stream}: {exc}") from None
+        return int(info.num_pending or 0)
+
+    async def _check(self, sub: PullSubscription) -> None:
+        self._idle_since = time.monotonic()
+        try:
+            await sub.consumer_info()
+        except nats.js.errors.NotFoundError:
+            log.warning("tail of %s: consumer lost, restarting at %d", self.stream, self.next_seq)
+            await self.close()
+        except nats.errors.Error as exc:
+            log.warning("tail of %s: cannot check its consumer: %s", self.stream, exc)
+
+
+async def read_to_end(
+    conn: Connection,
+    stream: str,
+    subjects: Sequence[str] = (),
+    *,
+    start_seq: int = 1,
+    until_seq: int | None = None,
+    batch_size: int = 500,
+) -> AsyncIterator[Record]:
+    """Every stored record matching ``subjects`` from ``start_seq`` through ``until_seq``
+    (default: the stream's last sequence when the read starts), in order. It ends when the
+    next record is past that end or the server says none is left to hand out, never on a
+    pause (a lull is not the end): a reader that decides from what it read never decides
+    from part of the history."""
+    end = until_seq if until_seq is not None else await stream_last_seq(conn, stream)
+    if end < start_seq:
+        return
+    tail = Tail(conn, stream, start_seq, subjects=subjects, batch_size=batch_size, gather_s=0.01)
+    try:
+        while tail.next_seq <= end:
+            batch = await tail.next_batch()
+            for record in batch:
+                if record.seq > end:
+                    return
+                yield record
+            # Every message up to ``end`` exists, and none matching is left to hand out: a
+            # filtered read ends before reaching ``end`` (checked in that order: a message
+            # stored between the two checks is counted as pending).
+            if (
+                not batch
+                and await stream_last_seq(conn, stream) >= end
+                and await tail.pending() == 0
+            ):
+                return
+    finally:
+        await tail.close()

@@ -1,0 +1,261 @@
+"""The eventstore contract, on a real JetStream: what every caller relies on, and what any
+change to the hot path must keep true. Appends (dedup, atomic batches, refusals), reading
+to the end and following, direct reads, consuming with acks and redelivery, slot-exact pull
+requests with their 408/409 accounting, and errors translated at the door."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import eventstore
+from eventstore import (
+    Append,
+    Backoff,
+    Connection,
+    Delivery,
+    DuplicateBatchError,
+    Inputs,
+    Slots,
+    Tail,
+    TaskPuller,
+    TransportError,
+    append,
+    append_atomic,
+    direct_history,
+    direct_last,
+    ensure_dispatcher_consumer,
+    ensure_task_consumer,
+    ensure_tenant_stream,
+    read_to_end,
+    replay,
+)
+from eventstore.provision import DISPATCHER_CONSUMER
+from schemas import Scope, stream_name
+from schemas.subjects import tasks_stream_name
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def log(nc: Connection) -> AsyncIterator[Scope]:
+    """A fresh tenant's streams; the scope to write in."""
+    tenant = f"c{uuid.uuid4().hex[:12]}"
+    await ensure_tenant_stream(nc, tenant)
+    yield Scope(tenant)
+
+
+def event(scope: Scope, n: int, msg_id: str | None = None) -> Append:
+    return Append(scope.event("e"), f'{{"n": {n}}}'.encode(), msg_id)
+
+
+async def read_all(nc: Connection, scope: Scope) -> list[Any]:
+    return [r async for r in replay(nc, scope.tenant)]
+
+
+# -- appends ------------------------------------------------------------------------------
+
+
+async def test_append_returns_the_sequence_and_dedups_by_id(nc: Connection, log: Scope) -> None:
+    first = await append(nc, event(log, 1, "same"))
+    again = await append(nc, event(log, 1, "same"))
+    other = await append(nc, event(log, 2))
+    assert (first, again, other) == (1, 1, 2)
+    assert [r.seq for r in await read_all(nc, log)] == [1, 2]
+
+
+async def test_atomic_batch_is_all_in_order_or_none(nc: Connection, log: Scope) -> None:
+    last = await append_atomic(nc, [event(log, n, f"b{n}") for n in range(5)])
+    records = await read_all(nc, log)
+    assert last == 5 and [r.data for r in records] == [f'{{"n": {n}}}'.encode() for n in range(5)]
+
+
+async def test_a_batch_with_an_id_already_in_the_log_is_refused_whole(
+    nc: Connection, log: Scope
+) -> None:
+    """The server refuses the whole batch when one id is a duplicate (the dispatcher then
+    appends one by one, so the new messages still land: dispatcher/service.py)."""
+    await append(nc, event(log, 0, "old"))
+    with pytest.raises(DuplicateBatchError):
+        await append_atomic(nc, [event(log, 1, "new1"), event(log, 0, "old"), event(log, 2)])
+    assert len(await read_all(nc, log)) == 1
+
+
+async def test_an_append_nobody_captures_or_too_large_is_refused_clearly(
+    nc: Connection, log: Scope
+) -> None:
+    with pytest.raises(eventstore.AppendError, match="no stream captures"):
+        await append(nc, Append(f"nowhere.{uuid.uuid4().hex}", b"{}"))
+    with pytest.raises(eventstore.AppendRefusedError, match="maximum payload") as refused:
+        await append(nc, Append(log.event("big"), b"x" * (nc.max_payload + 1)))
+    assert refused.value.permanent
+    assert eventstore.max_message_bytes(nc) < nc.max_payload  # room for natchet's headers
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+async def test_read_to_end_reads_through_a_lull_to_the_end_it_knows(
+    nc: Connection, log: Scope
+) -> None:
+    """Defect 6 of issue 8: a replay used to stop after a second without messages although
+    it knew its end sequence; a rebuild could then decide from part of the history."""
+    for n in range(3):
+        await append(nc, event(log, n))
+
+    async def late() -> None:
+        await asyncio.sleep(1.5)  # longer than the old replay's lull
+        for n in range(3, 6):
+            await append(nc, event(log, n))
+
+    writer = asyncio.create_task(late())
+    seqs = [r.seq async for r in read_to_end(nc, stream_name(log.tenant), until_seq=6)]
+    await writer
+    assert seqs == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_filtered_read_ends_when_nothing_matching_is_left(
+    nc: Connection, log: Scope
+) -> None:
+    await append(nc, Append(log.run("r1", "created"), b"{}"))
+    for n in range(4):
+        await append(nc, event(log, n))
+    runs = [r.seq async for r in replay(nc, log.tenant, [f"{log.tenant}.*.runs.>"])]
+    assert runs == [1]
+    assert [r async for r in replay(nc, log.tenant, [f"{log.tenant}.*.workflows.*"])] == []
+
+
+async def test_tail_hands_out_everything_once_in_order_then_follows(
+    nc: Connection, log: Scope
+) -> None:
+    for n in range(10):
+        await append(nc, event(log, n))
+    tail = Tail(nc, stream_name(log.tenant), 4, batch_size=3, idle_poll_s=0.05)
+    seen: list[int] = []
+    while len(seen) < 7:
+        seen += [r.seq for r in await tail.next_batch()]
+    assert seen == list(range(4, 11))
+    assert await tail.next_batch() == []  # nothing new: an idle poll
+    await append(nc, event(log, 10))
+    await eventually(lambda: _more(tail, seen))
+    await tail.close()
+    assert seen == list(range(4, 12))
+
+
+async def _more(tail: Tail, seen: list[int]) -> bool:
+    seen += [r.seq for r in await tail.next_batch()]
+    return len(seen) == 8
+
+
+async def test_direct_reads_see_the_last_and_the_whole_history_of_a_subject(
+    nc: Connection, log: Scope
+) -> None:
+    for kind in ("created", "queued", "finished"):
+        await append(nc, Append(log.run("r1", kind), kind.encode()))
+    await append(nc, Append(log.run("r2", "created"), b"other run"))
+    last = await direct_last(nc, log.tenant, log.run("r1", "finished"))
+    assert last is not None and last.data == b"finished" and last.seq == 3
+    assert await direct_last(nc, log.tenant, log.run("r9", "finished")) is None
+    history = [r.data async for r in direct_history(nc, log.tenant, log.run_filter("r1"), batch=2)]
+    assert history == [b"created", b"queued", b"finished"]
+
+
+# -- consuming ----------------------------------------------------------------------------
+
+
+async def test_inputs_are_redelivered_until_acked(nc: Connection, log: Scope) -> None:
+    await ensure_dispatcher_consumer(nc, log.tenant)
+    await append(nc, event(log, 1))
+    inputs = Inputs(nc, stream_name(log.tenant), DISPATCHER_CONSUMER)
+    (first,) = await inputs.fetch(10, 2)
+    assert (first.seq, first.delivered) == (1, 1)
+    await first.nak()
+    (again,) = await eventually(lambda: inputs.fetch(10, 1))
+    assert (again.seq, again.delivered) == (1, 2)
+    await again.ack_sync()
+    assert await inputs.fetch(10, 0.3) == []
+    await inputs.close()
+
+
+async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
+    nc: Connection, log: Scope
+) -> None:
+    """Three free slots, five tasks: three arrive and nothing more is held for this worker;
+    when the requests expire (408) or are cut short (409) the slots come back exactly."""
+    await ensure_task_consumer(nc, log, "wf")
+    for n in range(5):
+        await append(nc, Append(log.task("wf", "s"), f"{n}".encode()))
+    slots = Slots(3)
+    got: list[Delivery] = []
+    puller = TaskPuller(
+        nc,
+        tasks_stream_name(log.tenant),
+        eventstore.task_consumer_name(log, "wf"),
+        slots,
+        got.append,
+        expires_s=0.5,
+    )
+    running = asyncio.create_task(puller.run())
+    await eventually(lambda: len(got) == 3)
+    assert slots.free == 0 and puller.outstanding == 0
+    for delivery in got:
+        await delivery.ack()
+        slots.finish()
+    await eventually(lambda: len(got) == 5)
+    assert slots.running == 5 - 3 and slots.free + slots.reserved + slots.running == 3
+    await puller.stop()
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert slots.reserved == 0 and puller.outstanding == 0
+
+
+async def test_a_task_not_acked_in_time_comes_back_as_a_new_delivery(
+    nc: Connection, log: Scope
+) -> None:
+    await ensure_task_consumer(nc, log, "wf", eventstore.TaskConsumerSettings(ack_wait_s=0.5))
+    await append(nc, Append(log.task("wf", "s"), b"t"))
+    slots = Slots(1)
+    got: list[Delivery] = []
+    puller = TaskPuller(
+        nc,
+        tasks_stream_name(log.tenant),
+        eventstore.task_consumer_name(log, "wf"),
+        slots,
+        got.append,
+        expires_s=0.5,
+    )
+    running = asyncio.create_task(puller.run())
+    await eventually(lambda: len(got) == 1)
+    slots.finish()  # the worker "died": no ack, no in_progress
+    await eventually(lambda: len(got) == 2)
+    assert [d.delivered for d in got] == [1, 2] and got[0].seq == got[1].seq
+    await got[1].ack_sync()
+    await puller.stop()
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
+# -- errors and policies ------------------------------------------------------------------
+
+
+async def test_errors_are_translated_at_the_door(nats_server: Any, log: Scope) -> None:
+    nc = await eventstore.connect(eventstore.NatsOptions(nats_server.url))
+    await ensure_dispatcher_consumer(nc, log.tenant)
+    await append(nc, event(log, 1))
+    (delivery,) = await Inputs(nc, stream_name(log.tenant), DISPATCHER_CONSUMER).fetch(1, 2)
+    await eventstore.close(nc)
+    with pytest.raises(TransportError):
+        await delivery.ack()
+    with pytest.raises(eventstore.NatchetError):
+        await append(nc, event(log, 2))
+    await eventstore.close(nc)  # idempotent
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    policy = Backoff(base_s=0.1, max_s=1.0)
+    assert [policy.delay(n) for n in range(7)] == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]

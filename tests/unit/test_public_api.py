@@ -1,0 +1,156 @@
+"""Each package's public API, pinned (as temporalio pins its client's exports): a name
+added or dropped is a decision, made here on purpose, not by accident."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "schemas": [
+        "ConfigError",
+        "DecodeError",
+        "NatchetError",
+        "RunCancelRequested",
+        "RunCreated",
+        "RunFinished",
+        "RunRejected",
+        "RunRequested",
+        "RunStatus",
+        "Scope",
+        "StepAssigned",
+        "StepDef",
+        "StepFinished",
+        "StepLog",
+        "StepQueued",
+        "StepResult",
+        "StepRetryScheduled",
+        "SubjectError",
+        "Task",
+        "TriggeredBy",
+        "WorkerHeartbeat",
+        "WorkerStatus",
+        "WorkflowDef",
+        "decode_json",
+        "decode_subject",
+        "encode",
+        "encode_json",
+        "parse",
+        "stream_name",
+        "utcnow",
+    ],
+    "eventstore": [
+        "RESTART",
+        "RETRY",
+        "Append",
+        "AppendError",
+        "AppendRefusedError",
+        "Backoff",
+        "ConfigError",
+        "ConnectError",
+        "Connection",
+        "Delivery",
+        "DuplicateBatchError",
+        "Inputs",
+        "LogFullError",
+        "Message",
+        "NatchetError",
+        "NatsOptions",
+        "PermissionDeniedError",
+        "ReadError",
+        "Record",
+        "Service",
+        "Slots",
+        "StreamConfigError",
+        "StreamLimits",
+        "Subscription",
+        "Tail",
+        "TaskConsumerSettings",
+        "TaskPuller",
+        "TransportError",
+        "append",
+        "append_atomic",
+        "ask",
+        "check_server",
+        "close",
+        "connect",
+        "direct_history",
+        "direct_last",
+        "ensure_dispatcher_consumer",
+        "ensure_task_consumer",
+        "ensure_tenant_stream",
+        "follow",
+        "last_seq",
+        "latest",
+        "max_message_bytes",
+        "normalize_url",
+        "publish",
+        "read_to_end",
+        "replay",
+        "request",
+        "stream_last_seq",
+        "subscribe",
+        "task_consumer_name",
+        "tls_context",
+        "to_record",
+    ],
+    "dispatcher": [
+        "Dispatcher",
+        "Event",
+        "Output",
+        "RunState",
+        "State",
+        "StepState",
+        "decide",
+        "due",
+        "event_run_id",
+        "fit",
+        "fold",
+        "fold_all",
+        "step",
+    ],
+    "projector": [
+        "PENDING",
+        "TABLES",
+        "Projector",
+        "apply_records",
+        "dump_tables",
+        "get_run",
+        "list_events",
+        "list_runs",
+        "migrate",
+        "read_checkpoint",
+    ],
+    "worker": [
+        "AdminClient",
+        "ClientSettings",
+        "Context",
+        "EventClient",
+        "Hatchet",
+        "NonRetryableError",
+        "PushedEvent",
+        "Worker",
+        "WorkflowRunError",
+        "WorkflowRunRef",
+    ],
+}
+
+
+@pytest.mark.parametrize("package", list(PUBLIC))
+def test_public_api_is_pinned(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(PUBLIC[package])
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.{name} is exported but missing"
+
+
+def test_every_error_shares_the_root() -> None:
+    import eventstore
+    import schemas
+    import worker
+
+    errors = [getattr(eventstore, n) for n in PUBLIC["eventstore"] if n.endswith("Error")]
+    errors += [schemas.DecodeError, schemas.SubjectError, worker.WorkflowRunError]
+    for error in errors:
+        assert issubclass(error, schemas.NatchetError), error
