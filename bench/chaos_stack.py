@@ -13,8 +13,8 @@ from pathlib import Path
 
 import attrs
 
-from natchet.devstack import DEV_DATABASE, ensure_database
-from natchet.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.stack import DEV_DATABASE, ensure_database
 
 WORKER_SCRIPT = Path(__file__).with_name("chaos_worker.py")
 ENGINE_READY = "engine up"

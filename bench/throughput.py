@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from natchet.config import EngineSettings
-from natchet.devstack import DevStack
+from natchet.dev.stack import DevStack
 from natchet.engine import Engine
 from natchet.tenancy import admin
 from worker import ClientSettings, Context, Hatchet

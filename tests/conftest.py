@@ -17,7 +17,7 @@ from psycopg import sql
 
 import eventstore
 from natchet.config import EngineSettings
-from natchet.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
 
 T = TypeVar("T")

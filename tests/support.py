@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from projector import get_run
 from tests.conftest import eventually
 from worker import ClientSettings, Hatchet

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import running
 from tests.support import hatchet_for, run_ends

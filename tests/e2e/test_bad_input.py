@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from eventstore import AppendError
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends

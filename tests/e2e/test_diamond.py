@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from natchet.demo import raw_publish
-from natchet.embedded import NatsServer
+from natchet.dev.demo import raw_publish
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends, runs_of

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import eventually, running
 from tests.support import hatchet_for

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from natchet.config import read_env_file
-from natchet.demo import raw_publish
+from natchet.dev.demo import raw_publish
 from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ async def test_readme_worker_runs_under_natchet_dev(dev_stack: Any, tmp_path: Pa
 
         async def run_succeeded() -> list[dict[str, Any]]:
             # Publish until the worker has registered (an event before that starts no run).
-            runs = natchet("runs", "list", "--json", env=env)
+            runs = natchet("runs", "list", "--json", env=env)["runs"]
             if not runs:
                 token = worker_env.get("HATCHET_CLIENT_TOKEN")
                 raw_publish(host, int(port), subject, [body.encode()], token=token)
@@ -116,7 +116,7 @@ async def test_readme_worker_runs_under_natchet_dev(dev_stack: Any, tmp_path: Pa
         assert f"{tenant}.default.events.user:create" in pushed
 
         async def two_runs() -> bool:
-            runs = natchet("runs", "list", "--json", env=env)
+            runs = natchet("runs", "list", "--json", env=env)["runs"]
             return sum(r["status"] == "SUCCEEDED" for r in runs) >= 2
 
         await eventually(two_runs, timeout_s=30, interval_s=0.5)

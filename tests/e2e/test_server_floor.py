@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eventstore import ConnectError, NatsOptions, check_server, connect
-from natchet.embedded import NatsServer, free_port
+from natchet.dev.embedded import NatsServer, free_port
 
 
 async def test_server_without_jetstream_is_refused(tmp_path: Path) -> None:

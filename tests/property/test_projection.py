@@ -19,7 +19,7 @@ from psycopg import sql
 
 from dispatcher import Event
 from eventstore import Record
-from natchet.embedded import EmbeddedPostgres
+from natchet.dev.embedded import EmbeddedPostgres
 from projector import TABLES, apply_records, dump_tables, migrate
 from schemas import (
     RunFinished,

@@ -17,7 +17,7 @@ from psycopg import sql
 import eventstore
 from eventstore import NatsOptions
 from natchet.config import EngineSettings
-from natchet.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
 from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files

@@ -20,7 +20,7 @@ import eventstore
 from eventstore import Append, ConfigError, PermissionDeniedError, append
 from eventstore.provision import log_stream_config
 from natchet.config import EngineSettings
-from natchet.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
 from natchet.tenancy import admin
 from natchet.tenancy.accounts import TenantLimits

@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 import eventstore
 from eventstore import Append, LogFullError, PermissionDeniedError, append
 from eventstore.connection import request
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from natchet.tenancy import admin
 from schemas import Scope, encode, stream_name

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from natchet.demo import raw_publish
-from natchet.embedded import NatsServer
+from natchet.dev.demo import raw_publish
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import list_runs
 from tests.conftest import eventually, running

@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 import eventstore
 from eventstore import Append, append
 from eventstore.provision import task_consumer_name
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import Scope, Task, encode
 from schemas.subjects import stream_name, tasks_stream_name

@@ -10,7 +10,7 @@ import pytest
 
 import eventstore
 from eventstore import ConnectError
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.tenancy.serverconf import NatsAuth, write_server_files
 from natchet.tenancy.tlsgen import generate_tls
 from worker import ClientSettings

@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 
 import eventstore
 from eventstore import Append, ConfigError, ConnectError, append
-from natchet.embedded import NatsServer
+from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE

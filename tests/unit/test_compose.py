@@ -13,8 +13,8 @@ import yaml
 
 import eventstore
 from eventstore import ConnectError
-from natchet.cli import _parser
-from natchet.embedded import NatsServer
+from natchet.cli import build_parser
+from natchet.dev.embedded import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_compose_parses_and_every_command_exists() -> None:
     assert any(str(v).endswith(":/data") for v in nats["volumes"])  # type: ignore[attr-defined]
     assert str(services["postgres"]["image"]).startswith("postgres:")
 
-    subcommands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in ("engine", "nats-config"):
         command = services[name]["command"]
         assert isinstance(command, list) and command[0] == "natchet", command

@@ -1,4 +1,5 @@
-"""``natchet tenant ...``, ``natchet token ...`` and ``natchet nats-config``."""
+"""``natchet tenant ...``, ``natchet token ...`` (through NATS, as the engine: tenants and
+tokens are records in the engine's own log) and ``natchet nats-config`` (files only)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eventstore import ConfigError, NatsOptions, connect
-from natchet.config import layered_env, write_env_file
+from eventstore import Connection
+from natchet.cli.connection import add_nats_flags, open_nats, public_nats_url
+from natchet.cli.output import dump_json, table
+from natchet.config import write_env_file
 from schemas.tenancy import inbox_prefix, parse_token
 
-COMMANDS = ("tenant", "token", "nats-config")
 
-
-def add_parsers(sub: Any) -> None:
-    def servers(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--nats-url", help="engine NATS URL (env NATCHET_NATS_URL)")
-        sp.add_argument("--nats-auth-file", help="engine credentials (env NATCHET_NATS_AUTH_FILE)")
-
+def add_parser(sub: Any) -> None:
     tenant = sub.add_parser("tenant", help="tenants: create, list")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
     tc = tsub.add_parser("create", help="create a tenant (its accounts, its log) and a token")
@@ -30,16 +27,16 @@ def add_parsers(sub: Any) -> None:
     tc.add_argument("--max-consumers", type=int, default=-1, help="queue groups; -1: no limit")
     tc.add_argument("--json", action="store_true")
     tc.add_argument("--env-file", type=Path, help="also write HATCHET_CLIENT_TOKEN=... here")
-    servers(tc)
+    add_nats_flags(tc)
     tl = tsub.add_parser("list")
     tl.add_argument("--json", action="store_true")
-    servers(tl)
+    add_nats_flags(tl)
     tm = tsub.add_parser("limits", help="change a tenant's limits (the others stay)")
     tm.add_argument("name")
     tm.add_argument("--max-bytes", type=int, help="log quota (-1: none)")
     tm.add_argument("--max-connections", type=int)
     tm.add_argument("--max-consumers", type=int)
-    servers(tm)
+    add_nats_flags(tm)
 
     token = sub.add_parser("token", help="tokens: create, list, revoke, nats-context")
     ksub = token.add_subparsers(dest="token_command", required=True)
@@ -49,13 +46,13 @@ def add_parsers(sub: Any) -> None:
     kc.add_argument("--expires", help="e.g. 30m, 12h, 7d")
     kc.add_argument("--json", action="store_true")
     kc.add_argument("--env-file", type=Path, help="also write HATCHET_CLIENT_TOKEN=... here")
-    servers(kc)
+    add_nats_flags(kc)
     kl = ksub.add_parser("list")
     kl.add_argument("--json", action="store_true")
-    servers(kl)
+    add_nats_flags(kl)
     kr = ksub.add_parser("revoke")
     kr.add_argument("token_id")
-    servers(kr)
+    add_nats_flags(kr)
     kn = ksub.add_parser("nats-context", help="how to use the `nats` CLI with a token")
     kn.add_argument("token")
     kn.add_argument("--json", action="store_true", help="a `nats context` JSON document")
@@ -70,23 +67,8 @@ def add_parsers(sub: Any) -> None:
     conf.add_argument(
         "--if-missing", action="store_true", help="keep an existing config and keys as they are"
     )
-
-
-def engine_options(args: argparse.Namespace, tenant: str | None = None) -> tuple[NatsOptions, str]:
-    """How the CLI reaches NATS as the engine: its own account (tenants and tokens), or with
-    ``tenant``, that tenant's log account. Also the NATS address tokens should name."""
-    env = layered_env()
-    url = args.nats_url or env.get("NATCHET_NATS_URL")
-    if not url:
-        raise ConfigError("no NATS address: pass --nats-url or run `natchet dev` here")
-    auth_file = args.nats_auth_file or env.get("NATCHET_NATS_AUTH_FILE")
-    public = env.get("NATCHET_PUBLIC_NATS_URL") or url
-    if auth_file:
-        from natchet.tenancy.serverconf import NatsAuth
-
-        role = "engine" if tenant is None else f"log:{tenant}"
-        return NatsAuth.load(Path(auth_file)).options(url, "natchet-cli", role), public
-    return NatsOptions(url=url, name="natchet-cli"), public
+    for sp in (tenant, token, conf):
+        sp.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -95,63 +77,66 @@ async def run(args: argparse.Namespace) -> int:
     if args.command == "token" and args.token_command == "nats-context":
         print(nats_context(args.token, ca=args.ca, as_json=args.json))
         return 0
-    from natchet.tenancy import admin
 
-    options, public_url = engine_options(args)
-    nc = await connect(options)
-    try:
-        match (args.command, getattr(args, "tenant_command", None)):
-            case ("tenant", "create"):
-                created = await admin.create_tenant(
-                    nc,
-                    args.name,
-                    max_bytes=args.max_bytes,
-                    max_connections=args.max_connections,
-                    max_consumers=args.max_consumers,
-                )
-                what = f"tenant {args.name} {'created' if created else 'already exists'}"
-                issued = await admin.create_token(nc, args.name, public_url, name="admin")
-                _show_token(issued, args.json, what, args.env_file)
-            case ("tenant", "list"):
-                state = await admin.load_state(nc)
-                rows = [
-                    {
-                        "tenant": t.tenant,
-                        "max_bytes": t.max_bytes,
-                        "max_connections": t.max_connections,
-                        "max_consumers": t.max_consumers,
-                        "log_full_since": state.full.get(t.tenant),
-                        "created_at": t.created_at,
-                        "tokens": sum(
-                            1
-                            for r in state.tokens.values()
-                            if r.tenant == t.tenant and r.revoked_at is None
-                        ),
-                    }
-                    for t in state.tenants.values()
-                ]
-                _table(rows, args.json)
-            case ("tenant", "limits"):
-                tenant = await admin.set_limits(
-                    nc,
-                    args.name,
-                    max_bytes=args.max_bytes,
-                    max_connections=args.max_connections,
-                    max_consumers=args.max_consumers,
-                )
-                print(
-                    f"tenant {tenant.tenant}: max_bytes {tenant.max_bytes}, max_connections "
-                    f"{tenant.max_connections}, max_consumers {tenant.max_consumers} (the "
-                    "engine applies them now)"
-                )
-            case ("token", _):
-                await _token(nc, args, public_url)
-    finally:
-        await nc.drain()
+    public_url = public_nats_url(args)
+    async with open_nats(args, role="engine") as nc:
+        if args.command == "token":
+            await _token(nc, args, public_url)
+        else:
+            await _tenant(nc, args, public_url)
     return 0
 
 
-async def _token(nc: Any, args: argparse.Namespace, public_url: str) -> None:
+async def _tenant(nc: Connection, args: argparse.Namespace, public_url: str) -> None:
+    from natchet.tenancy import admin
+
+    match args.tenant_command:
+        case "create":
+            created = await admin.create_tenant(
+                nc,
+                args.name,
+                max_bytes=args.max_bytes,
+                max_connections=args.max_connections,
+                max_consumers=args.max_consumers,
+            )
+            what = f"tenant {args.name} {'created' if created else 'already exists'}"
+            issued = await admin.create_token(nc, args.name, public_url, name="admin")
+            _show_token(issued, args.json, what, args.env_file)
+        case "list":
+            state = await admin.load_state(nc)
+            rows = [
+                {
+                    "tenant": t.tenant,
+                    "max_bytes": t.max_bytes,
+                    "max_connections": t.max_connections,
+                    "max_consumers": t.max_consumers,
+                    "log_full_since": state.full.get(t.tenant),
+                    "created_at": t.created_at,
+                    "tokens": sum(
+                        1
+                        for r in state.tokens.values()
+                        if r.tenant == t.tenant and r.revoked_at is None
+                    ),
+                }
+                for t in state.tenants.values()
+            ]
+            _table(rows, args.json)
+        case "limits":
+            tenant = await admin.set_limits(
+                nc,
+                args.name,
+                max_bytes=args.max_bytes,
+                max_connections=args.max_connections,
+                max_consumers=args.max_consumers,
+            )
+            print(
+                f"tenant {tenant.tenant}: max_bytes {tenant.max_bytes}, max_connections "
+                f"{tenant.max_connections}, max_consumers {tenant.max_consumers} (the "
+                "engine applies them now)"
+            )
+
+
+async def _token(nc: Connection, args: argparse.Namespace, public_url: str) -> None:
     from natchet.tenancy import admin
 
     if args.token_command == "create":
@@ -196,18 +181,9 @@ def _show_token(issued: Any, as_json: bool, what: str, env_file: Path | None = N
 
 def _table(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        print("(none)")
-        return
-    cols = list(rows[0])
-    widths = {
-        c: max(len(c), *(len(str(r[c] if r[c] is not None else "-")) for r in rows)) for c in cols
-    }
-    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c] if r[c] is not None else "-").ljust(widths[c]) for c in cols))
+        dump_json(rows)
+    else:
+        table(rows)
 
 
 def nats_context(token: str, *, ca: str | None = None, as_json: bool = False) -> str:

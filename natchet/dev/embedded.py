@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from eventstore.errors import NatchetError
+from schemas.errors import NatchetError
 
 
 class EmbeddedError(NatchetError):

@@ -20,15 +20,15 @@ from typing import Any
 import orjson
 import psycopg
 
-from eventstore import NatchetError
 from natchet.config import EngineSettings
-from natchet.devstack import DevStack
+from natchet.dev.serve import in_thread_to_the_end, worker_env
+from natchet.dev.stack import DevStack
+from natchet.dev.tenancy import ensure_dev_tenant
 from natchet.engine import Engine
-from natchet.serve import worker_env
-from natchet.tenancy.devsetup import ensure_dev_tenant
 from projector import get_run, list_runs
+from schemas.errors import NatchetError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TENANT = "dev"
 
 
@@ -91,9 +91,9 @@ async def run_demo(events: int = 10) -> int:
     with tempfile.TemporaryDirectory(prefix="natchet-demo-") as tmp:
         print("starting nats-server and PostgreSQL from their wheels ...", flush=True)
         stack = DevStack(Path(tmp), auth=True)
-        await asyncio.to_thread(stack.start)
         worker: subprocess.Popen[bytes] | None = None
         try:
+            await in_thread_to_the_end(stack.start)
             settings = EngineSettings(
                 stack.nats_url,
                 stack.database_url,
@@ -128,8 +128,8 @@ async def run_demo(events: int = 10) -> int:
         finally:
             if worker is not None:
                 worker.terminate()
-                await asyncio.to_thread(worker.wait, 30)
-            await asyncio.to_thread(stack.stop)
+                await in_thread_to_the_end(lambda: worker.wait(30) if worker else None)
+            await in_thread_to_the_end(stack.stop)
     print("demo finished: all runs SUCCEEDED" if ok else "demo finished: some runs FAILED")
     return 0 if ok else 1
 

@@ -1,4 +1,8 @@
-"""The embedded dev stack: nats-server and PostgreSQL from wheels, in a data directory."""
+"""The embedded dev stack: nats-server and PostgreSQL from wheels, in a data directory.
+
+A stack killed with SIGKILL leaves its servers running; the next stack in that directory
+stops them before starting its own.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from natchet.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 
 DEV_DATABASE = "natchet"
 
@@ -83,13 +87,14 @@ class DevStack:
         return self._database_url or (self.postgres.url(DEV_DATABASE) if self.postgres else "")
 
     def start(self) -> None:
+        """Start what is not given; on any failure, stop what was started and re-raise."""
         try:
             if self._nats_url is None:
                 nats_dir = self.data_dir / "nats"
                 _stop_stale(nats_dir / "nats-server.pid")
                 config = None
                 if self.auth:
-                    from natchet.tenancy.devsetup import prepare_nats_dir
+                    from natchet.dev.tenancy import prepare_nats_dir
 
                     config, self.auth_file = prepare_nats_dir(nats_dir, tls=self.tls)
                 self.nats = NatsServer(
@@ -109,6 +114,7 @@ class DevStack:
             raise
 
     def stop(self) -> None:
+        """Stop the servers this stack started. Idempotent."""
         if self.postgres is not None:
             self.postgres.stop()
         if self.nats is not None:

@@ -1,15 +1,14 @@
-"""Tenancy for the dev stack: the server's config and keys, the default tenant's token."""
+"""Tenancy for the dev stack: the embedded server's config and keys, the dev tenant's token."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from nats.aio.client import Client as NATS
-
-from eventstore import ConfigError
+from eventstore import Connection
 from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
+from schemas.errors import ConfigError
 from schemas.tenancy import TokenError
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ def prepare_nats_dir(nats_dir: Path, *, tls: bool = False) -> tuple[Path, Path]:
     return write_server_files(nats_dir, auth), auth_file
 
 
-async def ensure_dev_tenant(nc: NATS, tenant: str, url: str, previous: str | None) -> str:
+async def ensure_dev_tenant(nc: Connection, tenant: str, url: str, previous: str | None) -> str:
     """Create ``tenant`` if needed; reuse ``previous`` (the token of an earlier run) while
     it is still good, otherwise issue a new one."""
     await admin.create_tenant(nc, tenant)

@@ -1,38 +1,28 @@
-"""``natchet runs cancel`` and ``natchet workers list``: operations that go through NATS."""
+"""``natchet workers list``: worker liveness, from the heartbeats workers keep in NATS."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from typing import Any
 
-from eventstore import Append, append, connect, latest
-from natchet.config import layered_env, resolve_tenant
-from natchet.tenancy.cli import engine_options
-from schemas import RunCancelRequested, Scope, WorkerHeartbeat, WorkerStatus, encode
+from eventstore import latest
+from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
+from natchet.cli.output import dump_json
+from schemas import WorkerHeartbeat, WorkerStatus
 from schemas.codec import DecodeError, decode_as
 
 # A worker beats every 2 s; three missed beats and it is presumed dead.
 DEAD_AFTER_S = 6.0
 
 
-def _tenant(args: argparse.Namespace) -> str:
-    return resolve_tenant(args.tenant, layered_env())
-
-
-async def runs_cancel(args: argparse.Namespace) -> int:
-    scope = Scope(_tenant(args), args.namespace)
-    options, _ = engine_options(args, scope.tenant)
-    body = encode(RunCancelRequested(run_id=args.run_id, reason=args.reason))
-    nc = await connect(options)
-    try:
-        subject = scope.run(args.run_id, "cancel_requested")
-        await append(nc, Append(subject, body, f"{args.run_id}:cancel_requested"))
-    finally:
-        await nc.drain()
-    print(f"cancel requested for run {args.run_id}; `natchet runs get {args.run_id}` shows it")
-    return 0
+def add_parser(sub: Any) -> None:
+    workers = sub.add_parser("workers", help="worker liveness, from heartbeats in NATS")
+    workers_sub = workers.add_subparsers(dest="workers_command", required=True)
+    wl = workers_sub.add_parser("list", help="the tenant's workers, active first")
+    wl.add_argument("--json", action="store_true")
+    add_nats_flags(wl, role="log")
+    wl.set_defaults(handler=workers_list)
 
 
 def worker_row(hb: WorkerHeartbeat, namespace: str, now: dt.datetime) -> dict[str, Any]:
@@ -55,13 +45,9 @@ def worker_row(hb: WorkerHeartbeat, namespace: str, now: dt.datetime) -> dict[st
 
 
 async def workers_list(args: argparse.Namespace) -> int:
-    tenant = _tenant(args)
-    options, _ = engine_options(args, tenant)
-    nc = await connect(options)
-    try:
+    tenant = tenant_of(args)
+    async with open_nats(args, role="log", tenant=tenant) as nc:
         records = await latest(nc, tenant, f"{tenant}.*.workers.*")
-    finally:
-        await nc.drain()
     now = dt.datetime.now(dt.UTC)
     rows = []
     for rec in records:
@@ -72,7 +58,7 @@ async def workers_list(args: argparse.Namespace) -> int:
         rows.append(worker_row(hb, rec.subject.split(".")[1], now))
     rows.sort(key=lambda r: (r["status"] != "ACTIVE", r["name"]))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        dump_json(rows)
     elif not rows:
         print("no workers have sent a heartbeat in the last 5 minutes")
     else:

@@ -1,0 +1,85 @@
+"""The ``natchet`` command: the parser, and ``main``, the one place a natchet process exits.
+
+One module per command group, each adding its parser and naming its handler (an ``async``
+function of the parsed arguments that returns the exit code):
+
+* :mod:`natchet.cli.serve`: ``dev``, ``engine``, ``demo`` (long-running; signals);
+* :mod:`natchet.cli.runs`: ``runs list|get|cancel``; :mod:`natchet.cli.events`:
+  ``events list``; :mod:`natchet.cli.event`: ``event push``;
+  :mod:`natchet.cli.workers`: ``workers list``;
+* :mod:`natchet.cli.tenancy`: ``tenant``, ``token``, ``nats-config``;
+* :mod:`natchet.cli.connection`: how each of them reaches NATS and Postgres.
+
+Exit codes: 0 done, 1 a command's own "no" (``runs get`` of an unknown run, a failed
+demo), 2 a user error, told in one line on stderr without a traceback (bad input, a server
+that cannot be reached, a data directory in use), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import psycopg
+
+from natchet.cli import event, events, runs, serve, tenancy, workers
+from schemas.errors import NatchetError
+
+__all__ = ["build_parser", "main"]
+
+USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="natchet", description="a durable task engine on NATS")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, full errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (serve, runs, events, workers, event, tenancy):
+        group.add_parser(sub)
+    return p
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Servers log what they do; a one-shot command speaks through its output and its
+    error line, so the log's retries and warnings stay quiet unless ``-v``."""
+    if args.verbose:
+        level = logging.DEBUG
+    elif getattr(args, "long_running", False):
+        level = logging.INFO
+    else:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str, *, verbose: bool) -> int:
+    """``message`` as one line on stderr (all of it with ``-v``); the user-error code."""
+    lines = [line for line in message.strip().splitlines() if line.strip()] or ["failed"]
+    if verbose:
+        print("natchet: " + "\n".join(lines), file=sys.stderr)
+    else:
+        more = " (-v shows the details)" if len(lines) > 1 else ""
+        print(f"natchet: {lines[0]}{more}", file=sys.stderr)
+    return USER_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    command = args.handler(args)
+    if getattr(args, "long_running", False):
+        command = serve.until_signal(command)
+    try:
+        return int(asyncio.run(command))
+    except NatchetError as exc:
+        return _fail(str(exc), verbose=args.verbose)
+    except psycopg.OperationalError as exc:
+        # Postgres went away after the connection (at connect, open_database says more).
+        return _fail(f"PostgreSQL: {exc}", verbose=args.verbose)
+    except OSError as exc:  # a file the command reads or writes: missing, not allowed, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", verbose=args.verbose)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,104 @@
+"""``natchet runs list|get``, read from the projection in Postgres, and ``natchet runs
+cancel``, which asks the engine through NATS (the log decides, not Postgres)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eventstore import Append, append
+from natchet.cli.connection import (
+    add_database_flag,
+    add_nats_flags,
+    database_url,
+    open_database,
+    open_nats,
+    tenant_of,
+)
+from natchet.cli.output import add_page_flags, dump_json, note, say_if_truncated
+from projector.queries import get_run, runs_page
+from schemas import RunCancelRequested, Scope, encode
+
+
+def add_parser(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="runs: list, get (from Postgres), cancel (through NATS)")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+
+    rl = runs_sub.add_parser("list", help="runs, newest first")
+    rl.add_argument("--json", action="store_true", help='{"runs": [...], "total": N, "next": ...}')
+    rl.add_argument("--status")
+    rl.add_argument("--workflow")
+    rl.add_argument("--tenant", help="one tenant's runs (default: every tenant's)")
+    add_page_flags(rl, "runs")
+    add_database_flag(rl)
+    rl.set_defaults(handler=runs_list)
+
+    rg = runs_sub.add_parser("get", help="one run, its steps and their attempts")
+    rg.add_argument("run_id")
+    rg.add_argument("--json", action="store_true")
+    rg.add_argument("--tenant", help="whose run (env HATCHET_CLIENT_TENANT_ID, default dev)")
+    add_database_flag(rg)
+    rg.set_defaults(handler=runs_get)
+
+    rc = runs_sub.add_parser("cancel", help="cancel a run (through NATS)")
+    rc.add_argument("run_id")
+    rc.add_argument("--reason")
+    rc.add_argument("--namespace", default="default")
+    add_nats_flags(rc, role="log")
+    rc.set_defaults(handler=runs_cancel)
+
+
+async def runs_list(args: argparse.Namespace) -> int:
+    async with open_database(database_url(args)) as conn:
+        page = await runs_page(
+            conn,
+            tenant=args.tenant,
+            status=args.status,
+            workflow=args.workflow,
+            limit=args.limit,
+            after=args.after,
+        )
+    if args.json:
+        dump_json({"runs": page.rows, "total": page.total, "next": page.next})
+        return 0
+    if not page.rows:
+        print("no runs")
+    else:
+        print(f"{'ID':36}  {'WORKFLOW':20}  {'STATUS':9}  CREATED")
+        for run in page.rows:
+            print(f"{run['id']:36}  {run['workflow']:20}  {run['status']:9}  {run['created_at']}")
+    say_if_truncated(page, "runs")
+    return 0
+
+
+async def runs_get(args: argparse.Namespace) -> int:
+    """Run ids are only unique within a tenant: ``--tenant`` (else the environment's) says
+    whose run it is."""
+    tenant = tenant_of(args)
+    async with open_database(database_url(args)) as conn:
+        run = await get_run(conn, args.run_id, tenant=tenant)
+    if run is None:
+        note(
+            f"natchet: no run {args.run_id} of tenant {tenant} in the projection"
+            " (it may not be projected yet)"
+        )
+        return 1
+    if args.json:
+        dump_json(run)
+        return 0
+    print(f"run {run['id']}  {run['workflow']}  {run['status']}")
+    if run.get("error"):
+        print(f"  error: {run['error']}")
+    for step in run.get("steps", []):
+        print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+    return 0
+
+
+async def runs_cancel(args: argparse.Namespace) -> int:
+    scope = Scope(tenant_of(args), args.namespace)
+    subject = scope.run(args.run_id, "cancel_requested")
+    body = encode(RunCancelRequested(run_id=args.run_id, reason=args.reason))
+    async with open_nats(args, role="log", tenant=scope.tenant) as nc:
+        await append(nc, Append(subject, body, f"{args.run_id}:cancel_requested"))
+    print(f"cancel requested for run {args.run_id}; `natchet runs get {args.run_id}` shows it")
+    return 0

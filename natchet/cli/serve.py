@@ -1,0 +1,127 @@
+"""``natchet dev``, ``natchet engine`` and ``natchet demo``: the long-running entry points,
+and the one place natchet handles SIGINT and SIGTERM.
+
+A signal cancels the command's task, at whatever point it is, start-up included; the
+command's ``finally`` blocks then stop what it started (the engine, then the servers) and the
+command exits 0. Signals that arrive while it stops are logged and otherwise ignored, so a
+second Ctrl-C cannot leave a server behind by interrupting the clean-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from natchet.cli.connection import add_database_flag
+from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, EngineSettings
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def add_parser(sub: Any) -> None:
+    dev = sub.add_parser("dev", help="embedded NATS + Postgres + engine, until Ctrl-C")
+    dev.add_argument("--nats-url", help="use this NATS server instead of starting one")
+    add_database_flag(dev)
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="the servers' data, one dev stack at a time (default: %(default)s)",
+    )
+    dev.add_argument("--env-file", type=Path, help="also write the worker env here")
+    dev.add_argument("--tenant", default=DEFAULT_TENANT)
+    dev.add_argument("--tls", action="store_true", help="NATS with TLS (a generated local CA)")
+    dev.add_argument(
+        "--nats-auth-file", help="with --nats-url: engine credentials from `natchet nats-config`"
+    )
+    dev.set_defaults(handler=serve_dev, long_running=True)
+
+    engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
+    engine.add_argument("--nats-url", help="NATS server (env NATCHET_NATS_URL)")
+    add_database_flag(engine)
+    engine.add_argument("--tenants", help="comma-separated (env NATCHET_TENANTS, default dev)")
+    engine.set_defaults(handler=serve_engine, long_running=True)
+
+    demo = sub.add_parser("demo", help="the whole path on an embedded stack, then exit")
+    demo.add_argument("--events", type=int, default=10)
+    demo.set_defaults(handler=demo_command, long_running=True)
+
+
+async def until_signal(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; the first SIGINT or SIGTERM cancels it (exit 0 once it has stopped)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(command)
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            log.warning("%s: already stopping (after %s)", sig.name, received[0].name)
+            return
+        received.append(sig)
+        log.info("%s: stopping", sig.name)
+        task.cancel()
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 0
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def serve_engine(args: argparse.Namespace) -> int:
+    from natchet.engine import Engine
+
+    settings = EngineSettings.resolve(
+        nats_url=args.nats_url, database_url=args.database_url, tenants=args.tenants
+    )
+    engine = Engine(settings)
+    try:
+        await engine.start()
+        await asyncio.Event().wait()  # until a signal cancels it
+    finally:
+        await engine.shutdown()
+    return 0
+
+
+async def serve_dev(args: argparse.Namespace) -> int:
+    from natchet.dev.serve import dev_engine
+
+    async with dev_engine(
+        args.data_dir,
+        nats_url=args.nats_url,
+        database_url=args.database_url,
+        tenant=args.tenant,
+        env_file=args.env_file,
+        tls=args.tls,
+        nats_auth_file=args.nats_auth_file or os.environ.get("NATCHET_NATS_AUTH_FILE"),
+    ) as dev:
+        print("natchet dev is up. A worker needs:\n")
+        for key, value in dev.env.items():
+            print(f"  export {key}={value}")
+        print(f"\n(written to {' and '.join(str(f) for f in dev.env_files)})")
+        print("Publish an event:  natchet event push user:create '{\"id\": 1}'")
+        print(f"  or with any NATS client on {dev.tenant}.default.events.<key>:")
+        print("  natchet token nats-context $HATCHET_CLIENT_TOKEN")
+        print("Press Ctrl-C to stop.", flush=True)
+        await asyncio.Event().wait()  # until a signal cancels it
+    return 0
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    from natchet.dev.demo import run_demo
+
+    return await run_demo(args.events)

@@ -1,0 +1,114 @@
+"""The dev stack and the engine on it, as one async context: what ``natchet dev`` runs.
+
+No signal handling here: the entry point (``natchet.cli.serve``) decides when to stop, by
+leaving the context or by cancelling the task inside it. Either way, at any point of the
+start-up or after it, the servers the stack started are stopped before the context exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from natchet.config import DEV_ENV_FILE, EngineSettings, read_env_file, write_env_file
+from natchet.dev.stack import DevStack
+from natchet.dev.tenancy import ensure_dev_tenant
+from natchet.engine import Engine
+
+T = TypeVar("T")
+
+
+def worker_env(settings: EngineSettings, tenant: str, token: str | None = None) -> dict[str, str]:
+    """What a worker (and the CLI) needs to reach this engine."""
+    host_port = settings.nats_url.split("://", 1)[-1]
+    env = {
+        "HATCHET_CLIENT_HOST_PORT": host_port,
+        "HATCHET_CLIENT_TENANT_ID": tenant,
+        "HATCHET_CLIENT_NAMESPACE": "default",
+        "NATCHET_NATS_URL": settings.nats_url,
+        "NATCHET_DATABASE_URL": settings.database_url,
+        "NATCHET_TENANTS": ",".join(settings.tenants),
+    }
+    if token:
+        env["HATCHET_CLIENT_TOKEN"] = token
+    auth = settings.nats_auth
+    if auth is not None and settings.nats_auth_file:
+        env["NATCHET_NATS_AUTH_FILE"] = settings.nats_auth_file
+        if auth.tls is not None:
+            env["HATCHET_CLIENT_TLS_STRATEGY"] = "tls"
+            env["HATCHET_CLIENT_TLS_ROOT_CA_FILE"] = auth.tls.ca
+    return env
+
+
+async def in_thread_to_the_end(fn: Callable[[], T]) -> T:
+    """``fn()`` in a thread. A cancel waits for ``fn`` to return before it propagates: a
+    thread cannot be interrupted, and what it started must be known to be stopped."""
+    running = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        raise
+
+
+@attrs.frozen
+class DevEngine:
+    """A running dev stack and engine: where they are and what a worker needs."""
+
+    settings: EngineSettings
+    tenant: str
+    env: dict[str, str]
+    env_files: tuple[Path, ...]
+
+
+@asynccontextmanager
+async def dev_engine(
+    data_dir: Path,
+    *,
+    nats_url: str | None,
+    database_url: str | None,
+    tenant: str,
+    env_file: Path | None,
+    tls: bool = False,
+    nats_auth_file: str | None = None,
+) -> AsyncIterator[DevEngine]:
+    """Start the servers not given (in ``data_dir``, which no other stack may be using),
+    the engine on them and ``tenant`` with its token; write the worker environment to
+    ``data_dir/dev.env`` (and ``env_file``). On exit, stop all of it."""
+    # The embedded server authenticates tenants (auth callout); a server the user runs
+    # does when its config has natchet's callout and NATCHET_NATS_AUTH_FILE is given.
+    stack = DevStack(
+        data_dir, nats_url=nats_url, database_url=database_url, auth=nats_url is None, tls=tls
+    )
+    try:
+        await in_thread_to_the_end(stack.start)
+        settings = EngineSettings(
+            nats_url=stack.nats_url,
+            database_url=stack.database_url,
+            tenants=(tenant,),
+            nats_auth_file=str(stack.auth_file) if stack.auth_file else nats_auth_file,
+            discover_tenants=True,
+        )
+        engine = Engine(settings)
+        try:
+            await engine.start()
+            assert engine.nc is not None
+            dev_env = data_dir / DEV_ENV_FILE
+            previous = None
+            if dev_env.exists():
+                previous = read_env_file(dev_env).get("HATCHET_CLIENT_TOKEN")
+            token = await ensure_dev_tenant(engine.nc, tenant, stack.nats_url, previous)
+            env = worker_env(settings, tenant, token)
+            files = (dev_env,) if env_file is None else (dev_env, env_file)
+            for path in files:
+                write_env_file(path, env)
+            yield DevEngine(settings, tenant, env, files)
+        finally:
+            await engine.shutdown()
+    finally:
+        await in_thread_to_the_end(stack.stop)
