@@ -1,7 +1,8 @@
 """The embedded dev stack: nats-server and PostgreSQL from wheels, in a data directory.
 
-A stack killed with SIGKILL leaves its servers running; the next stack in that directory
-stops them before starting its own.
+One stack per data directory (:mod:`natchet.dev.lock`): a second one is refused before it
+touches the first one's servers. A stack killed with SIGKILL leaves its servers running and
+its lock dropped; the next stack in that directory stops them before starting its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.lock import DataDirLock
 
 DEV_DATABASE = "natchet"
 
@@ -73,6 +75,7 @@ class DevStack:
         self.postgres: EmbeddedPostgres | None = None
         self._nats_url = nats_url
         self._database_url = database_url
+        self._lock = DataDirLock(self.data_dir)
 
     @property
     def nats_url(self) -> str:
@@ -87,7 +90,10 @@ class DevStack:
         return self._database_url or (self.postgres.url(DEV_DATABASE) if self.postgres else "")
 
     def start(self) -> None:
-        """Start what is not given; on any failure, stop what was started and re-raise."""
+        """Start what is not given; on any failure, stop what was started and re-raise.
+        Raises :class:`~natchet.dev.lock.DataDirLockedError` if another stack runs in the
+        data directory."""
+        self._lock.acquire()
         try:
             if self._nats_url is None:
                 nats_dir = self.data_dir / "nats"
@@ -114,8 +120,11 @@ class DevStack:
             raise
 
     def stop(self) -> None:
-        """Stop the servers this stack started. Idempotent."""
-        if self.postgres is not None:
-            self.postgres.stop()
-        if self.nats is not None:
-            self.nats.stop()
+        """Stop the servers this stack started, then free the data directory. Idempotent."""
+        try:
+            if self.postgres is not None:
+                self.postgres.stop()
+            if self.nats is not None:
+                self.nats.stop()
+        finally:
+            self._lock.release()
