@@ -47,6 +47,17 @@ def servers_in(data_dir: Path) -> list[int]:
     return found
 
 
+def server_runs(data_dir: Path, server: str) -> bool:
+    """``server`` (nats-server, or the postgres postmaster: not initdb's bootstrap backends,
+    which also write postmaster.pid) runs on ``data_dir``."""
+    for pid in servers_in(data_dir):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if Path(argv[0].decode()).name == server and (server != "postgres" or b"-h" in argv):
+                return True
+    return False
+
+
 def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> None:
     end = time.monotonic() + timeout_s
     while not check():
@@ -139,10 +150,8 @@ def test_natchet_dev_stopped_during_start_up_leaves_no_server_behind(
     tmp_path: Path, server: str
 ) -> None:
     data = tmp_path / "data"
-    nats_pid_file, pg_pid_file = server_pid_files(data)
-    started = nats_pid_file if server == "nats-server" else pg_pid_file
     with reaping(data), natchet_dev(tmp_path, data, "dev") as dev:
-        wait_for(lambda: pid_in(started) is not None, 90, f"{server} started")
+        wait_for(lambda: server_runs(data, server), 90, f"{server} started")
         assert not (data / "dev.env").exists(), "natchet dev was up already: not start-up"
         dev.send_signal(signal.SIGTERM)
         dev.wait(60)
