@@ -214,3 +214,28 @@ async def test_cancelling_run_stops_everything_the_worker_started(
         ("second", "SUCCEEDED"),
     ]
     assert "handed back" in attempts[0]["error"]
+
+
+async def test_async_with_runs_the_worker_and_shutdown_is_idempotent(
+    nats_server: NatsServer, engine: Engine, tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    ran: list[int] = []
+    early = hatchet.worker("early", max_runs=1)
+    early.register_workflow(gated(hatchet, ran))
+    await early.shutdown()  # before it ran: it will not run
+    await early.run()
+    assert not early.ready.is_set()
+
+    plain = hatchet.worker("plain", max_runs=1)
+    plain.register_workflow(gated(hatchet, ran))
+    async with plain:
+        assert plain.ready.is_set() and plain.running  # entered once it takes work
+        ref = await hatchet.admin.aio_run_workflow("Gated", {})
+        assert await asyncio.wait_for(ref.result(), 20) == {"work": {"ok": True}}
+    assert not plain.running
+    await plain.shutdown()
+    await asyncio.gather(plain.shutdown(), plain.shutdown())
+    with pytest.raises(RuntimeError, match="make a new one"):
+        await plain.run()
+    hatchet.close()
