@@ -91,11 +91,13 @@ async def publish(
 
 
 async def close(conn: Connection, *, drain: bool = True) -> None:
-    """Close a connection (draining it first: what was sent is flushed). Idempotent."""
-    with contextlib.suppress(nats.errors.Error):
-        if drain and not conn.is_closed:
+    """Close a connection (draining it first: what was sent is flushed). Idempotent; a
+    drain that fails (the connection is down) still ends in a close."""
+    if drain and not conn.is_closed:
+        with contextlib.suppress(nats.errors.Error):
             await conn.drain()
-        else:
+    if not conn.is_closed:
+        with contextlib.suppress(nats.errors.Error):
             await conn.close()
 
 

@@ -56,12 +56,6 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _of_step(rows: list[dict[str, Any]], step: str) -> list[dict[str, Any]]:
-    return [
-        {k: val for k, val in row.items() if k != "step"} for row in rows if row["step"] == step
-    ]
-
-
 class CursorError(NatchetError, ValueError):
     """A paging cursor (``after``) that no list returned."""
 

@@ -18,7 +18,7 @@ from worker.client import (
 from worker.context import Context
 from worker.errors import NonRetryableError
 from worker.runtime import Worker
-from worker.settings import ClientSettings
+from worker.settings import ClientSettings, WorkerSettings
 
 __all__ = [
     "AdminClient",
@@ -29,6 +29,7 @@ __all__ = [
     "NonRetryableError",
     "PushedEvent",
     "Worker",
+    "WorkerSettings",
     "WorkflowRunError",
     "WorkflowRunRef",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -179,7 +180,8 @@ class AdminClient:
 
 
 class Hatchet:
-    """Reads ``HATCHET_CLIENT_*`` from the environment (or ``env``) on first use."""
+    """Reads ``HATCHET_CLIENT_*`` from the environment (or ``env``) on first use.
+    ``debug=True`` (as in Hatchet's SDK) turns on natchet's debug logging."""
 
     def __init__(
         self,
@@ -190,7 +192,9 @@ class Hatchet:
     ) -> None:
         self._settings = settings
         self._env = env
-        self.debug = debug
+        if debug:
+            for name in ("worker", "eventstore"):
+                logging.getLogger(name).setLevel(logging.DEBUG)
         self.portal = Portal(lambda: self.connect("natchet-client"))
         self.event = EventClient(self)
         self.admin = AdminClient(self)

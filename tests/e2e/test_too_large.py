@@ -82,7 +82,10 @@ async def test_a_step_output_too_large_for_the_next_task_fails_the_run(
     worker.register_workflow(chain(hatchet))
     async with running(worker):
         limit = 1024 * 1024 - 1024
-        big = await hatchet.admin.aio_run_workflow("Chain", {"output_bytes": limit - 2000})
+        # first's result (its output) fits; second's task carries the input and that
+        # output, and does not.
+        big_input = {"output_bytes": limit - 100_000, "pad": "p" * 200_000}
+        big = await hatchet.admin.aio_run_workflow("Chain", big_input)
         failed = await run_ends(db, big.workflow_run_id)
         small = await hatchet.admin.aio_run_workflow("Chain", {})
         assert await small.result() == {"first": {"ok": True}, "second": {"done": True}}
