@@ -256,3 +256,26 @@ async def test_connection_limit_of_a_tenant_is_enforced_by_the_server(
     await eventually(room_again)
     for nc in conns:
         await nc.close()
+
+
+async def test_callout_has_the_service_lifecycle(
+    tenancy_engine: Engine, auth_server: NatsServer
+) -> None:
+    """A second callout responder (beside the engine's): async with runs it, shutdown()
+    returns once it has stopped, and again does nothing; connects still work meanwhile."""
+    from natchet.tenancy.callout import CalloutService
+
+    assert tenancy_engine.tenancy is not None and tenancy_engine.provisioner is not None
+    auth = tenancy_engine.provisioner.auth
+    assert auth is not None
+    conn = await eventstore.connect(auth.options(auth_server.url, "callout-2", "callout"))
+    callout = CalloutService(conn, tenancy_engine.tenancy.view, auth, tenancy_engine.provisioner)
+    async with callout:
+        await eventually(lambda: callout.running)
+        tenant, token = await new_tenant(tenancy_engine, auth_server, "l")
+        nc = await eventstore.connect(client_options(auth_server, tenant, token))
+        await nc.close()
+    assert not callout.running
+    await callout.shutdown()
+    tenancy_engine.tenancy.view.listeners.remove(callout._on_system)
+    await eventstore.close(conn)
