@@ -1,0 +1,20 @@
+"""The hot-path bench's knobs, one frozen value shared by every side."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Options:
+    runs: int = 2000  # one-step runs (natchet) or tasks (peers) per throughput scenario
+    diamond_runs: int = 500  # 4-step diamond runs (natchet only)
+    cap_s: float = 25.0  # a throughput scenario stops waiting after this, and says so
+    rates: tuple[float, ...] = (100.0, 1000.0)  # latency scenarios, messages/s
+    duration_s: float = 10.0  # how long a latency scenario publishes
+    drain_s: float = 8.0  # how long it then waits for the backlog to be started
+    workers: tuple[int, ...] = (1, 2, 4)  # natchet worker processes, one-step throughput
+    compare_workers: int = 2  # worker processes where natchet and the peers meet
+    max_runs: int = 8  # a natchet worker's slots
+    peer_threads: int = 8  # Dramatiq threads per process (Celery: prefork, one per process)
+    poll_s: float = 0.05  # how often Postgres is polled for SUCCEEDED runs
