@@ -7,12 +7,12 @@ import attrs
 
 @attrs.frozen
 class Options:
-    runs: int = 2000  # one-step runs (natchet) or tasks (peers) per throughput scenario
-    diamond_runs: int = 500  # 4-step diamond runs (natchet only)
-    cap_s: float = 25.0  # a throughput scenario stops waiting after this, and says so
+    runs: int = 1500  # one-step runs (natchet) or tasks (peers) per throughput scenario
+    diamond_runs: int = 400  # 4-step diamond runs (natchet only)
+    cap_s: float = 20.0  # a throughput scenario stops waiting after this, and says so
     rates: tuple[float, ...] = (100.0, 1000.0)  # latency scenarios, messages/s
     duration_s: float = 10.0  # how long a latency scenario publishes
-    drain_s: float = 8.0  # how long it then waits for the backlog to be started
+    drain_s: float = 5.0  # how long it then waits for the backlog to be started
     workers: tuple[int, ...] = (1, 2, 4)  # natchet worker processes, one-step throughput
     compare_workers: int = 2  # worker processes where natchet and the peers meet
     max_runs: int = 8  # a natchet worker's slots

@@ -95,7 +95,8 @@ def _versions() -> dict[str, Any]:
 
 
 def _one_line(r: dict[str, Any]) -> str:
-    head = f"[{r['system']} {r['scenario']}]"
+    wall = "+".join(f"{v:g}" for v in r.get("wall_s", {}).values())
+    head = f"[{r['system']} {r['scenario']} {wall} s]"
     if "latency" in r:
         lat = r["latency"]
         return (
@@ -187,7 +188,7 @@ def main() -> None:
     from bench.plots import write_plots
 
     plots = write_plots(out["results"], list(out["options"]["rates"]), args.out_dir)
-    print(markdown(out["summary"], args.duration_s, args.drain_s))
+    print(markdown(out["summary"]))
     print(
         f"\n{out['wall_s']} s; wrote {args.out_dir / 'hotpath.json'} and {len(plots)} plots",
         file=sys.stderr,

@@ -45,12 +45,17 @@ class NatchetSide:
     def _run(self, scenario: str, workers: int, measure: Any, workflow: str) -> dict[str, Any]:
         self._n += 1
         stack = NatchetStack(self.root / scenario, self.pg, f"bench_{self._n}")
+        began = time.monotonic()
         try:
             stack.start(workers, self.opts.max_runs, workflow)
+            up = time.monotonic()
             out: dict[str, Any] = asyncio.run(measure(stack))
+            measured = time.monotonic()
         finally:
             stack.stop()
-        return {"system": self.name, "scenario": scenario, "workers": workers} | out
+        walls = {"start": up - began, "measure": measured - up, "stop": time.monotonic() - measured}
+        head = {"system": self.name, "scenario": scenario, "workers": workers}
+        return head | out | {"wall_s": {k: round(v, 1) for k, v in walls.items()}}
 
     def throughput(self, scenario: str, workers: int, diamond: bool = False) -> dict[str, Any]:
         async def measure(stack: NatchetStack) -> dict[str, Any]:
@@ -86,6 +91,7 @@ async def _started(reader: StartReader, scenario: str, n: int, wait_s: float) ->
 
 
 def _cpu(stack: NatchetStack, before: CpuSnapshot, after: CpuSnapshot, per: int) -> dict[str, Any]:
+    """CPU seconds per process group, and per run (``per``: the runs done or started)."""
     used = cpu_used(before, after, stack.pids()) | {"harness": cpu_of(before, after, os.getpid())}
     per_ms = {k: round(v * 1000 / max(1, per), 3) for k, v in used.items()}
     return {"cpu_s": used, "cpu_ms_per_run": per_ms}
@@ -154,4 +160,4 @@ async def _latency(
     finally:
         await nc.close()
     out = latency_result(published, starts, rate_per_s, opts.duration_s)
-    return out | _lags(poller, "n") | _cpu(stack, before, after, len(published))
+    return out | _lags(poller, "n") | _cpu(stack, before, after, len(starts))

@@ -48,6 +48,10 @@ def paced(send: Send, rate_per_s: float, duration_s: float, scenario: str) -> li
     return published
 
 
+def _wall(began: float) -> dict[str, float]:
+    return {"measure": round(time.monotonic() - began, 1)}
+
+
 class PeerSide:
     """One peer (``celery`` or ``dramatiq``): its worker processes and its client."""
 
@@ -114,6 +118,14 @@ class PeerSide:
         return {"cpu_s": used, "cpu_ms_per_run": per_ms}
 
     def drain(self, scenario: str, processes: int) -> dict[str, Any]:
+        began = time.monotonic()
+        return self._drain(scenario, processes) | {"wall_s": _wall(began)}
+
+    def latency(self, scenario: str, rate_per_s: float, processes: int) -> dict[str, Any]:
+        began = time.monotonic()
+        return self._latency(scenario, rate_per_s, processes) | {"wall_s": _wall(began)}
+
+    def _drain(self, scenario: str, processes: int) -> dict[str, Any]:
         assert self._send is not None
         n = self.opts.runs
         reader = StartReader(self.record_dir)
@@ -141,7 +153,7 @@ class PeerSide:
             "steps": steps,
         } | self._cpu(before, after, n)
 
-    def latency(self, scenario: str, rate_per_s: float, processes: int) -> dict[str, Any]:
+    def _latency(self, scenario: str, rate_per_s: float, processes: int) -> dict[str, Any]:
         assert self._send is not None
         reader = StartReader(self.record_dir)
         before = CpuSnapshot.take()
@@ -154,4 +166,4 @@ class PeerSide:
         starts = reader.select(scenario, "n")
         out = latency_result(published, starts, rate_per_s, self.opts.duration_s)
         head = {"system": self.name, "scenario": scenario, "workers": processes}
-        return head | {"rate_per_s": rate_per_s} | out | self._cpu(before, after, len(published))
+        return head | {"rate_per_s": rate_per_s} | out | self._cpu(before, after, len(starts))
