@@ -7,7 +7,8 @@ import attrs
 
 @attrs.frozen
 class Options:
-    runs: int = 1500  # one-step runs (natchet) or tasks (peers) per throughput scenario
+    runs: int = 1200  # one-step runs per natchet throughput scenario
+    peer_runs: int = 5000  # tasks per peer drain (they go ~15x faster: a longer steady state)
     diamond_runs: int = 400  # 4-step diamond runs (natchet only)
     cap_s: float = 20.0  # a throughput scenario stops waiting after this, and says so
     rates: tuple[float, ...] = (100.0, 1000.0)  # latency scenarios, messages/s

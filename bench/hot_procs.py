@@ -116,16 +116,25 @@ def _proc_table() -> tuple[dict[int, int], dict[int, float]]:
     return parents, cpu
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent busy: user, nice, system, irq, softirq."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields[i] for i in (0, 1, 2, 5, 6)) / CLOCK_TICKS
+
+
 @attrs.frozen
 class CpuSnapshot:
     """CPU seconds of every process, to subtract from a later snapshot."""
 
     parents: dict[int, int]
     cpu: dict[int, float]
+    busy_s: float  # the whole machine's busy CPU seconds since boot (/proc/stat)
+    at: float  # time.monotonic() when taken
 
     @classmethod
     def take(cls) -> CpuSnapshot:
-        return cls(*_proc_table())
+        return cls(*_proc_table(), _machine_busy_s(), time.monotonic())
 
     def tree(self, root: int) -> set[int]:
         children: dict[int, list[int]] = defaultdict(list)
@@ -158,3 +167,16 @@ def cpu_used(
 def cpu_of(before: CpuSnapshot, after: CpuSnapshot, pid: int) -> float:
     """CPU seconds of process ``pid`` alone (not its children) between the snapshots."""
     return round(after.cpu.get(pid, 0.0) - before.cpu.get(pid, 0.0), 3)
+
+
+def machine_cpu(before: CpuSnapshot, after: CpuSnapshot, ours: float) -> dict[str, float]:
+    """The machine's busy cores over the interval, and the CPU seconds spent outside the
+    bench's processes (``ours``): anything else running makes the figures noisy."""
+    wall = max(1e-9, after.at - before.at)
+    busy = after.busy_s - before.busy_s
+    other = max(0.0, busy - ours)
+    return {
+        "busy_cores": round(busy / wall, 2),
+        "other_cpu_s": round(other, 2),
+        "other_cores": round(other / wall, 2),
+    }

@@ -49,6 +49,7 @@ def summarize(
             ),
             "median_worker_drain_per_s": median([r["steps"].get("drain_per_s") for r in rs]),
             "capped": any(r.get("capped") for r in rs),
+            "max_other_cores": _other(rs),
             "median_cpu_ms_per_run": _median_cpu(rs),
         }
         for key, rs in out["throughput"].items()
@@ -71,6 +72,7 @@ def summarize(
                 "backlog_slope_per_s": [r["backlog"]["backlog_slope_per_s"] for r in rs],
                 "publish_rate_achieved": median([r["publish_rate_achieved"] for r in rs]),
                 "median_cpu_ms_per_run": _median_cpu(rs),
+                "max_other_cores": _other(rs),
             }
     # projection lag (natchet)
     for r in results:
@@ -114,6 +116,12 @@ def summarize(
         out["ratios"][peer] = {k: {"repeats": v, "median": median(v)} for k, v in per.items()}
     out["targets"] = _targets(out, compare_workers)
     return out
+
+
+def _other(rs: list[Result]) -> float | None:
+    """The most CPU (in cores) that processes outside the bench took while one measured."""
+    values = [r["machine"]["other_cores"] for r in rs if "machine" in r]
+    return max(values) if values else None
 
 
 def _median_cpu(rs: list[Result]) -> dict[str, float | None]:

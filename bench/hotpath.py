@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], help="default all")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="default %(default)s")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--runs", type=int, default=d.runs, help="runs/tasks per drain (%(default)s)")
+    p.add_argument("--runs", type=int, default=d.runs, help="natchet runs per drain (%(default)s)")
+    p.add_argument("--peer-runs", type=int, default=d.peer_runs, help="tasks per peer drain")
     p.add_argument("--diamond-runs", type=int, default=d.diamond_runs)
     p.add_argument(
         "--cap-s", type=float, default=d.cap_s, help="a drain's time limit (%(default)s)"
@@ -96,7 +97,8 @@ def _versions() -> dict[str, Any]:
 
 def _one_line(r: dict[str, Any]) -> str:
     wall = "+".join(f"{v:g}" for v in r.get("wall_s", {}).values())
-    head = f"[{r['system']} {r['scenario']} {wall} s]"
+    other = r.get("machine", {}).get("other_cores")
+    head = f"[{r['system']} {r['scenario']} {wall} s, other load {other} cores]"
     if "latency" in r:
         lat = r["latency"]
         return (
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     systems = [s for s in args.systems.split(",") if s]
     opts = Options(
         runs=args.runs,
+        peer_runs=args.peer_runs,
         diamond_runs=args.diamond_runs,
         cap_s=args.cap_s,
         rates=tuple(float(r) for r in args.rates.split(",")),
@@ -140,29 +143,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         w = opts.compare_workers
         for rep in range(args.repeats):
             order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
+
+            def emit(r: dict[str, Any], rep: int = rep) -> None:
+                r["repeat"] = rep
+                print(_one_line(r), file=sys.stderr, flush=True)
+                results.append(r)
+
             for system in order:
-                batch: list[dict[str, Any]] = []
                 if system == "natchet":
                     if "throughput" in scenarios:
-                        batch += [nat.throughput(f"r{rep}-noop-w{n}", n) for n in opts.workers]
+                        for n in opts.workers:
+                            emit(nat.throughput(f"r{rep}-noop-w{n}", n))
                     if "diamond" in scenarios:
-                        batch.append(nat.throughput(f"r{rep}-diamond-w{w}", w, diamond=True))
+                        emit(nat.throughput(f"r{rep}-diamond-w{w}", w, diamond=True))
                     if "latency" in scenarios:
-                        batch += [nat.latency(f"r{rep}-rate{r:g}", r, w) for r in opts.rates]
+                        for rate in opts.rates:
+                            emit(nat.latency(f"r{rep}-rate{rate:g}", rate, w))
                 elif scenarios & {"throughput", "latency"}:
                     peer = peers[system]
                     peer.start(w, f"r{rep}")
                     try:
                         if "throughput" in scenarios:
-                            batch.append(peer.drain(f"r{rep}-noop-w{w}", w))
+                            emit(peer.drain(f"r{rep}-noop-w{w}", w))
                         if "latency" in scenarios:
-                            batch += [peer.latency(f"r{rep}-rate{r:g}", r, w) for r in opts.rates]
+                            for rate in opts.rates:
+                                emit(peer.latency(f"r{rep}-rate{rate:g}", rate, w))
                     finally:
                         peer.stop()
-                for r in batch:
-                    r["repeat"] = rep
-                    print(_one_line(r), file=sys.stderr, flush=True)
-                results += batch
     finally:
         redis.stop()
         pg.stop()

@@ -22,7 +22,16 @@ from typing import Any
 
 from bench.chaos_stack import Proc
 from bench.hot_options import Options
-from bench.hot_procs import CpuSnapshot, RedisServer, clean_env, cpu_of, cpu_used, spawn, stop
+from bench.hot_procs import (
+    CpuSnapshot,
+    RedisServer,
+    clean_env,
+    cpu_of,
+    cpu_used,
+    machine_cpu,
+    spawn,
+    stop,
+)
 from bench.hot_record import FLUSH_S, RECORD_DIR_ENV, StartReader
 from bench.hot_stats import drain, latency_result
 
@@ -115,7 +124,8 @@ class PeerSide:
         roots = {"workers": [self.workers.pid], "redis": [self.redis.proc.pid]}
         used = cpu_used(before, after, roots) | {"harness": cpu_of(before, after, os.getpid())}
         per_ms = {k: round(v * 1000 / max(1, per), 3) for k, v in used.items()}
-        return {"cpu_s": used, "cpu_ms_per_run": per_ms}
+        machine = machine_cpu(before, after, sum(used.values()))
+        return {"cpu_s": used, "cpu_ms_per_run": per_ms, "machine": machine}
 
     def drain(self, scenario: str, processes: int) -> dict[str, Any]:
         began = time.monotonic()
@@ -127,7 +137,7 @@ class PeerSide:
 
     def _drain(self, scenario: str, processes: int) -> dict[str, Any]:
         assert self._send is not None
-        n = self.opts.runs
+        n = self.opts.peer_runs
         reader = StartReader(self.record_dir)
         before = CpuSnapshot.take()
         published = []

@@ -1,11 +1,11 @@
 """The hot-path bench's plots (PNG, matplotlib, no display needed):
 
-* ``latency-<rate>.png``: the distribution of message -> start latency per system at one
-  rate, as a CDF on a log scale, one thin line per repeat (messages that never started
-  within the window leave the curve short of 1);
+* ``latency.png``: the distribution of message -> start latency per system, a panel per
+  rate, as a CDF on a log scale, one line per repeat (messages that never started within
+  the window leave the curve short of 1);
+* ``backlog.png``: messages published but not started yet, over time, a panel per rate;
 * ``throughput-workers.png``: natchet's one-step runs/s (in Postgres) and worker start
-  rate against worker processes, with the peers' drain at their worker count;
-* ``backlog-<rate>.png``: messages published vs started over time, first repeat.
+  rate against worker processes, with the peers' drain at their worker count.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import matplotlib.pyplot as plt
 COLORS = {"natchet": "tab:blue", "celery": "tab:green", "dramatiq": "tab:orange"}
 
 
-def _latency(results: list[dict[str, Any]], rate: float, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def _latency(results: list[dict[str, Any]], rate: float, ax: Any) -> None:
     labelled: set[str] = set()
     for r in results:
         if r.get("rate_per_s") != rate:
@@ -40,11 +39,39 @@ def _latency(results: list[dict[str, Any]], rate: float, path: Path) -> None:
     ax.set_xlabel("message created -> step/task started (ms, log scale)")
     ax.set_ylabel("fraction of messages published")
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"Start latency at {rate:g} messages/s (one line per repeat)")
+    ax.set_title(f"{rate:g} messages/s")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _backlog(results: list[dict[str, Any]], rate: float, ax: Any) -> None:
+    labelled: set[str] = set()
+    for r in results:
+        if r.get("rate_per_s") != rate:
+            continue
+        system = r["system"]
+        label = None if system in labelled else system
+        labelled.add(system)
+        ts = [p[0] for p in r["backlog_series"]]
+        backlog = [p[1] - p[2] for p in r["backlog_series"]]
+        ax.plot(ts, backlog, color=COLORS.get(system), lw=1.2, alpha=0.8, label=label)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlabel("seconds since the first message")
+    ax.set_ylabel("published - started")
+    ax.set_title(f"{rate:g} messages/s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _panels(
+    results: list[dict[str, Any]], rates: list[float], draw: Any, title: str, path: Path
+) -> None:
+    fig, axes = plt.subplots(1, len(rates), figsize=(6 * len(rates), 4.2), squeeze=False)
+    for rate, ax in zip(rates, axes[0], strict=True):
+        draw(results, rate, ax)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -94,7 +121,7 @@ def _throughput(results: list[dict[str, Any]], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -102,44 +129,21 @@ def key_of(r: dict[str, Any], key: str) -> float | None:
     return r.get(key) if key in r else r["steps"].get(key)
 
 
-def _backlog(results: list[dict[str, Any]], rate: float, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    seen: set[str] = set()
-    for r in results:
-        if r.get("rate_per_s") != rate or r["system"] in seen:
-            continue
-        seen.add(r["system"])
-        ts = [p[0] for p in r["backlog_series"]]
-        color = COLORS.get(r["system"])
-        ax.plot(ts, [p[1] for p in r["backlog_series"]], color=color, ls=":", lw=1)
-        ax.plot(
-            ts,
-            [p[2] for p in r["backlog_series"]],
-            color=color,
-            lw=1.5,
-            label=f"{r['system']}: started (dotted: published)",
-        )
-    ax.set_xlabel("seconds since the first message")
-    ax.set_ylabel("messages")
-    ax.set_title(f"Published vs started at {rate:g} messages/s (first repeat)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_plots(results: list[dict[str, Any]], rates: list[float], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for rate in rates:
-        if any(r.get("rate_per_s") == rate for r in results):
-            for name, draw in (
-                (f"latency-{rate:g}.png", _latency),
-                (f"backlog-{rate:g}.png", _backlog),
-            ):
-                draw(results, rate, out_dir / name)
-                written.append(out_dir / name)
+    rates = [r for r in rates if any(x.get("rate_per_s") == r for x in results)]
+    if rates:
+        for name, draw, title in (
+            (
+                "latency.png",
+                _latency,
+                "Start latency: one line per repeat (short of 1: never started)",
+            ),
+            ("backlog.png", _backlog, "Backlog while publishing at a fixed rate, then draining"),
+        ):
+            _panels(results, rates, draw, title, out_dir / name)
+            written.append(out_dir / name)
     if any(r.get("kind") == "noop" for r in results):
         _throughput(results, out_dir / "throughput-workers.png")
         written.append(out_dir / "throughput-workers.png")
