@@ -22,6 +22,7 @@ from natchet.dev.embedded import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+KTHREADD = 2  # the parent of every kernel thread
 
 
 class BenchError(RuntimeError):
@@ -116,11 +117,13 @@ def _proc_table() -> tuple[dict[int, int], dict[int, float]]:
     return parents, cpu
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent busy: user, nice, system, irq, softirq."""
+def _machine_busy_s() -> tuple[float, float]:
+    """CPU seconds all cores spent busy (user, nice, system, irq, softirq), and of those
+    in interrupts (irq, softirq: loopback networking, disk), which no process is charged."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields[i] for i in (0, 1, 2, 5, 6)) / CLOCK_TICKS
+    busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / CLOCK_TICKS
+    return busy, (fields[5] + fields[6]) / CLOCK_TICKS
 
 
 @attrs.frozen
@@ -130,11 +133,12 @@ class CpuSnapshot:
     parents: dict[int, int]
     cpu: dict[int, float]
     busy_s: float  # the whole machine's busy CPU seconds since boot (/proc/stat)
+    irq_s: float  # of which in interrupts
     at: float  # time.monotonic() when taken
 
     @classmethod
     def take(cls) -> CpuSnapshot:
-        return cls(*_proc_table(), _machine_busy_s(), time.monotonic())
+        return cls(*_proc_table(), *_machine_busy_s(), time.monotonic())
 
     def tree(self, root: int) -> set[int]:
         children: dict[int, list[int]] = defaultdict(list)
@@ -170,13 +174,19 @@ def cpu_of(before: CpuSnapshot, after: CpuSnapshot, pid: int) -> float:
 
 
 def machine_cpu(before: CpuSnapshot, after: CpuSnapshot, ours: float) -> dict[str, float]:
-    """The machine's busy cores over the interval, and the CPU seconds spent outside the
-    bench's processes (``ours``): anything else running makes the figures noisy."""
+    """Where the machine's CPU went over the interval, in cores: all busy time; kernel
+    threads (e.g. the file system journal after fsyncs) and interrupts (loopback
+    networking), partly working for the bench; and other programs, which make the
+    figures noisy (``other_cores``: busy - the bench's processes (``ours``) - kernel -
+    interrupts)."""
     wall = max(1e-9, after.at - before.at)
     busy = after.busy_s - before.busy_s
-    other = max(0.0, busy - ours)
+    irq = after.irq_s - before.irq_s
+    kernel = sum(after.cpu[p] - before.cpu.get(p, 0.0) for p in after.tree(KTHREADD) - {KTHREADD})
+    other = max(0.0, busy - ours - kernel - irq)
     return {
         "busy_cores": round(busy / wall, 2),
-        "other_cpu_s": round(other, 2),
+        "kernel_threads_cores": round(kernel / wall, 2),
+        "interrupts_cores": round(irq / wall, 2),
         "other_cores": round(other / wall, 2),
     }

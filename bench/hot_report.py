@@ -220,6 +220,7 @@ def markdown(s: dict[str, Any]) -> str:
         grows = f"{sum(flags)}/{len(flags)} (slope {v['backlog_slope_per_s']}/s)"
         started = f"{_span(v['started'])} / {_span(v['published'])}"
         lines.append(f"| {key}/s | {' | '.join(cells)} | {started} | {grows} |")
+    lines += _cpu_table(s)
     if s["projection_lag"]:
         lines += ["", "| projection lag (natchet) | p50 | p99 | max |", "|---|---|---|---|"]
         for key, v in s["projection_lag"].items():
@@ -236,3 +237,21 @@ def markdown(s: dict[str, Any]) -> str:
         for t in s["targets"]:
             lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines)
+
+
+CPU_GROUPS = ("nats", "engine", "workers", "postgres", "redis", "harness")
+
+
+def _cpu_table(s: dict[str, Any]) -> list[str]:
+    """CPU ms per run (or per task) by process group, medians; and the most CPU other
+    programs took while the scenario measured (noise)."""
+    rows = {**s["throughput"], **{f"{k}/s": v for k, v in s["latency"].items()}}
+    head = " | ".join(CPU_GROUPS)
+    lines = ["", f"| CPU ms per run started | {head} | other programs (cores, max) |"]
+    lines.append("|---" * (len(CPU_GROUPS) + 2) + "|")
+    for key, v in rows.items():
+        cpu = v["median_cpu_ms_per_run"]
+        cells = ["-" if cpu.get(g) is None else f"{cpu[g]:.2f}" for g in CPU_GROUPS]
+        other = "-" if v.get("max_other_cores") is None else f"{v['max_other_cores']:g}"
+        lines.append(f"| {key} | {' | '.join(cells)} | {other} |")
+    return lines
