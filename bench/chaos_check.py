@@ -22,8 +22,8 @@ import psycopg
 from nats.aio.client import Client as NATS
 
 from eventstore import replay
-from schemas.codec import decode_run_message
-from schemas.messages import StepAssigned, StepResult
+from schemas.codec import decode_as, decode_run_message
+from schemas.messages import StepAssigned, StepResult, Task
 
 Key = tuple[str, str, int, int]  # run, step, attempt, delivery
 ONCE_PER_RUN = ("created", "finished", "requested")
@@ -80,16 +80,18 @@ class LogView:
 async def read_log(nc: NATS, tenant: str) -> LogView:
     view = LogView()
     # Filtered here too: eventstore.replay drops a lone filter subject (nats-py replaces it).
-    async for rec in replay(nc, tenant, [f"{tenant}.*.runs.>"]):
+    async for rec in replay(nc, tenant, [f"{tenant}.*.runs.>", f"{tenant}.*.tasks.>"]):
         parts = rec.subject.split(".")
+        if parts[2] == "tasks":  # a task is its step queued
+            task = decode_as(Task, Task.KIND, rec.data)
+            view.queued[(task.run_id, task.step, task.attempt)] += 1
+            continue
         if parts[2] != "runs" or parts[4] in ("log", "cancel_requested", "retry_scheduled"):
             continue
         run, kind = parts[3:5]
         msg: Any = decode_run_message(kind, rec.data)
         if kind == "step_finished":
             view.step_kinds[(run, msg.step, kind)] += 1
-        elif kind == "queued":
-            view.queued[(run, msg.step, msg.attempt)] += 1
         elif kind in ("assigned", "result"):
             target = view.assigned if kind == "assigned" else view.results
             target[(run, msg.step, msg.attempt, msg.delivery)].append(msg)

@@ -1,6 +1,6 @@
 """The orchestrator: events to runs, DAG progression, queueing ready steps."""
 
-from dispatcher.decide import Event, Output, decide, due, event_run_id
+from dispatcher.decide import Event, Output, complete, decide, due, event_run_id
 from dispatcher.service import Dispatcher
 from dispatcher.state import RunState, State, StepState, fold
 from dispatcher.step import fit, fold_all, step
@@ -12,6 +12,7 @@ __all__ = [
     "RunState",
     "State",
     "StepState",
+    "complete",
     "decide",
     "due",
     "event_run_id",

@@ -24,7 +24,6 @@ from schemas.messages import (
     RunRequested,
     RunStatus,
     StepFinished,
-    StepQueued,
     StepResult,
     StepRetryScheduled,
     Task,
@@ -109,6 +108,30 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
     return decisions
 
 
+def complete(state: State, now: dt.datetime) -> list[list[Output]]:
+    """What the folded log implies but does not hold: the rest of decisions a crash cut
+    short. A decision is appended in an order whose every prefix is completable: a run's
+    ``created`` before its first tasks, a step's verdict before the tasks it releases, the
+    run's end last. So after a rebuild: ready steps without a task are offered, a run whose
+    steps all succeeded is finished, a failing run goes on to its on-failure step or its
+    end. Each output has the dedup id of the one it replaces: nothing lands twice."""
+    decisions: list[list[Output]] = []
+    for run in list(state.runs.values()):
+        if run.failed_error:
+            failure = run.failure_step()
+            if failure is not None and failure.status is None:
+                decisions.append(_queue(run, failure, 1, now))
+            elif failure is None or failure.terminal:
+                decisions.append(_finish(run, RunStatus.FAILED, run.failed_error, now))
+        elif all(s.status is RunStatus.SUCCEEDED for s in run.dag()):
+            decisions.append(_finish(run, RunStatus.SUCCEEDED, None, now))
+        else:
+            out = [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
+            if out:
+                decisions.append(out)
+    return decisions
+
+
 def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> list[Output]:
     out: list[Output] = []
     for (wf_scope, name), wf in sorted(state.workflows.items(), key=lambda kv: kv[0][1]):
@@ -161,8 +184,9 @@ def _create(
 
 
 def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> list[Output]:
+    """Offer the step's attempt: its task is also the record that it was queued (one
+    message, so a decision cut short never leaves a step queued without a task)."""
     name = step.spec.name
-    queued = StepQueued(run_id=run.run_id, step=name, attempt=attempt, queued_at=iso(now))
     task = Task(
         run_id=run.run_id,
         workflow=run.workflow,
@@ -171,16 +195,12 @@ def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> li
         input=run.input,
         parent_outputs={p: run.steps[p].output for p in step.spec.parents},
         timeout_s=step.spec.timeout_s,
-        queued_at=queued.queued_at,
+        queued_at=iso(now),
         workflow_version=run.workflow_version,
         step_errors=run.step_errors() if step.on_failure else {},
         schedule_deadline=iso(after(now, run.schedule_timeout_s)),
     )
-    key = f"{run.run_id}:{name}:{attempt}"
-    return [
-        Output(run.scope.run(run.run_id, "queued"), queued, f"{key}:queued"),
-        Output(run.scope.task(run.workflow, name), task, f"{key}:task"),
-    ]
+    return [Output(run.scope.task(run.workflow, name), task, f"{run.run_id}:{name}:{attempt}:task")]
 
 
 def _on_result(state: State, scope: Scope, result: StepResult, now: dt.datetime) -> list[Output]:

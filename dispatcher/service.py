@@ -1,10 +1,15 @@
 """The dispatcher process for one tenant: rebuild state from the log, then decide on inputs
 and on the passing of time.
 
-Each decision is appended before it is folded and before its input is acked: state never
-holds what the log does not, and a crash anywhere decides again, appending nothing twice
-(dedup ids). A decision the log can never store (a message over the size limit) becomes the
-run's recorded end (``dispatcher.step.fit``), so no single input stalls the tenant.
+It works in batches: it fetches up to ``fetch_batch`` inputs, decides each (folding its
+decision at once, so the next input sees it), sends every output of the batch in order
+without waiting (``eventstore.Appender``), awaits their acks together, and only then acks
+the inputs. An append that fails leaves the log holding some prefix of what was sent: the
+dispatcher then stops, and the supervisor starts it again from the log, where inputs not
+acked come back and ``complete`` finishes decisions the failure cut short (outputs are
+ordered so that every prefix can be finished, and carry dedup ids, so nothing lands twice).
+A decision the log can never store (a message over the size limit) becomes the run's
+recorded end (``dispatcher.step.fit``), so no single input stalls the tenant.
 """
 
 from __future__ import annotations
@@ -15,22 +20,19 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
-from dispatcher.decide import Event, Output, decide, due
+from dispatcher.decide import Event, Output, complete, decide, due
 from dispatcher.state import State, fold
 from dispatcher.step import fit, fold_all
 from eventstore import (
     RETRY,
     Append,
-    AppendError,
+    Appender,
     Connection,
     Delivery,
-    DuplicateBatchError,
     Inputs,
     LogFullError,
     NatchetError,
     Service,
-    append,
-    append_atomic,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     max_message_bytes,
@@ -75,12 +77,14 @@ class Dispatcher(Service):
         self.ready = asyncio.Event()
         self._queues: set[tuple[Scope, str]] = set()
         self._max_bytes = max_message_bytes(nc)
+        self._appender: Appender | None = None
 
     async def rebuild(self) -> int:
-        """Fold the registry and every run's history, to the log's end as it is now; return
-        how many messages were read."""
+        """Fold the registry, every run's history and every task offered, to the log's end as
+        it is now; return how many messages were read."""
         count = 0
-        subjects = [f"{self.tenant}.*.workflows.*", f"{self.tenant}.*.runs.>"]
+        t = self.tenant
+        subjects = [f"{t}.*.workflows.*", f"{t}.*.runs.>", f"{t}.*.tasks.>"]
         async for rec in replay(self.nc, self.tenant, subjects):
             count += 1
             try:
@@ -108,10 +112,19 @@ class Dispatcher(Service):
             self._queues.clear()
             for scope, workflow in list(self.state.workflows):
                 await self._ensure_queue(scope, workflow)
+            unfinished = complete(self.state, utc_now())
+            if unfinished:
+                log.info(
+                    "dispatcher %s: finishing %d decisions cut short", self.tenant, len(unfinished)
+                )
+                await self._store([self._settle(None, None, d) for d in unfinished])
             self.ready.set()
             await self._decide_until_stopped(inputs)
         finally:
             await inputs.close()
+            if self._appender is not None:
+                await self._appender.close()
+                self._appender = None
 
     async def _decide_until_stopped(self, inputs: Inputs) -> None:
         failures = 0
@@ -131,19 +144,17 @@ class Dispatcher(Service):
                 )
                 await self._pause(RETRY.delay(failures))
                 continue
-            for delivery in deliveries:
-                await self._handle(delivery)
+            decisions = [await self._decide_on(d) for d in deliveries]
             if loop.time() >= next_tick:  # due() scans every run in flight: not per batch
-                await self._tick()
+                decisions += [self._settle(None, None, d) for d in due(self.state, utc_now())]
                 next_tick = loop.time() + TICK_S
+            await self._store(decisions)
+            for delivery in deliveries:
+                await delivery.ack()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-
-    async def _tick(self) -> None:
-        for outputs in due(self.state, utc_now()):
-            await self._apply(None, None, outputs)
 
     def _read(self, delivery: Delivery) -> tuple[Scope, object] | None:
         """(scope, input) for a message, or None when it is not something to decide on."""
@@ -157,18 +168,19 @@ class Dispatcher(Service):
             return parsed.scope, Event(parsed.event_key, delivery.seq, payload)
         return parsed.scope, decode_subject(parsed, delivery.data)
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _decide_on(self, delivery: Delivery) -> list[Output]:
+        """The decision on one input, already folded into state (not yet stored)."""
         try:
             read = self._read(delivery)
         except (SubjectError, DecodeError) as exc:
             log.warning("ignoring unreadable %s at seq %d: %s", delivery.subject, delivery.seq, exc)
-            read = None
-        if read is not None:
-            scope, message = read
-            if isinstance(message, WorkflowDef):
-                await self._ensure_queue(scope, message.name)
-            await self._apply(scope, message, decide(self.state, scope, message, utc_now()))
-        await delivery.ack()
+            return []
+        if read is None:
+            return []
+        scope, message = read
+        if isinstance(message, WorkflowDef):
+            await self._ensure_queue(scope, message.name)
+        return self._settle(scope, message, decide(self.state, scope, message, utc_now()))
 
     async def _ensure_queue(self, scope: Scope, workflow: str) -> None:
         """The workflow's queue group, created by the engine (tenants cannot create
@@ -177,56 +189,35 @@ class Dispatcher(Service):
             await ensure_task_consumer(self.nc, scope, workflow)
             self._queues.add((scope, workflow))
 
-    async def _apply(self, scope: Scope | None, message: object, outputs: list[Output]) -> None:
-        """Keep the decision storable, append it, then fold the input and the decision."""
+    def _settle(self, scope: Scope | None, message: object, outputs: list[Output]) -> list[Output]:
+        """Keep a decision storable and fold it (with its input) into state."""
         outputs = fit(self.state, outputs, self._max_bytes, utc_now())
-        await self._append(outputs)
         fold_all(self.state, scope, message, outputs)
+        return outputs
 
-    async def _append(self, outputs: list[Output]) -> None:
-        """Append a decision atomically, retrying until it is in the log (order matters)."""
-        if not outputs:
+    async def _store(self, decisions: list[list[Output]]) -> None:
+        """Append every output of ``decisions`` in order, awaiting all acks together. A
+        failure stops the dispatcher (the supervisor rebuilds it from the log, which holds
+        some prefix of what was sent): state already holds these decisions."""
+        items = [Append(o.subject, o.body, o.msg_id) for d in decisions for o in d]
+        if not items:
             return
-        items = [Append(o.subject, o.body, o.msg_id) for o in outputs]
-        failures = 0
-        while True:
-            try:
-                await _append_exactly(self.nc, items)
-                self.log_full = False
-                return
-            except AppendError as exc:
-                if self.stopping.is_set():
-                    raise
-                failures += 1
-                if isinstance(exc, LogFullError):
-                    await self._full(exc)
-                else:
-                    log.warning(
-                        "dispatcher %s: append failed (%s), retrying in %.1fs",
-                        self.tenant,
-                        exc,
-                        RETRY.delay(failures),
-                    )
-                await self._pause(RETRY.delay(failures))
+        if self._appender is None:
+            self._appender = Appender(self.nc)
+        try:
+            await self._appender.append_all(items)
+        except LogFullError as exc:
+            await self._full(exc)
+            raise
+        self.log_full = False
 
     async def _full(self, exc: LogFullError) -> None:
-        """The log is full: say so once (and have it recorded); the input stays unacked and
-        the decision is retried until there is room, so nothing is lost."""
+        """The log is full: say so once (and have it recorded). The dispatcher then stops
+        and is started again (with backoff) from the log: inputs stay unacked until there is
+        room, so nothing is lost."""
         if self.log_full:
             return
         self.log_full = True
         log.error("dispatcher %s: %s; retrying until there is room", self.tenant, exc)
         if self.on_log_full is not None:
             await self.on_log_full(self.tenant, exc.description)
-
-
-async def _append_exactly(nc: Connection, items: list[Append]) -> None:
-    """Append a decision as one atomic batch. A batch is refused whole when any of its dedup
-    ids is already in the log (part of this decision was made before, by another input):
-    then each message is appended on its own, so the new ones land and the old ones are
-    acknowledged as the duplicates they are. Either way every message is in the log once."""
-    try:
-        await append_atomic(nc, items)
-    except DuplicateBatchError:
-        for item in items:
-            await append(nc, item)

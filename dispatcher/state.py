@@ -19,6 +19,7 @@ from schemas.messages import (
     StepQueued,
     StepResult,
     StepRetryScheduled,
+    Task,
     WorkflowDef,
 )
 from schemas.subjects import Scope
@@ -141,7 +142,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 state.runs[message.run_id] = new_run(scope, message)
         case RunRejected():
             state.done.add(message.run_id)
-        case StepQueued():
+        case StepQueued() | Task():  # a task is its step queued (older logs have both)
             step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt > step.attempt and not step.terminal:
                 step.status = RunStatus.QUEUED
@@ -192,6 +193,11 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
     step.output = message.output
     step.error = message.error
     step.retry_due = None
+    # Deliveries no longer matter once the step is over; forgetting them makes the state
+    # the same whether a late assignment was folded before the verdict or after it.
+    step.assigned = False
+    step.delivery = step.handed_back = 0
+    step.handed_back_at = None
     if message.status is RunStatus.FAILED and not step.on_failure and run.failed_error is None:
         run.failed_error = f"step {message.step!r} failed: {message.error}"
 

@@ -40,6 +40,7 @@ from eventstore.messages import (
     publish,
     subscribe,
 )
+from eventstore.pipeline import Appender
 from eventstore.provision import (
     StreamConfigError,
     StreamLimits,
@@ -67,6 +68,7 @@ __all__ = [
     "Append",
     "AppendError",
     "AppendRefusedError",
+    "Appender",
     "Backoff",
     "ConfigError",
     "ConnectError",

@@ -84,7 +84,7 @@ def plan(tenant: str, record: Record) -> list[Stmt]:
         if parsed.area == "workflows":
             return [_workflow(tenant, record.seq, parsed, message)]
         if parsed.area == "tasks":
-            return []  # the offer; its ``queued`` twin already says everything
+            return [_task(tenant, record, message)]
         return _run_message(tenant, record, parsed, message)
     except (SubjectError, DecodeError) as exc:
         return [rejection(tenant, record, str(exc))]
@@ -273,6 +273,20 @@ def _finished(params: dict[str, Any], msg: schemas.RunFinished) -> list[Stmt]:
         params,
     )
     return [run, attempts]
+
+
+def _task(tenant: str, record: Record, task: schemas.Task) -> Stmt:
+    """A task is its step queued: the dispatcher writes no separate ``queued`` any more
+    (older logs hold both; applying both changes nothing more)."""
+    params = {
+        "seq": record.seq,
+        "tenant": tenant,
+        "run_id": v.text(task.run_id, "run_id"),
+        "step": v.text(task.step, "step"),
+        "attempt": v.count(task.attempt, "attempt"),
+        "at": v.timestamp(task.queued_at, "queued_at"),
+    }
+    return _queued(params)
 
 
 def _queued(params: dict[str, Any]) -> Stmt:

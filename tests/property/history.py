@@ -22,7 +22,6 @@ from schemas import (
     Scope,
     StepDef,
     StepFinished,
-    StepQueued,
     StepResult,
     StepRetryScheduled,
     Task,
@@ -44,7 +43,7 @@ class History:
         self.created: dict[str, RunCreated] = {}
         self.rejected: set[str] = set()
         self.finished: dict[str, RunFinished] = {}
-        self.queued: dict[Key, StepQueued] = {}  # the latest attempt queued
+        self.queued: dict[Key, Task] = {}  # the latest attempt queued (its task)
         self.queued_order: list[Key] = []  # every step ever queued, first queued first
         self.verdicts: dict[Key, StepFinished] = {}
         self.deliveries: dict[tuple[str, str, int], int] = {}  # latest delivery assigned
@@ -86,8 +85,9 @@ class History:
         assert m.run_id not in self.finished, f"{m!r} after the run finished"
         parsed = parse(out.subject)
         assert parsed.scope == SCOPE
-        if isinstance(m, Task):
+        if isinstance(m, Task):  # the task is its step queued
             self._task(out, m)
+            self._queued(m)
         else:
             assert (parsed.area, parsed.run_id, parsed.run_kind) == ("runs", m.run_id, m.KIND)
         match m:
@@ -97,8 +97,6 @@ class History:
             case RunRejected():
                 assert m.run_id not in self.created and m.run_id not in self.rejected
                 self.rejected.add(m.run_id)
-            case StepQueued():
-                self._queued(m)
             case StepRetryScheduled():
                 self._retry(m, now)
             case StepFinished():
@@ -109,11 +107,7 @@ class History:
 
     def saw_decision(self, outputs: list[Output]) -> None:
         messages = [o.message for o in outputs]
-        for i, m in enumerate(messages):
-            if isinstance(m, StepQueued):
-                task = messages[i + 1] if i + 1 < len(messages) else None
-                assert isinstance(task, Task), f"{m!r} without its task"
-                assert (task.run_id, task.step, task.attempt) == (m.run_id, m.step, m.attempt)
+        for m in messages:
             if isinstance(m, StepFinished) and m.status is RunStatus.CANCELLED:
                 assert isinstance(messages[-1], RunFinished), f"{m!r} but the run goes on"
 
@@ -130,7 +124,7 @@ class History:
             }
             assert task.step_errors == errors
 
-    def _queued(self, m: StepQueued) -> None:
+    def _queued(self, m: Task) -> None:
         key = (m.run_id, m.step)
         spec, on_failure = self.spec(*key)
         assert key not in self.verdicts, f"{m!r} after the step's verdict"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import StepAssigned, StepQueued, WorkflowDef
+from schemas import StepAssigned, Task, WorkflowDef
 from tests.property.harness import Logged, Sim, rebuild
 from tests.property.strategies import Action, Outcome, drain_outcomes, scripts, workflows
 
@@ -52,7 +52,7 @@ def assigned_earlier(log: list[Logged], moves: list[int]) -> list[Logged]:
         q = next(
             k
             for k, e in enumerate(out)
-            if isinstance(e.message, StepQueued)
+            if isinstance(e.message, Task)
             and (e.message.run_id, e.message.step, e.message.attempt)
             == (m.run_id, m.step, m.attempt)
         )

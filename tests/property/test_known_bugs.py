@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from dispatcher import State, due, fold, step
-from schemas import RunRequested, StepDef, StepQueued, StepResult, WorkflowDef
+from schemas import RunRequested, StepDef, StepResult, Task, WorkflowDef
 from tests.property.harness import MAX_BYTES, T0
 from tests.property.history import SCOPE
 
@@ -29,4 +29,4 @@ def test_no_retry_is_released_once_the_run_is_failing() -> None:
     feed(state, StepResult("r1", "b", 1, 1, "w1", ok=False, error="broken"))  # cleanup runs
     later = [m.message for d in due(state, T0 + dt.timedelta(seconds=2)) for m in d]
     # The run has failed and its on-failure step is running: step a must not run again.
-    assert not [m for m in later if isinstance(m, StepQueued)], later
+    assert not [m for m in later if isinstance(m, Task)], later

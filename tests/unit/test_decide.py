@@ -14,7 +14,6 @@ from schemas import (
     StepAssigned,
     StepDef,
     StepFinished,
-    StepQueued,
     StepResult,
     StepRetryScheduled,
     Task,
@@ -55,7 +54,7 @@ def ok(run_id: str, step: str, attempt: int = 1, output: Any = None) -> StepResu
 
 
 def queued_steps(messages: list[Any]) -> list[tuple[str, int]]:
-    return [(m.step, m.attempt) for m in messages if isinstance(m, StepQueued)]
+    return [(m.step, m.attempt) for m in messages if isinstance(m, Task)]
 
 
 def test_event_creates_a_run_and_queues_the_roots() -> None:
