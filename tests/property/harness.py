@@ -57,6 +57,14 @@ class Logged:
     message: Any
 
 
+@attrs.frozen
+class Decision:
+    start: int  # the log index of its first output
+    cause: Any  # the input it answers, or None (a tick)
+    outputs: list[Output]
+    now: dt.datetime
+
+
 def subject_of(message: Any) -> str:
     if isinstance(message, WorkflowDef):
         return SCOPE.workflow(message.name)
@@ -89,6 +97,9 @@ class Sim:
         # Deliveries that already reported: a worker sends one result per delivery (its dedup
         # id names the delivery); running the step again is a new delivery.
         self.reported: set[tuple[str, str, int, int]] = set()
+        # Every decision: where its outputs start in the log, what input made it (None: a
+        # tick), its outputs, and the time it was made.
+        self.decisions: list[Decision] = []
         self.feed(wf)
 
     # -- the service's loop ---------------------------------------------------------------
@@ -100,11 +111,12 @@ class Sim:
             self.log.append(Logged(seq_at(len(self.log)), subject_of(message), message))
             self.inputs.append(message)
             self.history.saw_input(message)
-        self.record(outputs)
+        self.record(outputs, None if again else message)
         return [o.message for o in outputs]
 
-    def record(self, outputs: list[Output]) -> None:
+    def record(self, outputs: list[Output], cause: Any = None) -> None:
         """A decision, already folded, goes to the log (and the checks)."""
+        self.decisions.append(Decision(len(self.log), cause, outputs, self.now))
         for out in outputs:
             self.history.saw_output(out, self.now)
             self.log.append(Logged(seq_at(len(self.log)), out.subject, out.message))
