@@ -29,7 +29,7 @@ from eventstore.errors import (
     ReadError,
     TransportError,
 )
-from eventstore.lifecycle import Service
+from eventstore.lifecycle import Service, run_main
 from eventstore.messages import (
     Connection,
     Delivery,
@@ -112,6 +112,7 @@ __all__ = [
     "read_to_end",
     "replay",
     "request",
+    "run_main",
     "stream_last_seq",
     "subscribe",
     "task_consumer_name",

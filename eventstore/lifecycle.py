@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +103,13 @@ class Service:
         done = background is not None and background.done() and not background.cancelled()
         if et is None and done and background is not None:
             background.result()  # what the service died of, if it did
+
+
+def run_main(main: Coroutine[Any, Any, T]) -> T:
+    """An entry point's ``asyncio.run``, on uvloop where it is installed (Linux, macOS):
+    the same asyncio API, with less time per message in the event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -16,6 +16,8 @@ import signal
 import sys
 from typing import Protocol
 
+from eventstore import run_main
+
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -37,7 +39,7 @@ def run_until_signalled(worker: Worker, grace_s: float) -> None:
     configured logging."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(_serve(worker, grace_s))
+    run_main(_serve(worker, grace_s))
 
 
 async def _serve(worker: Worker, grace_s: float) -> None:

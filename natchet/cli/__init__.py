@@ -18,13 +18,13 @@ that cannot be reached, a data directory in use), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
 import psycopg
 
+from eventstore import run_main
 from natchet.cli import event, events, runs, serve, tenancy, workers
 from schemas.errors import NatchetError
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "long_running", False):
         command = serve.until_signal(command)
     try:
-        return int(asyncio.run(command))
+        return int(run_main(command))
     except NatchetError as exc:
         return _fail(str(exc), verbose=args.verbose)
     except psycopg.OperationalError as exc:

@@ -90,6 +90,7 @@ PUBLIC = {
         "read_to_end",
         "replay",
         "request",
+        "run_main",
         "stream_last_seq",
         "subscribe",
         "task_consumer_name",
