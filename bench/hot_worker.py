@@ -12,7 +12,7 @@ both triggered by events whose body is ``{"t": <creation time>, "k": <kind>, "s"
 
 A worker registers the one workflow ``WORKFLOW`` (``noop`` or ``diamond``) its scenario
 uses: on the engine of 2026-12-01 a worker that registers both takes the second one's tasks
-only a few at a time (docs/benchmarks.md). Each step first records its start
+then stalls (docs/benchmarks.md). Each step first records its start
 (:mod:`bench.hot_record`). Prints ``READY`` once the
 worker is registered and taking work; SIGTERM or SIGINT stops it gracefully.
 """
