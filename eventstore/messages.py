@@ -112,6 +112,7 @@ class Delivery:
     delivered: int  # how many times the consumer has handed it out (1: the first)
     time: dt.datetime | None
     reply: str  # its ack subject
+    pending: int  # how many more the consumer had waiting when it handed this out
     _msg: Msg = attrs.field(repr=False)
 
     @classmethod
@@ -125,6 +126,7 @@ class Delivery:
             meta.num_delivered,
             meta.timestamp,
             msg.reply,
+            meta.num_pending,
             msg,
         )
 

@@ -5,6 +5,15 @@ message to one outstanding request, so a busy worker never holds a task an idle 
 run. Accounting is exact: every requested message either arrives, or is returned by the
 server in the ``Nats-Pending-Messages`` header of the request's closing status (408/409).
 
+A worker with several workflows has one puller per workflow, all sharing its slots. A
+request that waits on an empty queue holds its slots until it expires, so the slots are
+allotted by demand (:meth:`Slots.allot`): a puller whose queue has no known backlog keeps
+one slot asking (a probe), one whose queue has a backlog (each delivery says how many tasks
+are left behind it) asks for up to that many, and free slots go round-robin between the
+pullers that want some. When the slots are too few for a probe each, a probe that takes
+the last free slot while another queue has a backlog does not wait (``no_wait``): it takes
+a task if there is one, or hands the slot straight back, and the turn moves on.
+
 A puller keeps asking until :meth:`TaskPuller.stop`: a failed request or subscription is
 tried again after ``eventstore.RETRY``'s delay, never given up. Cancelling
 :meth:`TaskPuller.run` ends its subscription too; :meth:`TaskPuller.stop` instead keeps it
@@ -18,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import nats.errors
 import orjson
@@ -37,6 +47,17 @@ MISSING_QUEUE_RETRY_S = 0.2
 MISSING_QUEUE_WARN_S = 10.0
 
 
+class Wanting(Protocol):
+    """A puller, as its slots see it: what it has asked for, and would ask for more."""
+
+    @property
+    def outstanding(self) -> int: ...
+    @property
+    def unmet(self) -> int: ...
+    @property
+    def backlog(self) -> int: ...
+
+
 class Slots:
     """``max_runs`` split into running, reserved (requested, not yet arrived) and free."""
 
@@ -48,6 +69,8 @@ class Slots:
         self.reserved = 0
         self.peak = 0
         self._listeners: list[asyncio.Event] = []
+        self._pullers: list[Wanting] = []
+        self._turn = 0  # the puller first in line for the next allotment
 
     def listen(self) -> asyncio.Event:
         """An event set whenever a slot may have come free."""
@@ -58,6 +81,38 @@ class Slots:
     def notify(self) -> None:
         for event in self._listeners:
             event.set()
+
+    def join(self, puller: Wanting) -> None:
+        self._pullers.append(puller)
+
+    def allot(self, puller: Wanting) -> int:
+        """How many slots ``puller`` may ask for now. Alone, all the free ones. Among
+        several, the free slots are dealt one at a time to whichever puller that wants more
+        holds fewest (what it asked for counts as held), ties going round-robin from the
+        puller whose turn it is: ``puller`` may ask for what it was dealt."""
+        free = max(0, self.free)
+        if len(self._pullers) <= 1 or not free:
+            return free
+        n = len(self._pullers)
+        order = [self._pullers[(self._turn + i) % n] for i in range(n)]
+        held = [p.outstanding for p in order]
+        wants = [p.outstanding + p.unmet for p in order]
+        mine = next(i for i, p in enumerate(order) if p is puller)
+        got = 0
+        for _ in range(free):
+            wanting = [i for i in range(n) if held[i] < wants[i]]
+            if not wanting:
+                break
+            i = min(wanting, key=lambda i: held[i])  # the first of the fewest, in turn
+            held[i] += 1
+            got += i == mine
+        if got:
+            self._turn = (self._pullers.index(puller) + 1) % n
+        return got
+
+    def others_backlogged(self, puller: Wanting) -> bool:
+        """Whether another puller has tasks waiting and wants slots for them."""
+        return any(p.backlog and p.unmet for p in self._pullers if p is not puller)
 
     @property
     def free(self) -> int:
@@ -92,13 +147,11 @@ class TaskPuller:
         slots: Slots,
         on_task: Callable[[Delivery], None],
         *,
-        share: int = 1,
         expires_s: float = 2.0,
     ) -> None:
         self.nc = nc
         self.slots = slots
         self.on_task = on_task
-        self.share = share
         self.expires_s = expires_s
         self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.outstanding = 0
@@ -109,6 +162,17 @@ class TaskPuller:
         self._wake = slots.listen()
         self._quiet_until = 0.0  # no queue group yet: do not ask again before this
         self._missing_since: float | None = None
+        self.backlog = 0  # tasks known to wait in the queue (as of its last answer)
+        self._probing = False  # a no_wait request is out (its 404 returns all outstanding)
+        slots.join(self)
+
+    @property
+    def unmet(self) -> int:
+        """Slots this puller would ask for beyond those it has: its queue's backlog, or
+        one to wait for the next task with (a probe)."""
+        if self._stopping:
+            return 0
+        return max(0, max(1, self.backlog) - self.outstanding)
 
     async def _close_inbox(self) -> None:
         sub, self._sub = self._sub, None
@@ -122,6 +186,7 @@ class TaskPuller:
         # back after ack_wait. Release the reservation now.
         self.slots.unreserve(self.outstanding)
         self.outstanding = 0
+        self._probing = False
         if self._stopping:
             return  # a late status after stop(): nothing more is asked for
         self._inbox = self.nc.new_inbox()
@@ -135,6 +200,13 @@ class TaskPuller:
             if status == "503":
                 await self._no_queue()
                 return
+            if status == "404" and self._probing:
+                self._probing = False  # the queue is empty: the slot goes back at once
+                self.backlog = 0
+                self.slots.unreserve(self.outstanding)
+                self.outstanding = 0
+                self._wake.set()
+                return
             self._missing_since = None
             pending = (msg.headers or {}).get(PENDING_MESSAGES)
             if pending is None:
@@ -147,11 +219,15 @@ class TaskPuller:
             else:
                 returned = min(int(pending), self.outstanding)
                 self.outstanding -= returned
+                if returned:
+                    self.backlog = 0  # the request waited and the queue had nothing more
                 self.slots.unreserve(returned)
             self._wake.set()
             return
         self.outstanding = max(0, self.outstanding - 1)
+        self._probing = False
         delivery = Delivery.of(msg)
+        self.backlog = delivery.pending
         if self._stopping:
             self.slots.unreserve(1)
             with contextlib.suppress(TransportError):
@@ -159,6 +235,8 @@ class TaskPuller:
             return
         self.slots.start()
         self.on_task(delivery)
+        if self.backlog and self.slots.free > 0:
+            self._wake.set()  # a backlog behind it: ask for more while slots are free
 
     async def _no_queue(self) -> None:
         """No responders: the engine has not created this workflow's queue group yet (it
@@ -179,8 +257,16 @@ class TaskPuller:
         self._wake.set()
 
     async def _request(self, n: int) -> None:
-        body = {"batch": n, "expires": int(self.expires_s * 1e9)}
         self.slots.reserve(n)
+        body: dict[str, object] = {"batch": n, "expires": int(self.expires_s * 1e9)}
+        if (
+            not self.backlog
+            and not self.outstanding
+            and not self.slots.free
+            and self.slots.others_backlogged(self)
+        ):
+            body = {"batch": n, "no_wait": True}  # answered at once: a task, or 404
+            self._probing = True
         self.outstanding += n
         self._last_request = time.monotonic()
         await self.nc.publish(self.next_subject, orjson.dumps(body), reply=self._inbox)
@@ -215,7 +301,7 @@ class TaskPuller:
         """Request what the free slots allow; start over when requests were lost."""
         if self._sub is None:
             await self._open()
-        want = min(self.slots.free, max(1, -(-self.slots.free // self.share)))
+        want = self.slots.allot(self)
         if want > 0 and self.nc.is_connected:
             try:
                 await self._request(want)

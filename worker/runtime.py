@@ -194,7 +194,6 @@ class Worker:
                     task_consumer_name(s.scope, wf),
                     slots,
                     inflight.spawn,
-                    share=len(self.workflows),
                 )
                 for wf in self.workflows
             ]
