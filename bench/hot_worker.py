@@ -11,8 +11,8 @@ both triggered by events whose body is ``{"t": <creation time>, "k": <kind>, "s"
   sync step (a thread), like ``bench/throughput.py``'s.
 
 A worker registers the one workflow ``WORKFLOW`` (``noop`` or ``diamond``) its scenario
-uses: on the engine of 2026-12-01 a worker that registers both takes the second one's tasks
-then stalls (docs/benchmarks.md). Each step first records its start
+uses, so its figures measure that workflow alone (a worker that registered both stalled
+on the baseline engine, docs/benchmarks.md). Each step first records its start
 (:mod:`bench.hot_record`). Prints ``READY`` once the
 worker is registered and taking work; SIGTERM or SIGINT stops it gracefully.
 """
