@@ -2,8 +2,8 @@
 and the queries the CLI and the dashboard use. The only door to Postgres."""
 
 from projector.apply import apply_records
+from projector.fold import PENDING
 from projector.migrations import TABLES, migrate
-from projector.plan import PENDING
 from projector.queries import (
     CursorError,
     Page,

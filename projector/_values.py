@@ -12,7 +12,6 @@ import datetime as dt
 from typing import Any
 
 import orjson
-from psycopg.types.json import Jsonb
 
 from schemas import DecodeError
 
@@ -81,10 +80,13 @@ def dumps(value: Any) -> bytes:
     return data
 
 
-def jsonb(value: Any) -> Jsonb:
-    """``value`` as a jsonb parameter (JSON ``null`` for ``None``), checked now."""
-    return Jsonb(orjson.Fragment(dumps(value)), dumps=_dump_fragment)
+def json_text(value: Any) -> str:
+    """``value`` as JSON text for a jsonb column (JSON ``null`` for ``None``), checked now."""
+    return dumps(value).decode()
 
 
-def _dump_fragment(value: Any) -> bytes:
-    return orjson.dumps(value)
+def text_array(values: list[str]) -> str:
+    """``values`` (checked texts) as a Postgres ``text[]`` literal: every element quoted, so
+    none reads as ``NULL`` and commas, braces and spaces stay in it."""
+    quoted = (x.replace("\\", "\\\\").replace('"', '\\"') for x in values)
+    return "{" + ",".join(f'"{x}"' for x in quoted) + "}"

@@ -1,9 +1,18 @@
 """Applying log records to the read model, with the checkpoint, in one transaction.
 
-The batch is first sent in one pipeline. Should Postgres refuse a value the checks in
-:mod:`projector._values` let through, the transaction is redone one record per savepoint
-and each record Postgres refuses becomes a ``rejections`` row: a bad message is recorded
-and skipped, it never blocks the messages behind it.
+A batch is applied set-based: each record is planned into operations (:mod:`projector.plan`,
+pure), the rows of every run the batch names are loaded at once, the operations are folded
+into them in record order (:mod:`projector.fold`, pure), and what changed is written with
+one statement per table (:mod:`projector.store`): a handful of statements and round trips
+per batch, whatever its size. The result is the same as applying the records one by one, in
+whatever batches: idempotent, every row carrying the ``last_seq`` of the record that last
+changed it.
+
+Should Postgres refuse a value the checks in :mod:`projector._values` let through, the
+transaction is redone with the batch split in halves, each half in a savepoint, down to the
+single records Postgres refuses, which become ``rejections`` rows: a bad message is recorded
+and skipped, it never blocks the messages behind it, and costs a few savepoints, not one
+round trip per record.
 """
 
 from __future__ import annotations
@@ -15,10 +24,11 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
-import schemas
 from eventstore import Record
+from projector import ops, store
+from projector.fold import Fold
 from projector.migrations import set_search_path
-from projector.plan import Stmt, plan, rejection
+from projector.plan import plan, rejection
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +39,32 @@ RECORD_ERRORS: tuple[type[psycopg.Error], ...] = (
     psycopg.errors.ProgramLimitExceeded,
 )
 
-
-def checkpoint_stmt(tenant: str, seq: int) -> Stmt:
-    return Stmt(
-        "INSERT INTO projector_checkpoints (stream, last_seq) VALUES (%(stream)s, %(seq)s)"
-        " ON CONFLICT (stream) DO UPDATE"
-        " SET last_seq = GREATEST(projector_checkpoints.last_seq, excluded.last_seq)",
-        {"stream": schemas.stream_name(tenant), "seq": seq},
-    )
+Planned = tuple[Record, list[ops.Op]]
 
 
-async def _execute(conn: psycopg.AsyncConnection[Any], stmts: Sequence[Stmt]) -> None:
-    for stmt in stmts:
-        await conn.execute(stmt.sql, stmt.params)
+def _run_ids(planned: Sequence[Planned]) -> list[str]:
+    """Every run the batch's operations name: the rows to load."""
+    return sorted({op.run_id for _, ops_ in planned for op in ops_ if isinstance(op, ops.RunOp)})
+
+
+async def _apply(
+    conn: psycopg.AsyncConnection[Any],
+    tenant: str,
+    planned: Sequence[Planned],
+    checkpoint: int | None = None,
+) -> None:
+    """Load the batch's runs, fold its operations, write what changed (set-based)."""
+    fold = await store.load(conn, tenant, _run_ids(planned))
+    for _, ops_ in planned:
+        for op in ops_:
+            fold.apply(op)
+    await store.write(conn, tenant, fold, checkpoint)
+
+
+async def _begin(conn: psycopg.AsyncConnection[Any], tenant: str, schema: str | None) -> None:
+    if schema is not None:
+        await set_search_path(conn, schema)
+    await store.lock(conn, tenant)
 
 
 async def apply_records(
@@ -61,34 +84,44 @@ async def apply_records(
     """
     if not records:
         return
-    plans = [(record, plan(tenant, record)) for record in records]
-    tail = [checkpoint_stmt(tenant, max(r.seq for r in records))] if checkpoint else []
+    planned = [(record, plan(tenant, record)) for record in records]
+    high = max(r.seq for r in records) if checkpoint else None
     try:
         async with conn.transaction():
-            if schema is not None:
-                await set_search_path(conn, schema)
-            async with conn.pipeline():
-                for _, stmts in plans:
-                    await _execute(conn, stmts)
-                await _execute(conn, tail)
+            await _begin(conn, tenant, schema)
+            await _apply(conn, tenant, planned, high)
         return
     except RECORD_ERRORS as exc:
         log.warning(
-            "postgres refused a record of %s (%s); applying one by one",
+            "postgres refused a record of %s (%s); finding it",
             tenant,
             exc.diag.message_primary or exc,
         )
     async with conn.transaction():
-        if schema is not None:
-            await set_search_path(conn, schema)
-        for record, stmts in plans:
-            try:
-                async with conn.transaction():
-                    await _execute(conn, stmts)
-            except RECORD_ERRORS as exc:
-                # The primary message only: the detail can name row positions, which a
-                # rebuild would not reproduce.
-                reason = f"postgres refused the message: {exc.diag.message_primary or exc}"
-                log.warning("rejected %s seq %d: %s", record.subject, record.seq, reason)
-                await _execute(conn, [rejection(tenant, record, reason)])
-        await _execute(conn, tail)
+        await _begin(conn, tenant, schema)
+        await _isolate(conn, tenant, planned)
+        await store.write(conn, tenant, Fold((), (), ()), high)
+
+
+async def _isolate(
+    conn: psycopg.AsyncConnection[Any], tenant: str, planned: Sequence[Planned]
+) -> None:
+    """Apply ``planned`` in halves, each in a savepoint, down to the single records Postgres
+    refuses: those become rejections. Records keep their order."""
+    half = len(planned) // 2
+    for part in (planned[:half], planned[half:]) if half else (planned,):
+        try:
+            async with conn.transaction():
+                await _apply(conn, tenant, part)
+        except RECORD_ERRORS as exc:
+            if len(part) > 1:
+                await _isolate(conn, tenant, part)
+                continue
+            record = part[0][0]
+            # The primary message only: the detail can name row positions, which a
+            # rebuild would not reproduce.
+            reason = f"postgres refused the message: {exc.diag.message_primary or exc}"
+            log.warning("rejected %s seq %d: %s", record.subject, record.seq, reason)
+            fold = Fold((), (), ())
+            fold.apply(rejection(record, reason))
+            await store.write(conn, tenant, fold)

@@ -1,5 +1,6 @@
 """plan() is pure and total: whatever bytes arrive on whatever subject, it returns
-statements or a rejection, never raises."""
+operations or a rejection, never raises; and every statement the store sends is scoped to
+the tenant."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 import schemas
 from eventstore import Record
+from projector import ops, store
+from projector.fold import Fold
 from projector.plan import plan
 
 TENANT = "t1"
@@ -86,6 +89,11 @@ def broken_messages(draw: st.DrawFn) -> tuple[str, Any]:
     return SUBJECT_OF[kind], body
 
 
+OPS = (ops.Event, ops.Workflow, ops.Rejection, ops.Created, ops.Rejected, ops.CancelRequested,
+       ops.Finished, ops.Queued, ops.RetryScheduled, ops.StepFinished, ops.Assigned, ops.Result,
+       ops.Log)  # fmt: skip
+
+
 def encode(body: Any) -> bytes:
     return orjson.dumps(body)
 
@@ -93,8 +101,9 @@ def encode(body: Any) -> bytes:
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(SUBJECTS), bodies | st.lists(json_values))
 def test_any_json_body_plans_or_rejects(subject: str, body: Any) -> None:
-    stmts = plan(TENANT, Record(7, subject, encode(body)))
-    assert all(isinstance(s.params, dict) for s in stmts)
+    planned = plan(TENANT, Record(7, subject, encode(body)))
+    assert all(isinstance(op, OPS) for op in planned)
+    assert len(planned) <= 1
 
 
 @settings(max_examples=1000, deadline=None)
@@ -106,9 +115,9 @@ def test_valid_messages_with_broken_fields_plan_or_reject(message: tuple[str, An
 
 def test_every_valid_message_plans() -> None:
     for kind, body in VALID.items():
-        stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
+        planned = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
         # Run ids are per tenant: another tenant holding the same id is no reason to reject.
-        assert not any("rejections" in s.sql for s in stmts), kind
+        assert not any(isinstance(op, ops.Rejection) for op in planned), kind
 
 
 @settings(max_examples=200, deadline=None)
@@ -119,40 +128,48 @@ def test_worker_heartbeats_plan_nothing(data: bytes) -> None:
     assert plan(TENANT, Record(7, f"{TENANT}.default.workers.w1.extra", data)) == []
 
 
-def test_every_run_statement_is_scoped_to_the_tenant() -> None:
-    for kind, body in VALID.items():
-        if kind in ("requested", "task", "workflow", "heartbeat"):
-            continue
-        stmts = plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body)))
-        assert stmts, kind
-        for s in stmts:
-            assert "tenant" in s.sql and s.params["tenant"] == TENANT, (kind, s.sql)
+def folded(*kinds: str) -> Fold:
+    """A fold that applied an event, then one valid message of each of ``kinds`` after its
+    run's creation."""
+    fold = Fold((), (), ())
+    fold.apply(*plan(TENANT, Record(3, f"{TENANT}.default.events.order:created", b"{}")))
+    for kind in ("created", *kinds):
+        for op in plan(TENANT, Record(7 + len(kind), SUBJECT_OF[kind], encode(VALID[kind]))):
+            fold.apply(op)
+    return fold
 
 
-# A run id used to pick rows (``run_id = ...``, ``runs.id = ...``) and the tenant next to it.
-RUN_ID_MATCH = re.compile(r"\b(?:\w+\.)?(?:run_)?id = %\(run_id\)s")
-TENANT_MATCH = re.compile(r"\b(?:\w+\.)?tenant = %\(tenant\)s")
-ROW_KEYS = {
-    "INSERT INTO runs": "(id, tenant,",
-    "INSERT INTO steps": "(tenant, run_id,",
-    "INSERT INTO attempts": "(tenant, run_id,",
-    "INSERT INTO step_logs": "(tenant, seq, run_id,",
+# A run id used to pick rows, and the tenant next to it.
+RUN_ID_MATCH = re.compile(r"\b(?:run_)?id = ANY\(%\(ids\)s")
+TENANT_MATCH = re.compile(r"\btenant = %\(tenant\)s")
+KEYS = {
+    "runs": "(tenant, id)",
+    "steps": "(tenant, run_id, name)",
+    "attempts": "(tenant, run_id, step, attempt, delivery)",
 }
 
 
-def test_every_run_id_is_paired_with_the_tenant() -> None:
-    """Run ids are unique only within a tenant: every condition on a run id comes with one
-    on the tenant, every row written under a run carries the tenant, and every upsert's
-    conflict target is the tenant-scoped key."""
-    for kind, body in VALID.items():
-        for s in plan(TENANT, Record(7, SUBJECT_OF[kind], encode(body))):
-            picks = RUN_ID_MATCH.findall(s.sql)
-            assert len(TENANT_MATCH.findall(s.sql)) >= len(picks), (kind, s.sql)
-            for insert, columns in ROW_KEYS.items():
-                if s.sql.startswith(insert):
-                    assert s.sql.startswith(f"{insert} {columns}"), (kind, s.sql)
-            if "ON CONFLICT (" in s.sql:
-                assert "ON CONFLICT (tenant, run_id, step, attempt, delivery)" in s.sql, s.sql
+def test_every_statement_is_scoped_to_the_tenant() -> None:
+    """Run ids are unique only within a tenant: every load picks rows by tenant and run id,
+    every row written carries the batch's tenant, and every upsert's conflict target is the
+    tenant-scoped key."""
+    for load in (store.LOAD_RUNS, store.LOAD_STEPS, store.LOAD_ATTEMPTS):
+        assert len(RUN_ID_MATCH.findall(load)) == len(TENANT_MATCH.findall(load)) == 1, load
+    fold = folded(*(k for k in VALID if k not in ("created", "heartbeat")))
+    fold.apply(ops.Rejection(99, "x", "y", None))
+    stmts = store.statements(TENANT, fold)
+    assert {sql.split()[2] for sql, _ in stmts} == {
+        "events", "workflows", "runs", "steps", "attempts", "step_logs", "rejections"
+    }  # fmt: skip
+    for sql, params in stmts:
+        table = sql.split()[2]
+        assert sql.startswith(f"INSERT INTO {table} (tenant, "), sql
+        assert "SELECT %(tenant)s::text, " in sql and params["tenant"] == TENANT, sql
+        if table in KEYS:
+            assert f"ON CONFLICT {KEYS[table]} DO UPDATE" in sql, sql
+            assert sql.endswith(f"WHERE {table}.last_seq < excluded.last_seq"), sql
+        else:
+            assert sql.endswith("ON CONFLICT DO NOTHING"), sql
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,0 +1,255 @@
+"""Folding a batch of operations into row states, in memory: the projection's rules.
+
+A :class:`Fold` starts from the rows the batch can touch as Postgres holds them (every run,
+step and attempt of the runs the batch names: :mod:`projector.store` loads them), applies
+the operations in the order given, and ends with the rows that changed, each once, in its
+final state. Applying the operations one by one to the database, or the fold's changed rows
+all at once, gives the same tables: that is the invariant :func:`projector.apply_records`
+rests on, and ``tests/projector/test_projector_batch.py`` checks it.
+
+The rules (each a condition on the row as the preceding operations left it):
+
+- Every change sets the row's ``last_seq`` to the operation's ``seq``, and applies only to
+  rows whose ``last_seq`` is older, so an operation seen again changes nothing.
+- Rows under a run (steps, attempts, log lines) are created only once the run exists in
+  the tenant; inserts never overwrite (the first row of a key stays).
+- Step statuses: ``PENDING`` (in the DAG or the on-failure step, never queued), then
+  ``QUEUED``, ``RUNNING`` and a terminal status. A step keeps its earliest ``queued_at``
+  and ``started_at`` over retries and never leaves a terminal status but by its verdict;
+  ``attempt`` is its latest and never goes back. A retry with backoff puts it back to
+  ``QUEUED`` with the next attempt and ``retry_due_at``; a handed-back task puts it back to
+  ``QUEUED`` until another delivery of that attempt is assigned.
+- Attempt statuses: ``RUNNING`` once assigned, then ``SUCCEEDED`` or ``FAILED`` from its
+  result; ``CANCELLED`` when handed back or when the run ended first; ``LOST`` when a later
+  delivery of the same attempt was assigned. A newer result still wins.
+- A run is ``QUEUED`` when created, ``RUNNING`` from its first assignment, and takes its
+  ``finished`` status; the first cancel request of a run still going is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from projector import ops
+from projector.rows import AttemptRow, Row, RunRow, StepRow
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+PENDING, QUEUED, RUNNING = "PENDING", "QUEUED", "RUNNING"
+AttemptKey = tuple[str, int, int]  # (step, attempt, delivery) within a run
+
+
+class Fold:
+    """The rows of one batch, as its operations leave them (see the module's rules)."""
+
+    def __init__(
+        self, runs: Iterable[RunRow], steps: Iterable[StepRow], attempts: Iterable[AttemptRow]
+    ) -> None:
+        self.runs = {r.id: r for r in runs}
+        self.steps: dict[str, dict[str, StepRow]] = {}
+        for s in steps:
+            self.steps.setdefault(s.run_id, {})[s.name] = s
+        self.attempts: dict[str, dict[AttemptKey, AttemptRow]] = {}
+        for a in attempts:
+            self.attempts.setdefault(a.run_id, {})[(a.step, a.attempt, a.delivery)] = a
+        # The rows that changed, each once, in the order they first did.
+        self.changed_runs: list[RunRow] = []
+        self.changed_steps: list[StepRow] = []
+        self.changed_attempts: list[AttemptRow] = []
+        # Rows only ever inserted, by key; the first one of a key stays.
+        self.events: dict[int, ops.Event] = {}
+        self.workflows: dict[tuple[str, str, str], ops.Workflow] = {}
+        self.logs: dict[int, ops.Log] = {}
+        self.rejections: dict[int, ops.Rejection] = {}
+
+    def _changed(self, row: Row, seq: int) -> None:
+        row.last_seq = seq
+        if row.dirty:
+            return
+        row.dirty = True
+        if isinstance(row, RunRow):
+            self.changed_runs.append(row)
+        elif isinstance(row, StepRow):
+            self.changed_steps.append(row)
+        else:
+            self.changed_attempts.append(row)
+
+    def _step(self, run_id: str, name: str, seq: int) -> StepRow | None:
+        """The step, if it exists and is older than ``seq``."""
+        step = self.steps.get(run_id, {}).get(name)
+        return step if step is not None and step.last_seq < seq else None
+
+    def apply(self, op: ops.Op) -> None:
+        match op:
+            case ops.Event():
+                self.events.setdefault(op.seq, op)
+            case ops.Workflow():
+                self.workflows.setdefault((op.namespace, op.name, op.version), op)
+            case ops.Rejection():
+                self.rejections.setdefault(op.seq, op)
+            case ops.Log():
+                if op.run_id in self.runs:
+                    self.logs.setdefault(op.seq, op)
+            case ops.Created():
+                self._created(op)
+            case ops.Rejected():
+                self._rejected(op)
+            case ops.CancelRequested():
+                self._cancel_requested(op)
+            case ops.Finished():
+                self._finished(op)
+            case ops.Queued():
+                self._queued(op)
+            case ops.RetryScheduled():
+                self._retry_scheduled(op)
+            case ops.StepFinished():
+                self._step_finished(op)
+            case ops.Assigned():
+                self._assigned(op)
+            case ops.Result():
+                self._result(op)
+
+    def _created(self, op: ops.Created) -> None:
+        if op.run_id not in self.runs:
+            run = RunRow(op.run_id, op.namespace, op.workflow, QUEUED, None, op.created_at,
+                         None, None, op.seq, None, None, op.workflow_version, op.input,
+                         op.event_key, op.event_id)  # fmt: skip
+            self.runs[op.run_id] = run
+            self._changed(run, op.seq)
+        steps = self.steps.setdefault(op.run_id, {})
+        for new in op.steps:
+            if new.name not in steps:
+                step = StepRow(op.run_id, new.name, new.parents, new.on_failure, PENDING,
+                               None, None, None, None, None, None, op.seq, None)  # fmt: skip
+                steps[new.name] = step
+                self._changed(step, op.seq)
+
+    def _rejected(self, op: ops.Rejected) -> None:
+        if op.run_id not in self.runs:
+            run = RunRow(op.run_id, op.namespace, op.workflow, "FAILED", op.reason, op.at,
+                         None, op.at, op.seq, None, None)  # fmt: skip
+            self.runs[op.run_id] = run
+            self._changed(run, op.seq)
+
+    def _cancel_requested(self, op: ops.CancelRequested) -> None:
+        # The first request of a run still going counts; the dispatcher ignores the others.
+        run = self.runs.get(op.run_id)
+        if run is None or run.last_seq >= op.seq or run.cancel_requested_at is not None:
+            return
+        if run.status not in TERMINAL:
+            run.cancel_requested_at, run.cancel_reason = op.at, op.reason
+            self._changed(run, op.seq)
+
+    def _finished(self, op: ops.Finished) -> None:
+        run = self.runs.get(op.run_id)
+        if run is not None and run.last_seq < op.seq:
+            run.status, run.error, run.finished_at = op.status, op.error, op.at
+            self._changed(run, op.seq)
+        if not op.terminal:
+            return
+        # Attempts nobody reported on; a result appended later still wins (newer seq).
+        for attempt in self.attempts.get(op.run_id, {}).values():
+            if attempt.status == RUNNING and attempt.last_seq < op.seq:
+                attempt.status, attempt.error = "CANCELLED", ops.RUN_ENDED
+                attempt.finished_at = op.at
+                self._changed(attempt, op.seq)
+
+    def _queued(self, op: ops.Queued) -> None:
+        step = self._step(op.run_id, op.step, op.seq)
+        if step is None or (step.attempt or 0) > op.attempt:
+            return
+        if step.status not in TERMINAL:
+            step.status = QUEUED
+        if step.queued_at is None:
+            step.queued_at = op.at
+        step.attempt, step.retry_due_at = op.attempt, None
+        self._changed(step, op.seq)
+
+    def _retry_scheduled(self, op: ops.RetryScheduled) -> None:
+        step = self._step(op.run_id, op.step, op.seq)
+        if step is None or step.status in TERMINAL or (step.attempt or 0) >= op.next_attempt:
+            return
+        step.status, step.attempt, step.error = QUEUED, op.next_attempt, op.error
+        step.retry_due_at = op.due_at
+        self._changed(step, op.seq)
+
+    def _step_finished(self, op: ops.StepFinished) -> None:
+        step = self._step(op.run_id, op.step, op.seq)
+        if step is None:
+            return
+        step.status, step.output, step.error, step.finished_at = (
+            op.status, op.output, op.error, op.at
+        )  # fmt: skip
+        # A step the run ended before it was ever queued is finished with attempt 0: it
+        # keeps no attempt number.
+        if op.attempt != 0 and (step.attempt is None or step.attempt < op.attempt):
+            step.attempt = op.attempt
+        step.retry_due_at = None
+        self._changed(step, op.seq)
+
+    def _assigned(self, op: ops.Assigned) -> None:
+        attempts = self.attempts.setdefault(op.run_id, {})
+        if op.run_id in self.runs:
+            mine = attempts.get((op.step, op.attempt, op.delivery))
+            if mine is None:
+                mine = AttemptRow(op.run_id, op.step, op.attempt, op.delivery,
+                                  op.worker_id, op.worker_name, RUNNING, op.at,
+                                  None, None, None, op.seq)  # fmt: skip
+                attempts[(op.step, op.attempt, op.delivery)] = mine
+                self._changed(mine, op.seq)
+            elif mine.last_seq < op.seq:
+                mine.worker_id, mine.worker_name = op.worker_id, op.worker_name
+                if mine.started_at is None:
+                    mine.started_at = op.at
+                self._changed(mine, op.seq)
+        reported = False
+        for (step, attempt, delivery), other in attempts.items():
+            if step != op.step or attempt != op.attempt:
+                continue
+            # JetStream redelivered the task: whoever held an earlier delivery never answered.
+            if delivery < op.delivery and other.status == RUNNING and other.last_seq < op.seq:
+                other.status, other.error, other.finished_at = "LOST", ops.LOST, op.at
+                self._changed(other, op.seq)
+            # A stale copy of an assignment whose delivery (or a later one) already reported,
+            # say handed back, must not make the step RUNNING again.
+            reported = reported or (delivery >= op.delivery and other.finished_at is not None)
+        step_row = self._step(op.run_id, op.step, op.seq)
+        if step_row is not None and (step_row.attempt or 0) <= op.attempt and not reported:
+            if step_row.status not in TERMINAL:
+                step_row.status = RUNNING
+            if step_row.started_at is None:
+                step_row.started_at = op.at
+            step_row.attempt, step_row.retry_due_at = op.attempt, None
+            self._changed(step_row, op.seq)
+        run = self.runs.get(op.run_id)
+        if run is not None and run.status == QUEUED and run.last_seq < op.seq:
+            run.status = RUNNING
+            if run.started_at is None:
+                run.started_at = op.at
+            self._changed(run, op.seq)
+
+    def _result(self, op: ops.Result) -> None:
+        attempts = self.attempts.setdefault(op.run_id, {})
+        if op.run_id in self.runs:
+            mine = attempts.get((op.step, op.attempt, op.delivery))
+            if mine is None:
+                mine = AttemptRow(op.run_id, op.step, op.attempt, op.delivery,
+                                  op.worker_id, None, op.status, None, op.at,
+                                  op.error, op.output, op.seq)  # fmt: skip
+                attempts[(op.step, op.attempt, op.delivery)] = mine
+                self._changed(mine, op.seq)
+            elif mine.last_seq < op.seq:
+                mine.status, mine.finished_at = op.status, op.at
+                mine.error, mine.output = op.error, op.output
+                if mine.worker_id is None:
+                    mine.worker_id = op.worker_id
+                self._changed(mine, op.seq)
+        if not op.handed_back:
+            return
+        # Another delivery of this attempt follows: the step waits for it, unless it has
+        # already been assigned.
+        step = self._step(op.run_id, op.step, op.seq)
+        if step is None or step.status != RUNNING or step.attempt != op.attempt:
+            return
+        if not any(k[0] == op.step and k[1] == op.attempt and k[2] > op.delivery for k in attempts):
+            step.status = QUEUED
+            self._changed(step, op.seq)

@@ -1,0 +1,183 @@
+"""The operations a log record asks of the read model, checked and ready to store.
+
+:func:`projector.plan.plan` turns a record into these; :class:`projector.fold.Fold`
+applies them to rows. Every value here already passed :mod:`projector._values`: texts
+carry no NUL, JSON values are JSON text (``None`` is SQL ``NULL``, ``"null"`` JSON null),
+``text[]`` values are Postgres array literals, times are aware datetimes. ``seq`` is the
+stream sequence of the record the operation comes from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+LOST = "no result: the task was redelivered to another worker (worker presumed dead)"
+HANDED_BACK = "handed back: the worker shut down before finishing"
+RUN_ENDED = "the run ended before this attempt reported"
+
+
+@attrs.frozen
+class Event:
+    seq: int
+    namespace: str
+    key: str
+    payload: str | None  # None when the body is not valid JSON
+    raw: str | None  # the body as text when it is not
+    valid: bool
+    received_at: dt.datetime | None
+
+
+@attrs.frozen
+class Workflow:
+    seq: int
+    namespace: str
+    name: str
+    version: str
+    definition: str
+    on_events: str
+    registered_at: dt.datetime
+
+
+@attrs.frozen
+class Rejection:
+    seq: int
+    subject: str
+    reason: str
+    at: dt.datetime | None
+
+
+@attrs.frozen
+class NewStep:
+    name: str
+    parents: str
+    on_failure: bool
+
+
+@attrs.frozen
+class Created:
+    seq: int
+    run_id: str
+    namespace: str
+    workflow: str
+    workflow_version: str
+    input: str
+    event_key: str | None
+    event_id: str | None
+    created_at: dt.datetime
+    steps: tuple[NewStep, ...]
+
+
+@attrs.frozen
+class Rejected:
+    seq: int
+    run_id: str
+    namespace: str
+    workflow: str
+    reason: str
+    at: dt.datetime
+
+
+@attrs.frozen
+class CancelRequested:
+    seq: int
+    run_id: str
+    at: dt.datetime
+    reason: str | None
+
+
+@attrs.frozen
+class Finished:
+    seq: int
+    run_id: str
+    status: str
+    terminal: bool
+    error: str | None
+    at: dt.datetime
+
+
+@attrs.frozen
+class Queued:
+    """A step queued: from a ``queued`` message, or from the task itself."""
+
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    at: dt.datetime
+
+
+@attrs.frozen
+class RetryScheduled:
+    seq: int
+    run_id: str
+    step: str
+    next_attempt: int
+    due_at: dt.datetime
+    error: str | None
+
+
+@attrs.frozen
+class StepFinished:
+    seq: int
+    run_id: str
+    step: str
+    attempt: int  # 0: the step was never queued
+    status: str
+    output: str | None
+    error: str | None
+    at: dt.datetime
+
+
+@attrs.frozen
+class Assigned:
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    worker_id: str
+    worker_name: str
+    at: dt.datetime
+
+
+@attrs.frozen
+class Result:
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    worker_id: str
+    status: str
+    at: dt.datetime
+    error: str | None
+    output: str | None
+    handed_back: bool
+
+
+@attrs.frozen
+class Log:
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    line: str
+    at: dt.datetime
+
+
+RunOp = (
+    Created
+    | Rejected
+    | CancelRequested
+    | Finished
+    | Queued
+    | RetryScheduled
+    | StepFinished
+    | Assigned
+    | Result
+    | Log
+)
+Op = Event | Workflow | Rejection | RunOp

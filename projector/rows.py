@@ -1,0 +1,75 @@
+"""The rows a batch can change, as mutable states the fold works on.
+
+Column for column what the tables hold (``projector/schema.sql``), JSON columns as JSON text
+and ``text[]`` columns as Postgres array literals, so a row loaded and written back unchanged
+is stored exactly as it was. The columns a load reads come first, in the load's order
+(:mod:`projector.store` builds rows from them positionally); ``dirty`` says the fold
+changed the row, so it must be written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+
+@attrs.define
+class RunRow:
+    """A run; the fields up to ``cancel_reason`` are what a load reads."""
+
+    id: str
+    namespace: str
+    workflow: str
+    status: str
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    last_seq: int
+    cancel_requested_at: dt.datetime | None
+    cancel_reason: str | None
+    # Written when the run is inserted, never changed: not loaded.
+    workflow_version: str | None = None
+    input: str | None = None
+    triggered_by_key: str | None = None
+    triggered_by_event_id: str | None = None
+    dirty: bool = False
+
+
+@attrs.define
+class StepRow:
+    run_id: str
+    name: str
+    parents: str
+    on_failure: bool
+    status: str
+    output: str | None
+    error: str | None
+    queued_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    attempt: int | None
+    last_seq: int
+    retry_due_at: dt.datetime | None
+    dirty: bool = False
+
+
+@attrs.define
+class AttemptRow:
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    worker_id: str | None
+    worker_name: str | None
+    status: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    output: str | None
+    last_seq: int
+    dirty: bool = False
+
+
+Row = RunRow | StepRow | AttemptRow

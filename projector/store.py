@@ -1,0 +1,220 @@
+"""The statements that load a batch's rows and write what its fold changed: a few per batch,
+whatever its size, never one per message.
+
+- :func:`lock` serializes writers of one tenant's projection in one schema for the rest of
+  the transaction (a transaction-scoped advisory lock), so the rows a batch loads stay as
+  loaded until it commits: a batch reads, folds and writes without racing another
+  projector of the same tenant.
+- :func:`load` reads every run, step and attempt of the runs a batch names: three queries,
+  pipelined, each picking rows by ``tenant = $1 AND <run id> = ANY($2)``, which only the
+  primary key serves, and planned at each call (never a plan cached while the tables were
+  empty). JSON columns come back as text and go back as text: exactly what was stored.
+- :func:`write` sends one multi-row statement per table that changed (``INSERT ... SELECT
+  FROM unnest(...)``): runs, steps and attempts as upserts on their primary key that apply
+  only over an older ``last_seq``; events, workflows, log lines and rejections as inserts
+  that keep a row already there.
+
+Every statement reads and writes only rows of the batch's tenant, given once as a
+parameter: two tenants using the same run id never see each other's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+import attrs
+import psycopg
+from psycopg.rows import args_row
+
+import schemas
+from projector.fold import Fold
+from projector.rows import AttemptRow, RunRow, StepRow
+
+# Two-key advisory locks (class, key) do not overlap the one-key space ``migrate`` uses.
+_LOCK_CLASS = 0x6E617470  # "natp"
+
+
+@attrs.frozen
+class Col:
+    """A column written from ``attr`` of each row, sent as an array of ``type``."""
+
+    name: LiteralString
+    type: LiteralString = "text"
+    cast: LiteralString = ""  # applied to the array's element in the SELECT
+    attr: str = ""
+
+    @property
+    def source(self) -> str:
+        return self.attr or self.name
+
+
+def _insert(table: Table) -> LiteralString:
+    names = ", ".join(c.name for c in table.cols)
+    return (
+        "INSERT INTO " + table.name + " (tenant, " + names + ") SELECT %(tenant)s::text, "
+        + ", ".join("u." + c.name + c.cast for c in table.cols)
+        + " FROM unnest("
+        + ", ".join("%(" + c.name + ")b::" + c.type + "[]" for c in table.cols)
+        + ") AS u(" + names + ") " + table.conflict
+    )  # fmt: skip
+
+
+@attrs.frozen
+class Table:
+    """One multi-row insert into ``name``: its columns, then what a conflict does. The
+    arrays go in binary (``%b``): psycopg dumps them several times faster than as text."""
+
+    name: LiteralString
+    cols: tuple[Col, ...]
+    conflict: LiteralString
+    sql: LiteralString = attrs.field(init=False, default=attrs.Factory(_insert, takes_self=True))
+
+    def params(self, tenant: str, rows: Sequence[object]) -> dict[str, Any]:
+        out: dict[str, Any] = {c.name: [getattr(r, c.source) for r in rows] for c in self.cols}
+        out["tenant"] = tenant
+        return out
+
+
+def _newer(
+    table: LiteralString, key: LiteralString, cols: tuple[LiteralString, ...]
+) -> LiteralString:
+    """On a conflict over ``key``, take ``cols`` from the new row if it is newer."""
+    return (
+        "ON CONFLICT (" + key + ") DO UPDATE SET "
+        + ", ".join(c + " = excluded." + c for c in (*cols, "last_seq"))
+        + " WHERE " + table + ".last_seq < excluded.last_seq"
+    )  # fmt: skip
+
+
+_TS, _JSON = "timestamptz", "::jsonb"
+_RUN_CHANGES: tuple[LiteralString, ...] = ("status", "error", "started_at", "finished_at",
+                                           "cancel_requested_at", "cancel_reason")  # fmt: skip
+RUNS = Table(
+    "runs",
+    (Col("id"), Col("namespace"), Col("workflow"), Col("workflow_version"), Col("status"),
+     Col("input", cast=_JSON), Col("triggered_by_key"), Col("triggered_by_event_id"),
+     Col("error"), Col("created_at", _TS), Col("started_at", _TS), Col("finished_at", _TS),
+     Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason")),
+    _newer("runs", "tenant, id", _RUN_CHANGES),
+)  # fmt: skip
+_STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",
+                                            "started_at", "finished_at", "attempt",
+                                            "retry_due_at")  # fmt: skip
+STEPS = Table(
+    "steps",
+    (Col("run_id"), Col("name"), Col("parents", cast="::text[]"), Col("on_failure", "boolean"),
+     Col("status"), Col("output", cast=_JSON), Col("error"), Col("queued_at", _TS),
+     Col("started_at", _TS), Col("finished_at", _TS), Col("attempt", "integer"),
+     Col("last_seq", "bigint"), Col("retry_due_at", _TS)),
+    _newer("steps", "tenant, run_id, name", _STEP_CHANGES),
+)  # fmt: skip
+_ATTEMPT_CHANGES: tuple[LiteralString, ...] = ("worker_id", "worker_name", "status",
+                                               "started_at", "finished_at", "error",
+                                               "output")  # fmt: skip
+ATTEMPTS = Table(
+    "attempts",
+    (Col("run_id"), Col("step"), Col("attempt", "integer"), Col("delivery", "integer"),
+     Col("worker_id"), Col("worker_name"), Col("status"), Col("started_at", _TS),
+     Col("finished_at", _TS), Col("error"), Col("output", cast=_JSON),
+     Col("last_seq", "bigint")),
+    _newer("attempts", "tenant, run_id, step, attempt, delivery", _ATTEMPT_CHANGES),
+)  # fmt: skip
+_KEEP: LiteralString = "ON CONFLICT DO NOTHING"
+EVENTS = Table(
+    "events",
+    (Col("namespace"), Col("seq", "bigint"), Col("key"), Col("payload", cast=_JSON),
+     Col("raw"), Col("valid", "boolean"), Col("received_at", _TS)),
+    _KEEP,
+)  # fmt: skip
+WORKFLOWS = Table(
+    "workflows",
+    (Col("namespace"), Col("name"), Col("version"), Col("definition", cast=_JSON),
+     Col("on_events", cast="::text[]"), Col("registered_at", _TS),
+     Col("last_seq", "bigint", attr="seq")),
+    _KEEP,
+)  # fmt: skip
+STEP_LOGS = Table(
+    "step_logs",
+    (Col("seq", "bigint"), Col("run_id"), Col("step"), Col("attempt", "integer"),
+     Col("delivery", "integer"), Col("line"), Col("at", _TS)),
+    _KEEP,
+)  # fmt: skip
+REJECTIONS = Table(
+    "rejections", (Col("seq", "bigint"), Col("subject"), Col("reason"), Col("at", _TS)), _KEEP
+)
+
+LOAD_RUNS: LiteralString = (
+    "SELECT id, namespace, workflow, status, error, created_at, started_at, finished_at,"
+    " last_seq, cancel_requested_at, cancel_reason FROM runs"
+    " WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::text[])"
+)
+LOAD_STEPS: LiteralString = (
+    "SELECT run_id, name, parents::text, on_failure, status, output::text, error, queued_at,"
+    " started_at, finished_at, attempt, last_seq, retry_due_at FROM steps"
+    " WHERE tenant = %(tenant)s AND run_id = ANY(%(ids)s::text[])"
+)
+LOAD_ATTEMPTS: LiteralString = (
+    "SELECT run_id, step, attempt, delivery, worker_id, worker_name, status, started_at,"
+    " finished_at, error, output::text, last_seq FROM attempts"
+    " WHERE tenant = %(tenant)s AND run_id = ANY(%(ids)s::text[])"
+)
+CHECKPOINT: LiteralString = (
+    "INSERT INTO projector_checkpoints (stream, last_seq) VALUES (%(stream)s, %(seq)s)"
+    " ON CONFLICT (stream) DO UPDATE"
+    " SET last_seq = GREATEST(projector_checkpoints.last_seq, excluded.last_seq)"
+)
+
+
+async def lock(conn: psycopg.AsyncConnection[Any], tenant: str) -> None:
+    """Hold, until the transaction ends, the lock on ``tenant``'s projection in the current
+    schema."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.' || %s))",
+        (_LOCK_CLASS, schemas.stream_name(tenant)),
+    )
+
+
+async def load(conn: psycopg.AsyncConnection[Any], tenant: str, run_ids: Sequence[str]) -> Fold:
+    """A fold holding every run, step and attempt of ``run_ids`` in ``tenant``."""
+    if not run_ids:
+        return Fold((), (), ())
+    params = {"tenant": tenant, "ids": list(run_ids)}
+    runs = conn.cursor(row_factory=args_row(RunRow))
+    steps = conn.cursor(row_factory=args_row(StepRow))
+    attempts = conn.cursor(row_factory=args_row(AttemptRow))
+    async with runs, steps, attempts:
+        async with conn.pipeline():
+            await runs.execute(LOAD_RUNS, params, prepare=False)
+            await steps.execute(LOAD_STEPS, params, prepare=False)
+            await attempts.execute(LOAD_ATTEMPTS, params, prepare=False)
+        return Fold(await runs.fetchall(), await steps.fetchall(), await attempts.fetchall())
+
+
+def statements(tenant: str, fold: Fold) -> list[tuple[LiteralString, dict[str, Any]]]:
+    """The statements that store what ``fold`` changed, one per table with changes."""
+    out = []
+    for table, rows in (
+        (EVENTS, list(fold.events.values())),
+        (WORKFLOWS, list(fold.workflows.values())),
+        (RUNS, fold.changed_runs),
+        (STEPS, fold.changed_steps),
+        (ATTEMPTS, fold.changed_attempts),
+        (STEP_LOGS, list(fold.logs.values())),
+        (REJECTIONS, list(fold.rejections.values())),
+    ):
+        if rows:
+            out.append((table.sql, table.params(tenant, rows)))
+    return out
+
+
+async def write(
+    conn: psycopg.AsyncConnection[Any], tenant: str, fold: Fold, checkpoint: int | None = None
+) -> None:
+    """Store what ``fold`` changed and, if given, the stream's new high-water mark."""
+    stmts = statements(tenant, fold)
+    if checkpoint is not None:
+        stmts.append((CHECKPOINT, {"stream": schemas.stream_name(tenant), "seq": checkpoint}))
+    async with conn.pipeline():
+        for sql, params in stmts:
+            await conn.execute(sql, params)
