@@ -1,13 +1,14 @@
 """The dispatcher process for one tenant: rebuild state from the log, then decide on inputs
 and on the passing of time.
 
-It works in batches: it fetches up to ``fetch_batch`` inputs, decides each (folding its
-decision at once, so the next input sees it), sends every output of the batch in order
-without waiting (``eventstore.Appender``), awaits their acks together, and only then acks
-the inputs. An append that fails leaves the log holding some prefix of what was sent: the
-dispatcher then stops, and the supervisor starts it again from the log, where inputs not
-acked come back and ``complete`` finishes decisions the failure cut short (outputs are
-ordered so that every prefix can be finished, and carry dedup ids, so nothing lands twice).
+It works in batches: it fetches up to ``fetch_batch`` messages of the log, decides each
+input among them (folding its decision at once, so the next input sees it), sends every
+output of the batch in order without waiting (``eventstore.Appender``), awaits their acks
+together, and only then acks the messages of the batch. An append that fails leaves the log
+holding some prefix of what was sent: the dispatcher then stops, and the supervisor starts
+it again from the log, where inputs not acked come back and ``complete`` finishes decisions
+the failure cut short (outputs are ordered so that every prefix can be finished, and carry
+dedup ids, so nothing lands twice).
 A decision the log can never store (a message over the size limit) becomes the run's
 recorded end (``dispatcher.step.fit``), so no single input stalls the tenant.
 """
@@ -32,7 +33,9 @@ from eventstore import (
     Inputs,
     LogFullError,
     NatchetError,
+    Patterns,
     Service,
+    dispatcher_filters,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     max_message_bytes,
@@ -78,6 +81,8 @@ class Dispatcher(Service):
         self._queues: set[tuple[Scope, str]] = set()
         self._max_bytes = max_message_bytes(nc)
         self._appender: Appender | None = None
+        # The consumer reads the whole log; these are the subjects decided on.
+        self._inputs = Patterns(dispatcher_filters(tenant))
 
     async def rebuild(self) -> int:
         """Fold the registry, every run's history and every task offered, to the log's end as
@@ -170,6 +175,8 @@ class Dispatcher(Service):
 
     async def _decide_on(self, delivery: Delivery) -> list[Output]:
         """The decision on one input, already folded into state (not yet stored)."""
+        if delivery.subject not in self._inputs:
+            return []
         try:
             read = self._read(delivery)
         except (SubjectError, DecodeError) as exc:

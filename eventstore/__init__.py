@@ -30,6 +30,7 @@ from eventstore.errors import (
     TransportError,
 )
 from eventstore.lifecycle import Service, run_main
+from eventstore.match import Patterns
 from eventstore.messages import (
     Connection,
     Delivery,
@@ -45,6 +46,7 @@ from eventstore.provision import (
     StreamConfigError,
     StreamLimits,
     TaskConsumerSettings,
+    dispatcher_filters,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     ensure_tenant_stream,
@@ -80,6 +82,7 @@ __all__ = [
     "Message",
     "NatchetError",
     "NatsOptions",
+    "Patterns",
     "PermissionDeniedError",
     "ReadError",
     "Record",
@@ -100,6 +103,7 @@ __all__ = [
     "connect",
     "direct_history",
     "direct_last",
+    "dispatcher_filters",
     "ensure_dispatcher_consumer",
     "ensure_task_consumer",
     "ensure_tenant_stream",

@@ -237,7 +237,9 @@ async def ensure_task_consumer(
 
 
 def dispatcher_filters(tenant: str) -> list[str]:
-    """What the dispatcher decides on: events, registrations, run requests and results."""
+    """What the dispatcher decides on: events, registrations, run requests and results. Its
+    consumer reads the whole log and the dispatcher keeps these (``Patterns``): a consumer
+    with several filters costs the server a walk of every block's subject tree per fetch."""
     return [
         f"{tenant}.*.events.>",
         f"{tenant}.*.workflows.*",
@@ -253,31 +255,43 @@ async def ensure_dispatcher_consumer(conn: Connection, tenant: str) -> str:
         return await _ensure_dispatcher_consumer(conn.jetstream(), tenant)
 
 
-async def _ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
-    config = ConsumerConfig(
+def _dispatcher_config(start_seq: int = 0) -> ConsumerConfig:
+    """The whole log, each message acknowledged on its own. Not cumulatively (``AckPolicy.ALL``):
+    acking the last of a batch would also ack what was delivered to a dispatcher killed before
+    it decided (or lost in flight), and those inputs would never come back."""
+    return ConsumerConfig(
         durable_name=DISPATCHER_CONSUMER,
         description="natchet dispatcher inputs",
-        filter_subjects=dispatcher_filters(tenant),
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+        opt_start_seq=start_seq or None,
         # Short, so what a killed dispatcher had fetched comes back to its successor quickly;
         # a redelivered input that was already decided decides nothing.
         ack_wait=DISPATCHER_ACK_WAIT_S,
         max_deliver=-1,
         max_ack_pending=10_000,
     )
+
+
+async def _ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
     stream = stream_name(tenant)
     try:
         info = await js.consumer_info(stream, DISPATCHER_CONSUMER)
     except NotFoundError:
-        await js.add_consumer(stream, config)
+        await js.add_consumer(stream, _dispatcher_config())
         return DISPATCHER_CONSUMER
-    if sorted(info.config.filter_subjects or []) != sorted(config.filter_subjects or []):
-        # An older engine's consumer: start it afresh. The dispatcher rebuilds its state from
-        # the log and decides only what is not decided yet, so re-reading inputs is safe.
-        log.info("dispatcher consumer of %s has old filters; recreating it", tenant)
+    old = info.config
+    if old.filter_subjects or old.filter_subject:
+        # An older engine's consumer (filtered): start a new one after what it had
+        # acknowledged. Everything before its ack floor was decided; what came
+        # after is read again, and an input already decided decides nothing.
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        log.info("dispatcher consumer of %s is an older kind; recreating it at %d", tenant, floor)
         await js.delete_consumer(stream, DISPATCHER_CONSUMER)
+        await js.add_consumer(stream, _dispatcher_config(floor + 1))
+    elif old.ack_wait != DISPATCHER_ACK_WAIT_S:
+        # create-or-update: ack_wait is editable, the start is not.
+        config = _dispatcher_config()
+        config.deliver_policy, config.opt_start_seq = old.deliver_policy, old.opt_start_seq
         await js.add_consumer(stream, config)
-    elif info.config.ack_wait != config.ack_wait:
-        await js.add_consumer(stream, config)  # create-or-update: ack_wait is editable
     return DISPATCHER_CONSUMER

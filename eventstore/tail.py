@@ -2,7 +2,10 @@
 the log is built on (the projector, replays, the dispatcher's rebuild).
 
 An ordered consumer built on pull: an ephemeral, unacknowledged, in-memory consumer from
-``start_seq`` (filtered to ``subjects`` when given). Its consumer sequence counts
+``start_seq``. One subject is the consumer's filter; several are matched here, on an
+unfiltered consumer (``eventstore.match``): a consumer with several filters makes the server
+walk every block's subject tree on each fetch, which grows with the stream. Its consumer
+sequence counts
 deliveries 1, 2, 3...; a gap (a delivery lost in a reconnect) or a consumer the server
 forgot makes it start over from the message after the last one handed out, so nothing is
 skipped or handed out twice.
@@ -23,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore.errors import ReadError, TransportError
+from eventstore.match import Patterns
 from eventstore.records import Record, stream_last_seq, to_record
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ class Tail:
         self.conn = conn
         self.stream = stream
         self.subjects = list(subjects)
+        # Several subjects: read everything, keep what matches (see the module's doc).
+        self._keep = Patterns(self.subjects if len(self.subjects) > 1 else ())
         self.next_seq = max(start_seq, 1)
         self.batch_size = max(batch_size, 1)
         self.gather_s = gather_s
@@ -67,10 +73,7 @@ class Tail:
             mem_storage=True,
             num_replicas=1,
         )
-        # nats-py takes a single filter from its subject argument, several from the config.
         single = self.subjects[0] if len(self.subjects) == 1 else ""
-        if len(self.subjects) > 1:
-            config.filter_subjects = self.subjects
         try:
             sub = await self.conn.jetstream().pull_subscribe(
                 single, stream=self.stream, config=config
@@ -100,7 +103,8 @@ class Tail:
             raise TransportError(f"reading {self.stream} failed: {exc}") from None
 
     async def next_batch(self) -> list[Record]:
-        """Up to ``batch_size`` records in stream order; ``[]`` after an idle poll."""
+        """Up to ``batch_size`` records in stream order; ``[]`` after an idle poll, or when
+        none of the batch read matched ``subjects``."""
         if self._sub is None:
             self._sub = await self._open()
         sub = self._sub
@@ -127,11 +131,14 @@ class Tail:
                 break
             self._next_cseq += 1
             self.next_seq = meta.sequence.stream + 1
-            out.append(to_record(msg))
+            if msg.subject in self._keep:
+                out.append(to_record(msg))
         return out
 
     async def pending(self) -> int:
-        """How many matching messages the server has yet to hand out (-1: unknown)."""
+        """How many messages the server has yet to hand out (-1: unknown): those matching
+        the one subject, or every message after the last read when several are matched
+        here (so 0 still means none matching is left)."""
         if self._sub is None:
             self._sub = await self._open()
         try:
@@ -174,6 +181,7 @@ async def read_to_end(
     tail = Tail(conn, stream, start_seq, subjects=subjects, batch_size=batch_size, gather_s=0.01)
     try:
         while tail.next_seq <= end:
+            before = tail.next_seq
             batch = await tail.next_batch()
             for record in batch:
                 if record.seq > end:
@@ -183,7 +191,7 @@ async def read_to_end(
             # filtered read ends before reaching ``end`` (checked in that order: a message
             # stored between the two checks is counted as pending).
             if (
-                not batch
+                tail.next_seq == before
                 and await stream_last_seq(conn, stream) >= end
                 and await tail.pending() == 0
             ):

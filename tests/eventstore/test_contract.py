@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 
 import eventstore
 from eventstore import (
@@ -130,6 +131,33 @@ async def test_a_filtered_read_ends_when_nothing_matching_is_left(
     assert [r async for r in replay(nc, log.tenant, [f"{log.tenant}.*.workflows.*"])] == []
 
 
+async def test_a_read_of_several_subjects_keeps_only_those_in_order(
+    nc: Connection, log: Scope
+) -> None:
+    """Several subjects are matched in the client on an unfiltered consumer (a consumer
+    with several filters walks every block's subject tree per fetch): still only the
+    matching records, in stream order, and the read ends at the last one."""
+    t = log.tenant
+    await append(nc, Append(log.run("r1", "created"), b"{}"))
+    for n in range(5):
+        await append(nc, event(log, n))
+    await append(nc, Append(log.workflow("wf"), b"{}"))
+    await append(nc, Append(log.run("r1", "finished"), b"{}"))
+    for n in range(5, 8):
+        await append(nc, event(log, n))
+    wanted = [f"{t}.*.runs.>", f"{t}.*.workflows.*"]
+    assert [r.seq async for r in replay(nc, t, wanted)] == [1, 7, 8]
+    assert [r.seq async for r in read_to_end(nc, stream_name(t), wanted, batch_size=2)] == [
+        1,
+        7,
+        8,
+    ]
+    tail = Tail(nc, stream_name(t), 1, subjects=wanted, batch_size=4, idle_poll_s=0.05)
+    seen = [r.subject for _ in range(4) for r in await tail.next_batch()]
+    await tail.close()
+    assert seen == [log.run("r1", "created"), log.workflow("wf"), log.run("r1", "finished")]
+
+
 async def test_tail_hands_out_everything_once_in_order_then_follows(
     nc: Connection, log: Scope
 ) -> None:
@@ -180,6 +208,66 @@ async def test_inputs_are_redelivered_until_acked(nc: Connection, log: Scope) ->
     await again.ack_sync()
     assert await inputs.fetch(10, 0.3) == []
     await inputs.close()
+
+
+async def test_inputs_a_killed_dispatcher_fetched_come_back_after_its_successor_acks_later_ones(
+    nc: Connection, log: Scope
+) -> None:
+    """Each input is acked on its own: a successor acking the inputs it decided must not ack
+    those its killed predecessor had fetched and not decided (a cumulative ack did, and the
+    engine kill -9 fault test lost a result)."""
+    await ensure_dispatcher_consumer(nc, log.tenant)
+    stream = stream_name(log.tenant)
+    for n in range(2):
+        await append(nc, event(log, n))
+    killed = Inputs(nc, stream, DISPATCHER_CONSUMER)
+    assert [d.seq for d in await killed.fetch(2, 2)] == [1, 2]
+    await killed.close()  # never acks
+    for n in range(2, 4):
+        await append(nc, event(log, n))
+    successor = Inputs(nc, stream, DISPATCHER_CONSUMER)
+    later = await successor.fetch(2, 2)
+    assert [d.seq for d in later] == [3, 4]
+    for delivery in later:
+        await delivery.ack_sync()
+    back = await successor.fetch(10, eventstore.provision.DISPATCHER_ACK_WAIT_S + 3)
+    assert [(d.seq, d.delivered) for d in back] == [(1, 2), (2, 2)]
+    await successor.close()
+
+
+async def test_an_older_filtered_dispatcher_consumer_restarts_after_what_it_acked(
+    nc: Connection, log: Scope
+) -> None:
+    """An engine before issue 9 left a consumer with six filters and explicit acks: it is
+    replaced by one that delivers the whole log from just after its ack floor, so nothing it
+    had not acknowledged is skipped and nothing it had is read again."""
+    stream = stream_name(log.tenant)
+    old = ConsumerConfig(
+        durable_name=DISPATCHER_CONSUMER,
+        filter_subjects=eventstore.dispatcher_filters(log.tenant),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=5.0,
+    )
+    await nc.jetstream().add_consumer(stream, old)
+    await append(nc, event(log, 0))
+    await append(nc, Append(log.run("r1", "queued"), b"{}"))  # not an input of the old one
+    await append(nc, event(log, 1))
+    await append(nc, event(log, 2))
+    inputs = Inputs(nc, stream, DISPATCHER_CONSUMER)
+    first, second = await inputs.fetch(2, 2)
+    assert (first.seq, second.seq) == (1, 3)
+    await first.ack_sync()
+    await second.ack_sync()
+    await inputs.close()
+    await ensure_dispatcher_consumer(nc, log.tenant)
+    info = await nc.jetstream().consumer_info(stream, DISPATCHER_CONSUMER)
+    assert info.config.ack_policy == AckPolicy.EXPLICIT and not info.config.filter_subjects
+    inputs = Inputs(nc, stream, DISPATCHER_CONSUMER)
+    assert [d.seq for d in await inputs.fetch(10, 2)] == [4]
+    await inputs.close()
+    await ensure_dispatcher_consumer(nc, log.tenant)  # now current: left as it is
+    again = await nc.jetstream().consumer_info(stream, DISPATCHER_CONSUMER)
+    assert again.created == info.created
 
 
 async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
