@@ -1,8 +1,9 @@
 """The dispatcher's whole transition, pure: decide on an input, keep the decision within
 what the log can store, fold it all into state.
 
-The service does the same in three parts (it appends between deciding and folding, so that
-state never holds what the log does not); tests and property checks call :func:`step`.
+The service does the same in parts: it folds each decision at once (the next input of its
+batch must see it), appends the batch's outputs together, and stops if an append fails, so
+its state is rebuilt from what the log holds; tests and property checks call :func:`step`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path(".natchet")
 DEV_ENV_FILE = "dev.env"
 DEFAULT_TENANT = "dev"
+
+# What an engine process runs per tenant: both components, or one of them (``natchet
+# engine`` runs the dispatcher and starts a second process for the projector).
+Role = Literal["all", "dispatch", "project"]
+ROLES: tuple[Role, ...] = ("all", "dispatch", "project")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -72,6 +77,15 @@ class EngineSettings:
     # `natchet dev` or `natchet nats-config`; and whether to serve every tenant in the log.
     nats_auth_file: str | None = None
     discover_tenants: bool = False
+    role: Role = "all"
+
+    @property
+    def dispatches(self) -> bool:
+        return self.role != "project"
+
+    @property
+    def projects(self) -> bool:
+        return self.role != "dispatch"
 
     @classmethod
     def resolve(
@@ -81,6 +95,7 @@ class EngineSettings:
         database_url: str | None = None,
         tenants: str | None = None,
         env: Mapping[str, str] | None = None,
+        role: Role = "all",
     ) -> EngineSettings:
         env = layered_env() if env is None else env
         nats = nats_url or env.get("NATCHET_NATS_URL")
@@ -103,6 +118,7 @@ class EngineSettings:
             nats_token=env.get("NATCHET_NATS_TOKEN") or None,
             nats_auth_file=env.get("NATCHET_NATS_AUTH_FILE") or None,
             discover_tenants=True,
+            role=role,
         )
 
     @property

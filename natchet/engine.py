@@ -1,4 +1,5 @@
-"""The engine: per tenant, a dispatcher and a projector, each restarted if it fails."""
+"""The engine: per tenant, a dispatcher and a projector, each restarted if it fails; or one
+of the two (``EngineSettings.role``), when the other runs in another process."""
 
 from __future__ import annotations
 
@@ -57,11 +58,15 @@ class Engine:
             # Tenants and tokens live in the system stream: serve every tenant it names, and
             # answer the server's auth callout from it (docs/tenancy.md).
             on_tenant = self.start_tenant if self.settings.discover_tenants else None
-            self.tenancy = TenancyService(nc, self.provisioner, on_tenant)
+            # One process answers the callout: the one that dispatches.
+            self.tenancy = TenancyService(
+                nc, self.provisioner, on_tenant, callout=self.settings.dispatches
+            )
             await _started(self.tenancy.start(), self.tenancy.ready)
         await asyncio.gather(*(d.ready.wait() for d in self.dispatchers.values()))
         self.ready.set()
-        log.info("engine up: tenants %s", ", ".join(self.dispatchers))
+        served = sorted({*self.dispatchers, *self.projectors})
+        log.info("engine up (%s): tenants %s", self.settings.role, ", ".join(served))
 
     async def start_tenant(self, created: TenantCreated) -> None:
         """Set ``created.tenant`` up on the server (accounts, streams, with its current
@@ -71,17 +76,19 @@ class Engine:
             return
         assert self.provisioner is not None
         conn = await self.provisioner.provision(created)
-        if tenant in self.dispatchers:
+        if tenant in self.dispatchers or tenant in self.projectors:
             return  # already served: the limits are applied
-        dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full)
-        projector = Projector(conn, self.settings.database_url, tenant)
-        self.dispatchers[tenant] = dispatcher
-        self.projectors[tenant] = projector
-        for what, run in (
-            (f"dispatcher {tenant}", dispatcher.run),
-            (f"projector {tenant}", projector.run),
-        ):
-            self._tasks.append(asyncio.create_task(supervise(what, run, self._stop)))
+        parts: list[tuple[str, Dispatcher | Projector]] = []
+        if self.settings.dispatches:
+            dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full)
+            self.dispatchers[tenant] = dispatcher
+            parts.append((f"dispatcher {tenant}", dispatcher))
+        if self.settings.projects:
+            projector = Projector(conn, self.settings.database_url, tenant)
+            self.projectors[tenant] = projector
+            parts.append((f"projector {tenant}", projector))
+        for what, service in parts:
+            self._tasks.append(asyncio.create_task(supervise(what, service.run, self._stop)))
         if self.ready.is_set():
             log.info("engine: now serving tenant %s", tenant)
 

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from natchet.cli.connection import add_database_flag
-from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, EngineSettings
+from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, ROLES, EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ def add_parser(sub: Any) -> None:
     engine.add_argument("--nats-url", help="NATS server (env NATCHET_NATS_URL)")
     add_database_flag(engine)
     engine.add_argument("--tenants", help="comma-separated (env NATCHET_TENANTS, default dev)")
+    engine.add_argument(
+        "--role",
+        choices=ROLES,
+        help="what this process runs: `dispatch`, `project` or `all` (default: the "
+        "dispatcher here and the projector in a second process it starts and watches)",
+    )
+    # The projector process natchet engine starts: stop when the parent (stdin) is gone.
+    engine.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
     engine.set_defaults(handler=serve_engine, long_running=True)
 
     demo = sub.add_parser("demo", help="the whole path on an embedded stack, then exit")
@@ -84,17 +93,44 @@ async def until_signal(command: Coroutine[Any, Any, int]) -> int:
 
 async def serve_engine(args: argparse.Namespace) -> int:
     from natchet.engine import Engine
+    from natchet.projector_process import ProjectorProcess, until_stdin_closes
 
     settings = EngineSettings.resolve(
-        nats_url=args.nats_url, database_url=args.database_url, tenants=args.tenants
+        nats_url=args.nats_url,
+        database_url=args.database_url,
+        tenants=args.tenants,
+        role=args.role or "dispatch",
     )
     engine = Engine(settings)
+    child = None if args.role else ProjectorProcess(_projector_argv(args))
     try:
         await engine.start()
-        await asyncio.Event().wait()  # until a signal cancels it
+        if child is not None:
+            child.start()
+        if args.with_parent:
+            await until_stdin_closes()
+            log.info("engine (%s): the parent process is gone; stopping", settings.role)
+        else:
+            await asyncio.Event().wait()  # until a signal cancels it
     finally:
         await engine.shutdown()
+        if child is not None:
+            await child.shutdown()
     return 0
+
+
+def _projector_argv(args: argparse.Namespace) -> list[str]:
+    """The command of ``natchet engine``'s projector process: the same settings."""
+    argv = [sys.executable, "-m", "natchet.cli", *(["-v"] if args.verbose else [])]
+    argv += ["engine", "--role", "project", "--with-parent"]
+    for flag, value in (
+        ("--nats-url", args.nats_url),
+        ("--database-url", args.database_url),
+        ("--tenants", args.tenants),
+    ):
+        if value:
+            argv += [flag, value]
+    return argv
 
 
 async def serve_dev(args: argparse.Namespace) -> int:

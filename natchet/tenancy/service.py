@@ -22,16 +22,23 @@ class TenancyService(Service):
     """Follows ``natchet-system`` on the engine's connection ``nc`` (supervised: a failure
     restarts the fold); calls ``on_tenant`` for every tenant (existing ones at start, new
     ones as they are created, and again when their limits change); with auth, answers the
-    server's auth callout and kicks revoked tokens' connections. ``ready`` is set once the
-    records that existed at start are folded."""
+    server's auth callout and kicks revoked tokens' connections (unless ``callout`` is
+    false: an engine process that only projects). ``ready`` is set once the records that
+    existed at start are folded."""
 
     name = "tenancy"
 
     def __init__(
-        self, nc: Connection, provisioner: Provisioner, on_tenant: OnTenant | None = None
+        self,
+        nc: Connection,
+        provisioner: Provisioner,
+        on_tenant: OnTenant | None = None,
+        *,
+        callout: bool = True,
     ) -> None:
         super().__init__()
         self.nc = nc
+        self.answers_callout = callout
         self.provisioner = provisioner
         self.view = TenancyView(nc)
         self.callout: CalloutService | None = None
@@ -47,7 +54,7 @@ class TenancyService(Service):
         conns: list[Connection] = []
         try:
             parts = [supervise("tenancy view", self.view.run, self.stopping)]
-            if auth is not None:
+            if auth is not None and self.answers_callout:
                 callout_nc = await connect(auth.options(url, "natchet-callout", "callout"))
                 conns.append(callout_nc)
                 system_nc = await connect(auth.options(url, "natchet-kick", "system"))

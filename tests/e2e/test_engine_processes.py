@@ -1,0 +1,150 @@
+"""``natchet engine`` runs the dispatcher in its own process and the projector in a second
+one it starts and watches (``natchet/projector_process.py``): runs still reach Postgres, the
+projector process is restarted when it dies, and it never outlives its engine, whether the
+engine stops cleanly or is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from natchet.dev.demo import raw_publish
+from natchet.dev.embedded import NatsServer
+from tests.conftest import eventually, running
+from tests.support import hatchet_for, run_ends, runs_of
+from worker import Context
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def projector_of(engine_pid: int) -> int | None:
+    kids = [p for p in children(engine_pid) if "--role" in cmdline(p) and alive(p)]
+    assert len(kids) <= 1, kids
+    if kids and cmdline(kids[0])[cmdline(kids[0]).index("--role") + 1] == "project":
+        return kids[0]
+    return None
+
+
+@pytest.fixture
+async def engine_process(
+    nats_server: NatsServer, dsn: str, tenant_name: str, tmp_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    log = (tmp_path / "engine.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "natchet.cli", "engine"],
+        *["--nats-url", nats_server.url, "--database-url", dsn, "--tenants", tenant_name],
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "NATCHET_NATS_AUTH_FILE": ""},
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()  # stops its projector process too
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
+def echo(hatchet: Any) -> Any:
+    @hatchet.workflow(on_events=["echo"])
+    class Echo:
+        @hatchet.step()
+        async def only(self, context: Context) -> dict[str, Any]:
+            return {"n": context.workflow_input()["n"]}
+
+    return Echo()
+
+
+async def _runs_succeed(nats_server: NatsServer, dsn: str, tenant: str, numbers: list[int]) -> None:
+    hatchet = hatchet_for(nats_server, tenant)
+    worker = hatchet.worker("echo-worker", max_runs=4)
+    worker.register_workflow(echo(hatchet))
+    async with (
+        running(worker),
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db,
+    ):
+        bodies = [orjson.dumps({"n": n}) for n in numbers]
+        raw_publish("127.0.0.1", nats_server.port, f"{tenant}.default.events.echo", bodies)
+
+        async def outputs() -> set[int]:
+            ended = [await run_ends(db, r["id"]) for r in await runs_of(db, tenant)]
+            done = {r["steps"][0]["output"]["n"] for r in ended if r["status"] == "SUCCEEDED"}
+            return done if numbers and set(numbers) <= done else set()
+
+        await eventually(outputs, timeout_s=60)
+    hatchet.close()
+
+
+async def test_runs_are_projected_by_the_engines_second_process(
+    engine_process: asyncio.subprocess.Process, nats_server: NatsServer, dsn: str, tenant_name: str
+) -> None:
+    child = await eventually(lambda: projector_of(engine_process.pid))
+    await _runs_succeed(nats_server, dsn, tenant_name, [1, 2, 3])
+    assert projector_of(engine_process.pid) == child
+
+
+async def test_a_projector_process_that_dies_is_started_again(
+    engine_process: asyncio.subprocess.Process, nats_server: NatsServer, dsn: str, tenant_name: str
+) -> None:
+    first = await eventually(lambda: projector_of(engine_process.pid))
+    os.kill(first, signal.SIGKILL)
+    second = await eventually(lambda: (projector_of(engine_process.pid) or first) != first)
+    assert second and engine_process.returncode is None
+    await _runs_succeed(nats_server, dsn, tenant_name, [4, 5])
+
+
+async def test_sigterm_stops_the_engine_and_its_projector_with_exit_0(
+    engine_process: asyncio.subprocess.Process,
+) -> None:
+    child = await eventually(lambda: projector_of(engine_process.pid))
+    engine_process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(engine_process.wait(), 30) == 0
+    assert not alive(child)
+
+
+async def test_the_projector_process_does_not_outlive_a_killed_engine(
+    engine_process: asyncio.subprocess.Process,
+) -> None:
+    child = await eventually(lambda: projector_of(engine_process.pid))
+    engine_process.kill()
+    await engine_process.wait()
+    await eventually(lambda: not alive(child), timeout_s=15)
