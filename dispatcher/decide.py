@@ -83,7 +83,13 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
     """Retries whose backoff is over, and queued steps nobody picked up in time: at most one
     decision per run per call (each is appended and folded before the next is made)."""
     decisions: list[list[Output]] = []
+    # waiting since <= now - timeout, with one subtraction per distinct timeout: this scans
+    # every run in flight each tick, thousands during a drain (issue 9's profile).
+    limits: dict[float, dt.datetime] = {}
     for run in list(state.runs.values()):
+        limit = limits.get(run.schedule_timeout_s)
+        if limit is None:
+            limit = limits[run.schedule_timeout_s] = after(now, -run.schedule_timeout_s)
         for step in run.steps.values():
             if (
                 step.retry_due is not None
@@ -93,12 +99,10 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
             ):
                 decisions.append(_queue(run, step, step.next_attempt, now))
                 break
-            if (
-                step.status is RunStatus.QUEUED
-                and not step.assigned
-                and step.waiting_since is not None
-                and after(step.waiting_since, run.schedule_timeout_s) <= now
-            ):
+            if step.status is not RunStatus.QUEUED or step.assigned:
+                continue
+            since = step.waiting_since
+            if since is not None and since <= limit:
                 reason = (
                     f"not picked up by any worker within {run.schedule_timeout_s:g}s "
                     "(schedule_timeout): is a worker for this workflow running?"

@@ -13,6 +13,7 @@ skipped or handed out twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -50,6 +51,7 @@ class Tail:
         batch_size: int = 500,
         gather_s: float = 0.02,
         idle_poll_s: float = 0.25,
+        linger_s: float = 0.0,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -60,6 +62,9 @@ class Tail:
         self.batch_size = max(batch_size, 1)
         self.gather_s = gather_s
         self.idle_poll_s = idle_poll_s
+        # A batch not full after the first fetch waits this long for more, once: fewer,
+        # larger batches for a reader whose cost is mostly per batch (the projector).
+        self.linger_s = linger_s
         self._sub: PullSubscription | None = None
         self._next_cseq = 1
         self._idle_since = time.monotonic()
@@ -115,6 +120,9 @@ class Tail:
             return []
         if self.batch_size > 1:
             msgs += await self._fetch(sub, self.batch_size - 1, self.gather_s)
+        if self.linger_s > 0 and len(msgs) < self.batch_size:
+            await asyncio.sleep(self.linger_s)
+            msgs += await self._fetch(sub, self.batch_size - len(msgs), self.gather_s)
         self._idle_since = time.monotonic()
         out: list[Record] = []
         for msg in msgs:

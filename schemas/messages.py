@@ -328,7 +328,21 @@ class WorkerHeartbeat:
 T = TypeVar("T")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """An attrs class's field names in order (looked up once per class)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    return names
+
+
 def structure(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build ``cls`` from a decoded mapping, ignoring fields this version does not know."""
-    names = {f.name for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    names = _FIELD_SETS.get(cls)
+    if names is None:
+        names = _FIELD_SETS[cls] = frozenset(field_names(cls))
     return cls(**{k: v for k, v in data.items() if k in names})
