@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from bench.hot_record import record
+from eventstore import run_main
 from worker import Context, Hatchet
 
 NOOP_EVENT = "bench:noop"
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(argv[1], int(argv[2]), argv[3]))
+    # As worker.start() runs a user's worker: on uvloop where it is installed.
+    run_main(serve(argv[1], int(argv[2]), argv[3]))
 
 
 if __name__ == "__main__":
