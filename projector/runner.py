@@ -17,7 +17,7 @@ import psycopg
 
 import eventstore
 import schemas
-from eventstore import Backoff, Connection, Service, Tail
+from eventstore import Backoff, Connection, Record, Service, Tail
 from projector.apply import apply_records
 from projector.migrations import DEFAULT_SCHEMA, migrate, set_search_path
 
@@ -120,6 +120,11 @@ class Projector(Service):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), delay)
 
+    async def _read(self, tail: Tail) -> list[Record]:
+        """The projector's read-ahead task (its own coroutine, so it is seen as the
+        projector's, not as a bare read of the log)."""
+        return await tail.next_batch()
+
     async def _session(self) -> None:
         async with await psycopg.AsyncConnection.connect(
             self.dsn,
@@ -141,11 +146,11 @@ class Projector(Service):
             )
             log.info("projector %s: tailing from %d", self.tenant, checkpoint + 1)
             # The next batch is read from NATS while this one is written to Postgres.
-            reading = asyncio.ensure_future(tail.next_batch())
+            reading = asyncio.ensure_future(self._read(tail))
             try:
                 while not self.stopping.is_set():
                     records = await reading
-                    reading = asyncio.ensure_future(tail.next_batch())
+                    reading = asyncio.ensure_future(self._read(tail))
                     if not records:
                         continue
                     await apply_records(conn, self.tenant, records, schema=self.schema)
