@@ -137,7 +137,7 @@ class Dispatcher(Service):
         next_tick = loop.time()
         while not self.stopping.is_set():
             try:
-                deliveries = await inputs.fetch(self.fetch_batch, TICK_S)
+                deliveries = await inputs.fetch(self.fetch_batch, TICK_S, self._inputs)
                 failures = 0
             except NatchetError as exc:
                 failures += 1
