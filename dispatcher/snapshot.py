@@ -1,0 +1,189 @@
+"""The dispatcher's state as bytes, with the stream sequence it covers. Pure: no IO.
+
+A snapshot taken at sequence ``S`` (``seq``) holds the fold of the log up to some ``X >=
+S``: every message up to ``S``, and perhaps later ones (the dispatcher's own outputs, and
+inputs it decided that the ack floor does not count yet). Loading it and folding the log
+from ``S + 1`` folds the messages between ``S`` and ``X`` a second time, later than the
+first: folding is idempotent, and insensitive to such duplicates
+(``tests/property/test_fold.py``), so the result is the full rebuild's state, minus the
+finished runs the dispatcher chose to forget (below). ``tests/property/test_snapshot.py``
+checks exactly this. (Folding is not insensitive to every reordering: a verdict folded
+before the task it answers loses the task's time. A snapshot holds what the live state
+holds, which folded the log in the order the dispatcher met it: the order a plain restart
+already relies on, assignments landing before decisions included.)
+
+Why the service's ``S`` is right (``dispatcher.service``):
+
+- After a rebuild that read the log to ``L`` (its end when the rebuild started), the state
+  is the fold of every message up to ``L``: ``S = L``.
+- While deciding, the service folds every message its consumer delivers before acking it:
+  an input with its decision, anything else (a message a previous dispatcher stored but
+  this one did not write) as it is, its own outputs when it stores them. The consumer
+  reads the whole log, unfiltered, in order; its ack floor ``F`` (read from the server)
+  means every message up to ``F`` was acked, by this dispatcher (so folded) or by one
+  before it, which had stopped before this one's rebuild read the log to ``L``, so
+  ``F <= L`` for those. The service reads ``F`` between batches, when every output it
+  folded is stored and nothing is fetched but not yet acked, and captures the state
+  after that read: ``S = max(L, F)``.
+
+Finished runs leave memory: ``done`` keeps the ids of runs that ended, so that a
+redelivered event or a repeated request creates nothing twice. An event's run id derives
+from the event's sequence, and a run ends after its event; once a run's end is at or below
+the ack floor, its event is acked and is never delivered again, and results, assignments
+and cancels only touch runs in flight. So the service forgets ids whose end is at or below
+the floor, and records in ``forgot_through`` the floor up to which it did; a run request
+(its id is the client's, it may come any time) for an id the state does not know is then
+checked against the log before anything is created (``Dispatcher``). A consumer whose ack
+floor is below ``forgot_through`` (it was recreated, and would deliver old events again)
+makes the service ignore the snapshot and rebuild from the start.
+
+The format is versioned (``FORMAT``): a snapshot of another version, or one that does not
+decode, raises :class:`SnapshotError`; the service then rebuilds from the start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+import orjson
+
+from dispatcher.state import RunState, State, StepState
+from schemas.errors import NatchetError
+from schemas.messages import RunStatus, StepDef, WorkflowDef, structure
+from schemas.subjects import Scope
+
+FORMAT = 1
+
+
+class SnapshotError(NatchetError, ValueError):
+    """A snapshot that cannot be used: another format version, or not decodable."""
+
+
+@attrs.frozen
+class Snapshot:
+    """``state`` holds the fold of every log message up to ``seq``; finished runs whose end
+    was at or below ``forgot_through`` were dropped from ``state.done``."""
+
+    seq: int
+    state: State
+    forgot_through: int = 0
+
+
+def dump(snapshot: Snapshot) -> bytes:
+    """The snapshot as JSON bytes. ``TypeError`` if a run's data is not JSON (it came
+    from JSON, so it is)."""
+    state = snapshot.state
+    body = {
+        "format": FORMAT,
+        "seq": snapshot.seq,
+        "forgot_through": snapshot.forgot_through,
+        "workflows": [
+            {"tenant": scope.tenant, "namespace": scope.namespace, "def": attrs.asdict(wf)}
+            for (scope, _name), wf in state.workflows.items()
+        ],
+        "runs": [_run(run) for run in state.runs.values()],
+        "done": sorted(state.done),
+    }
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"the dispatcher's state is not JSON: {exc}") from None
+
+
+def load(data: bytes) -> Snapshot:
+    """The snapshot in ``data``; :class:`SnapshotError` if it is of another format version
+    or does not decode."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"snapshot is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise SnapshotError("snapshot is not a JSON object")
+    if body.get("format") != FORMAT:
+        raise SnapshotError(f"snapshot format {body.get('format')!r}, expected {FORMAT}")
+    try:
+        state = State()
+        for w in body["workflows"]:
+            wf = structure(WorkflowDef, w["def"])
+            state.workflows[(Scope(w["tenant"], w["namespace"]), wf.name)] = wf
+        for r in body["runs"]:
+            run = _unrun(r)
+            state.runs[run.run_id] = run
+        state.done = {str(i) for i in body["done"]}
+        return Snapshot(int(body["seq"]), state, int(body["forgot_through"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"snapshot does not decode: {exc!r}") from None
+
+
+def _time(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _untime(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _run(run: RunState) -> dict[str, Any]:
+    return {
+        "tenant": run.scope.tenant,
+        "namespace": run.scope.namespace,
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "workflow_version": run.workflow_version,
+        "input": run.input,
+        "schedule_timeout_s": run.schedule_timeout_s,
+        "failed_error": run.failed_error,
+        "steps": [_step(s) for s in run.steps.values()],
+    }
+
+
+def _unrun(r: dict[str, Any]) -> RunState:
+    steps = [_unstep(s) for s in r["steps"]]
+    return RunState(
+        scope=Scope(r["tenant"], r["namespace"]),
+        run_id=str(r["run_id"]),
+        workflow=str(r["workflow"]),
+        workflow_version=str(r["workflow_version"]),
+        input=r["input"],
+        steps={s.spec.name: s for s in steps},
+        schedule_timeout_s=float(r["schedule_timeout_s"]),
+        failed_error=r["failed_error"],
+    )
+
+
+def _step(s: StepState) -> dict[str, Any]:
+    return {
+        "spec": attrs.asdict(s.spec),
+        "on_failure": s.on_failure,
+        "status": None if s.status is None else s.status.value,
+        "attempt": s.attempt,
+        "output": s.output,
+        "error": s.error,
+        "queued_at": _time(s.queued_at),
+        "assigned": s.assigned,
+        "delivery": s.delivery,
+        "handed_back": s.handed_back,
+        "handed_back_at": _time(s.handed_back_at),
+        "retry_due": _time(s.retry_due),
+        "next_attempt": s.next_attempt,
+    }
+
+
+def _unstep(s: dict[str, Any]) -> StepState:
+    return StepState(
+        spec=structure(StepDef, s["spec"]),
+        on_failure=bool(s["on_failure"]),
+        status=None if s["status"] is None else RunStatus(s["status"]),
+        attempt=int(s["attempt"]),
+        output=s["output"],
+        error=s["error"],
+        queued_at=_untime(s["queued_at"]),
+        assigned=bool(s["assigned"]),
+        delivery=int(s["delivery"]),
+        handed_back=int(s["handed_back"]),
+        handed_back_at=_untime(s["handed_back_at"]),
+        retry_due=_untime(s["retry_due"]),
+        next_attempt=int(s["next_attempt"]),
+    )
