@@ -62,6 +62,7 @@ from eventstore.read import (
     replay,
 )
 from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.snapshot import SnapshotStore, ensure_snapshot_bucket, snapshot_bucket
 from eventstore.tail import Tail, read_to_end
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "Record",
     "Service",
     "Slots",
+    "SnapshotStore",
     "StreamConfigError",
     "StreamLimits",
     "Subscription",
@@ -105,6 +107,7 @@ __all__ = [
     "direct_last",
     "dispatcher_filters",
     "ensure_dispatcher_consumer",
+    "ensure_snapshot_bucket",
     "ensure_task_consumer",
     "ensure_tenant_stream",
     "follow",
@@ -117,6 +120,7 @@ __all__ = [
     "replay",
     "request",
     "run_main",
+    "snapshot_bucket",
     "stream_last_seq",
     "subscribe",
     "task_consumer_name",

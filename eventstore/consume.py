@@ -61,6 +61,20 @@ class Inputs:
                 raise TransportError(f"could not ack {msg.subject}: {exc}") from None
         return out
 
+    async def ack_floor(self) -> int:
+        """The consumer's ack floor: the stream sequence up to which every message it handed
+        out was acknowledged (0: none yet). It lags acks still on their way."""
+        if self._sub is None:
+            await self.open()
+        assert self._sub is not None
+        try:
+            info = await self._sub.consumer_info()
+        except nats.js.errors.NotFoundError:
+            raise ReadError(f"no consumer {self.consumer} on {self.stream}") from None
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {self.consumer}'s state: {exc}") from None
+        return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:

@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from eventstore.errors import AppendRefusedError, ConfigError, TransportError
+from eventstore.snapshot import ensure_snapshot_bucket
 from schemas.subjects import (
     Scope,
     check_name,
@@ -166,11 +167,13 @@ async def _ensure(js: JetStreamContext, config: StreamConfig) -> StreamConfig:
 async def ensure_tenant_stream(
     conn: Connection, tenant: str, limits: StreamLimits = StreamLimits()
 ) -> None:
-    """The tenant's log, task queues and liveness streams. Refuses (``StreamConfigError``)
-    a log the server stored weaker than :func:`log_stream_config`, e.g. one made by an older
-    natchet or changed by hand; applies a changed quota."""
+    """The tenant's log, task queues, liveness streams and snapshot bucket. Refuses
+    (``StreamConfigError``) a log the server stored weaker than :func:`log_stream_config`,
+    e.g. one made by an older natchet or changed by hand; applies a changed quota."""
     async with _translated(f"setting up the streams of {tenant}"):
         await _ensure_tenant_stream(conn.jetstream(), tenant, limits)
+    # Beside the log, never in it: snapshots are replaced, the log is append-only.
+    await ensure_snapshot_bucket(conn, tenant, limits.max_bytes)
 
 
 async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: StreamLimits) -> None:

@@ -8,7 +8,7 @@ built-in full resolver, which the engine updates at run time (``$SYS.REQ.CLAIMS.
 | ``SYS``            | the server's system account                  | the engine (kick, push) |
 | ``natchet-auth``   | the auth callout and the default sentinel     | the engine's callout    |
 | ``natchet``        | ``natchet-system``: tenants, token hashes     | the engine, the CLI     |
-| ``log-<t>``        | tenant t's log, task queues, liveness streams | the engine only         |
+| ``log-<t>``        | tenant t's log, task queues, liveness, snaps  | the engine only         |
 | ``tenant-<t>``     | nothing but imports from ``log-<t>``          | t's users (via callout) |
 
 Why two accounts per tenant: NATS checks permissions on a message's subject, never on its
@@ -94,11 +94,12 @@ class TenantLimits:
 
     @property
     def disk_bytes(self) -> int:
-        """The log account's storage: the log, the task queues (as large again at most) and
-        a little for liveness."""
+        """The log account's storage: the log, the task queues (as large again at most), the
+        dispatcher's snapshots (a fold of the log: no larger than it) and a little for
+        liveness."""
         if self.max_bytes < 0:
             return NO_LIMIT
-        return 2 * self.max_bytes + LIVE_MAX_BYTES
+        return 3 * self.max_bytes + LIVE_MAX_BYTES
 
 
 def _limits(*, conn: int = NO_LIMIT, disk: int = 0, streams: int = 0, consumers: int = 0) -> Any:
@@ -166,7 +167,8 @@ def log_account_claims(
         }
         for g in tenant_grants(tenant)
     ]
-    jetstream = _limits(conn=NO_LIMIT, disk=limits.disk_bytes, streams=3, consumers=NO_LIMIT)
+    # The log, the task queues, liveness and the snapshot bucket (``OBJ_snap-<t>``).
+    jetstream = _limits(conn=NO_LIMIT, disk=limits.disk_bytes, streams=4, consumers=NO_LIMIT)
     jetstream["consumer"] = limits.max_consumers
     return _account(f"log-{tenant}", key, {"limits": jetstream, "exports": exports})
 

@@ -22,6 +22,7 @@ from eventstore import (
     DuplicateBatchError,
     Inputs,
     Slots,
+    SnapshotStore,
     Tail,
     TaskPuller,
     TransportError,
@@ -254,6 +255,41 @@ async def test_inputs_a_killed_dispatcher_fetched_come_back_after_its_successor_
     back = await successor.fetch(10, eventstore.provision.DISPATCHER_ACK_WAIT_S + 3)
     assert [(d.seq, d.delivered) for d in back] == [(1, 2), (2, 2)]
     await successor.close()
+
+
+async def test_the_ack_floor_is_the_end_of_what_was_acked_without_a_gap(
+    nc: Connection, log: Scope
+) -> None:
+    """What the dispatcher's snapshot may claim: every message up to the floor was acked;
+    one fetched and not acked holds it back, whatever is acked after it."""
+    await ensure_dispatcher_consumer(nc, log.tenant)
+    inputs = Inputs(nc, stream_name(log.tenant), DISPATCHER_CONSUMER)
+    assert await inputs.ack_floor() == 0
+    for n in range(4):
+        await append(nc, event(log, n))
+    first, second, *rest = await inputs.fetch(4, 2)
+    await first.ack_sync()
+    for delivery in rest:
+        await delivery.ack_sync()
+    assert await inputs.ack_floor() == 1
+    await second.ack_sync()
+    assert await inputs.ack_floor() == 4
+    await inputs.close()
+
+
+async def test_a_snapshot_is_stored_whole_and_replaced_whole(nc: Connection, log: Scope) -> None:
+    """None before the first; then the latest, byte for byte, also when it is larger than a
+    message (chunked); the bucket is beside the log, which stays untouched."""
+    store = SnapshotStore(nc, log.tenant, "dispatcher")
+    assert await store.load() is None
+    await store.save(b"first")
+    assert await store.load() == b"first"
+    big = bytes(range(256)) * (5 * 4096)  # 5 MiB
+    await store.save(big)
+    assert await SnapshotStore(nc, log.tenant, "dispatcher").load() == big
+    await store.save(b"")
+    assert await store.load() == b""
+    assert await read_all(nc, log) == []
 
 
 async def test_an_older_filtered_dispatcher_consumer_restarts_after_what_it_acked(
