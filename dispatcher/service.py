@@ -11,6 +11,10 @@ the failure cut short (outputs are ordered so that every prefix can be finished,
 dedup ids, so nothing lands twice).
 A decision the log can never store (a message over the size limit) becomes the run's
 recorded end (``dispatcher.step.fit``), so no single input stalls the tenant.
+
+It starts from its latest snapshot and folds only the log after it, and snapshots again now
+and then (``dispatcher.checkpoint``, ``dispatcher.snapshot``): restart time does not grow
+with history, and finished runs leave memory.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
+from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, decide, due
 from dispatcher.state import State, fold
 from dispatcher.step import fit, fold_all
@@ -35,19 +40,41 @@ from eventstore import (
     NatchetError,
     Patterns,
     Service,
+    SnapshotStore,
+    direct_last,
     dispatcher_filters,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
+    last_seq,
     max_message_bytes,
     replay,
 )
 from eventstore.provision import DISPATCHER_CONSUMER
-from schemas import DecodeError, Scope, SubjectError, WorkflowDef, parse, stream_name
+from schemas import (
+    DecodeError,
+    RunRequested,
+    Scope,
+    SubjectError,
+    WorkflowDef,
+    parse,
+    stream_name,
+)
 from schemas.codec import decode_json, decode_subject
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
+
+# A run that ever existed has one of these in the log.
+_EXISTED = ("created", "rejected")
+
+# What the dispatcher appends that changes its state when folded.
+_OUTPUTS = """
+{t}.*.runs.*.created {t}.*.runs.*.rejected {t}.*.runs.*.queued {t}.*.runs.*.retry_scheduled
+{t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.tasks.>
+"""
+
+DEFAULT_SNAPSHOTS = SnapshotPolicy()
 
 OnLogFull = Callable[[str, str], Awaitable[None]]
 
@@ -68,6 +95,7 @@ class Dispatcher(Service):
         *,
         fetch_batch: int = 64,
         on_log_full: OnLogFull | None = None,
+        snapshots: SnapshotPolicy = DEFAULT_SNAPSHOTS,
     ) -> None:
         super().__init__()
         self.name = f"dispatcher {tenant}"
@@ -83,14 +111,24 @@ class Dispatcher(Service):
         self._appender: Appender | None = None
         # The consumer reads the whole log; these are the subjects decided on.
         self._inputs = Patterns(dispatcher_filters(tenant))
+        # ... and these the others that change state: what this dispatcher appends. It
+        # folds them as it appends them; delivered, they are folded only if another
+        # dispatcher (one before it) stored them, so that state holds every message acked.
+        self._outputs = Patterns(_OUTPUTS.format(t=tenant).split())
+        self._stored: set[int] = set()  # sequences of outputs stored, not yet delivered back
+        self.snapshots = snapshots
+        self._checkpoints = Checkpoints(SnapshotStore(nc, tenant, SNAPSHOT_NAME), snapshots)
 
-    async def rebuild(self) -> int:
-        """Fold the registry, every run's history and every task offered, to the log's end as
-        it is now; return how many messages were read."""
+    async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
+        """Fold the registry, every run's history and every task offered, from ``start_seq``
+        to ``until_seq`` (default: the log's end as it is now); return how many messages
+        were read."""
         count = 0
         t = self.tenant
         subjects = [f"{t}.*.workflows.*", f"{t}.*.runs.>", f"{t}.*.tasks.>"]
-        async for rec in replay(self.nc, self.tenant, subjects):
+        async for rec in replay(
+            self.nc, self.tenant, subjects, start_seq=start_seq, until_seq=until_seq
+        ):
             count += 1
             try:
                 parsed = parse(rec.subject)
@@ -100,20 +138,16 @@ class Dispatcher(Service):
         return count
 
     async def _serve(self) -> None:
-        """Rebuild from the log, then decide until :meth:`shutdown`. Safe to run again
-        after a failure: state is always rebuilt from the log, never trusted from before."""
+        """Restore (the latest snapshot and the log after it, or the whole log), then decide
+        until :meth:`shutdown`. Safe to run again after a failure: state is always restored
+        from what is stored, never trusted from before."""
         inputs = Inputs(self.nc, stream_name(self.tenant), DISPATCHER_CONSUMER)
+        self._checkpoints = checkpoints = Checkpoints(self._checkpoints.store, self.snapshots)
+        self._stored.clear()
         try:
-            self.state = State()
             await ensure_dispatcher_consumer(self.nc, self.tenant)
-            folded = await self.rebuild()
-            log.info(
-                "dispatcher %s: rebuilt from %d messages (%d runs in flight, %d workflows)",
-                self.tenant,
-                folded,
-                len(self.state.runs),
-                len(self.state.workflows),
-            )
+            floor = await inputs.ack_floor()
+            await self._restore(floor)
             self._queues.clear()
             for scope, workflow in list(self.state.workflows):
                 await self._ensure_queue(scope, workflow)
@@ -123,13 +157,61 @@ class Dispatcher(Service):
                     "dispatcher %s: finishing %d decisions cut short", self.tenant, len(unfinished)
                 )
                 await self._store([self._settle(None, None, d) for d in unfinished])
+            checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
             self.ready.set()
             await self._decide_until_stopped(inputs)
+            # Stopped between batches, everything stored and acked: a last snapshot, so the
+            # next start folds nothing it could have been spared.
+            await self._checkpoint(inputs, final=True)
         finally:
             await inputs.close()
             if self._appender is not None:
                 await self._appender.close()
                 self._appender = None
+            await checkpoints.close()
+
+    async def _restore(self, floor: int) -> None:
+        """State from the latest snapshot and the log after it, or from the whole log."""
+        checkpoints = self._checkpoints
+        snapshot = await checkpoints.restore()
+        if snapshot is not None and snapshot.forgot_through > floor:
+            # The consumer starts before runs the snapshot forgot (it was recreated): their
+            # events would come back, and only the whole log knows they were decided.
+            log.warning(
+                "dispatcher %s: the snapshot forgot runs that ended up to %d, but the consumer "
+                "is acked only to %d; rebuilding from the start",
+                self.tenant,
+                snapshot.forgot_through,
+                floor,
+            )
+            snapshot, checkpoints.forgot_through = None, 0
+        self.state = State() if snapshot is None else snapshot.state
+        start = 1 if snapshot is None else snapshot.seq + 1
+        end = await last_seq(self.nc, self.tenant)
+        folded = await self.rebuild(start, end)
+        checkpoints.rebuilt(self.state, end)
+        log.info(
+            "dispatcher %s: %s, then folded %d messages to %d (%d runs in flight, %d workflows)",
+            self.tenant,
+            "from the start" if snapshot is None else f"from the snapshot at {snapshot.seq}",
+            folded,
+            end,
+            len(self.state.runs),
+            len(self.state.workflows),
+        )
+
+    async def _checkpoint(self, inputs: Inputs, *, final: bool = False) -> None:
+        """Between batches: snapshot, and forget what the ack floor allows. ``final``: after
+        the snapshot being stored, if one is (else this one is skipped)."""
+        if final:
+            await self._checkpoints.close()
+        try:
+            floor = await inputs.ack_floor()
+        except NatchetError as exc:
+            log.warning("dispatcher %s: no snapshot now: %s", self.tenant, exc)
+            return
+        self._stored = {s for s in self._stored if s > self._checkpoints.delivered}
+        self._checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
 
     async def _decide_until_stopped(self, inputs: Inputs) -> None:
         failures = 0
@@ -149,13 +231,17 @@ class Dispatcher(Service):
                 )
                 await self._pause(RETRY.delay(failures))
                 continue
-            decisions = [await self._decide_on(d) for d in deliveries]
+            logged = await self._logged_requests(deliveries)
+            decisions = [await self._decide_on(d, logged) for d in deliveries]
             if loop.time() >= next_tick:  # due() scans every run in flight: not per batch
                 decisions += [self._settle(None, None, d) for d in due(self.state, utc_now())]
                 next_tick = loop.time() + TICK_S
             await self._store(decisions)
             for delivery in deliveries:
                 await delivery.ack()
+            self._checkpoints.delivered_to([d.seq for d in deliveries])
+            if self._checkpoints.due(loop.time()):
+                await self._checkpoint(inputs)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -173,9 +259,14 @@ class Dispatcher(Service):
             return parsed.scope, Event(parsed.event_key, delivery.seq, payload)
         return parsed.scope, decode_subject(parsed, delivery.data)
 
-    async def _decide_on(self, delivery: Delivery) -> list[Output]:
-        """The decision on one input, already folded into state (not yet stored)."""
+    async def _decide_on(self, delivery: Delivery, logged: set[str]) -> list[Output]:
+        """The decision on one input, already folded into state (not yet stored). Any other
+        message that changes state is folded, unless this dispatcher stored it."""
         if delivery.subject not in self._inputs:
+            if delivery.seq in self._stored:
+                self._stored.discard(delivery.seq)
+            elif delivery.subject in self._outputs:
+                self._fold_delivered(delivery)
             return []
         try:
             read = self._read(delivery)
@@ -187,7 +278,37 @@ class Dispatcher(Service):
         scope, message = read
         if isinstance(message, WorkflowDef):
             await self._ensure_queue(scope, message.name)
+        if isinstance(message, RunRequested) and message.run_id in logged:
+            return []  # a run that ended long ago (and was forgotten) is not started again
         return self._settle(scope, message, decide(self.state, scope, message, utc_now()))
+
+    def _fold_delivered(self, delivery: Delivery) -> None:
+        try:
+            parsed = parse(delivery.subject)
+            fold(self.state, parsed.scope, decode_subject(parsed, delivery.data))
+        except (SubjectError, DecodeError) as exc:
+            log.warning("skipping unreadable %s at seq %d: %s", delivery.subject, delivery.seq, exc)
+
+    async def _logged_requests(self, deliveries: list[Delivery]) -> set[str]:
+        """Run ids requested in ``deliveries`` that the state does not know but the log
+        does (created or rejected): runs that ended and were forgotten. Asked only once the
+        dispatcher has forgotten something, all at once."""
+        if not self._checkpoints.forgot_through:
+            return set()
+        asked: dict[str, Scope] = {}
+        for d in deliveries:
+            if d.subject.endswith(".requested") and d.subject in self._inputs:
+                try:
+                    parsed = parse(d.subject)
+                except SubjectError:
+                    continue
+                if not self.state.known(parsed.run_id):
+                    asked[parsed.run_id] = parsed.scope
+        if not asked:
+            return set()
+        subjects = [(r, s.run(r, kind)) for r, s in asked.items() for kind in _EXISTED]
+        found = await asyncio.gather(*(direct_last(self.nc, self.tenant, s) for _r, s in subjects))
+        return {run_id for (run_id, _s), rec in zip(subjects, found, strict=True) if rec}
 
     async def _ensure_queue(self, scope: Scope, workflow: str) -> None:
         """The workflow's queue group, created by the engine (tenants cannot create
@@ -212,11 +333,13 @@ class Dispatcher(Service):
         if self._appender is None:
             self._appender = Appender(self.nc)
         try:
-            await self._appender.append_all(items)
+            seqs = await self._appender.append_all(items)
         except LogFullError as exc:
             await self._full(exc)
             raise
         self.log_full = False
+        self._stored.update(seqs)
+        self._checkpoints.folded(seqs)
 
     async def _full(self, exc: LogFullError) -> None:
         """The log is full: say so once (and have it recorded). The dispatcher then stops

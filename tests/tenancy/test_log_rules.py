@@ -4,6 +4,7 @@ relayed into another tenant; batch headers do not stall another tenant's dispatc
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -13,7 +14,16 @@ import pytest
 from nats.aio.client import Client as NATS
 
 import eventstore
-from eventstore import Append, LogFullError, PermissionDeniedError, append
+from dispatcher.checkpoint import SNAPSHOT_NAME
+from dispatcher.snapshot import load
+from eventstore import (
+    Append,
+    LogFullError,
+    PermissionDeniedError,
+    SnapshotStore,
+    append,
+    snapshot_bucket,
+)
 from eventstore.connection import request
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
@@ -183,3 +193,42 @@ async def test_full_log_refuses_new_messages_and_keeps_old_ones(
 async def own_log_bounds(engine: Engine, tenant: str) -> tuple[int, int, int]:
     info = await log_nc(engine, tenant).jetstream().stream_info(stream_name(tenant))
     return info.state.first_seq, info.state.messages, info.state.last_seq
+
+
+async def own_snapshot(engine: Engine, tenant: str) -> tuple[str, int] | None:
+    """The bucket's settings, and the tenant's dispatcher snapshot as the engine reads it
+    (the dispatcher stores a new one now and then: its sequence may move, never back)."""
+    conn = log_nc(engine, tenant)
+    info = await conn.jetstream().stream_info(f"OBJ_{snapshot_bucket(tenant)}")
+    data = await SnapshotStore(conn, tenant, SNAPSHOT_NAME).load()
+    return None if data is None else (repr(info.config), load(data).seq)
+
+
+async def test_the_dispatcher_snapshot_is_out_of_the_tenants_reach(
+    attacker: Attacker, tenancy_engine: Engine
+) -> None:
+    """The snapshot bucket lives in the tenant's log account, next to the log; no export
+    names it, so a tenant can neither read it, nor write a snapshot the dispatcher would
+    start from, nor purge or delete it: every subject that would is refused."""
+    tenant = attacker.tenant
+    bucket = snapshot_bucket(tenant)
+    stream = f"OBJ_{bucket}"
+    meta = f"$O.{bucket}.M.{base64.urlsafe_b64encode(b'dispatcher').decode()}"
+    # The dispatcher stores its first snapshot once it has rebuilt.
+    config, seq = await eventually(lambda: own_snapshot(tenancy_engine, tenant))
+    for subject, body in (
+        (meta, orjson.dumps({"name": "dispatcher", "nuid": "x", "size": 1})),
+        (f"$O.{bucket}.C.x", b"{}"),
+        (f"$JS.API.DIRECT.GET.{stream}", orjson.dumps({"last_by_subj": meta})),
+        (f"$JS.API.DIRECT.GET.{stream}.{meta}", b""),
+        (f"$JS.API.STREAM.MSG.GET.{stream}", orjson.dumps({"last_by_subj": meta})),
+        (f"$JS.API.STREAM.INFO.{stream}", b""),
+        (f"$JS.API.STREAM.PURGE.{stream}", b"{}"),
+        (f"$JS.API.STREAM.DELETE.{stream}", b""),
+        (f"$JS.API.STREAM.UPDATE.{stream}", orjson.dumps({"name": stream})),
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, body, timeout_s=3)
+    await attacker.nc.flush()
+    after = await own_snapshot(tenancy_engine, tenant)
+    assert after is not None and after[0] == config and after[1] >= seq
