@@ -44,10 +44,14 @@ def snapshot_bucket_config(tenant: str, max_bytes: int = -1) -> ObjectStoreConfi
     )
 
 
-async def ensure_snapshot_bucket(conn: Connection, tenant: str, max_bytes: int = -1) -> None:
-    """Create the tenant's snapshot bucket if missing (idempotent); apply ``max_bytes``."""
+async def ensure_snapshot_bucket(
+    conn: Connection, tenant: str, max_bytes: int | None = None
+) -> None:
+    """Create the tenant's snapshot bucket if missing (idempotent), with ``max_bytes``
+    (``-1``: no limit); apply a changed ``max_bytes`` to an existing one (``None``: leave
+    its limit as it is)."""
     js = conn.jetstream()
-    config = snapshot_bucket_config(tenant, max_bytes)
+    config = snapshot_bucket_config(tenant, -1 if max_bytes is None else max_bytes)
     stream = f"OBJ_{snapshot_bucket(tenant)}"
     try:
         try:
@@ -55,7 +59,7 @@ async def ensure_snapshot_bucket(conn: Connection, tenant: str, max_bytes: int =
         except nats.js.errors.NotFoundError:
             await js.create_object_store(snapshot_bucket(tenant), config)
             return
-        if info.config.max_bytes != max_bytes:
+        if max_bytes is not None and info.config.max_bytes != max_bytes:
             info.config.max_bytes = max_bytes
             await js.update_stream(info.config)
     except nats.js.errors.APIError as exc:

@@ -292,6 +292,15 @@ async def test_a_snapshot_is_stored_whole_and_replaced_whole(nc: Connection, log
     assert await read_all(nc, log) == []
 
 
+async def test_the_snapshot_bucket_keeps_the_tenants_quota(nc: Connection) -> None:
+    tenant = f"c{uuid.uuid4().hex[:12]}"
+    quota = 8 * 1024 * 1024
+    await ensure_tenant_stream(nc, tenant, eventstore.StreamLimits(max_bytes=quota))
+    await SnapshotStore(nc, tenant, "dispatcher").save(b"x")
+    info = await nc.jetstream().stream_info(f"OBJ_{eventstore.snapshot_bucket(tenant)}")
+    assert info.config.max_bytes == quota
+
+
 async def test_an_older_filtered_dispatcher_consumer_restarts_after_what_it_acked(
     nc: Connection, log: Scope
 ) -> None:
