@@ -219,7 +219,7 @@ class Dispatcher(Service):
         next_tick = loop.time()
         while not self.stopping.is_set():
             try:
-                deliveries = await inputs.fetch(self.fetch_batch, TICK_S, self._inputs)
+                deliveries = await inputs.fetch(self.fetch_batch, TICK_S)
                 failures = 0
             except NatchetError as exc:
                 failures += 1

@@ -11,7 +11,6 @@ from nats.aio.client import Client as Connection
 from nats.js import JetStreamContext
 
 from eventstore.errors import ReadError, TransportError
-from eventstore.match import Patterns
 from eventstore.messages import Delivery
 
 
@@ -35,10 +34,8 @@ class Inputs:
         except nats.errors.Error as exc:
             raise TransportError(f"cannot consume {self.stream}: {exc}") from None
 
-    async def fetch(self, n: int, wait_s: float, keep: Patterns | None = None) -> list[Delivery]:
-        """Up to ``n`` inputs, waiting at most ``wait_s`` for the first; ``[]`` if none.
-        With ``keep``, a message whose subject it does not match is acked here at once
-        (nothing is decided from it) and not handed out."""
+    async def fetch(self, n: int, wait_s: float) -> list[Delivery]:
+        """Up to ``n`` inputs, waiting at most ``wait_s`` for the first; ``[]`` if none."""
         if self._sub is None:
             await self.open()
         assert self._sub is not None
@@ -48,18 +45,7 @@ class Inputs:
             return []
         except nats.errors.Error as exc:
             raise TransportError(f"fetching from {self.consumer} failed: {exc}") from None
-        if keep is None:
-            return [Delivery.of(msg) for msg in msgs]
-        out = []
-        for msg in msgs:
-            if msg.subject in keep:
-                out.append(Delivery.of(msg))
-                continue
-            try:
-                await msg.ack()
-            except nats.errors.Error as exc:  # it comes back, and is skipped again
-                raise TransportError(f"could not ack {msg.subject}: {exc}") from None
-        return out
+        return [Delivery.of(msg) for msg in msgs]
 
     async def ack_floor(self) -> int:
         """The consumer's ack floor: the stream sequence up to which every message it handed

@@ -211,27 +211,6 @@ async def test_inputs_are_redelivered_until_acked(nc: Connection, log: Scope) ->
     await inputs.close()
 
 
-async def test_inputs_hand_out_what_matches_and_ack_the_rest_at_once(
-    nc: Connection, log: Scope
-) -> None:
-    await ensure_dispatcher_consumer(nc, log.tenant)
-    await append(nc, event(log, 0))
-    await append(nc, Append(log.run("r1", "created"), b"{}"))  # the dispatcher's own output
-    await append(nc, event(log, 1))
-    inputs = Inputs(nc, stream_name(log.tenant), DISPATCHER_CONSUMER)
-    keep = eventstore.Patterns([f"{log.tenant}.*.events.>"])
-    got = await inputs.fetch(10, 2, keep)
-    assert [d.seq for d in got] == [1, 3]
-
-    async def only_the_events_pending() -> bool:
-        info = await nc.jetstream().consumer_info(stream_name(log.tenant), DISPATCHER_CONSUMER)
-        return info.num_ack_pending == 2
-
-    # The created message is acked (its ack is on its way), the events are not yet.
-    await eventually(only_the_events_pending)
-    await inputs.close()
-
-
 async def test_inputs_a_killed_dispatcher_fetched_come_back_after_its_successor_acks_later_ones(
     nc: Connection, log: Scope
 ) -> None:
