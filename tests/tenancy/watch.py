@@ -20,6 +20,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
+from eventstore.snapshot import snapshot_bucket
 from eventstore.system import system_last_seq
 from natchet.engine import Engine
 from projector import list_runs
@@ -43,13 +44,16 @@ async def tenant_view(engine: Engine, db: psycopg.AsyncConnection[Any], tenant: 
     js = engine.provisioner.logs[tenant].jetstream()
     streams: list[tuple[str, int, int, int, str]] = []
     consumers: list[tuple[str, str, str]] = []
-    for name in (stream_name(tenant), tasks_stream_name(tenant), live_stream_name(tenant)):
+    # Heartbeats come and go, and the dispatcher replaces its snapshots: of those two
+    # streams, only that they exist with their settings.
+    only_settings = (live_stream_name(tenant), f"OBJ_{snapshot_bucket(tenant)}")
+    for name in (stream_name(tenant), tasks_stream_name(tenant), *only_settings):
         try:
             info = await js.stream_info(name)
         except NotFoundError:
             streams.append((name, -1, -1, -1, "MISSING"))
             continue
-        if name == live_stream_name(tenant):  # heartbeats come and go: only its settings
+        if name in only_settings:
             streams.append((name, 0, 0, 0, repr(info.config)))
             continue
         state = info.state
