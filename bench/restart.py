@@ -1,6 +1,6 @@
 """How long the dispatcher takes to start on a long log: from ``start()`` until ``ready``.
 
-    .venv/bin/python bench/restart.py [--messages 1000000] [--in-flight 200]
+    .venv/bin/python -m bench.restart [--messages 1000000] [--in-flight 200]
                                       [--tail 20000] [--url nats://...]
 
 Builds a tenant log of about ``--messages`` messages on a nats-server of its own (from the
