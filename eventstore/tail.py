@@ -5,10 +5,9 @@ An ordered consumer built on pull: an ephemeral, unacknowledged, in-memory consu
 ``start_seq``. One subject is the consumer's filter; several are matched here, on an
 unfiltered consumer (``eventstore.match``): a consumer with several filters makes the server
 walk every block's subject tree on each fetch, which grows with the stream. Its consumer
-sequence counts
-deliveries 1, 2, 3...; a gap (a delivery lost in a reconnect) or a consumer the server
-forgot makes it start over from the message after the last one handed out, so nothing is
-skipped or handed out twice.
+sequence counts deliveries 1, 2, 3...; a gap (a delivery lost in a reconnect) or a consumer
+the server forgot makes it start over from the message after the last one handed out, so
+nothing is skipped or handed out twice.
 """
 
 from __future__ import annotations
