@@ -11,19 +11,24 @@ live connection is still up, the engine still serves every tenant, and A still w
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
+import nats.js.errors
 import orjson
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
 
 import eventstore
+from dispatcher.checkpoint import SNAPSHOT_NAME
 from eventstore import Append, append
 from eventstore.provision import task_consumer_name
+from eventstore.snapshot import snapshot_bucket
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import Scope, Task, encode
@@ -317,3 +322,39 @@ def client_options_for(s: Scene, token: str) -> eventstore.NatsOptions:
     url = s.a_nc.connected_url
     assert url is not None
     return eventstore.NatsOptions(f"nats://{url.hostname}:{url.port}", token=token)
+
+
+def _snapshot_targets(s: Scene, tenant: str) -> tuple[str, str]:
+    """A fresh chunk subject and the dispatcher's meta subject in ``tenant``'s snapshot
+    bucket: a body landing on them would be a forged dispatcher state."""
+    bucket = snapshot_bucket(tenant)
+    name = base64.urlsafe_b64encode(SNAPSHOT_NAME.encode()).decode()
+    return f"$O.{bucket}.C.evil{uuid.uuid4().hex[:8]}", f"$O.{bucket}.M.{name}"
+
+
+async def _snapshot_untouched(s: Scene, tenant: str, chunk: str, meta: str) -> None:
+    js = s.engine.provisioner.logs[tenant].jetstream()  # type: ignore[union-attr]
+    stream = f"OBJ_{snapshot_bucket(tenant)}"
+    info = await js.stream_info(stream, subjects_filter=chunk)
+    assert not info.state.subjects, f"A's answer landed in {stream}: {info.state.subjects}"
+    with contextlib.suppress(nats.js.errors.NotFoundError):  # no snapshot stored yet
+        stored = await js.get_last_msg(stream, meta)
+        assert orjson.loads(stored.data or b"{}").get("name") == SNAPSHOT_NAME, stored.data
+
+
+@pytest.mark.parametrize("whose", ["own", "B"])
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_reply_path_cannot_write_a_snapshot(scene: Scene, path: str, whose: str) -> None:
+    """The dispatcher restores from its snapshot bucket (``OBJ_snap-<t>``, in the log
+    account): A aims every answer it can provoke at a chunk and at the dispatcher's meta
+    subject there, its own tenant's and B's. Nothing lands (the watch in ``unchanged``
+    covers only that the bucket exists with its settings: the dispatcher replaces its
+    contents)."""
+    tenant = scene.a if whose == "own" else scene.b
+    chunk, meta = _snapshot_targets(scene, tenant)
+    before = await scene.views()
+    for target in (chunk, meta):
+        await PATHS[path](scene, target)
+    await unchanged(scene.a_nc, scene.views, before)
+    await _snapshot_untouched(scene, tenant, chunk, meta)
+    await engine_serves(scene.engine, scene.a, scene.b, scene.c)
