@@ -267,8 +267,13 @@ def _verdict(
 
 
 def _settled(run: RunState, verdict: Output) -> RunState:
-    """The run as it will be once ``verdict`` is folded: the fold itself, on a copy."""
-    copy = attrs.evolve(run, steps={n: attrs.evolve(s) for n, s in run.steps.items()})
+    """The run as it will be once ``verdict`` is folded: the fold itself, on a copy (of the
+    run and of the one step the verdict changes: the fold touches nothing else)."""
+    name = verdict.message.step
+    steps = dict(run.steps)
+    if name in steps:
+        steps[name] = attrs.evolve(steps[name])
+    copy = attrs.evolve(run, steps=steps)
     fold_finished(copy, verdict.message)
     return copy
 

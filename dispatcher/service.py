@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, decide, due
 from dispatcher.state import State, fold
-from dispatcher.step import fit, fold_all
+from dispatcher.step import settle
 from eventstore import (
     RETRY,
     Append,
@@ -130,11 +130,7 @@ class Dispatcher(Service):
             self.nc, self.tenant, subjects, start_seq=start_seq, until_seq=until_seq
         ):
             count += 1
-            try:
-                parsed = parse(rec.subject)
-                fold(self.state, parsed.scope, decode_subject(parsed, rec.data))
-            except (SubjectError, DecodeError) as exc:
-                log.warning("skipping unreadable %s at seq %d: %s", rec.subject, rec.seq, exc)
+            self._fold_stored(rec.subject, rec.data, rec.seq)
         return count
 
     async def _serve(self) -> None:
@@ -262,11 +258,12 @@ class Dispatcher(Service):
     async def _decide_on(self, delivery: Delivery, logged: set[str]) -> list[Output]:
         """The decision on one input, already folded into state (not yet stored). Any other
         message that changes state is folded, unless this dispatcher stored it."""
+        if delivery.seq in self._stored:  # most of the log: this dispatcher's own outputs
+            self._stored.discard(delivery.seq)
+            return []
         if delivery.subject not in self._inputs:
-            if delivery.seq in self._stored:
-                self._stored.discard(delivery.seq)
-            elif delivery.subject in self._outputs:
-                self._fold_delivered(delivery)
+            if delivery.subject in self._outputs:
+                self._fold_stored(delivery.subject, delivery.data, delivery.seq)
             return []
         try:
             read = self._read(delivery)
@@ -282,12 +279,13 @@ class Dispatcher(Service):
             return []  # a run that ended long ago (and was forgotten) is not started again
         return self._settle(scope, message, decide(self.state, scope, message, utc_now()))
 
-    def _fold_delivered(self, delivery: Delivery) -> None:
+    def _fold_stored(self, subject: str, data: bytes, seq: int) -> None:
+        """Fold one logged message (read at a rebuild, or delivered); skip an unreadable one."""
         try:
-            parsed = parse(delivery.subject)
-            fold(self.state, parsed.scope, decode_subject(parsed, delivery.data))
+            parsed = parse(subject)
+            fold(self.state, parsed.scope, decode_subject(parsed, data))
         except (SubjectError, DecodeError) as exc:
-            log.warning("skipping unreadable %s at seq %d: %s", delivery.subject, delivery.seq, exc)
+            log.warning("skipping unreadable %s at seq %d: %s", subject, seq, exc)
 
     async def _logged_requests(self, deliveries: list[Delivery]) -> set[str]:
         """Run ids requested in ``deliveries`` that the state does not know but the log
@@ -319,9 +317,7 @@ class Dispatcher(Service):
 
     def _settle(self, scope: Scope | None, message: object, outputs: list[Output]) -> list[Output]:
         """Keep a decision storable and fold it (with its input) into state."""
-        outputs = fit(self.state, outputs, self._max_bytes, utc_now())
-        fold_all(self.state, scope, message, outputs)
-        return outputs
+        return settle(self.state, scope, message, outputs, self._max_bytes, utc_now())
 
     async def _store(self, decisions: list[list[Output]]) -> None:
         """Append every output of ``decisions`` in order, awaiting all acks together. A

@@ -81,6 +81,20 @@ def step(
 ) -> list[Output]:
     """Decide on ``message`` (of ``scope``), keep the decision storable, fold both; return
     what to append."""
-    outputs = fit(state, decide(state, scope, message, now), max_bytes, now)
+    return settle(state, scope, message, decide(state, scope, message, now), max_bytes, now)
+
+
+def settle(
+    state: State,
+    scope: Scope | None,
+    message: object,
+    outputs: list[Output],
+    max_bytes: int,
+    now: dt.datetime,
+) -> list[Output]:
+    """Keep a decision storable (``fit``) and fold it, with its input, into state; return
+    what to append. The second half of :func:`step`, which the service calls after deciding
+    (a tick's decisions have no input: ``scope`` None)."""
+    outputs = fit(state, outputs, max_bytes, now)
     fold_all(state, scope, message, outputs)
     return outputs

@@ -116,12 +116,12 @@ class Attempt:
             await settle(self.append("assigned", encode(assigned), f"{self.key}:assigned"))
             writer = asyncio.create_task(self._write_logs())
             keepalive = asyncio.create_task(self._keepalive())
-            result = await self._execute(fn, instance)
+            body = await self._execute(fn, instance)
         except asyncio.CancelledError:
             await settle(self._finish_cancelled(writer, keepalive))
             raise
         assert writer is not None and keepalive is not None
-        await settle(self._finish(result, writer, keepalive))
+        await settle(self._finish(body, writer, keepalive))
 
     def _stop_reason(self) -> str:
         """Why the attempt is being cancelled: told by whoever cancels, else a shutdown."""
@@ -129,19 +129,19 @@ class Attempt:
         self.context._set_cancelled(reason)
         return reason
 
-    async def _execute(self, fn: Callable[..., Any], instance: object) -> StepResult:
+    async def _execute(self, fn: Callable[..., Any], instance: object) -> bytes:
+        """Run the step; its result, encoded (measured once, appended as it is)."""
         t = self.task
         try:
             output = await self._call(fn, instance)
             encode_json(output)  # what JSON cannot carry fails here, clearly
-            result = self._result(ok=True, output=output)
-            size = len(encode(result))
-            if size > self.max_msg_bytes:
+            body = encode(self._result(ok=True, output=output))
+            if len(body) > self.max_msg_bytes:
                 raise NonRetryableError(
-                    f"step output is too large ({size} bytes with its result; the log takes "
-                    f"messages up to {self.max_msg_bytes} bytes)"
+                    f"step output is too large ({len(body)} bytes with its result; the log "
+                    f"takes messages up to {self.max_msg_bytes} bytes)"
                 )
-            return result
+            return body
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing step is a result, not a worker crash
@@ -149,8 +149,10 @@ class Attempt:
             error = describe(exc, t.timeout_s)
             if self.interrupted:
                 error = f"{error} ({INTERRUPTED})"
-            return self._result(
-                ok=False, error=error, non_retryable=isinstance(exc, NonRetryableError)
+            return encode(
+                self._result(
+                    ok=False, error=error, non_retryable=isinstance(exc, NonRetryableError)
+                )
             )
 
     async def _call(self, fn: Callable[..., Any], instance: object) -> Any:
@@ -173,12 +175,12 @@ class Attempt:
         return thread.result()
 
     async def _finish(
-        self, result: StepResult, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
+        self, body: bytes, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
     ) -> None:
-        """Record the outcome, then ack: the step is done."""
+        """Record the outcome (``body``: the encoded result), then ack: the step is done."""
         keepalive.cancel()
         await self._close_logs(writer)
-        await self.append("result", encode(result), f"{self.key}:result")
+        await self.append("result", body, f"{self.key}:result")
         self.outcome = "result"
         try:
             await self.delivery.ack()

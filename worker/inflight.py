@@ -94,14 +94,19 @@ class InFlight:
         """A run ended (cancelled, or failed elsewhere): cancel the steps of it running
         here; their attempts record why."""
         run_id = msg.subject.split(".")[-2]
+        # One not started yet finds the run over before it starts.
+        running = [
+            (task, holding.attempt)
+            for task, holding in self._tasks.items()
+            if holding.attempt is not None and holding.attempt.task.run_id == run_id
+        ]
+        if not running:
+            return  # every worker hears every run end: most hold nothing of it
         try:
             status = getattr(decode_run_message("finished", msg.data), "status", "?")
         except DecodeError:
             status = "?"
-        for task, holding in list(self._tasks.items()):
-            attempt = holding.attempt
-            if attempt is None or attempt.task.run_id != run_id:
-                continue  # one not started yet finds the run over before it starts
+        for task, attempt in running:
             log.info("run %s ended %s: cancelling step %s", run_id, status, attempt.task.step)
             attempt.context._set_cancelled(RUN_ENDED)
             task.cancel()
