@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import attrs
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as Connection
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -23,8 +19,8 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from eventstore.errors import AppendRefusedError, ConfigError, TransportError
-from eventstore.snapshot import ensure_snapshot_bucket
+from eventstore.errors import ConfigError
+from eventstore.snapshot import ensure_snapshot_bucket, translated
 from schemas.subjects import (
     Scope,
     check_name,
@@ -37,19 +33,6 @@ from schemas.subjects import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.asynccontextmanager
-async def _translated(what: str) -> AsyncIterator[None]:
-    """nats-py's errors, as eventstore's."""
-    try:
-        yield
-    except nats.js.errors.APIError as exc:
-        raise AppendRefusedError(
-            f"JetStream refused {what}: {exc.description}", str(exc.description)
-        ) from None
-    except nats.errors.Error as exc:
-        raise TransportError(f"{what} failed: {exc}") from None
 
 
 DISPATCHER_CONSUMER = "dispatcher"
@@ -170,7 +153,7 @@ async def ensure_tenant_stream(
     """The tenant's log, task queues, liveness streams and snapshot bucket. Refuses
     (``StreamConfigError``) a log the server stored weaker than :func:`log_stream_config`,
     e.g. one made by an older natchet or changed by hand; applies a changed quota."""
-    async with _translated(f"setting up the streams of {tenant}"):
+    async with translated(f"setting up the streams of {tenant}"):
         await _ensure_tenant_stream(conn.jetstream(), tenant, limits)
     # Beside the log, never in it: snapshots are replaced, the log is append-only.
     await ensure_snapshot_bucket(conn, tenant, limits.max_bytes)
@@ -234,7 +217,7 @@ async def ensure_task_consumer(
         max_ack_pending=-1,
     )
     # Create, or update the editable settings (ack_wait) of an existing queue group.
-    async with _translated(f"creating queue group {name}"):
+    async with translated(f"creating queue group {name}"):
         await conn.jetstream().add_consumer(tasks_stream_name(scope.tenant), config)
     return name
 
@@ -254,7 +237,7 @@ def dispatcher_filters(tenant: str) -> list[str]:
 
 
 async def ensure_dispatcher_consumer(conn: Connection, tenant: str) -> str:
-    async with _translated(f"setting up the dispatcher consumer of {tenant}"):
+    async with translated(f"setting up the dispatcher consumer of {tenant}"):
         return await _ensure_dispatcher_consumer(conn.jetstream(), tenant)
 
 

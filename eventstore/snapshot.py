@@ -19,6 +19,8 @@ validates them (``dispatcher.snapshot``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import nats.errors
 import nats.js.errors
@@ -26,7 +28,7 @@ from nats.aio.client import Client as Connection
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.object_store import ObjectStore
 
-from eventstore.errors import AppendError, ReadError, TransportError
+from eventstore.errors import AppendError, AppendRefusedError, ReadError, TransportError
 from schemas.subjects import check_tenant
 
 
@@ -53,7 +55,7 @@ async def ensure_snapshot_bucket(
     js = conn.jetstream()
     config = snapshot_bucket_config(tenant, -1 if max_bytes is None else max_bytes)
     stream = f"OBJ_{snapshot_bucket(tenant)}"
-    try:
+    async with translated(f"setting up {stream}"):
         try:
             info = await js.stream_info(stream)
         except nats.js.errors.NotFoundError:
@@ -62,10 +64,19 @@ async def ensure_snapshot_bucket(
         if max_bytes is not None and info.config.max_bytes != max_bytes:
             info.config.max_bytes = max_bytes
             await js.update_stream(info.config)
+
+
+@contextlib.asynccontextmanager
+async def translated(what: str) -> AsyncIterator[None]:
+    """nats-py's errors, as eventstore's (provisioning: here and ``eventstore.provision``)."""
+    try:
+        yield
     except nats.js.errors.APIError as exc:
-        raise AppendError(f"cannot set up {stream}: {exc.description}") from None
+        raise AppendRefusedError(
+            f"JetStream refused {what}: {exc.description}", str(exc.description)
+        ) from None
     except nats.errors.Error as exc:
-        raise TransportError(f"cannot set up {stream}: {exc}") from None
+        raise TransportError(f"{what} failed: {exc}") from None
 
 
 class SnapshotStore:

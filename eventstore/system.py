@@ -10,7 +10,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 
 from eventstore.read import follow_stream
-from eventstore.records import Record
+from eventstore.records import Record, stream_last_seq
+from eventstore.tail import read_to_end
 from schemas.tenancy import SYSTEM_STREAM, SYSTEM_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ async def ensure_system_stream(nc: NATS) -> None:
 
 
 async def system_last_seq(nc: NATS) -> int:
-    info = await nc.jetstream().stream_info(SYSTEM_STREAM)
-    return int(info.state.last_seq)
+    return await stream_last_seq(nc, SYSTEM_STREAM)
 
 
 async def follow_system(nc: NATS) -> AsyncIterator[Record]:
@@ -52,12 +52,4 @@ async def follow_system(nc: NATS) -> AsyncIterator[Record]:
 
 async def read_system(nc: NATS) -> list[Record]:
     """The whole system stream as it is now."""
-    end = await system_last_seq(nc)
-    out: list[Record] = []
-    if end == 0:
-        return out
-    async for rec in follow_system(nc):
-        out.append(rec)
-        if rec.seq >= end:
-            break
-    return out
+    return [rec async for rec in read_to_end(nc, SYSTEM_STREAM)]
