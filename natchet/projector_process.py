@@ -18,15 +18,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from eventstore import RESTART, Service
-from natchet.supervise import HEALTHY_S
+from eventstore import Service
+from natchet.supervise import supervise
 
 log = logging.getLogger(__name__)
 
 
 class ProjectorProcess(Service):
     """Runs ``argv`` (an engine with ``--role project``) until shutdown, restarting it when
-    it exits; on shutdown, SIGTERM and up to ``grace_s`` to stop, then SIGKILL."""
+    it exits (``natchet.supervise``); on shutdown, SIGTERM and up to ``grace_s`` to stop,
+    then SIGKILL."""
 
     name = "projector process"
     grace_s = 20.0
@@ -34,30 +35,20 @@ class ProjectorProcess(Service):
     def __init__(self, argv: Sequence[str]) -> None:
         super().__init__()
         self.argv = list(argv)
-        self.pid: int | None = None
-        self.starts = 0
 
     async def _serve(self) -> None:
-        failures = 0
-        loop = asyncio.get_running_loop()
-        while not self.stopping.is_set():
-            started = loop.time()
-            proc = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.PIPE)
-            self.pid, self.starts = proc.pid, self.starts + 1
-            try:
-                await self.until_stopping(proc.wait())
-            finally:
-                if proc.returncode is None:
-                    await _stop(proc, self.grace_s - 2)
-            if self.stopping.is_set():
-                return
-            failures = 1 if loop.time() - started > HEALTHY_S else failures + 1
-            delay = RESTART.delay(failures)
-            log.warning(
-                "projector process exited with %s; restarting in %.1fs", proc.returncode, delay
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+        await supervise(self.name, self._once, self.stopping)
+
+    async def _once(self) -> None:
+        """One child, until it exits (a failure, for the supervisor) or shutdown."""
+        proc = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.PIPE)
+        try:
+            await self.until_stopping(proc.wait())
+        finally:
+            if proc.returncode is None:
+                await _stop(proc, self.grace_s - 2)
+        if not self.stopping.is_set():
+            raise RuntimeError(f"the projector process exited with {proc.returncode}")
 
 
 async def _stop(proc: asyncio.subprocess.Process, grace_s: float) -> None:

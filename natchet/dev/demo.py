@@ -20,11 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from natchet.config import EngineSettings
-from natchet.dev.serve import in_thread_to_the_end, worker_env
-from natchet.dev.stack import DevStack
-from natchet.dev.tenancy import ensure_dev_tenant
-from natchet.engine import Engine
+from natchet.dev.serve import dev_engine, in_thread_to_the_end
 from projector import get_run, list_runs
 from schemas.errors import NatchetError
 
@@ -90,46 +86,36 @@ async def _watch(db: str, expected: int, deadline_s: float) -> list[dict[str, An
 async def run_demo(events: int = 10) -> int:
     with tempfile.TemporaryDirectory(prefix="natchet-demo-") as tmp:
         print("starting nats-server and PostgreSQL from their wheels ...", flush=True)
-        stack = DevStack(Path(tmp), auth=True)
         worker: subprocess.Popen[bytes] | None = None
-        try:
-            await in_thread_to_the_end(stack.start)
-            settings = EngineSettings(
-                stack.nats_url,
-                stack.database_url,
-                (TENANT,),
-                nats_auth_file=str(stack.auth_file),
-                discover_tenants=True,
-            )
-            async with Engine(settings) as engine:
-                print(f"engine up: NATS {stack.nats_url}, Postgres {stack.database_url}")
-                assert engine.nc is not None
-                token = await ensure_dev_tenant(engine.nc, TENANT, stack.nats_url, None)
-                print(f"tenant {TENANT}: token issued; workers and publishers present it")
-                env = {**os.environ, **worker_env(settings, TENANT, token)}
+        async with dev_engine(
+            Path(tmp), nats_url=None, database_url=None, tenant=TENANT, env_file=None
+        ) as dev:
+            nats_url, database_url = dev.settings.nats_url, dev.settings.database_url
+            print(f"engine up: NATS {nats_url}, Postgres {database_url}")
+            token = dev.env["HATCHET_CLIENT_TOKEN"]
+            print(f"tenant {TENANT}: token issued; workers and publishers present it")
+            try:
                 worker = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                    [sys.executable, str(EXAMPLES / "demo_worker.py")], env=env
+                    [sys.executable, str(EXAMPLES / "demo_worker.py")],
+                    env={**os.environ, **dev.env},
                 )
-                await _wait_registered(stack.database_url, "UserSignup", 30)
-                assert stack.nats is not None
+                await _wait_registered(database_url, "UserSignup", 30)
                 subject = f"{TENANT}.default.events.user:create"
                 print(f"publishing {events} events on {subject} over a bare NATS socket")
                 bodies = [
                     b'{"id": %d, "email": "user%d@example.com"}' % (i, i) for i in range(events)
                 ]
-                await asyncio.to_thread(
-                    raw_publish, "127.0.0.1", stack.nats.port, subject, bodies, token
-                )
-                runs = await _watch(stack.database_url, events, 60)
-                async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
+                port = int(nats_url.rsplit(":", 1)[1])
+                await asyncio.to_thread(raw_publish, "127.0.0.1", port, subject, bodies, token)
+                runs = await _watch(database_url, events, 60)
+                async with await psycopg.AsyncConnection.connect(database_url) as conn:
                     detail = await get_run(conn, runs[0]["id"], tenant=TENANT)
                 _print_summary(runs, detail)
                 ok = all(r["status"] == "SUCCEEDED" for r in runs)
-        finally:
-            if worker is not None:
-                worker.terminate()
-                await in_thread_to_the_end(lambda: worker.wait(30) if worker else None)
-            await in_thread_to_the_end(stack.stop)
+            finally:
+                if worker is not None:
+                    worker.terminate()
+                    await in_thread_to_the_end(lambda: worker.wait(30) if worker else None)
     print("demo finished: all runs SUCCEEDED" if ok else "demo finished: some runs FAILED")
     return 0 if ok else 1
 

@@ -100,15 +100,18 @@ class CalloutService(Service):
         # a fold catching up) must not hold up every other tenant's connects.
         self._answering: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
-        view.listeners.append(self._on_system)
 
     async def _serve(self) -> None:
-        subs: list[Subscription] = [await subscribe(self.nc, AUTH_SUBJECT, self._on_request)]
-        if self.system is not None:
-            subs.append(await subscribe(self.system, DISCONNECTS, self._on_disconnect))
+        # Revocations are heard while the callout runs, and not after.
+        self.view.listeners.append(self._on_system)
+        subs: list[Subscription] = []
         try:
+            subs.append(await subscribe(self.nc, AUTH_SUBJECT, self._on_request))
+            if self.system is not None:
+                subs.append(await subscribe(self.system, DISCONNECTS, self._on_disconnect))
             await self.stopping.wait()
         finally:
+            self.view.listeners.remove(self._on_system)
             for sub in subs:
                 await sub.unsubscribe()
             for task in list(self._answering):

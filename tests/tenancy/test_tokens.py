@@ -277,5 +277,4 @@ async def test_callout_has_the_service_lifecycle(
         await nc.close()
     assert not callout.running
     await callout.shutdown()
-    tenancy_engine.tenancy.view.listeners.remove(callout._on_system)
     await eventstore.close(conn)
