@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -190,3 +191,14 @@ def machine_cpu(before: CpuSnapshot, after: CpuSnapshot, ours: float) -> dict[st
         "interrupts_cores": round(irq / wall, 2),
         "other_cores": round(other / wall, 2),
     }
+
+
+def cpu_report(
+    before: CpuSnapshot, after: CpuSnapshot, roots: dict[str, list[int]], per: int
+) -> dict[str, Any]:
+    """CPU seconds per group of process trees and per run (``per``: the runs done or
+    started), the harness's own, and the machine's split (``machine_cpu``)."""
+    used = cpu_used(before, after, roots) | {"harness": cpu_of(before, after, os.getpid())}
+    per_ms = {k: round(v * 1000 / max(1, per), 3) for k, v in used.items()}
+    machine = machine_cpu(before, after, sum(used.values()))
+    return {"cpu_s": used, "cpu_ms_per_run": per_ms, "machine": machine}

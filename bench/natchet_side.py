@@ -13,7 +13,6 @@ process (engine, nats-server, PostgreSQL, workers, this harness) per run.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import nats
 
 from bench.hot_options import Options
-from bench.hot_procs import CpuSnapshot, cpu_of, cpu_used, machine_cpu
+from bench.hot_procs import CpuSnapshot, cpu_report
 from bench.hot_record import FLUSH_S, StartReader
 from bench.hot_stats import drain, latency_result, ms_summary
 from bench.hot_worker import DIAMOND_EVENT, NOOP_EVENT
@@ -94,10 +93,7 @@ async def _started(reader: StartReader, scenario: str, n: int, wait_s: float) ->
 
 def _cpu(stack: NatchetStack, before: CpuSnapshot, after: CpuSnapshot, per: int) -> dict[str, Any]:
     """CPU seconds per process group, and per run (``per``: the runs done or started)."""
-    used = cpu_used(before, after, stack.pids()) | {"harness": cpu_of(before, after, os.getpid())}
-    per_ms = {k: round(v * 1000 / max(1, per), 3) for k, v in used.items()}
-    machine = machine_cpu(before, after, sum(used.values()))
-    return {"cpu_s": used, "cpu_ms_per_run": per_ms, "machine": machine}
+    return cpu_report(before, after, stack.pids(), per)
 
 
 def _lags(poller: RunPoller, kind: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from bench.chaos_stack import Proc
 from bench.hot_procs import clean_env, spawn, stop
 from bench.hot_record import RECORD_DIR_ENV
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
+from natchet.dev.stack import ensure_database
 
 TENANT = "bench"
 WORKER_SCRIPT = Path(__file__).with_name("hot_worker.py")
@@ -65,8 +66,7 @@ class NatchetStack:
         ``bench/hot_worker.py``) and taking work."""
         self.record_dir.mkdir(parents=True, exist_ok=True)
         self.nats.start()
-        with psycopg.connect(self.pg.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        ensure_database(self.pg.url(), self.database)
         natchet = str(Path(sys.executable).with_name("natchet"))
         self.engine = spawn("engine", [natchet, "engine"], self.logs, self._env(), self.root)
         self.engine.wait_log(ENGINE_READY, 60)

@@ -26,9 +26,7 @@ from bench.hot_procs import (
     CpuSnapshot,
     RedisServer,
     clean_env,
-    cpu_of,
-    cpu_used,
-    machine_cpu,
+    cpu_report,
     spawn,
     stop,
 )
@@ -122,10 +120,7 @@ class PeerSide:
     def _cpu(self, before: CpuSnapshot, after: CpuSnapshot, per: int) -> dict[str, Any]:
         assert self.workers is not None and self.redis.proc is not None
         roots = {"workers": [self.workers.pid], "redis": [self.redis.proc.pid]}
-        used = cpu_used(before, after, roots) | {"harness": cpu_of(before, after, os.getpid())}
-        per_ms = {k: round(v * 1000 / max(1, per), 3) for k, v in used.items()}
-        machine = machine_cpu(before, after, sum(used.values()))
-        return {"cpu_s": used, "cpu_ms_per_run": per_ms, "machine": machine}
+        return cpu_report(before, after, roots, per)
 
     def drain(self, scenario: str, processes: int) -> dict[str, Any]:
         began = time.monotonic()
