@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,3 +59,13 @@ async def runs_of(db: psycopg.AsyncConnection[Any], tenant: str) -> list[dict[st
         for (rid,) in await cur.fetchall()
         if (r := await get_run(db, rid, tenant=tenant)) is not None
     ]
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, exited but not yet reaped, has stopped: it holds no port and
+    no file)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

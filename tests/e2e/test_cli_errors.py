@@ -5,23 +5,15 @@ environment (no NATCHET_*/HATCHET_* variables, an empty working directory)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from natchet.dev.embedded import EmbeddedPostgres
+from natchet.dev.embedded import EmbeddedPostgres, free_port
 
 NATCHET = [sys.executable, "-m", "natchet.cli"]
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def natchet_fails(tmp_path: Path, *args: str, **env: str) -> str:
@@ -68,7 +60,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(
 
 
 def test_cli_postgres_not_reachable_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/natchet"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/natchet"
     for command in (["runs", "list"], ["runs", "get", "r1"], ["events", "list"]):
         line = natchet_fails(tmp_path, *command, "--database-url", url)
         assert "cannot reach PostgreSQL" in line and "--database-url" in line, line
@@ -92,5 +84,5 @@ def test_cli_paging_cursor_that_no_list_returned_is_one_line_and_exit_2(
 
 @pytest.mark.timeout(60)
 def test_cli_nats_not_reachable_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    line = natchet_fails(tmp_path, "workers", "list", "--nats-url", f"127.0.0.1:{closed_port()}")
+    line = natchet_fails(tmp_path, "workers", "list", "--nats-url", f"127.0.0.1:{free_port()}")
     assert "cannot connect to NATS" in line and "--nats-url" in line, line

@@ -59,12 +59,15 @@ async def message_ids(nc: Connection, tenant: str) -> Counter[str]:
 async def decide_dying(nc: Connection, tenant: str, n: int) -> None:
     """A dispatcher that dies after ``n`` appends of its next decision (if it has more)."""
     dispatcher = Dispatcher(nc, tenant)
-    dispatcher._appender = DiesAfter(nc, n)
+    dispatcher._appender = appender = DiesAfter(nc, n)
     task = asyncio.create_task(dispatcher.run())
-    done, _ = await asyncio.wait({task}, timeout=3)
+    # Until its first batch of appends went out (cut or whole), or it stopped: a dispatcher
+    # that never got to append fails here instead of passing without a cut.
+    await eventually(lambda: task.done() or appender.n < 0)
     await dispatcher.shutdown()
-    if task in done and not isinstance(task.exception(), Killed):
-        task.result()
+    (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(outcome, BaseException) and not isinstance(outcome, Killed):
+        raise outcome
 
 
 async def finished(nc: Connection, tenant: str, ids: Sequence[str]) -> bool:

@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from natchet.config import read_env_file
+from tests.support import alive
 
 NATCHET = [sys.executable, "-m", "natchet.cli"]
-
-
-def alive(pid: int) -> bool:
-    """``pid`` runs (a zombie nobody reaped has stopped: it holds no port and no file)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def pid_in(path: Path) -> int | None:

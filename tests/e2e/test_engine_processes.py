@@ -20,7 +20,7 @@ import pytest
 from natchet.dev.demo import raw_publish
 from natchet.dev.embedded import NatsServer
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, run_ends, runs_of
+from tests.support import alive, hatchet_for, runs_of
 from worker import Context
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,15 +39,6 @@ def cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except FileNotFoundError:
         return []
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def projector_of(engine_pid: int) -> int | None:
@@ -105,12 +96,12 @@ async def _runs_succeed(nats_server: NatsServer, dsn: str, tenant: str, numbers:
         bodies = [orjson.dumps({"n": n}) for n in numbers]
         raw_publish("127.0.0.1", nats_server.port, f"{tenant}.default.events.echo", bodies)
 
-        async def outputs() -> set[int]:
-            ended = [await run_ends(db, r["id"]) for r in await runs_of(db, tenant)]
-            done = {r["steps"][0]["output"]["n"] for r in ended if r["status"] == "SUCCEEDED"}
-            return done if numbers and set(numbers) <= done else set()
+        async def all_succeeded() -> bool:
+            runs = await runs_of(db, tenant)
+            done = {r["steps"][0]["output"]["n"] for r in runs if r["status"] == "SUCCEEDED"}
+            return set(numbers) <= done
 
-        await eventually(outputs, timeout_s=60)
+        await eventually(all_succeeded, timeout_s=60)
     hatchet.close()
 
 

@@ -315,6 +315,27 @@ async def test_an_older_filtered_dispatcher_consumer_restarts_after_what_it_acke
     assert again.created == info.created
 
 
+def pulling(
+    nc: Connection, log: Scope, slots: Slots, got: list[Delivery]
+) -> tuple[TaskPuller, asyncio.Task[None]]:
+    """A puller on queue group ``wf`` handing deliveries to ``got``, running."""
+    puller = TaskPuller(
+        nc,
+        tasks_stream_name(log.tenant),
+        eventstore.task_consumer_name(log, "wf"),
+        slots,
+        got.append,
+        expires_s=0.5,
+    )
+    return puller, asyncio.create_task(puller.run())
+
+
+async def stopped(puller: TaskPuller, running: asyncio.Task[None]) -> None:
+    await puller.stop()
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
     nc: Connection, log: Scope
 ) -> None:
@@ -325,15 +346,7 @@ async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
         await append(nc, Append(log.task("wf", "s"), f"{n}".encode()))
     slots = Slots(3)
     got: list[Delivery] = []
-    puller = TaskPuller(
-        nc,
-        tasks_stream_name(log.tenant),
-        eventstore.task_consumer_name(log, "wf"),
-        slots,
-        got.append,
-        expires_s=0.5,
-    )
-    running = asyncio.create_task(puller.run())
+    puller, running = pulling(nc, log, slots, got)
     await eventually(lambda: len(got) == 3)
     assert slots.free == 0 and puller.outstanding == 0
     for delivery in got:
@@ -341,9 +354,7 @@ async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
         slots.finish()
     await eventually(lambda: len(got) == 5)
     assert slots.running == 5 - 3 and slots.free + slots.reserved + slots.running == 3
-    await puller.stop()
-    running.cancel()
-    await asyncio.gather(running, return_exceptions=True)
+    await stopped(puller, running)
     assert slots.reserved == 0 and puller.outstanding == 0
 
 
@@ -354,23 +365,13 @@ async def test_a_task_not_acked_in_time_comes_back_as_a_new_delivery(
     await append(nc, Append(log.task("wf", "s"), b"t"))
     slots = Slots(1)
     got: list[Delivery] = []
-    puller = TaskPuller(
-        nc,
-        tasks_stream_name(log.tenant),
-        eventstore.task_consumer_name(log, "wf"),
-        slots,
-        got.append,
-        expires_s=0.5,
-    )
-    running = asyncio.create_task(puller.run())
+    puller, running = pulling(nc, log, slots, got)
     await eventually(lambda: len(got) == 1)
     slots.finish()  # the worker "died": no ack, no in_progress
     await eventually(lambda: len(got) == 2)
     assert [d.delivered for d in got] == [1, 2] and got[0].seq == got[1].seq
     await got[1].ack_sync()
-    await puller.stop()
-    running.cancel()
-    await asyncio.gather(running, return_exceptions=True)
+    await stopped(puller, running)
 
 
 # -- errors and policies ------------------------------------------------------------------

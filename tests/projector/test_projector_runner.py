@@ -18,7 +18,6 @@ from projector_scenario import Writer, expected_run, read_all, workflow, write_h
 
 import eventstore
 import schemas
-from eventstore import Backoff
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from projector import Projector, apply_records, dump_tables, get_run, migrate
 
@@ -151,11 +150,6 @@ async def test_survives_a_postgres_restart(
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         assert await get_run(conn, second.run_id, tenant=tenant) == expected_run(second, tenant)
         assert await dump_tables(conn) == await fresh_projection(conn, nc, tenant)
-
-
-def test_backoff_is_capped_exponential() -> None:
-    delays = [Backoff(base_s=0.1, max_s=1.0).delay(n) for n in range(0, 7)]
-    assert delays == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
 async def test_survives_losing_its_consumer(
