@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as _Subscription
 
 from eventstore.errors import TransportError
+from eventstore.records import ack_info
 
 __all__ = [
     "Connection",
@@ -117,16 +118,16 @@ class Delivery:
 
     @classmethod
     def of(cls, msg: Msg) -> Delivery:
-        meta = msg.metadata
+        info = ack_info(msg)
         return cls(
             msg.subject,
             msg.data,
             msg.headers,
-            meta.sequence.stream,
-            meta.num_delivered,
-            meta.timestamp,
+            info.stream_seq,
+            info.delivered,
+            info.time,
             msg.reply,
-            meta.num_pending,
+            info.pending,
             msg,
         )
 

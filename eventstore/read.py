@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore.connection import request
 from eventstore.errors import ReadError
-from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.records import Record, ack_info, stream_last_seq, to_record
 from eventstore.tail import read_to_end
 from schemas.subjects import live_stream_name, stream_name
 
@@ -93,8 +93,9 @@ async def latest(nc: NATS, tenant: str, subject: str) -> list[Record]:
             except nats.errors.TimeoutError:
                 return out
             for msg in msgs:
-                out.append(to_record(msg))
-                if msg.metadata.num_pending == 0:
+                ack = ack_info(msg)
+                out.append(to_record(msg, ack))
+                if ack.pending == 0:
                     return out
     finally:
         with contextlib.suppress(nats.errors.Error):

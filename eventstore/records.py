@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 import attrs
 import nats.errors
@@ -24,9 +25,38 @@ class Record:
     time: dt.datetime | None = None  # when the stream stored it
 
 
-def to_record(msg: Msg) -> Record:
-    meta = msg.metadata
-    return Record(meta.sequence.stream, msg.subject, msg.data, msg.headers, meta.timestamp)
+class AckInfo(NamedTuple):
+    """What a JetStream delivery's ack subject says about it."""
+
+    stream_seq: int
+    consumer_seq: int
+    delivered: int  # how many times it was handed out (1: the first)
+    time_ns: int  # when the stream stored it
+    pending: int  # how many more the consumer had waiting
+
+    @property
+    def time(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.time_ns / 1e9, dt.UTC)
+
+
+def ack_info(msg: Msg) -> AckInfo:
+    """The delivery's position, read off its ack subject: ``$JS.ACK.<stream>.<consumer>.
+    <delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or the newer form with a
+    domain and an account hash after ``ACK`` (and a token at the end). What nats-py's
+    ``msg.metadata`` reads, at a fifth of its cost: it is read for every message the
+    dispatcher and the projector get (issue 9's profile: 8% of the projector)."""
+    t = (msg.reply or "").split(".")
+    if len(t) == 9 and t[0] == "$JS" and t[1] == "ACK":
+        return AckInfo(int(t[5]), int(t[6]), int(t[4]), int(t[7]), int(t[8]))
+    if len(t) >= 11 and t[0] == "$JS" and t[1] == "ACK":
+        return AckInfo(int(t[7]), int(t[8]), int(t[6]), int(t[9]), int(t[10]))
+    raise ReadError(f"not a JetStream delivery: reply {msg.reply!r} on {msg.subject}")
+
+
+def to_record(msg: Msg, info: AckInfo | None = None) -> Record:
+    if info is None:
+        info = ack_info(msg)
+    return Record(info.stream_seq, msg.subject, msg.data, msg.headers, info.time)
 
 
 async def stream_last_seq(nc: NATS, stream: str) -> int:

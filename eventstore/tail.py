@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from eventstore.errors import ReadError, TransportError
 from eventstore.match import Patterns
-from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.records import Record, ack_info, stream_last_seq, to_record
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +125,21 @@ class Tail:
         self._idle_since = time.monotonic()
         out: list[Record] = []
         for msg in msgs:
-            meta = msg.metadata
-            if meta.sequence.consumer != self._next_cseq or meta.sequence.stream < self.next_seq:
+            info = ack_info(msg)
+            if info.consumer_seq != self._next_cseq or info.stream_seq < self.next_seq:
                 log.warning(
                     "tail of %s: delivery %d (stream seq %d) out of order, restarting at %d",
                     self.stream,
-                    meta.sequence.consumer,
-                    meta.sequence.stream,
+                    info.consumer_seq,
+                    info.stream_seq,
                     self.next_seq,
                 )
                 await self.close()
                 break
             self._next_cseq += 1
-            self.next_seq = meta.sequence.stream + 1
+            self.next_seq = info.stream_seq + 1
             if msg.subject in self._keep:
-                out.append(to_record(msg))
+                out.append(to_record(msg, info))
         return out
 
     async def pending(self) -> int:
