@@ -1,8 +1,9 @@
 """The invariants a chaos scenario must keep, checked against the log and Postgres.
 
 * the log (``eventstore.replay``): at most one ``created``/``finished`` per run, one
-  ``step_finished`` per step, one ``queued`` per step attempt, one ``assigned``/``result``
-  per delivery; every submitted run created and finished;
+  ``step_finished`` per step (on its own or inside the run's ``finished``), one ``queued``
+  per step attempt, one ``assigned``/``result`` per delivery; every submitted run created
+  and finished;
 * Postgres: every submitted run present once, terminal and SUCCEEDED, with every step once
   and SUCCEEDED; each step's attempt rows are exactly the deliveries the log holds, with
   the worker and the status the log implies;
@@ -97,6 +98,9 @@ async def read_log(nc: NATS, tenant: str) -> LogView:
             target[(run, msg.step, msg.attempt, msg.delivery)].append(msg)
         else:
             view.kinds[(run, kind)] += 1
+            # A run's end carries the verdicts decided with it: each counts as its step's.
+            for verdict in getattr(msg, "steps", ()) if kind == "finished" else ():
+                view.step_kinds[(run, verdict.step, "step_finished")] += 1
     return view
 
 

@@ -251,8 +251,8 @@ def _verdict(
     output: Any,
     error: str | None,
     now: dt.datetime,
-) -> Output:
-    finished = StepFinished(
+) -> StepFinished:
+    return StepFinished(
         run_id=run.run_id,
         step=step.spec.name,
         attempt=attempt,
@@ -262,19 +262,22 @@ def _verdict(
         error=error,
         at=iso(now),
     )
-    msg_id = f"{run.run_id}:{step.spec.name}:finished"
-    return Output(run.scope.run(run.run_id, "step_finished"), finished, msg_id)
 
 
-def _settled(run: RunState, verdict: Output) -> RunState:
+def _said(run: RunState, verdict: StepFinished) -> Output:
+    """A verdict on its own (the run goes on): a ``step_finished`` message."""
+    msg_id = f"{run.run_id}:{verdict.step}:finished"
+    return Output(run.scope.run(run.run_id, "step_finished"), verdict, msg_id)
+
+
+def _settled(run: RunState, verdict: StepFinished) -> RunState:
     """The run as it will be once ``verdict`` is folded: the fold itself, on a copy (of the
     run and of the one step the verdict changes: the fold touches nothing else)."""
-    name = verdict.message.step
     steps = dict(run.steps)
-    if name in steps:
-        steps[name] = attrs.evolve(steps[name])
+    if verdict.step in steps:
+        steps[verdict.step] = attrs.evolve(steps[verdict.step])
     copy = attrs.evolve(run, steps=steps)
-    fold_finished(copy, verdict.message)
+    fold_finished(copy, verdict)
     return copy
 
 
@@ -284,17 +287,17 @@ def _step_succeeded(
     verdict = _verdict(
         run, step, RunStatus.SUCCEEDED, result.attempt, result.delivery, result.output, None, now
     )
-    out = [verdict]
     after_run = _settled(run, verdict)
     if step.on_failure:
-        return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
+        return _finish(after_run, RunStatus.FAILED, run.failed_error, now, verdict)
     if run.failed_error:
-        return out  # the run is failing: release nothing more
+        return [_said(run, verdict)]  # the run is failing: release nothing more
+    if all(s.status is RunStatus.SUCCEEDED for s in after_run.dag()):
+        return _finish(after_run, RunStatus.SUCCEEDED, None, now, verdict)
+    out = [_said(run, verdict)]
     for child in after_run.children_of(step.spec.name):
         if after_run.ready(child):
             out += _queue(after_run, child, 1, now)
-    if all(s.status is RunStatus.SUCCEEDED for s in after_run.dag()):
-        out += _finish(after_run, RunStatus.SUCCEEDED, None, now)
     return out
 
 
@@ -302,16 +305,15 @@ def _step_failed(
     run: RunState, step: StepState, attempt: int, delivery: int, error: str, now: dt.datetime
 ) -> list[Output]:
     verdict = _verdict(run, step, RunStatus.FAILED, attempt, delivery, None, error, now)
-    out = [verdict]
     after_run = _settled(run, verdict)
     if step.on_failure:
-        return out + _finish(after_run, RunStatus.FAILED, run.failed_error, now)
+        return _finish(after_run, RunStatus.FAILED, run.failed_error, now, verdict)
     if run.failed_error:
-        return out  # already failing; the on-failure step (if any) is under way
+        return [_said(run, verdict)]  # already failing; the on-failure step is under way
     failure = after_run.failure_step()
     if failure is not None and failure.status is None:
-        return out + _queue(after_run, failure, 1, now)
-    return out + _finish(after_run, RunStatus.FAILED, after_run.failed_error, now)
+        return [_said(run, verdict), *_queue(after_run, failure, 1, now)]
+    return _finish(after_run, RunStatus.FAILED, after_run.failed_error, now, verdict)
 
 
 def finish_run(run: RunState, reason: str, now: dt.datetime) -> list[Output]:
@@ -319,16 +321,24 @@ def finish_run(run: RunState, reason: str, now: dt.datetime) -> list[Output]:
     return _finish(run, RunStatus.FAILED, reason, now)
 
 
-def _finish(run: RunState, status: RunStatus, error: str | None, now: dt.datetime) -> list[Output]:
-    """End the run: every step not yet over is cancelled, then the run's own verdict."""
-    out: list[Output] = []
+def _finish(
+    run: RunState,
+    status: RunStatus,
+    error: str | None,
+    now: dt.datetime,
+    verdict: StepFinished | None = None,
+) -> list[Output]:
+    """End the run, in one message: ``verdict`` (the step whose end ends it, already
+    folded into ``run``), every step not yet over cancelled, then the run's own verdict."""
+    steps = [] if verdict is None else [verdict]
     for step in run.steps.values():
         if not step.terminal:
             if step.on_failure and status is RunStatus.SUCCEEDED:
                 why = "not needed: the run succeeded"
             else:
                 why = f"the run ended {status}"
-            out.append(_verdict(run, step, RunStatus.CANCELLED, step.attempt, 0, None, why, now))
-    finished = RunFinished(run_id=run.run_id, status=status, error=error, at=iso(now))
-    out.append(Output(run.scope.run(run.run_id, "finished"), finished, f"{run.run_id}:finished"))
-    return out
+            steps.append(_verdict(run, step, RunStatus.CANCELLED, step.attempt, 0, None, why, now))
+    finished = RunFinished(
+        run_id=run.run_id, status=status, error=error, at=iso(now), steps=tuple(steps)
+    )
+    return [Output(run.scope.run(run.run_id, "finished"), finished, f"{run.run_id}:finished")]

@@ -123,7 +123,12 @@ def _run_message(seq: int, parsed: ParsedSubject, msg: Any) -> list[ops.Op]:
     if isinstance(msg, schemas.RunFinished):
         status, error = str(msg.status), v.opt_text(msg.error, "error")
         at = v.timestamp(msg.at, "at")
-        return [ops.Finished(seq, run_id, status, msg.status.terminal, error, at)]
+        # The verdicts decided with the run's end, as if each were its own step_finished.
+        verdicts: list[ops.Op] = [
+            _step_finished(seq, run_id, v.text(s.step, "step"), v.count(s.attempt, "attempt"), s)
+            for s in msg.steps
+        ]
+        return [*verdicts, ops.Finished(seq, run_id, status, msg.status.terminal, error, at)]
     step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
     if isinstance(msg, schemas.StepQueued):
         return [ops.Queued(seq, run_id, step, attempt, v.timestamp(msg.queued_at, "queued_at"))]

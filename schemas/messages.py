@@ -259,15 +259,25 @@ class StepFinished:
     v: int = 1
 
 
+def _step_verdicts(value: Iterable[StepFinished | Mapping[str, Any]]) -> tuple[StepFinished, ...]:
+    return tuple(v if isinstance(v, StepFinished) else structure(StepFinished, v) for v in value)
+
+
 @attrs.frozen
 class RunFinished:
-    """``runs.<id>.finished``: the run reached a terminal status (once per run)."""
+    """``runs.<id>.finished``: the run reached a terminal status (once per run).
+
+    ``steps`` are the step verdicts decided with the run's end (the last step's, and those
+    of the steps the end cancels), in order, taking effect before the run's own: one
+    message where there were one per verdict and one for the run (issue 9: a one-step run
+    is a message shorter). Older logs have them as ``step_finished`` messages before it."""
 
     KIND = "finished"
     run_id: str
     status: RunStatus = attrs.field(converter=RunStatus)
     error: str | None = None
     at: str = attrs.field(factory=utcnow)
+    steps: tuple[StepFinished, ...] = attrs.field(default=(), converter=_step_verdicts)
     v: int = 1
 
 

@@ -126,6 +126,9 @@ class WorkflowRunRef:
             case StepFinished(status=RunStatus.SUCCEEDED):
                 outputs[message.step] = message.output
             case RunFinished(status=RunStatus.SUCCEEDED):
+                outputs.update(
+                    (s.step, s.output) for s in message.steps if s.status is RunStatus.SUCCEEDED
+                )
                 return True
             case RunFinished():
                 raise WorkflowRunError(self.workflow_run_id, message.status, message.error)

@@ -63,7 +63,12 @@ VALID: dict[str, dict[str, Any]] = {
         "retry_scheduled": schemas.StepRetryScheduled("r1", "a", 1, 2, "2025-01-01T00:00:00"),
         "cancel_requested": schemas.RunCancelRequested("r1", "why"),
         "step_finished": schemas.StepFinished("r1", "a", 1, 1, schemas.RunStatus.SUCCEEDED),
-        "finished": schemas.RunFinished("r1", schemas.RunStatus.FAILED, "x"),
+        "finished": schemas.RunFinished(
+            "r1",
+            schemas.RunStatus.FAILED,
+            "x",
+            steps=[schemas.StepFinished("r1", "a", 1, 1, schemas.RunStatus.FAILED, error="x")],
+        ),
         "task": schemas.Task("r1", "wf", "a", 1, {}, {}, 1.0),
         "workflow": schemas.WorkflowDef("wf", "v1", [schemas.StepDef("a")]),
         "heartbeat": schemas.WorkerHeartbeat(
@@ -98,7 +103,8 @@ def encode(body: Any) -> bytes:
 def test_any_json_body_plans_or_rejects(subject: str, body: Any) -> None:
     planned = plan(TENANT, Record(7, subject, encode(body)))
     assert all(isinstance(op, ops.Op) for op in planned)
-    assert len(planned) <= 1
+    # One operation per message, but a run's end: its verdicts, then its own.
+    assert len(planned) <= 1 or subject.endswith(".finished")
 
 
 @settings(max_examples=1000, deadline=None)
@@ -106,6 +112,14 @@ def test_any_json_body_plans_or_rejects(subject: str, body: Any) -> None:
 def test_valid_messages_with_broken_fields_plan_or_reject(message: tuple[str, Any]) -> None:
     subject, body = message
     plan(TENANT, Record(7, subject, encode(body)))
+
+
+def test_a_run_end_plans_its_verdicts_before_itself() -> None:
+    planned = plan(TENANT, Record(7, SUBJECT_OF["finished"], encode(VALID["finished"])))
+    assert [type(op) for op in planned] == [ops.StepFinished, ops.Finished]
+    verdict = planned[0]
+    assert isinstance(verdict, ops.StepFinished)
+    assert (verdict.run_id, verdict.step, verdict.status, verdict.seq) == ("r1", "a", "FAILED", 7)
 
 
 def test_every_valid_message_plans() -> None:

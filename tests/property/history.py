@@ -102,14 +102,19 @@ class History:
             case StepFinished():
                 self._verdict(m, now)
             case RunFinished():
+                for verdict in m.steps:  # the verdicts decided with the end, in order
+                    assert verdict.run_id == m.run_id, f"{verdict!r} inside {m!r}"
+                    self._verdict(verdict, now)
                 self._run_finished(m)
         self.msg_ids.add(out.msg_id)
 
     def saw_decision(self, outputs: list[Output]) -> None:
         messages = [o.message for o in outputs]
         for m in messages:
-            if isinstance(m, StepFinished) and m.status is RunStatus.CANCELLED:
-                assert isinstance(messages[-1], RunFinished), f"{m!r} but the run goes on"
+            # A step is cancelled only by the run's end, inside its message.
+            assert not (isinstance(m, StepFinished) and m.status is RunStatus.CANCELLED), (
+                f"{m!r} on its own: the run goes on"
+            )
 
     def _task(self, out: Output, task: Task) -> None:
         assert out.subject == SCOPE.task(self.created[task.run_id].workflow, task.step)

@@ -8,6 +8,7 @@ from typing import Any
 from dispatcher import Event, State, decide, due, event_run_id, fold, step
 from schemas import (
     RunCancelRequested,
+    RunFinished,
     RunRequested,
     RunStatus,
     Scope,
@@ -57,6 +58,17 @@ def queued_steps(messages: list[Any]) -> list[tuple[str, int]]:
     return [(m.step, m.attempt) for m in messages if isinstance(m, Task)]
 
 
+def verdicts(messages: list[Any]) -> list[StepFinished]:
+    """Every step verdict in ``messages``: on its own, or carried by the run's end."""
+    out: list[StepFinished] = []
+    for m in messages:
+        if isinstance(m, StepFinished):
+            out.append(m)
+        elif isinstance(m, RunFinished):
+            out += m.steps
+    return out
+
+
 def test_event_creates_a_run_and_queues_the_roots() -> None:
     state = registered()
     out = apply(state, Event("order:placed", 7, {"n": 1}))
@@ -92,8 +104,12 @@ def test_diamond_progresses_and_succeeds_once() -> None:
     after_c = apply(state, ok(run_id, "c"))
     assert queued_steps(after_c) == [("d", 1)]
     done = apply(state, ok(run_id, "d"))
-    assert [type(m).__name__ for m in done] == ["StepFinished", "RunFinished"]
-    assert done[1].status is RunStatus.SUCCEEDED
+    # the last verdict rides in the run's end: one message, not two
+    assert [type(m).__name__ for m in done] == ["RunFinished"]
+    assert done[0].status is RunStatus.SUCCEEDED
+    assert [(v.step, v.status, v.output) for v in done[0].steps] == [
+        ("d", RunStatus.SUCCEEDED, {"d": 1})
+    ]
     assert apply(state, ok(run_id, "d")) == []  # a duplicate result changes nothing
     assert run_id in state.done and run_id not in state.runs
 
@@ -113,11 +129,12 @@ def test_failure_with_retries_left_queues_the_next_attempt() -> None:
     assert queued_steps(apply(state, failed)) == [("c", 2)]
     assert apply(state, failed) == []  # the stale attempt-1 result again: nothing
     final = apply(state, StepResult("r1", "c", 2, 1, "w1", ok=False, error="boom again"))
-    assert isinstance(final[0], StepFinished) and final[0].status is RunStatus.FAILED
-    assert final[-1].status is RunStatus.FAILED
-    assert "boom again" in final[-1].error
+    [end] = final
+    assert isinstance(end, RunFinished) and end.status is RunStatus.FAILED
+    assert "boom again" in end.error
+    assert (end.steps[0].step, end.steps[0].status) == ("c", RunStatus.FAILED)
     # every step not over when the run ended is cancelled, so no step is left open
-    cancelled = [m.step for m in final if isinstance(m, StepFinished) and m.status == "CANCELLED"]
+    cancelled = [v.step for v in verdicts(final) if v.status == "CANCELLED"]
     assert cancelled == ["b", "d"]
 
 
@@ -204,7 +221,7 @@ def test_assigned_step_does_not_time_out_in_the_queue() -> None:
 def test_cancel_ends_the_run_and_every_open_step() -> None:
     state = with_backoff()
     out = apply(state, RunCancelRequested("r1", reason="user asked"))
-    assert [(m.step, m.status) for m in out if isinstance(m, StepFinished)] == [
+    assert [(v.step, v.status) for v in verdicts(out)] == [
         ("s", RunStatus.CANCELLED),
         ("cleanup", RunStatus.CANCELLED),
     ]
