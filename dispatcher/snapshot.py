@@ -49,7 +49,7 @@ from typing import Any
 import attrs
 import orjson
 
-from dispatcher.state import RunState, State, StepState
+from dispatcher.state import RunState, State, StepState, index_deadlines
 from schemas.errors import NatchetError
 from schemas.messages import RunStatus, StepDef, WorkflowDef, structure
 from schemas.subjects import Scope
@@ -112,6 +112,7 @@ def load(data: bytes) -> Snapshot:
             run = _unrun(r)
             state.runs[run.run_id] = run
         state.done = {str(i) for i in body["done"]}
+        index_deadlines(state)  # not stored: the runs hold every deadline
         return Snapshot(int(body["seq"]), state, int(body["forgot_through"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"snapshot does not decode: {exc!r}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from typing import Any
 
 import attrs
@@ -99,13 +100,31 @@ class RunState:
         return {s.spec.name: s.error or "" for s in self.dag() if s.status is RunStatus.FAILED}
 
 
+# (when, run id, step name): a step's retry comes due, or its wait in the queue times out.
+Deadline = tuple[dt.datetime, str, str]
+
+# The deadline heap is rebuilt from the runs once it holds this many entries more than
+# when it was last built (stale entries of runs that ended, or of steps since picked up).
+_DEADLINES_SLACK = 1024
+
+
 @attrs.define
 class State:
-    """Registered workflows, runs in flight, and the ids of runs that are over."""
+    """Registered workflows, runs in flight, and the ids of runs that are over.
+
+    ``deadlines`` indexes the runs for ``decide.due`` (an index, not state: it takes no part
+    in equality, and a snapshot does not store it): a min-heap holding, for every step whose
+    retry may come due or whose wait in the queue may time out, an entry at exactly that
+    moment (:func:`deadlines_of`). Entries are lazy: one whose step has since moved on (was
+    picked up, finished, its run ended) stays until it is popped, and then decides
+    nothing."""
 
     workflows: dict[tuple[Scope, str], WorkflowDef] = attrs.Factory(dict)
     runs: dict[str, RunState] = attrs.Factory(dict)
     done: set[str] = attrs.Factory(set)
+    deadlines: list[Deadline] = attrs.field(init=False, factory=list, eq=False, repr=False)
+    # Rebuild ``deadlines`` from the runs when it grows past this (see ``watch``).
+    deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
 
     def known(self, run_id: str) -> bool:
         return run_id in self.runs or run_id in self.done
@@ -115,6 +134,58 @@ class State:
         namespace's subject never touches it."""
         run = self.runs.get(run_id)
         return run if run is not None and run.scope == scope else None
+
+
+def retry_deadline(run: RunState, step: StepState) -> dt.datetime | None:
+    """When the step's scheduled retry may be queued (not while its run is failing: a
+    failing run releases nothing more)."""
+    if step.retry_due is None or step.terminal or run.failed_error:
+        return None
+    return step.retry_due
+
+
+def queue_deadline(run: RunState, step: StepState) -> dt.datetime | None:
+    """When the step, queued and held by no worker, has waited ``schedule_timeout_s``."""
+    if step.status is not RunStatus.QUEUED or step.assigned:
+        return None
+    since = step.waiting_since
+    return None if since is None else timed_out_at(since, run.schedule_timeout_s)
+
+
+def timed_out_at(since: dt.datetime, timeout_s: float) -> dt.datetime:
+    """``since - timedelta(seconds=-timeout_s)``, on purpose: ``due`` tests ``since <= now +
+    timedelta(seconds=-timeout_s)``, and datetime arithmetic is exact (whole microseconds),
+    so this moment is ``<= now`` exactly when that test holds."""
+    return since - dt.timedelta(seconds=-timeout_s)
+
+
+def deadlines_of(run: RunState, step: StepState) -> list[dt.datetime]:
+    return [d for d in (retry_deadline(run, step), queue_deadline(run, step)) if d is not None]
+
+
+def watch(state: State, run_id: str, step: StepState) -> None:
+    """Index the step's deadlines (of run ``run_id``, in flight) as they are now: an earlier
+    entry of the step goes stale."""
+    for when in deadlines_of(state.runs[run_id], step):
+        heapq.heappush(state.deadlines, (when, run_id, step.spec.name))
+    if len(state.deadlines) > state.deadlines_cap:
+        index_deadlines(state)
+
+
+def index_deadlines(state: State) -> None:
+    """(Re)build ``state.deadlines`` from the runs in flight: one pass, no stale entries.
+    For a state not made by folding (a snapshot loaded), and when stale entries pile up
+    (deadlines far ahead of runs that already ended): the cap grows with what is live, so
+    rebuilding costs O(1) amortized per entry pushed."""
+    heap = [
+        (when, run.run_id, name)
+        for run in state.runs.values()
+        for name, step in run.steps.items()
+        for when in deadlines_of(run, step)
+    ]
+    heapq.heapify(heap)
+    state.deadlines = heap
+    state.deadlines_cap = 2 * max(len(heap), len(state.runs)) + _DEADLINES_SLACK
 
 
 def new_run(scope: Scope, created: RunCreated) -> RunState:
@@ -152,7 +223,10 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.delivery = step.handed_back = 0
                 step.handed_back_at = None
                 step.retry_due = None
+                watch(state, message.run_id, step)  # its schedule timeout runs from now
         case StepAssigned():
+            # No deadline to index: an assignment ends the step's wait in the queue, or (one
+            # of a delivery already handed back) leaves it waiting since the hand-back.
             step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt == step.attempt and not step.terminal:
                 step.delivery = max(step.delivery, message.delivery)
@@ -165,12 +239,14 @@ def fold(state: State, scope: Scope, message: object) -> None:
                     step.handed_back = message.delivery
                     step.handed_back_at = parse_time(message.finished_at)
                 step.settle_deliveries()
+                watch(state, message.run_id, step)
         case StepRetryScheduled():
             step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.next_attempt > step.attempt and not step.terminal:
                 step.retry_due = parse_time(message.due_at)
                 step.next_attempt = message.next_attempt
                 step.error = message.error
+                watch(state, message.run_id, step)
         case StepFinished():
             run = state.run(scope, message.run_id)
             if run is not None:
