@@ -8,13 +8,22 @@ so an input whose effects are already in the log decides nothing at all.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import uuid
 from typing import Any
 
 import attrs
 
 from dispatcher.policy import after, backoff_s, iso
-from dispatcher.state import RunState, State, StepState, fold_finished, new_run
+from dispatcher.state import (
+    RunState,
+    State,
+    StepState,
+    deadlines_of,
+    fold_finished,
+    new_run,
+    timed_out_at,
+)
 from schemas.codec import encode
 from schemas.messages import (
     RunCancelRequested,
@@ -81,35 +90,63 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
 
 def due(state: State, now: dt.datetime) -> list[list[Output]]:
     """Retries whose backoff is over, and queued steps nobody picked up in time: at most one
-    decision per run per call (each is appended and folded before the next is made)."""
-    decisions: list[list[Output]] = []
-    # waiting since <= now - timeout, with one subtraction per distinct timeout: this scans
-    # every run in flight each tick, thousands during a drain (issue 9's profile).
-    limits: dict[float, dt.datetime] = {}
-    for run in list(state.runs.values()):
+    decision per run per call (each is appended and folded before the next is made), the
+    most overdue first (ties by run id).
+
+    Only runs with a deadline at or before ``now`` in ``state.deadlines`` are looked at,
+    each as a whole and as a scan of every run would (``_due_in``), so an entry gone stale
+    decides nothing. What is still due in them is indexed again (a run decides one thing a
+    call, and a decision not folded yet is made again, as the scan would): the index is all
+    this changes in ``state``."""
+    heap = state.deadlines
+    popped: dict[str, None] = {}  # run ids, in the order popped
+    while heap and heap[0][0] <= now:
+        popped[heapq.heappop(heap)[1]] = None
+    found: list[tuple[dt.datetime, str, list[Output]]] = []
+    limits: dict[float, dt.datetime] = {}  # now - timeout, one subtraction per timeout
+    for run_id in popped:
+        run = state.runs.get(run_id)
+        if run is None:
+            continue  # the run is over (its entries were stale)
         limit = limits.get(run.schedule_timeout_s)
         if limit is None:
             limit = limits[run.schedule_timeout_s] = after(now, -run.schedule_timeout_s)
-        for step in run.steps.values():
-            if (
-                step.retry_due is not None
-                and step.retry_due <= now
-                and not step.terminal
-                and not run.failed_error  # a failing run releases nothing more
-            ):
-                decisions.append(_queue(run, step, step.next_attempt, now))
-                break
-            if step.status is not RunStatus.QUEUED or step.assigned:
-                continue
-            since = step.waiting_since
-            if since is not None and since <= limit:
-                reason = (
-                    f"not picked up by any worker within {run.schedule_timeout_s:g}s "
-                    "(schedule_timeout): is a worker for this workflow running?"
-                )
-                decisions.append(_step_failed(run, step, step.attempt, 1, reason, now))
-                break
-    return decisions
+        decision = _due_in(run, now, limit)
+        if decision is not None:
+            found.append(decision)
+        for name, step in run.steps.items():
+            for when in deadlines_of(run, step):
+                if when <= now:
+                    heapq.heappush(heap, (when, run_id, name))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return [decision for _when, _run_id, decision in found]
+
+
+def _due_in(
+    run: RunState, now: dt.datetime, limit: dt.datetime
+) -> tuple[dt.datetime, str, list[Output]] | None:
+    """The run's first step (in order) whose retry is due or whose wait in the queue timed
+    out (waiting since ``<= limit``, that is ``now - schedule_timeout_s``): when that was
+    due, and the decision."""
+    for step in run.steps.values():
+        if (
+            step.retry_due is not None
+            and step.retry_due <= now
+            and not step.terminal
+            and not run.failed_error  # a failing run releases nothing more
+        ):
+            return step.retry_due, run.run_id, _queue(run, step, step.next_attempt, now)
+        if step.status is not RunStatus.QUEUED or step.assigned:
+            continue
+        since = step.waiting_since
+        if since is not None and since <= limit:
+            reason = (
+                f"not picked up by any worker within {run.schedule_timeout_s:g}s "
+                "(schedule_timeout): is a worker for this workflow running?"
+            )
+            when = timed_out_at(since, run.schedule_timeout_s)
+            return when, run.run_id, _step_failed(run, step, step.attempt, 1, reason, now)
+    return None
 
 
 def complete(state: State, now: dt.datetime) -> list[list[Output]]:

@@ -229,7 +229,7 @@ class Dispatcher(Service):
                 continue
             logged = await self._logged_requests(deliveries)
             decisions = [await self._decide_on(d, logged) for d in deliveries]
-            if loop.time() >= next_tick:  # due() scans every run in flight: not per batch
+            if loop.time() >= next_tick:  # timers fire to the tick, not per batch
                 decisions += [self._settle(None, None, d) for d in due(self.state, utc_now())]
                 next_tick = loop.time() + TICK_S
             await self._store(decisions)
