@@ -1,8 +1,9 @@
 """Driving the pure dispatcher as the service does, and keeping its log.
 
 Each input is decided on, appended to the log, folded, and so is each output; a tick runs
-``due()`` and applies its decisions in turn. Every output is checked by
-:class:`History` before it is folded, and the state after every decision.
+``due()`` (checked against a scan of every run, ``tests.property.scan``) and applies its
+decisions in turn. Every output is checked by :class:`History` before it is folded, and the
+state after every decision (its deadline heap included).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from dispatcher import Event, Output, State, due, fit, fold, fold_all, step
+from dispatcher import Event, Output, State, fit, fold, fold_all, step
 from dispatcher.policy import iso
 from schemas import (
     RunCancelRequested,
@@ -26,6 +27,7 @@ from schemas import (
     parse,
 )
 from tests.property.history import SCOPE, History
+from tests.property.scan import assert_indexed, checked_due
 from tests.property.strategies import (
     Action,
     Again,
@@ -122,10 +124,11 @@ class Sim:
             self.log.append(Logged(seq_at(len(self.log)), out.subject, out.message))
         self.history.saw_decision(outputs)
         self.history.check_state(self.state)
+        assert_indexed(self.state)
 
     def tick(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
-        for decided in due(self.state, self.now):
+        for decided in checked_due(self.state, self.now):
             decision = fit(self.state, decided, MAX_BYTES, self.now)
             fold_all(self.state, None, None, decision)
             self.record(decision)
@@ -133,6 +136,7 @@ class Sim:
     def restart(self) -> None:
         rebuilt = rebuild(self.log)
         assert rebuilt == self.state, "the state rebuilt from the log differs from the live one"
+        assert_indexed(rebuilt)
         self.state = rebuilt
 
     # -- the world around it --------------------------------------------------------------
