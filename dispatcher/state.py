@@ -103,8 +103,8 @@ class RunState:
 # (when, run id, step name): a step's retry comes due, or its wait in the queue times out.
 Deadline = tuple[dt.datetime, str, str]
 
-# The deadline heap is rebuilt from the runs once it holds this many entries more than
-# when it was last built (stale entries of runs that ended, or of steps since picked up).
+# The deadline heap drops the entries of runs over once it holds this many more than twice
+# what it kept the last time.
 _DEADLINES_SLACK = 1024
 
 
@@ -123,7 +123,7 @@ class State:
     runs: dict[str, RunState] = attrs.Factory(dict)
     done: set[str] = attrs.Factory(set)
     deadlines: list[Deadline] = attrs.field(init=False, factory=list, eq=False, repr=False)
-    # Rebuild ``deadlines`` from the runs when it grows past this (see ``watch``).
+    # Drop stale entries from ``deadlines`` when it grows past this (see ``watch``).
     deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
 
     def known(self, run_id: str) -> bool:
@@ -169,23 +169,31 @@ def watch(state: State, run_id: str, step: StepState) -> None:
     for when in deadlines_of(state.runs[run_id], step):
         heapq.heappush(state.deadlines, (when, run_id, step.spec.name))
     if len(state.deadlines) > state.deadlines_cap:
-        index_deadlines(state)
+        _compact(state)
+
+
+def _compact(state: State) -> None:
+    """Drop the entries of runs no longer in flight: the stale entries that pile up (runs
+    over long before their deadlines; those of a run in flight are bounded by what it
+    folded). One cheap pass; the cap is then twice what is left, so this costs O(1)
+    amortized per entry pushed."""
+    runs = state.runs
+    state.deadlines[:] = [entry for entry in state.deadlines if entry[1] in runs]
+    heapq.heapify(state.deadlines)
+    state.deadlines_cap = 2 * len(state.deadlines) + _DEADLINES_SLACK
 
 
 def index_deadlines(state: State) -> None:
-    """(Re)build ``state.deadlines`` from the runs in flight: one pass, no stale entries.
-    For a state not made by folding (a snapshot loaded), and when stale entries pile up
-    (deadlines far ahead of runs that already ended): the cap grows with what is live, so
-    rebuilding costs O(1) amortized per entry pushed."""
-    heap = [
+    """Build ``state.deadlines`` from the runs in flight, for a state not made by folding
+    (a snapshot loaded): one pass, no stale entries."""
+    state.deadlines[:] = [
         (when, run.run_id, name)
         for run in state.runs.values()
         for name, step in run.steps.items()
         for when in deadlines_of(run, step)
     ]
-    heapq.heapify(heap)
-    state.deadlines = heap
-    state.deadlines_cap = 2 * max(len(heap), len(state.runs)) + _DEADLINES_SLACK
+    heapq.heapify(state.deadlines)
+    state.deadlines_cap = 2 * len(state.deadlines) + _DEADLINES_SLACK
 
 
 def new_run(scope: Scope, created: RunCreated) -> RunState:
