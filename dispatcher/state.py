@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
 from typing import Any
 
@@ -136,31 +137,30 @@ class State:
         return run if run is not None and run.scope == scope else None
 
 
-def retry_deadline(run: RunState, step: StepState) -> dt.datetime | None:
+def deadlines_of(run: RunState, step: StepState) -> list[dt.datetime]:
     """When the step's scheduled retry may be queued (not while its run is failing: a
-    failing run releases nothing more)."""
-    if step.retry_due is None or step.terminal or run.failed_error:
-        return None
-    return step.retry_due
-
-
-def queue_deadline(run: RunState, step: StepState) -> dt.datetime | None:
-    """When the step, queued and held by no worker, has waited ``schedule_timeout_s``."""
-    if step.status is not RunStatus.QUEUED or step.assigned:
-        return None
-    since = step.waiting_since
-    return None if since is None else timed_out_at(since, run.schedule_timeout_s)
+    failing run releases nothing more), and when the step, queued and held by no worker,
+    has waited ``schedule_timeout_s``: those of the two it has now."""
+    out = []
+    if step.retry_due is not None and not step.terminal and not run.failed_error:
+        out.append(step.retry_due)
+    if step.status is RunStatus.QUEUED and not step.assigned:
+        since = step.waiting_since
+        if since is not None:
+            out.append(timed_out_at(since, run.schedule_timeout_s))
+    return out
 
 
 def timed_out_at(since: dt.datetime, timeout_s: float) -> dt.datetime:
     """``since - timedelta(seconds=-timeout_s)``, on purpose: ``due`` tests ``since <= now +
     timedelta(seconds=-timeout_s)``, and datetime arithmetic is exact (whole microseconds),
     so this moment is ``<= now`` exactly when that test holds."""
-    return since - dt.timedelta(seconds=-timeout_s)
+    return since - _backwards(timeout_s)
 
 
-def deadlines_of(run: RunState, step: StepState) -> list[dt.datetime]:
-    return [d for d in (retry_deadline(run, step), queue_deadline(run, step)) if d is not None]
+@functools.lru_cache(maxsize=256)
+def _backwards(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=-seconds)  # made from a float: worth the cache
 
 
 def watch(state: State, run_id: str, step: StepState) -> None:
