@@ -73,10 +73,13 @@ def tick(state: State, now: dt.datetime, *, snapshot: bool = True) -> list[Any]:
 
 
 def timed_out(messages: list[Any]) -> set[str]:
+    """Runs with a step failed for its wait in the queue (a verdict on its own, or inside
+    the run's end)."""
+    verdicts = [v for m in messages for v in (m.steps if isinstance(m, RunFinished) else [m])]
     return {
-        m.run_id
-        for m in messages
-        if isinstance(m, StepFinished) and m.status is RunStatus.FAILED and TIMEOUT in m.error
+        v.run_id
+        for v in verdicts
+        if isinstance(v, StepFinished) and v.status is RunStatus.FAILED and TIMEOUT in v.error
     }
 
 
