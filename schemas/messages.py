@@ -197,7 +197,12 @@ class StepLog:
 
 @attrs.frozen
 class StepResult:
-    """``runs.<id>.result``: what a worker's attempt returned (``ok``) or raised."""
+    """``runs.<id>.result``: what a worker's attempt returned (``ok``) or raised.
+
+    It also carries the attempt's assignment (``worker_name``, ``started_at``): a worker
+    appends ``assigned`` only for a step still running after a short grace, so the result of
+    a fast step is the only record of who ran it and when it started. Results written before
+    these fields existed have ``started_at`` None (and an ``assigned`` before them)."""
 
     KIND = "result"
     run_id: str
@@ -213,6 +218,9 @@ class StepResult:
     non_retryable: bool = False
     # The worker gave the task back unfinished (graceful shutdown); another delivery follows.
     handed_back: bool = False
+    # The assignment, as ``assigned`` would record it (the same values when both exist).
+    worker_name: str = ""
+    started_at: str | None = None
     v: int = 1
 
 

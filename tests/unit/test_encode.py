@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import encode
+from schemas.codec import decode_run_message
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -55,6 +56,7 @@ def messages(value: Any) -> list[object]:
         StepAssigned("r", "a", 1, 2, "w1", "worker"),
         StepLog("r", "a", 1, 1, "a line"),
         StepResult("r", "a", 1, 1, "w1", ok=False, output=value, error="e", handed_back=True),
+        StepResult("r", "a", 1, 2, "w1", ok=True, output=value, worker_name="w", started_at="t"),
         StepRetryScheduled("r", "a", 1, 2, "t", "e"),
         RunCancelRequested("r", None),
         StepFinished("r", "a", 1, 1, RunStatus.SUCCEEDED, value),
@@ -71,3 +73,13 @@ def messages(value: Any) -> list[object]:
 def test_every_message_encodes_as_its_asdict_did(value: Any) -> None:
     for message in messages(value):
         assert encode(message) == orjson.dumps(attrs.asdict(message, recurse=True)), message
+
+
+def test_a_result_written_before_it_carried_its_assignment_still_decodes() -> None:
+    """Results written before ``worker_name`` and ``started_at`` existed: no assignment."""
+    old = b'{"run_id":"r","step":"a","attempt":1,"delivery":1,"worker_id":"w1","ok":true,"v":1}'
+    result = decode_run_message("result", old)
+    assert isinstance(result, StepResult)
+    assert (result.worker_name, result.started_at) == ("", None)
+    new = StepResult("r", "a", 1, 1, "w1", ok=True, worker_name="n", started_at="t")
+    assert decode_run_message("result", encode(new)) == new
