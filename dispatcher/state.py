@@ -36,7 +36,7 @@ class StepState:
     output: Any = None
     error: str | None = None
     queued_at: dt.datetime | None = None
-    assigned: bool = False  # a worker took the current attempt
+    assigned: bool = False  # a worker took the current attempt (its assigned or result)
     delivery: int = 0  # the latest delivery of the current attempt a worker took
     handed_back: int = 0  # the latest delivery of it a worker handed back
     handed_back_at: dt.datetime | None = None
@@ -232,22 +232,25 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.handed_back_at = None
                 step.retry_due = None
                 watch(state, message.run_id, step)  # its schedule timeout runs from now
-        case StepAssigned():
-            # No deadline to index: an assignment ends the step's wait in the queue, or (one
-            # of a delivery already handed back) leaves it waiting since the hand-back.
+        case StepAssigned() | StepResult():
+            # A result carries its delivery's assignment: the worker of a fast step appends
+            # no ``assigned``, and its result still means a worker took that delivery. No
+            # deadline to index: taking the step ends its wait in the queue, or (a delivery
+            # already handed back) leaves it waiting since the hand-back.
             step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.attempt == step.attempt and not step.terminal:
                 step.delivery = max(step.delivery, message.delivery)
-                step.settle_deliveries()
-        case StepResult(handed_back=True):
-            # The task is back in the queue: it must be picked up again in time.
-            step = _step(state, scope, message.run_id, message.step)
-            if step is not None and message.attempt == step.attempt and not step.terminal:
-                if message.delivery >= step.handed_back:
+                # Handed back: the task is back in the queue, to be picked up again in time.
+                if (
+                    isinstance(message, StepResult)
+                    and message.handed_back
+                    and message.delivery >= step.handed_back
+                ):
                     step.handed_back = message.delivery
                     step.handed_back_at = parse_time(message.finished_at)
                 step.settle_deliveries()
-                watch(state, message.run_id, step)
+                if isinstance(message, StepResult) and message.handed_back:
+                    watch(state, message.run_id, step)  # waiting again, since the hand-back
         case StepRetryScheduled():
             step = _step(state, scope, message.run_id, message.step)
             if step is not None and message.next_attempt > step.attempt and not step.terminal:
@@ -264,7 +267,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 state.runs.pop(message.run_id)
                 state.done.add(message.run_id)
         case _:
-            pass  # results, logs and requests are inputs: decide() acts on them
+            pass  # logs and requests are inputs: decide() acts on them (and on results)
 
 
 def fold_finished(run: RunState, message: StepFinished) -> None:

@@ -218,6 +218,49 @@ def test_assigned_step_does_not_time_out_in_the_queue() -> None:
     assert run_due(state, NOW + dt.timedelta(seconds=60)) == []
 
 
+SLOW_BACKOFF = WorkflowDef(
+    name="SlowBackoff",
+    version="v1",
+    steps=(StepDef("s", retries=1, backoff_factor=60.0, backoff_max_s=60.0),),
+    schedule_timeout_s=10.0,
+)
+
+
+def test_a_result_without_assigned_is_decided_as_with_it() -> None:
+    """A fast step's worker appends no ``assigned``: its result alone decides the same."""
+    for result in (ok("r1", "s"), fail("s", 1), fail("s", 1, non_retryable=True)):
+        with_assigned, without = with_backoff(), with_backoff()
+        apply(with_assigned, StepAssigned("r1", "s", 1, 1, "w1", "worker"))
+        assert apply(without, result) == apply(with_assigned, result)
+        assert without == with_assigned
+
+
+def test_a_failed_result_without_assigned_holds_the_step_while_its_retry_waits() -> None:
+    """The result carries its assignment: a backoff longer than the schedule timeout must
+    not time the step out as if no worker had picked it up."""
+    state = State()
+    fold(state, SCOPE, SLOW_BACKOFF)
+    apply(state, RunRequested("r1", "SlowBackoff", {}))
+    [scheduled] = apply(state, StepResult("r1", "s", 1, 1, "w1", ok=False, error="e1"))
+    assert isinstance(scheduled, StepRetryScheduled)
+    assert state.runs["r1"].steps["s"].assigned
+    assert run_due(state, NOW + dt.timedelta(seconds=30)) == []
+    assert queued_steps(run_due(state, NOW + dt.timedelta(seconds=60))) == [("s", 2)]
+
+
+def test_a_hand_back_without_assigned_puts_the_step_back_in_the_queue() -> None:
+    """Handed back within the grace (no ``assigned``): queued again, its schedule timeout
+    running from the hand-back, as when ``assigned`` preceded it."""
+    state = with_backoff()
+    back = dt.datetime.isoformat(NOW + dt.timedelta(seconds=5))
+    assert apply(state, fail("s", 1, handed_back=True, finished_at=back)) == []
+    step_s = state.runs["r1"].steps["s"]
+    assert step_s.status is RunStatus.QUEUED and not step_s.assigned
+    assert run_due(state, NOW + dt.timedelta(seconds=14)) == []
+    [timed_out] = run_due(state, NOW + dt.timedelta(seconds=15))[:1]
+    assert timed_out.status is RunStatus.FAILED and "schedule_timeout" in timed_out.error
+
+
 def test_cancel_ends_the_run_and_every_open_step() -> None:
     state = with_backoff()
     out = apply(state, RunCancelRequested("r1", reason="user asked"))
