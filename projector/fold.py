@@ -22,12 +22,17 @@ The rules (each a condition on the row as the preceding operations left it):
 - Attempt statuses: ``RUNNING`` once assigned, then ``SUCCEEDED`` or ``FAILED`` from its
   result; ``CANCELLED`` when handed back or when the run ended first; ``LOST`` when a later
   delivery of the same attempt was assigned. A newer result still wins.
+- A result that carries its assignment (``started_at``: a fast step's worker appends no
+  ``assigned``) is applied as that assignment, then as the result; the attempt's worker
+  name and start come from it unless an ``assigned`` already set them (which then wins,
+  whichever of the two came first).
 - A run is ``QUEUED`` when created, ``RUNNING`` from its first assignment, and takes its
   ``finished`` status; the first cancel request of a run still going is kept.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from projector import ops
@@ -188,6 +193,7 @@ class Fold:
 
     def _assigned(self, op: ops.Assigned) -> None:
         attempts = self.attempts.setdefault(op.run_id, {})
+        step_row = self._step(op.run_id, op.step, op.seq)
         if op.run_id in self.runs:
             mine = attempts.get((op.step, op.attempt, op.delivery))
             if mine is None:
@@ -201,53 +207,75 @@ class Fold:
                 if mine.started_at is None:
                     mine.started_at = op.at
                 self._changed(mine, op.seq)
+        self._taken(op.run_id, op.step, op.attempt, op.delivery, op.at, op.seq, step_row)
+
+    def _taken(
+        self,
+        run_id: str,
+        name: str,
+        attempt: int,
+        delivery: int,
+        at: dt.datetime,
+        seq: int,
+        step_row: StepRow | None,
+    ) -> None:
+        """A worker took ``delivery`` at ``at`` (its ``assigned``, or the result carrying
+        it), beyond that delivery's own row: an earlier delivery still running is lost, the
+        step and the run are running. ``step_row``: the step as ``_step`` found it before
+        the operation changed anything."""
         reported = False
-        for (step, attempt, delivery), other in attempts.items():
-            if step != op.step or attempt != op.attempt:
+        for (step, number, other_delivery), other in self.attempts.get(run_id, {}).items():
+            if step != name or number != attempt:
                 continue
             # JetStream redelivered the task: whoever held an earlier delivery never answered.
-            if delivery < op.delivery and other.status == RUNNING and other.last_seq < op.seq:
-                other.status, other.error, other.finished_at = "LOST", ops.LOST, op.at
-                self._changed(other, op.seq)
+            if other_delivery < delivery and other.status == RUNNING and other.last_seq < seq:
+                other.status, other.error, other.finished_at = "LOST", ops.LOST, at
+                self._changed(other, seq)
             # A stale copy of an assignment whose delivery (or a later one) already reported,
             # say handed back, must not make the step RUNNING again.
-            reported = reported or (delivery >= op.delivery and other.finished_at is not None)
-        step_row = self._step(op.run_id, op.step, op.seq)
-        if step_row is not None and (step_row.attempt or 0) <= op.attempt and not reported:
+            reported = reported or (other_delivery >= delivery and other.finished_at is not None)
+        if step_row is not None and (step_row.attempt or 0) <= attempt and not reported:
             if step_row.status not in TERMINAL:
                 step_row.status = RUNNING
             if step_row.started_at is None:
-                step_row.started_at = op.at
-            step_row.attempt, step_row.retry_due_at = op.attempt, None
-            self._changed(step_row, op.seq)
-        run = self.runs.get(op.run_id)
-        if run is not None and run.status == QUEUED and run.last_seq < op.seq:
+                step_row.started_at = at
+            step_row.attempt, step_row.retry_due_at = attempt, None
+            self._changed(step_row, seq)
+        run = self.runs.get(run_id)
+        if run is not None and run.status == QUEUED and run.last_seq < seq:
             run.status = RUNNING
             if run.started_at is None:
-                run.started_at = op.at
-            self._changed(run, op.seq)
+                run.started_at = at
+            self._changed(run, seq)
 
     def _result(self, op: ops.Result) -> None:
         attempts = self.attempts.setdefault(op.run_id, {})
+        step = self._step(op.run_id, op.step, op.seq)
+        if op.started_at is not None:  # it carries its assignment: that comes first
+            self._taken(op.run_id, op.step, op.attempt, op.delivery, op.started_at, op.seq, step)
         if op.run_id in self.runs:
             mine = attempts.get((op.step, op.attempt, op.delivery))
             if mine is None:
                 mine = AttemptRow(op.run_id, op.step, op.attempt, op.delivery,
-                                  op.worker_id, None, op.status, None, op.at,
-                                  op.error, op.output, op.seq)  # fmt: skip
+                                  op.worker_id, op.worker_name, op.status, op.started_at,
+                                  op.at, op.error, op.output, op.seq)  # fmt: skip
                 attempts[(op.step, op.attempt, op.delivery)] = mine
                 self._changed(mine, op.seq)
             elif mine.last_seq < op.seq:
                 mine.status, mine.finished_at = op.status, op.at
                 mine.error, mine.output = op.error, op.output
+                # An assigned already folded wins; what it left unset, the result fills.
                 if mine.worker_id is None:
                     mine.worker_id = op.worker_id
+                if mine.worker_name is None:
+                    mine.worker_name = op.worker_name
+                if mine.started_at is None:
+                    mine.started_at = op.started_at
                 self._changed(mine, op.seq)
         if not op.handed_back:
             return
         # Another delivery of this attempt follows: the step waits for it, unless it has
         # already been assigned.
-        step = self._step(op.run_id, op.step, op.seq)
         if step is None or step.status != RUNNING or step.attempt != op.attempt:
             return
         if not any(k[0] == op.step and k[1] == op.attempt and k[2] > op.delivery for k in attempts):

@@ -144,6 +144,10 @@ class Assigned:
 
 @attrs.frozen
 class Result:
+    """A worker's result. With ``started_at`` it also carries its delivery's assignment (a
+    fast step's worker appends no ``assigned``): applied as that assignment, then as the
+    result. Results written before they carried it have ``started_at`` None."""
+
     seq: int
     run_id: str
     step: str
@@ -155,6 +159,8 @@ class Result:
     error: str | None
     output: str | None
     handed_back: bool
+    worker_name: str | None = None
+    started_at: dt.datetime | None = None
 
 
 @attrs.frozen

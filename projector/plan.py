@@ -206,6 +206,10 @@ def _result(
     worker_id = v.text(msg.worker_id, "worker_id")
     at = v.timestamp(msg.finished_at, "finished_at")
     output = v.json_text(msg.output) if ok or msg.output is not None else None
+    # The assignment it carries (older results carry none: an assigned came before them).
+    worker_name = v.text(msg.worker_name, "worker_name") or None
+    started_at = None if msg.started_at is None else v.timestamp(msg.started_at, "started_at")
     return ops.Result(
-        seq, run_id, step, attempt, delivery, worker_id, str(status), at, error, output, handed_back
-    )
+        seq, run_id, step, attempt, delivery, worker_id, str(status), at, error, output,
+        handed_back, worker_name, started_at,
+    )  # fmt: skip

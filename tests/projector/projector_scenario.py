@@ -1,8 +1,9 @@
 """A realistic history to project: an event triggers a diamond run (a -> b, a -> c,
 b + c -> d) with a retry (b), a dead worker's redelivery (c) and log lines; a run request
 the dispatcher rejects; and one run of each reliability path: a retry with backoff, a task
-handed back at shutdown, a lost delivery, a cancelled run and a run whose on-failure step
-runs. Appended to a real stream with eventstore."""
+handed back at shutdown, a lost delivery, a cancelled run, a run whose on-failure step
+runs, and a run logged as today's worker logs fast steps (results that carry their
+assignment, no ``assigned``). Appended to a real stream with eventstore."""
 
 from __future__ import annotations
 
@@ -126,6 +127,24 @@ class Writer:
         self, k: Key, w: Worker, t: float, output: Any = None, error: str | None = None
     ) -> Any:
         return StepResult(*k, w[0], error is None, output, error, finished_at=at(t))
+
+    def carried(
+        self,
+        k: Key,
+        w: Worker,
+        t0: float,
+        t1: float,
+        output: Any = None,
+        error: str | None = None,
+        *,
+        handed_back: bool = False,
+    ) -> StepResult:
+        """A result that carries its assignment (started at ``t0``), as a worker writes it
+        today; alone in the log for a step done within the worker's grace."""
+        return StepResult(
+            *k, w[0], error is None and not handed_back, output, error, finished_at=at(t1),
+            handed_back=handed_back, worker_name=w[1], started_at=at(t0),
+        )  # fmt: skip
 
     def done(self, k: Key, output: Any, t: float) -> StepFinished:
         return StepFinished(*k, RunStatus.SUCCEEDED, output, at=at(t))
@@ -266,6 +285,33 @@ class Writer:
         last = await self.put(self.result((r, "s", 1, 1), W1, t + 6, {"s": "late"}))
         return Run(r, t, marks, last)
 
+    async def fast_steps(self, t: float) -> Run:
+        """Today's worker: fast deliveries leave only their result (it carries the
+        assignment). w-1 goes silent holding s (its ``assigned`` is in the log); delivery 2
+        goes to w-2, is handed back within the grace; delivery 3 goes to w-1 and succeeds
+        fast; then t runs slow (``assigned``, then a result carrying it too)."""
+        r, marks = str(uuid.uuid4()), {}
+        await self.created(r, t)
+        await self.put(*self.queue(r, "s", 1, t + 1, "flaky"))
+        await self.put(self.assign((r, "s", 1, 1), W1, t + 2))
+        marks["handed_back"] = await self.put(
+            self.carried((r, "s", 1, 2), W2, t + 3, t + 3.01, handed_back=True)
+        )
+        marks["result"] = await self.put(
+            self.carried((r, "s", 1, 3), W1, t + 4, t + 4.02, {"s": 3})
+        )
+        await self.put(
+            self.done((r, "s", 1, 3), {"s": 3}, t + 5), *self.queue(r, "t", 1, t + 5, "flaky")
+        )
+        await self.put(self.assign((r, "t", 1, 1), W2, t + 6))
+        marks["slow"] = await self.put(self.carried((r, "t", 1, 1), W2, t + 6, t + 7, {"t": 1}))
+        last = await self.put(
+            self.done((r, "t", 1, 1), {"t": 1}, t + 8),
+            self.cancelled((r, "cleanup", 0, 0), "the run succeeded without it", t + 8),
+            RunFinished(r, RunStatus.SUCCEEDED, at=at(t + 8)),
+        )
+        return Run(r, t, marks, last)
+
     async def on_failure(self, t: float) -> Run:
         """s fails for good (non-retryable); the on-failure step runs; t never runs."""
         r, marks = str(uuid.uuid4()), {}
@@ -302,14 +348,17 @@ class History:
     lost: Run
     cancel: Run
     on_failure: Run
+    fast_steps: Run
 
     @property
     def last_seq(self) -> int:
-        return self.on_failure.last_seq
+        return self.fast_steps.last_seq
 
     def run_ids(self) -> list[str]:
         """Every run, newest first (as ``list_runs`` orders them)."""
-        runs = (self.on_failure, self.cancel, self.lost, self.handed_back, self.retry)
+        runs = (
+            self.fast_steps, self.on_failure, self.cancel, self.lost, self.handed_back, self.retry
+        )  # fmt: skip
         return [r.run_id for r in runs] + [self.rejected, self.diamond.run_id]
 
 
@@ -327,6 +376,7 @@ async def write_history(nc: NATS, tenant: str) -> History:
         lost=await w.lost(t=80),
         cancel=await w.cancel(t=100),
         on_failure=await w.on_failure(t=120),
+        fast_steps=await w.fast_steps(t=140),
     )
 
 

@@ -101,7 +101,7 @@ async def test_without_checkpoint_no_checkpoint_row(
     await apply_records(conn, tenant, await read_all(nc, tenant), checkpoint=False)
     tables = await dump_tables(conn)
     assert tables["projector_checkpoints"] == []
-    assert len(tables["runs"]) == 7
+    assert len(tables["runs"]) == 8
 
 
 async def test_migrate_is_idempotent_and_safe_concurrently(dsn: str) -> None:

@@ -1,8 +1,9 @@
 """A batch applied set-based projects exactly as its records applied one by one.
 
 The batch is realistic and nasty: many runs interleaved in the log, every message kind,
-old logs (``queued`` and the task) and new ones (the task alone), the reliability paths
-(retries, hand-backs, lost deliveries, cancels, on-failure steps), what arrives out of order
+old logs (``queued`` and the task) and new ones (the task alone; results that carry their
+assignment, with or without an ``assigned``), the reliability paths (retries, hand-backs,
+lost deliveries, cancels, on-failure steps), what arrives out of order
 by design (a hand-back after the next delivery was assigned, late results, assignments
 stored again after the run ended), records redelivered inside the batch, and bad records,
 one of which only Postgres refuses. Built in memory: no NATS.
@@ -117,7 +118,7 @@ async def realistic_batch(seed: int = 7) -> list[Record]:
         for i in range(12):
             t = 200.0 * i
             for make in (w.diamond, w.rejected, w.retry, w.handed_back, w.lost, w.cancel,
-                         w.on_failure):  # fmt: skip
+                         w.on_failure, w.fast_steps):  # fmt: skip
                 w.next_run()
                 await make(t)
             for scenario in (out_of_order, in_flight):
@@ -177,7 +178,7 @@ async def test_one_batch_projects_as_one_by_one(conn: Conn) -> None:
 
     # Not vacuous: every kind of row, every path.
     runs, steps, attempts = one_by_one["runs"], one_by_one["steps"], one_by_one["attempts"]
-    assert len(runs) == 2 * 12 * 9  # every run but the one whose creation Postgres refuses
+    assert len(runs) == 2 * 12 * 10  # every run but the one whose creation Postgres refuses
     assert {r[5] for r in runs} >= {"SUCCEEDED", "FAILED", "CANCELLED", "RUNNING"}
     assert {s[4] for s in steps} >= {"SUCCEEDED", "FAILED", "CANCELLED", "PENDING", "QUEUED"}
     assert {s[4] for s in steps} >= {"RUNNING"}

@@ -89,7 +89,7 @@ async def test_an_old_database_is_dropped_and_rebuilt_from_the_log(
     await apply_records(conn, tenant, await read_all(nc, tenant), schema=fresh)
     rebuilt = await dump_tables(conn, "old")
     assert rebuilt == await dump_tables(conn, fresh)
-    assert len(rebuilt["runs"]) == 7
+    assert len(rebuilt["runs"]) == 8
     diamond = await get_run(conn, history.diamond.run_id, tenant=tenant, schema="old")
     assert diamond is not None and diamond["workflow"] == "diamond"
     assert await list_runs(conn, tenant=squatter, schema="old") == []

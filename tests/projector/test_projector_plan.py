@@ -60,6 +60,9 @@ VALID: dict[str, dict[str, Any]] = {
         "log": schemas.StepLog("r1", "a", 1, 1, "line"),
         "result": schemas.StepResult("r1", "a", 1, 1, "w", True, 1),
         "handed_back": schemas.StepResult("r1", "a", 1, 1, "w", False, handed_back=True),
+        "carried": schemas.StepResult(
+            "r1", "a", 1, 1, "w", True, 1, worker_name="n", started_at="2025-01-01T00:00:00"
+        ),
         "retry_scheduled": schemas.StepRetryScheduled("r1", "a", 1, 2, "2025-01-01T00:00:00"),
         "cancel_requested": schemas.RunCancelRequested("r1", "why"),
         "step_finished": schemas.StepFinished("r1", "a", 1, 1, schemas.RunStatus.SUCCEEDED),
@@ -79,6 +82,7 @@ VALID: dict[str, dict[str, Any]] = {
 SUBJECT_OF = {
     **{k: f"{TENANT}.default.runs.r1.{k}" for k in KINDS},
     "handed_back": f"{TENANT}.default.runs.r1.result",
+    "carried": f"{TENANT}.default.runs.r1.result",
     "heartbeat": f"{TENANT}.default.workers.w1",
     "task": f"{TENANT}.default.tasks.wf.a",
     "workflow": f"{TENANT}.default.workflows.wf",

@@ -42,7 +42,7 @@ async def test_rebuild_into_a_fresh_schema_is_identical(
 
     # Queries read any schema.
     assert await list_runs(conn, schema="rebuild") == await list_runs(conn)
-    assert len(await list_runs(conn, schema="rebuild")) == 8
+    assert len(await list_runs(conn, schema="rebuild")) == 9
 
 
 async def test_two_tenants_share_one_database(
@@ -55,6 +55,6 @@ async def test_two_tenants_share_one_database(
     async with Projector(nc, dsn, tenant) as p1, Projector(nc, dsn, other) as p2:
         await p1.wait_caught_up(timeout_s=WAIT_S)
         await p2.wait_caught_up(timeout_s=WAIT_S)
-    assert len(await list_runs(conn, tenant=tenant)) == 7
-    assert len(await list_runs(conn, tenant=other)) == 7
+    assert len(await list_runs(conn, tenant=tenant)) == 8
+    assert len(await list_runs(conn, tenant=other)) == 8
     assert len((await dump_tables(conn))["projector_checkpoints"]) == 2

@@ -298,6 +298,80 @@ async def test_on_failure_step(nc: NATS, tenant: str, conn: Conn) -> None:
     }
 
 
+def who(step: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(attempt, delivery, (worker id, name), status, started_at, finished_at) of each."""
+    return [
+        (a["attempt"], a["delivery"], (a["worker_id"], a["worker_name"]), a["status"],
+         a["started_at"], a["finished_at"])
+        for a in step["attempts"]
+    ]  # fmt: skip
+
+
+async def test_results_that_carry_their_assignment(nc: NATS, tenant: str, conn: Conn) -> None:
+    """Today's worker appends no ``assigned`` for a step done within its grace: the result
+    says which worker ran the attempt and when it started, and does what the assignment
+    did (an earlier delivery lost, the step and the run running)."""
+    h, records = await history_and_records(nc, tenant)
+    r = h.fast_steps
+    t = r.t
+    lost = (1, 1, W1, "LOST", at(t + 2), at(t + 3))
+    handed_back = (1, 2, W2, "CANCELLED", at(t + 3), at(t + 3.01))
+
+    run = await run_at(conn, tenant, records, r.run_id, r.marks["handed_back"])
+    assert (run["status"], run["started_at"]) == ("RUNNING", at(t + 2))
+    s = steps(run)["s"]
+    assert (s["status"], s["started_at"]) == ("QUEUED", at(t + 2))
+    assert who(s) == [lost, handed_back]
+
+    s = steps(await run_at(conn, tenant, records, r.run_id, r.marks["result"]))["s"]
+    assert s["status"] == "RUNNING"  # until the dispatcher's verdict
+    assert who(s) == [lost, handed_back, (1, 3, W1, "SUCCEEDED", at(t + 4), at(t + 4.02))]
+
+    run = await run_at(conn, tenant, records, r.run_id, r.last_seq)
+    assert run["status"] == "SUCCEEDED"
+    s, t_step = steps(run)["s"], steps(run)["t"]
+    assert (s["status"], s["output"]) == ("SUCCEEDED", {"s": 3})
+    # A slow step: its assigned, then a result carrying the same assignment.
+    assert (t_step["status"], t_step["started_at"]) == ("SUCCEEDED", at(t + 6))
+    assert who(t_step) == [(1, 1, W2, "SUCCEEDED", at(t + 6), at(t + 7))]
+
+
+async def test_a_result_projects_the_same_with_or_without_its_assigned(
+    conn: Conn, tenant: str
+) -> None:
+    """The rows of a run are the same whether its result alone carries the assignment, or
+    an ``assigned`` came before it, or one was stored again after it."""
+    w = Writer(None, schemas.Scope(tenant))  # type: ignore[arg-type]
+    r = str(uuid.uuid4())
+    k = (r, "s", 1, 1)
+    created = RunCreated(r, "single", "v1", {"n": 1}, SINGLE_STEPS, created_at=at(0))
+    task = w.queue(r, "s", 1, 1, "single")[1]
+    result = w.carried(k, W1, 2, 3, {"s": 1})
+    assigned = w.assign(k, W1, 2)
+    end = [w.done(k, {"s": 1}, 4), schemas.RunFinished(r, schemas.RunStatus.SUCCEEDED, at=at(4))]
+    logs = {
+        "alone": [created, task, result, *end],
+        "assigned first": [created, task, assigned, result, *end],
+        "assigned after": [created, task, result, assigned, *end],
+        "assigned at the end": [created, task, result, *end, assigned],
+    }
+    runs = {}
+    for name, messages in logs.items():
+        appends = [w.msg(m) for m in messages]
+        records = [Record(i, a.subject, a.body) for i, a in enumerate(appends, start=1)]
+        runs[name] = await get_run(
+            conn, r, tenant=tenant, schema=await project(conn, tenant, records)
+        )
+    assert runs["alone"] is not None
+    assert who(steps(runs["alone"])["s"]) == [(1, 1, W1, "SUCCEEDED", at(2), at(3))]
+    assert (runs["alone"]["started_at"], steps(runs["alone"])["s"]["started_at"]) == (
+        at(2),
+        at(2),
+    )
+    for name, run in runs.items():
+        assert run == runs["alone"], name
+
+
 async def test_worker_heartbeats_are_not_projected(
     nc: NATS, tenant: str, dsn: str, conn: Conn
 ) -> None:
@@ -319,7 +393,7 @@ async def test_worker_heartbeats_are_not_projected(
         await p.wait_caught_up(timeout_s=WAIT_S)
     live = await dump_tables(conn)
     assert live["rejections"] == []
-    assert len(live["runs"]) == 8
+    assert len(live["runs"]) == 9
 
     # Once the heartbeats aged out of the log, a rebuild still comes back identical.
     async def expired() -> bool:

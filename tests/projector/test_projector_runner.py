@@ -55,11 +55,11 @@ async def test_tails_restarts_and_doubles_nothing(
     tables = await dump_tables(conn)
     assert tables == await fresh_projection(conn, nc, tenant)
     assert tables["projector_checkpoints"] == [(schemas.stream_name(tenant), third.last_seq)]
-    # The history's 7 runs and 2 more diamonds; the reliability runs log 2 lines and make
-    # 10 attempts (retry 3, handed back 2, lost 2, cancel 1, on-failure 2).
-    assert len(tables["runs"]) == 9
+    # The history's 8 runs and 2 more diamonds; the reliability runs log 2 lines and make
+    # 14 attempts (retry 3, handed back 2, lost 2, cancel 1, on-failure 2, fast steps 4).
+    assert len(tables["runs"]) == 10
     assert len(tables["step_logs"]) == 3 * 3 + 2
-    assert len(tables["attempts"]) == 3 * 6 + 10
+    assert len(tables["attempts"]) == 3 * 6 + 14
 
 
 async def test_wait_for_seq_times_out(nc: NATS, tenant: str, dsn: str) -> None:
