@@ -99,6 +99,8 @@ class Sim:
         # Deliveries that already reported: a worker sends one result per delivery (its dedup
         # id names the delivery); running the step again is a new delivery.
         self.reported: set[tuple[str, str, int, int]] = set()
+        # When each delivery that has an ``assigned`` started: its result says the same.
+        self.started: dict[tuple[str, str, int, int], str] = {}
         # Every decision: where its outputs start in the log, what input made it (None: a
         # tick), its outputs, and the time it was made.
         self.decisions: list[Decision] = []
@@ -185,13 +187,16 @@ class Sim:
         run = self.state.runs.get(run_id)
         return None if run is None else run.steps[name]
 
-    def assign(self, run_id: str, step: str, attempt: int) -> int:
+    def assign(self, run_id: str, step: str, attempt: int, *, fast: bool = False) -> int:
+        """A worker takes the next delivery; it appends ``assigned`` unless ``fast`` (done
+        within its grace: the result alone will carry the assignment)."""
         delivery = self.history.deliveries.get((run_id, step, attempt), 0) + 1
-        self.history.deliveries[(run_id, step, attempt)] = delivery
-        worker = f"w{delivery}"
-        self.feed(
-            StepAssigned(run_id, step, attempt, delivery, worker, worker, started_at=iso(self.now))
-        )
+        if not fast:
+            worker, started_at = f"w{delivery}", iso(self.now)
+            self.started[(run_id, step, attempt, delivery)] = started_at
+            self.feed(
+                StepAssigned(run_id, step, attempt, delivery, worker, worker, started_at=started_at)
+            )
         return delivery
 
     def result(self, action: Result) -> None:
@@ -199,23 +204,35 @@ class Sim:
         if target is not None:
             run_id, step, attempt = target
             attempt = max(1, attempt - action.stale)
-            self.answer(run_id, step, attempt, action.outcome, zombie=action.zombie)
+            self.answer(
+                run_id, step, attempt, action.outcome, zombie=action.zombie, fast=action.fast
+            )
 
     def answer(
-        self, run_id: str, step: str, attempt: int, outcome: Outcome, *, zombie: bool = False
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        outcome: Outcome,
+        *,
+        zombie: bool = False,
+        fast: bool = False,
     ) -> None:
         key = (run_id, step, attempt)
         delivery = self.history.deliveries.get(key)
-        # A worker appends ``assigned`` before it runs the step; a handed-back task comes
-        # back to a worker as a new delivery.
-        if delivery is None or self.history.handed_back.get(key, 0) >= delivery:
-            delivery = self.assign(run_id, step, attempt)
+        # A worker takes a delivery before it runs the step (appending ``assigned`` unless
+        # the step is fast); a handed-back task comes back to a worker as a new delivery. A
+        # fast result is of a delivery never assigned: a new one (when one is held, JetStream
+        # redelivered the task, its holder presumed dead).
+        if fast or delivery is None or self.history.handed_back.get(key, 0) >= delivery:
+            delivery = self.assign(run_id, step, attempt, fast=fast)
         if zombie and delivery > 1:
             delivery -= 1
         if (*key, delivery) in self.reported:
-            delivery = self.assign(run_id, step, attempt)
+            delivery = self.assign(run_id, step, attempt, fast=fast)
         self.reported.add((*key, delivery))
-        self.feed(report(run_id, step, attempt, delivery, outcome, self.now))
+        started_at = self.started.get((*key, delivery), iso(self.now))
+        self.feed(report(run_id, step, attempt, delivery, outcome, self.now, started_at))
 
     # -- termination ----------------------------------------------------------------------
     def drain(self, outcomes: list[Outcome]) -> int:
@@ -241,7 +258,8 @@ class Sim:
                     continue
                 if outcome is Outcome.TIMEOUT:
                     outcome = Outcome.ERROR
-                self.answer(run_id, name, step.attempt, outcome)
+                # Every other step fast: its result alone, no ``assigned``.
+                self.answer(run_id, name, step.attempt, outcome, fast=rounds % 2 == 1)
                 continue
             due_at = [s.retry_due for r in self.state.runs.values() for s in r.steps.values()]
             pending = [d for d in due_at if d is not None]
@@ -251,8 +269,15 @@ class Sim:
 
 
 def report(
-    run_id: str, step: str, attempt: int, delivery: int, outcome: Outcome, now: dt.datetime
+    run_id: str,
+    step: str,
+    attempt: int,
+    delivery: int,
+    outcome: Outcome,
+    now: dt.datetime,
+    started_at: str,
 ) -> StepResult:
+    """A worker's result; like every result a worker writes, it carries its assignment."""
     ok = outcome is Outcome.OK
     return StepResult(
         run_id,
@@ -266,4 +291,6 @@ def report(
         finished_at=iso(now),
         non_retryable=outcome is Outcome.NON_RETRYABLE,
         handed_back=outcome is Outcome.HANDED_BACK,
+        worker_name=f"w{delivery}",
+        started_at=started_at,
     )

@@ -20,6 +20,7 @@ from schemas import (
     RunRejected,
     RunStatus,
     Scope,
+    StepAssigned,
     StepDef,
     StepFinished,
     StepResult,
@@ -46,7 +47,9 @@ class History:
         self.queued: dict[Key, Task] = {}  # the latest attempt queued (its task)
         self.queued_order: list[Key] = []  # every step ever queued, first queued first
         self.verdicts: dict[Key, StepFinished] = {}
-        self.deliveries: dict[tuple[str, str, int], int] = {}  # latest delivery assigned
+        # The latest delivery a worker took: by its ``assigned``, or by its result (which
+        # carries the assignment: a fast step's worker appends no ``assigned``).
+        self.deliveries: dict[tuple[str, str, int], int] = {}
         self.handed_back: dict[tuple[str, str, int], int] = {}  # latest delivery handed back
         # (run, step, attempt) -> the outcomes reported: (ok, non_retryable)
         self.reported: defaultdict[tuple[str, str, int], set[tuple[bool, bool]]] = defaultdict(set)
@@ -55,6 +58,9 @@ class History:
 
     # -- inputs ---------------------------------------------------------------------------
     def saw_input(self, message: Any) -> None:
+        if isinstance(message, StepAssigned | StepResult):
+            key = (message.run_id, message.step, message.attempt)
+            self.deliveries[key] = max(self.deliveries.get(key, 0), message.delivery)
         match message:
             case StepResult(handed_back=False):
                 key = (message.run_id, message.step, message.attempt)
@@ -178,8 +184,8 @@ class History:
             assert (True, False) in reported, f"{m!r} without an ok result"
         elif m.status is RunStatus.FAILED and TIMED_OUT in (m.error or ""):
             assert queued is not None
-            # Genuine only when no worker holds it: never assigned, or the newest delivery
-            # was handed back (which puts the step back in the queue, timer re-armed).
+            # Genuine only when no worker holds it: never taken (no assigned, no result), or
+            # the newest delivery was handed back (back in the queue, timer re-armed).
             attempt = (m.run_id, m.step, m.attempt)
             held = self.deliveries.get(attempt, 0) > self.handed_back.get(attempt, 0)
             assert not held, f"{m!r} but assigned"

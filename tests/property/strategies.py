@@ -58,13 +58,16 @@ class Assign:
 @attrs.frozen
 class Result:
     """A worker reports on a step: ``stale`` attempts back, from an older delivery when
-    ``zombie`` (a worker presumed dead that still answers)."""
+    ``zombie`` (a worker presumed dead that still answers). ``fast``: a delivery it takes
+    for this is done within the worker's grace, so no ``assigned`` precedes the result
+    (which carries the assignment, as every result does)."""
 
     pick: int
     outcome: Outcome
     late: bool = False
     stale: int = 0
     zombie: bool = False
+    fast: bool = False
 
 
 @attrs.frozen
@@ -139,8 +142,10 @@ actions: st.SearchStrategy[Action] = st.one_of(
     st.builds(Assign, picks),
     st.builds(Assign, picks, st.booleans()),
     st.builds(Result, picks, outcomes),
-    st.builds(Result, picks, outcomes),
-    st.builds(Result, picks, outcomes, st.booleans(), st.integers(0, 2), st.booleans()),
+    st.builds(Result, picks, outcomes, fast=st.just(True)),
+    st.builds(
+        Result, picks, outcomes, st.booleans(), st.integers(0, 2), st.booleans(), st.booleans()
+    ),
     st.builds(Result, picks, outcomes, st.just(False), st.integers(1, 2)),  # stale, in flight
     st.builds(Cancel, picks),
     waits,

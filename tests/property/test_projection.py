@@ -148,17 +148,19 @@ async def assert_agrees_with_dispatcher(conn: Conn, sim: Sim) -> None:
 
 def expected_attempts(log: list[Logged]) -> dict[tuple[str, str, int, int], str]:
     """Attempt statuses by the projector's rules: RUNNING once assigned; LOST when a later
-    delivery is assigned, CANCELLED when the run ends, if still RUNNING; a result wins."""
+    delivery is assigned (by its ``assigned`` or by a result carrying the assignment),
+    CANCELLED when the run ends, if still RUNNING; a result wins."""
     out: dict[tuple[str, str, int, int], str] = {}
     for entry in log:
         m = entry.message
         if isinstance(m, StepAssigned | StepResult):
             key = (m.run_id, m.step, m.attempt, m.delivery)
-        if isinstance(m, StepAssigned):
-            out.setdefault(key, "RUNNING")
+        if isinstance(m, StepAssigned) or (isinstance(m, StepResult) and m.started_at):
             for k, status in out.items():
                 if k[:3] == key[:3] and k[3] < key[3] and status == "RUNNING":
                     out[k] = "LOST"
+        if isinstance(m, StepAssigned):
+            out.setdefault(key, "RUNNING")
         elif isinstance(m, StepResult):
             ok = "SUCCEEDED" if m.ok else "FAILED"
             out[key] = "CANCELLED" if m.handed_back else ok

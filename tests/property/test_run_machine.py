@@ -107,9 +107,9 @@ class RunMachine(RuleBasedStateMachine):
         self.sim.act(Assign(pick, late))
 
     @precondition(lambda self: self.sim.history.queued_order)
-    @rule(pick=picks, outcome=outcomes)
-    def worker_reports(self, pick: int, outcome: Outcome) -> None:
-        self.sim.act(Result(pick, outcome))
+    @rule(pick=picks, outcome=outcomes, fast=st.booleans())
+    def worker_reports(self, pick: int, outcome: Outcome, fast: bool) -> None:
+        self.sim.act(Result(pick, outcome, fast=fast))
 
     @precondition(lambda self: self.sim.history.queued_order)
     @rule(pick=picks, outcome=outcomes, stale=st.integers(0, 2), zombie=st.booleans())
