@@ -2,6 +2,12 @@
 
 Invariants:
 
+- the result carries the attempt's assignment (worker, start); ``assigned`` is appended
+  besides only for a step still running ``ASSIGN_GRACE_S`` after it started (so a run of
+  fast steps costs one message fewer a step), or at once, before the step starts, when the
+  task's schedule deadline is less than ``ASSIGN_AT_ONCE_S`` away (the dispatcher must
+  hear that a worker holds the step before it fails it as never picked up); when both are
+  appended, ``assigned`` comes first;
 - an attempt's outcome is recorded, then its task settled: the result is appended to the
   run's history before the task is acked (or nak'd), never after;
 - that final write and its ack run to their end even when a cancellation (the run ended, the
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import functools
 import inspect
 import logging
@@ -35,7 +42,7 @@ from eventstore import (
     append,
 )
 from schemas import encode, encode_json
-from schemas.messages import StepAssigned, StepLog, StepResult, Task
+from schemas.messages import StepAssigned, StepLog, StepResult, Task, utcnow
 from schemas.subjects import Scope
 from worker.context import Context
 from worker.errors import NonRetryableError
@@ -48,6 +55,20 @@ RUN_ENDED = "run ended"
 SHUTDOWN = "worker shutting down"
 TIMED_OUT = "timed out"
 INTERRUPTED = "the step's thread was interrupted"
+
+# A step still running this long after it started gets its ``assigned``; one done sooner
+# leaves only its result, which carries the assignment.
+ASSIGN_GRACE_S = 0.05
+# A task whose schedule deadline is nearer than this (or past: a redelivery) gets its
+# ``assigned`` before the step starts: the dispatcher's schedule timeout must not fire on a
+# step a worker holds. A margin for the grace, the append and the hosts' clocks.
+ASSIGN_AT_ONCE_S = 1.0
+
+
+class _Due(enum.Enum):
+    """What the log writer appends next, besides the step's lines."""
+
+    ASSIGNED = "assigned"  # the grace ran out
 
 
 class Attempt:
@@ -78,7 +99,10 @@ class Attempt:
         self.key = f"{task.run_id}:{task.step}:{task.attempt}:{delivery.delivered}"
         self.thread: StepThread | None = None  # a sync step's, once started
         self.outcome: str | None = None  # once settled: "result", "handed back" or "cancelled"
-        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.started_at = utcnow()  # set again when the step starts
+        self.assigned = False  # ``assigned`` is being appended, or is in the log
+        self._grace: asyncio.TimerHandle | None = None
+        self._lines: asyncio.Queue[str | _Due | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def sink(line: str) -> None:
@@ -96,30 +120,38 @@ class Attempt:
             and dt.datetime.fromisoformat(deadline) < now
         )
 
+    def assign_at_once(self, now: dt.datetime) -> bool:
+        """Whether ``assigned`` goes to the log before the step starts rather than after the
+        grace: the task's schedule deadline is less than ``ASSIGN_AT_ONCE_S`` away."""
+        deadline = self.task.schedule_deadline
+        return (
+            deadline is not None
+            and (dt.datetime.fromisoformat(deadline) - now).total_seconds() < ASSIGN_AT_ONCE_S
+        )
+
     @property
     def interrupted(self) -> bool:
         return self.thread is not None and self.thread.interrupted
 
     async def run(self, fn: Callable[..., Any], instance: object) -> None:
-        t = self.task
-        assigned = StepAssigned(
-            run_id=t.run_id,
-            step=t.step,
-            attempt=t.attempt,
-            delivery=self.delivery.delivered,
-            worker_id=self.worker_id,
-            worker_name=self.worker_name,
-        )
+        self.started_at = utcnow()
         writer: asyncio.Task[None] | None = None
         keepalive: asyncio.Task[None] | None = None
         try:
-            await settle(self.append("assigned", encode(assigned), f"{self.key}:assigned"))
+            if self.assign_at_once(dt.datetime.now(dt.UTC)):
+                await settle(self._assign())
             writer = asyncio.create_task(self._write_logs())
             keepalive = asyncio.create_task(self._keepalive())
+            if not self.assigned:
+                # One timer, no task: a step done within the grace cancels it (_stop_grace).
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(ASSIGN_GRACE_S, self._lines.put_nowait, _Due.ASSIGNED)
             body = await self._execute(fn, instance)
         except asyncio.CancelledError:
+            self._stop_grace()
             await settle(self._finish_cancelled(writer, keepalive))
             raise
+        self._stop_grace()
         assert writer is not None and keepalive is not None
         await settle(self._finish(body, writer, keepalive))
 
@@ -233,7 +265,33 @@ class Attempt:
             error=error,
             non_retryable=non_retryable,
             handed_back=handed_back,
+            worker_name=self.worker_name,
+            started_at=self.started_at,
         )
+
+    async def _assign(self) -> None:
+        """Append ``assigned`` (the same worker and start the result will carry), once."""
+        if self.assigned:
+            return
+        self.assigned = True
+        t = self.task
+        assigned = StepAssigned(
+            run_id=t.run_id,
+            step=t.step,
+            attempt=t.attempt,
+            delivery=self.delivery.delivered,
+            worker_id=self.worker_id,
+            worker_name=self.worker_name,
+            started_at=self.started_at,
+        )
+        await self.append("assigned", encode(assigned), f"{self.key}:assigned")
+
+    def _stop_grace(self) -> None:
+        """The step is over (called before its outcome is written): if its grace has not run
+        out, no ``assigned`` is appended, the result carries the assignment. One that ran out
+        is queued before the logs' end, so the writer appends it before the result."""
+        if self._grace is not None:
+            self._grace.cancel()
 
     async def _keepalive(self) -> None:
         while True:
@@ -245,6 +303,10 @@ class Attempt:
         n = 0
         t = self.task
         while (line := await self._lines.get()) is not None:
+            if line is _Due.ASSIGNED:
+                with contextlib.suppress(NatchetError):  # given up: the result carries it
+                    await self._assign()
+                continue
             n += 1
             entry = StepLog(
                 run_id=t.run_id,
