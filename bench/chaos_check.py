@@ -2,13 +2,16 @@
 
 * the log (``eventstore.replay``): at most one ``created``/``finished`` per run, one
   ``step_finished`` per step (on its own or inside the run's ``finished``), one ``queued``
-  per step attempt, one ``assigned``/``result`` per delivery; every submitted run created
-  and finished;
+  per step attempt, at most one ``assigned`` and one ``result`` per delivery; every
+  submitted run created and finished; every delivery the log knows (by its ``assigned`` or
+  its result: a worker appends no ``assigned`` for a step done within its grace, the result
+  carries the assignment) says which worker ran it and when it started, ``assigned`` and
+  result agreeing on both and ``assigned`` first;
 * Postgres: every submitted run present once, terminal and SUCCEEDED, with every step once
   and SUCCEEDED; each step's attempt rows are exactly the deliveries the log holds, with
   the worker and the status the log implies;
 * redelivery: each task a stopped worker held comes back as the next delivery; the delay is
-  the new ``assigned``'s ``started_at`` minus the moment the worker was stopped.
+  the new delivery's ``started_at`` minus the moment the worker was stopped.
 """
 
 from __future__ import annotations
@@ -40,6 +43,37 @@ class LogView:
     queued: Counter[tuple[str, str, int]] = attrs.Factory(Counter)
     assigned: dict[Key, list[StepAssigned]] = attrs.Factory(lambda: defaultdict(list))
     results: dict[Key, list[StepResult]] = attrs.Factory(lambda: defaultdict(list))
+    first_seq: dict[tuple[Key, str], int] = attrs.Factory(dict)  # (delivery, kind) -> seq
+
+    def attempts(self) -> set[Key]:
+        """Every delivery the log knows: by its ``assigned``, or by its result alone."""
+        return set(self.assigned) | set(self.results)
+
+    def taken(self, key: Key) -> tuple[str | None, str, str | None]:
+        """(worker id, worker name, started_at) of a delivery, from its ``assigned`` or else
+        from the assignment its result carries."""
+        if self.assigned.get(key):
+            a = self.assigned[key][0]
+            return a.worker_id, a.worker_name, a.started_at
+        r = self.results[key][0]
+        return r.worker_id, r.worker_name, r.started_at
+
+    def unattributed(self) -> list[str]:
+        """Deliveries whose worker or start the log does not say, or says two ways."""
+        bad = []
+        for key in sorted(self.attempts()):
+            worker_id, name, started_at = self.taken(key)
+            if not name or started_at is None:
+                bad.append(f"delivery {key}: no worker name or start in the log")
+            if self.assigned.get(key) and self.results.get(key):
+                res = self.results[key][0]
+                carried = (res.worker_id, res.worker_name, res.started_at)
+                if res.started_at is not None and carried != (worker_id, name, started_at):
+                    bad.append(f"delivery {key}: assigned says {worker_id, name, started_at}, "
+                               f"its result {carried}")  # fmt: skip
+                if self.first_seq[(key, "result")] < self.first_seq[(key, "assigned")]:
+                    bad.append(f"delivery {key}: assigned after its result")
+        return bad
 
     def duplicated_transitions(self) -> list[str]:
         dups = [f"{k} of run {r} x{n}" for (r, k), n in self.kinds.items() if n > 1]
@@ -52,13 +86,12 @@ class LogView:
     def expected_attempts(self) -> dict[Key, tuple[str | None, str]]:
         """Every delivery the log knows, with its worker and the status it implies."""
         out: dict[Key, tuple[str | None, str]] = {}
-        for key in set(self.assigned) | set(self.results):
+        for key in self.attempts():
             run, step, attempt, delivery = key
-            worker = self.assigned[key][0].worker_id if self.assigned.get(key) else None
+            worker = self.taken(key)[0]
             if self.results.get(key):
                 res = self.results[key][-1]
                 status = "CANCELLED" if res.handed_back else "SUCCEEDED" if res.ok else "FAILED"
-                worker = worker or res.worker_id
             elif any(d > delivery for d in self.deliveries(run, step, attempt)):
                 status = "LOST"
             else:
@@ -67,7 +100,7 @@ class LogView:
         return out
 
     def deliveries(self, run: str, step: str, attempt: int) -> list[int]:
-        return sorted(d for (r, s, a, d) in self.assigned if (r, s, a) == (run, step, attempt))
+        return sorted(d for (r, s, a, d) in self.attempts() if (r, s, a) == (run, step, attempt))
 
     def handed_back(self) -> int:
         return sum(1 for res in self.results.values() if res[-1].handed_back)
@@ -95,7 +128,9 @@ async def read_log(nc: NATS, tenant: str) -> LogView:
             view.step_kinds[(run, msg.step, kind)] += 1
         elif kind in ("assigned", "result"):
             target = view.assigned if kind == "assigned" else view.results
-            target[(run, msg.step, msg.attempt, msg.delivery)].append(msg)
+            key = (run, msg.step, msg.attempt, msg.delivery)
+            target[key].append(msg)
+            view.first_seq.setdefault((key, kind), rec.seq)
         else:
             view.kinds[(run, kind)] += 1
             # A run's end carries the verdicts decided with it: each counts as its step's.
@@ -155,7 +190,8 @@ async def check_attempts(
 
 
 def check_log(view: LogView, runs: set[str], steps: Iterable[str]) -> list[str]:
-    bad = [f"run {r}: no 'created' in the log" for r in runs if not view.kinds[(r, "created")]]
+    bad = view.unattributed()
+    bad += [f"run {r}: no 'created' in the log" for r in runs if not view.kinds[(r, "created")]]
     bad += [f"run {r}: no 'finished' in the log" for r in runs if not view.kinds[(r, "finished")]]
     for run in runs:
         bad += [
@@ -180,12 +216,12 @@ def redelivery_delays(view: LogView, stops: list[Stop]) -> tuple[list[float], li
     delays: list[float] = []
     bad: list[str] = []
     for stop in stops:
-        for key, assigned in view.assigned.items():
+        for key in sorted(view.attempts()):
             run, step, attempt, delivery = key
-            first = assigned[0]
-            if first.worker_name != stop.worker_name:
-                continue
-            if dt.datetime.fromisoformat(first.started_at) > stop.at:
+            _, worker_name, started_at = view.taken(key)
+            if worker_name != stop.worker_name or started_at is None:
+                continue  # another worker's (a delivery with no start is reported elsewhere)
+            if dt.datetime.fromisoformat(started_at) > stop.at:
                 continue
             later = [d for d in view.deliveries(run, step, attempt) if d > delivery]
             results = view.results.get(key)
@@ -194,7 +230,7 @@ def redelivery_delays(view: LogView, stops: list[Stop]) -> tuple[list[float], li
             if not later:
                 bad.append(f"{stop.how} of {stop.worker_name}: {key} never redelivered")
                 continue
-            nxt = view.assigned[(run, step, attempt, later[0])][0]
-            started = dt.datetime.fromisoformat(nxt.started_at)
-            delays.append((started - stop.at).total_seconds())
+            next_start = view.taken((run, step, attempt, later[0]))[2]
+            if next_start is not None:
+                delays.append((dt.datetime.fromisoformat(next_start) - stop.at).total_seconds())
     return delays, bad

@@ -52,7 +52,7 @@ class Report:
     lost: int = 0
     duplicated: int = 0  # duplicated transitions in the log
     redelivery_delays: list[float] = attrs.Factory(list)
-    attempts: int = 0  # deliveries assigned, all runs
+    attempts: int = 0  # deliveries taken (assigned, or reported alone), all runs
     handed_back: int = 0  # deliveries a worker gave back on SIGTERM
     double_executions: int = 0  # steps that succeeded on two deliveries (at-least-once)
     faults: list[str] = attrs.Factory(list)
@@ -95,7 +95,7 @@ class Scenario:
         """Stop a worker that is mid-step, ``strikes`` times over the load; replace it."""
         n = self.config.strikes
         for i in range(n):
-            await self.tracker.assigned_at_least(self.total_steps * (i + 1) // (n + 2))
+            await self.tracker.taken_at_least(self.total_steps * (i + 1) // (n + 2))
             name = await self.tracker.busy_worker(lambda: list(self.stack.workers), min_held=3)
             held = len(self.tracker.in_flight[name])
             at = utcnow()
@@ -105,7 +105,7 @@ class Scenario:
             await asyncio.to_thread(self.stack.start_worker, grace_s)
 
     async def outage(self, what: str, restart: Callable[[float], None]) -> None:
-        await self.tracker.assigned_at_least(self.total_steps * 3 // 10)
+        await self.tracker.taken_at_least(self.total_steps * 3 // 10)
         self.note(f"{what} down {self.config.outage_s:g}s")
         await asyncio.to_thread(restart, self.config.outage_s)
 
@@ -183,7 +183,7 @@ async def verify(s: Scenario, nc: Any, runs: set[str]) -> None:
     view = await check.read_log(nc, stack.tenant)
     dups = view.duplicated_transitions()
     report.duplicated = len(dups)
-    report.attempts = sum(len(v) for v in view.assigned.values())
+    report.attempts = len(view.attempts())
     report.double_executions = view.double_executions()
     report.handed_back = view.handed_back()
     report.violations += [f"duplicated transition: {d}" for d in dups]

@@ -5,7 +5,7 @@
   ``admin.run_workflow`` (a client-chosen run id); every publish is retried until the
   server acknowledges it, through any outage.
 * :class:`Tracker` follows ``assigned`` and ``result`` messages live (core NATS), so the
-  harness can wait for "N steps assigned" or "a worker is mid-step" before it strikes.
+  harness can wait for "N deliveries taken" or "a worker is mid-step" before it strikes.
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ async def submit(
 
 
 class Tracker:
-    """Steps assigned so far, and which deliveries each worker holds right now."""
+    """Deliveries taken so far (by their ``assigned``, or by a result alone: a worker appends
+    no ``assigned`` for a step done within its grace), and which deliveries each worker
+    holds right now (known by their ``assigned``: a step still running after the grace)."""
 
     def __init__(self, nc: NATS, scope: Scope) -> None:
         self.nc = nc
         self.scope = scope
-        self.assigned = 0
+        self.taken: set[tuple[str, str, int, int]] = set()
         self.in_flight: dict[str, set[tuple[str, str, int, int]]] = defaultdict(set)
         self._owner: dict[tuple[str, str, int, int], str] = {}
         self._subs: list[object] = []
@@ -99,11 +101,12 @@ class Tracker:
             return
         if isinstance(m, StepAssigned):
             key = (m.run_id, m.step, m.attempt, m.delivery)
-            self.assigned += 1
+            self.taken.add(key)
             self._owner[key] = m.worker_name
             self.in_flight[m.worker_name].add(key)
         elif isinstance(m, StepResult):
             key = (m.run_id, m.step, m.attempt, m.delivery)
+            self.taken.add(key)
             owner = self._owner.pop(key, None)
             if owner is not None:
                 self.in_flight[owner].discard(key)
@@ -118,8 +121,8 @@ class Tracker:
             await asyncio.sleep(0.02)
         return value
 
-    async def assigned_at_least(self, n: int, timeout_s: float = 120.0) -> None:
-        await self.until(lambda: self.assigned >= n, timeout_s, f"{n} steps assigned")
+    async def taken_at_least(self, n: int, timeout_s: float = 120.0) -> None:
+        await self.until(lambda: len(self.taken) >= n, timeout_s, f"{n} deliveries taken")
 
     async def busy_worker(
         self, names: Callable[[], list[str]], *, min_held: int = 1, timeout_s: float = 60.0

@@ -1,13 +1,16 @@
 """What the projector's apply costs: realistic run records through ``apply_records``.
 
     .venv/bin/python bench/projector_apply.py [--runs 2000] [--batch 500] [--repeats 3]
-                                             [--shape diamond|one]
+                                             [--shape diamond|one] [--assigned]
 
-Generates ``--runs`` runs as the engine logs them today: for a diamond (a -> b, a -> c,
-b + c -> d) an event, ``created``, then per step its task, ``assigned``, ``result`` and
-``step_finished``, and ``finished`` (19 records a run; ``--shape one`` is a one-step run,
-7 records). Runs overlap in the log as they do under load (about 40 in flight), so a run's
-records span batches. Each repeat projects them into a fresh schema of an embedded
+Generates ``--runs`` runs as the engine logs them today for fast steps: for a diamond
+(a -> b, a -> c, b + c -> d) an event, ``created``, then per step its task, ``result``
+(carrying the assignment: no ``assigned`` for a step done within the worker's grace) and
+``step_finished``, and ``finished`` (15 records a run; ``--shape one`` is a one-step run,
+6 records). ``--assigned``: every step also has its ``assigned`` before its result, as a
+step still running after the grace (or every step, before the grace existed). Runs
+overlap in the log as they do under load (about 40 in flight), so a run's records span
+batches. Each repeat projects them into a fresh schema of an embedded
 PostgreSQL (fsync off, as ``natchet dev``), ``--batch`` records per ``apply_records`` call,
 and prints records/s and runs/s; the last line is the median over the repeats.
 No NATS: the records are built in memory, so this measures the projector alone.
@@ -63,9 +66,12 @@ def at(t: float) -> str:
     return (T0 + dt.timedelta(milliseconds=t)).isoformat(timespec="microseconds")
 
 
-def run_messages(i: int, steps: tuple[StepDef, ...]) -> list[tuple[float, str, bytes]]:
+def run_messages(
+    i: int, steps: tuple[StepDef, ...], *, assigned: bool = False
+) -> list[tuple[float, str, bytes]]:
     """One run's messages as (time, subject, body), the event first; the event's sequence
-    is filled in by :func:`records` (``{event}`` in the created body)."""
+    is filled in by :func:`records` (``{event}`` in the created body). ``assigned``: an
+    ``assigned`` before each result (slow steps)."""
     r, t0 = str(uuid.UUID(int=i)), i * GAP
     out: list[tuple[float, str, bytes]] = [(t0, SCOPE.event(KEY), encode_json({"order": i}))]
     trigger = TriggeredBy(KEY, "{event}")
@@ -77,12 +83,16 @@ def run_messages(i: int, steps: tuple[StepDef, ...]) -> list[tuple[float, str, b
         t = t0 + PHASES[step.name]
         outputs = {p: {"n": i} for p in step.parents}
         task = Task(r, "wf", step.name, 1, {"order": i}, outputs, 60.0, queued_at=at(t))
-        assigned = StepAssigned(r, step.name, 1, 1, *worker, started_at=at(t + 1))
-        result = StepResult(r, step.name, 1, 1, worker[0], True, {"n": i}, finished_at=at(t + 2))
+        result = StepResult(
+            r, step.name, 1, 1, worker[0], True, {"n": i}, finished_at=at(t + 2),
+            worker_name=worker[1], started_at=at(t + 1),
+        )  # fmt: skip
         done = StepFinished(r, step.name, 1, 1, RunStatus.SUCCEEDED, {"n": i}, at=at(t + 3))
+        out.append((t, SCOPE.task("wf", step.name), encode(task)))
+        if assigned:
+            taken = StepAssigned(r, step.name, 1, 1, *worker, started_at=at(t + 1))
+            out.append((t + 1, SCOPE.run(r, "assigned"), encode(taken)))
         out += [
-            (t, SCOPE.task("wf", step.name), encode(task)),
-            (t + 1, SCOPE.run(r, "assigned"), encode(assigned)),
             (t + 2, SCOPE.run(r, "result"), encode(result)),
             (t + 3, SCOPE.run(r, "step_finished"), encode(done)),
         ]
@@ -92,12 +102,13 @@ def run_messages(i: int, steps: tuple[StepDef, ...]) -> list[tuple[float, str, b
     return out
 
 
-def records(runs: int, shape: str) -> list[Record]:
+def records(runs: int, shape: str, *, assigned: bool = False) -> list[Record]:
     steps = SHAPES[shape]
     wf = WorkflowDef("wf", "v1", steps, on_events=(KEY,), registered_at=at(0))
     timed = [(-1.0, 0, 0, SCOPE.workflow("wf"), encode(wf))]
     for i in range(runs):
-        timed += [(t, i, n, s, b) for n, (t, s, b) in enumerate(run_messages(i, steps))]
+        messages = run_messages(i, steps, assigned=assigned)
+        timed += [(t, i, n, s, b) for n, (t, s, b) in enumerate(messages)]
     timed.sort(key=lambda m: m[:3])
     out, event_seq = [], {}
     for seq, (t, i, n, subject, body) in enumerate(timed, start=1):
@@ -124,8 +135,9 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="diamond")
+    parser.add_argument("--assigned", action="store_true", help="an assigned before each result")
     args = parser.parse_args()
-    recs = records(args.runs, args.shape)
+    recs = records(args.runs, args.shape, assigned=args.assigned)
     print(f"{args.runs} {args.shape} runs, {len(recs)} records, batches of {args.batch}")
     took: list[float] = []
     with (

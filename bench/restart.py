@@ -5,8 +5,8 @@
 
 Builds a tenant log of about ``--messages`` messages on a nats-server of its own (from the
 wheel, in a temp dir; or ``--url``): finished one-step runs in the shapes
-``bench/projector_apply.py`` generates (event, created, task, assigned, result,
-step_finished, finished: 7 messages a run), appended directly and pipelined, plus
+``bench/projector_apply.py`` generates (event, created, task, result, step_finished,
+finished: 6 messages a run, a fast step's), appended directly and pipelined, plus
 ``--in-flight`` runs created and queued but not finished. The dispatcher's consumer is set
 at the log's end, as after a dispatcher that decided everything.
 
@@ -51,7 +51,7 @@ from natchet.dev.embedded import NatsServer
 from schemas import RunCreated, Task, WorkflowDef, encode, stream_name
 
 WINDOW = 4000  # appends in flight per pipelined window
-RUN_MESSAGES = 7
+RUN_MESSAGES = len(run_messages(0, SHAPES["one"]))
 
 
 @contextlib.asynccontextmanager
