@@ -25,6 +25,7 @@ from eventstore import (
 from schemas.codec import DecodeError, decode_as
 from schemas.messages import Task
 from worker.declare import WorkflowSpec
+from worker.ended import RunEnds
 from worker.execute import Attempt
 from worker.inflight import Holding
 from worker.settings import WorkerSettings
@@ -43,8 +44,10 @@ class Intake:
         worker_id: str,
         workflows: Mapping[str, tuple[WorkflowSpec, object]],
         closing: asyncio.Event,
+        ends: RunEnds | None = None,
     ) -> None:
         self.conn = conn
+        self.ends = ends
         self.settings = settings
         self.worker_id = worker_id
         self.workflows = workflows
@@ -81,7 +84,9 @@ class Intake:
             return
         attempt = self._attempt(task, delivery)
         try:
-            over = attempt.stale(dt.datetime.now(dt.UTC)) or await self._run_over(task)
+            over = attempt.stale(dt.datetime.now(dt.UTC)) or await self._run_over(
+                task, delivery.delivered
+            )
         except asyncio.CancelledError:
             await _settle(delivery, delivery.nak())  # not started: straight back to the queue
             self.handed_back += 1
@@ -117,9 +122,15 @@ class Intake:
             closing=self.closing,
         )
 
-    async def _run_over(self, task: Task) -> bool:
-        """Whether the run already finished (cancelled, say): one direct get of its
-        ``finished`` subject. When unsure, run the step: at least once beats never."""
+    async def _run_over(self, task: Task, delivered: int) -> bool:
+        """Whether the run already finished (cancelled, say): as the run ends this worker
+        heard say (``worker.ended``), or else one direct get of its ``finished`` subject.
+        When unsure, run the step: at least once beats never."""
+        known = (
+            None if self.ends is None else self.ends.over(task.run_id, task.queued_at, delivered)
+        )
+        if known is not None:
+            return known
         client = self.settings.client
         subject = client.scope.run(task.run_id, "finished")
         try:

@@ -28,6 +28,7 @@ from typing import Self
 from eventstore import (
     ConfigError,
     Connection,
+    Message,
     Slots,
     TaskPuller,
     close,
@@ -37,6 +38,7 @@ from eventstore import (
 )
 from schemas.subjects import tasks_stream_name
 from worker.declare import WorkflowSpec, spec_of
+from worker.ended import RunEnds
 from worker.entry import run_until_signalled
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
@@ -174,7 +176,8 @@ class Worker:
         conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
         slots = self._slots = Slots(s.max_runs)
         closing = asyncio.Event()
-        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing)
+        ends = RunEnds(conn)
+        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing, ends)
         inflight = InFlight(slots, intake.take, f"{self.name}:{self.id}")
         steps = [
             f"{wf}:{step}" for wf, (spec, _) in self.workflows.items() for step in spec.functions
@@ -197,9 +200,13 @@ class Worker:
                 )
                 for wf in self.workflows
             ]
-            ended = await subscribe(
-                conn, f"{s.scope.prefix}.runs.*.finished", inflight.on_run_ended
-            )
+
+            async def on_run_ended(msg: Message) -> None:
+                ends.heard(msg.subject.split(".")[-2])
+                await inflight.on_run_ended(msg)
+
+            ended = await subscribe(conn, f"{s.scope.prefix}.runs.*.finished", on_run_ended)
+            ends.listening()
             heartbeat.start()
             pulling = [asyncio.create_task(p.run(), name=f"pull:{p.next_subject}") for p in pullers]
             log.info(

@@ -342,3 +342,65 @@ async def test_queued_task_of_a_cancelled_run_never_runs(
     hatchet.close()
     assert ran == [{"n": "second"}]
     assert run["steps"][0]["attempts"] == []
+
+
+async def test_a_worker_that_heard_the_cancel_drops_the_task_without_asking_the_log(
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    tenant_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker listening to run ends since before a task was queued knows whether its run
+    ended: a task of a run cancelled while it waited in the queue is dropped with no direct
+    get of the run's end (``worker.ended``), and a task of a run going on runs, also
+    without one."""
+    import worker.ended
+    import worker.intake
+
+    asked: list[str] = []
+    real_check = worker.intake.direct_last
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[2])
+        return await real_check(*args, **kwargs)
+
+    monkeypatch.setattr(worker.intake, "direct_last", counted)
+    # One host, one clock: no margin for clocks apart, so the first tasks count as fresh.
+    monkeypatch.setattr(worker.ended, "MARGIN_S", 0.0)
+    hatchet = hatchet_for(nats_server, tenant_name)
+    ran: list[Any] = []
+    holding, gate = threading.Event(), threading.Event()
+
+    @hatchet.workflow()
+    class Gate:
+        @hatchet.step()
+        def hold(self, context: Context) -> None:
+            holding.set()
+            gate.wait(20)
+
+    @hatchet.workflow()
+    class Once:
+        @hatchet.step()
+        def work(self, context: Context) -> None:
+            ran.append(context.workflow_input())
+
+    busy = hatchet.worker("busy", max_runs=1)
+    busy.register_workflow(Gate())
+    busy.register_workflow(Once())
+    async with running(busy):
+        held = await hatchet.admin.aio_run_workflow("Gate", {})
+        await eventually(holding.is_set)  # its one slot is taken: the next tasks wait
+        doomed = await hatchet.admin.aio_run_workflow("Once", {"n": "doomed"})
+        await hatchet.admin.aio_cancel(doomed.workflow_run_id)
+        assert (await run_ends(db, doomed.workflow_run_id))["status"] == "CANCELLED"
+        later = await hatchet.admin.aio_run_workflow("Once", {"n": "later"})
+        gate.set()
+        await held.result()
+        await later.result()  # the queue is first in, first out: the doomed task was seen
+        assert busy.completed == 2
+    run = await run_ends(db, doomed.workflow_run_id)
+    hatchet.close()
+    assert ran == [{"n": "later"}]
+    assert run["steps"][0]["attempts"] == []
+    assert asked == [], f"asked the log about {asked}"

@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 import worker
+import worker.ended
 import worker.execute
 import worker.intake
 from eventstore import latest
@@ -153,6 +154,8 @@ async def test_shutdown_waits_for_a_task_fetched_but_not_started(
         return await real_check(*args, **kwargs)
 
     monkeypatch.setattr(worker.intake, "direct_last", slow_check)
+    # Make it ask the log, as it does for a task it cannot vouch for (see worker.ended).
+    monkeypatch.setattr(worker.ended.RunEnds, "over", lambda *_args: None)
     holder = hatchet.worker("holder", max_runs=1, grace_seconds=30)
     holder.register_workflow(gated(hatchet, ran))
     async with running(holder):
