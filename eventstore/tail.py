@@ -22,9 +22,9 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as Connection
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
+from eventstore.batches import Batches
 from eventstore.errors import ReadError, TransportError
 from eventstore.match import Patterns
 from eventstore.records import Record, ack_info, stream_last_seq, to_record
@@ -32,8 +32,6 @@ from eventstore.records import Record, ack_info, stream_last_seq, to_record
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 5.0
-
-PullSubscription = JetStreamContext.PullSubscription
 
 
 class Tail:
@@ -64,11 +62,11 @@ class Tail:
         # A batch not full after the first fetch waits this long for more, once: fewer,
         # larger batches for a reader whose cost is mostly per batch (the projector).
         self.linger_s = linger_s
-        self._sub: PullSubscription | None = None
+        self._sub: Batches | None = None
         self._next_cseq = 1
         self._idle_since = time.monotonic()
 
-    async def _open(self) -> PullSubscription:
+    async def _open(self) -> Batches:
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -77,34 +75,32 @@ class Tail:
             mem_storage=True,
             num_replicas=1,
         )
-        single = self.subjects[0] if len(self.subjects) == 1 else ""
+        if len(self.subjects) == 1:
+            config.filter_subject = self.subjects[0]
         try:
-            sub = await self.conn.jetstream().pull_subscribe(
-                single, stream=self.stream, config=config
-            )
+            info = await self.conn.jetstream().add_consumer(self.stream, config)
         except nats.js.errors.NotFoundError:
             raise ReadError(f"stream {self.stream} does not exist") from None
         except nats.errors.Error as exc:
             raise TransportError(f"cannot read {self.stream}: {exc}") from None
         self._next_cseq = 1
         self._idle_since = time.monotonic()
-        return sub
+        return Batches(self.conn, self.stream, info.name)
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
+            await sub.close()
             # The server drops the consumer after inactive_threshold anyway.
             with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+                await self.conn.jetstream().delete_consumer(self.stream, sub.consumer)
 
-    async def _fetch(self, sub: PullSubscription, n: int, wait_s: float) -> list[Msg]:
+    async def _fetch(self, sub: Batches, n: int, wait_s: float) -> list[Msg]:
         try:
-            return list(await sub.fetch(n, timeout=wait_s))
-        except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either
-            return []
-        except nats.errors.Error as exc:
+            return await sub.fetch(n, wait_s)
+        except TransportError:
             await self.close()
-            raise TransportError(f"reading {self.stream} failed: {exc}") from None
+            raise
 
     async def next_batch(self) -> list[Record]:
         """Up to ``batch_size`` records in stream order; ``[]`` after an idle poll, or when
@@ -143,24 +139,29 @@ class Tail:
         return out
 
     async def pending(self) -> int:
-        """How many messages the server has yet to hand out (-1: unknown): those matching
-        the one subject, or every message after the last read when several are matched
-        here (so 0 still means none matching is left)."""
+        """How many messages the server has yet to hand out (-1: unknown), and those it
+        handed out not read yet: those matching the one subject, or every message after
+        the last read when several are matched here (so 0 still means none matching is
+        left)."""
         if self._sub is None:
             self._sub = await self._open()
         try:
-            info = await self._sub.consumer_info()
+            info = await self._info(self._sub)
         except nats.js.errors.NotFoundError:
             await self.close()
             return -1
         except nats.errors.Error as exc:
             raise TransportError(f"cannot read {self.stream}: {exc}") from None
-        return int(info.num_pending or 0)
+        return int(info.num_pending or 0) + self._sub.queued
 
-    async def _check(self, sub: PullSubscription) -> None:
+    async def _info(self, sub: Batches) -> ConsumerInfo:
+        info: ConsumerInfo = await self.conn.jetstream().consumer_info(self.stream, sub.consumer)
+        return info
+
+    async def _check(self, sub: Batches) -> None:
         self._idle_since = time.monotonic()
         try:
-            await sub.consumer_info()
+            await self._info(sub)
         except nats.js.errors.NotFoundError:
             log.warning("tail of %s: consumer lost, restarting at %d", self.stream, self.next_seq)
             await self.close()

@@ -1,0 +1,135 @@
+"""Fetching a pull consumer's messages in batches, with no task per message.
+
+nats-py's ``fetch`` waits for every message of a batch with a task of its own (and a uuid
+and a timer): ~20 µs a message, paid by every reader of the whole log, the dispatcher and
+the projector, for every message (issue 9: 5 messages a run, each read by both). Here the
+messages land in a list, by a callback on the reader's own inbox, and a fetch waits for the
+answer to its request as a whole.
+
+At most one request is outstanding, and each one ends in a way the reader sees: a
+``no_wait`` request for a batch is answered at once with what there is and, if that is less
+than asked, a status (404, or 408/409); only when there is nothing, a request for one
+message waits up to ``wait_s`` (a 408 ends it if nothing came). So a fetch returns as soon
+as messages are there, a batch is as full as the consumer allows, and nothing arrives for a
+request the reader has given up on, but after a timeout the server did not answer in
+(a lost connection): such a late message is handed out by the next fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+import nats.errors
+import orjson
+from nats.aio.client import Client as Connection
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from eventstore.errors import TransportError
+
+STATUS = "Status"
+DESCRIPTION = "Description"
+# Statuses that end a pull request: nothing there (for ``no_wait``), expired, or the
+# consumer or request gone. Any other status is an error.
+ENDS = frozenset({"404", "408", "409"})
+ANSWER_S = 5.0  # how long the server may take to answer a ``no_wait`` request
+LATE_S = 1.0  # how long after its expiry a waiting request's 408 may arrive
+
+
+class Batches:
+    """Batches of the pull consumer ``consumer`` on ``stream``, over one inbox."""
+
+    def __init__(self, conn: Connection, stream: str, consumer: str) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.consumer = consumer
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._queue: collections.deque[Msg] = collections.deque()
+        self._arrived = asyncio.Event()
+
+    @property
+    def queued(self) -> int:
+        """Messages delivered here and not fetched yet (late ones)."""
+        return len(self._queue)
+
+    async def _deliver(self, msg: Msg) -> None:
+        self._queue.append(msg)
+        self._arrived.set()
+
+    async def _open(self) -> None:
+        self._inbox = self.conn.new_inbox()
+        try:
+            self._sub = await self.conn.subscribe(self._inbox, cb=self._deliver)
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {self.consumer} on {self.stream}: {exc}") from None
+
+    async def fetch(self, n: int, wait_s: float) -> list[Msg]:
+        """Up to ``n`` messages, waiting up to ``wait_s`` for the first; ``[]`` if none."""
+        if self._sub is None:
+            await self._open()
+        got: list[Msg] = []
+        self._take(n, got)  # late ones, from a request given up on (and its status)
+        if len(got) >= n:
+            return got
+        if not await self._ask({"batch": n - len(got), "no_wait": True}, got, n, ANSWER_S):
+            return got
+        if got:
+            return got
+        wait_ns = max(int(wait_s * 1e9), 1_000_000)
+        if not await self._ask({"batch": 1, "expires": wait_ns}, got, 1, wait_s + LATE_S):
+            return got
+        if got and n > 1:  # one came: the rest of a batch, if there is more already
+            await self._ask({"batch": n - 1, "no_wait": True}, got, n, ANSWER_S)
+        return got
+
+    async def _ask(
+        self, request: dict[str, object], got: list[Msg], n: int, limit_s: float
+    ) -> bool:
+        """Send a pull request and gather its answer into ``got`` until it holds ``n`` or a
+        status ends the request; ``False`` if no answer came within ``limit_s``."""
+        try:
+            await self.conn.publish(self._next, orjson.dumps(request), reply=self._inbox)
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot read {self.consumer} on {self.stream}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while True:
+            if self._take(n, got) or len(got) >= n:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return False
+
+    def _take(self, n: int, got: list[Msg]) -> bool:
+        """Move queued messages into ``got`` until it holds ``n``; ``True`` when a status
+        that ends a request was taken."""
+        queue = self._queue
+        while queue and len(got) < n:
+            msg = queue.popleft()
+            status = msg.headers.get(STATUS) if msg.headers else None
+            if status is None:
+                got.append(msg)
+            elif status in ENDS:
+                return True
+            elif status != "100":  # 100: a heartbeat
+                description = msg.headers.get(DESCRIPTION, "") if msg.headers else ""
+                raise TransportError(
+                    f"reading {self.consumer} on {self.stream}: status {status} {description}"
+                )
+        return False
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        self._queue.clear()
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
