@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from eventstore.errors import TransportError
+from eventstore.records import ack_info
 
 STATUS = "Status"
 DESCRIPTION = "Description"
@@ -50,6 +51,7 @@ class Batches:
         self._sub: Subscription | None = None
         self._queue: collections.deque[Msg] = collections.deque()
         self._arrived = asyncio.Event()
+        self._more = True  # whether the consumer had more to hand out, last we heard
 
     @property
     def queued(self) -> int:
@@ -68,22 +70,24 @@ class Batches:
             raise TransportError(f"cannot read {self.consumer} on {self.stream}: {exc}") from None
 
     async def fetch(self, n: int, wait_s: float) -> list[Msg]:
-        """Up to ``n`` messages, waiting up to ``wait_s`` for the first; ``[]`` if none."""
+        """Up to ``n`` messages, waiting up to ``wait_s`` for the first; ``[]`` if none.
+
+        Each message says how many more the consumer had when it was sent (its ack
+        subject): a request for more is sent only when there were more, so a reader that
+        keeps up (one message in, one out) sends one request per message, not three."""
         if self._sub is None:
             await self._open()
         got: list[Msg] = []
         self._take(n, got)  # late ones, from a request given up on (and its status)
-        if len(got) >= n:
+        more = len(got) < n and (self._more or bool(got))
+        if more and not await self._ask({"batch": n - len(got), "no_wait": True}, got, n, ANSWER_S):
             return got
-        if not await self._ask({"batch": n - len(got), "no_wait": True}, got, n, ANSWER_S):
-            return got
-        if got:
-            return got
-        wait_ns = max(int(wait_s * 1e9), 1_000_000)
-        if not await self._ask({"batch": 1, "expires": wait_ns}, got, 1, wait_s + LATE_S):
-            return got
-        if got and n > 1:  # one came: the rest of a batch, if there is more already
-            await self._ask({"batch": n - 1, "no_wait": True}, got, n, ANSWER_S)
+        if not got:
+            wait_ns = max(int(wait_s * 1e9), 1_000_000)
+            if not await self._ask({"batch": 1, "expires": wait_ns}, got, 1, wait_s + LATE_S):
+                return got
+            if got and n > 1 and self._more:  # one came, and more are there: the batch
+                await self._ask({"batch": n - 1, "no_wait": True}, got, n, ANSWER_S)
         return got
 
     async def _ask(
@@ -98,7 +102,13 @@ class Batches:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
         while True:
-            if self._take(n, got) or len(got) >= n:
+            if self._take(n, got):
+                self._more = False  # the request ended short: nothing more was there
+                return True
+            if len(got) >= n:
+                # Redeliveries are not counted in ``pending``: after one, there may be more.
+                last = ack_info(got[-1])
+                self._more = last.pending > 0 or last.delivered > 1
                 return True
             left = deadline - loop.time()
             if left <= 0:
