@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any, LiteralString
 
 import attrs
@@ -172,7 +174,27 @@ async def get_run(
     ``None`` if that tenant has no such run (run ids are only unique within a tenant: another
     tenant's run of the same id is never returned, nor anything under it).
 
-    Steps come in the order they were queued, the on-failure step (``on_failure``) last."""
+    Steps come in the order they were queued, the on-failure step (``on_failure``) last.
+    Read in one snapshot: a run the projector writes meanwhile is seen as one of its
+    batches left it, never its run row from before a batch and its attempts from after."""
+    async with _one_snapshot(conn):
+        return await _get_run(conn, run_id, tenant, schema)
+
+
+@contextlib.asynccontextmanager
+async def _one_snapshot(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """Several reads in one transaction that sees one snapshot (REPEATABLE READ), unless
+    the caller's transaction is already open (then it is the caller's)."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    async with conn.transaction():
+        if idle:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+async def _get_run(
+    conn: psycopg.AsyncConnection[Any], run_id: str, tenant: str, schema: str | None
+) -> dict[str, Any] | None:
     params = {"tenant": tenant, "id": run_id}
     runs = await _fetch(
         conn,
