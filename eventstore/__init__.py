@@ -54,6 +54,7 @@ from eventstore.provision import (
 )
 from eventstore.pull import Slots, TaskPuller
 from eventstore.read import (
+    direct_get,
     direct_history,
     direct_last,
     follow,
@@ -103,6 +104,7 @@ __all__ = [
     "check_server",
     "close",
     "connect",
+    "direct_get",
     "direct_history",
     "direct_last",
     "dispatcher_filters",

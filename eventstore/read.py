@@ -134,6 +134,19 @@ async def direct_last(
     return _direct_record(reply)
 
 
+async def direct_get(nc: NATS, tenant: str, seq: int, *, timeout_s: float = 2.0) -> Record | None:
+    """The message at stream sequence ``seq`` of the tenant's log (a direct get), or
+    ``None`` when there is none."""
+    body = orjson.dumps({"seq": seq})
+    reply = await request(nc, f"{DIRECT_GET}.{stream_name(tenant)}", body, timeout_s=timeout_s)
+    status = (reply.headers or {}).get("Status")
+    if status == "404":
+        return None
+    if status:
+        raise ReadError(f"direct get of sequence {seq} failed: {status} {reply.headers}")
+    return _direct_record(reply)
+
+
 async def direct_history(
     nc: NATS,
     tenant: str,
