@@ -138,11 +138,11 @@ def entry(record: Record, message: Any) -> dict[str, Any]:
         "summary": "",
         "error": None,
     }
-    if isinstance(message, DecodeError):
-        e.update(summary="(a message this version cannot read)", error=str(message))
-    elif parsed.area == "events":
+    if parsed.area == "events":  # any bytes: a body that is not JSON shows as text
         payload = _short(_body(record.data))
         e.update(actor=_actor(PUBLISHER), summary=f"event {parsed.event_key}, payload {payload}")
+    elif isinstance(message, DecodeError):
+        e.update(summary="(a message this version cannot read)", error=str(message))
     elif hasattr(message, "step"):
         e.update(step=message.step, attempt=message.attempt)
         e["delivery"] = getattr(message, "delivery", None)

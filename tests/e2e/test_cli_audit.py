@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,23 @@ async def test_audit_of_what_is_not_there_is_one_line(
         assert lines[0].startswith("natchet: ") and says in lines[0], (args, lines)
 
 
+async def interrupted_quietly(tmp_path: Path, server: NatsServer, tenant: str, run_id: str) -> None:
+    """Ctrl-C stops ``--follow`` of a run still going, without a traceback."""
+    proc = await asyncio.create_subprocess_exec(
+        *NATCHET,
+        *("audit", run_id, "--follow", "--nats-url", server.url, "--tenant", tenant),
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    await asyncio.wait_for(proc.stdout.readline(), 30)  # it is following
+    proc.send_signal(signal.SIGINT)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130 and err == b"", err.decode()
+
+
 async def test_audit_follow_prints_until_the_run_ends(
     nats_server: NatsServer, engine: Engine, nc: NATS, tenant_name: str, tmp_path: Path
 ) -> None:
@@ -240,6 +258,7 @@ async def test_audit_follow_prints_until_the_run_ends(
 
             await eventually(lambda: any(e["kind"] == "assigned" for e in printed()))
             assert proc.returncode is None  # the run goes on, and so does the audit
+            await interrupted_quietly(tmp_path, nats_server, tenant_name, ref.workflow_run_id)
             release.set()
             assert await asyncio.wait_for(proc.wait(), 30) == 0
     hatchet.close()
