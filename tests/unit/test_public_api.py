@@ -78,6 +78,7 @@ PUBLIC = {
         "check_server",
         "close",
         "connect",
+        "direct_get",
         "direct_history",
         "direct_last",
         "dispatcher_filters",
