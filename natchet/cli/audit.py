@@ -1,68 +1,37 @@
-"""``natchet audit``: a run's history, or an event's and the runs it started, read from the
-JetStream log and never from Postgres, so it answers with the read model stopped or wiped.
-
-Who appended a message is known from its kind: the dispatcher decides (``created``,
-``rejected``, ``queued``, ``task``, ``retry_scheduled``, ``step_finished``, ``finished``), a
-worker reports (``assigned``, ``log``, ``result``: its id and name are in the body; a log
-line names its attempt, whose worker the attempt's ``assigned`` or ``result`` names), a
-client asks (``requested``, ``cancel_requested``). An event's publisher is not recorded:
-NATS keeps no sender identity with a stored message.
-
-Reading a run costs: its own messages (direct gets of ``runs.<id>.>``: the server's subject
-index, not a scan), its triggering event (one direct get by sequence), and the tasks of its
-workflow stored while it ran, filtered here by run id (a scan of that workflow's tasks in
-that window: cheap for a short run, more for one that waited long among many others).
-"""
+"""``natchet audit``: a run's history, or an event's and the runs it started, from the
+JetStream log (``natchet.audit`` reads it and builds the entries; this prints them)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from eventstore import (
-    Connection,
-    Record,
-    Tail,
-    direct_get,
-    direct_history,
-    direct_last,
-    last_seq,
-    replay,
+from eventstore import Connection, Record, Tail
+from natchet.audit import (
+    ENDS,
+    NOT_RECORDED,
+    PUBLISHER,
+    WORKER,
+    Attempts,
+    RunNotFoundError,
+    body_of,
+    check_run_id,
+    decoded,
+    entries,
+    entry,
+    event_record,
+    iso_time,
+    read_run,
+    run_summary,
+    runs_of_event,
+    short,
 )
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import dump_json, note, positive_int
-from schemas.codec import DecodeError, decode_as, decode_json, decode_subject
-from schemas.messages import (
-    RunCancelRequested,
-    RunCreated,
-    RunFinished,
-    RunRejected,
-    RunRequested,
-    StepAssigned,
-    StepFinished,
-    StepLog,
-    StepQueued,
-    StepResult,
-    StepRetryScheduled,
-    Task,
-    WorkflowDef,
-)
+from schemas.messages import Task
 from schemas.subjects import Scope, SubjectError, parse, stream_name
-
-DISPATCHER = "dispatcher"
-WORKER = "worker"
-CLIENT = "client"
-PUBLISHER = "publisher"
-NOT_RECORDED = "not recorded by NATS (the log keeps no sender identity)"
-ENDS = ("finished", "rejected")
-# A run id is one subject token: no separators, no wildcards, no spaces.
-RUN_ID_RE = re.compile(r"^[^.*>\s]{1,128}$")
-SUMMARY_CHARS = 72
 
 
 def add_parser(sub: Any) -> None:
@@ -87,308 +56,6 @@ def add_parser(sub: Any) -> None:
     au.set_defaults(handler=audit)
 
 
-def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id):
-        raise SubjectError(f"invalid run id {run_id!r}: one subject token, no '.', '*' or '>'")
-    return run_id
-
-
-# -- entries: one stored message as the audit shows it ---------------------------------
-
-
-def _iso(when: dt.datetime | None) -> str | None:
-    return when.isoformat(timespec="microseconds") if when else None
-
-
-def _short(value: Any) -> str:
-    text = orjson.dumps(value, default=str).decode()
-    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 3] + "..."
-
-
-def _actor(role: str, worker_id: str | None = None, name: str | None = None) -> dict[str, Any]:
-    actor: dict[str, Any] = {"role": role}
-    if role == WORKER:
-        actor.update(id=worker_id or None, name=name or None)
-    if role == PUBLISHER:
-        actor["identity"] = NOT_RECORDED
-    return actor
-
-
-def _body(data: bytes) -> Any:
-    try:
-        return decode_json(data)
-    except DecodeError:
-        return data.decode("utf-8", "replace")
-
-
-def entry(record: Record, message: Any) -> dict[str, Any]:
-    """The audit line of one stored message (``message``: what it decoded to, or the
-    :class:`DecodeError` it did not)."""
-    parsed = parse(record.subject)
-    kind = "event" if parsed.area == "events" else "task" if parsed.area == "tasks" else ""
-    e: dict[str, Any] = {
-        "seq": record.seq,
-        "time": _iso(record.time),
-        "kind": kind or parsed.run_kind,
-        "subject": record.subject,
-        "actor": None,
-        "step": None,
-        "attempt": None,
-        "delivery": None,
-        "summary": "",
-        "error": None,
-    }
-    if parsed.area == "events":  # any bytes: a body that is not JSON shows as text
-        payload = _short(_body(record.data))
-        e.update(actor=_actor(PUBLISHER), summary=f"event {parsed.event_key}, payload {payload}")
-    elif isinstance(message, DecodeError):
-        e.update(summary="(a message this version cannot read)", error=str(message))
-    elif hasattr(message, "step"):
-        e.update(step=message.step, attempt=message.attempt)
-        e["delivery"] = getattr(message, "delivery", None)
-        e.update(_about_step(message))
-    else:
-        e.update(_about_run(message))
-    return e
-
-
-def _about_run(m: Any) -> dict[str, Any]:
-    match m:
-        case RunRequested():
-            return {
-                "actor": _actor(CLIENT),
-                "summary": f"run of {m.workflow} requested, input {_short(m.input)}",
-            }
-        case RunCancelRequested():
-            reason = f": {m.reason}" if m.reason else ""
-            return {"actor": _actor(CLIENT), "summary": f"cancel requested{reason}"}
-        case RunCreated():
-            by = m.triggered_by
-            trigger = f" by event {by.event_id} ({by.event_key})" if by else ""
-            steps = ", ".join(s.name for s in m.steps)
-            summary = f"run of {m.workflow} created{trigger}; steps {steps}"
-            return {"actor": _actor(DISPATCHER), "summary": summary}
-        case RunRejected():
-            summary = f"run of {m.workflow} rejected"
-            return {"actor": _actor(DISPATCHER), "summary": summary, "error": m.reason}
-        case RunFinished():
-            verdicts = [
-                {
-                    "step": v.step,
-                    "attempt": v.attempt,
-                    "delivery": v.delivery,
-                    "status": v.status.value,
-                    "error": v.error,
-                }
-                for v in m.steps
-            ]
-            said = "; ".join(f"{v['step']} {v['status']}" for v in verdicts)
-            return {
-                "actor": _actor(DISPATCHER),
-                "summary": f"run {m.status.value}" + (f" (steps: {said})" if said else ""),
-                "error": m.error,
-                "verdicts": verdicts,
-            }
-    return {"summary": f"({type(m).__name__})"}
-
-
-def _about_step(m: Any) -> dict[str, Any]:
-    match m:
-        case StepQueued():
-            return {"actor": _actor(DISPATCHER), "summary": "step queued"}
-        case Task():
-            deadline = f", pick up by {m.schedule_deadline}" if m.schedule_deadline else ""
-            summary = f"task offered to {m.workflow}'s workers{deadline}"
-            return {"actor": _actor(DISPATCHER), "summary": summary}
-        case StepAssigned():
-            actor = _actor(WORKER, m.worker_id, m.worker_name)
-            return {"actor": actor, "summary": f"started at {m.started_at}"}
-        case StepLog():
-            # Whose: the attempt's ``assigned`` or ``result`` says (``entries``).
-            return {"actor": _actor(WORKER), "summary": m.line}
-        case StepResult():
-            if m.ok:
-                summary = f"succeeded, output {_short(m.output)}"
-            elif m.handed_back:
-                summary = "handed back unfinished"
-            else:
-                summary = "failed" + (" (non-retryable)" if m.non_retryable else "")
-            actor = _actor(WORKER, m.worker_id, m.worker_name)
-            return {"actor": actor, "summary": summary, "error": m.error}
-        case StepRetryScheduled():
-            summary = f"attempt {m.next_attempt} due at {m.due_at}"
-            return {"actor": _actor(DISPATCHER), "summary": summary, "error": m.error}
-        case StepFinished():
-            summary = f"step {m.status.value}"
-            return {"actor": _actor(DISPATCHER), "summary": summary, "error": m.error}
-    return {"summary": f"({type(m).__name__})"}
-
-
-def decoded(record: Record) -> Any:
-    try:
-        return decode_subject(parse(record.subject), record.data)
-    except (DecodeError, SubjectError) as exc:
-        return DecodeError(str(exc))
-
-
-class Attempts:
-    """Who ran each attempt ``(step, attempt, delivery)``: from its ``assigned``, else from
-    its ``result`` (a fast step has no ``assigned``: its result carries the assignment)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-    def _row(self, m: StepAssigned | StepResult) -> dict[str, Any]:
-        key = (m.step, m.attempt, m.delivery)
-        if key not in self.rows:
-            self.rows[key] = {
-                "step": m.step,
-                "attempt": m.attempt,
-                "delivery": m.delivery,
-                "worker_id": m.worker_id,
-                "worker_name": m.worker_name or None,
-                "started_at": None,
-                "finished_at": None,
-                "status": "RUNNING",
-                "error": None,
-                "assignment_from": None,
-            }
-        return self.rows[key]
-
-    def add(self, message: Any) -> None:
-        if isinstance(message, StepAssigned):
-            row = self._row(message)
-            row.update(
-                started_at=message.started_at,
-                worker_name=message.worker_name,
-                assignment_from="assigned",
-            )
-        elif isinstance(message, StepResult):
-            row = self._row(message)
-            if row["assignment_from"] is None:
-                row.update(
-                    started_at=message.started_at,
-                    worker_name=message.worker_name or None,
-                    assignment_from="result",
-                )
-            status = "SUCCEEDED" if message.ok else "FAILED"
-            status = "HANDED_BACK" if message.handed_back else status
-            row.update(finished_at=message.finished_at, status=status, error=message.error)
-
-    def who(self, e: dict[str, Any]) -> dict[str, Any] | None:
-        row = self.rows.get((e["step"], e["attempt"], e["delivery"]))
-        if row is None:
-            return None
-        return _actor(WORKER, row["worker_id"], row["worker_name"])
-
-
-def entries(pairs: Iterable[tuple[Record, Any]]) -> tuple[list[dict[str, Any]], Attempts]:
-    attempts = Attempts()
-    out = []
-    for record, message in pairs:
-        attempts.add(message)
-        out.append(entry(record, message))
-    for e in out:  # a log line's worker is its attempt's
-        if e["kind"] == "log" and (who := attempts.who(e)) is not None:
-            e["actor"] = who
-    return out, attempts
-
-
-def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> dict[str, Any]:
-    run: dict[str, Any] = {
-        "id": run_id,
-        "tenant": scope.tenant,
-        "namespace": scope.namespace,
-        "workflow": None,
-        "status": "REQUESTED",
-        "error": None,
-        "triggered_by": None,
-        "source": f"JetStream log {stream_name(scope.tenant)}",
-    }
-    for _record, m in pairs:
-        match m:
-            case RunRequested():
-                run["workflow"] = m.workflow
-            case RunCreated():
-                run.update(workflow=m.workflow, status="QUEUED")
-                if m.triggered_by:
-                    run["triggered_by"] = {
-                        "event_key": m.triggered_by.event_key,
-                        "event_id": m.triggered_by.event_id,
-                    }
-            case StepAssigned() | StepResult() if run["status"] == "QUEUED":
-                run["status"] = "RUNNING"
-            case RunRejected():
-                run.update(workflow=m.workflow, status="REJECTED", error=m.reason)
-            case RunFinished():
-                run.update(status=m.status.value, error=m.error)
-    return run
-
-
-# -- reading the log -----------------------------------------------------------------
-
-
-class RunNotFoundError(Exception):
-    pass
-
-
-async def _run_records(
-    nc: Connection, tenant: str, run_id: str, namespace: str | None, end: int
-) -> tuple[Scope, list[Record]]:
-    ns = namespace or "*"
-    found = [
-        r
-        async for r in direct_history(nc, tenant, f"{tenant}.{ns}.runs.{run_id}.>")
-        if r.seq <= end
-    ]
-    namespaces = sorted({r.subject.split(".")[1] for r in found})
-    if not found:
-        raise RunNotFoundError
-    if len(namespaces) > 1:
-        raise SubjectError(
-            f"run {run_id} has messages in namespaces {', '.join(namespaces)}: pass --namespace"
-        )
-    return Scope(tenant, namespaces[0]), found
-
-
-async def read_run(
-    nc: Connection, tenant: str, run_id: str, namespace: str | None
-) -> tuple[Scope, list[tuple[Record, Any]], int]:
-    """The run's messages, its tasks and its triggering event, in log order, through the
-    log's last sequence when the read began (returned)."""
-    end = await last_seq(nc, tenant)
-    scope, own = await _run_records(nc, tenant, run_id, namespace, end)
-    pairs = [(r, decoded(r)) for r in own]
-    records = {r.seq: (r, m) for r, m in pairs}
-    workflow = next((m.workflow for _r, m in pairs if isinstance(m, RunCreated)), None)
-    created = next((m for _r, m in pairs if isinstance(m, RunCreated)), None)
-    if workflow is not None:
-        ended = any(r.subject.rsplit(".", 1)[-1] in ENDS for r in own)
-        until = own[-1].seq if ended else end
-        async for r in replay(
-            nc, tenant, [scope.tasks_filter(workflow)], start_seq=own[0].seq, until_seq=until
-        ):
-            m = decoded(r)
-            if isinstance(m, Task) and m.run_id == run_id:
-                records[r.seq] = (r, m)
-    if created is not None and created.triggered_by is not None:
-        event = await _event(nc, tenant, created.triggered_by.event_id)
-        if event is not None:
-            records[event.seq] = (event, decoded(event))
-    return scope, [records[seq] for seq in sorted(records)], end
-
-
-async def _event(nc: Connection, tenant: str, event_id: str | int) -> Record | None:
-    try:
-        seq = int(event_id)
-    except ValueError:
-        return None
-    record = await direct_get(nc, tenant, seq)
-    if record is None or ".events." not in record.subject:
-        return None
-    return record
-
-
 # -- the command -----------------------------------------------------------------------
 
 
@@ -398,7 +65,7 @@ async def audit(args: argparse.Namespace) -> int:
     tenant = tenant_of(args)
     if args.event is not None:
         async with open_nats(args, role="log", tenant=tenant) as nc:
-            return await audit_event(nc, tenant, args)
+            return await auditevent_record(nc, tenant, args)
     run_id = check_run_id(args.run_id)
     async with open_nats(args, role="log", tenant=tenant) as nc:
         try:
@@ -453,8 +120,8 @@ async def follow_run(
     return 0
 
 
-async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> int:
-    record = await _event(nc, tenant, args.event)
+async def auditevent_record(nc: Connection, tenant: str, args: argparse.Namespace) -> int:
+    record = await event_record(nc, tenant, args.event)
     if record is None:
         note(f"natchet: no event {args.event} in tenant {tenant}'s log")
         return 1
@@ -463,11 +130,11 @@ async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> 
     event = {
         "id": record.seq,
         "seq": record.seq,
-        "time": _iso(record.time),
+        "time": iso_time(record.time),
         "namespace": scope.namespace,
         "key": parsed.event_key,
         "subject": record.subject,
-        "payload": _body(record.data),
+        "payload": body_of(record.data),
         "headers": record.headers or {},
         "publisher": NOT_RECORDED,
     }
@@ -480,7 +147,7 @@ async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> 
         f"  stored {event['time']}"
     )
     print(f"  publisher: {NOT_RECORDED}")
-    print(f"  payload: {_short(event['payload'])}")
+    print(f"  payload: {short(event['payload'])}")
     if not runs:
         print("started no run (no workflow of this namespace was registered for its key)")
     else:
@@ -489,34 +156,6 @@ async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> 
             print(f"  {r['id']:36}  {r['workflow']:20}  {r['status']:9}  seq {r['created_seq']}")
         print("`natchet audit RUN_ID` shows one of them")
     return 0
-
-
-async def runs_of_event(nc: Connection, scope: Scope, key: str, seq: int) -> list[dict[str, Any]]:
-    """The runs event ``seq`` started: a run's id derives from the event's sequence and its
-    workflow's name, so each workflow ever registered for ``key`` names one candidate,
-    looked up by direct gets (no scan of the runs)."""
-    from dispatcher.decide import event_run_id
-
-    names: set[str] = set()
-    async for r in replay(nc, scope.tenant, [f"{scope.prefix}.workflows.*"]):
-        try:
-            wf = decode_as(WorkflowDef, WorkflowDef.KIND, r.data)
-        except DecodeError:
-            continue
-        if key in wf.on_events:
-            names.add(wf.name)
-    runs = []
-    for name in sorted(names):
-        run_id = event_run_id(scope, seq, name)
-        created = await direct_last(nc, scope.tenant, scope.run(run_id, "created"))
-        if created is None:
-            continue
-        finished = await direct_last(nc, scope.tenant, scope.run(run_id, "finished"))
-        status = "RUNNING"
-        if finished is not None:
-            status = decode_as(RunFinished, RunFinished.KIND, finished.data).status.value
-        runs.append({"id": run_id, "workflow": name, "status": status, "created_seq": created.seq})
-    return runs
 
 
 # -- what people read ------------------------------------------------------------------

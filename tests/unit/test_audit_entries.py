@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from eventstore import Record
-from natchet.cli.audit import decoded, entries
+from natchet.audit import decoded, entries
 from schemas import encode
 from schemas.messages import StepLog, StepResult
 
