@@ -112,6 +112,7 @@ def entry(record: Record, message: Any) -> dict[str, Any]:
         "delivery": None,
         "summary": "",
         "error": None,
+        "traceback": None,
     }
     if parsed.area == "events":  # any bytes: a body that is not JSON shows as text
         payload = short(body_of(record.data))
@@ -189,7 +190,7 @@ def _about_step(m: Any) -> dict[str, Any]:
             else:
                 summary = "failed" + (" (non-retryable)" if m.non_retryable else "")
             actor = actor_of(WORKER, m.worker_id, m.worker_name)
-            return {"actor": actor, "summary": summary, "error": m.error}
+            return {"actor": actor, "summary": summary, "error": m.error, "traceback": m.traceback}
         case StepRetryScheduled():
             summary = f"attempt {m.next_attempt} due at {m.due_at}"
             return {"actor": actor_of(DISPATCHER), "summary": summary, "error": m.error}

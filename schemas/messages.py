@@ -221,6 +221,8 @@ class StepResult:
     # The assignment, as ``assigned`` would record it (the same values when both exist).
     worker_name: str = ""
     started_at: str | None = None
+    # Where a failing step raised (Python's traceback, the last TRACEBACK_CHARS of it).
+    traceback: str | None = None
     v: int = 1
 
 

@@ -28,6 +28,7 @@ import enum
 import functools
 import inspect
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,8 @@ ASSIGN_GRACE_S = 0.05
 # ``assigned`` before the step starts: the dispatcher's schedule timeout must not fire on a
 # step a worker holds. A margin for the grace, the append and the hosts' clocks.
 ASSIGN_AT_ONCE_S = 1.0
+# How much of a failing step's traceback its result keeps (the end: where it raised).
+TRACEBACK_CHARS = 8000
 
 
 class _Due(enum.Enum):
@@ -183,7 +186,10 @@ class Attempt:
                 error = f"{error} ({INTERRUPTED})"
             return encode(
                 self._result(
-                    ok=False, error=error, non_retryable=isinstance(exc, NonRetryableError)
+                    ok=False,
+                    error=error,
+                    non_retryable=isinstance(exc, NonRetryableError),
+                    traceback=where(exc),
                 )
             )
 
@@ -252,6 +258,7 @@ class Attempt:
         error: str | None = None,
         non_retryable: bool = False,
         handed_back: bool = False,
+        traceback: str | None = None,
     ) -> StepResult:
         t = self.task
         return StepResult(
@@ -267,6 +274,7 @@ class Attempt:
             handed_back=handed_back,
             worker_name=self.worker_name,
             started_at=self.started_at,
+            traceback=traceback,
         )
 
     async def _assign(self) -> None:
@@ -341,6 +349,15 @@ class Attempt:
                 log.warning("append to %s failed (%s); retrying in %.1fs", subject, exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), delay)
+
+
+def where(exc: BaseException) -> str | None:
+    """The traceback of a step that raised, for the audit (its last ``TRACEBACK_CHARS``);
+    none for a step timed out (the worker stopped it: there is nothing of the step's)."""
+    if isinstance(exc, TimeoutError):
+        return None
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= TRACEBACK_CHARS else "..." + text[-TRACEBACK_CHARS:]
 
 
 def describe(exc: BaseException, timeout_s: float) -> str:

@@ -206,6 +206,8 @@ def show(e: dict[str, Any], as_json: bool) -> None:
         print(f"{'':10}error: {first}", flush=True)
         for line in more:
             print(f"{'':17}{line}", flush=True)
+    for line in (e["traceback"] or "").splitlines():
+        print(f"{'':17}{line}", flush=True)
     for v in e.get("verdicts", []):
         if v["error"]:
             print(f"{'':10}{v['step']}: {v['error']}", flush=True)

@@ -111,6 +111,18 @@ async def check_event_audit(
     assert code == 0 and run_id in out and "started 1 run" in out, (out, err)
 
 
+def check_the_failure(by_kind: dict[str, list[dict[str, Any]]]) -> None:
+    """b's first attempt failed: its error, where it raised, and the retry it caused."""
+    failed = [e for e in by_kind["result"] if e["error"]]
+    assert [(e["step"], e["attempt"], e["delivery"]) for e in failed] == [("b", 1, 1)]
+    assert failed[0]["error"] == "ValueError: flake in b"
+    # Where it raised: the step's own line, from the traceback its result carries.
+    assert 'raise ValueError("flake in b")' in failed[0]["traceback"]
+    assert failed[0]["traceback"].rstrip().endswith("ValueError: flake in b")
+    [retry] = by_kind["retry_scheduled"]
+    assert (retry["step"], retry["attempt"], retry["error"]) == ("b", 1, "ValueError: flake in b")
+
+
 async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
     nats_server: NatsServer, engine: Engine, nc: NATS, tenant_name: str, tmp_path: Path
 ) -> None:
@@ -152,11 +164,7 @@ async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
             worker_ids.add(e["actor"]["id"])
     assert len(worker_ids) == 1 and None not in worker_ids
 
-    failed = [e for e in by_kind["result"] if e["error"]]
-    assert [(e["step"], e["attempt"], e["delivery"]) for e in failed] == [("b", 1, 1)]
-    assert failed[0]["error"] == "ValueError: flake in b"
-    [retry] = by_kind["retry_scheduled"]
-    assert (retry["step"], retry["attempt"], retry["error"]) == ("b", 1, "ValueError: flake in b")
+    check_the_failure(by_kind)
     assert by_kind["log"][0]["summary"] == "c was here" and by_kind["log"][0]["step"] == "c"
     assert by_kind["finished"][0]["verdicts"][-1]["step"] == "d"
 
@@ -175,6 +183,7 @@ async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
     assert code == 0, err
     assert f"run {run_id}  Audited  SUCCEEDED" in out
     assert "worker auditor (" in out and "error: ValueError: flake in b" in out
+    assert 'raise ValueError("flake in b")' in out
     assert "not Postgres" in out and "publisher (not recorded)" in out
 
     await check_event_audit(tmp_path, nats_server, tenant_name, pushed.event_id, run_id, seqs[1])
