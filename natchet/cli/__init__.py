@@ -7,7 +7,8 @@ function of the parsed arguments that returns the exit code):
 * :mod:`natchet.cli.runs`: ``runs list|get|cancel``; :mod:`natchet.cli.events`:
   ``events list``; :mod:`natchet.cli.event`: ``event push``;
   :mod:`natchet.cli.workers`: ``workers list``; :mod:`natchet.cli.audit`: ``audit``
-  (a run's history from the log, not Postgres);
+  (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``
+  (rebuild the read model from the log, compare it with the live one);
 * :mod:`natchet.cli.tenancy`: ``tenant``, ``token``, ``nats-config``;
 * :mod:`natchet.cli.connection`: how each of them reaches NATS and Postgres.
 
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import psycopg
 
 from eventstore import run_main
-from natchet.cli import audit, event, events, runs, serve, tenancy, workers
+from natchet.cli import audit, event, events, replay, runs, serve, tenancy, workers
 from schemas.errors import NatchetError
 
 __all__ = ["build_parser", "main"]
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="natchet", description="a durable task engine on NATS")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, full errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, runs, audit, events, workers, event, tenancy):
+    for group in (serve, runs, audit, replay, events, workers, event, tenancy):
         group.add_parser(sub)
     return p
 

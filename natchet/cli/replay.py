@@ -1,0 +1,153 @@
+"""``natchet replay [--verify] [--tenant T]``: rebuild the read model from the log into a
+fresh Postgres schema (``projector.replay``) and, with ``--verify``, compare it with the
+live one, row by row, printing every difference and exiting 1 if there is any."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import sys
+import time
+from typing import Any
+
+import tqdm
+
+from eventstore import Connection
+from natchet.cli.connection import (
+    add_database_flag,
+    add_nats_flags,
+    database_url,
+    open_database,
+    open_nats,
+)
+from natchet.cli.output import note
+from projector.migrations import DEFAULT_SCHEMA
+from projector.replay import Progress, ReplayError, drop_schema, live_checkpoints, replay
+from schemas.subjects import check_tenant
+
+PLAIN_EVERY_S = 2.0
+
+
+def add_parser(sub: Any) -> None:
+    rp = sub.add_parser(
+        "replay",
+        help="rebuild the read model from the log into a fresh schema; --verify compares it",
+        description="Rebuild the Postgres read model from the start of each tenant's log into "
+        "a fresh schema, up to where the live projection is (its checkpoint), with the "
+        "projector's own code. --verify compares it with the live schema row by row, prints "
+        "every difference (table, key, column, live and rebuilt values) and exits 1 if any.",
+    )
+    rp.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare with the live schema; exit 1 on any difference",
+    )
+    rp.add_argument(
+        "--tenant", help="replay (and compare) this tenant only (default: every projected one)"
+    )
+    rp.add_argument(
+        "--schema", help="the schema to rebuild into (default natchet_replay_<UTC time>)"
+    )
+    rp.add_argument(
+        "--keep", action="store_true", help="with --verify: keep the rebuilt schema afterwards"
+    )
+    add_nats_flags(rp, role="engine")
+    add_database_flag(rp)
+    rp.set_defaults(handler=replay_command)
+
+
+class _Meter:
+    """Progress on stderr: a bar on a terminal, else a plain line every ~2 s."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar: tqdm.tqdm[Any] | None = None
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.done = 0
+        self.total = 0
+        self.called = False
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total, self.called = done, total, True
+        if self.tty:
+            if self.bar is None:
+                self.bar = tqdm.tqdm(total=total, unit="msg", desc="replay", file=sys.stderr)
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= PLAIN_EVERY_S:
+            self.last_line = now
+            note(self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        return f"replayed {self.done:,}/{self.total:,} messages, {rate:,.0f}/s, ETA {left:,.0f} s"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.called and not self.tty:
+            note(self.line(time.monotonic()))
+
+
+def default_schema() -> str:
+    return "natchet_replay_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
+
+
+async def replay_command(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    schema = args.schema or default_schema()
+    if schema == DEFAULT_SCHEMA:
+        raise ReplayError(f"cannot rebuild into the live schema {DEFAULT_SCHEMA!r}")
+    async with open_database(url) as live, open_database(url) as work:
+        await live.set_autocommit(True)
+        await work.set_autocommit(True)
+        projected = await live_checkpoints(live)
+        if args.tenant:
+            tenants = [check_tenant(args.tenant)]
+        elif projected:
+            tenants = sorted(projected)
+        else:
+            raise ReplayError("the live projection holds no tenant yet: nothing to replay")
+        meter = _Meter()
+        async with contextlib.AsyncExitStack() as stack:
+            logs: dict[str, Connection] = {}
+            for tenant in tenants:
+                logs[tenant] = await stack.enter_async_context(
+                    open_nats(args, role="log", tenant=tenant)
+                )
+            progress: Progress = meter
+            try:
+                report = await replay(
+                    live, work, logs, schema, progress=progress, compare=args.verify
+                )
+            finally:
+                meter.close()
+        for tenant, seq in report.covered.items():
+            print(
+                f"replayed {tenant}: log sequences 1..{seq} (where the live projection is)"
+                f" into schema {schema}"
+            )
+        if not args.verify:
+            print(
+                f"the rebuilt read model is in schema {schema}"
+                f" (DROP SCHEMA {schema} CASCADE removes it)"
+            )
+            return 0
+        for diff in report.differences:
+            print(diff.describe())
+        n = len(report.differences)
+        print(
+            f"compared {report.rows:,} live rows of {len(tenants)} tenant(s) with the rebuild:"
+            f" {n} difference{'' if n == 1 else 's'}"
+        )
+        if args.keep:
+            print(f"kept the rebuilt schema {schema}")
+        else:
+            await drop_schema(work, schema)
+        return 1 if n else 0

@@ -1,0 +1,120 @@
+"""Issue 10: ``natchet replay --verify`` rebuilds the read model from the log into a fresh
+schema and compares it with the live one. Real NATS, Postgres, engine and worker; the CLI as
+a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client as NATS
+
+from dispatcher.decide import event_run_id
+from natchet.dev.embedded import NatsServer
+from natchet.engine import Engine
+from schemas import Scope
+from tests.conftest import running
+from tests.e2e.test_cli_audit import audited, finished
+from tests.support import hatchet_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def natchet(tmp_path: Path, server: NatsServer, dsn: str, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "natchet.cli",
+        *args,
+        "--nats-url",
+        server.url,
+        "--database-url",
+        dsn,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def replay_schemas(db: psycopg.AsyncConnection[Any]) -> list[str]:
+    cur = await db.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'natchet_replay%' ORDER BY 1"
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def test_replay_verify_finds_nothing_then_exactly_the_changed_row(
+    nats_server: NatsServer,
+    engine: Engine,
+    nc: NATS,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+) -> None:
+    # A mixed workload: two diamonds, each with a step that fails once and is retried.
+    hatchet = hatchet_for(nats_server, tenant_name)
+    worker = hatchet.worker("replayer", max_runs=4)
+    worker.register_workflow(audited(hatchet))
+    run_ids = []
+    async with running(worker):
+        for n in (1, 2):
+            pushed = await hatchet.event.aio_push("audit:go", {"n": n})
+            run_ids.append(event_run_id(Scope(tenant_name), int(pushed.event_id), "Audited"))
+        for run_id in run_ids:
+            await finished(nc, tenant_name, run_id)
+    hatchet.close()
+    end = await engine.projectors[tenant_name].wait_caught_up(timeout_s=30)
+
+    code, out, err = await natchet(
+        tmp_path, nats_server, dsn, "replay", "--verify", "--tenant", tenant_name
+    )
+    assert code == 0, (out, err)
+    assert f"replayed {tenant_name}: log sequences 1..{end} " in out
+    assert out.rstrip().endswith("with the rebuild: 0 differences"), out
+    assert f"replayed {end:,}/{end:,} messages" in err  # plain progress: not a terminal
+    assert await replay_schemas(db) == []  # the rebuild is dropped after a verify
+
+    # One deliberate change in Postgres: the replay names exactly that row and column.
+    run_id = run_ids[0]
+    await db.execute(
+        "UPDATE steps SET status = 'FAILED' WHERE tenant = %s AND run_id = %s AND name = 'd'",
+        (tenant_name, run_id),
+    )
+    code, out, err = await natchet(
+        tmp_path, nats_server, dsn, "replay", "--verify", "--tenant", tenant_name
+    )
+    assert code == 1, (out, err)
+    lines = out.splitlines()
+    diffs = [line for line in lines if line.startswith(("steps", "runs", "attempts", "events"))]
+    assert diffs == [
+        f"steps (tenant={tenant_name}, run_id={run_id}, name=d) status:"
+        " live 'FAILED', rebuilt 'SUCCEEDED'"
+    ], out
+    assert lines[-1].endswith("with the rebuild: 1 difference"), out
+
+    # Without --verify the rebuild stays, in the schema it names.
+    keep = ("replay", "--tenant", tenant_name, "--schema", "natchet_replay_x")
+    code, out, err = await natchet(tmp_path, nats_server, dsn, *keep)
+    assert code == 0, (out, err)
+    assert "schema natchet_replay_x" in out
+    assert await replay_schemas(db) == ["natchet_replay_x"]
+    cur = await db.execute(
+        "SELECT status FROM natchet_replay_x.steps WHERE tenant = %s AND run_id = %s"
+        " AND name = 'd'",
+        (tenant_name, run_id),
+    )
+    assert await cur.fetchone() == ("SUCCEEDED",)
+    # A schema that exists is refused, in one line.
+    code, out, err = await natchet(tmp_path, nats_server, dsn, *keep)
+    assert code == 2 and err.strip().count("\n") == 0 and "already exists" in err, err
