@@ -32,8 +32,9 @@ from psycopg.rows import dict_row
 import eventstore
 import schemas
 from eventstore import Connection, Record
+from projector import store
 from projector.apply import apply_records
-from projector.migrations import DEFAULT_SCHEMA, TABLES, migrate
+from projector.migrations import DEFAULT_SCHEMA, TABLES, VERSION_TABLE, migrate
 from schemas.errors import NatchetError
 
 STREAM_PREFIX = schemas.stream_name("x")[:-1]  # "natchet-"
@@ -341,3 +342,72 @@ async def compare_schemas(
                 if a.get(c) != b.get(c)
             )
     return rows, out
+
+
+# -- making the rebuild live ---------------------------------------------------------------
+
+
+async def swap(
+    conn: psycopg.AsyncConnection[Any],
+    logs: Mapping[str, Connection],
+    schema: str,
+    covered: Mapping[str, int],
+    old_schema: str,
+    *,
+    live_schema: str = DEFAULT_SCHEMA,
+) -> dict[str, int]:
+    """Make the rebuilt projection in ``schema`` (each tenant of ``logs`` rebuilt up to
+    ``covered``) the live one, in one transaction on ``conn`` (autocommit), and return the
+    sequence each tenant's swapped-in projection holds.
+
+    The transaction takes each tenant's projector lock in ``live_schema`` (a live projector's
+    batch is either committed before or waits until after), then every projection table
+    ACCESS EXCLUSIVE (readers wait for the swap, milliseconds, not a rebuild); replays into
+    ``schema`` the messages the live projector applied since ``covered``; moves the live
+    tables to the new schema ``old_schema`` and the rebuilt ones into ``live_schema``, where
+    other objects are left alone. A reader's next transaction sees the rebuilt tables; a live
+    projector's next batch goes on from the checkpoint they hold, which is its own.
+
+    Refused (nothing changed) if the live projection holds a tenant not in ``logs``: the
+    swap replaces whole tables, so every projected tenant must have been replayed.
+    """
+    tables = [*TABLES, VERSION_TABLE]
+    async with conn.transaction():
+        await conn.execute(
+            sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(live_schema))
+        )
+        for tenant in sorted(logs):
+            await store.lock(conn, tenant)
+        await conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(sql.Identifier(live_schema, t) for t in tables)
+            )
+        )
+        now = await live_checkpoints(conn, live_schema)
+        others = sorted(set(now) - set(logs))
+        if others:
+            raise ReplayError(
+                f"not swapped: the live projection also holds tenant(s) {', '.join(others)},"
+                " which were not replayed (run `natchet replay --verify --swap` without --tenant)"
+            )
+        for tenant in sorted(logs):
+            upto = now.get(tenant, 0)
+            if upto < covered[tenant]:
+                raise ReplayError(f"not swapped: the live projection of {tenant} went back")
+            await rebuild(
+                conn, logs[tenant], tenant, schema, start_seq=covered[tenant] + 1, until_seq=upto
+            )
+        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(old_schema)))
+        for table in tables:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    sql.Identifier(live_schema, table), sql.Identifier(old_schema)
+                )
+            )
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    sql.Identifier(schema, table), sql.Identifier(live_schema)
+                )
+            )
+        await conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema)))
+    return {t: now.get(t, 0) for t in sorted(logs)}

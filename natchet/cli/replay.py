@@ -1,6 +1,7 @@
-"""``natchet replay [--verify] [--tenant T]``: rebuild the read model from the log into a
+"""``natchet replay [--verify] [--swap] [--tenant T]``: rebuild the read model from the log into a
 fresh Postgres schema (``projector.replay``) and, with ``--verify``, compare it with the
-live one, row by row, printing every difference and exiting 1 if there is any."""
+live one, row by row, printing every difference and exiting 1 if there is any; ``--swap``
+then makes the rebuild the live read model (``projector.replay.swap``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+import psycopg
 import tqdm
 
 from eventstore import Connection
@@ -23,7 +25,14 @@ from natchet.cli.connection import (
 )
 from natchet.cli.output import note
 from projector.migrations import DEFAULT_SCHEMA
-from projector.replay import Progress, ReplayError, drop_schema, live_checkpoints, replay
+from projector.replay import (
+    ReplayError,
+    drop_schema,
+    live_checkpoints,
+    replay,
+    schema_exists,
+    swap,
+)
 from schemas.subjects import check_tenant
 
 PLAIN_EVERY_S = 2.0
@@ -48,6 +57,12 @@ def add_parser(sub: Any) -> None:
     )
     rp.add_argument(
         "--schema", help="the schema to rebuild into (default natchet_replay_<UTC time>)"
+    )
+    rp.add_argument(
+        "--swap",
+        action="store_true",
+        help="after a verify that finds no difference, make the rebuild the live read model"
+        " (atomically; the old tables are kept in a schema it names)",
     )
     rp.add_argument(
         "--keep", action="store_true", help="with --verify: keep the rebuilt schema afterwards"
@@ -104,6 +119,7 @@ async def replay_command(args: argparse.Namespace) -> int:
     schema = args.schema or default_schema()
     if schema == DEFAULT_SCHEMA:
         raise ReplayError(f"cannot rebuild into the live schema {DEFAULT_SCHEMA!r}")
+    verify = args.verify or args.swap
     async with open_database(url) as live, open_database(url) as work:
         await live.set_autocommit(True)
         await work.set_autocommit(True)
@@ -114,40 +130,75 @@ async def replay_command(args: argparse.Namespace) -> int:
             tenants = sorted(projected)
         else:
             raise ReplayError("the live projection holds no tenant yet: nothing to replay")
-        meter = _Meter()
+        others = sorted(set(projected) - set(tenants))
+        if args.swap and others:
+            raise ReplayError(
+                f"--swap replaces the whole read model, which also holds {', '.join(others)}:"
+                " replay every tenant (no --tenant) to swap"
+            )
+        if await schema_exists(work, schema):
+            raise ReplayError(f"schema {schema!r} already exists: replay into a fresh one")
         async with contextlib.AsyncExitStack() as stack:
             logs: dict[str, Connection] = {}
             for tenant in tenants:
                 logs[tenant] = await stack.enter_async_context(
                     open_nats(args, role="log", tenant=tenant)
                 )
-            progress: Progress = meter
             try:
-                report = await replay(
-                    live, work, logs, schema, progress=progress, compare=args.verify
-                )
-            finally:
-                meter.close()
-        for tenant, seq in report.covered.items():
-            print(
-                f"replayed {tenant}: log sequences 1..{seq} (where the live projection is)"
-                f" into schema {schema}"
-            )
-        if not args.verify:
-            print(
-                f"the rebuilt read model is in schema {schema}"
-                f" (DROP SCHEMA {schema} CASCADE removes it)"
-            )
-            return 0
-        for diff in report.differences:
-            print(diff.describe())
-        n = len(report.differences)
+                return await _replay(args, live, work, logs, schema, verify)
+            except BaseException:
+                # A rebuild that did not finish is of no use: leave nothing behind.
+                if not args.keep and not work.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        if await schema_exists(work, schema):
+                            await drop_schema(work, schema)
+                raise
+
+
+async def _replay(
+    args: argparse.Namespace,
+    live: psycopg.AsyncConnection[Any],
+    work: psycopg.AsyncConnection[Any],
+    logs: dict[str, Connection],
+    schema: str,
+    verify: bool,
+) -> int:
+    meter = _Meter()
+    try:
+        report = await replay(live, work, logs, schema, progress=meter, compare=verify)
+    finally:
+        meter.close()
+    for tenant, seq in report.covered.items():
         print(
-            f"compared {report.rows:,} live rows of {len(tenants)} tenant(s) with the rebuild:"
-            f" {n} difference{'' if n == 1 else 's'}"
+            f"replayed {tenant}: log sequences 1..{seq} (where the live projection is)"
+            f" into schema {schema}"
         )
-        if args.keep:
-            print(f"kept the rebuilt schema {schema}")
-        else:
-            await drop_schema(work, schema)
-        return 1 if n else 0
+    if not verify:
+        print(
+            f"the rebuilt read model is in schema {schema}"
+            f" (DROP SCHEMA {schema} CASCADE removes it)"
+        )
+        return 0
+    for diff in report.differences:
+        print(diff.describe())
+    n = len(report.differences)
+    print(
+        f"compared {report.rows:,} live rows of {len(logs)} tenant(s) with the rebuild:"
+        f" {n} difference{'' if n == 1 else 's'}"
+    )
+    if n and args.swap:
+        print("not swapped: the rebuild differs from the live projection")
+    elif args.swap:
+        old = "natchet_old_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S_%f")
+        held = await swap(work, logs, schema, report.covered, old)
+        upto = ", ".join(f"{t} through {seq}" for t, seq in held.items())
+        print(
+            f"swapped: the rebuilt read model ({upto}) is now live in schema {DEFAULT_SCHEMA};"
+            f" the old tables are in schema {old} (DROP SCHEMA {old} CASCADE removes them)"
+        )
+        return 0
+    if args.keep:
+        print(f"kept the rebuilt schema {schema}")
+    else:
+        await drop_schema(work, schema)
+    return 1 if n else 0

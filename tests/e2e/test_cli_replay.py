@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from dispatcher.decide import event_run_id
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
+from projector import dump_tables
 from schemas import Scope
 from tests.conftest import running
 from tests.e2e.test_cli_audit import audited, finished
@@ -118,3 +119,76 @@ async def test_replay_verify_finds_nothing_then_exactly_the_changed_row(
     # A schema that exists is refused, in one line.
     code, out, err = await natchet(tmp_path, nats_server, dsn, *keep)
     assert code == 2 and err.strip().count("\n") == 0 and "already exists" in err, err
+
+
+async def test_replay_swap_makes_the_rebuild_live_and_the_projector_goes_on(
+    nats_server: NatsServer,
+    engine: Engine,
+    nc: NATS,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    worker = hatchet.worker("swapper", max_runs=4)
+    worker.register_workflow(audited(hatchet))
+    projector = engine.projectors[tenant_name]
+    async with running(worker):
+
+        async def one_run(n: int) -> str:
+            pushed = await hatchet.event.aio_push("audit:go", {"n": n})
+            run_id = event_run_id(Scope(tenant_name), int(pushed.event_id), "Audited")
+            await finished(nc, tenant_name, run_id)
+            await projector.wait_caught_up(timeout_s=30)
+            return run_id
+
+        first = await one_run(1)
+        # A changed row: the swap is refused, and the live projection is left as it was.
+        await db.execute(
+            "UPDATE steps SET status = 'FAILED' WHERE tenant = %s AND run_id = %s AND name = 'd'",
+            (tenant_name, first),
+        )
+        code, out, err = await natchet(tmp_path, nats_server, dsn, "replay", "--swap")
+        assert code == 1 and "not swapped" in out, (out, err)
+        assert await replay_schemas(db) == []
+        cur = await db.execute(
+            "SELECT status FROM steps WHERE tenant = %s AND run_id = %s AND name = 'd'",
+            (tenant_name, first),
+        )
+        assert await cur.fetchone() == ("FAILED",)
+        # Another tenant's rows would be lost by a one-tenant swap: refused before any work.
+        code, out, err = await natchet(
+            tmp_path, nats_server, dsn, "replay", "--swap", "--tenant", "someoneelse"
+        )
+        assert code == 2 and "replay every tenant" in err, (out, err)
+
+        await db.execute(
+            "UPDATE steps SET status = 'SUCCEEDED' WHERE tenant = %s AND run_id = %s"
+            " AND name = 'd'",
+            (tenant_name, first),
+        )
+        before = await dump_tables(db)
+        code, out, err = await natchet(tmp_path, nats_server, dsn, "replay", "--swap")
+        assert code == 0, (out, err)
+        assert "0 differences" in out and "swapped: the rebuilt read model" in out, out
+        [old] = [w for w in out.split() if w.startswith("natchet_old_")][:1]
+        # The rebuild is live; the old tables are where the command said.
+        assert await dump_tables(db) == before
+        assert await dump_tables(db, old) == before
+        cur = await db.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'runs'",
+            (old,),
+        )
+        assert await cur.fetchone() == (1,)
+
+        # The live projector goes on into the swapped-in tables, from their checkpoint.
+        second = await one_run(2)
+    hatchet.close()
+    cur = await db.execute(
+        "SELECT status FROM runs WHERE tenant = %s AND id = %s", (tenant_name, second)
+    )
+    assert await cur.fetchone() == ("SUCCEEDED",)
+    code, out, err = await natchet(tmp_path, nats_server, dsn, "replay", "--verify")
+    assert code == 0 and out.rstrip().endswith("0 differences"), (out, err)
