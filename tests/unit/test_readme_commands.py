@@ -28,6 +28,11 @@ def test_the_readme_shows_the_audit_commands() -> None:
     assert {"--json", "--follow", "--event"} <= {w for c in audits for w in c.split()}
 
 
+def test_the_readme_shows_the_replay_commands() -> None:
+    replays = [c for c in readme_commands() if " replay" in c]
+    assert {"--verify", "--swap", "--tenant"} <= {w for c in replays for w in c.split()}
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_natchet_command_parses(command: str) -> None:
     words = [{"EVENT_ID": "42"}.get(w, w) for w in shlex.split(command)[1:]]  # placeholders
