@@ -146,13 +146,24 @@ async def replay_command(args: argparse.Namespace) -> int:
                 )
             try:
                 return await _replay(args, live, work, logs, schema, verify)
-            except BaseException:
-                # A rebuild that did not finish is of no use: leave nothing behind.
-                if not args.keep and not work.closed:
-                    with contextlib.suppress(psycopg.Error):
-                        if await schema_exists(work, schema):
-                            await drop_schema(work, schema)
+            except BaseException as exc:
+                await _drop_unless_kept(args, work, schema)
+                if isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError):
+                    # Refused by Postgres (a privilege to move tables, ...): one line.
+                    text = str(exc).strip().splitlines()
+                    first = text[0] if text else type(exc).__name__
+                    raise ReplayError(f"PostgreSQL: {first}") from exc
                 raise
+
+
+async def _drop_unless_kept(
+    args: argparse.Namespace, work: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    """A rebuild that did not finish is of no use: leave nothing behind (unless --keep)."""
+    if not args.keep and not work.closed:
+        with contextlib.suppress(psycopg.Error):
+            if await schema_exists(work, schema):
+                await drop_schema(work, schema)
 
 
 async def _replay(

@@ -76,6 +76,11 @@ async def test_replay_verify_finds_nothing_then_exactly_the_changed_row(
             await finished(nc, tenant_name, run_id)
     hatchet.close()
     end = await engine.projectors[tenant_name].wait_caught_up(timeout_s=30)
+    # Another tenant's row, which no log of this test holds: a --tenant replay leaves it out.
+    await db.execute(
+        "INSERT INTO events (tenant, namespace, seq, key, valid) VALUES ('other', 'default', 1,"
+        " 'x', false)"
+    )
 
     code, out, err = await natchet(
         tmp_path, nats_server, dsn, "replay", "--verify", "--tenant", tenant_name
