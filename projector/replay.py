@@ -88,6 +88,8 @@ class Report:
     covered: dict[str, int]
     rows: int
     differences: list[Difference]
+    # Messages the live projector applied while the rebuild ran, replayed before comparing.
+    caught_up: int = 0
 
 
 def show(value: Any) -> str:
@@ -261,7 +263,7 @@ async def replay(
         for tenant in tenants:
             await catch_up(tenant, now.get(tenant, 0))
         rows, differences = await compare_schemas(live, live_schema, work, schema, tenants)
-    return Report(schema, covered, rows, differences)
+    return Report(schema, covered, rows, differences, more)
 
 
 # -- the comparison ----------------------------------------------------------------------

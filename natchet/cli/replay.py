@@ -190,6 +190,11 @@ async def _replay(
             f" (DROP SCHEMA {schema} CASCADE removes it)"
         )
         return 0
+    if report.caught_up:
+        print(
+            f"the live projector applied {report.caught_up:,} more messages meanwhile:"
+            " replayed too, before comparing"
+        )
     for diff in report.differences:
         print(diff.describe())
     n = len(report.differences)
