@@ -84,10 +84,16 @@ class Batches:
             return got
         if not got:
             wait_ns = max(int(wait_s * 1e9), 1_000_000)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + wait_s
             if not await self._ask({"batch": 1, "expires": wait_ns}, got, 1, wait_s + LATE_S):
                 return got
             if got and n > 1 and self._more:  # one came, and more are there: the batch
                 await self._ask({"batch": n - 1, "no_wait": True}, got, n, ANSWER_S)
+            elif not got and loop.time() < until:
+                # Ended early with nothing (409: the consumer gone, say): wait out the time
+                # asked for, so that a reader of a broken consumer does not spin.
+                await asyncio.sleep(until - loop.time())
         return got
 
     async def _ask(
@@ -125,15 +131,16 @@ class Batches:
         queue = self._queue
         while queue and len(got) < n:
             msg = queue.popleft()
-            status = msg.headers.get(STATUS) if msg.headers else None
+            headers = msg.headers or {}
+            status = headers.get(STATUS)
             if status is None:
                 got.append(msg)
             elif status in ENDS:
                 return True
             elif status != "100":  # 100: a heartbeat
-                description = msg.headers.get(DESCRIPTION, "") if msg.headers else ""
                 raise TransportError(
-                    f"reading {self.consumer} on {self.stream}: status {status} {description}"
+                    f"reading {self.consumer} on {self.stream}: status {status}"
+                    f" ({_said(status, headers.get(DESCRIPTION, ''))})"
                 )
         return False
 
@@ -143,3 +150,10 @@ class Batches:
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _said(status: str, description: str) -> str:
+    """What a status means, in one line."""
+    if status == "503":
+        return "no responders: the consumer or its stream does not exist"
+    return (description.strip().splitlines() or ["no description"])[0]
