@@ -80,9 +80,7 @@ async def test_a_consumer_that_does_not_exist_is_an_error_by_name(nc: NATS, stre
     await batches.close()
 
 
-async def test_a_consumer_deleted_under_a_reader_is_an_error_by_name(
-    nc: NATS, stream: str
-) -> None:
+async def test_a_consumer_deleted_under_a_reader_is_an_error_by_name(nc: NATS, stream: str) -> None:
     """Its pull requests then have nobody to answer them: an error the reader handles
     (the dispatcher retries with backoff, a tail starts again), not an empty batch."""
     batches = Batches(nc, stream, "c")
