@@ -147,10 +147,13 @@ async def realistic_batch(seed: int = 7) -> list[Record]:
     copies = [r for r in records if r.subject.endswith((".result", ".assigned"))]
     for copy in rng.sample(copies, 40):
         records.append(Record(len(records) + 1, copy.subject, copy.data, None, copy.time))
-    redelivered = rng.sample(records, 60)
-    at = sorted(rng.sample(range(len(records)), 60))
-    for i, record in sorted(zip(at, redelivered, strict=True), reverse=True):
-        records.insert(i, record)
+    # A redelivery comes after the delivery it repeats (a consumer cannot hand a message out
+    # again before it first did): one placed earlier would be a record seen before the run
+    # it belongs to exists, which a tail of the log never does, and batchings would differ.
+    again = [(rng.randrange(i + 1, len(records) + 1), records[i])
+             for i in rng.sample(range(len(records)), 60)]  # fmt: skip
+    for at, record in sorted(again, key=lambda pair: pair[0], reverse=True):
+        records.insert(at, record)
     return records
 
 
