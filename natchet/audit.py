@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import attrs
 import orjson
 
 from eventstore import (
@@ -33,6 +34,8 @@ from eventstore import (
     last_seq,
     replay,
 )
+from projector.fold import Fold
+from projector.plan import plan
 from schemas.codec import DecodeError, decode_as, decode_json, decode_subject
 from schemas.messages import (
     RunCancelRequested,
@@ -391,3 +394,49 @@ async def runs_of_event(nc: Connection, scope: Scope, key: str, seq: int) -> lis
             status = decode_as(RunFinished, RunFinished.KIND, finished.data).status.value
         runs.append({"id": run_id, "workflow": name, "status": status, "created_seq": created.seq})
     return runs
+
+
+# -- time travel ---------------------------------------------------------------------------
+
+
+def as_of(
+    tenant: str,
+    run_id: str,
+    records: Iterable[Record],
+    *,
+    seq: int | None = None,
+    time: dt.datetime | None = None,
+) -> dict[str, Any] | None:
+    """The run as the read model held it once the log was applied through ``seq`` (or
+    through the last message stored at or before ``time``): the run's records folded by the
+    projector's own rules (``projector.plan``, ``projector.fold``), in memory. ``None`` if
+    the run did not exist yet."""
+    fold = Fold((), (), ())
+    through = 0
+    for record in sorted(records, key=lambda r: r.seq):
+        if (seq is not None and record.seq > seq) or (
+            time is not None and (record.time is None or record.time > time)
+        ):
+            break
+        through = record.seq
+        for op in plan(tenant, record):
+            fold.apply(op)
+    run = fold.runs.get(run_id)
+    if run is None:
+        return None
+    attempts = fold.attempts.get(run_id, {})
+    steps = []
+    for step in fold.steps.get(run_id, {}).values():
+        row = _row(step)
+        row["attempts"] = [_row(a) for key, a in sorted(attempts.items()) if key[0] == step.name]
+        steps.append(row)
+    return {"as_of": {"seq": through}, "run": _row(run), "steps": steps}
+
+
+def _row(row: Any) -> dict[str, Any]:
+    out = attrs.asdict(row)
+    out.pop("dirty", None)
+    for key in ("input", "output"):  # JSON columns are JSON text in a row
+        if isinstance(out.get(key), str):
+            out[key] = decode_json(out[key].encode())
+    return out

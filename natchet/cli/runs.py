@@ -4,9 +4,11 @@ cancel``, which asks the engine through NATS (the log decides, not Postgres)."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
-from eventstore import Append, append
+from eventstore import Append, ConfigError, append
+from natchet.audit import RunNotFoundError, as_of, check_run_id, read_run
 from natchet.cli.connection import (
     add_database_flag,
     add_nats_flags,
@@ -37,7 +39,15 @@ def add_parser(sub: Any) -> None:
     rg.add_argument("run_id")
     rg.add_argument("--json", action="store_true")
     rg.add_argument("--tenant", help="whose run (env HATCHET_CLIENT_TENANT_ID, default dev)")
+    rg.add_argument(
+        "--as-of",
+        metavar="SEQ|TIME",
+        help="the run as it stood once the log held message SEQ, or at TIME (ISO 8601, UTC"
+        " unless given): folded from the log, not read from Postgres",
+    )
+    rg.add_argument("--namespace", help="with --as-of: the run's namespace, if in several")
     add_database_flag(rg)
+    add_nats_flags(rg)
     rg.set_defaults(handler=runs_get)
 
     rc = runs_sub.add_parser("cancel", help="cancel a run (through NATS)")
@@ -75,6 +85,8 @@ async def runs_get(args: argparse.Namespace) -> int:
     """Run ids are only unique within a tenant: ``--tenant`` (else the environment's) says
     whose run it is."""
     tenant = tenant_of(args)
+    if args.as_of is not None:
+        return await _run_as_of(args, tenant)
     async with open_database(database_url(args)) as conn:
         run = await get_run(conn, args.run_id, tenant=tenant)
     if run is None:
@@ -90,6 +102,46 @@ async def runs_get(args: argparse.Namespace) -> int:
     if run.get("error"):
         print(f"  error: {run['error']}")
     for step in run.get("steps", []):
+        print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+    return 0
+
+
+def parse_as_of(text: str) -> tuple[int | None, dt.datetime | None]:
+    """``--as-of``: a stream sequence (digits), or an ISO 8601 time (UTC if it names no
+    zone)."""
+    if text.isdigit():
+        return int(text), None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {text!r} is neither a sequence number nor an ISO 8601 time"
+            " (e.g. 2026-12-01T18:00:00Z)"
+        ) from None
+    return None, when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
+    seq, when = parse_as_of(args.as_of)
+    run_id = check_run_id(args.run_id)
+    async with open_nats(args, role="log", tenant=tenant) as nc:
+        try:
+            _scope, pairs, _end = await read_run(nc, tenant, run_id, args.namespace)
+        except RunNotFoundError:
+            note(f"natchet: no run {run_id} in tenant {tenant}'s log")
+            return 1
+    view = as_of(tenant, run_id, [r for r, _m in pairs], seq=seq, time=when)
+    if view is None:
+        note(f"natchet: run {run_id} did not exist yet at {args.as_of}")
+        return 1
+    if args.json:
+        dump_json(view)
+        return 0
+    run = view["run"]
+    print(f"run {run['id']}  {run['workflow']}  {run['status']}  as of seq {view['as_of']['seq']}")
+    if run.get("error"):
+        print(f"  error: {run['error']}")
+    for step in view["steps"]:
         print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
     return 0
 

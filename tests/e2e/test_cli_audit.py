@@ -276,3 +276,51 @@ async def test_audit_follow_prints_until_the_run_ends(
     assert kinds[-2:] == ["result", "finished"], kinds
     assert printed()[0]["actor"] == {"role": "client"}
     assert printed()[-2]["actor"]["name"] == "follower"
+
+
+async def test_runs_get_as_of_shows_the_run_as_it_stood_then(
+    nats_server: NatsServer, engine: Engine, nc: NATS, tenant_name: str, tmp_path: Path
+) -> None:
+    """``runs get --as-of SEQ|TIME``: the run folded from the log through that point by the
+    projector's own rules, with no database to reach."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    worker = hatchet.worker("auditor", max_runs=4)
+    worker.register_workflow(audited(hatchet))
+    async with running(worker):
+        pushed = await hatchet.event.aio_push("audit:go", {"n": 1})
+        run_id = event_run_id(Scope(tenant_name), int(pushed.event_id), "Audited")
+        await finished(nc, tenant_name, run_id)
+    hatchet.close()
+    code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", run_id, "--json")
+    assert code == 0, err
+    entries = json.loads(out)["entries"]
+    failed = next(e for e in entries if e["kind"] == "result" and e["error"])
+    end = entries[-1]
+
+    async def as_of(point: str) -> tuple[int, dict[str, Any] | str]:
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, "runs", "get", run_id, "--as-of", point, "--json"
+        )
+        return code, (json.loads(out) if code == 0 else err)
+
+    code, then = await as_of(str(failed["seq"]))
+    assert code == 0 and isinstance(then, dict)
+    assert then["as_of"]["seq"] == failed["seq"]
+    assert then["run"]["status"] == "RUNNING" and then["run"]["finished_at"] is None
+    steps = {s["name"]: s for s in then["steps"]}
+    assert steps["a"]["status"] == "SUCCEEDED" and steps["d"]["status"] == "PENDING"
+    assert [(a["attempt"], a["status"]) for a in steps["b"]["attempts"]] == [(1, "FAILED")]
+
+    code, now = await as_of(end["time"])  # by time: the run's end, stored then
+    assert code == 0 and isinstance(now, dict)
+    assert now["run"]["status"] == "SUCCEEDED" and now["as_of"]["seq"] >= end["seq"]
+    assert [a["status"] for a in now["steps"][1]["attempts"]][-1] == "SUCCEEDED"
+
+    code, message = await as_of(str(entries[0]["seq"]))  # the event: no run yet
+    assert (
+        code == 1
+        and message.strip() == f"natchet: run {run_id} did not exist yet at {entries[0]['seq']}"
+    )
+    code, message = await as_of("yesterday")
+    assert code != 0 and "neither a sequence number nor an ISO 8601 time" in message
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1
