@@ -65,14 +65,13 @@ async def audit(args: argparse.Namespace) -> int:
     tenant = tenant_of(args)
     if args.event is not None:
         async with open_nats(args, role="log", tenant=tenant) as nc:
-            return await auditevent_record(nc, tenant, args)
+            return await audit_event(nc, tenant, args)
     run_id = check_run_id(args.run_id)
     async with open_nats(args, role="log", tenant=tenant) as nc:
-        try:
-            scope, pairs, end = await read_run(nc, tenant, run_id, args.namespace)
-        except RunNotFoundError:
-            note(f"natchet: no run {run_id} in tenant {tenant}'s log")
+        found = await read_run_or_say(nc, tenant, run_id, args.namespace)
+        if found is None:
             return 1
+        scope, pairs, end = found
         lines, attempts = entries(pairs)
         run = run_summary(run_id, scope, pairs)
         if args.follow:
@@ -82,6 +81,17 @@ async def audit(args: argparse.Namespace) -> int:
     else:
         print_run(run, lines)
     return 0
+
+
+async def read_run_or_say(
+    nc: Connection, tenant: str, run_id: str, namespace: str | None
+) -> tuple[Scope, list[tuple[Record, Any]], int] | None:
+    """``read_run``, or ``None`` once a run the log does not hold is said on stderr."""
+    try:
+        return await read_run(nc, tenant, run_id, namespace)
+    except RunNotFoundError:
+        note(f"natchet: no run {run_id} in tenant {tenant}'s log")
+        return None
 
 
 async def follow_run(
@@ -120,7 +130,7 @@ async def follow_run(
     return 0
 
 
-async def auditevent_record(nc: Connection, tenant: str, args: argparse.Namespace) -> int:
+async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> int:
     record = await event_record(nc, tenant, args.event)
     if record is None:
         note(f"natchet: no event {args.event} in tenant {tenant}'s log")

@@ -8,7 +8,8 @@ import datetime as dt
 from typing import Any
 
 from eventstore import Append, ConfigError, append
-from natchet.audit import RunNotFoundError, as_of, check_run_id, read_run
+from natchet.audit import as_of, check_run_id
+from natchet.cli.audit import read_run_or_say
 from natchet.cli.connection import (
     add_database_flag,
     add_nats_flags,
@@ -125,12 +126,10 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
     seq, when = parse_as_of(args.as_of)
     run_id = check_run_id(args.run_id)
     async with open_nats(args, role="log", tenant=tenant) as nc:
-        try:
-            _scope, pairs, _end = await read_run(nc, tenant, run_id, args.namespace)
-        except RunNotFoundError:
-            note(f"natchet: no run {run_id} in tenant {tenant}'s log")
-            return 1
-    view = as_of(tenant, run_id, [r for r, _m in pairs], seq=seq, time=when)
+        found = await read_run_or_say(nc, tenant, run_id, args.namespace)
+    if found is None:
+        return 1
+    view = as_of(tenant, run_id, [r for r, _m in found[1]], seq=seq, time=when)
     if view is None:
         note(f"natchet: run {run_id} did not exist yet at {args.as_of}")
         return 1

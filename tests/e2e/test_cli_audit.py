@@ -95,6 +95,19 @@ async def finished(nc: NATS, tenant: str, run_id: str) -> None:
     await eventually(ended, timeout_s=30)
 
 
+async def an_audited_run(server: NatsServer, nc: NATS, tenant: str) -> tuple[str, str]:
+    """Run ``Audited`` once, from an event, to its end: (run id, event id)."""
+    hatchet = hatchet_for(server, tenant)
+    worker = hatchet.worker("auditor", max_runs=4)
+    worker.register_workflow(audited(hatchet))
+    async with running(worker):
+        pushed = await hatchet.event.aio_push("audit:go", {"n": 1})
+        run_id = event_run_id(Scope(tenant), int(pushed.event_id), "Audited")
+        await finished(nc, tenant, run_id)
+    hatchet.close()
+    return run_id, pushed.event_id
+
+
 async def check_event_audit(
     tmp_path: Path, server: NatsServer, tenant: str, event_id: str, run_id: str, created: int
 ) -> None:
@@ -126,21 +139,14 @@ def check_the_failure(by_kind: dict[str, list[dict[str, Any]]]) -> None:
 async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
     nats_server: NatsServer, engine: Engine, nc: NATS, tenant_name: str, tmp_path: Path
 ) -> None:
-    hatchet = hatchet_for(nats_server, tenant_name)
-    worker = hatchet.worker("auditor", max_runs=4)
-    worker.register_workflow(audited(hatchet))
-    async with running(worker):
-        pushed = await hatchet.event.aio_push("audit:go", {"n": 1})
-        run_id = event_run_id(Scope(tenant_name), int(pushed.event_id), "Audited")
-        await finished(nc, tenant_name, run_id)
-    hatchet.close()
+    run_id, event_id = await an_audited_run(nats_server, nc, tenant_name)
 
     code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", run_id, "--json")
     assert code == 0, err
     report = json.loads(out)
     run, entries, attempts = report["run"], report["entries"], report["attempts"]
     assert (run["id"], run["workflow"], run["status"]) == (run_id, "Audited", "SUCCEEDED")
-    assert run["triggered_by"] == {"event_key": "audit:go", "event_id": pushed.event_id}
+    assert run["triggered_by"] == {"event_key": "audit:go", "event_id": event_id}
 
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -152,7 +158,7 @@ async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
 
     by_kind = {k: [e for e in entries if e["kind"] == k] for k in set(kinds)}
     event = by_kind["event"][0]
-    assert event["seq"] == int(pushed.event_id)
+    assert event["seq"] == int(event_id)
     assert event["actor"] == {"role": "publisher", "identity": event["actor"]["identity"]}
     assert NOT_RECORDED in event["actor"]["identity"]
     for kind in ("created", "task", "retry_scheduled", "finished"):
@@ -186,7 +192,7 @@ async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
     assert 'raise ValueError("flake in b")' in out
     assert "not Postgres" in out and "publisher (not recorded)" in out
 
-    await check_event_audit(tmp_path, nats_server, tenant_name, pushed.event_id, run_id, seqs[1])
+    await check_event_audit(tmp_path, nats_server, tenant_name, event_id, run_id, seqs[1])
 
 
 async def test_audit_of_what_is_not_there_is_one_line(
@@ -283,14 +289,7 @@ async def test_runs_get_as_of_shows_the_run_as_it_stood_then(
 ) -> None:
     """``runs get --as-of SEQ|TIME``: the run folded from the log through that point by the
     projector's own rules, with no database to reach."""
-    hatchet = hatchet_for(nats_server, tenant_name)
-    worker = hatchet.worker("auditor", max_runs=4)
-    worker.register_workflow(audited(hatchet))
-    async with running(worker):
-        pushed = await hatchet.event.aio_push("audit:go", {"n": 1})
-        run_id = event_run_id(Scope(tenant_name), int(pushed.event_id), "Audited")
-        await finished(nc, tenant_name, run_id)
-    hatchet.close()
+    run_id, _event = await an_audited_run(nats_server, nc, tenant_name)
     code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", run_id, "--json")
     assert code == 0, err
     entries = json.loads(out)["entries"]
