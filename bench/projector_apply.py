@@ -43,7 +43,7 @@ from schemas import (
     StepFinished,
     StepResult,
     Task,
-    TriggeredBy,
+    Trigger,
     WorkflowDef,
     encode,
     encode_json,
@@ -74,7 +74,7 @@ def run_messages(
     ``assigned`` before each result (slow steps)."""
     r, t0 = str(uuid.UUID(int=i)), i * GAP
     out: list[tuple[float, str, bytes]] = [(t0, SCOPE.event(KEY), encode_json({"order": i}))]
-    trigger = TriggeredBy(KEY, "{event}")
+    trigger = Trigger.of_event(KEY, "{event}")
     created = RunCreated(r, "wf", "v1", {"order": i}, steps, trigger, created_at=at(t0 + 1))
     out.append((t0 + 1, SCOPE.run(r, "created"), encode(created)))
     worker = ("w-1", "worker-one") if i % 2 else ("w-2", "worker-two")

@@ -36,7 +36,7 @@ from schemas.messages import (
     StepResult,
     StepRetryScheduled,
     Task,
-    TriggeredBy,
+    Trigger,
     WorkflowDef,
 )
 from schemas.subjects import Scope
@@ -181,40 +181,49 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
         run_id = event_run_id(scope, event.seq, name)
         if state.known(run_id):
             continue
-        trigger = TriggeredBy(event_key=event.key, event_id=str(event.seq))
-        out += _create(scope, wf, run_id, event.payload, trigger, now)
+        trigger = Trigger.of_event(event.key, str(event.seq))
+        out += create(scope, wf, run_id, event.payload, trigger, now)
     return out
 
 
 def _on_requested(state: State, scope: Scope, req: RunRequested, now: dt.datetime) -> list[Output]:
-    if state.known(req.run_id):
-        return []
+    if state.known(req.run_id) or req.replay_of is not None:
+        return []  # a replay is decided with the run it names (``dispatcher.replay``)
     wf = state.workflows.get((scope, req.workflow))
     if wf is None:
         reason = f"no worker has registered workflow {req.workflow!r} in {scope.prefix}"
-        rejected = RunRejected(run_id=req.run_id, workflow=req.workflow, reason=reason, at=iso(now))
-        return [Output(scope.run(req.run_id, "rejected"), rejected, f"{req.run_id}:rejected")]
-    return _create(scope, wf, req.run_id, req.input, None, now)
+        return reject(scope, req.run_id, req.workflow, reason, now)
+    return create(scope, wf, req.run_id, req.input, None, now)
 
 
-def _create(
+def reject(scope: Scope, run_id: str, workflow: str, reason: str, now: dt.datetime) -> list[Output]:
+    """A requested run that will not be created, and why: its recorded end."""
+    rejected = RunRejected(run_id=run_id, workflow=workflow, reason=reason, at=iso(now))
+    return [Output(scope.run(run_id, "rejected"), rejected, f"{run_id}:rejected")]
+
+
+def create(
     scope: Scope,
     wf: WorkflowDef,
     run_id: str,
     payload: Any,
-    trigger: TriggeredBy | None,
+    trigger: Trigger | None,
     now: dt.datetime,
+    kept: dict[str, Any] | None = None,
 ) -> list[Output]:
+    """Create the run and offer its ready steps (``kept``: a replay's steps carried over,
+    already SUCCEEDED)."""
     created = RunCreated(
         run_id=run_id,
         workflow=wf.name,
         workflow_version=wf.version,
         input=payload,
         steps=wf.steps,
-        triggered_by=trigger,
+        trigger=trigger,
         created_at=iso(now),
         on_failure=wf.on_failure,
         schedule_timeout_s=wf.schedule_timeout_s,
+        kept=kept or {},
     )
     run = new_run(scope, created)
     out = [Output(scope.run(run_id, "created"), created, f"{run_id}:created")]

@@ -26,9 +26,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
-from dispatcher.decide import Event, Output, complete, decide, due
+from dispatcher.decide import Event, Output, complete, due
+from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
-from dispatcher.step import settle
+from dispatcher.step import decide_on, settle
 from eventstore import (
     RETRY,
     Append,
@@ -277,7 +278,29 @@ class Dispatcher(Service):
             await self._ensure_queue(scope, message.name)
         if isinstance(message, RunRequested) and message.run_id in logged:
             return []  # a run that ended long ago (and was forgotten) is not started again
-        return self._settle(scope, message, decide(self.state, scope, message, utc_now()))
+        if (
+            isinstance(message, RunRequested)
+            and message.replay_of is not None
+            and not self.state.known(message.run_id)
+        ):
+            original = await self._original(scope, message.replay_of, delivery.seq)
+            message = Replay(message, original)
+        return self._settle(scope, message, decide_on(self.state, scope, message, utc_now()))
+
+    async def _original(self, scope: Scope, run_id: str, until_seq: int) -> Original | None:
+        """The run a replay names, folded from its history in the log before the request
+        (so deciding the request again, after a crash, reads the same)."""
+        if not replayable_id(run_id):
+            return None
+        messages: list[object] = []
+        async for rec in replay(
+            self.nc, self.tenant, [scope.run_filter(run_id)], until_seq=until_seq
+        ):
+            try:
+                messages.append(decode_subject(parse(rec.subject), rec.data))
+            except (SubjectError, DecodeError) as exc:
+                log.warning("replay of %s: skipping unreadable seq %d: %s", run_id, rec.seq, exc)
+        return original_of(run_id, messages)
 
     def _fold_stored(self, subject: str, data: bytes, seq: int) -> None:
         """Fold one logged message (read at a rebuild, or delivered); skip an unreadable one."""

@@ -197,7 +197,13 @@ def index_deadlines(state: State) -> None:
 
 
 def new_run(scope: Scope, created: RunCreated) -> RunState:
+    """The run ``created`` starts. A replay's kept steps start SUCCEEDED, with the outputs
+    of the run it replays."""
     steps = {s.name: StepState(spec=s) for s in created.steps}
+    for name, output in created.kept.items():
+        step = steps.get(name)
+        if step is not None:
+            step.status, step.output = RunStatus.SUCCEEDED, output
     if created.on_failure is not None:
         steps[created.on_failure.name] = StepState(spec=created.on_failure, on_failure=True)
     return RunState(

@@ -12,6 +12,7 @@ import datetime as dt
 
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.policy import iso
+from dispatcher.replay import Replay, decide_replay
 from dispatcher.state import State, fold
 from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
@@ -76,12 +77,19 @@ def _refused(
     return finish_run(run, reason, now)
 
 
+def decide_on(state: State, scope: Scope, message: object, now: dt.datetime) -> list[Output]:
+    """``decide``, or, for a replay request resolved by the service, ``decide_replay``."""
+    if isinstance(message, Replay):
+        return decide_replay(state, scope, message, now)
+    return decide(state, scope, message, now)
+
+
 def step(
     state: State, scope: Scope, message: object, now: dt.datetime, max_bytes: int
 ) -> list[Output]:
     """Decide on ``message`` (of ``scope``), keep the decision storable, fold both; return
     what to append."""
-    return settle(state, scope, message, decide(state, scope, message, now), max_bytes, now)
+    return settle(state, scope, message, decide_on(state, scope, message, now), max_bytes, now)
 
 
 def settle(

@@ -23,10 +23,13 @@ class Append:
     body: bytes
     msg_id: str | None = None
     ttl_s: int | None = None  # the server removes the message after this (2.11+)
+    headers: tuple[tuple[str, str], ...] = ()  # natchet's own (e.g. Natchet-Replay-Of)
 
 
 def _headers(item: Append) -> dict[str, str]:
-    headers: dict[str, str] = {Header.MSG_ID: item.msg_id} if item.msg_id else {}
+    headers: dict[str, str] = dict(item.headers)
+    if item.msg_id:
+        headers[Header.MSG_ID] = item.msg_id
     if item.ttl_s is not None:
         headers[Header.MSG_TTL] = f"{item.ttl_s}s"
     return headers

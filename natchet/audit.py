@@ -50,6 +50,7 @@ from schemas.messages import (
     StepResult,
     StepRetryScheduled,
     Task,
+    TriggerKind,
     WorkflowDef,
 )
 from schemas.subjects import Scope, SubjectError, parse, stream_name
@@ -131,8 +132,24 @@ def entry(record: Record, message: Any) -> dict[str, Any]:
     return e
 
 
+def cause(created: RunCreated) -> str:
+    """What started a run, as the end of a sentence ("" for a plain request)."""
+    by = created.trigger
+    if by is None:
+        return ""
+    if by.kind is TriggerKind.EVENT:
+        return f" by event {by.event_id} ({by.event_key})"
+    start = f" from step {by.from_step}" if by.from_step else ""
+    kept = f", keeping {', '.join(sorted(created.kept))}" if created.kept else ""
+    return f" as a replay of run {by.run_id}{start}{kept}"
+
+
 def _about_run(m: Any) -> dict[str, Any]:
     match m:
+        case RunRequested() if m.replay_of:
+            start = f" from step {m.from_step}" if m.from_step else ""
+            summary = f"replay of run {m.replay_of}{start} requested"
+            return {"actor": actor_of(CLIENT), "summary": summary}
         case RunRequested():
             return {
                 "actor": actor_of(CLIENT),
@@ -142,10 +159,8 @@ def _about_run(m: Any) -> dict[str, Any]:
             reason = f": {m.reason}" if m.reason else ""
             return {"actor": actor_of(CLIENT), "summary": f"cancel requested{reason}"}
         case RunCreated():
-            by = m.triggered_by
-            trigger = f" by event {by.event_id} ({by.event_key})" if by else ""
             steps = ", ".join(s.name for s in m.steps)
-            summary = f"run of {m.workflow} created{trigger}; steps {steps}"
+            summary = f"run of {m.workflow} created{cause(m)}; steps {steps}"
             return {"actor": actor_of(DISPATCHER), "summary": summary}
         case RunRejected():
             summary = f"run of {m.workflow} rejected"
@@ -282,6 +297,7 @@ def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> d
         "status": "REQUESTED",
         "error": None,
         "triggered_by": None,
+        "replay_of": None,
         "source": f"JetStream log {stream_name(scope.tenant)}",
     }
     for _record, m in pairs:
@@ -290,11 +306,11 @@ def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> d
                 run["workflow"] = m.workflow
             case RunCreated():
                 run.update(workflow=m.workflow, status="QUEUED")
-                if m.triggered_by:
-                    run["triggered_by"] = {
-                        "event_key": m.triggered_by.event_key,
-                        "event_id": m.triggered_by.event_id,
-                    }
+                by = m.trigger
+                if by is not None and by.kind is TriggerKind.EVENT:
+                    run["triggered_by"] = {"event_key": by.event_key, "event_id": by.event_id}
+                elif by is not None and by.kind is TriggerKind.REPLAY:
+                    run["replay_of"] = {"run_id": by.run_id, "from_step": by.from_step}
             case StepAssigned() | StepResult() if run["status"] == "QUEUED":
                 run["status"] = "RUNNING"
             case RunRejected():
@@ -350,8 +366,9 @@ async def read_run(
             m = decoded(r)
             if isinstance(m, Task) and m.run_id == run_id:
                 records[r.seq] = (r, m)
-    if created is not None and created.triggered_by is not None:
-        event = await event_record(nc, tenant, created.triggered_by.event_id)
+    by = None if created is None else created.trigger
+    if by is not None and by.kind is TriggerKind.EVENT and by.event_id is not None:
+        event = await event_record(nc, tenant, by.event_id)
         if event is not None:
             records[event.seq] = (event, decoded(event))
     return scope, [records[seq] for seq in sorted(records)], end

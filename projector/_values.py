@@ -80,6 +80,12 @@ def dumps(value: Any) -> bytes:
     return data
 
 
+def mapping(value: object, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodeError(f"{field} must be an object, not {type(value).__name__}")
+    return value
+
+
 def json_text(value: Any) -> str:
     """``value`` as JSON text for a jsonb column (JSON ``null`` for ``None``), checked now."""
     return dumps(value).decode()

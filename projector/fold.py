@@ -39,7 +39,7 @@ from projector import ops
 from projector.rows import AttemptRow, Row, RunRow, StepRow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-PENDING, QUEUED, RUNNING = "PENDING", "QUEUED", "RUNNING"
+PENDING, QUEUED, RUNNING, SUCCEEDED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED"
 AttemptKey = tuple[str, int, int]  # (step, attempt, delivery) within a run
 
 
@@ -117,14 +117,17 @@ class Fold:
         if op.run_id not in self.runs:
             run = RunRow(op.run_id, op.namespace, op.workflow, QUEUED, None, op.created_at,
                          None, None, op.seq, None, None, op.workflow_version, op.input,
-                         op.event_key, op.event_id)  # fmt: skip
+                         op.event_key, op.event_id, op.replay_of,
+                         op.replay_from_step)  # fmt: skip
             self.runs[op.run_id] = run
             self._changed(run, op.seq)
         steps = self.steps.setdefault(op.run_id, {})
         for new in op.steps:
             if new.name not in steps:
-                step = StepRow(op.run_id, new.name, new.parents, new.on_failure, PENDING,
-                               None, None, None, None, None, None, op.seq, None)  # fmt: skip
+                # A replay's kept step is SUCCEEDED from the start, with no attempt here.
+                status = PENDING if new.kept is None else SUCCEEDED
+                step = StepRow(op.run_id, new.name, new.parents, new.on_failure, status,
+                               new.kept, None, None, None, None, None, op.seq, None)  # fmt: skip
                 steps[new.name] = step
                 self._changed(step, op.seq)
 

@@ -27,6 +27,7 @@ class Event:
     raw: str | None  # the body as text when it is not
     valid: bool
     received_at: dt.datetime | None
+    replay_of: int | None = None  # an event published again: the sequence it repeats
 
 
 @attrs.frozen
@@ -53,6 +54,7 @@ class NewStep:
     name: str
     parents: str
     on_failure: bool
+    kept: str | None = None  # a replay's step carried over: its output (JSON), SUCCEEDED
 
 
 @attrs.frozen
@@ -67,6 +69,8 @@ class Created:
     event_id: str | None
     created_at: dt.datetime
     steps: tuple[NewStep, ...]
+    replay_of: str | None = None
+    replay_from_step: str | None = None
 
 
 @attrs.frozen

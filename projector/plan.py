@@ -23,7 +23,7 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
-from schemas.subjects import ParsedSubject
+from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject
 
 
 def received_at(record: Record) -> dt.datetime | None:
@@ -79,8 +79,16 @@ def _event(record: Record, parsed: ParsedSubject) -> ops.Event:
         payload, valid = None, False
         raw = v.text(record.data.decode("utf-8", errors="replace"), "raw")
     return ops.Event(
-        record.seq, parsed.scope.namespace, key, payload, raw, valid, received_at(record)
-    )
+        record.seq, parsed.scope.namespace, key, payload, raw, valid, received_at(record),
+        _replay_of(record),
+    )  # fmt: skip
+
+
+def _replay_of(record: Record) -> int | None:
+    """The event this one publishes again, if its header names one (a bad value is not a
+    link, and the event is still recorded)."""
+    value = (record.headers or {}).get(REPLAY_OF_HEADER, "")
+    return int(value) if value.isdigit() and 0 < int(value) < record.seq else None
 
 
 def _workflow(seq: int, parsed: ParsedSubject, wf: schemas.WorkflowDef) -> ops.Workflow:
@@ -150,13 +158,18 @@ def _run_message(seq: int, parsed: ParsedSubject, msg: Any) -> list[ops.Op]:
 
 
 def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Created:
-    trigger = msg.triggered_by
+    by = msg.trigger
     workflow = v.text(msg.workflow, "workflow")
     version = v.text(msg.workflow_version, "workflow_version")
     input_ = v.json_text(msg.input)
-    event_key = None if trigger is None else v.text(trigger.event_key, "event_key")
-    event_id = None if trigger is None else v.text(trigger.event_id, "event_id")
+    event = by is not None and by.kind is schemas.TriggerKind.EVENT
+    replay = by is not None and by.kind is schemas.TriggerKind.REPLAY
+    event_key = v.text(by.event_key, "event_key") if event and by else None
+    event_id = v.text(by.event_id, "event_id") if event and by else None
+    replay_of = v.text(by.run_id, "run_id") if replay and by else None
+    from_step = v.opt_text(by.from_step, "from_step") if replay and by else None
     created_at = v.timestamp(msg.created_at, "created_at")
+    kept = v.mapping(msg.kept, "kept")
     defs = [(s, False) for s in msg.steps]
     if msg.on_failure is not None:
         defs.append((msg.on_failure, True))
@@ -166,12 +179,14 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
             # The on-failure step is outside the DAG, whatever parents it declares.
             v.text_array([] if on_failure else v.texts(s.parents, "parents")),
             on_failure,
+            v.json_text(kept[s.name]) if s.name in kept and not on_failure else None,
         )
         for s, on_failure in defs
     )
     return ops.Created(
-        seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps
-    )
+        seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
+        replay_of, from_step,
+    )  # fmt: skip
 
 
 def _retry_scheduled(

@@ -26,7 +26,7 @@ from schemas.errors import NatchetError
 _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
-    " cancel_reason"
+    " cancel_reason, replay_of, replay_from_step"
 )
 
 
@@ -55,6 +55,8 @@ async def _fetch(
 def _run(row: dict[str, Any]) -> dict[str, Any]:
     key, event_id = row.pop("triggered_by_key"), row.pop("triggered_by_event_id")
     row["triggered_by"] = None if key is None else {"event_key": key, "event_id": event_id}
+    of, start = row.pop("replay_of"), row.pop("replay_from_step")
+    row["replay_of"] = None if of is None else {"run_id": of, "from_step": start}
     return row
 
 
@@ -259,7 +261,8 @@ async def list_events(
     seq, of = _uncursor(after, (int, str)) if after else (None, None)
     rows = await _fetch(
         conn,
-        "SELECT tenant, namespace, seq, key, payload, raw, valid, received_at FROM events"
+        "SELECT tenant, namespace, seq, key, payload, raw, valid, received_at, replay_of"
+        " FROM events"
         + _EVENT_FILTER
         + " AND (%(seq)s::bigint IS NULL OR seq < %(seq)s OR (seq = %(seq)s AND tenant > %(of)s))"
         " ORDER BY seq DESC, tenant LIMIT %(limit)s",

@@ -34,6 +34,8 @@ class RunRow:
     input: str | None = None
     triggered_by_key: str | None = None
     triggered_by_event_id: str | None = None
+    replay_of: str | None = None
+    replay_from_step: str | None = None
     dirty: bool = False
 
 

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS events (
     raw         text,            -- the body as text, kept when it is not valid JSON
     valid       boolean NOT NULL,
     received_at timestamptz,     -- the stream timestamp, when the record carries it
+    replay_of   bigint,          -- published again (natchet events replay): the seq it repeats
     PRIMARY KEY (tenant, seq)
 );
 
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS runs (
     last_seq              bigint NOT NULL,
     cancel_requested_at   timestamptz,
     cancel_reason         text,
+    replay_of             text,    -- a replay (natchet runs replay): the run it re-runs
+    replay_from_step      text,    -- ... from this step (NULL: all of it)
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS runs_tenant_namespace_status ON runs (tenant, namespace, status);

@@ -95,7 +95,8 @@ RUNS = Table(
     (Col("id"), Col("namespace"), Col("workflow"), Col("workflow_version"), Col("status"),
      Col("input", cast=_JSON), Col("triggered_by_key"), Col("triggered_by_event_id"),
      Col("error"), Col("created_at", _TS), Col("started_at", _TS), Col("finished_at", _TS),
-     Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason")),
+     Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason"),
+     Col("replay_of"), Col("replay_from_step")),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",
@@ -124,7 +125,7 @@ _KEEP: LiteralString = "ON CONFLICT DO NOTHING"
 EVENTS = Table(
     "events",
     (Col("namespace"), Col("seq", "bigint"), Col("key"), Col("payload", cast=_JSON),
-     Col("raw"), Col("valid", "boolean"), Col("received_at", _TS)),
+     Col("raw"), Col("valid", "boolean"), Col("received_at", _TS), Col("replay_of", "bigint")),
     _KEEP,
 )  # fmt: skip
 WORKFLOWS = Table(

@@ -5,7 +5,6 @@ Bodies are plain JSON objects, so any language can read and write them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -22,16 +21,13 @@ from schemas.messages import (
     structure,
 )
 from schemas.subjects import ParsedSubject
+from schemas.upcast import upcast
 
 T = TypeVar("T")
 
 
 class DecodeError(NatchetError, ValueError):
     """A message body that is not valid JSON, or not the shape its subject promises."""
-
-
-# (kind, version) -> function turning that version's dict into the next version's dict.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def encode(message: Any) -> bytes:
@@ -63,21 +59,12 @@ def decode_json(data: bytes) -> Any:
         raise DecodeError(f"body is not valid JSON: {exc}") from None
 
 
-def _upcast(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    version = int(body.get("v", 1))
-    while (kind, version) in UPCASTERS:
-        body = UPCASTERS[(kind, version)](body)
-        version += 1
-        body["v"] = version
-    return body
-
-
 def decode_as(cls: type[T], kind: str, data: bytes) -> T:
     body = decode_json(data)
     if not isinstance(body, dict):
         raise DecodeError(f"{kind} body must be a JSON object")
     try:
-        return structure(cls, _upcast(kind, body))
+        return structure(cls, upcast(kind, body))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise DecodeError(f"bad {kind} message: {exc}") from None
 

@@ -80,16 +80,38 @@ class WorkflowDef:
         raise KeyError(name)
 
 
+class TriggerKind(enum.StrEnum):
+    EVENT = "event"  # an event whose key the workflow listens to
+    REPLAY = "replay"  # a re-run of an earlier run (``natchet runs replay``)
+
+
 @attrs.frozen
-class TriggeredBy:
-    event_key: str
-    event_id: str
+class Trigger:
+    """What started a run, when it was not a plain request (``RunCreated.trigger``).
+
+    An event names its key and id (its stream sequence); a replay names the run it re-runs
+    and the step it re-runs from (None: the whole run). Version 1 of ``created`` had only
+    events, as ``triggered_by: {event_key, event_id}`` (upcast in :mod:`schemas.codec`)."""
+
+    kind: TriggerKind = attrs.field(converter=TriggerKind)
+    event_key: str | None = None
+    event_id: str | None = None
+    run_id: str | None = None
+    from_step: str | None = None
+
+    @classmethod
+    def of_event(cls, event_key: str, event_id: str) -> Trigger:
+        return cls(TriggerKind.EVENT, event_key=event_key, event_id=event_id)
+
+    @classmethod
+    def of_replay(cls, run_id: str, from_step: str | None) -> Trigger:
+        return cls(TriggerKind.REPLAY, run_id=run_id, from_step=from_step)
 
 
-def _triggered_by(value: TriggeredBy | Mapping[str, Any] | None) -> TriggeredBy | None:
-    if value is None or isinstance(value, TriggeredBy):
+def _trigger(value: Trigger | Mapping[str, Any] | None) -> Trigger | None:
+    if value is None or isinstance(value, Trigger):
         return value
-    return structure(TriggeredBy, value)
+    return structure(Trigger, value)
 
 
 @attrs.frozen
@@ -101,12 +123,20 @@ class RunRequested:
     workflow: str
     input: Any
     requested_at: str = attrs.field(factory=utcnow)
+    # A re-run of run ``replay_of`` (same namespace), from step ``from_step`` (None: all of
+    # it). The dispatcher reads that run from the log: ``workflow`` and ``input`` are its.
+    replay_of: str | None = None
+    from_step: str | None = None
     v: int = 1
 
 
 @attrs.frozen
 class RunCreated:
-    """``runs.<id>.created``: the dispatcher accepted a run, with the DAG it will follow."""
+    """``runs.<id>.created``: the dispatcher accepted a run, with the DAG it will follow.
+
+    ``trigger`` says what started it (None: a request). A replay from a step carries in
+    ``kept`` the outputs of the steps it does not run again, taken from the run it replays
+    (they start SUCCEEDED). Version 2: ``trigger`` replaced v1's ``triggered_by``."""
 
     KIND = "created"
     run_id: str
@@ -114,11 +144,12 @@ class RunCreated:
     workflow_version: str
     input: Any
     steps: tuple[StepDef, ...] = attrs.field(converter=_step_defs)
-    triggered_by: TriggeredBy | None = attrs.field(default=None, converter=_triggered_by)
+    trigger: Trigger | None = attrs.field(default=None, converter=_trigger)
     created_at: str = attrs.field(factory=utcnow)
     on_failure: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
     schedule_timeout_s: float = 300.0
-    v: int = 1
+    kept: dict[str, Any] = attrs.Factory(dict)
+    v: int = 2
 
 
 @attrs.frozen

@@ -23,6 +23,11 @@ TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
 
 
+# An event published again (``natchet events replay``) names the sequence of the one it
+# repeats in this header: the projector records the link (``events.replay_of``).
+REPLAY_OF_HEADER = "Natchet-Replay-Of"
+
+
 class SubjectError(NatchetError, ValueError):
     """A name that cannot be used in a subject, or a subject that is not ours."""
 

@@ -18,6 +18,7 @@ from eventstore import (
     NatchetError,
     append,
     connect,
+    direct_get,
     direct_history,
     subscribe,
 )
@@ -25,13 +26,14 @@ from schemas import encode, encode_json
 from schemas.codec import DecodeError, decode_run_message
 from schemas.messages import (
     RunCancelRequested,
+    RunCreated,
     RunFinished,
     RunRejected,
     RunRequested,
     RunStatus,
     StepFinished,
 )
-from schemas.subjects import SubjectError
+from schemas.subjects import NAME_RE, REPLAY_OF_HEADER, SubjectError
 from worker import declare
 from worker.portal import Portal
 from worker.runtime import Worker
@@ -71,6 +73,26 @@ class EventClient:
         nc = await self._h.portal.nc()
         seq = await append(nc, Append(subject, encode_json(payload), dedup_id))
         return PushedEvent(key=key, event_id=str(seq))
+
+    async def _replay(self, event_id: str) -> PushedEvent:
+        scope = self._h.settings.scope
+        nc = await self._h.portal.nc()
+        original = await direct_get(nc, scope.tenant, int(event_id)) if event_id.isdigit() else None
+        prefix = f"{scope.prefix}.events."
+        if original is None or not original.subject.startswith(prefix):
+            raise NatchetError(f"no event {event_id} in {scope.prefix}")
+        key = original.subject.removeprefix(prefix)
+        item = Append(original.subject, original.data, headers=((REPLAY_OF_HEADER, event_id),))
+        return PushedEvent(key=key, event_id=str(await append(nc, item)))
+
+    def replay(self, event_id: str) -> PushedEvent:
+        """Publish event ``event_id`` of this namespace again (same key, same payload), as a
+        new event that names the one it repeats: the workflows listening to its key now
+        start new runs. The original and its runs are unchanged."""
+        return self._h.portal.call(self._replay(event_id))
+
+    async def aio_replay(self, event_id: str) -> PushedEvent:
+        return await self._h.portal.run(self._replay(event_id))
 
     def push(self, key: str, payload: Any, *, dedup_id: str | None = None) -> PushedEvent:
         """Publish an event (JSON payload) on ``<tenant>.<namespace>.events.<key>``."""
@@ -123,6 +145,8 @@ class WorkflowRunRef:
         except DecodeError:
             return False
         match message:
+            case RunCreated():  # a replay's kept steps: their outputs, carried over
+                outputs.update(message.kept)
             case StepFinished(status=RunStatus.SUCCEEDED):
                 outputs[message.step] = message.output
             case RunFinished(status=RunStatus.SUCCEEDED):
@@ -166,6 +190,30 @@ class AdminClient:
         self, workflow_name: str, input: Any = None, *, run_id: str | None = None
     ) -> WorkflowRunRef:
         return await self._h.portal.run(self._run(workflow_name, input, run_id))
+
+    async def _replay(self, run_id: str, from_step: str | None) -> WorkflowRunRef:
+        if not NAME_RE.match(run_id):
+            raise NatchetError(f"{run_id!r} is not a run id")
+        new_id = str(uuid.uuid4())
+        req = RunRequested(
+            run_id=new_id, workflow="", input=None, replay_of=run_id, from_step=from_step
+        )
+        nc = await self._h.portal.nc()
+        subject = self._h.settings.scope.run(new_id, "requested")
+        await append(nc, Append(subject, encode(req), f"{new_id}:requested"))
+        return WorkflowRunRef(self._h, new_id)
+
+    def replay(self, run_id: str, *, from_step: str | None = None) -> WorkflowRunRef:
+        """Run ``run_id`` (ended, of this namespace) again as a new run linked to it, with
+        its input and the workflow as registered now; ``from_step``: re-run that step and
+        everything downstream of it, keeping the outputs of the steps before it. The
+        original's history is unchanged. A replay the engine refuses (the run has not
+        ended, the step is not in the workflow, ...) ends the new run FAILED with the
+        reason, which ``result()`` raises."""
+        return self._h.portal.call(self._replay(run_id, from_step))
+
+    async def aio_replay(self, run_id: str, *, from_step: str | None = None) -> WorkflowRunRef:
+        return await self._h.portal.run(self._replay(run_id, from_step))
 
     async def _cancel(self, run_id: str, reason: str | None) -> None:
         nc = await self._h.portal.nc()

@@ -33,7 +33,7 @@ from schemas import (
     StepResult,
     StepRetryScheduled,
     Task,
-    TriggeredBy,
+    Trigger,
     WorkflowDef,
     encode,
     encode_json,
@@ -156,7 +156,7 @@ class Writer:
         """A whole successful run triggered by a new event, starting ``t`` seconds in."""
         r = run_id or str(uuid.uuid4())
         event_seq = await self.put(Append(self.scope.event(EVENT_KEY), encode_json({"order": 42})))
-        trigger = TriggeredBy(EVENT_KEY, str(event_seq))
+        trigger = Trigger.of_event(EVENT_KEY, str(event_seq))
         await self.put(
             RunCreated(r, "diamond", "v1", {"order": 42}, STEPS, trigger, created_at=at(t + 2))
         )
@@ -453,6 +453,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "finished_at": at(t + 17),
         "cancel_requested_at": None,
         "cancel_reason": None,
+        "replay_of": None,
         "steps": [
             step(
                 "a",

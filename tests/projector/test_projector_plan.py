@@ -28,12 +28,12 @@ SUBJECTS = [f"{TENANT}.default.runs.r1.{k}" for k in KINDS] + [
     f"{TENANT}.default.workers.w1",
     "other.default.events.x",
 ]
-FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "triggered_by", "step",
+FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "trigger", "step",
           "attempt", "delivery", "worker_id", "worker_name", "ok", "output", "error", "status",
           "line", "at", "created_at", "queued_at", "started_at", "finished_at", "reason",
           "name", "version", "on_events", "registered_at", "parents", "v", "on_failure",
           "handed_back", "non_retryable", "next_attempt", "due_at", "requested_at",
-          "schedule_timeout_s"]  # fmt: skip
+          "schedule_timeout_s", "kept", "kind", "replay_of", "from_step"]  # fmt: skip
 
 json_values = st.recursive(
     st.none()

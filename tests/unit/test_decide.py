@@ -74,7 +74,7 @@ def test_event_creates_a_run_and_queues_the_roots() -> None:
     out = apply(state, Event("order:placed", 7, {"n": 1}))
     run_id = event_run_id(SCOPE, 7, "Diamond")
     assert out[0].run_id == run_id
-    assert out[0].triggered_by.event_id == "7"
+    assert out[0].trigger.event_id == "7"
     assert queued_steps(out) == [("a", 1)]
     [task] = [m for m in out if isinstance(m, Task)]
     assert task.input == {"n": 1}

@@ -27,7 +27,7 @@ from schemas.messages import (
     StepResult,
     StepRetryScheduled,
     Task,
-    TriggeredBy,
+    Trigger,
     WorkerHeartbeat,
     WorkflowDef,
 )
@@ -49,7 +49,7 @@ def messages(value: Any) -> list[object]:
     return [
         wf,
         RunRequested("r", "wf", value),
-        RunCreated("r", "wf", "v1", value, (STEP,), TriggeredBy("k", "7"), "t", STEP, 5.0),
+        RunCreated("r", "wf", "v1", value, (STEP,), Trigger.of_event("k", "7"), "t", STEP, 5.0),
         RunRejected("r", "wf", "no such workflow"),
         StepQueued("r", "a", 1),
         Task("r", "wf", "a", 1, value, {"p": value}, 60.0, step_errors={"b": "boom"}),
