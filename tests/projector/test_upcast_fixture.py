@@ -51,11 +51,10 @@ def test_the_old_log_differs_only_in_version_and_decodes_to_the_current_messages
     for o, n in changed:
         body = orjson.loads(o.data)
         assert body["v"] == 1 and "triggered_by" in body and "trigger" not in body
-        was, now = decode_subject(parse(o.subject), o.data), decode_subject(parse(n.subject), n.data)
+        was = decode_subject(parse(o.subject), o.data)
+        now = decode_subject(parse(n.subject), n.data)
         assert isinstance(was, RunCreated) and was == now
-    events = [
-        o for o, _n in changed if orjson.loads(o.data)["triggered_by"] is not None
-    ]
+    events = [o for o, _n in changed if orjson.loads(o.data)["triggered_by"] is not None]
     assert events, "the fixture has event-triggered runs"
     for o in events:
         created = decode_subject(parse(o.subject), o.data)
