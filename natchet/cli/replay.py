@@ -1,13 +1,15 @@
-"""``natchet replay [--verify] [--swap] [--tenant T]``: rebuild the read model from the log into a
-fresh Postgres schema (``projector.replay``) and, with ``--verify``, compare it with the
-live one, row by row, printing every difference and exiting 1 if there is any; ``--swap``
-then makes the rebuild the live read model (``projector.replay.swap``)."""
+"""``natchet replay [--verify] [--swap] [--tenant T] [--json]``: rebuild the read model from the
+log into a fresh Postgres schema (``projector.replay``) and, with ``--verify``, compare it
+with the live one, row by row, printing every difference and exiting 1 if there is any;
+``--swap`` then makes the rebuild the live read model (``projector.replay.swap``). With
+``--json``, stdout is one JSON object at the end (progress stays on stderr)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime as dt
+import json
 import sys
 import time
 from typing import Any
@@ -26,7 +28,9 @@ from natchet.cli.connection import (
 from natchet.cli.output import note
 from projector.migrations import DEFAULT_SCHEMA
 from projector.replay import (
+    Difference,
     ReplayError,
+    Report,
     drop_schema,
     live_checkpoints,
     replay,
@@ -66,6 +70,13 @@ def add_parser(sub: Any) -> None:
     )
     rp.add_argument(
         "--keep", action="store_true", help="with --verify: keep the rebuilt schema afterwards"
+    )
+    rp.add_argument(
+        "--json",
+        action="store_true",
+        help='one object on stdout at the end: {"messages": N, "seconds": S, "rate": R,'
+        ' "tenants": [...], "verified": B, "differences": [...], "swapped": B, ...}'
+        " (progress stays on stderr; same exit codes)",
     )
     add_nats_flags(rp, role="engine")
     add_database_flag(rp)
@@ -175,46 +186,105 @@ async def _replay(
     verify: bool,
 ) -> int:
     meter = _Meter()
+    started = time.monotonic()
     try:
         report = await replay(live, work, logs, schema, progress=meter, compare=verify)
     finally:
         meter.close()
+    seconds = time.monotonic() - started
+    said: list[str] = []  # what a person reads on stdout (not with --json)
+    result: dict[str, Any] = {
+        "messages": meter.done,
+        "seconds": round(seconds, 3),
+        "rate": round(meter.done / seconds, 1) if seconds > 0 else None,
+        "tenants": sorted(logs),
+        "covered": report.covered,
+        "schema": schema,
+        "verified": verify,
+        "rows_compared": report.rows if verify else None,
+        "caught_up": report.caught_up,
+        "differences": [difference_json(d) for d in report.differences],
+        "swapped": False,
+        "old_schema": None,
+        "kept": True,
+    }
     for tenant, seq in report.covered.items():
-        print(
+        said.append(
             f"replayed {tenant}: log sequences 1..{seq} (where the live projection is)"
             f" into schema {schema}"
         )
+    code = await _verify_and_swap(args, work, logs, schema, verify, report, result, said)
+    if args.json:
+        print(json.dumps(result, indent=2, default=jsonable))
+    else:
+        for line in said:
+            print(line)
+    return code
+
+
+async def _verify_and_swap(
+    args: argparse.Namespace,
+    work: psycopg.AsyncConnection[Any],
+    logs: dict[str, Connection],
+    schema: str,
+    verify: bool,
+    report: Report,
+    result: dict[str, Any],
+    said: list[str],
+) -> int:
+    """What the verify found, and the swap or the drop it leads to: told in ``said`` (and
+    ``result``); the exit code."""
     if not verify:
-        print(
+        said.append(
             f"the rebuilt read model is in schema {schema}"
             f" (DROP SCHEMA {schema} CASCADE removes it)"
         )
         return 0
     if report.caught_up:
-        print(
+        said.append(
             f"the live projector applied {report.caught_up:,} more messages meanwhile:"
             " replayed too, before comparing"
         )
-    for diff in report.differences:
-        print(diff.describe())
+    said.extend(diff.describe() for diff in report.differences)
     n = len(report.differences)
-    print(
+    said.append(
         f"compared {report.rows:,} live rows of {len(logs)} tenant(s) with the rebuild:"
         f" {n} difference{'' if n == 1 else 's'}"
     )
     if n and args.swap:
-        print("not swapped: the rebuild differs from the live projection")
+        said.append("not swapped: the rebuild differs from the live projection")
     elif args.swap:
         old = "natchet_old_" + dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S_%f")
         held = await swap(work, logs, schema, report.covered, old)
         upto = ", ".join(f"{t} through {seq}" for t, seq in held.items())
-        print(
+        said.append(
             f"swapped: the rebuilt read model ({upto}) is now live in schema {DEFAULT_SCHEMA};"
             f" the old tables are in schema {old} (DROP SCHEMA {old} CASCADE removes them)"
         )
+        result.update(swapped=True, old_schema=old, covered=held, kept=False)
         return 0
     if args.keep:
-        print(f"kept the rebuilt schema {schema}")
+        said.append(f"kept the rebuilt schema {schema}")
     else:
         await drop_schema(work, schema)
+        result["kept"] = False
     return 1 if n else 0
+
+
+def difference_json(diff: Difference) -> dict[str, Any]:
+    """A difference as ``--json`` gives it (``column`` null: a row only one side has, the
+    other side null)."""
+    return {
+        "table": diff.table,
+        "key": diff.key,
+        "column": diff.column,
+        "live": diff.live,
+        "rebuilt": diff.rebuilt,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """A column value JSON cannot hold as is: times in ISO 8601, anything else as text."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return str(value)

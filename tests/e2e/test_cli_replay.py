@@ -5,6 +5,7 @@ a real process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from natchet.engine import Engine
 from projector import dump_tables
 from schemas import Scope
 from tests.conftest import running
-from tests.e2e.test_cli_audit import audited, finished
+from tests.e2e.test_cli_audit import an_audited_run, audited, finished
 from tests.support import hatchet_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +125,58 @@ async def test_replay_verify_finds_nothing_then_exactly_the_changed_row(
     # A schema that exists is refused, in one line.
     code, out, err = await natchet(tmp_path, nats_server, dsn, *keep)
     assert code == 2 and err.strip().count("\n") == 0 and "already exists" in err, err
+
+
+async def test_replay_json_is_one_object_that_names_each_difference(
+    nats_server: NatsServer,
+    engine: Engine,
+    nc: NATS,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+) -> None:
+    """``--json``: stdout is one object (progress stays on stderr), the exit codes as
+    without it."""
+    run_id, _event = await an_audited_run(nats_server, nc, tenant_name)
+    end = await engine.projectors[tenant_name].wait_caught_up(timeout_s=30)
+    verify = ("replay", "--verify", "--tenant", tenant_name, "--json")
+
+    code, out, err = await natchet(tmp_path, nats_server, dsn, *verify)
+    assert code == 0, (out, err)
+    clean = json.loads(out)  # all of stdout
+    covered = clean["covered"][tenant_name]
+    assert covered >= end and clean["messages"] == covered, clean
+    assert clean["tenants"] == [tenant_name] and list(clean["covered"]) == [tenant_name]
+    assert clean["verified"] is True and clean["rows_compared"] > 0
+    assert clean["differences"] == [] and clean["swapped"] is False
+    assert clean["seconds"] > 0 and clean["rate"] > 0
+    assert f"replayed {covered:,}/{covered:,} messages" in err  # progress: stderr only
+    assert clean["kept"] is False and await replay_schemas(db) == []
+
+    await db.execute(
+        "UPDATE steps SET status = 'FAILED' WHERE tenant = %s AND run_id = %s AND name = 'd'",
+        (tenant_name, run_id),
+    )
+    code, out, err = await natchet(tmp_path, nats_server, dsn, *verify)
+    assert code == 1, (out, err)
+    changed = json.loads(out)
+    assert changed["differences"] == [
+        {
+            "table": "steps",
+            "key": {"tenant": tenant_name, "run_id": run_id, "name": "d"},
+            "column": "status",
+            "live": "FAILED",
+            "rebuilt": "SUCCEEDED",
+        }
+    ], changed
+    assert changed["verified"] is True and changed["swapped"] is False
+
+    # --swap refuses, and says so in the object; the exit code is the same.
+    code, out, err = await natchet(tmp_path, nats_server, dsn, "replay", "--swap", "--json")
+    assert code == 1, (out, err)
+    refused = json.loads(out)
+    assert refused["swapped"] is False and len(refused["differences"]) == 1, refused
 
 
 async def test_replay_swap_makes_the_rebuild_live_and_the_projector_goes_on(
