@@ -5,9 +5,14 @@ a real process."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,60 @@ async def natchet(tmp_path: Path, server: NatsServer, dsn: str, *args: str) -> t
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def read_until_closed(fd: int) -> bytes:
+    """All a pseudo-terminal's master reads until every slave end is closed (Linux: EIO)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+async def natchet_on_a_terminal(
+    tmp_path: Path, server: NatsServer, dsn: str, *args: str
+) -> tuple[int, str]:
+    """The CLI with stdout and stderr on a pseudo-terminal (80 columns): its exit code and
+    everything the terminal received, read until the process is gone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    env.update(PYTHONPATH=str(ROOT), TERM="xterm", COLUMNS="80")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "natchet.cli",
+            *args,
+            "--nats-url",
+            server.url,
+            "--database-url",
+            dsn,
+            cwd=tmp_path,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+        )
+    finally:
+        os.close(slave)  # the child's are its only ones: EOF once it exits
+    try:
+        reading = asyncio.create_task(asyncio.to_thread(read_until_closed, master))
+        try:
+            code = await asyncio.wait_for(proc.wait(), 120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        text = (await asyncio.wait_for(reading, 30)).decode()
+    finally:
+        os.close(master)
+    return code, text
 
 
 async def replay_schemas(db: psycopg.AsyncConnection[Any]) -> list[str]:
@@ -291,3 +350,45 @@ async def test_replay_verify_while_the_engine_works_compares_the_same_prefix(
     assert pushed > 5
     assert code == 0, (out, err)
     assert out.rstrip().endswith("0 differences"), out
+
+
+# tqdm's frame on close: "replay: 100%|####| N/N [MM:SS<00:00, R msg/s]".
+BAR = re.compile(
+    r"replay: +100%\|[^|]*\| (?P<done>\d+)/(?P<total>\d+)"
+    r" \[(?P<elapsed>(?:\d+:)?\d\d:\d\d)<(?P<eta>(?:\d+:)?\d\d:\d\d),"
+    r" +(?P<rate>\d+(?:\.\d+)?)msg/s\]"
+)
+
+
+async def test_replay_on_a_terminal_draws_a_bar_with_count_rate_and_eta(
+    nats_server: NatsServer,
+    engine: Engine,
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+) -> None:
+    """On a terminal the progress is tqdm's bar (the plain lines are for pipes and files):
+    messages done of all, the rate, elapsed and ETA, ending at the count the log holds."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    for first in range(0, 300, 50):
+        await asyncio.gather(
+            *(hatchet.event.aio_push("bar:n", {"n": n}) for n in range(first, first + 50))
+        )
+    hatchet.close()
+    end = await engine.projectors[tenant_name].wait_caught_up(timeout_s=30)
+    assert end >= 300
+
+    code, text = await natchet_on_a_terminal(
+        tmp_path, nats_server, dsn, "replay", "--verify", "--tenant", tenant_name
+    )
+    assert code == 0, text
+    frames = [f.strip() for f in re.split(r"[\r\n]+", text) if f.strip()]
+    assert not any(f.startswith("replayed ") and "messages," in f for f in frames), text
+    bars = [m for f in frames if (m := BAR.search(f))]
+    assert bars, text
+    final = bars[-1]
+    covered = int(re.findall(rf"replayed {tenant_name}: log sequences 1\.\.(\d+) ", text)[0])
+    assert covered >= end
+    assert int(final["done"]) == int(final["total"]) == covered, final.group(0)
+    assert final["eta"].endswith("00:00") and float(final["rate"]) > 0, final.group(0)
+    assert "with the rebuild: 0 differences" in text
