@@ -43,6 +43,7 @@ from eventstore.messages import (
 )
 from eventstore.pipeline import Appender
 from eventstore.provision import (
+    LogGuarantees,
     StreamConfigError,
     StreamLimits,
     TaskConsumerSettings,
@@ -50,6 +51,7 @@ from eventstore.provision import (
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     ensure_tenant_stream,
+    log_guarantees,
     task_consumer_name,
 )
 from eventstore.pull import Slots, TaskPuller
@@ -81,6 +83,7 @@ __all__ = [
     "DuplicateBatchError",
     "Inputs",
     "LogFullError",
+    "LogGuarantees",
     "Message",
     "NatchetError",
     "NatsOptions",
@@ -115,6 +118,7 @@ __all__ = [
     "follow",
     "last_seq",
     "latest",
+    "log_guarantees",
     "max_message_bytes",
     "normalize_url",
     "publish",

@@ -136,6 +136,37 @@ def log_weaknesses(config: StreamConfig, expected: StreamConfig) -> list[str]:
     return [why for ok, why in checks if not ok]
 
 
+@attrs.frozen
+class LogGuarantees:
+    """What a tenant's log, as the server stores it, promises about its history: its
+    ``stream``, whether it refuses deleting a message (``deny_delete``) and purging
+    (``deny_purge``), and every way it falls short of append-only (``weaknesses``: the
+    check the engine makes before it serves the tenant)."""
+
+    stream: str
+    deny_delete: bool
+    deny_purge: bool
+    weaknesses: tuple[str, ...]
+
+    @property
+    def append_only(self) -> bool:
+        return not self.weaknesses
+
+
+async def log_guarantees(conn: Connection, tenant: str) -> LogGuarantees:
+    """The tenant's log's stored configuration, read from the server (one stream info)."""
+    expected = log_stream_config(tenant)
+    name = str(expected.name)
+    async with translated(f"reading the configuration of stream {name}"):
+        stored = (await conn.jetstream().stream_info(name)).config
+    return LogGuarantees(
+        name,
+        bool(stored.deny_delete),
+        bool(stored.deny_purge),
+        tuple(log_weaknesses(stored, expected)),
+    )
+
+
 async def _ensure(js: JetStreamContext, config: StreamConfig) -> StreamConfig:
     """Create ``config``'s stream if missing; return the configuration the server stored."""
     name = str(config.name)

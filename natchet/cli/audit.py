@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from eventstore import Connection, Record, Tail
+from eventstore import Connection, LogGuarantees, Record, Tail, log_guarantees
 from natchet.audit import (
     ENDS,
     NOT_RECORDED,
@@ -48,7 +48,8 @@ def add_parser(sub: Any) -> None:
     au.add_argument(
         "--json",
         action="store_true",
-        help='{"run": ..., "attempts": [...], "entries": [...]}; with --follow, an entry a line',
+        help='{"run": ..., "attempts": [...], "entries": [...], "log": {...}};'
+        " with --follow, an entry a line",
     )
     au.add_argument("--follow", action="store_true", help="keep printing until the run ends")
     au.add_argument("--namespace", help="the run's namespace, when its id is in several")
@@ -76,10 +77,13 @@ async def audit(args: argparse.Namespace) -> int:
         run = run_summary(run_id, scope, pairs)
         if args.follow:
             return await follow_run(nc, scope, run_id, pairs, lines, attempts, end, args.json)
+        log = await log_guarantees(nc, tenant)
     if args.json:
-        dump_json({"run": run, "attempts": list(attempts.rows.values()), "entries": lines})
+        attempt_rows = list(attempts.rows.values())
+        dump_json({"run": run, "attempts": attempt_rows, "entries": lines, "log": log_json(log)})
     else:
         print_run(run, lines)
+        print(log_line(log))
     return 0
 
 
@@ -149,8 +153,9 @@ async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> 
         "publisher": NOT_RECORDED,
     }
     runs = await runs_of_event(nc, scope, parsed.event_key, record.seq)
+    log = await log_guarantees(nc, tenant)
     if args.json:
-        dump_json({"event": event, "runs": runs})
+        dump_json({"event": event, "runs": runs, "log": log_json(log)})
         return 0
     print(
         f"event {record.seq}  {parsed.event_key}  namespace {scope.namespace}"
@@ -165,6 +170,7 @@ async def audit_event(nc: Connection, tenant: str, args: argparse.Namespace) -> 
         for r in runs:
             print(f"  {r['id']:36}  {r['workflow']:20}  {r['status']:9}  seq {r['created_seq']}")
         print("`natchet audit RUN_ID` shows one of them")
+    print(log_line(log))
     return 0
 
 
@@ -221,6 +227,30 @@ def show(e: dict[str, Any], as_json: bool) -> None:
     for v in e.get("verdicts", []):
         if v["error"]:
             print(f"{'':10}{v['step']}: {v['error']}", flush=True)
+
+
+def log_json(log: LogGuarantees) -> dict[str, Any]:
+    """Where the history comes from, and what its stream's stored configuration promises."""
+    return {
+        "stream": log.stream,
+        "append_only": log.append_only,
+        "deny_delete": log.deny_delete,
+        "deny_purge": log.deny_purge,
+        "weaknesses": list(log.weaknesses),
+    }
+
+
+def log_line(log: LogGuarantees) -> str:
+    """The last line of an audit: the log it read, append-only or not, as the server has it."""
+    if log.append_only:
+        return (
+            f"history from the append-only log, stream {log.stream}: its stored configuration"
+            " denies delete and purge (deny_delete, deny_purge) and allows no rollup or TTL"
+        )
+    return (
+        f"history from stream {log.stream}, which is NOT append-only as stored:"
+        f" {'; '.join(log.weaknesses)}"
+    )
 
 
 def print_run(run: dict[str, Any], lines: list[dict[str, Any]]) -> None:

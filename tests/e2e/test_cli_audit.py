@@ -15,9 +15,10 @@ from nats.aio.client import Client as NATS
 
 import eventstore
 from dispatcher.decide import event_run_id
+from eventstore.provision import log_stream_config
 from natchet.dev.embedded import NatsServer, free_port
 from natchet.engine import Engine
-from schemas import Scope
+from schemas import Scope, stream_name
 from tests.conftest import eventually, running
 from tests.support import hatchet_for
 from worker import Context, Hatchet
@@ -193,6 +194,63 @@ async def test_audit_of_a_run_with_a_retry_from_the_log_without_postgres(
     assert "not Postgres" in out and "publisher (not recorded)" in out
 
     await check_event_audit(tmp_path, nats_server, tenant_name, event_id, run_id, seqs[1])
+
+
+async def test_audit_says_its_history_is_from_the_append_only_log(
+    nats_server: NatsServer, engine: Engine, nc: NATS, tenant_name: str, tmp_path: Path
+) -> None:
+    """The last line (and ``log`` in ``--json``): the stream the history was read from and
+    what its stored configuration promises, read from the server, not assumed."""
+    run_id, event_id = await an_audited_run(nats_server, nc, tenant_name)
+    stream = stream_name(tenant_name)
+    append_only = {
+        "stream": stream,
+        "append_only": True,
+        "deny_delete": True,
+        "deny_purge": True,
+        "weaknesses": [],
+    }
+
+    code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", run_id)
+    assert code == 0, err
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith(f"history from the append-only log, stream {stream}: "), out
+    assert "denies delete and purge (deny_delete, deny_purge)" in last
+    code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", run_id, "--json")
+    assert code == 0 and json.loads(out)["log"] == append_only, (out, err)
+    code, out, err = await natchet(
+        tmp_path, nats_server, tenant_name, "audit", "--event", event_id, "--json"
+    )
+    assert code == 0 and json.loads(out)["log"] == append_only, (out, err)
+
+    # A log someone made by hand, which allows deletes and purges: the audit says so.
+    weak_tenant = f"w{tenant_name}"
+    weak = log_stream_config(weak_tenant)
+    weak.deny_delete = weak.deny_purge = False
+    await nc.jetstream().add_stream(weak)
+    try:
+        seq = await eventstore.append(nc, eventstore.Append(Scope(weak_tenant).event("x"), b"{}"))
+        code, out, err = await natchet(
+            tmp_path, nats_server, weak_tenant, "audit", "--event", str(seq), "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["log"] == {
+            "stream": stream_name(weak_tenant),
+            "append_only": False,
+            "deny_delete": False,
+            "deny_purge": False,
+            "weaknesses": ["deny_delete is off", "deny_purge is off"],
+        }
+        code, out, err = await natchet(
+            tmp_path, nats_server, weak_tenant, "audit", "--event", str(seq)
+        )
+        assert code == 0, err
+        assert out.rstrip().splitlines()[-1] == (
+            f"history from stream {stream_name(weak_tenant)}, which is NOT append-only as stored:"
+            " deny_delete is off; deny_purge is off"
+        )
+    finally:
+        await nc.jetstream().delete_stream(stream_name(weak_tenant))
 
 
 async def test_audit_of_what_is_not_there_is_one_line(
