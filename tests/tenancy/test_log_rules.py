@@ -4,7 +4,9 @@ relayed into another tenant; batch headers do not stall another tenant's dispatc
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import uuid
 from typing import Any
 
@@ -87,6 +89,148 @@ async def test_purge_and_delete_of_own_log_are_refused(
         with pytest.raises(PermissionDeniedError):
             await request(attacker.nc, subject, body, timeout_s=3)
     await unchanged(attacker.nc, lambda: own_log(tenancy_engine, attacker.tenant), before)
+
+
+def erasures(stream: str, seq: int, subject: str) -> list[tuple[str, bytes]]:
+    """Every way the JetStream API takes to remove message ``seq`` (on ``subject``) of
+    ``stream``: deleted (overwritten or not), or purged (all, by subject, below a sequence,
+    keeping the last)."""
+    delete, purge = f"$JS.API.STREAM.MSG.DELETE.{stream}", f"$JS.API.STREAM.PURGE.{stream}"
+    return [
+        (delete, orjson.dumps({"seq": seq})),
+        (delete, orjson.dumps({"seq": seq, "no_erase": True})),
+        (delete, orjson.dumps({"seq": seq, "no_erase": False})),
+        (purge, b""),
+        (purge, orjson.dumps({"filter": subject})),
+        (purge, orjson.dumps({"seq": seq + 1})),
+        (purge, orjson.dumps({"keep": 1})),
+        (purge, orjson.dumps({"filter": subject, "keep": 0})),
+    ]
+
+
+async def raw_publishes(
+    server: NatsServer,
+    tenant: str,
+    token: str,
+    requests: list[tuple[str, bytes]],
+    control: tuple[str, bytes],
+) -> tuple[list[str], str]:
+    """``requests`` sent as the NATS protocol itself on a socket of the tenant's own (its
+    token, replies to its inbox), no client library: every line the server answered them
+    with; then ``control``, a request the tenant may make, and the answer it got (so the
+    socket could have been answered)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    inbox = f"_INBOX_{tenant}.raw"
+    lines: list[str] = []
+
+    async def read_until(stop: str) -> str:
+        """Lines into ``lines`` until one starting with ``stop`` (returned, not kept)."""
+        while True:
+            line = (await reader.readline()).decode().rstrip("\r\n")
+            assert line, f"the server closed the connection: {lines}"
+            if line.startswith(("MSG ", "HMSG ")):  # the payload's size ends the line
+                payload = await reader.readexactly(int(line.split()[-1]) + 2)
+                line += " " + payload[:-2].decode(errors="replace")
+            if line.startswith(stop):
+                return line
+            if line.startswith(("INFO ", "PONG")):  # the server's news, a stray pong
+                continue
+            if line.startswith("-ERR") and "authorization" in line.lower():
+                raise AssertionError(f"the tenant's token was refused: {line}")
+            lines.append(line)
+
+    try:
+        info = await asyncio.wait_for(reader.readline(), 10)
+        assert info.startswith(b"INFO "), info
+        connect = {
+            "auth_token": token,
+            "verbose": False,
+            "pedantic": False,
+            "protocol": 1,
+            "headers": True,
+            "no_responders": True,
+            "lang": "raw",
+            "version": "0",
+            "name": "raw-attacker",
+        }
+        writer.write(b"CONNECT " + orjson.dumps(connect) + b"\r\nPING\r\n")
+        await asyncio.wait_for(read_until("PONG"), 10)  # authenticated (the callout said yes)
+        writer.write(f"SUB {inbox}.* 1\r\n".encode())
+        for n, (subject, body) in enumerate(requests):
+            writer.write(f"PUB {subject} {inbox}.{n} {len(body)}\r\n".encode() + body + b"\r\n")
+        writer.write(b"PING\r\n")
+        await asyncio.wait_for(read_until("PONG"), 10)  # every publish above was processed
+        subject, body = control
+        writer.write(f"PUB {subject} {inbox}.control {len(body)}\r\n".encode() + body + b"\r\n")
+        answer = await asyncio.wait_for(read_until(f"HMSG {inbox}.control "), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return lines, answer
+
+
+async def own_messages(engine: Engine, tenant: str, seqs: list[int]) -> list[tuple[str, bytes]]:
+    """Messages ``seqs`` of the tenant's log, as the engine's own connection reads them."""
+    out = []
+    for seq in seqs:
+        record = await eventstore.direct_get(log_nc(engine, tenant), tenant, seq)
+        assert record is not None, f"message {seq} of {tenant}'s log is gone"
+        out.append((record.subject, record.data))
+    return out
+
+
+async def test_a_tenant_cannot_delete_or_purge_a_message_it_stored(
+    attacker: Attacker, tenancy_engine: Engine, auth_server: NatsServer
+) -> None:
+    """A stores messages, then aims every delete and purge the JetStream API takes at them,
+    with its token: through the client library and as raw protocol on a socket. Each is
+    refused by the server, and the engine's connection reads every message back as stored,
+    the log starting at 1 with no gap."""
+    tenant, stream = attacker.tenant, stream_name(attacker.tenant)
+    stored = []
+    for n in range(3):
+        subject = Scope(tenant).event(f"keep{n}")
+        seq = await append(attacker.nc, Append(subject, orjson.dumps({"n": n})))
+        stored.append((seq, subject, orjson.dumps({"n": n})))
+    seqs = [seq for seq, _, _ in stored]
+    expected = [(subject, data) for _, subject, data in stored]
+    assert await own_messages(tenancy_engine, tenant, seqs) == expected  # the control
+    attempts = [a for seq, subject, _ in stored for a in erasures(stream, seq, subject)]
+
+    for subject, body in attempts:
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, body, timeout_s=3)
+
+    read = (f"$JS.API.DIRECT.GET.{stream}", orjson.dumps({"seq": seqs[0]}))
+    answers, control = await raw_publishes(auth_server, tenant, attacker.token, attempts, read)
+    assert control.endswith(expected[0][1].decode()), control  # direct gets answer with headers
+    refused = [line for line in answers if "permissions violation for publish" in line.lower()]
+    assert len(refused) == len(attempts) == len(answers), answers
+    assert {line.split(" to ", 1)[1].strip("\"'") for line in refused} == {s for s, _ in attempts}
+
+    assert await own_messages(tenancy_engine, tenant, seqs) == expected
+    first, messages, last = await own_log_bounds(tenancy_engine, tenant)
+    assert first == 1 and messages == last >= max(seqs)
+
+
+async def test_the_log_itself_refuses_deletes_and_purges(
+    attacker: Attacker, tenancy_engine: Engine
+) -> None:
+    """Behind the tenant's permissions, the stream: even the engine's own connection, which
+    may call its log's JetStream API, is refused every delete and purge (deny_delete,
+    deny_purge), and the message stays."""
+    tenant, stream = attacker.tenant, stream_name(attacker.tenant)
+    subject = Scope(tenant).event("keep")
+    seq = await append(attacker.nc, Append(subject, b'{"kept": true}'))
+    engine_nc = log_nc(tenancy_engine, tenant)
+    for api, body in erasures(stream, seq, subject):
+        reply = orjson.loads((await request(engine_nc, api, body, timeout_s=5)).data)
+        assert reply.get("success") is not True and "error" in reply, (api, body, reply)
+        assert "not permitted" in reply["error"]["description"], (api, body, reply)
+    assert await own_messages(tenancy_engine, tenant, [seq]) == [(subject, b'{"kept": true}')]
+    first, messages, last = await own_log_bounds(tenancy_engine, tenant)
+    assert first == 1 and messages == last
 
 
 @pytest.mark.parametrize(
