@@ -11,7 +11,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, LiteralString
 
 import attrs
@@ -153,6 +153,39 @@ async def runs_page(
     last = rows[-1] if rows else None
     cursor = _cursor(last["created_at"], last["id"], last["tenant"]) if more and last else None
     return Page(rows, total, cursor)
+
+
+async def select_runs(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    tenant: str,
+    namespace: str | None = None,
+    statuses: Sequence[str] | None = None,
+    workflow: str | None = None,
+    since: dt.datetime | None = None,
+    schema: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of ``tenant`` matching every filter given (``statuses``: any of them;
+    ``since``: created then or later), oldest first, not paged: what a bulk action acts on.
+    Only the columns that say which run it is (``id``, ``namespace``, ``workflow``,
+    ``status``, ``created_at``); the tenant leads the ``(tenant, namespace, status)`` index."""
+    return await _fetch(
+        conn,
+        "SELECT id, namespace, workflow, status, created_at FROM runs WHERE tenant = %(tenant)s"
+        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+        " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))"
+        " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+        " AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)"
+        " ORDER BY created_at, id",
+        {
+            "tenant": tenant,
+            "namespace": namespace,
+            "statuses": None if statuses is None else list(statuses),
+            "workflow": workflow,
+            "since": since,
+        },
+        schema,
+    )
 
 
 async def _count(
