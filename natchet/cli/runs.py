@@ -1,15 +1,25 @@
 """``natchet runs list|get``, read from the projection in Postgres, and ``natchet runs
-cancel``, which asks the engine through NATS (the log decides, not Postgres)."""
+cancel``, which asks the engine through NATS (the log decides, not Postgres): one run, or
+every run not yet ended that the filters select from Postgres (:mod:`natchet.cli.bulk`)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
-from eventstore import Append, ConfigError, append
+from eventstore import Append, Appender, ConfigError, Connection, NatchetError, append
 from natchet.audit import as_of, check_run_id
 from natchet.cli.audit import read_run_or_say
+from natchet.cli.bulk import (
+    RunRef,
+    act_on_each,
+    add_selection_flags,
+    confirm,
+    select,
+    selection_of,
+)
 from natchet.cli.connection import (
     add_database_flag,
     add_nats_flags,
@@ -20,7 +30,7 @@ from natchet.cli.connection import (
 )
 from natchet.cli.output import add_page_flags, dump_json, note, say_if_truncated
 from projector.queries import get_run, runs_page
-from schemas import RunCancelRequested, Scope, encode
+from schemas import RunCancelRequested, RunStatus, Scope, encode
 
 
 def add_parser(sub: Any) -> None:
@@ -51,10 +61,18 @@ def add_parser(sub: Any) -> None:
     add_nats_flags(rg)
     rg.set_defaults(handler=runs_get)
 
-    rc = runs_sub.add_parser("cancel", help="cancel a run (through NATS)")
-    rc.add_argument("run_id")
+    rc = runs_sub.add_parser(
+        "cancel",
+        help="cancel a run, or every run the filters select (through NATS)",
+        description="Cancel RUN_ID, or the runs not yet ended that --status, --workflow and"
+        " --since select (read from Postgres; counted and confirmed first, or --yes).",
+    )
+    rc.add_argument("run_id", nargs="?", metavar="RUN_ID")
     rc.add_argument("--reason")
-    rc.add_argument("--namespace", default="default")
+    rc.add_argument(
+        "--namespace", help="RUN_ID's namespace (default: default); with filters, only this one"
+    )
+    add_selection_flags(rc, verb="cancel")
     add_nats_flags(rc, role="log")
     rc.set_defaults(handler=runs_cancel)
 
@@ -146,10 +164,63 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
 
 
 async def runs_cancel(args: argparse.Namespace) -> int:
-    scope = Scope(tenant_of(args), args.namespace)
-    subject = scope.run(args.run_id, "cancel_requested")
-    body = encode(RunCancelRequested(run_id=args.run_id, reason=args.reason))
+    tenant = tenant_of(args)
+    selection = selection_of(args, tenant)
+    if args.run_id is not None:
+        if selection is not None:
+            raise ConfigError("give RUN_ID or filters (--status, --workflow, --since), not both")
+        return await _cancel_one(args, Scope(tenant, args.namespace or "default"))
+    if selection is None:
+        raise ConfigError("which runs? give RUN_ID, or --status, --workflow and/or --since")
+    if selection.status is not None and RunStatus(selection.status).terminal:
+        print(f"{selection.status} runs have ended: cancelling them changes nothing")
+        return 0
+    among = [s.value for s in RunStatus if not s.terminal]
+    runs = await select(args, selection, among=among)
+    if not confirm(len(runs), selection.describe(among), verb="Cancel", yes=args.yes):
+        return 0
+    async with open_nats(args, role="log", tenant=tenant) as nc:
+        appender = Appender(nc)
+        try:
+            return await act_on_each(
+                runs,
+                lambda batch: _cancel_batch(nc, appender, tenant, batch, args.reason),
+                did="cancel requested for",
+            )
+        finally:
+            await appender.close()
+
+
+def _cancel_request(tenant: str, run_id: str, namespace: str, reason: str | None) -> Append:
+    subject = Scope(tenant, namespace).run(run_id, "cancel_requested")
+    body = encode(RunCancelRequested(run_id=run_id, reason=reason))
+    return Append(subject, body, f"{run_id}:cancel_requested")
+
+
+async def _cancel_one(args: argparse.Namespace, scope: Scope) -> int:
+    request = _cancel_request(scope.tenant, args.run_id, scope.namespace, args.reason)
     async with open_nats(args, role="log", tenant=scope.tenant) as nc:
-        await append(nc, Append(subject, body, f"{args.run_id}:cancel_requested"))
+        await append(nc, request)
     print(f"cancel requested for run {args.run_id}; `natchet runs get {args.run_id}` shows it")
     return 0
+
+
+async def _cancel_batch(
+    nc: Connection, appender: Appender, tenant: str, runs: Sequence[RunRef], reason: str | None
+) -> list[BaseException | None]:
+    """The cancel requests of ``runs``, pipelined; if that fails, one by one, to tell which
+    (their dedup ids make a request sent twice count once)."""
+    requests = [_cancel_request(tenant, r.id, r.namespace, reason) for r in runs]
+    try:
+        await appender.append_all(requests)
+        return [None] * len(requests)
+    except NatchetError:
+        pass
+    errors: list[BaseException | None] = []
+    for request in requests:
+        try:
+            await append(nc, request)
+            errors.append(None)
+        except NatchetError as exc:
+            errors.append(exc)
+    return errors
