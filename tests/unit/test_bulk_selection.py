@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from natchet.cli.bulk import Selection, parse_since, parse_status
+from natchet.cli.bulk import Selection, confirm, parse_since, parse_status
 from schemas.errors import ConfigError
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -57,3 +57,34 @@ def test_a_selection_says_back_the_filters_given() -> None:
     assert Selection("acme", workflow="W").describe(["QUEUED", "RUNNING"]) == (
         "tenant=acme, status=QUEUED|RUNNING, workflow=W"
     )
+
+
+class _Stdin:
+    def __init__(self, *, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(("answer", "goes_on"), [("y", True), ("YES\n", True), ("", False)])
+def test_confirm_asks_the_person_at_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], answer: str, goes_on: bool
+) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin", _Stdin(tty=True))
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    assert confirm(3, "workflow=W", verb="Cancel", yes=False) is goes_on
+    assert asked == ["Cancel 3 runs? [y/N] "]
+    assert capsys.readouterr().out.startswith("3 runs match (workflow=W)\n")
+
+
+def test_confirm_without_a_terminal_needs_yes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", _Stdin(tty=False))
+    with pytest.raises(ConfigError, match=r"not going to replay 2 runs .* pass --yes"):
+        confirm(2, "status=FAILED", verb="Replay", yes=False)
+    assert confirm(2, "status=FAILED", verb="Replay", yes=True) is True
+    assert confirm(0, "status=FAILED", verb="Replay", yes=True) is False
+    assert capsys.readouterr().out.splitlines()[-1] == "no runs match (status=FAILED)"
