@@ -4,7 +4,8 @@ One module per command group, each adding its parser and naming its handler (an 
 function of the parsed arguments that returns the exit code):
 
 * :mod:`natchet.cli.serve`: ``dev``, ``engine``, ``demo`` (long-running; signals);
-* :mod:`natchet.cli.runs`: ``runs list|get|cancel``; :mod:`natchet.cli.events`:
+* :mod:`natchet.cli.runs`: ``runs list|get|cancel`` (:mod:`natchet.cli.bulk`: acting on
+  the runs filters select); :mod:`natchet.cli.events`:
   ``events list``; :mod:`natchet.cli.event`: ``event push``;
   :mod:`natchet.cli.workers`: ``workers list``; :mod:`natchet.cli.audit`: ``audit``
   (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``

@@ -33,6 +33,11 @@ def test_the_readme_shows_the_replay_commands() -> None:
     assert {"--verify", "--swap", "--tenant"} <= {w for c in replays for w in c.split()}
 
 
+def test_the_readme_shows_the_bulk_cancel_commands() -> None:
+    cancels = [c for c in readme_commands() if " runs cancel" in c]
+    assert {"--status", "--workflow", "--since", "--yes"} <= {w for c in cancels for w in c.split()}
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_natchet_command_parses(command: str) -> None:
     words = [{"EVENT_ID": "42"}.get(w, w) for w in shlex.split(command)[1:]]  # placeholders
