@@ -69,11 +69,12 @@ class Workload:
     unscheduled: str  # FAILED: no worker took its step within the schedule timeout
     cancelled: str  # CANCELLED while its step ran
     killed: str  # SUCCEEDED on a second worker after the first was SIGKILLed mid step
+    reruns: list[str] = attrs.Factory(list)  # none yet: see RE-RUNS in mixed_workload
 
     @property
     def run_ids(self) -> list[str]:
         singles = [self.failed, self.timed_out, self.unscheduled, self.cancelled, self.killed]
-        return [*self.diamonds, *singles]
+        return [*self.diamonds, *singles, *self.reruns]
 
 
 def mixed_workflows(hatchet: Hatchet, started: dict[str, threading.Event]) -> list[Any]:
@@ -231,33 +232,39 @@ async def mixed_workload(
         steady.register_workflow(workflow)
     async with running(steady):
         killed = asyncio.create_task(kill_mid_step_and_redeliver(server, hatchet, db, tmp_path))
-        pushed = await hatchet.event.aio_push("mixed:go", {"n": 1})
-        diamonds = [
-            event_run_id(Scope(tenant), int(pushed.event_id), "MixedDiamond"),
-            (await hatchet.admin.aio_run_workflow("MixedDiamond", {"n": 2})).workflow_run_id,
-        ]
-        failed = await hatchet.admin.aio_run_workflow("Doomed", {})
-        timed_out = await hatchet.admin.aio_run_workflow("TooSlow", {})
-        unscheduled = await hatchet.admin.aio_run_workflow("Orphan", {})
-        cancelled = await hatchet.admin.aio_run_workflow("LongJob", {})
-        await eventually(started["crunch"].is_set)
-        await hatchet.admin.aio_cancel(cancelled.workflow_run_id, reason="user asked")
-        # ----------------------------------------------------------------------------------
-        # RE-RUNS: add them here (``natchet runs replay`` / ``hatchet.admin.aio_replay``),
-        # e.g. a whole re-run of a diamond and one from step ``b`` of the failed run, once
-        # those runs have ended; put their ids in Workload (a field, and in ``run_ids``) so
-        # the waits below and the verify cover them.
-        # ----------------------------------------------------------------------------------
-        workload = Workload(
-            diamonds=diamonds,
-            failed=failed.workflow_run_id,
-            timed_out=timed_out.workflow_run_id,
-            unscheduled=unscheduled.workflow_run_id,
-            cancelled=cancelled.workflow_run_id,
-            killed=await killed,
-        )
+        try:
+            pushed = await hatchet.event.aio_push("mixed:go", {"n": 1})
+            diamonds = [
+                event_run_id(Scope(tenant), int(pushed.event_id), "MixedDiamond"),
+                (await hatchet.admin.aio_run_workflow("MixedDiamond", {"n": 2})).workflow_run_id,
+            ]
+            failed = await hatchet.admin.aio_run_workflow("Doomed", {})
+            timed_out = await hatchet.admin.aio_run_workflow("TooSlow", {})
+            unscheduled = await hatchet.admin.aio_run_workflow("Orphan", {})
+            cancelled = await hatchet.admin.aio_run_workflow("LongJob", {})
+            await eventually(started["crunch"].is_set)
+            await hatchet.admin.aio_cancel(cancelled.workflow_run_id, reason="user asked")
+            workload = Workload(
+                diamonds=diamonds,
+                failed=failed.workflow_run_id,
+                timed_out=timed_out.workflow_run_id,
+                unscheduled=unscheduled.workflow_run_id,
+                cancelled=cancelled.workflow_run_id,
+                killed=await killed,
+            )
+        finally:
+            if not killed.done():  # something above failed: stop the worker processes
+                killed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await killed
         for run_id in workload.run_ids:
             await run_ends(db, run_id, tenant=tenant, timeout_s=30)
+        # ----------------------------------------------------------------------------------
+        # RE-RUNS go here, now that the runs above have ended (``hatchet.admin.aio_replay``,
+        # ``natchet runs replay``): say, all of a diamond again, and the failed run from its
+        # step ``pay``. Append each new run's id to ``workload.reruns`` and wait for it with
+        # ``run_ends`` like the others; the verify then covers them.
+        # ----------------------------------------------------------------------------------
 
         async def attempts_settled() -> bool:
             query = "SELECT count(*) FROM attempts WHERE tenant = %s AND status = 'RUNNING'"
