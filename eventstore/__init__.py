@@ -65,6 +65,7 @@ from eventstore.read import (
     replay,
 )
 from eventstore.records import Record, stream_last_seq, to_record
+from eventstore.republish import publish_again
 from eventstore.snapshot import SnapshotStore, ensure_snapshot_bucket, snapshot_bucket
 from eventstore.tail import Tail, read_to_end
 
@@ -122,6 +123,7 @@ __all__ = [
     "max_message_bytes",
     "normalize_url",
     "publish",
+    "publish_again",
     "read_to_end",
     "replay",
     "request",

@@ -18,8 +18,8 @@ from eventstore import (
     NatchetError,
     append,
     connect,
-    direct_get,
     direct_history,
+    publish_again,
     subscribe,
 )
 from schemas import encode, encode_json
@@ -33,7 +33,7 @@ from schemas.messages import (
     RunStatus,
     StepFinished,
 )
-from schemas.subjects import NAME_RE, REPLAY_OF_HEADER, SubjectError
+from schemas.subjects import NAME_RE, SubjectError
 from worker import declare
 from worker.portal import Portal
 from worker.runtime import Worker
@@ -75,15 +75,9 @@ class EventClient:
         return PushedEvent(key=key, event_id=str(seq))
 
     async def _replay(self, event_id: str) -> PushedEvent:
-        scope = self._h.settings.scope
         nc = await self._h.portal.nc()
-        original = await direct_get(nc, scope.tenant, int(event_id)) if event_id.isdigit() else None
-        prefix = f"{scope.prefix}.events."
-        if original is None or not original.subject.startswith(prefix):
-            raise NatchetError(f"no event {event_id} in {scope.prefix}")
-        key = original.subject.removeprefix(prefix)
-        item = Append(original.subject, original.data, headers=((REPLAY_OF_HEADER, event_id),))
-        return PushedEvent(key=key, event_id=str(await append(nc, item)))
+        key, seq = await publish_again(nc, self._h.settings.scope, event_id)
+        return PushedEvent(key=key, event_id=str(seq))
 
     def replay(self, event_id: str) -> PushedEvent:
         """Publish event ``event_id`` of this namespace again (same key, same payload), as a

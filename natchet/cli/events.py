@@ -7,11 +7,12 @@ from typing import Any
 
 from natchet.cli.connection import add_database_flag, database_url, open_database
 from natchet.cli.output import add_page_flags, dump_json, say_if_truncated
+from natchet.cli.rerun import add_events_replay
 from projector.queries import events_page
 
 
 def add_parser(sub: Any) -> None:
-    events = sub.add_parser("events", help="events, read from Postgres")
+    events = sub.add_parser("events", help="events: list (from Postgres), replay (through NATS)")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     el = events_sub.add_parser("list", help="events, newest first")
     el.add_argument(
@@ -21,6 +22,7 @@ def add_parser(sub: Any) -> None:
     add_page_flags(el, "events")
     add_database_flag(el)
     el.set_defaults(handler=events_list)
+    add_events_replay(events_sub)
 
 
 async def events_list(args: argparse.Namespace) -> int:

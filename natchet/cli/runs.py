@@ -29,12 +29,15 @@ from natchet.cli.connection import (
     tenant_of,
 )
 from natchet.cli.output import add_page_flags, dump_json, note, say_if_truncated
+from natchet.cli.rerun import add_runs_replay
 from projector.queries import get_run, runs_page
 from schemas import RunCancelRequested, RunStatus, Scope, encode
 
 
 def add_parser(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="runs: list, get (from Postgres), cancel (through NATS)")
+    runs = sub.add_parser(
+        "runs", help="runs: list, get (from Postgres), cancel and replay (through NATS)"
+    )
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
 
     rl = runs_sub.add_parser("list", help="runs, newest first")
@@ -75,6 +78,8 @@ def add_parser(sub: Any) -> None:
     add_selection_flags(rc, verb="cancel")
     add_nats_flags(rc, role="log")
     rc.set_defaults(handler=runs_cancel)
+
+    add_runs_replay(runs_sub)
 
 
 async def runs_list(args: argparse.Namespace) -> int:

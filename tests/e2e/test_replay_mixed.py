@@ -69,7 +69,9 @@ class Workload:
     unscheduled: str  # FAILED: no worker took its step within the schedule timeout
     cancelled: str  # CANCELLED while its step ran
     killed: str  # SUCCEEDED on a second worker after the first was SIGKILLed mid step
-    reruns: list[str] = attrs.Factory(list)  # none yet: see RE-RUNS in mixed_workload
+    # Replays, once the runs above ended: a diamond whole, the failed run from ``pay`` (fails
+    # again, ``reserve`` kept), and one the engine refuses (no such step: rejected).
+    reruns: list[str] = attrs.Factory(list)
 
     @property
     def run_ids(self) -> list[str]:
@@ -259,12 +261,16 @@ async def mixed_workload(
                     await killed
         for run_id in workload.run_ids:
             await run_ends(db, run_id, tenant=tenant, timeout_s=30)
-        # ----------------------------------------------------------------------------------
-        # RE-RUNS go here, now that the runs above have ended (``hatchet.admin.aio_replay``,
-        # ``natchet runs replay``): say, all of a diamond again, and the failed run from its
-        # step ``pay``. Append each new run's id to ``workload.reruns`` and wait for it with
-        # ``run_ends`` like the others; the verify then covers them.
-        # ----------------------------------------------------------------------------------
+        # Re-runs, now that the runs above have ended: new history linked to them.
+        for run_id, from_step in (
+            (workload.diamonds[0], None),
+            (workload.failed, "pay"),
+            (workload.failed, "no-such-step"),
+        ):
+            ref = await hatchet.admin.aio_replay(run_id, from_step=from_step)
+            workload.reruns.append(ref.workflow_run_id)
+        for run_id in workload.reruns:
+            await run_ends(db, run_id, tenant=tenant, timeout_s=30)
 
         async def attempts_settled() -> bool:
             query = "SELECT count(*) FROM attempts WHERE tenant = %s AND status = 'RUNNING'"
@@ -320,8 +326,18 @@ async def check_workload(db: psycopg.AsyncConnection[Any], tenant: str, w: Workl
         (1, 1, "victim", "LOST"),
         (1, 2, "rescuer", "SUCCEEDED"),
     ]
+    whole, from_pay, refused = w.reruns
+    assert await status(whole) == "SUCCEEDED"
+    assert [a[3] for a in await attempts(whole, "b")] == ["FAILED", "SUCCEEDED"]
+    assert await status(from_pay) == "FAILED"
+    assert await attempts(from_pay, "reserve") == []  # kept from the original
+    assert [a[3] for a in await attempts(from_pay, "pay")] == ["FAILED", "FAILED"]
+    assert [a[3] for a in await attempts(from_pay, "release")] == ["SUCCEEDED"]
+    assert await status(refused) == "FAILED"
     [(logs,)] = await rows(db, "SELECT count(*) FROM step_logs WHERE tenant = %s", tenant)
-    assert logs == 2 * 4 + 2 + 1 + 2  # b and c twice a diamond; pay twice; crunch; hold twice
+    # b and c twice a diamond; pay twice; crunch; hold twice; the replays: a diamond's, and
+    # pay twice.
+    assert logs == 2 * 4 + 2 + 1 + 2 + 4 + 2
 
 
 def parsed(out: str) -> tuple[list[str], str]:

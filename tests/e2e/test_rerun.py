@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import RunRequested, Scope, encode
 from tests.conftest import eventually, running
+from tests.e2e.test_cli_audit import natchet
 from tests.support import hatchet_for, run_ends
 from worker import Context, Hatchet, WorkflowRunError
 
@@ -214,3 +216,78 @@ async def test_an_event_published_again_starts_its_workflows_again(
         )
         events = await cur.fetchall()
     assert events == [(int(pushed.event_id), None), (int(again.event_id), int(pushed.event_id))]
+
+
+async def test_the_cli_replays_one_run_many_runs_and_an_event(
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    nc: NATS,
+    tenant_name: str,
+    dsn: str,
+    tmp_path: Path,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    calls: collections.Counter[str] = collections.Counter()
+    worker = hatchet.worker("cli-rerunner", max_runs=4)
+    worker.register_workflow(counted_diamond(hatchet, calls))
+    async with running(worker):
+        refs = [await hatchet.admin.aio_run_workflow("Counted", {"n": n}) for n in (1, 2)]
+        for ref in refs:
+            await ref.result()
+            await run_ends(db, ref.workflow_run_id)
+        original = refs[0].workflow_run_id
+
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, "runs", "replay", original, "--from-step", "d"
+        )
+        assert code == 0, err
+        assert f"replays run {original} from step d, keeping a, b, c" in out
+        new_id = out.split()[1]
+        assert (await run_ends(db, new_id))["replay_of"] == {"run_id": original, "from_step": "d"}
+
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, "runs", "replay", original, "--from-step", "x"
+        )
+        assert code == 1 and out == "" and err.count("\n") == 1, (out, err)
+        assert "refused: workflow 'Counted' has no step 'x'" in err
+
+        bulk = (
+            "runs",
+            "replay",
+            "--workflow",
+            "Counted",
+            "--status",
+            "succeeded",
+            "--database-url",
+            dsn,
+        )
+        code, out, err = await natchet(tmp_path, nats_server, tenant_name, *bulk)
+        assert code == 2 and "--yes" in err, (out, err)  # 3 match; no terminal to ask at
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, *bulk, "--since", "1h", "--yes"
+        )
+        assert code == 0, err
+        assert "3 runs match" in out
+
+        async def six() -> bool:
+            cur = await db.execute(
+                "SELECT count(*) FROM runs WHERE tenant = %s AND status = 'SUCCEEDED'",
+                (tenant_name,),
+            )
+            row = await cur.fetchone()
+            return row is not None and row[0] == 6
+
+        await eventually(six, timeout_s=30)
+
+        pushed = await hatchet.event.aio_push("rerun:go", {"n": 9})
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, "events", "replay", pushed.event_id
+        )
+        assert code == 0, err
+        assert f"event {pushed.event_id} published again as event" in out
+        code, out, err = await natchet(
+            tmp_path, nats_server, tenant_name, "events", "replay", "1", "--namespace", "other"
+        )
+        assert code == 2 and "no event 1 in" in err and err.count("\n") == 1, (out, err)
+    hatchet.close()
