@@ -95,6 +95,7 @@ PUBLIC = {
         "max_message_bytes",
         "normalize_url",
         "publish",
+        "publish_again",
         "read_to_end",
         "replay",
         "request",

@@ -38,6 +38,12 @@ def test_the_readme_shows_the_bulk_cancel_commands() -> None:
     assert {"--status", "--workflow", "--since", "--yes"} <= {w for c in cancels for w in c.split()}
 
 
+def test_the_readme_shows_the_rerun_commands() -> None:
+    reruns = [c for c in readme_commands() if "runs replay" in c or "events replay" in c]
+    words = {w for c in reruns for w in c.split()}
+    assert {"--from-step", "--status", "--workflow", "--since", "--yes", "events"} <= words
+
+
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_natchet_command_parses(command: str) -> None:
     words = [{"EVENT_ID": "42"}.get(w, w) for w in shlex.split(command)[1:]]  # placeholders
