@@ -209,6 +209,13 @@ class AdminClient:
     async def aio_replay(self, run_id: str, *, from_step: str | None = None) -> WorkflowRunRef:
         return await self._h.portal.run(self._replay(run_id, from_step))
 
+    def replay_event(self, event_id: str) -> PushedEvent:
+        """``hatchet.event.replay``: publish event ``event_id`` again to its triggers."""
+        return self._h.event.replay(event_id)
+
+    async def aio_replay_event(self, event_id: str) -> PushedEvent:
+        return await self._h.event.aio_replay(event_id)
+
     async def _cancel(self, run_id: str, reason: str | None) -> None:
         nc = await self._h.portal.nc()
         subject = self._h.settings.scope.run(run_id, "cancel_requested")

@@ -190,7 +190,7 @@ async def test_an_event_published_again_starts_its_workflows_again(
     worker.register_workflow(counted_diamond(hatchet, calls))
     async with running(worker):
         pushed = await hatchet.event.aio_push("rerun:go", {"n": 5})
-        again = await hatchet.event.aio_replay(pushed.event_id)
+        again = await hatchet.admin.aio_replay_event(pushed.event_id)
         assert again.key == "rerun:go" and int(again.event_id) > int(pushed.event_id)
 
         async def two_runs() -> list[Any] | None:
