@@ -91,6 +91,19 @@ class Selection:
         return ", ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 
+def run_or_selection(args: argparse.Namespace, tenant: str) -> Selection | None:
+    """For a command taking RUN_ID or filters: None for RUN_ID, else the filters (both, or
+    neither, is a :class:`ConfigError`)."""
+    selection = selection_of(args, tenant)
+    if args.run_id is not None:
+        if selection is not None:
+            raise ConfigError("give RUN_ID or filters (--status, --workflow, --since), not both")
+        return None
+    if selection is None:
+        raise ConfigError("which runs? give RUN_ID, or --status, --workflow and/or --since")
+    return selection
+
+
 def add_selection_flags(sp: argparse.ArgumentParser, *, verb: str) -> None:
     """``--status --workflow --since --yes`` and ``--database-url`` on ``sp`` (``--tenant``
     and ``--namespace`` are the command's own: they also name a single run's scope)."""

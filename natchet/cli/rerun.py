@@ -27,7 +27,14 @@ from eventstore import (
     publish_again,
 )
 from natchet.audit import check_run_id
-from natchet.cli.bulk import RunRef, act_on_each, add_selection_flags, confirm, select, selection_of
+from natchet.cli.bulk import (
+    RunRef,
+    act_on_each,
+    add_selection_flags,
+    confirm,
+    run_or_selection,
+    select,
+)
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import note
 from schemas import RunCreated, RunRejected, RunRequested, RunStatus, Scope, encode
@@ -81,13 +88,9 @@ def _request(new_id: str, run_id: str, from_step: str | None) -> RunRequested:
 
 async def runs_replay(args: argparse.Namespace) -> int:
     tenant = tenant_of(args)
-    selection = selection_of(args, tenant)
-    if args.run_id is not None:
-        if selection is not None:
-            raise ConfigError("give RUN_ID or filters (--status, --workflow, --since), not both")
-        return await _replay_one(args, Scope(tenant, args.namespace or "default"))
+    selection = run_or_selection(args, tenant)
     if selection is None:
-        raise ConfigError("which runs? give RUN_ID, or --status, --workflow and/or --since")
+        return await _replay_one(args, Scope(tenant, args.namespace or "default"))
     ended = [s.value for s in RunStatus if s.terminal]
     if selection.status is not None and selection.status not in ended:
         raise ConfigError(f"only runs that ended can be replayed, not {selection.status} ones")

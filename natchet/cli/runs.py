@@ -17,8 +17,8 @@ from natchet.cli.bulk import (
     act_on_each,
     add_selection_flags,
     confirm,
+    run_or_selection,
     select,
-    selection_of,
 )
 from natchet.cli.connection import (
     add_database_flag,
@@ -170,13 +170,9 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
 
 async def runs_cancel(args: argparse.Namespace) -> int:
     tenant = tenant_of(args)
-    selection = selection_of(args, tenant)
-    if args.run_id is not None:
-        if selection is not None:
-            raise ConfigError("give RUN_ID or filters (--status, --workflow, --since), not both")
-        return await _cancel_one(args, Scope(tenant, args.namespace or "default"))
+    selection = run_or_selection(args, tenant)
     if selection is None:
-        raise ConfigError("which runs? give RUN_ID, or --status, --workflow and/or --since")
+        return await _cancel_one(args, Scope(tenant, args.namespace or "default"))
     if selection.status is not None and RunStatus(selection.status).terminal:
         print(f"{selection.status} runs have ended: cancelling them changes nothing")
         return 0
