@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import nats.errors
 import nats.js.errors
@@ -155,7 +155,7 @@ async def direct_history(
     start_seq: int = 1,
     batch: int = 256,
     timeout_s: float = 5.0,
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     """Every stored message on ``subject`` (wildcards allowed) from ``start_seq``, in order,
     through batched direct gets: no consumer is created, so a tenant may do it."""
     stream = stream_name(tenant)
