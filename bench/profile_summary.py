@@ -12,8 +12,9 @@ import collections
 import re
 from pathlib import Path
 
-# A sample's stage: the innermost of its frames that names one (py-spy frames read
-# "function (file:line)").
+# A sample's stage: the first of these whose marker one of its frames holds (py-spy frames
+# read "function (file:line)"): planning and folding run inside apply_records, psycopg
+# inside the store's load and write.
 STAGES = (
     ("plan: decode + checks", ("plan (projector/plan.py",)),
     ("fold (in memory)", ("projector/fold.py",)),
@@ -42,10 +43,9 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
 
 
 def stage(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        for name, markers in STAGES:
-            if any(m in frame for m in markers):
-                return name
+    for name, markers in STAGES:
+        if any(m in frame for frame in frames for m in markers):
+            return name
     return "other: event loop, idle (waiting on Postgres or NATS)"
 
 

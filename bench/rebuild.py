@@ -55,6 +55,7 @@ from projector.replay import replay
 from schemas import stream_name
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+NATS_PID = [0]  # the nats-server's, once started
 
 
 @contextlib.asynccontextmanager
@@ -108,15 +109,33 @@ async def print_rows(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
     print("rebuilt rows: " + ", ".join(counts))
 
 
-async def rebuild_once(dsn: str, nc: Connection, *, show_rows: bool = False) -> float:
+def cpu_s(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used, in seconds (0: unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def rebuild_once(dsn: str, nc: Connection, batch: int, *, show_rows: bool = False) -> float:
+    """One timed rebuild; prints the CPU time this process, the Postgres backend writing the
+    rebuild and nats-server (``NATS_PID``) used meanwhile: what bounds it."""
     schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
     async with (
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as live,
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as work,
     ):
+        pids = [os.getpid(), work.info.backend_pid, NATS_PID[0]]
+        cpu = [cpu_s(p) for p in pids]
         start = time.perf_counter()
-        report = await replay(live, work, {TENANT: nc}, schema, compare=False)
+        report = await replay(live, work, {TENANT: nc}, schema, batch_size=batch, compare=False)
         took = time.perf_counter() - start
+        python, postgres, nats = (cpu_s(p) - c for p, c in zip(pids, cpu, strict=True))
+        print(
+            f"  cpu during the rebuild: python {python:.1f} s, postgres {postgres:.1f} s,"
+            f" nats-server {nats:.1f} s, in {took:.1f} s"
+        )
         assert report.covered[TENANT] > 0
         if show_rows:
             await print_rows(work, schema)
@@ -139,11 +158,11 @@ def py_spy(out: Path) -> Any:
         spy.wait(30)
 
 
-async def profiled(out: Path, dsn: str, nc: Connection) -> float:
+async def profiled(out: Path, dsn: str, nc: Connection, batch: int) -> float:
     os.makedirs(out, exist_ok=True)
     raw = out / "rebuild-pyspy.txt"
     with py_spy(raw):
-        took = await rebuild_once(dsn, nc)
+        took = await rebuild_once(dsn, nc, batch)
     (out / "rebuild-profile.txt").write_text(summary(raw))
     print(f"profile: {raw} (collapsed stacks), {out / 'rebuild-profile.txt'} (summary)")
     return took
@@ -170,9 +189,9 @@ async def measure(args: argparse.Namespace, url: str) -> None:
             took: list[float] = []
             for n in range(args.repeats):
                 if args.profile and n == args.repeats - 1:
-                    took.append(await profiled(args.out, dsn, nc))
+                    took.append(await profiled(args.out, dsn, nc, args.batch))
                 else:
-                    took.append(await rebuild_once(dsn, nc, show_rows=n == 0))
+                    took.append(await rebuild_once(dsn, nc, args.batch, show_rows=n == 0))
                 print(f"rebuild {n + 1}:        {rate(end, took[-1])}", flush=True)
         med = statistics.median(took)
         print(
@@ -188,6 +207,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--reuse", type=Path, help="the nats-server store to (re)use")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=500, help="records a transaction (replay's)")
     parser.add_argument("--stages", action="store_true", help="time reading and planning too")
     parser.add_argument("--profile", action="store_true", help="py-spy over the last rebuild")
     parser.add_argument("--out", type=Path, default=Path("/tmp/natchet-bench-rebuild"))
@@ -196,6 +216,7 @@ async def main() -> None:
     with contextlib.ExitStack() as stack:
         store = args.reuse or Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/tmp")))
         server = stack.enter_context(NatsServer(store))
+        NATS_PID[0] = server.proc.pid if server.proc else 0
         await measure(args, server.url)
 
 
