@@ -85,7 +85,22 @@ async def apply_records(
     if not records:
         return
     planned = [(record, plan(tenant, record)) for record in records]
-    high = max(r.seq for r in records) if checkpoint else None
+    await apply_planned(conn, tenant, planned, checkpoint=checkpoint, schema=schema)
+
+
+async def apply_planned(
+    conn: psycopg.AsyncConnection[Any],
+    tenant: str,
+    planned: Sequence[Planned],
+    *,
+    checkpoint: bool = True,
+    schema: str | None = None,
+) -> None:
+    """:func:`apply_records` of records already planned (each with ``plan(tenant, record)``):
+    a reader may plan the next batch while this one is written."""
+    if not planned:
+        return
+    high = max(r.seq for r, _ in planned) if checkpoint else None
     try:
         async with conn.transaction():
             await _begin(conn, tenant, schema)

@@ -2,8 +2,9 @@
 live one (``natchet replay``).
 
 The rebuild is the projector's own fold: each tenant's log, read from sequence 1 in order
-(``eventstore.read_to_end``), through :func:`~projector.apply.apply_records` into the new
-schema, so it is exactly what the live projector computes from the same messages.
+(``eventstore.read_to_end``), through :func:`~projector.apply.apply_planned` into the new
+schema (:func:`projector.rebuild.rebuild`), so it is exactly what the live projector
+computes from the same messages.
 
 The live projection lags the log, and keeps moving while a replay runs. So a replay covers
 the same prefix of the log as the live projection: it rebuilds each tenant up to the live
@@ -31,11 +32,9 @@ import psycopg.errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-import eventstore
 import schemas
-from eventstore import Connection, Record
+from eventstore import Connection
 from projector import store
-from projector.apply import apply_records
 from projector.migrations import (
     DEFAULT_SCHEMA,
     SCHEMA_VERSION,
@@ -43,6 +42,7 @@ from projector.migrations import (
     VERSION_TABLE,
     migrate,
 )
+from projector.rebuild import rebuild
 from schemas.errors import NatchetError
 
 STREAM_PREFIX = schemas.stream_name("x")[:-1]  # "natchet-"
@@ -154,44 +154,6 @@ async def schema_exists(conn: psycopg.AsyncConnection[Any], schema: str) -> bool
 
 async def drop_schema(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
     await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-
-
-async def rebuild(
-    conn: psycopg.AsyncConnection[Any],
-    nc: Connection,
-    tenant: str,
-    schema: str,
-    *,
-    start_seq: int = 1,
-    until_seq: int,
-    batch_size: int = 500,
-    on_batch: Callable[[int], None] | None = None,
-) -> None:
-    """Apply ``tenant``'s log from ``start_seq`` through ``until_seq`` to ``schema`` (which
-    :func:`migrate` made), in batches of ``batch_size``, as the live projector does;
-    ``on_batch(n)`` after each batch of ``n`` messages."""
-    if until_seq < start_seq:
-        return
-    batch: list[Record] = []
-
-    async def flush() -> None:
-        await apply_records(conn, tenant, batch, schema=schema)
-        if on_batch is not None:
-            on_batch(len(batch))
-        batch.clear()
-
-    async for record in eventstore.read_to_end(
-        nc,
-        schemas.stream_name(tenant),
-        start_seq=start_seq,
-        until_seq=until_seq,
-        batch_size=batch_size,
-    ):
-        batch.append(record)
-        if len(batch) >= batch_size:
-            await flush()
-    if batch:
-        await flush()
 
 
 @contextlib.asynccontextmanager
