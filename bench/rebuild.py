@@ -51,6 +51,7 @@ from eventstore import Connection, NatsOptions, close, connect, last_seq, run_ma
 from natchet.dev.embedded import NatsServer
 from projector.migrations import DEFAULT_SCHEMA, TABLES, migrate
 from projector.plan import plan
+from projector.rebuild import BATCH
 from projector.replay import replay
 from schemas import stream_name
 
@@ -207,7 +208,9 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--reuse", type=Path, help="the nats-server store to (re)use")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=500, help="records a transaction (replay's)")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="records a transaction (%(default)s)"
+    )
     parser.add_argument("--stages", action="store_true", help="time reading and planning too")
     parser.add_argument("--profile", action="store_true", help="py-spy over the last rebuild")
     parser.add_argument("--out", type=Path, default=Path("/tmp/natchet-bench-rebuild"))

@@ -27,6 +27,11 @@ from projector.apply import Planned, apply_planned
 from projector.plan import plan
 
 AHEAD = 2  # batches read and planned ahead of the one being written
+# Records a transaction. Larger than the live projector's 500 (which is bounded by latency,
+# not cost): Postgres works ~4x less per message with batches of 5,000 than of 500 (a run's
+# rows are loaded and written again in every batch its messages fall in), and 10,000 cut
+# it by another third on a log of 1M messages (bench/rebuild.py, docs/benchmarks.md).
+BATCH = 10_000
 
 
 Batch = list[Planned]
@@ -71,7 +76,7 @@ async def rebuild(
     *,
     start_seq: int = 1,
     until_seq: int,
-    batch_size: int = 500,
+    batch_size: int = BATCH,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
     """Apply ``tenant``'s log from ``start_seq`` through ``until_seq`` to ``schema`` (which

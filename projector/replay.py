@@ -42,7 +42,7 @@ from projector.migrations import (
     VERSION_TABLE,
     migrate,
 )
-from projector.rebuild import rebuild
+from projector.rebuild import BATCH, rebuild
 from schemas.errors import NatchetError
 
 STREAM_PREFIX = schemas.stream_name("x")[:-1]  # "natchet-"
@@ -171,7 +171,7 @@ async def replay(
     schema: str,
     *,
     live_schema: str = DEFAULT_SCHEMA,
-    batch_size: int = 500,
+    batch_size: int = BATCH,
     progress: Progress | None = None,
     compare: bool = True,
 ) -> Report:
