@@ -42,10 +42,12 @@ def cmdline(pid: int) -> list[str]:
 
 
 def projector_of(engine_pid: int) -> int | None:
-    kids = [p for p in children(engine_pid) if "--role" in cmdline(p) and alive(p)]
+    # Each child's command line read once: a child dying between two reads has none.
+    kids = [(p, line) for p in children(engine_pid) if "--role" in (line := cmdline(p))]
+    kids = [(p, line) for p, line in kids if alive(p)]
     assert len(kids) <= 1, kids
-    if kids and cmdline(kids[0])[cmdline(kids[0]).index("--role") + 1] == "project":
-        return kids[0]
+    if kids and kids[0][1][kids[0][1].index("--role") + 1] == "project":
+        return kids[0][0]
     return None
 
 
