@@ -8,7 +8,7 @@ from nats.aio.client import Client as NATS
 from eventstore.append import Append, append
 from eventstore.read import direct_get
 from schemas.errors import NatchetError
-from schemas.subjects import REPLAY_OF_HEADER, Scope
+from schemas.subjects import REPLAY_OF_HEADER, Scope, sequence
 
 
 async def publish_again(nc: NATS, scope: Scope, event_id: str) -> tuple[str, int]:
@@ -16,7 +16,8 @@ async def publish_again(nc: NATS, scope: Scope, event_id: str) -> tuple[str, int
     and the new event's sequence. The workflows listening to the key now start new runs;
     the original event and its runs are unchanged. Another namespace's event, or a
     sequence that is not an event, is "no event" (``NatchetError``)."""
-    original = await direct_get(nc, scope.tenant, int(event_id)) if event_id.isdigit() else None
+    seq = sequence(event_id)
+    original = None if seq is None else await direct_get(nc, scope.tenant, seq)
     prefix = f"{scope.prefix}.events."
     if original is None or not original.subject.startswith(prefix):
         raise NatchetError(f"no event {event_id} in {scope.prefix}")

@@ -23,7 +23,7 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
-from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject
+from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
 
 def received_at(record: Record) -> dt.datetime | None:
@@ -87,8 +87,8 @@ def _event(record: Record, parsed: ParsedSubject) -> ops.Event:
 def _replay_of(record: Record) -> int | None:
     """The event this one publishes again, if its header names one (a bad value is not a
     link, and the event is still recorded)."""
-    value = (record.headers or {}).get(REPLAY_OF_HEADER, "")
-    return int(value) if value.isdigit() and 0 < int(value) < record.seq else None
+    seq = sequence((record.headers or {}).get(REPLAY_OF_HEADER, ""))
+    return seq if seq is not None and seq < record.seq else None
 
 
 def _workflow(seq: int, parsed: ParsedSubject, wf: schemas.WorkflowDef) -> ops.Workflow:

@@ -28,6 +28,20 @@ EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
 REPLAY_OF_HEADER = "Natchet-Replay-Of"
 
 
+_SEQ_RE = re.compile(r"^[1-9][0-9]{0,18}$")
+MAX_SEQ = 2**63 - 1  # a stream sequence is a uint64; Postgres keeps it in a bigint
+
+
+def sequence(text: str) -> int | None:
+    """A stream sequence written as text (an event id, a header, ``--as-of``), or None:
+    ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses), 1 to
+    :data:`MAX_SEQ`."""
+    if not _SEQ_RE.match(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_SEQ else None
+
+
 class SubjectError(NatchetError, ValueError):
     """A name that cannot be used in a subject, or a subject that is not ours."""
 

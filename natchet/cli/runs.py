@@ -133,7 +133,7 @@ async def runs_get(args: argparse.Namespace) -> int:
 def parse_as_of(text: str) -> tuple[int | None, dt.datetime | None]:
     """``--as-of``: a stream sequence (digits), or an ISO 8601 time (UTC if it names no
     zone)."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # isdigit alone takes "²", which int refuses
         return int(text), None
     try:
         when = dt.datetime.fromisoformat(text)

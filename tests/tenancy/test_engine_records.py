@@ -205,3 +205,36 @@ async def test_a_tenant_whose_stored_log_is_weaker_is_not_served(
         nc = await eventstore.connect(client_options(server, good, token))
         assert await append(nc, Append(Scope(good).event("ok"), b"{}")) > 0
         await nc.close()
+
+
+async def test_a_forged_replay_header_on_an_event_is_not_a_link_and_stalls_nothing(
+    attacker: Attacker, tdb: psycopg.AsyncConnection[Any]
+) -> None:
+    """Events are anyone's JSON and their headers anyone's too: A publishes, with its own
+    token, events whose ``Natchet-Replay-Of`` is a non-ASCII digit, a number past bigint,
+    a later sequence or garbage. Each is projected as an event without a link, and the
+    projector goes on to the next one (a value ``int`` refuses once crashed it on every
+    restart)."""
+    scope = Scope(attacker.tenant)
+    first = await append(attacker.nc, Append(scope.event("plain"), b"{}"))
+    forged = ["\u00b2", "9" * 30, str(first + 1000), "-1", "0x10", "1e3"]
+    for value in forged:
+        await attacker.nc.publish(
+            scope.event("forged"), b"{}", headers={"Natchet-Replay-Of": value}
+        )
+    good = await append(
+        attacker.nc,
+        Append(scope.event("again"), b"{}", headers=(("Natchet-Replay-Of", str(first)),)),
+    )
+
+    async def projected() -> list[Any] | None:
+        cur = await tdb.execute(
+            "SELECT key, replay_of FROM events WHERE tenant = %s ORDER BY seq", (attacker.tenant,)
+        )
+        rows = await cur.fetchall()
+        return rows if len(rows) == len(forged) + 2 else None
+
+    rows = await eventually(projected, timeout_s=30)
+    assert rows[0] == ("plain", None) and rows[-1] == ("again", first)
+    assert rows[1:-1] == [("forged", None)] * len(forged)
+    assert good > first
