@@ -129,6 +129,11 @@ class RunRequested:
     from_step: str | None = None
     v: int = 1
 
+    @classmethod
+    def of_replay(cls, run_id: str, replay_of: str, from_step: str | None) -> RunRequested:
+        """Run ``run_id`` as a replay of ``replay_of`` (from ``from_step``)."""
+        return cls(run_id, "", None, replay_of=replay_of, from_step=from_step)
+
 
 @attrs.frozen
 class RunCreated:

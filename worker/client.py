@@ -189,9 +189,7 @@ class AdminClient:
         if not NAME_RE.match(run_id):
             raise NatchetError(f"{run_id!r} is not a run id")
         new_id = str(uuid.uuid4())
-        req = RunRequested(
-            run_id=new_id, workflow="", input=None, replay_of=run_id, from_step=from_step
-        )
+        req = RunRequested.of_replay(new_id, run_id, from_step)
         nc = await self._h.portal.nc()
         subject = self._h.settings.scope.run(new_id, "requested")
         await append(nc, Append(subject, encode(req), f"{new_id}:requested"))

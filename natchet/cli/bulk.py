@@ -27,7 +27,8 @@ from typing import Any
 import attrs
 import tqdm
 
-from natchet.cli.connection import add_database_flag, database_url, open_database
+from eventstore import Append, Appender, Connection, append
+from natchet.cli.connection import add_database_flag, database_url, open_database, open_nats
 from natchet.cli.output import note
 from projector.queries import select_runs
 from schemas import RunStatus
@@ -226,6 +227,46 @@ async def act_on_each(runs: Sequence[RunRef], act: Act, *, did: str, batch: int 
     tail = f" (first: {first})" if first else ""
     print(f"{did} {done:,} run{'' if done == 1 else 's'}, {failed:,} failed{tail}")
     return 1 if failed else 0
+
+
+async def append_each(
+    args: argparse.Namespace,
+    tenant: str,
+    runs: Sequence[RunRef],
+    request: Callable[[RunRef], Append],
+    *,
+    did: str,
+) -> int:
+    """Append ``request(run)`` for each of ``runs`` to the tenant's log, pipelined a batch at
+    a time (:func:`act_on_each`: progress, summary, exit code)."""
+    async with open_nats(args, role="log", tenant=tenant) as nc:
+        appender = Appender(nc)
+        try:
+            return await act_on_each(
+                runs, lambda batch: _append_all(nc, appender, [request(r) for r in batch]), did=did
+            )
+        finally:
+            await appender.close()
+
+
+async def _append_all(
+    nc: Connection, appender: Appender, requests: Sequence[Append]
+) -> list[BaseException | None]:
+    """``requests``, pipelined; if that fails, one by one, to tell which (their dedup ids
+    make a request sent twice count once)."""
+    try:
+        await appender.append_all(requests)
+        return [None] * len(requests)
+    except NatchetError:
+        pass
+    errors: list[BaseException | None] = []
+    for item in requests:
+        try:
+            await append(nc, item)
+            errors.append(None)
+        except NatchetError as exc:
+            errors.append(exc)
+    return errors
 
 
 class _Meter:

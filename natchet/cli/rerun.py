@@ -13,24 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from eventstore import (
     Append,
-    Appender,
     ConfigError,
     Connection,
-    NatchetError,
     append,
     direct_last,
     publish_again,
 )
 from natchet.audit import check_run_id
 from natchet.cli.bulk import (
-    RunRef,
-    act_on_each,
     add_selection_flags,
+    append_each,
     confirm,
     run_or_selection,
     select,
@@ -76,14 +72,8 @@ def add_events_replay(events_sub: Any) -> None:
 def replay_request(scope: Scope, run_id: str, from_step: str | None) -> tuple[str, Append]:
     """A new run id, and the request that it replay ``run_id`` of ``scope``."""
     new_id = str(uuid.uuid4())
-    body = encode(_request(new_id, run_id, from_step))
+    body = encode(RunRequested.of_replay(new_id, run_id, from_step))
     return new_id, Append(scope.run(new_id, "requested"), body, f"{new_id}:requested")
-
-
-def _request(new_id: str, run_id: str, from_step: str | None) -> RunRequested:
-    return RunRequested(
-        run_id=new_id, workflow="", input=None, replay_of=run_id, from_step=from_step
-    )
 
 
 async def runs_replay(args: argparse.Namespace) -> int:
@@ -97,27 +87,13 @@ async def runs_replay(args: argparse.Namespace) -> int:
     runs = await select(args, selection, among=ended)
     if not confirm(len(runs), selection.describe(ended), verb="Replay", yes=args.yes):
         return 0
-    async with open_nats(args, role="log", tenant=tenant) as nc:
-        appender = Appender(nc)
-        try:
-            return await act_on_each(
-                runs,
-                lambda batch: _replay_batch(appender, tenant, batch, args.from_step),
-                did="replay requested for",
-            )
-        finally:
-            await appender.close()
-
-
-async def _replay_batch(
-    appender: Appender, tenant: str, runs: Sequence[RunRef], from_step: str | None
-) -> list[BaseException | None]:
-    requests = [replay_request(Scope(tenant, r.namespace), r.id, from_step)[1] for r in runs]
-    try:
-        await appender.append_all(requests)
-    except NatchetError as exc:
-        return [exc] * len(requests)  # nothing of a failed batch counts as requested
-    return [None] * len(requests)
+    return await append_each(
+        args,
+        tenant,
+        runs,
+        lambda r: replay_request(Scope(tenant, r.namespace), r.id, args.from_step)[1],
+        did="replay requested for",
+    )
 
 
 async def _replay_one(args: argparse.Namespace, scope: Scope) -> int:

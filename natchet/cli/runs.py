@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
-from eventstore import Append, Appender, ConfigError, Connection, NatchetError, append
+from eventstore import Append, ConfigError, append
 from natchet.audit import as_of, check_run_id
 from natchet.cli.audit import read_run_or_say
 from natchet.cli.bulk import (
-    RunRef,
-    act_on_each,
     add_selection_flags,
+    append_each,
     confirm,
     run_or_selection,
     select,
@@ -180,16 +178,13 @@ async def runs_cancel(args: argparse.Namespace) -> int:
     runs = await select(args, selection, among=among)
     if not confirm(len(runs), selection.describe(among), verb="Cancel", yes=args.yes):
         return 0
-    async with open_nats(args, role="log", tenant=tenant) as nc:
-        appender = Appender(nc)
-        try:
-            return await act_on_each(
-                runs,
-                lambda batch: _cancel_batch(nc, appender, tenant, batch, args.reason),
-                did="cancel requested for",
-            )
-        finally:
-            await appender.close()
+    return await append_each(
+        args,
+        tenant,
+        runs,
+        lambda r: _cancel_request(tenant, r.id, r.namespace, args.reason),
+        did="cancel requested for",
+    )
 
 
 def _cancel_request(tenant: str, run_id: str, namespace: str, reason: str | None) -> Append:
@@ -204,24 +199,3 @@ async def _cancel_one(args: argparse.Namespace, scope: Scope) -> int:
         await append(nc, request)
     print(f"cancel requested for run {args.run_id}; `natchet runs get {args.run_id}` shows it")
     return 0
-
-
-async def _cancel_batch(
-    nc: Connection, appender: Appender, tenant: str, runs: Sequence[RunRef], reason: str | None
-) -> list[BaseException | None]:
-    """The cancel requests of ``runs``, pipelined; if that fails, one by one, to tell which
-    (their dedup ids make a request sent twice count once)."""
-    requests = [_cancel_request(tenant, r.id, r.namespace, reason) for r in runs]
-    try:
-        await appender.append_all(requests)
-        return [None] * len(requests)
-    except NatchetError:
-        pass
-    errors: list[BaseException | None] = []
-    for request in requests:
-        try:
-            await append(nc, request)
-            errors.append(None)
-        except NatchetError as exc:
-            errors.append(exc)
-    return errors
