@@ -20,11 +20,11 @@ the acknowledgements): an event's sequence goes into the trigger of the run it s
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
 
+from bench.projector_apply import KEY, SCOPE, TENANT, at
 from eventstore import Append, Appender, Connection, ensure_tenant_stream, last_seq
 from schemas import (
     RunCreated,
@@ -32,7 +32,6 @@ from schemas import (
     RunRejected,
     RunRequested,
     RunStatus,
-    Scope,
     StepAssigned,
     StepDef,
     StepFinished,
@@ -46,10 +45,6 @@ from schemas import (
     encode_json,
 )
 
-TENANT = "bench"
-SCOPE = Scope(TENANT)
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-KEY = "order:created"
 ONE = (StepDef("a"),)
 RETRIED = (StepDef("a", retries=1, backoff_factor=2.0),)
 DIAMOND = (StepDef("a"), StepDef("b", ("a",)), StepDef("c", ("a",)), StepDef("d", ("b", "c")))
@@ -66,10 +61,6 @@ WORKFLOWS = [
     WorkflowDef("retried", "v1", RETRIED, registered_at=_REGISTERED),
     WorkflowDef("failing", "v1", ONE, registered_at=_REGISTERED),
 ]
-
-
-def at(t: float) -> str:
-    return (T0 + dt.timedelta(milliseconds=t)).isoformat(timespec="microseconds")
 
 
 class _Run:
