@@ -111,10 +111,15 @@ class Delivery:
     headers: dict[str, str] | None
     seq: int  # its stream sequence
     delivered: int  # how many times the consumer has handed it out (1: the first)
-    time: dt.datetime | None
+    stored: int | None  # when the stream stored it, in nanoseconds since the epoch (``time``)
     reply: str  # its ack subject
     pending: int  # how many more the consumer had waiting when it handed this out
     _msg: Msg = attrs.field(repr=False)
+
+    @property
+    def time(self) -> dt.datetime | None:
+        """When the stream stored it (made a datetime only when asked: few ask)."""
+        return None if self.stored is None else dt.datetime.fromtimestamp(self.stored / 1e9, dt.UTC)
 
     @classmethod
     def of(cls, msg: Msg) -> Delivery:
@@ -125,7 +130,7 @@ class Delivery:
             msg.headers,
             info.stream_seq,
             info.delivered,
-            info.time,
+            info.time_ns,
             msg.reply,
             info.pending,
             msg,

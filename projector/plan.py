@@ -14,6 +14,7 @@ rejected.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -117,44 +118,94 @@ def _task(seq: int, task: schemas.Task) -> ops.Queued:
 
 def _run_message(seq: int, parsed: ParsedSubject, msg: Any) -> list[ops.Op]:
     run_id = v.text(parsed.run_id, "run_id")
-    ns = parsed.scope.namespace
-    if isinstance(msg, schemas.RunCreated):
-        return [_created(seq, run_id, ns, msg)]
-    if isinstance(msg, schemas.RunRejected):
-        workflow, reason = v.text(msg.workflow, "workflow"), v.text(msg.reason, "reason")
-        return [ops.Rejected(seq, run_id, ns, workflow, reason, v.timestamp(msg.at, "at"))]
-    if isinstance(msg, schemas.RunRequested):
-        return []  # the dispatcher answers with created or rejected
-    if isinstance(msg, schemas.RunCancelRequested):
-        at = v.timestamp(msg.requested_at, "requested_at")
-        return [ops.CancelRequested(seq, run_id, at, v.opt_text(msg.reason, "reason"))]
-    if isinstance(msg, schemas.RunFinished):
-        status, error = str(msg.status), v.opt_text(msg.error, "error")
-        at = v.timestamp(msg.at, "at")
-        # The verdicts decided with the run's end, as if each were its own step_finished.
-        verdicts: list[ops.Op] = [
-            _step_finished(seq, run_id, v.text(s.step, "step"), v.count(s.attempt, "attempt"), s)
-            for s in msg.steps
-        ]
-        return [*verdicts, ops.Finished(seq, run_id, status, msg.status.terminal, error, at)]
+    planner = _RUN_PLANNERS.get(type(msg))
+    if planner is None:
+        raise DecodeError(f"the projector does not know run messages of kind {parsed.run_kind!r}")
+    return planner(seq, run_id, parsed.scope.namespace, msg)
+
+
+def _plan_created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> list[ops.Op]:
+    return [_created(seq, run_id, ns, msg)]
+
+
+def _plan_rejected(seq: int, run_id: str, ns: str, msg: schemas.RunRejected) -> list[ops.Op]:
+    workflow, reason = v.text(msg.workflow, "workflow"), v.text(msg.reason, "reason")
+    return [ops.Rejected(seq, run_id, ns, workflow, reason, v.timestamp(msg.at, "at"))]
+
+
+def _plan_requested(seq: int, run_id: str, ns: str, msg: schemas.RunRequested) -> list[ops.Op]:
+    return []  # the dispatcher answers with created or rejected
+
+
+def _plan_cancel(seq: int, run_id: str, ns: str, msg: schemas.RunCancelRequested) -> list[ops.Op]:
+    at = v.timestamp(msg.requested_at, "requested_at")
+    return [ops.CancelRequested(seq, run_id, at, v.opt_text(msg.reason, "reason"))]
+
+
+def _plan_finished(seq: int, run_id: str, ns: str, msg: schemas.RunFinished) -> list[ops.Op]:
+    status, error = str(msg.status), v.opt_text(msg.error, "error")
+    at = v.timestamp(msg.at, "at")
+    # The verdicts decided with the run's end, as if each were its own step_finished.
+    verdicts: list[ops.Op] = [
+        _step_finished(seq, run_id, v.text(s.step, "step"), v.count(s.attempt, "attempt"), s)
+        for s in msg.steps
+    ]
+    return [*verdicts, ops.Finished(seq, run_id, status, msg.status.terminal, error, at)]
+
+
+def _plan_queued(seq: int, run_id: str, ns: str, msg: schemas.StepQueued) -> list[ops.Op]:
     step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
-    if isinstance(msg, schemas.StepQueued):
-        return [ops.Queued(seq, run_id, step, attempt, v.timestamp(msg.queued_at, "queued_at"))]
-    if isinstance(msg, schemas.StepRetryScheduled):
-        return [_retry_scheduled(seq, run_id, step, msg)]
-    if isinstance(msg, schemas.StepFinished):
-        return [_step_finished(seq, run_id, step, attempt, msg)]
+    return [ops.Queued(seq, run_id, step, attempt, v.timestamp(msg.queued_at, "queued_at"))]
+
+
+def _plan_retry(seq: int, run_id: str, ns: str, msg: schemas.StepRetryScheduled) -> list[ops.Op]:
+    step = v.text(msg.step, "step")
+    v.count(msg.attempt, "attempt")
+    return [_retry_scheduled(seq, run_id, step, msg)]
+
+
+def _plan_step_finished(seq: int, run_id: str, ns: str, msg: schemas.StepFinished) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    return [_step_finished(seq, run_id, step, attempt, msg)]
+
+
+def _plan_assigned(seq: int, run_id: str, ns: str, msg: schemas.StepAssigned) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
     delivery = v.count(msg.delivery, "delivery")
-    if isinstance(msg, schemas.StepAssigned):
-        worker_id, name = v.text(msg.worker_id, "worker_id"), v.text(msg.worker_name, "worker_name")
-        at = v.timestamp(msg.started_at, "started_at")
-        return [ops.Assigned(seq, run_id, step, attempt, delivery, worker_id, name, at)]
-    if isinstance(msg, schemas.StepResult):
-        return [_result(seq, run_id, step, attempt, delivery, msg)]
-    if isinstance(msg, schemas.StepLog):
-        line, at = v.text(msg.line, "line"), v.timestamp(msg.at, "at")
-        return [ops.Log(seq, run_id, step, attempt, delivery, line, at)]
-    raise DecodeError(f"the projector does not know run messages of kind {parsed.run_kind!r}")
+    worker_id, name = v.text(msg.worker_id, "worker_id"), v.text(msg.worker_name, "worker_name")
+    at = v.timestamp(msg.started_at, "started_at")
+    return [ops.Assigned(seq, run_id, step, attempt, delivery, worker_id, name, at)]
+
+
+def _plan_result(seq: int, run_id: str, ns: str, msg: schemas.StepResult) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    delivery = v.count(msg.delivery, "delivery")
+    return [_result(seq, run_id, step, attempt, delivery, msg)]
+
+
+def _plan_log(seq: int, run_id: str, ns: str, msg: schemas.StepLog) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    delivery = v.count(msg.delivery, "delivery")
+    line, at = v.text(msg.line, "line"), v.timestamp(msg.at, "at")
+    return [ops.Log(seq, run_id, step, attempt, delivery, line, at)]
+
+
+# What each run message does, by its class: one lookup, not a chain of isinstance checks
+# (the chain was 8% of planning). Every planner checks its values in the order the chain
+# did, so a bad message keeps its rejection reason.
+_RUN_PLANNERS: dict[type, Callable[[int, str, str, Any], list[ops.Op]]] = {
+    schemas.RunCreated: _plan_created,
+    schemas.RunRejected: _plan_rejected,
+    schemas.RunRequested: _plan_requested,
+    schemas.RunCancelRequested: _plan_cancel,
+    schemas.RunFinished: _plan_finished,
+    schemas.StepQueued: _plan_queued,
+    schemas.StepRetryScheduled: _plan_retry,
+    schemas.StepFinished: _plan_step_finished,
+    schemas.StepAssigned: _plan_assigned,
+    schemas.StepResult: _plan_result,
+    schemas.StepLog: _plan_log,
+}
 
 
 def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Created:

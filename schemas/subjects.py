@@ -156,6 +156,21 @@ class ParsedSubject:
 
 
 AREAS = frozenset({"events", "workflows", "tasks", "runs", "workers"})
+# Scopes already checked, by (tenant, namespace): a reader parses every subject of a log
+# whose few scopes repeat, and checking one is two regexes and a frozen class.
+_SCOPES: dict[tuple[str, str], Scope] = {}
+_SCOPES_MAX = 4096
+
+
+def _scope(tenant: str, namespace: str) -> Scope:
+    key = (tenant, namespace)
+    scope = _SCOPES.get(key)
+    if scope is None:
+        scope = Scope(tenant, namespace)
+        if len(_SCOPES) >= _SCOPES_MAX:
+            _SCOPES.clear()
+        _SCOPES[key] = scope
+    return scope
 
 
 def parse(subject: str) -> ParsedSubject:
@@ -163,7 +178,7 @@ def parse(subject: str) -> ParsedSubject:
     if len(parts) < 4 or parts[2] not in AREAS:
         raise SubjectError(f"not a natchet subject: {subject!r}")
     try:
-        scope = Scope(parts[0], parts[1])
+        scope = _scope(parts[0], parts[1])
     except SubjectError as exc:
         raise SubjectError(f"not a natchet subject: {subject!r}: {exc}") from None
     rest = tuple(parts[3:])

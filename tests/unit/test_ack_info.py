@@ -6,7 +6,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from eventstore import ReadError
-from eventstore.records import ack_info
+from eventstore.messages import Delivery
+from eventstore.records import Record, ack_info, to_record
 
 V1 = "$JS.ACK.natchet-t.dispatcher.2.123456.123450.1764612345123456789.42"
 V2 = "$JS.ACK.hub.ACCHASH.natchet-t.dispatcher.2.123456.123450.1764612345123456789.42.x9"
@@ -31,3 +32,13 @@ def test_a_message_not_from_a_consumer_is_refused_by_name(reply: str) -> None:
     msg = Msg(None, subject="t.ns.events.x", reply=reply)  # type: ignore[arg-type]
     with pytest.raises(ReadError, match="not a JetStream delivery"):
         ack_info(msg)
+
+
+def test_a_record_and_a_delivery_tell_the_stored_time_when_asked() -> None:
+    """Both keep JetStream's nanoseconds and make the datetime only when asked."""
+    msg = Msg(None, subject="t.ns.events.x", reply=V1, data=b"{}")  # type: ignore[arg-type]
+    record, delivery = to_record(msg), Delivery.of(msg)
+    assert record.stored == delivery.stored == 1764612345123456789
+    assert record.time == delivery.time == msg.metadata.timestamp
+    assert Record(1, "s", b"", None, record.time).time == record.time
+    assert Record(1, "s", b"").time is None
