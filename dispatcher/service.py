@@ -135,6 +135,9 @@ class Dispatcher(Service):
             self._fold_stored(rec.subject, rec.data, rec.seq)
         return count
 
+    def log_fields(self) -> dict[str, object]:
+        return {"tenant": self.tenant}
+
     async def _serve(self) -> None:
         """Restore (the latest snapshot and the log after it, or the whole log), then decide
         until :meth:`shutdown`. Safe to run again after a failure: state is always restored

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from eventstore import logs
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ class Service:
     async def _serve(self) -> None:
         raise NotImplementedError
 
+    def log_fields(self) -> dict[str, object]:
+        """What every line it logs while serving carries (:mod:`eventstore.logs`)."""
+        return {}
+
     @property
     def running(self) -> bool:
         return not self._stopped.is_set()
@@ -51,7 +57,8 @@ class Service:
         self._runner = asyncio.current_task()
         try:
             if not self.stopping.is_set():
-                await self._serve()
+                with logs.bound(**self.log_fields()):
+                    await self._serve()
         finally:
             self._runner = None
             self._stopped.set()

@@ -98,6 +98,9 @@ class Projector(Service):
         await self.wait_for_seq(seq, timeout_s)
         return seq
 
+    def log_fields(self) -> dict[str, object]:
+        return {"tenant": self.tenant}
+
     async def _serve(self) -> None:
         """Project until :meth:`shutdown`; Postgres and NATS errors are logged and retried
         from the checkpoint, never raised."""

@@ -9,6 +9,7 @@ hatchet = Hatchet()
 
 from worker.client import (
     AdminClient,
+    ClientConfig,
     EventClient,
     Hatchet,
     PushedEvent,
@@ -22,6 +23,7 @@ from worker.settings import ClientSettings, WorkerSettings
 
 __all__ = [
     "AdminClient",
+    "ClientConfig",
     "ClientSettings",
     "Context",
     "EventClient",

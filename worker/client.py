@@ -35,6 +35,7 @@ from schemas.messages import (
 )
 from schemas.subjects import NAME_RE, SubjectError
 from worker import declare
+from worker import logs as step_logs
 from worker.portal import Portal
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
@@ -229,9 +230,19 @@ class AdminClient:
         await self._h.portal.run(self._cancel(run_id, reason))
 
 
+@attrs.frozen
+class ClientConfig:
+    """Hatchet's ``ClientConfig``, for what is not read from ``HATCHET_CLIENT_*``:
+    ``logger``, whose records (and its children's) logged inside a step go to the step's
+    log, as ``context.log`` lines do (pass the root logger to capture them all)."""
+
+    logger: logging.Logger | None = None
+
+
 class Hatchet:
     """Reads ``HATCHET_CLIENT_*`` from the environment (or ``env``) on first use.
-    ``debug=True`` (as in Hatchet's SDK) turns on natchet's debug logging."""
+    ``debug=True`` (as in Hatchet's SDK) turns on natchet's debug logging; ``config``
+    (:class:`ClientConfig`) names a logger to capture into step logs."""
 
     def __init__(
         self,
@@ -239,12 +250,15 @@ class Hatchet:
         settings: ClientSettings | None = None,
         env: Mapping[str, str] | None = None,
         debug: bool = False,
+        config: ClientConfig | None = None,
     ) -> None:
         self._settings = settings
         self._env = env
         if debug:
             for name in ("worker", "eventstore"):
                 logging.getLogger(name).setLevel(logging.DEBUG)
+        if config is not None and config.logger is not None:
+            step_logs.capture(config.logger)
         self.portal = Portal(lambda: self.connect("natchet-client"))
         self.event = EventClient(self)
         self.admin = AdminClient(self)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from schemas.messages import Task
+
+STEP_LOG = logging.getLogger("worker.step")
 
 
 class Context:
@@ -51,8 +54,11 @@ class Context:
         return self._delivery
 
     def log(self, line: object) -> None:
-        """Record a line on this step attempt (appended to the run's history, in order)."""
-        self._log_sink(str(line))
+        """Record a line on this step attempt (appended to the run's history, in order);
+        the worker's own log shows it too, saying which run, step and attempt it is of."""
+        text = str(line)
+        self._log_sink(text)
+        STEP_LOG.info("%s", text)
 
     @property
     def cancelled(self) -> bool:

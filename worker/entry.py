@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Protocol
 
-from eventstore import run_main
+from eventstore import logs, run_main
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def run_until_signalled(worker: Worker, grace_s: float) -> None:
     """Run ``worker`` until a signal, then shut it down; logs to stderr if nothing else
     configured logging."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logs.configure(logging.INFO, logs.log_format(), "%(asctime)s %(levelname)s %(message)s")
     run_main(_serve(worker, grace_s))
 
 

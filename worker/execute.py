@@ -41,10 +41,12 @@ from eventstore import (
     NatchetError,
     TransportError,
     append,
+    logs,
 )
 from schemas import encode, encode_json
 from schemas.messages import StepAssigned, StepLog, StepResult, Task, utcnow
 from schemas.subjects import Scope
+from worker import logs as step_logs
 from worker.context import Context
 from worker.errors import NonRetryableError
 from worker.settle import settle
@@ -111,6 +113,7 @@ class Attempt:
         def sink(line: str) -> None:
             loop.call_soon_threadsafe(self._lines.put_nowait, line)
 
+        self._append_line = sink
         self.context = Context(task, delivery.delivered, sink)
 
     def stale(self, now: dt.datetime) -> bool:
@@ -137,6 +140,16 @@ class Attempt:
         return self.thread is not None and self.thread.interrupted
 
     async def run(self, fn: Callable[..., Any], instance: object) -> None:
+        """Run the step, with every line logged meanwhile saying which run, step and
+        attempt it concerns, and a captured logger's lines going to the step's log."""
+        t = self.task
+        with (
+            logs.bound(run_id=t.run_id, step=t.step, attempt=t.attempt),
+            step_logs.capturing(self._append_line),
+        ):
+            await self._run(fn, instance)
+
+    async def _run(self, fn: Callable[..., Any], instance: object) -> None:
         self.started_at = utcnow()
         writer: asyncio.Task[None] | None = None
         keepalive: asyncio.Task[None] | None = None

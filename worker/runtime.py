@@ -33,6 +33,7 @@ from eventstore import (
     TaskPuller,
     close,
     connect,
+    logs,
     subscribe,
     task_consumer_name,
 )
@@ -124,7 +125,10 @@ class Worker:
         self._stopped.clear()
         try:
             if not self.stopping.is_set():
-                await self._serve()
+                scope = self.settings.client.scope
+                fields = {"tenant": scope.tenant, "namespace": scope.namespace}
+                with logs.bound(**fields, worker_id=self.id, worker=self.name):
+                    await self._serve()
         finally:
             self._stopped.set()
 

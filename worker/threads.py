@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import logging
 import threading
@@ -47,7 +48,11 @@ class StepThread:
     def __init__(self, fn: Callable[[], Any], name: str) -> None:
         self._fn = fn
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._body, name=name, daemon=True)
+        # In a copy of the caller's context: the step's log lines say which run they concern.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._body,), name=name, daemon=True
+        )
         self._lock = threading.Lock()
         self._returned = False
         self.interrupted = False

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import psycopg
 
-from eventstore import run_main
+from eventstore import logs, run_main
 from natchet.cli import audit, event, events, replay, runs, serve, tenancy, workers
 from schemas.errors import NatchetError
 
@@ -39,6 +40,11 @@ USER_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="natchet", description="a durable task engine on NATS")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, full errors")
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (serve, runs, audit, replay, events, workers, event, tenancy):
         group.add_parser(sub)
@@ -54,7 +60,10 @@ def _configure_logging(args: argparse.Namespace) -> None:
         level = logging.INFO
     else:
         level = logging.ERROR
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = logs.log_format(args.log_format)
+    # The engine's child processes (the projector) log as it does.
+    os.environ[logs.ENV] = fmt
+    logs.configure(level, fmt)
 
 
 def _fail(message: str, *, verbose: bool) -> int:
@@ -70,7 +79,10 @@ def _fail(message: str, *, verbose: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args)
+    try:
+        _configure_logging(args)
+    except NatchetError as exc:  # a NATCHET_LOG_FORMAT it does not know
+        return _fail(str(exc), verbose=args.verbose)
     command = args.handler(args)
     if getattr(args, "long_running", False):
         command = serve.until_signal(command)

@@ -141,6 +141,7 @@ PUBLIC = {
     ],
     "worker": [
         "AdminClient",
+        "ClientConfig",
         "ClientSettings",
         "Context",
         "EventClient",
