@@ -152,6 +152,11 @@ async def serve_dev(args: argparse.Namespace) -> int:
         print("Publish an event:  natchet event push user:create '{\"id\": 1}'")
         print(f"  or with any NATS client on {dev.tenant}.default.events.<key>:")
         print("  natchet token nats-context $HATCHET_CLIENT_TOKEN")
+        if dev.nats_monitor_url:
+            print(
+                f"NATS monitoring: {dev.nats_monitor_url} (/jsz?consumers=true: each "
+                "workflow's pending tasks, what autoscalers such as KEDA read)"
+            )
         print("Press Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()  # until a signal cancels it
     return 0

@@ -75,7 +75,9 @@ def nats_server_binary() -> Path:
 
 
 class NatsServer:
-    """A JetStream-enabled ``nats-server`` on 127.0.0.1 and a free port."""
+    """A JetStream-enabled ``nats-server`` on 127.0.0.1 and a free port, with its HTTP
+    monitoring endpoint (``/varz``, ``/jsz``: what KEDA's NATS JetStream scaler reads) on
+    another (``monitor_url``)."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class NatsServer:
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.monitor_port = free_port()
         self.config_file = config_file
         self.extra_args = extra_args
         self.jetstream = jetstream
@@ -100,12 +103,17 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    @property
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [str(self.binary or nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port)]
+        args += ["-m", str(self.monitor_port)]
         args += ["-sd", str(self.store_dir / "jetstream"), "-l", str(self.log_file)]
         if self.jetstream:
             args.append("-js")

@@ -64,6 +64,8 @@ class DevEngine:
     tenant: str
     env: dict[str, str]
     env_files: tuple[Path, ...]
+    # The embedded nats-server's monitoring endpoint (None: a server the user runs).
+    nats_monitor_url: str | None = None
 
 
 @asynccontextmanager
@@ -107,7 +109,8 @@ async def dev_engine(
             files = (dev_env,) if env_file is None else (dev_env, env_file)
             for path in files:
                 write_env_file(path, env)
-            yield DevEngine(settings, tenant, env, files)
+            monitor = stack.nats.monitor_url if stack.nats is not None else None
+            yield DevEngine(settings, tenant, env, files, monitor)
         finally:
             await engine.shutdown()
     finally:
