@@ -29,17 +29,21 @@ from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
-from dispatcher.step import decide_on, settle
+from dispatcher.step import decide_on, fit, fold_all
+from dispatcher.tally import Observer, Tally, age_s, observe
 from eventstore import (
     RETRY,
     Append,
     Appender,
+    AppendError,
+    AppendRefusedError,
     Connection,
     Delivery,
     Inputs,
     LogFullError,
     NatchetError,
     Patterns,
+    PermissionDeniedError,
     Service,
     SnapshotStore,
     direct_history,
@@ -85,6 +89,17 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def append_failure(exc: AppendError) -> str:
+    """A fixed word for why an append failed (a metric label: a few values only)."""
+    if isinstance(exc, LogFullError):
+        return "log_full"
+    if isinstance(exc, AppendRefusedError):
+        return "refused"
+    if isinstance(exc, PermissionDeniedError):
+        return "permission_denied"
+    return "unacknowledged"
+
+
 class Dispatcher(Service):
     """Turns events, run requests, results and time into runs, queued steps and verdicts.
 
@@ -98,6 +113,7 @@ class Dispatcher(Service):
         fetch_batch: int = 64,
         on_log_full: OnLogFull | None = None,
         snapshots: SnapshotPolicy = DEFAULT_SNAPSHOTS,
+        observer: Observer | None = None,
     ) -> None:
         super().__init__()
         self.name = f"dispatcher {tenant}"
@@ -120,6 +136,10 @@ class Dispatcher(Service):
         self._stored: set[int] = set()  # sequences of outputs stored, not yet delivered back
         self.snapshots = snapshots
         self._checkpoints = Checkpoints(SnapshotStore(nc, tenant, SNAPSHOT_NAME), snapshots)
+        # What the decisions not yet stored did (``dispatcher.tally``), told to ``observer``
+        # once the log holds them.
+        self.observer = observer
+        self._tally = Tally()
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
         """Fold the registry, every run's history and every task offered, from ``start_seq``
@@ -238,6 +258,10 @@ class Dispatcher(Service):
                 decisions += [self._settle(None, None, d) for d in due(self.state, utc_now())]
                 next_tick = loop.time() + TICK_S
             await self._store(decisions)
+            if self.observer is not None:
+                now = utc_now()
+                ages = (age_s(d.time, now) for d in deliveries if d.subject in self._inputs)
+                self.observer.decided(self.tenant, [a for a in ages if a is not None])
             for delivery in deliveries:
                 await delivery.ack()
             self._checkpoints.delivered_to([d.seq for d in deliveries])
@@ -346,26 +370,47 @@ class Dispatcher(Service):
             self._queues.add((scope, workflow))
 
     def _settle(self, scope: Scope | None, message: object, outputs: list[Output]) -> list[Output]:
-        """Keep a decision storable and fold it (with its input) into state."""
-        return settle(self.state, scope, message, outputs, self._max_bytes, utc_now())
+        """Keep a decision storable and fold it (with its input) into state
+        (``dispatcher.step.settle``), tallying what it does first, for the observer."""
+        now = utc_now()
+        outputs = fit(self.state, outputs, self._max_bytes, now)
+        if self.observer is not None:
+            self._tally.add(observe(self.state, message, outputs))
+        fold_all(self.state, scope, message, outputs)
+        return outputs
 
     async def _store(self, decisions: list[list[Output]]) -> None:
         """Append every output of ``decisions`` in order, awaiting all acks together. A
         failure stops the dispatcher (the supervisor rebuilds it from the log, which holds
         some prefix of what was sent): state already holds these decisions."""
         items = [Append(o.subject, o.body, o.msg_id) for d in decisions for o in d]
+        tally, self._tally = self._tally, Tally()
         if not items:
+            self._report(tally)
             return
         if self._appender is None:
             self._appender = Appender(self.nc)
         try:
             seqs = await self._appender.append_all(items)
         except LogFullError as exc:
+            self._append_failed(exc)
             await self._full(exc)
             raise
+        except AppendError as exc:
+            self._append_failed(exc)
+            raise
+        self._report(tally)
         self.log_full = False
         self._stored.update(seqs)
         self._checkpoints.folded(seqs)
+
+    def _report(self, tally: Tally) -> None:
+        if self.observer is not None and tally:
+            self.observer.stored(self.tenant, tally)
+
+    def _append_failed(self, exc: AppendError) -> None:
+        if self.observer is not None:
+            self.observer.append_failed(self.tenant, append_failure(exc))
 
     async def _full(self, exc: LogFullError) -> None:
         """The log is full: say so once (and have it recorded). The dispatcher then stops
