@@ -67,6 +67,14 @@ from eventstore.read import (
 from eventstore.records import Record, stream_last_seq, to_record
 from eventstore.republish import publish_again
 from eventstore.snapshot import SnapshotStore, ensure_snapshot_bucket, snapshot_bucket
+from eventstore.stats import (
+    QueueStats,
+    connected,
+    dispatcher_ack_floor,
+    heartbeats,
+    stored_at,
+    task_queues,
+)
 from eventstore.tail import Tail, read_to_end
 
 __all__ = [
@@ -90,6 +98,7 @@ __all__ = [
     "NatsOptions",
     "Patterns",
     "PermissionDeniedError",
+    "QueueStats",
     "ReadError",
     "Record",
     "Service",
@@ -108,15 +117,18 @@ __all__ = [
     "check_server",
     "close",
     "connect",
+    "connected",
     "direct_get",
     "direct_history",
     "direct_last",
+    "dispatcher_ack_floor",
     "dispatcher_filters",
     "ensure_dispatcher_consumer",
     "ensure_snapshot_bucket",
     "ensure_task_consumer",
     "ensure_tenant_stream",
     "follow",
+    "heartbeats",
     "last_seq",
     "latest",
     "log_guarantees",
@@ -129,9 +141,11 @@ __all__ = [
     "request",
     "run_main",
     "snapshot_bucket",
+    "stored_at",
     "stream_last_seq",
     "subscribe",
     "task_consumer_name",
+    "task_queues",
     "tls_context",
     "to_record",
 ]

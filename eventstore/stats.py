@@ -1,0 +1,82 @@
+"""What the server says about a tenant's queues and consumers, for metrics and health: how
+many tasks wait in each workflow's queue group, how far the dispatcher has acknowledged the
+log, and when a message was stored. Read-only; each call is one or two API requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+import nats.errors
+from nats.aio.client import Client as Connection
+
+from eventstore.errors import ReadError
+from eventstore.provision import DISPATCHER_CONSUMER
+from eventstore.read import direct_get, latest
+from eventstore.records import Record
+from eventstore.snapshot import translated
+from schemas.subjects import stream_name, tasks_stream_name
+
+PAGE = 256  # the server lists at most this many consumers a request
+
+
+@attrs.frozen
+class QueueStats:
+    """One workflow's queue group (``<namespace>~<workflow>`` on the tenant's task queues)."""
+
+    namespace: str
+    workflow: str
+    pending: int  # tasks no worker has taken yet (the consumer's num_pending)
+    in_flight: int  # taken by a worker, not yet acknowledged (num_ack_pending)
+
+
+def connected(conn: Connection) -> bool:
+    """Whether the connection is up now (not reconnecting, not closed)."""
+    return bool(conn.is_connected)
+
+
+async def task_queues(conn: Connection, tenant: str) -> list[QueueStats]:
+    """Every queue group of the tenant's workflows, with its counts."""
+    stream = tasks_stream_name(tenant)
+    out: list[QueueStats] = []
+    listed = 0
+    async with translated(f"listing the queue groups of {tenant}"):
+        js = conn.jetstream()
+        while True:
+            page = await js.consumers_info(stream, offset=listed or None)
+            listed += len(page)
+            for info in page:
+                namespace, sep, workflow = (info.name or "").partition("~")
+                if sep:
+                    out.append(
+                        QueueStats(
+                            namespace,
+                            workflow,
+                            int(info.num_pending or 0),
+                            int(info.num_ack_pending or 0),
+                        )
+                    )
+            if len(page) < PAGE:
+                return out
+
+
+async def dispatcher_ack_floor(conn: Connection, tenant: str) -> int:
+    """The sequence of the log up to which the dispatcher acknowledged every input (it acks
+    an input once its decision is stored)."""
+    async with translated(f"reading the dispatcher consumer of {tenant}"):
+        info = await conn.jetstream().consumer_info(stream_name(tenant), DISPATCHER_CONSUMER)
+    return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+
+
+async def stored_at(conn: Connection, tenant: str, seq: int) -> dt.datetime | None:
+    """When the tenant's log stored message ``seq`` (None: no such message)."""
+    record = await direct_get(conn, tenant, seq)
+    return None if record is None else record.time
+
+
+async def heartbeats(conn: Connection, tenant: str) -> list[Record]:
+    """The last heartbeat of every worker of the tenant (every namespace) still kept."""
+    try:
+        return await latest(conn, tenant, f"{tenant}.*.workers.*")
+    except nats.errors.Error as exc:
+        raise ReadError(f"cannot read the heartbeats of {tenant}: {exc}") from None
