@@ -43,7 +43,14 @@ RESERVED_TENANTS = frozenset({"system", "natchet", "sys", "auth", "engine", "log
 
 
 class TokenError(NatchetError, ValueError):
-    """A token that cannot be read (malformed), or that is no longer good."""
+    """A token that cannot be read (malformed), or that is no longer good. ``reason`` is a
+    fixed word for why (``malformed``, ``unknown_token``, ``revoked``, ``expired``,
+    ``unknown_tenant``, ``wrong_tenant``, ``no_token``, ``tenant_unavailable``): the auth
+    callout counts refusals by it."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_new_tenant(tenant: str) -> str:

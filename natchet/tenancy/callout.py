@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,7 +38,7 @@ from natchet.tenancy.provision import Provisioner
 from natchet.tenancy.serverconf import NatsAuth
 from natchet.tenancy.state import TokenRecord
 from natchet.tenancy.view import TenancyView
-from schemas.tenancy import SystemMessage, TokenError, TokenRevoked
+from schemas.tenancy import SystemMessage, TokenError, TokenRevoked, parse_token
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ PROVISION_WAIT_S = 1.5
 MAX_CONCURRENT = 256
 
 ClientRef = tuple[str, int]  # (server id, client id)
+
+# Told of every answer: (tenant, "accepted" or "refused", reason). ``tenant`` is the tenant the
+# token names when that tenant exists, else "" (a label: never a name a client made up).
+OnDecision = Callable[[str, str, str], None]
 
 
 def tenant_user_claims(user_nkey: str, record: TokenRecord) -> dict[str, Any]:
@@ -84,9 +89,11 @@ class CalloutService(Service):
         auth: NatsAuth,
         provisioner: Provisioner,
         system: Connection | None = None,
+        on_decision: OnDecision | None = None,
     ) -> None:
         super().__init__()
         self.name = "auth callout"
+        self.on_decision = on_decision
         self.nc = nc
         self.view = view
         self.auth = auth
@@ -152,7 +159,9 @@ class CalloutService(Service):
                 exc,
             )
             claims = response_claims(user_nkey, server_id, error=str(exc))
+            self._decided(self._claimed_tenant(token), "refused", exc.reason)
         else:
+            self._decided(record.tenant, "accepted", "token")
             seed = self.auth.tenant_seed(record.tenant)
             user_jwt = jwt.encode(tenant_user_claims(user_nkey, record), seed)
             claims = response_claims(user_nkey, server_id, user_jwt=user_jwt)
@@ -163,9 +172,21 @@ class CalloutService(Service):
         except NatchetError as exc:
             log.error("auth callout: could not answer the server: %s", exc)
 
+    def _decided(self, tenant: str, outcome: str, reason: str) -> None:
+        if self.on_decision is not None:
+            self.on_decision(tenant, outcome, reason)
+
+    def _claimed_tenant(self, token: str) -> str:
+        """The tenant a refused token names, if it is one of the engine's; else ""."""
+        try:
+            tenant = parse_token(token).tenant
+        except TokenError:
+            return ""
+        return tenant if tenant in self.view.state.tenants else ""
+
     async def _authenticate(self, token: str) -> TokenRecord:
         if not token:
-            raise TokenError("no token (set HATCHET_CLIENT_TOKEN)")
+            raise TokenError("no token (set HATCHET_CLIENT_TOKEN)", "no_token")
         try:
             return self.view.state.authenticate(token)
         except TokenError:
@@ -177,11 +198,13 @@ class CalloutService(Service):
     async def _provisioned(self, tenant: str) -> None:
         failed = self.provisioner.failed.get(tenant)
         if failed is not None:
-            raise TokenError(f"tenant {tenant} cannot be served: {failed}")
+            raise TokenError(f"tenant {tenant} cannot be served: {failed}", "tenant_unavailable")
         try:
             await asyncio.wait_for(self.provisioner.ready(tenant).wait(), PROVISION_WAIT_S)
         except TimeoutError:
-            raise TokenError(f"tenant {tenant} is still being set up: retry in a moment") from None
+            raise TokenError(
+                f"tenant {tenant} is still being set up: retry in a moment", "tenant_unavailable"
+            ) from None
 
     def _remember(self, token_id: str, conn: ClientRef) -> None:
         self.connections[token_id].add(conn)

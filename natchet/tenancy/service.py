@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from eventstore import Connection, Service, close, connect
 from natchet.supervise import supervise
-from natchet.tenancy.callout import CalloutService
+from natchet.tenancy.callout import CalloutService, OnDecision
 from natchet.tenancy.provision import Provisioner
 from natchet.tenancy.view import TenancyView
 from schemas.tenancy import SystemMessage, TenantCreated, TenantLimitsChanged
@@ -35,8 +35,10 @@ class TenancyService(Service):
         on_tenant: OnTenant | None = None,
         *,
         callout: bool = True,
+        on_decision: OnDecision | None = None,
     ) -> None:
         super().__init__()
+        self.on_decision = on_decision
         self.nc = nc
         self.answers_callout = callout
         self.provisioner = provisioner
@@ -60,7 +62,7 @@ class TenancyService(Service):
                 system_nc = await connect(auth.options(url, "natchet-kick", "system"))
                 conns.append(system_nc)
                 self.callout = CalloutService(
-                    callout_nc, self.view, auth, self.provisioner, system_nc
+                    callout_nc, self.view, auth, self.provisioner, system_nc, self.on_decision
                 )
                 parts.append(supervise("auth callout", self.callout.run, self.stopping))
             await self.until_stopping(asyncio.gather(*parts))

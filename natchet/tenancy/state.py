@@ -90,11 +90,21 @@ class TenancyState:
         if record is None or not hmac.compare_digest(
             record.secret_sha256, hash_secret(token.secret)
         ):
-            raise TokenError(f"unknown token {token.token_id}")
+            raise TokenError(f"unknown token {token.token_id}", "unknown_token")
         if record.revoked_at is not None:
-            raise TokenError(f"token {record.token_id} was revoked at {record.revoked_at}")
+            raise TokenError(
+                f"token {record.token_id} was revoked at {record.revoked_at}", "revoked"
+            )
         if record.expired(now):
-            raise TokenError(f"token {record.token_id} expired at {record.expires_at}")
+            raise TokenError(f"token {record.token_id} expired at {record.expires_at}", "expired")
+        if token.tenant != record.tenant:
+            # The secret is good, but the token was re-encoded to name another tenant: never
+            # let it pass as that tenant's (it would connect to its own, and say otherwise).
+            raise TokenError(
+                f"token {record.token_id} is not a token of tenant {token.tenant}", "wrong_tenant"
+            )
         if record.tenant not in self.tenants:
-            raise TokenError(f"token {record.token_id}: tenant {record.tenant} does not exist")
+            raise TokenError(
+                f"token {record.token_id}: tenant {record.tenant} does not exist", "unknown_tenant"
+            )
         return record
