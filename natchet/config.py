@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path(".natchet")
 DEV_ENV_FILE = "dev.env"
 DEFAULT_TENANT = "dev"
+DEFAULT_METRICS_HOST = "0.0.0.0"
+DEFAULT_READY_MAX_LAG_S = 30.0
 
 # What an engine process runs per tenant: both components, or one of them (``natchet
 # engine`` runs the dispatcher and starts a second process for the projector).
@@ -59,6 +61,31 @@ def resolve_tenant(flag: str | None, env: Mapping[str, str], default: str = DEFA
     return flag or env.get("HATCHET_CLIENT_TENANT_ID") or default
 
 
+def port_from(value: str | int | None, what: str) -> int | None:
+    """A TCP port (0: any free one), or None when not set."""
+    if value is None or value == "":
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{what}: not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: a port is 0 to 65535, not {port}")
+    return port
+
+
+def seconds_from(value: str | float | None, what: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{what}: not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise ConfigError(f"{what}: must be more than 0 seconds, not {value}")
+    return seconds
+
+
 def tenants_from(value: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in value.split(",") if t.strip())
     try:
@@ -78,6 +105,12 @@ class EngineSettings:
     nats_auth_file: str | None = None
     discover_tenants: bool = False
     role: Role = "all"
+    # The HTTP port of /metrics, /live and /ready (docs/operating.md): None, none; 0, any
+    # free port. ``ready_max_lag_s``: how far behind the log the dispatcher and projector
+    # may be (the age of the oldest message not yet handled) and still be ready.
+    metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
+    ready_max_lag_s: float = DEFAULT_READY_MAX_LAG_S
 
     @property
     def dispatches(self) -> bool:
@@ -96,6 +129,9 @@ class EngineSettings:
         tenants: str | None = None,
         env: Mapping[str, str] | None = None,
         role: Role = "all",
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
+        ready_max_lag_s: float | None = None,
     ) -> EngineSettings:
         env = layered_env() if env is None else env
         nats = nats_url or env.get("NATCHET_NATS_URL")
@@ -119,6 +155,18 @@ class EngineSettings:
             nats_auth_file=env.get("NATCHET_NATS_AUTH_FILE") or None,
             discover_tenants=True,
             role=role,
+            metrics_port=port_from(
+                metrics_port if metrics_port is not None else env.get("NATCHET_METRICS_PORT"),
+                "--metrics-port / NATCHET_METRICS_PORT",
+            ),
+            metrics_host=metrics_host or env.get("NATCHET_METRICS_HOST") or DEFAULT_METRICS_HOST,
+            ready_max_lag_s=seconds_from(
+                ready_max_lag_s
+                if ready_max_lag_s is not None
+                else env.get("NATCHET_READY_MAX_LAG_S"),
+                "--ready-max-lag / NATCHET_READY_MAX_LAG_S",
+                DEFAULT_READY_MAX_LAG_S,
+            ),
         )
 
     @property

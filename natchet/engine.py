@@ -1,5 +1,7 @@
 """The engine: per tenant, a dispatcher and a projector, each restarted if it fails; or one
-of the two (``EngineSettings.role``), when the other runs in another process."""
+of the two (``EngineSettings.role``), when the other runs in another process. Its metrics
+(``natchet.metrics``) are always kept; with ``settings.metrics_port`` it serves them, with
+``/live`` and ``/ready``, on that port (``natchet.health``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import psycopg
 from dispatcher import Dispatcher
 from eventstore import Append, Connection, NatchetError, append, close, connect
 from natchet.config import EngineSettings
+from natchet.health import HealthServer
+from natchet.metrics import EngineMetrics
+from natchet.probe import Probe
 from natchet.supervise import supervise
 from natchet.tenancy.provision import Provisioner
 from natchet.tenancy.service import TenancyService
@@ -34,18 +39,37 @@ async def _started(task: asyncio.Task[None], ready: asyncio.Event) -> None:
 
 
 class Engine:
-    def __init__(self, settings: EngineSettings) -> None:
+    """``watch_projector``: whether ``/ready`` and the lag metrics answer for the projector
+    (default: when this process projects; ``natchet engine`` also when its child does)."""
+
+    def __init__(self, settings: EngineSettings, *, watch_projector: bool | None = None) -> None:
         self.settings = settings
+        self.metrics = EngineMetrics()
+        self.probe = Probe(
+            self,
+            dispatcher=settings.dispatches,
+            projector=settings.projects if watch_projector is None else watch_projector,
+            max_lag_s=settings.ready_max_lag_s,
+        )
+        self.health: HealthServer | None = None
         self.nc: Connection | None = None
         self.provisioner: Provisioner | None = None
         self.dispatchers: dict[str, Dispatcher] = {}
         self.projectors: dict[str, Projector] = {}
+        self.connections: dict[str, Connection] = {}  # tenant -> the connection to its log
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         self.tenancy: TenancyService | None = None
 
     async def start(self) -> None:
+        if self.settings.metrics_port is not None:
+            # First, so /live answers and /ready says "still starting" while the rest starts.
+            self.health = HealthServer(
+                self.metrics, self.probe, self.settings.metrics_host, self.settings.metrics_port
+            )
+            await self.health.open()
+            self.health.start()
         self.nc = nc = await connect(self.settings.nats_options("natchet-engine"))
         auth = self.settings.nats_auth
         self.provisioner = Provisioner(self.settings.nats_url, nc, auth)
@@ -60,7 +84,11 @@ class Engine:
             on_tenant = self.start_tenant if self.settings.discover_tenants else None
             # One process answers the callout: the one that dispatches.
             self.tenancy = TenancyService(
-                nc, self.provisioner, on_tenant, callout=self.settings.dispatches
+                nc,
+                self.provisioner,
+                on_tenant,
+                callout=self.settings.dispatches,
+                on_decision=self.metrics.callout_decided,
             )
             await _started(self.tenancy.start(), self.tenancy.ready)
         await asyncio.gather(*(d.ready.wait() for d in self.dispatchers.values()))
@@ -76,11 +104,12 @@ class Engine:
             return
         assert self.provisioner is not None
         conn = await self.provisioner.provision(created)
+        self.connections[tenant] = conn
         if tenant in self.dispatchers or tenant in self.projectors:
             return  # already served: the limits are applied
         parts: list[tuple[str, Dispatcher | Projector]] = []
         if self.settings.dispatches:
-            dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full)
+            dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full, observer=self.metrics)
             self.dispatchers[tenant] = dispatcher
             parts.append((f"dispatcher {tenant}", dispatcher))
         if self.settings.projects:
@@ -111,6 +140,8 @@ class Engine:
 
     async def shutdown(self) -> None:
         self._stop.set()
+        if self.health is not None:
+            await self.health.shutdown()
         if self.tenancy is not None:
             await self.tenancy.shutdown()
         for d in self.dispatchers.values():

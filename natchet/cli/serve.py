@@ -19,8 +19,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from natchet.cli.connection import add_database_flag
-from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, ROLES, EngineSettings
+from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, ROLES, EngineSettings, port_from
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ def add_parser(sub: Any) -> None:
     dev.add_argument(
         "--nats-auth-file", help="with --nats-url: engine credentials from `natchet nats-config`"
     )
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics, /live and /ready on this port (default: a free one, printed)",
+    )
     dev.set_defaults(handler=serve_dev, long_running=True)
 
     engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
@@ -54,6 +61,23 @@ def add_parser(sub: Any) -> None:
         choices=ROLES,
         help="what this process runs: `dispatch`, `project` or `all` (default: the "
         "dispatcher here and the projector in a second process it starts and watches)",
+    )
+    engine.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics, /live and /ready on this port, 0 for any free one "
+        "(env NATCHET_METRICS_PORT; default: not served)",
+    )
+    engine.add_argument(
+        "--metrics-host",
+        help="the address to serve them on (env NATCHET_METRICS_HOST, default 0.0.0.0)",
+    )
+    engine.add_argument(
+        "--ready-max-lag",
+        type=float,
+        metavar="SECONDS",
+        help="/ready fails when the dispatcher or projector is further behind the log "
+        "(env NATCHET_READY_MAX_LAG_S, default 30)",
     )
     # The projector process natchet engine starts: stop when the parent (stdin) is gone.
     engine.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -100,11 +124,19 @@ async def serve_engine(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         tenants=args.tenants,
         role=args.role or "dispatch",
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        ready_max_lag_s=args.ready_max_lag,
     )
-    engine = Engine(settings)
+    if args.with_parent:  # the parent serves the metrics (and the port is its own)
+        settings = attrs.evolve(settings, metrics_port=None)
     child = None if args.role else ProjectorProcess(_projector_argv(args))
+    # The parent answers for its child's projector: its lag is read from Postgres.
+    engine = Engine(settings, watch_projector=True if child is not None else None)
     try:
         await engine.start()
+        if engine.health is not None:
+            print(f"natchet engine: metrics on {engine.health.url}/metrics", flush=True)
         if child is not None:
             child.start()
         if args.with_parent:
@@ -144,6 +176,9 @@ async def serve_dev(args: argparse.Namespace) -> int:
         env_file=args.env_file,
         tls=args.tls,
         nats_auth_file=args.nats_auth_file or os.environ.get("NATCHET_NATS_AUTH_FILE"),
+        metrics_port=port_from(
+            0 if args.metrics_port is None else args.metrics_port, "--metrics-port"
+        ),
     ) as dev:
         print("natchet dev is up. A worker needs:\n")
         for key, value in dev.env.items():
@@ -152,6 +187,8 @@ async def serve_dev(args: argparse.Namespace) -> int:
         print("Publish an event:  natchet event push user:create '{\"id\": 1}'")
         print(f"  or with any NATS client on {dev.tenant}.default.events.<key>:")
         print("  natchet token nats-context $HATCHET_CLIENT_TOKEN")
+        if dev.metrics_url:
+            print(f"Metrics: {dev.metrics_url}/metrics  (health: /live, /ready)")
         if dev.nats_monitor_url:
             print(
                 f"NATS monitoring: {dev.nats_monitor_url} (/jsz?consumers=true: each "

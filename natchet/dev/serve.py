@@ -64,6 +64,7 @@ class DevEngine:
     tenant: str
     env: dict[str, str]
     env_files: tuple[Path, ...]
+    metrics_url: str | None = None  # where /metrics, /live and /ready are served
     # The embedded nats-server's monitoring endpoint (None: a server the user runs).
     nats_monitor_url: str | None = None
 
@@ -78,10 +79,12 @@ async def dev_engine(
     env_file: Path | None,
     tls: bool = False,
     nats_auth_file: str | None = None,
+    metrics_port: int | None = None,
 ) -> AsyncIterator[DevEngine]:
     """Start the servers not given (in ``data_dir``, which no other stack may be using),
     the engine on them and ``tenant`` with its token; write the worker environment to
-    ``data_dir/dev.env`` (and ``env_file``). On exit, stop all of it."""
+    ``data_dir/dev.env`` (and ``env_file``); with ``metrics_port`` (0: a free one), serve
+    the engine's metrics and health on 127.0.0.1. On exit, stop all of it."""
     # The embedded server authenticates tenants (auth callout); a server the user runs
     # does when its config has natchet's callout and NATCHET_NATS_AUTH_FILE is given.
     stack = DevStack(
@@ -95,6 +98,8 @@ async def dev_engine(
             tenants=(tenant,),
             nats_auth_file=str(stack.auth_file) if stack.auth_file else nats_auth_file,
             discover_tenants=True,
+            metrics_port=metrics_port,
+            metrics_host="127.0.0.1",
         )
         engine = Engine(settings)
         try:
@@ -109,8 +114,9 @@ async def dev_engine(
             files = (dev_env,) if env_file is None else (dev_env, env_file)
             for path in files:
                 write_env_file(path, env)
+            url = None if engine.health is None else engine.health.url
             monitor = stack.nats.monitor_url if stack.nats is not None else None
-            yield DevEngine(settings, tenant, env, files, monitor)
+            yield DevEngine(settings, tenant, env, files, url, monitor)
         finally:
             await engine.shutdown()
     finally:
