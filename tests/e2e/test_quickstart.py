@@ -17,6 +17,7 @@ import pytest
 from natchet.config import read_env_file
 from natchet.dev.demo import raw_publish
 from tests.conftest import eventually
+from tests.support import http_get, scrape, total
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -120,6 +121,19 @@ async def test_readme_worker_runs_under_natchet_dev(dev_stack: Any, tmp_path: Pa
             return sum(r["status"] == "SUCCEEDED" for r in runs) >= 2
 
         await eventually(two_runs, timeout_s=30, interval_s=0.5)
+
+        # natchet dev serves the engine's metrics on a free port, and says where.
+        [url] = re.findall(
+            r"Metrics: (http://127\.0\.0\.1:\d+)/metrics",
+            (tmp_path / "natchet-dev.log").read_text(),
+        )
+
+        async def counted() -> bool:
+            samples = await scrape(url)
+            return total(samples, "hatchet_succeeded_tasks_total", tenant=tenant) >= 4
+
+        await eventually(counted, timeout_s=30, interval_s=0.5)
+        assert (await http_get(f"{url}/ready"))[0] == 200
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
