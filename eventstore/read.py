@@ -158,7 +158,22 @@ async def direct_history(
 ) -> AsyncGenerator[Record, None]:
     """Every stored message on ``subject`` (wildcards allowed) from ``start_seq``, in order,
     through batched direct gets: no consumer is created, so a tenant may do it."""
-    stream = stream_name(tenant)
+    async for record in direct_stream_history(
+        nc, stream_name(tenant), subject, start_seq=start_seq, batch=batch, timeout_s=timeout_s
+    ):
+        yield record
+
+
+async def direct_stream_history(
+    nc: NATS,
+    stream: str,
+    subject: str,
+    *,
+    start_seq: int = 1,
+    batch: int = 256,
+    timeout_s: float = 5.0,
+) -> AsyncGenerator[Record, None]:
+    """:func:`direct_history` of any stream (one with ``allow_direct``)."""
     seq = start_seq
     while True:
         queue: asyncio.Queue[Msg] = asyncio.Queue()

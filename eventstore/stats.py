@@ -12,10 +12,10 @@ from nats.aio.client import Client as Connection
 
 from eventstore.errors import ReadError
 from eventstore.provision import DISPATCHER_CONSUMER
-from eventstore.read import direct_get, latest
+from eventstore.read import direct_get, direct_stream_history
 from eventstore.records import Record
 from eventstore.snapshot import translated
-from schemas.subjects import stream_name, tasks_stream_name
+from schemas.subjects import live_stream_name, stream_name, tasks_stream_name
 
 PAGE = 256  # the server lists at most this many consumers a request
 
@@ -75,8 +75,11 @@ async def stored_at(conn: Connection, tenant: str, seq: int) -> dt.datetime | No
 
 
 async def heartbeats(conn: Connection, tenant: str) -> list[Record]:
-    """The last heartbeat of every worker of the tenant (every namespace) still kept."""
+    """The last heartbeat of every worker of the tenant (every namespace) still kept: the
+    liveness stream keeps one message per worker, so reading all of it with batched direct
+    gets gives them, and creates no consumer (a scrape must not use up the tenant's)."""
     try:
-        return await latest(conn, tenant, f"{tenant}.*.workers.*")
+        history = direct_stream_history(conn, live_stream_name(tenant), f"{tenant}.*.workers.*")
+        return [record async for record in history]
     except nats.errors.Error as exc:
         raise ReadError(f"cannot read the heartbeats of {tenant}: {exc}") from None
