@@ -62,6 +62,10 @@ class Engine:
         self.ready = asyncio.Event()
         self.tenancy: TenancyService | None = None
 
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
     async def start(self) -> None:
         if self.settings.metrics_port is not None:
             # First, so /live answers and /ready says "still starting" while the rest starts.

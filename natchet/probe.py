@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import psycopg
@@ -34,14 +34,11 @@ from eventstore import (
     stored_at,
     task_queues,
 )
-from natchet.cli.workers import DEAD_AFTER_S
+from natchet.liveness import alive
 from natchet.metrics import Sampled
 from projector import read_checkpoint
-from schemas import WorkerHeartbeat, WorkerStatus
+from schemas import WorkerHeartbeat
 from schemas.codec import DecodeError, decode_as
-
-if TYPE_CHECKING:
-    from natchet.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +46,28 @@ DEFAULT_MAX_LAG_S = 30.0
 TIMEOUT_S = 3.0  # per question to a server: a scrape or a readiness check answers in time
 
 T = TypeVar("T")
+
+
+class _Restoring(Protocol):
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+
+class EngineView(Protocol):
+    """What the probe reads of an engine (``natchet.engine.Engine``)."""
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+    @property
+    def nc(self) -> Connection | None: ...
+    @property
+    def connections(self) -> Mapping[str, Connection]: ...
+    @property
+    def dispatchers(self) -> Mapping[str, _Restoring]: ...
+    @property
+    def projectors(self) -> Mapping[str, object]: ...
+    @property
+    def database_url(self) -> str: ...
 
 
 @attrs.frozen
@@ -83,7 +102,7 @@ class Probe:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineView,
         *,
         dispatcher: bool,
         projector: bool,
@@ -132,7 +151,7 @@ class Probe:
         out: dict[str, int] = {}
         try:
             async with await psycopg.AsyncConnection.connect(
-                self.engine.settings.database_url,
+                self.engine.database_url,
                 connect_timeout=int(TIMEOUT_S),
                 application_name="natchet-probe",
             ) as conn:
@@ -204,7 +223,7 @@ class Probe:
             sampled.queue_depth[key] = sampled.queue_depth.get(key, 0) + q.pending
 
     async def _slots(self, conn: Connection, tenant: str, sampled: Sampled) -> None:
-        """Slots of the workers alive now (a heartbeat within ``DEAD_AFTER_S``, not stopped),
+        """Slots of the workers alive now (``natchet.liveness.alive``),
         per namespace; a namespace with none shows 0 while its heartbeats are kept."""
         records = await _timed(heartbeats(conn, tenant))
         now = dt.datetime.now(dt.UTC)
@@ -215,8 +234,7 @@ class Probe:
                 continue
             key = (tenant, rec.subject.split(".")[1])
             total, used = sampled.slots.get(key, (0, 0))
-            age = (now - dt.datetime.fromisoformat(hb.at)).total_seconds()
-            if hb.status is not WorkerStatus.STOPPED and age <= DEAD_AFTER_S:
+            if alive(hb, now):
                 total, used = total + hb.slots, used + min(hb.running, hb.slots)
             sampled.slots[key] = (total, used)
 

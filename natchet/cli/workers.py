@@ -9,11 +9,9 @@ from typing import Any
 from eventstore import latest
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import dump_json
+from natchet.liveness import DEAD_AFTER_S
 from schemas import WorkerHeartbeat, WorkerStatus
 from schemas.codec import DecodeError, decode_as
-
-# A worker beats every 2 s; three missed beats and it is presumed dead.
-DEAD_AFTER_S = 6.0
 
 
 def add_parser(sub: Any) -> None:
