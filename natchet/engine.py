@@ -69,11 +69,12 @@ class Engine:
     async def start(self) -> None:
         if self.settings.metrics_port is not None:
             # First, so /live answers and /ready says "still starting" while the rest starts.
-            self.health = HealthServer(
+            health = HealthServer(
                 self.metrics, self.probe, self.settings.metrics_host, self.settings.metrics_port
             )
-            await self.health.open()
-            self.health.start()
+            await health.open()  # a port that cannot be had: one line, nothing started
+            self.health = health
+            health.start()
         self.nc = nc = await connect(self.settings.nats_options("natchet-engine"))
         auth = self.settings.nats_auth
         self.provisioner = Provisioner(self.settings.nats_url, nc, auth)

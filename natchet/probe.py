@@ -160,7 +160,7 @@ class Probe:
                     for tenant in self.tenants():
                         out[tenant] = await read_checkpoint(conn, tenant)
         except (psycopg.Error, OSError) as exc:
-            return out, f"Postgres unreachable: {_one_line(exc)}"
+            return out, f"Postgres: {_one_line(exc)}"
         return out, None
 
     async def _tenant(

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import pytest
 
+from eventstore import ConfigError
 from natchet.config import EngineSettings
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
@@ -309,3 +310,19 @@ async def test_a_bad_metrics_port_is_one_line(tmp_path: Path) -> None:
     assert err.decode().strip().splitlines() == [
         "natchet: --metrics-port / NATCHET_METRICS_PORT: a port is 0 to 65535, not 70000"
     ]
+
+
+async def test_a_metrics_port_in_use_is_one_line(nats_server: NatsServer, dsn: str) -> None:
+    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    try:
+        engine = Engine(
+            EngineSettings(
+                nats_server.url, dsn, ("x",), metrics_port=port, metrics_host="127.0.0.1"
+            )
+        )
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}: "):
+            await engine.start()
+        await engine.shutdown()
+    finally:
+        taken.close()
