@@ -165,6 +165,7 @@ class Dispatcher(Service):
         inputs = Inputs(self.nc, stream_name(self.tenant), DISPATCHER_CONSUMER)
         self._checkpoints = checkpoints = Checkpoints(self._checkpoints.store, self.snapshots)
         self._stored.clear()
+        self._tally = Tally()  # what a failed run decided and never stored is not counted
         try:
             await ensure_dispatcher_consumer(self.nc, self.tenant)
             floor = await inputs.ack_floor()
