@@ -326,3 +326,31 @@ async def test_a_metrics_port_in_use_is_one_line(nats_server: NatsServer, dsn: s
         await engine.shutdown()
     finally:
         taken.close()
+
+
+async def test_ready_is_503_while_the_projector_lags_past_the_bound(
+    nats_server: NatsServer, dsn: str, tenant_name: str
+) -> None:
+    """An engine that answers for a projector nobody runs: the log grows, the checkpoint
+    does not, and once the oldest message not applied is older than the bound, /ready
+    fails naming the projector, and the lag gauges say how far behind it is."""
+    lagging = settings(nats_server, dsn, tenant_name, role="dispatch", ready_max_lag_s=1.0)
+    async with Engine(lagging, watch_projector=True) as engine:
+        url = url_of(engine)
+        hatchet = hatchet_for(nats_server, tenant_name)
+        await hatchet.event.aio_push("nobody-listens", {"n": 1})
+        hatchet.close()
+
+        async def lagging_503() -> dict[str, Any]:
+            status, body = await http_get(f"{url}/ready")
+            assert status == 503, body
+            answer: dict[str, Any] = orjson.loads(body)
+            return answer
+
+        answer = await eventually(lagging_503, timeout_s=30)
+        assert list(answer["failed"]) == ["projector"], answer
+        assert "bound 1s" in answer["failed"]["projector"]
+        samples = await scrape(url)
+        assert total(samples, "natchet_projector_lag_messages", tenant=tenant_name) >= 1
+        assert total(samples, "natchet_projector_lag_seconds", tenant=tenant_name) > 1
+        assert total(samples, "natchet_dispatcher_lag_messages", tenant=tenant_name) == 0
