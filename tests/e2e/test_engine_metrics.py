@@ -354,3 +354,24 @@ async def test_ready_is_503_while_the_projector_lags_past_the_bound(
         assert total(samples, "natchet_projector_lag_messages", tenant=tenant_name) >= 1
         assert total(samples, "natchet_projector_lag_seconds", tenant=tenant_name) > 1
         assert total(samples, "natchet_dispatcher_lag_messages", tenant=tenant_name) == 0
+
+
+async def raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_bad_requests_get_an_answer_not_a_crash(metered: Engine) -> None:
+    url = url_of(metered)
+    assert (await raw(url, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+    assert (await raw(url, b"POST /ready HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405 ")
+    head = await raw(url, b"HEAD /live HTTP/1.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 13" in head
+    assert (await http_get(f"{url}/live"))[0] == 200  # still serving
