@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -73,20 +75,18 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def http_get(url: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    """GET ``url`` (plain http) without blocking the event loop the server may share."""
-    rest = url.split("://", 1)[1]
-    hostport, _, path = rest.partition("/")
-    host, _, port = hostport.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
     try:
-        writer.write(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode())
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout_s)
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as exc:  # 4xx, 5xx: the answer is what is tested
+        return exc.code, exc.read()
+
+
+async def http_get(url: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """GET ``url`` (plain http) in a thread, without blocking the event loop the server
+    may share: the status and the body (chunked or not), whatever the status."""
+    return await asyncio.to_thread(_get, url, timeout_s)
 
 
 async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -20,6 +20,7 @@ from natchet.config import EngineSettings
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
 from projector import get_run
+from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, http_get, run_ends, scrape, total
 from worker import Context, NonRetryableError, WorkflowRunError
@@ -37,6 +38,20 @@ def settings(nats_server: NatsServer, dsn: str, tenant: str, **more: Any) -> Eng
 async def metered(nats_server: NatsServer, dsn: str, tenant_name: str) -> AsyncIterator[Engine]:
     async with Engine(settings(nats_server, dsn, tenant_name)) as engine:
         yield engine
+
+
+async def keda_lag(server: NatsServer, account: str, stream: str, consumer: str) -> float:
+    """A consumer's lag as KEDA's ``nats-jetstream`` scaler reads it: the monitoring
+    endpoint's ``/jsz?acc=..&consumers=true``, account, stream, consumer by name, and the
+    consumer's ``num_pending`` (examples/kubernetes/keda-scaledobject.yaml)."""
+    status, body = await http_get(f"{server.monitor_url}/jsz?acc={account}&consumers=true")
+    assert status == 200, body
+    for acc in orjson.loads(body).get("account_details") or []:
+        for st in acc.get("stream_detail") or [] if acc["name"] == account else []:
+            for con in st.get("consumer_detail") or [] if st["name"] == stream else []:
+                if con["name"] == consumer:
+                    return float(con["num_pending"])
+    return -1.0
 
 
 def url_of(engine: Engine) -> str:
@@ -190,7 +205,9 @@ async def test_queue_depth_rises_without_workers_and_drains_to_zero(
         samples = await scrape(url)
         queue = total(samples, "natchet_queue_depth", tenant=tenant_name, namespace="default")
         pending = total(samples, "natchet_workflow_pending_tasks", workflow="Queued")
-        assert (queue, pending) == (expected, expected), (
+        # The same count where KEDA's NATS JetStream scaler reads it: the server's /jsz.
+        lag = await keda_lag(nats_server, "$G", tasks_stream_name(tenant_name), "default~Queued")
+        assert (queue, pending, lag) == (expected, expected, expected), (
             queue,
             pending,
             (await metered.probe.look()).checks,
