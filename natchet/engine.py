@@ -13,6 +13,7 @@ from typing import Self
 import psycopg
 
 from dispatcher import Dispatcher
+from dispatcher.gate import WorkerGate
 from eventstore import Append, Connection, NatchetError, append, close, connect
 from natchet.config import EngineSettings
 from natchet.health import HealthServer
@@ -21,6 +22,7 @@ from natchet.probe import Probe
 from natchet.supervise import supervise
 from natchet.tenancy.provision import Provisioner
 from natchet.tenancy.service import TenancyService
+from natchet.version import natchet_version
 from projector import Projector, migrate
 from schemas import encode
 from schemas.tenancy import TenantCreated, TenantLogFull, full_subject
@@ -57,6 +59,7 @@ class Engine:
         self.dispatchers: dict[str, Dispatcher] = {}
         self.projectors: dict[str, Projector] = {}
         self.connections: dict[str, Connection] = {}  # tenant -> the connection to its log
+        self.gates: dict[str, WorkerGate] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -112,11 +115,15 @@ class Engine:
         self.connections[tenant] = conn
         if tenant in self.dispatchers or tenant in self.projectors:
             return  # already served: the limits are applied
-        parts: list[tuple[str, Dispatcher | Projector]] = []
+        parts: list[tuple[str, Dispatcher | Projector | WorkerGate]] = []
         if self.settings.dispatches:
             dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full, observer=self.metrics)
             self.dispatchers[tenant] = dispatcher
             parts.append((f"dispatcher {tenant}", dispatcher))
+            # Refuses workers speaking a wire protocol this engine cannot serve.
+            gate = WorkerGate(conn, tenant, engine_version=natchet_version())
+            self.gates[tenant] = gate
+            parts.append((f"worker gate {tenant}", gate))
         if self.settings.projects:
             projector = Projector(conn, self.settings.database_url, tenant)
             self.projectors[tenant] = projector
@@ -153,6 +160,8 @@ class Engine:
             await d.shutdown()
         for p in self.projectors.values():
             await p.shutdown()
+        for g in self.gates.values():
+            await g.shutdown()
         _done, pending = await asyncio.wait(self._tasks, timeout=10) if self._tasks else ((), ())
         for task in pending:
             task.cancel()

@@ -38,6 +38,10 @@ def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _tuple_of_int(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class StepDef:
     name: str
@@ -377,6 +381,26 @@ class WorkerHeartbeat:
     running: int
     status: WorkerStatus = attrs.field(converter=WorkerStatus)
     started_at: str
+    at: str = attrs.field(factory=utcnow)
+    # What the worker runs (issue 11): its SDK's release and the wire protocol it speaks
+    # (:mod:`schemas.protocol`). Heartbeats from before have "" and 0 (protocol 1).
+    sdk_version: str = ""
+    protocol: int = 0
+    v: int = 1
+
+
+@attrs.frozen
+class WorkerRefused:
+    """``<t>.<ns>.workers.<worker_id>.refused``: the engine will not serve this worker (a
+    wire protocol it cannot serve); ``reason`` says which protocols it accepts. Published,
+    not stored: the engine says it again at each heartbeat of that worker."""
+
+    KIND = "refused"
+    worker_id: str
+    reason: str
+    protocol: int
+    accepted: tuple[int, ...] = attrs.field(converter=_tuple_of_int)
+    engine_version: str = ""
     at: str = attrs.field(factory=utcnow)
     v: int = 1
 

@@ -7,6 +7,7 @@
 | ``<t>.<ns>.tasks.<workflow>.<step>``      | a ready step offered to the queue group|
 | ``<t>.<ns>.runs.<run_id>.<kind>``         | one run's own history                  |
 | ``<t>.<ns>.workers.<worker_id>``          | a worker's heartbeat (message TTL)     |
+| ``<t>.<ns>.workers.<worker_id>.refused``  | the engine refuses a worker (not kept) |
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class Scope:
     def worker(self, worker_id: str) -> str:
         """Liveness of one worker: heartbeats carry a message TTL, so they age out."""
         return f"{self.prefix}.workers.{worker_id}"
+
+    def worker_refused(self, worker_id: str) -> str:
+        """Where the engine tells a worker it refuses it (core NATS: not in any stream)."""
+        return f"{self.prefix}.workers.{worker_id}.refused"
 
 
 def stream_name(tenant: str) -> str:

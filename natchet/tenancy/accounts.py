@@ -70,6 +70,7 @@ def tenant_grants(tenant: str) -> list[Grant]:
         Grant(f"{t}.*.runs.*.finished", "stream", name="run ends"),
         Grant(f"{t}.*.runs.*.step_finished", "stream", name="step ends"),
         Grant(f"{t}.*.runs.*.rejected", "stream", name="run rejections"),
+        Grant(f"{t}.*.workers.*.refused", "stream", name="worker refusals"),
     ]
 
 
