@@ -17,7 +17,7 @@ from worker.client import (
     WorkflowRunRef,
 )
 from worker.context import Context
-from worker.errors import NonRetryableError
+from worker.errors import NonRetryableError, WorkerFatalError
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 
@@ -31,6 +31,7 @@ __all__ = [
     "NonRetryableError",
     "PushedEvent",
     "Worker",
+    "WorkerFatalError",
     "WorkerSettings",
     "WorkflowRunError",
     "WorkflowRunRef",

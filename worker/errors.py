@@ -7,3 +7,13 @@ from eventstore import NatchetError
 
 class NonRetryableError(NatchetError):
     """Raise from a step to fail it at once, whatever retries it has left."""
+
+
+class WorkerFatalError(NatchetError):
+    """The worker stopped on a critical failure: the engine refused it, or NATS was lost
+    past its bound (``code``: the exit code ``worker.start()`` ends the process with)."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code

@@ -104,6 +104,7 @@ class Attempt:
         self.key = f"{task.run_id}:{task.step}:{task.attempt}:{delivery.delivered}"
         self.thread: StepThread | None = None  # a sync step's, once started
         self.outcome: str | None = None  # once settled: "result", "handed back" or "cancelled"
+        self.ok: bool | None = None  # once the step returned (True) or raised (False)
         self.started_at = utcnow()  # set again when the step starts
         self.assigned = False  # ``assigned`` is being appended, or is in the log
         self._grace: asyncio.TimerHandle | None = None
@@ -189,10 +190,12 @@ class Attempt:
                     f"step output is too large ({len(body)} bytes with its result; the log "
                     f"takes messages up to {self.max_msg_bytes} bytes)"
                 )
+            self.ok = True
             return body
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing step is a result, not a worker crash
+            self.ok = False
             self.context._set_cancelled("failed")
             error = describe(exc, t.timeout_s)
             if self.interrupted:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from eventstore import Append, Connection, NatchetError, append
 from schemas import WorkerHeartbeat, WorkerStatus, encode, utcnow
 from schemas.subjects import Scope
+from worker import version
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Heartbeat:
         self.slots = slots
         self.running = running
         self.started_at = utcnow()
+        self.sdk_version = version.sdk_version()
         self.status = WorkerStatus.ACTIVE
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -57,6 +59,8 @@ class Heartbeat:
             running=self.running(),
             status=self.status,
             started_at=self.started_at,
+            sdk_version=self.sdk_version,
+            protocol=version.announced_protocol(),
         )
         try:
             await append(self.conn, Append(self.subject, encode(message), ttl_s=TTL_S), timeout_s=2)

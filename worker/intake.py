@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Mapping
 
 from eventstore import (
@@ -28,6 +29,7 @@ from worker.declare import WorkflowSpec
 from worker.ended import RunEnds
 from worker.execute import Attempt
 from worker.inflight import Holding
+from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.settle import settle
 
@@ -45,8 +47,10 @@ class Intake:
         workflows: Mapping[str, tuple[WorkflowSpec, object]],
         closing: asyncio.Event,
         ends: RunEnds | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.conn = conn
+        self.metrics = metrics
         self.ends = ends
         self.settings = settings
         self.worker_id = worker_id
@@ -102,11 +106,18 @@ class Intake:
             await _settle(delivery, delivery.ack())
             return
         holding.attempt = attempt
+        began = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.step_started(task.workflow, task.step)
         try:
             await attempt.run(fn, instance)
         finally:
             self.completed += attempt.outcome == "result"
             self.handed_back += attempt.outcome == "handed back"
+            if self.metrics is not None:
+                self.metrics.step_ended(
+                    task.workflow, task.step, _outcome(attempt), time.monotonic() - began
+                )
 
     def _attempt(self, task: Task, delivery: Delivery) -> Attempt:
         s = self.settings
@@ -138,6 +149,13 @@ class Intake:
         except NatchetError as exc:
             log.debug("could not check whether run %s is over: %s", task.run_id, exc)
             return False
+
+
+def _outcome(attempt: Attempt) -> str:
+    """The attempt's end as ``natchet_worker_steps_finished_total`` labels it."""
+    if attempt.outcome == "result":
+        return "succeeded" if attempt.ok else "failed"
+    return (attempt.outcome or "unsettled").replace(" ", "_")
 
 
 async def _settle(delivery: Delivery, act: Awaitable[None]) -> None:

@@ -37,16 +37,24 @@ from eventstore import (
     subscribe,
     task_consumer_name,
 )
+from schemas import WorkerRefused
+from schemas.codec import DecodeError, decode_as
 from schemas.subjects import tasks_stream_name
+from worker import version
 from worker.declare import WorkflowSpec, spec_of
 from worker.ended import RunEnds
 from worker.entry import run_until_signalled
+from worker.errors import WorkerFatalError
+from worker.healthserver import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.intake import Intake
+from worker.metrics import WorkerMetrics
 from worker.register import register
 from worker.settings import WorkerSettings
 from worker.settle import settle
+from worker.vitals import TICK_S, Exit, Fatal, Vitals
+from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,14 @@ class Worker:
         self._background: asyncio.Task[None] | None = None
         self._slots: Slots | None = None
         self._intake: Intake | None = None
+        self.vitals = Vitals(settings.health)
+        self.metrics: WorkerMetrics | None = None
+        self.health: HealthServer | None = None  # while serving, when enabled
+        self.failure: Fatal | None = None  # the critical failure that stopped it
+        # Called from the watchdog's thread on a critical failure (NATS lost, the loop
+        # blocked, past their bounds). None: the worker cancels itself, and run() raises
+        # WorkerFatalError. The entry point (start()) ends the process instead.
+        self.on_fatal: Callable[[Fatal], None] | None = None
 
     async def _connect_with_settings(self, name: str) -> Connection:
         return await connect(self.settings.client.nats_options(name))
@@ -121,7 +137,7 @@ class Worker:
         """Register the workflows, take work until :meth:`shutdown`, then stop."""
         if self._runner is not None:
             raise RuntimeError(f"worker {self.name} is running or has run: make a new one")
-        self._runner = asyncio.current_task()
+        runner = self._runner = asyncio.current_task()
         self._stopped.clear()
         try:
             if not self.stopping.is_set():
@@ -129,8 +145,14 @@ class Worker:
                 fields = {"tenant": scope.tenant, "namespace": scope.namespace}
                 with logs.bound(**fields, worker_id=self.id, worker=self.name):
                     await self._serve()
+        except asyncio.CancelledError:
+            if self.failure is None or runner is None:
+                raise
+            runner.uncancel()  # cancelled by _fail: the failure is the news
         finally:
             self._stopped.set()
+        if self.failure is not None:
+            raise WorkerFatalError(self.failure.reason, self.failure.code)
 
     async def shutdown(self) -> None:
         """Stop, and return once stopped (cancelling :meth:`run` if a graceful stop takes
@@ -177,11 +199,38 @@ class Worker:
         if not self.workflows:
             raise ConfigError(f"worker {self.name} has no workflows: call register_workflow first")
         s = self.settings
-        conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
         slots = self._slots = Slots(s.max_runs)
+        metrics = self.metrics = self._new_metrics(slots)
+        if s.health.enabled:
+            self.health = HealthServer(
+                self.vitals,
+                metrics.exposition,
+                self._about(),
+                host=s.health.bind_address,
+                port=s.health.port,
+            )
+        held: list[Connection] = []
+        ticker = asyncio.create_task(self._tick(held), name=f"vitals:{self.name}")
+        watchdog = Watchdog(self.vitals, self.name, self._fatal_from_thread())
+        watchdog.start()
+        if self.health is not None:
+            self.health.start()
+        try:
+            conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
+            held.append(conn)
+            await self._serve_on(conn, slots, metrics)
+        finally:
+            watchdog.stop()
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            if self.health is not None:
+                self.health.stop()
+
+    async def _serve_on(self, conn: Connection, slots: Slots, metrics: WorkerMetrics) -> None:
+        s = self.settings
         closing = asyncio.Event()
         ends = RunEnds(conn)
-        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing, ends)
+        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing, ends, metrics)
         inflight = InFlight(slots, intake.take, f"{self.name}:{self.id}")
         steps = [
             f"{wf}:{step}" for wf, (spec, _) in self.workflows.items() for step in spec.functions
@@ -190,6 +239,7 @@ class Worker:
             conn, s.scope, self.id, self.name, steps, s.max_runs, lambda: slots.running
         )
         pulling: list[asyncio.Task[None]] = []
+        refusals = await subscribe(conn, s.scope.worker_refused(self.id), self._on_refused)
         try:
             definitions = [spec.definition for spec, _ in self.workflows.values()]
             await register(conn, s, definitions, self.stopping)
@@ -228,7 +278,78 @@ class Worker:
             await self._drain(pullers, pulling, inflight)
             await ended.unsubscribe()
         finally:
+            await refusals.unsubscribe()
             await settle(self._close(conn, pulling, inflight, heartbeat, closing))
+
+    # -- vitals and critical failures ----------------------------------------------------
+
+    def _new_metrics(self, slots: Slots) -> WorkerMetrics:
+        c = self.settings.client
+        return WorkerMetrics(
+            tenant=c.tenant,
+            namespace=c.namespace,
+            worker=self.name,
+            worker_id=self.id,
+            sdk_version=version.sdk_version(),
+            protocol=version.announced_protocol(),
+            max_runs=self.max_runs,
+            running=lambda: slots.running,
+            vitals=self.vitals,
+        )
+
+    def _about(self) -> dict[str, object]:
+        c = self.settings.client
+        return {
+            "worker": self.name,
+            "worker_id": self.id,
+            "tenant": c.tenant,
+            "namespace": c.namespace,
+            "sdk_version": version.sdk_version(),
+            "protocol": version.announced_protocol(),
+        }
+
+    async def _tick(self, held: list[Connection]) -> None:
+        """The loop's pulse for the watchdog, and whether NATS is connected (not yet
+        connected counts as lost)."""
+        while True:
+            self.vitals.tick(bool(held) and held[0].is_connected)
+            await asyncio.sleep(TICK_S)
+
+    def _fatal_from_thread(self) -> Callable[[Fatal], None]:
+        loop = asyncio.get_running_loop()
+
+        def on_fatal(fatal: Fatal) -> None:
+            if self.on_fatal is not None:
+                self.on_fatal(fatal)
+            else:
+                loop.call_soon_threadsafe(self._fail, fatal)
+
+        return on_fatal
+
+    def _fail(self, fatal: Fatal) -> None:
+        """A critical failure: stop now, without the grace (NATS is gone, or the loop was
+        stuck); :meth:`run` raises :class:`WorkerFatalError`."""
+        if self.failure is not None or not self.running:
+            return
+        log.error("worker %s: %s", self.name, fatal.reason)
+        self.failure = fatal
+        self.stopping.set()
+        if self._runner is not None:
+            self._runner.cancel()
+
+    async def _on_refused(self, msg: Message) -> None:
+        """The engine refuses this worker: stop (gracefully), and fail with its reason."""
+        try:
+            refused = decode_as(WorkerRefused, WorkerRefused.KIND, msg.data)
+        except DecodeError as exc:
+            log.warning("worker %s: unreadable refusal from the engine: %s", self.name, exc)
+            return
+        if self.failure is not None:
+            return
+        log.error("worker %s: %s", self.name, refused.reason)
+        self.vitals.refused = refused.reason
+        self.failure = Fatal(Exit.REFUSED, refused.reason)
+        self.stopping.set()
 
     async def _drain(
         self, pullers: list[TaskPuller], pulling: list[asyncio.Task[None]], inflight: InFlight

@@ -13,6 +13,7 @@ import attrs
 from eventstore import ConfigError, NatsOptions, TaskConsumerSettings, tls_context
 from schemas.subjects import Scope, SubjectError
 from schemas.tenancy import TOKEN_PREFIX, Token, TokenError, inbox_prefix, parse_token
+from worker.vitals import HealthSettings
 
 TLS_STRATEGIES = ("none", "tls", "mtls")
 GRACE_ENV = "NATCHET_WORKER_GRACE_SECONDS"
@@ -131,6 +132,8 @@ class WorkerSettings:
     max_runs: int = 100
     grace_s: float = DEFAULT_GRACE_S
     consumer: TaskConsumerSettings = attrs.field(factory=TaskConsumerSettings)
+    # The health endpoint and the bounds that make the worker unhealthy, or end it.
+    health: HealthSettings = attrs.field(factory=HealthSettings)
 
     def __attrs_post_init__(self) -> None:
         if not self.name.strip():
@@ -150,14 +153,17 @@ class WorkerSettings:
         grace_s: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> WorkerSettings:
-        """Arguments first, then ``NATCHET_WORKER_GRACE_SECONDS``, then the defaults."""
+        """Arguments first, then ``NATCHET_WORKER_GRACE_SECONDS`` (and the health variables,
+        :class:`~worker.vitals.HealthSettings`), then the defaults."""
+        env = os.environ if env is None else env
         if grace_s is None:
-            raw = (os.environ if env is None else env).get(GRACE_ENV)
+            raw = env.get(GRACE_ENV)
             try:
                 grace_s = DEFAULT_GRACE_S if raw in (None, "") else float(raw)
             except ValueError:
                 raise ConfigError(f"{GRACE_ENV}={raw!r}: use a number of seconds") from None
-        return cls(client, name, max_runs=max_runs or 100, grace_s=grace_s)
+        health = HealthSettings.from_env(env)
+        return cls(client, name, max_runs=max_runs or 100, grace_s=grace_s, health=health)
 
     @property
     def scope(self) -> Scope:
