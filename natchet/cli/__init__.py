@@ -7,7 +7,8 @@ function of the parsed arguments that returns the exit code):
 * :mod:`natchet.cli.runs`: ``runs list|get|cancel`` (:mod:`natchet.cli.bulk`: acting on
   the runs filters select); :mod:`natchet.cli.events`:
   ``events list``; :mod:`natchet.cli.event`: ``event push``;
-  :mod:`natchet.cli.workers`: ``workers list``; :mod:`natchet.cli.audit`: ``audit``
+  :mod:`natchet.cli.workers`: ``workers list``; :mod:`natchet.cli.version`: ``version``;
+  :mod:`natchet.cli.audit`: ``audit``
   (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``
   (rebuild the read model from the log, compare it with the live one);
 * :mod:`natchet.cli.tenancy`: ``tenant``, ``token``, ``nats-config``;
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 import psycopg
 
 from eventstore import logs, run_main
-from natchet.cli import audit, event, events, replay, runs, serve, tenancy, workers
+from natchet.cli import audit, event, events, replay, runs, serve, tenancy, version, workers
 from schemas.errors import NatchetError
 
 __all__ = ["build_parser", "main"]
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, runs, audit, replay, events, workers, event, tenancy):
+    for group in (serve, runs, audit, replay, events, workers, event, tenancy, version):
         group.add_parser(sub)
     return p
 
