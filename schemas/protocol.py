@@ -51,8 +51,9 @@ def refusal(protocol: int, sdk_version: str) -> str:
 
 
 def outdated(protocol: int, sdk_version: str, current_sdk: str) -> bool:
-    """A worker older than this code: an older protocol, or an older SDK release."""
-    if spoken(protocol) < PROTOCOL:
+    """A worker older than this code: an older protocol, or an older SDK release (or so old
+    that it announces neither)."""
+    if protocol == UNANNOUNCED or spoken(protocol) < PROTOCOL:
         return True
     mine, theirs = release(current_sdk), release(sdk_version)
     return bool(mine and theirs and theirs < mine)

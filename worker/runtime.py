@@ -218,6 +218,7 @@ class Worker:
         try:
             conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
             held.append(conn)
+            self.vitals.tick(conn.is_connected)  # now, not at the next tick
             await self._serve_on(conn, slots, metrics)
         finally:
             watchdog.stop()
