@@ -94,11 +94,12 @@ async def publish(
 async def close(conn: Connection, *, drain: bool = True) -> None:
     """Close a connection (draining it first: what was sent is flushed). Idempotent; a
     drain that fails (the connection is down) still ends in a close."""
+    # OSError: nats-py flushes its socket as it closes, and a lost one says ConnectionReset.
     if drain and not conn.is_closed:
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(nats.errors.Error, OSError):
             await conn.drain()
     if not conn.is_closed:
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(nats.errors.Error, OSError):
             await conn.close()
 
 

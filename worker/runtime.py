@@ -221,11 +221,11 @@ class Worker:
             self.vitals.tick(conn.is_connected)  # now, not at the next tick
             await self._serve_on(conn, slots, metrics)
         finally:
-            watchdog.stop()
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
+            await asyncio.to_thread(watchdog.stop)
             if self.health is not None:
-                self.health.stop()
+                await asyncio.to_thread(self.health.stop)
 
     async def _serve_on(self, conn: Connection, slots: Slots, metrics: WorkerMetrics) -> None:
         s = self.settings
@@ -322,6 +322,9 @@ class Worker:
         def on_fatal(fatal: Fatal) -> None:
             if self.on_fatal is not None:
                 self.on_fatal(fatal)
+            elif fatal.code == Exit.LOOP_BLOCKED:
+                # As a library, the process is the caller's: a loop that comes back serves on.
+                log.error("worker %s: %s", self.name, fatal.reason)
             else:
                 loop.call_soon_threadsafe(self._fail, fatal)
 

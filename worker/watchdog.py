@@ -1,10 +1,10 @@
 """The watchdog: a thread that judges the worker's vitals from outside its event loop.
 
 Every ``CHECK_S`` it reads :meth:`Vitals.check`; on a fatal verdict (NATS lost, or the loop
-blocked, past their exit bounds) it calls ``on_fatal`` once, from its own thread: the loop
-it would report to may be the thing that is stuck. The worker's entry point
-(``worker.start()``) ends the process there; a worker run as a library is cancelled
-instead (:class:`worker.runtime.Worker`).
+blocked, past their exit bounds) it calls ``on_fatal`` from its own thread (once, until
+that verdict passes): the loop it would report to may be the thing that is stuck. The
+worker's entry point (``worker.start()``) ends the process there; a worker run as a
+library stops on a lost NATS and only logs a blocked loop (:class:`worker.runtime.Worker`).
 """
 
 from __future__ import annotations
@@ -40,12 +40,16 @@ class Watchdog:
 
     def _watch(self) -> None:
         next_warning = waited = 0.0
+        reported: set[int] = set()  # fatal verdicts told, until they pass
         while not self._stop.wait(CHECK_S):
             waited += CHECK_S
             verdict = self.vitals.check()
-            if verdict.fatal is not None:
-                self.on_fatal(verdict.fatal)
-                return
+            fatal = verdict.fatal
+            if fatal is not None and fatal.code not in reported:
+                reported.add(fatal.code)
+                self.on_fatal(fatal)  # the entry point's never returns
+            elif fatal is None:
+                reported.clear()
             if not verdict.problems:
                 next_warning = 0.0
             elif waited >= next_warning:

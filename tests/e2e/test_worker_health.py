@@ -28,7 +28,7 @@ from natchet.version import natchet_version
 from schemas.protocol import PROTOCOL
 from tests.conftest import eventually, running
 from tests.support import worker_env
-from worker import ClientSettings, Context, Hatchet, Worker
+from worker import ClientSettings, Context, Hatchet, Worker, WorkerFatalError
 from worker.vitals import Exit
 
 NATCHET = [sys.executable, "-m", "natchet.cli"]
@@ -381,6 +381,39 @@ async def test_a_health_port_in_use_is_one_line_and_exit_78(
     assert proc.returncode == Exit.CONFIG, (proc.returncode, err)
     line = one_line(err.decode())
     assert "cannot serve the worker's health endpoint" in line, line
+
+
+async def test_a_library_worker_that_loses_nats_raises_a_fatal_error(
+    tmp_path: Path, tenant_name: str
+) -> None:
+    """As a library (``await worker.run()``), the process is the caller's: past the bound
+    the worker stops on its own and ``run()`` raises ``WorkerFatalError`` with the code."""
+    nats = NatsServer(tmp_path / "nats")
+    nats.start()
+    try:
+        hatchet = Hatchet(
+            settings=ClientSettings(nats_url=nats.url, tenant=tenant_name),
+            env={"NATCHET_WORKER_NATS_LOST_EXIT_SECONDS": "1"},
+        )
+
+        @hatchet.workflow(name="Lonely")
+        class Lonely:
+            @hatchet.step()
+            async def work(self, context: Context) -> None:
+                return None
+
+        w = hatchet.worker("lonely", max_runs=1)
+        w.register_workflow(Lonely())
+        task = asyncio.create_task(w.run())  # no engine: it keeps trying to register
+        await eventually(lambda: w.vitals.check().nats_connected and w.running)
+        await asyncio.to_thread(nats.stop)
+        with pytest.raises(WorkerFatalError, match="NATS has been unreachable") as info:
+            await asyncio.wait_for(task, 30)
+        assert info.value.code == Exit.NATS_LOST
+        assert not w.running
+        hatchet.close()
+    finally:
+        await asyncio.to_thread(nats.stop)
 
 
 async def test_a_worker_announcing_an_unsupported_protocol_is_refused(
