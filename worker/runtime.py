@@ -14,6 +14,12 @@ sync steps' threads are waited for; the last heartbeat says ``STOPPED``; the con
 drained and closed. Cancelling ``run()`` skips the grace but does the rest, so nothing the
 worker started outlives it; ``shutdown()`` does that itself when a graceful stop takes
 ``STOP_MARGIN_S`` longer than the grace.
+
+While it serves, its vitals (:mod:`worker.vitals`) are ticked from the loop and judged by a
+watchdog thread; ``/health`` and ``/metrics`` are served from another thread when enabled
+(:mod:`worker.healthserver`). A refusal from the engine (a wire protocol it cannot serve)
+stops the worker gracefully; NATS lost past its bound stops it at once; either way
+``run()`` then raises :class:`~worker.errors.WorkerFatalError`.
 """
 
 from __future__ import annotations
@@ -226,6 +232,7 @@ class Worker:
             await asyncio.to_thread(watchdog.stop)
             if self.health is not None:
                 await asyncio.to_thread(self.health.stop)
+                self.health = None
 
     async def _serve_on(self, conn: Connection, slots: Slots, metrics: WorkerMetrics) -> None:
         s = self.settings
