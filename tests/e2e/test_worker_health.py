@@ -308,6 +308,13 @@ async def test_a_worker_that_loses_nats_exits_and_comes_back_to_finish_its_work(
                 assert code == Exit.NATS_LOST, (code, stderr)
                 line = one_line(stderr)
                 assert line.startswith("natchet worker ops: NATS has been unreachable"), line
+                # Started again while NATS is still down: it cannot connect, says so, exits 69.
+                await eventually(lambda: len(exits) >= 2, timeout_s=60)
+                code, stderr = exits[1]
+                assert code == Exit.NATS_LOST, (code, stderr)
+                # (the connect's own timeout, or the bound, whichever ends first)
+                line = one_line(stderr)
+                assert "cannot connect to NATS" in line or "NATS has been unreachable" in line
                 nats = NatsServer(store, port=nats.port)
                 await asyncio.to_thread(nats.start)
                 result = await asyncio.wait_for(ref.result(), 90)
