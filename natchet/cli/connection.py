@@ -96,6 +96,20 @@ def nats_options(args: argparse.Namespace, *, role: Role, tenant: str | None = N
     return NatsOptions(url=url, name=CLIENT_NAME, token=env.get("NATCHET_NATS_TOKEN") or None)
 
 
+def log_account(args: argparse.Namespace, tenant: str) -> str:
+    """The NATS account that holds ``tenant``'s log and task queues, as the server's
+    monitoring endpoint names it (``/jsz?acc=``, KEDA's ``account``): its public key when
+    NATS runs in operator mode (an auth file), else the global account ``$G``."""
+    env = layered_env()
+    auth_file = getattr(args, "nats_auth_file", None) or env.get("NATCHET_NATS_AUTH_FILE")
+    if not auth_file:
+        return "$G"
+    from natchet.tenancy import jwt
+    from natchet.tenancy.serverconf import NatsAuth
+
+    return jwt.public_key(NatsAuth.load(Path(auth_file)).log_seed(tenant))
+
+
 def _tenant_options(url: str, tenant: str, env: dict[str, str]) -> NatsOptions:
     strategy = env.get("HATCHET_CLIENT_TLS_STRATEGY", "none").lower()
     tls = None

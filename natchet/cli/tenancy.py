@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import Connection
-from natchet.cli.connection import add_nats_flags, open_nats, public_nats_url
+from natchet.cli.connection import add_nats_flags, log_account, open_nats, public_nats_url
 from natchet.cli.output import dump_json, table
 from natchet.config import write_env_file
 from schemas.tenancy import inbox_prefix, parse_token
@@ -117,6 +117,8 @@ async def _tenant(nc: Connection, args: argparse.Namespace, public_url: str) -> 
                         for r in state.tokens.values()
                         if r.tenant == t.tenant and r.revoked_at is None
                     ),
+                    # Where autoscalers find its queues (/jsz?acc=...; KEDA's account).
+                    "nats_account": log_account(args, t.tenant),
                 }
                 for t in state.tenants.values()
             ]

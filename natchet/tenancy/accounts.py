@@ -171,7 +171,10 @@ def log_account_claims(
     # The log, the task queues, liveness and the snapshot bucket (``OBJ_snap-<t>``).
     jetstream = _limits(conn=NO_LIMIT, disk=limits.disk_bytes, streams=4, consumers=NO_LIMIT)
     jetstream["consumer"] = limits.max_consumers
-    return _account(f"log-{tenant}", key, {"limits": jetstream, "exports": exports})
+    # Named by its key, not ``log-<tenant>``: the monitoring endpoint filters ``/jsz?acc=``
+    # by key but reports the name, and KEDA's JetStream scaler asks for one and looks for
+    # the other (``natchet tenant list`` shows the key as ``nats_account``).
+    return _account(key, key, {"limits": jetstream, "exports": exports})
 
 
 def activation_claims(importer: str, grant: Grant) -> dict[str, Any]:

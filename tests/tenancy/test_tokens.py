@@ -22,6 +22,7 @@ from natchet.tenancy.serverconf import AUTH_FILE
 from schemas import Scope
 from schemas.tenancy import parse_token
 from tests.conftest import eventually
+from tests.support import http_get
 from tests.tenancy.conftest import client_options, log_nc, new_tenant
 from worker import ClientSettings
 
@@ -156,6 +157,13 @@ async def test_cli_tenant_and_token_lifecycle(
     await eventually(lambda: tenancy_engine.provisioner.ready(name).is_set())  # type: ignore[union-attr]
     info = await log_nc(tenancy_engine, name).jetstream().stream_info(f"natchet-{name}")
     assert info.config.max_bytes == 1000000
+    # The account it lists is the one the server's monitoring endpoint holds its queues in
+    # (what KEDA's JetStream scaler is told: examples/kubernetes/keda-scaledobject.yaml).
+    [account] = [t["nats_account"] for t in listed if t["tenant"] == name]
+    status, body = await http_get(f"{auth_server.monitor_url}/jsz?acc={account}&consumers=true")
+    [details] = json.loads(body)["account_details"]
+    assert status == 200 and details["name"] == account
+    assert {f"natchet-{name}", f"tasks-{name}"} <= {s["name"] for s in details["stream_detail"]}
 
     extra = json.loads(
         await asyncio.to_thread(
