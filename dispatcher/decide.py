@@ -52,6 +52,8 @@ class Output:
     message: Any
     msg_id: str
     body: bytes = attrs.field(init=False, repr=False, eq=False)
+    # The trace context it carries on (dispatcher.traces; empty unless tracing is on).
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "body", encode(self.message))

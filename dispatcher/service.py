@@ -31,6 +31,7 @@ from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
 from dispatcher.step import decide_on, fit, fold_all
 from dispatcher.tally import Observer, Tally, age_s, observe
+from dispatcher.traces import RunTraces
 from eventstore import (
     RETRY,
     Append,
@@ -54,6 +55,7 @@ from eventstore import (
     last_seq,
     max_message_bytes,
     replay,
+    tracing,
 )
 from eventstore.provision import DISPATCHER_CONSUMER
 from schemas import (
@@ -139,6 +141,8 @@ class Dispatcher(Service):
         # What the decisions not yet stored did (``dispatcher.tally``), told to ``observer``
         # once the log holds them.
         self.observer = observer
+        tracer = tracing.tracer()
+        self._traces = RunTraces(tracer, tenant) if tracer is not None else None
         self._tally = Tally()
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
@@ -178,7 +182,9 @@ class Dispatcher(Service):
                 log.info(
                     "dispatcher %s: finishing %d decisions cut short", self.tenant, len(unfinished)
                 )
-                await self._store([self._settle(None, None, d) for d in unfinished])
+                await self._store(
+                    [self._carry(None, self._settle(None, None, d)) for d in unfinished]
+                )
             checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
             self.ready.set()
             await self._decide_until_stopped(inputs)
@@ -256,7 +262,10 @@ class Dispatcher(Service):
             logged = await self._logged_requests(deliveries)
             decisions = [await self._decide_on(d, logged) for d in deliveries]
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
-                decisions += [self._settle(None, None, d) for d in due(self.state, utc_now())]
+                decisions += [
+                    self._carry(None, self._settle(None, None, d))
+                    for d in due(self.state, utc_now())
+                ]
                 next_tick = loop.time() + TICK_S
             await self._store(decisions)
             if self.observer is not None:
@@ -314,7 +323,8 @@ class Dispatcher(Service):
         ):
             original = await self._original(scope, message.replay_of, delivery.seq)
             message = Replay(message, original)
-        return self._settle(scope, message, decide_on(self.state, scope, message, utc_now()))
+        outputs = self._settle(scope, message, decide_on(self.state, scope, message, utc_now()))
+        return self._carry(delivery.headers, outputs)
 
     async def _original(self, scope: Scope, run_id: str, until_seq: int) -> Original | None:
         """The run a replay names, folded from its history in the log before the request
@@ -380,11 +390,21 @@ class Dispatcher(Service):
         fold_all(self.state, scope, message, outputs)
         return outputs
 
+    def _decided_on_time(self, outputs: list[Output]) -> list[Output]:
+        """A decision of time (a retry due, a timeout), or one finished after a restart."""
+        return self._carry(None, self._settle(None, None, outputs))
+
+    def _carry(self, headers: dict[str, str] | None, outputs: list[Output]) -> list[Output]:
+        """With tracing on, the outputs with their spans' context in their headers."""
+        return outputs if self._traces is None else self._traces.carry(headers, outputs)
+
     async def _store(self, decisions: list[list[Output]]) -> None:
         """Append every output of ``decisions`` in order, awaiting all acks together. A
         failure stops the dispatcher (the supervisor rebuilds it from the log, which holds
         some prefix of what was sent): state already holds these decisions."""
-        items = [Append(o.subject, o.body, o.msg_id) for d in decisions for o in d]
+        items = [
+            Append(o.subject, o.body, o.msg_id, headers=o.headers) for d in decisions for o in d
+        ]
         tally, self._tally = self._tally, Tally()
         if not items:
             self._report(tally)

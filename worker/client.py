@@ -21,6 +21,7 @@ from eventstore import (
     direct_history,
     publish_again,
     subscribe,
+    tracing,
 )
 from schemas import encode, encode_json
 from schemas.codec import DecodeError, decode_run_message
@@ -72,7 +73,9 @@ class EventClient:
         except SubjectError as exc:
             raise NatchetError(str(exc)) from None
         nc = await self._h.portal.nc()
-        seq = await append(nc, Append(subject, encode_json(payload), dedup_id))
+        attributes = {"natchet.tenant": scope.tenant, "natchet.event_key": key}
+        with tracing.producing(f"natchet.event {key}", attributes) as headers:
+            seq = await append(nc, Append(subject, encode_json(payload), dedup_id, headers=headers))
         return PushedEvent(key=key, event_id=str(seq))
 
     async def _replay(self, event_id: str) -> PushedEvent:
@@ -171,8 +174,11 @@ class AdminClient:
         req = RunRequested(run_id=run_id, workflow=workflow, input=payload)
         encode_json(payload)  # fail here, clearly, on input JSON cannot carry
         nc = await self._h.portal.nc()
-        subject = self._h.settings.scope.run(run_id, "requested")
-        await append(nc, Append(subject, encode(req), f"{run_id}:requested"))
+        scope = self._h.settings.scope
+        attributes = {"natchet.tenant": scope.tenant, "natchet.workflow": workflow}
+        with tracing.producing(f"natchet.request {workflow}", attributes) as headers:
+            subject = scope.run(run_id, "requested")
+            await append(nc, Append(subject, encode(req), f"{run_id}:requested", headers=headers))
         return WorkflowRunRef(self._h, run_id)
 
     def run_workflow(

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from eventstore import ConfigError, ConnectError, NatchetError, logs, run_main
+from eventstore import ConfigError, ConnectError, NatchetError, logs, run_main, tracing
 from worker.errors import WorkerFatalError
 from worker.vitals import Exit, Fatal
 
@@ -55,6 +55,7 @@ def run_until_signalled(worker: Worker, grace_s: float) -> None:
         if not logging.getLogger().handlers:
             text = "%(asctime)s %(levelname)s %(message)s"
             logs.configure(logging.INFO, logs.log_format(), text)
+        tracing.configure(f"natchet-worker {worker.name}")  # NATCHET_TRACING=otlp
         run_main(_serve(worker, grace_s))
     except WorkerFatalError as exc:
         _exit(worker.name, exc.code, exc.reason)

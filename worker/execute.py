@@ -29,7 +29,7 @@ import functools
 import inspect
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from eventstore import (
@@ -42,6 +42,7 @@ from eventstore import (
     TransportError,
     append,
     logs,
+    tracing,
 )
 from schemas import encode, encode_json
 from schemas.messages import StepAssigned, StepLog, StepResult, Task, utcnow
@@ -107,6 +108,7 @@ class Attempt:
         self.ok: bool | None = None  # once the step returned (True) or raised (False)
         self.started_at = utcnow()  # set again when the step starts
         self.assigned = False  # ``assigned`` is being appended, or is in the log
+        self.error: str | None = None  # why the step failed, once it did
         self._grace: asyncio.TimerHandle | None = None
         self._lines: asyncio.Queue[str | _Due | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -147,8 +149,43 @@ class Attempt:
         with (
             logs.bound(run_id=t.run_id, step=t.step, attempt=t.attempt),
             step_logs.capturing(self._append_line),
+            self._span() as span,
         ):
             await self._run(fn, instance)
+            if span is not None and self.error is not None:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, self.error))
+
+    @contextlib.contextmanager
+    def _span(self) -> Iterator[Any]:
+        """With tracing on, the attempt's span, a child of its step's (the task's headers):
+        current while the step runs, so the step's own spans are its children."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            yield None
+            return
+        from opentelemetry.trace import SpanKind
+
+        t = self.task
+        attributes = {
+            "natchet.tenant": self.scope.tenant,
+            "natchet.namespace": self.scope.namespace,
+            "natchet.run_id": t.run_id,
+            "natchet.workflow": t.workflow,
+            "natchet.step": t.step,
+            "natchet.attempt": t.attempt,
+            "natchet.delivery": self.delivery.delivered,
+            "natchet.worker": self.worker_name,
+        }
+        parent = tracing.parent_of(self.delivery.headers)
+        with tracer.start_as_current_span(
+            f"natchet.attempt {t.step}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            yield span
 
     async def _run(self, fn: Callable[..., Any], instance: object) -> None:
         self.started_at = utcnow()
@@ -200,6 +237,7 @@ class Attempt:
             error = describe(exc, t.timeout_s)
             if self.interrupted:
                 error = f"{error} ({INTERRUPTED})"
+            self.error = error
             return encode(
                 self._result(
                     ok=False,

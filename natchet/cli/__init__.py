@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from eventstore import logs, run_main
+from eventstore import logs, run_main, tracing
 from natchet.cli import audit, event, events, replay, runs, serve, tenancy, version, workers
 from schemas.errors import NatchetError
 
@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _configure_logging(args)
-    except NatchetError as exc:  # a NATCHET_LOG_FORMAT it does not know
+        if getattr(args, "long_running", False):
+            tracing.configure(f"natchet-{args.command}")  # NATCHET_TRACING=otlp
+    except NatchetError as exc:  # a NATCHET_LOG_FORMAT or NATCHET_TRACING it does not know
         return _fail(str(exc), verbose=args.verbose)
     command = args.handler(args)
     if getattr(args, "long_running", False):

@@ -135,6 +135,16 @@ def test_an_error_is_logged_with_its_traceback_and_bound_fields() -> None:
     assert logs.current() == {}
 
 
+def test_an_unknown_tracing_mode_is_refused_in_one_line() -> None:
+    env = {**os.environ, "NATCHET_TRACING": "loud"}
+    cli = [sys.executable, "-m", "natchet.cli", "engine", "--nats-url", "nats://127.0.0.1:1"]
+    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "natchet: NATCHET_TRACING='loud': use off, on or otlp"
+    ]
+
+
 def test_an_unknown_log_format_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="NATCHET_LOG_FORMAT='xml' is not a log format"):
         logs.log_format(None, {"NATCHET_LOG_FORMAT": "xml"})
