@@ -106,3 +106,15 @@ def total(
     """The sum of ``name``'s samples whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+async def stop(proc: asyncio.subprocess.Process, *, grace_s: float = 30.0) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within ``grace_s``."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

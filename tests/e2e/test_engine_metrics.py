@@ -22,7 +22,7 @@ from natchet.engine import Engine
 from projector import get_run
 from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, http_get, run_ends, scrape, total
+from tests.support import hatchet_for, http_get, run_ends, scrape, stop, total
 from worker import Context, NonRetryableError, WorkflowRunError
 
 pytestmark = pytest.mark.timeout(180)
@@ -304,12 +304,7 @@ async def test_natchet_engine_serves_metrics_from_the_parent_only(
         assert ("natchet_projector_lag_messages", frozenset({("tenant", tenant_name)})) in samples
         assert proc.returncode is None
     finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop(proc)
         log.close()
     assert proc.returncode == 0, (tmp_path / "engine.log").read_text()[-2000:]
 

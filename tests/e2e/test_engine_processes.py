@@ -20,7 +20,7 @@ import pytest
 from natchet.dev.demo import raw_publish
 from natchet.dev.embedded import NatsServer
 from tests.conftest import eventually, running
-from tests.support import alive, hatchet_for, runs_of
+from tests.support import alive, hatchet_for, runs_of, stop
 from worker import Context
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,13 +67,7 @@ async def engine_process(
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()  # stops its projector process too
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop(proc)  # stops its projector process too
         log.close()
 
 

@@ -377,14 +377,7 @@ async def test_a_health_port_in_use_is_one_line_and_exit_78(
             HATCHET_CLIENT_WORKER_HEALTHCHECK_BIND_ADDRESS="127.0.0.1",
             HATCHET_CLIENT_WORKER_HEALTHCHECK_PORT=str(taken.getsockname()[1]),
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(script),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        proc, err = await run_to_end(script, env)
     assert proc.returncode == Exit.CONFIG, (proc.returncode, err)
     line = one_line(err.decode())
     assert "cannot serve the worker's health endpoint" in line, line
@@ -433,6 +426,15 @@ async def test_a_worker_announcing_an_unsupported_protocol_is_refused(
         TEST_MARKER=str(tmp_path / "deliveries"),
         TEST_PROTOCOL=str(PROTOCOL + 98),
     )
+    proc, err = await run_to_end(script, env)
+    assert proc.returncode == Exit.REFUSED, (proc.returncode, err)
+    line = one_line(err.decode())
+    assert line.startswith("natchet worker ops: the engine refuses this worker"), line
+    assert f"wire protocol {PROTOCOL + 98}" in line and f"accepts protocol {PROTOCOL}" in line
+
+
+async def run_to_end(script: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, bytes]:
+    """Run a worker script until it exits on its own (within 60 s): it and its stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
@@ -441,10 +443,7 @@ async def test_a_worker_announcing_an_unsupported_protocol_is_refused(
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == Exit.REFUSED, (proc.returncode, err)
-    line = one_line(err.decode())
-    assert line.startswith("natchet worker ops: the engine refuses this worker"), line
-    assert f"wire protocol {PROTOCOL + 98}" in line and f"accepts protocol {PROTOCOL}" in line
+    return proc, err
 
 
 async def natchet(*args: str) -> tuple[int, str, str]:
