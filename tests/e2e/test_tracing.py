@@ -164,3 +164,34 @@ async def test_tracing_is_off_by_default_and_writes_no_header(
         await nc.close()
     assert records
     assert not [r for r in records if "traceparent" in (r.headers or {})]
+
+
+async def test_a_malformed_trace_header_is_no_parent_and_the_run_goes_on(
+    nats_server: NatsServer, dsn: str, tenant_name: str, spans: InMemorySpanExporter
+) -> None:
+    """Headers are the publisher's to write: garbage in ``traceparent`` and an oversized
+    ``tracestate`` start the run in a trace of its own, and nothing long is carried on."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    worker = hatchet.worker("traced-worker", max_runs=2)
+    worker.register_workflow(traced(hatchet))
+    nc = await eventstore.connect(eventstore.NatsOptions(nats_server.url, name="publisher"))
+    subject = f"{tenant_name}.default.events.order:traced"
+    bad = {"traceparent": "00-zz-not-a-trace-01", "tracestate": "k=" + "v" * 5000}
+    async with Engine(EngineSettings(nats_server.url, dsn, (tenant_name,))), running(worker):
+        await nc.publish(subject, b'{"n": 7}', headers=bad)
+
+        def ended() -> bool:
+            names = [s.name for s in spans.get_finished_spans()]
+            assert names.count("natchet.attempt second") == 1, names
+            return True
+
+        await eventually(ended, timeout_s=30)
+        records = [r async for r in eventstore.read_to_end(nc, stream_name(tenant_name))]
+    await nc.close()
+    hatchet.close()
+    run = by_name(list(spans.get_finished_spans()))["natchet.run Traced"]
+    assert run.parent is None  # no parent from a header that is not one
+    ours = [r for r in records if ".events." not in r.subject]  # the event is the publisher's
+    carried = [r.headers for r in ours if r.headers and "traceparent" in r.headers]
+    assert carried, "the run's own context is carried on"
+    assert all(len(h.get("tracestate", "")) <= 256 for h in carried)

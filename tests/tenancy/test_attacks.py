@@ -203,3 +203,13 @@ async def test_reply_subject_cannot_inject_into_other_tenant(
     await attacker.nc.publish(
         Scope(attacker.tenant).event("x"), b"{}", reply=Scope(victim.tenant).event("echo")
     )
+
+
+async def test_forged_refusal_for_other_tenant_worker_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    """The engine tells a worker it refuses its protocol on ``workers.<id>.refused`` (a
+    stream export into the tenant's account): A cannot send B's workers one to stop them."""
+    subject = f"{Scope(victim.tenant).worker('b-worker-id')}.refused"
+    await attacker.nc.publish(subject, b'{"reason": "stop", "accepts": [1]}')
+    await violation(attacker, subject)
