@@ -34,7 +34,8 @@ DEFAULT_SCHEMA = "public"
 # 1: the first layout; 2: reliability columns (both unrecorded: no version table).
 # 3: runs keyed by (tenant, id), steps, attempts and step_logs by tenant too.
 # 4: runs.replay_of and runs.replay_from_step (re-runs), events.replay_of.
-SCHEMA_VERSION = 4
+# 5: the run list's indexes (a range scan in list order under each filter), runs by event.
+SCHEMA_VERSION = 5
 
 # Every projection table and the columns that order its rows (its primary key). The version
 # table is not one: it says how the others are laid out, and holds nothing from the log.

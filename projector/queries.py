@@ -40,7 +40,7 @@ def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
 
 async def _fetch(
     conn: psycopg.AsyncConnection[Any],
-    query: LiteralString,
+    query: LiteralString | sql.Composed,
     params: dict[str, Any],
     schema: str | None,
 ) -> list[dict[str, Any]]:
@@ -71,6 +71,7 @@ class Page:
     rows: list[dict[str, Any]]
     total: int
     next: str | None  # ``after`` for the rows that follow; None on the last page
+    exact: bool = True  # False: counting stopped at a limit, ``total`` is a lower bound
 
 
 def _cursor(*key: Any) -> str:
@@ -87,12 +88,75 @@ def _uncursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
     return key
 
 
-_RUN_FILTER = (
-    " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-    " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
-    " AND (%(status)s::text IS NULL OR status = %(status)s)"
-    " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
-)
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``, in code point
+    (byte) order; None when there is none."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == 0xD800:  # surrogates are not characters
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
+def _aware(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone (got {value.isoformat()})")
+    return value
+
+
+def _run_filter(
+    *,
+    tenant: str | None,
+    namespace: str | None,
+    status: str | None,
+    workflow: str | None,
+    event_key: str | None,
+    created_from: dt.datetime | None,
+    created_to: dt.datetime | None,
+    run_id_prefix: str | None,
+) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """The conditions of a run list, only those of the filters given (so each query names
+    the index it can range-scan: see ``schema.sql``), and their parameters."""
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    equal = (
+        ("tenant", tenant),
+        ("namespace", namespace),
+        ("status", status),
+        ("workflow", workflow),
+        ("triggered_by_key", event_key),
+    )
+    for column, value in equal:
+        if value is not None:
+            conditions.append(
+                sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
+            )
+            params[column] = value
+    if _aware("created_from", created_from) is not None:
+        conditions.append(sql.SQL("created_at >= %(created_from)s::timestamptz"))
+        params["created_from"] = created_from
+    if _aware("created_to", created_to) is not None:
+        conditions.append(sql.SQL("created_at < %(created_to)s::timestamptz"))
+        params["created_to"] = created_to
+    prefix = (run_id_prefix or "").strip()
+    if prefix:
+        # Byte-order bounds, which the (tenant, id text_pattern_ops) index ranges over.
+        conditions.append(sql.SQL("id ~>=~ %(id_from)s::text"))
+        params["id_from"] = prefix
+        end = _prefix_end(prefix)
+        if end is not None:
+            conditions.append(sql.SQL("id ~<~ %(id_to)s::text"))
+            params["id_to"] = end
+    return conditions, params
+
+
+def _where(conditions: list[sql.Composable]) -> sql.Composed:
+    if not conditions:
+        return sql.Composed([])
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
 
 
 async def list_runs(
@@ -102,23 +166,48 @@ async def list_runs(
     namespace: str | None = None,
     status: str | None = None,
     workflow: str | None = None,
+    event_key: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    run_id_prefix: str | None = None,
     limit: int = 100,
     after: str | None = None,
     schema: str | None = None,
 ) -> list[dict[str, Any]]:
     """Runs matching every filter given, newest first (without their steps), after the
     cursor ``after`` if given. Without ``tenant``, every tenant's: a run is then told apart
-    by its ``tenant`` and ``id``."""
-    filters = {"tenant": tenant, "namespace": namespace, "status": status, "workflow": workflow}
-    at, run_id, of = _uncursor(after, (str, str, str)) if after else (None, None, None)
-    rows = await _fetch(
-        conn,
-        "SELECT " + _RUN_COLUMNS + " FROM runs" + _RUN_FILTER + " AND (%(at)s::timestamptz IS NULL"
-        " OR created_at < %(at)s OR (created_at = %(at)s AND (id, tenant) > (%(id)s, %(of)s)))"
-        " ORDER BY created_at DESC, id, tenant LIMIT %(limit)s",
-        {**filters, "at": at, "id": run_id, "of": of, "limit": limit},
-        schema,
+    by its ``tenant`` and ``id``.
+
+    ``event_key``: runs its event of that key started; ``created_from`` (inclusive) and
+    ``created_to`` (exclusive): aware datetimes bounding ``created_at``; ``run_id_prefix``:
+    runs whose id starts with it (surrounding blanks ignored, case-sensitive)."""
+    conditions, params = _run_filter(
+        tenant=tenant,
+        namespace=namespace,
+        status=status,
+        workflow=workflow,
+        event_key=event_key,
+        created_from=created_from,
+        created_to=created_to,
+        run_id_prefix=run_id_prefix,
     )
+    if after:
+        at, run_id, of = _uncursor(after, (str, str, str))
+        # The first conjunct is what bounds the index range; the second skips the rows of
+        # the cursor's instant already shown.
+        conditions.append(
+            sql.SQL(
+                "created_at <= %(at)s::timestamptz AND (created_at < %(at)s::timestamptz"
+                " OR (id, tenant) > (%(after_id)s::text, %(after_tenant)s::text))"
+            )
+        )
+        params.update(at=at, after_id=run_id, after_tenant=of)
+    query = (
+        sql.SQL("SELECT " + _RUN_COLUMNS + " FROM runs")
+        + _where(conditions)
+        + sql.SQL(" ORDER BY created_at DESC, id, tenant LIMIT %(limit)s")
+    )
+    rows = await _fetch(conn, query, {**params, "limit": limit}, schema)
     return [_run(row) for row in rows]
 
 
@@ -129,30 +218,44 @@ async def runs_page(
     namespace: str | None = None,
     status: str | None = None,
     workflow: str | None = None,
+    event_key: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    run_id_prefix: str | None = None,
     limit: int = 100,
     after: str | None = None,
+    count_limit: int | None = None,
     schema: str | None = None,
 ) -> Page:
     """:func:`list_runs` as a :class:`Page`. Counting every match costs a scan: it is done
-    only when there are more rows than ``limit``."""
-    filters = {"tenant": tenant, "namespace": namespace, "status": status, "workflow": workflow}
-    rows = await list_runs(
-        conn,
-        tenant=tenant,
-        namespace=namespace,
-        status=status,
-        workflow=workflow,
-        limit=limit + 1,
-        after=after,
-        schema=schema,
-    )
+    only when there are more rows than ``limit`` (or a cursor was given), and with
+    ``count_limit`` stops there (``total`` is then ``count_limit`` and ``exact`` False):
+    what keeps a page of a million runs fast."""
+    filters: dict[str, Any] = {
+        "tenant": tenant,
+        "namespace": namespace,
+        "status": status,
+        "workflow": workflow,
+        "event_key": event_key,
+        "created_from": created_from,
+        "created_to": created_to,
+        "run_id_prefix": run_id_prefix,
+    }
+    rows = await list_runs(conn, **filters, limit=limit + 1, after=after, schema=schema)
     if len(rows) <= limit and after is None:
         return Page(rows, len(rows), None)
-    total = await _count(conn, "SELECT count(*) AS n FROM runs" + _RUN_FILTER, filters, schema)
+    conditions, params = _run_filter(**filters)
+    matches = sql.SQL("SELECT 1 FROM runs") + _where(conditions)
+    if count_limit is not None:
+        matches += sql.SQL(" LIMIT %(count_limit)s")
+        params["count_limit"] = count_limit + 1
+    query = sql.SQL("SELECT count(*) AS n FROM (") + matches + sql.SQL(") AS matches")
+    total = await _count(conn, query, params, schema)
+    exact = count_limit is None or total <= count_limit
     rows, more = rows[:limit], len(rows) > limit
     last = rows[-1] if rows else None
     cursor = _cursor(last["created_at"], last["id"], last["tenant"]) if more and last else None
-    return Page(rows, total, cursor)
+    return Page(rows, total if exact or count_limit is None else count_limit, cursor, exact)
 
 
 async def select_runs(
@@ -190,7 +293,7 @@ async def select_runs(
 
 async def _count(
     conn: psycopg.AsyncConnection[Any],
-    query: LiteralString,
+    query: LiteralString | sql.Composed,
     params: dict[str, Any],
     schema: str | None,
 ) -> int:
@@ -312,19 +415,49 @@ async def events_page(
     namespace: str | None = None,
     limit: int = 100,
     after: str | None = None,
+    with_runs: bool = False,
     schema: str | None = None,
 ) -> Page:
-    """:func:`list_events` as a :class:`Page` (counted only when there are more rows)."""
+    """:func:`list_events` as a :class:`Page` (counted only when there are more rows).
+    ``with_runs``: each event also has ``runs``, the runs it started (``id``, ``workflow``,
+    ``status``, ``created_at``; oldest first), read in the same snapshot as the events."""
     filters = {"tenant": tenant, "namespace": namespace}
-    rows = await list_events(
-        conn, tenant=tenant, namespace=namespace, limit=limit + 1, after=after, schema=schema
-    )
-    if len(rows) <= limit and after is None:
-        return Page(rows, len(rows), None)
-    total = await _count(conn, "SELECT count(*) AS n FROM events" + _EVENT_FILTER, filters, schema)
+    async with _one_snapshot(conn):
+        rows = await list_events(
+            conn, tenant=tenant, namespace=namespace, limit=limit + 1, after=after, schema=schema
+        )
+        if with_runs:
+            await _add_runs(conn, rows[:limit], schema)
+        if len(rows) <= limit and after is None:
+            return Page(rows, len(rows), None)
+        total = await _count(
+            conn, "SELECT count(*) AS n FROM events" + _EVENT_FILTER, filters, schema
+        )
     rows, more = rows[:limit], len(rows) > limit
     last = rows[-1] if rows else None
     return Page(rows, total, _cursor(last["seq"], last["tenant"]) if more and last else None)
+
+
+async def _add_runs(
+    conn: psycopg.AsyncConnection[Any], events: list[dict[str, Any]], schema: str | None
+) -> None:
+    """Set each event's ``runs``: one query over the ``(tenant, triggered_by_event_id)``
+    index for the whole page."""
+    started = await _fetch(
+        conn,
+        "SELECT r.tenant, r.triggered_by_event_id, r.id, r.workflow, r.status, r.created_at"
+        " FROM unnest(%(tenants)s::text[], %(ids)s::text[]) AS e(tenant, id)"
+        " JOIN runs r ON r.tenant = e.tenant AND r.triggered_by_event_id = e.id"
+        " ORDER BY r.created_at, r.id",
+        {"tenants": [e["tenant"] for e in events], "ids": [e["id"] for e in events]},
+        schema,
+    )
+    by_event: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in started:
+        key = (run.pop("tenant"), run.pop("triggered_by_event_id"))
+        by_event.setdefault(key, []).append(run)
+    for event in events:
+        event["runs"] = by_event.get((event["tenant"], event["id"]), [])
 
 
 async def dump_tables(

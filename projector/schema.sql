@@ -68,8 +68,24 @@ CREATE TABLE IF NOT EXISTS runs (
     replay_from_step      text,    -- ... from this step (NULL: all of it)
     PRIMARY KEY (tenant, id)
 );
-CREATE INDEX IF NOT EXISTS runs_tenant_namespace_status ON runs (tenant, namespace, status);
-CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at DESC);
+-- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
+-- paged by keyset. Each runs_list_* index holds the equality filter it serves, then that
+-- order: a page under any filter is a range scan in list order that stops once the page is
+-- full, however many runs there are; a second filter is checked on the rows the scan meets.
+-- (Layout 5; they replace (tenant, namespace, status) and (created_at DESC).)
+CREATE INDEX IF NOT EXISTS runs_list ON runs (created_at DESC, id, tenant);
+CREATE INDEX IF NOT EXISTS runs_list_tenant ON runs (tenant, created_at DESC, id);
+CREATE INDEX IF NOT EXISTS runs_list_namespace ON runs (tenant, namespace, created_at DESC, id);
+CREATE INDEX IF NOT EXISTS runs_list_status ON runs (tenant, status, created_at DESC, id);
+CREATE INDEX IF NOT EXISTS runs_list_workflow ON runs (tenant, workflow, created_at DESC, id);
+CREATE INDEX IF NOT EXISTS runs_list_event_key ON runs (tenant, triggered_by_key, created_at DESC, id)
+    WHERE triggered_by_key IS NOT NULL;
+-- A run id prefix (the dashboard's free-text search): byte-order bounds on id, whatever the
+-- database's collation.
+CREATE INDEX IF NOT EXISTS runs_id_prefix ON runs (tenant, id text_pattern_ops);
+-- The runs an event started (projector.queries.events_page).
+CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
+    WHERE triggered_by_event_id IS NOT NULL;
 
 -- status: PENDING (in the DAG, not yet queued), then QUEUED, RUNNING, and a terminal one.
 -- retry_due_at: when the step's next attempt is due (a retry with backoff); NULL once queued.

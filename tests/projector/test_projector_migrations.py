@@ -1,6 +1,7 @@
 """The read model's layout version: a database of an older layout (schema_v1.sql, the first;
-schema_v2.sql, runs keyed by id alone) is dropped and rebuilt from the log, once; a current
-one is left alone; a newer one is refused."""
+schema_v2.sql, runs keyed by id alone; schema_v4.sql, before the run list's indexes) is
+dropped and rebuilt from the log, once, with the indexes of a fresh one; a current one is
+left alone; a newer one is refused."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from projector.migrations import SCHEMA_VERSION, SchemaVersionError, set_search_
 
 WAIT_S = 30.0
 Conn = psycopg.AsyncConnection[Any]
-OLD_LAYOUTS = {1: "schema_v1.sql", 2: "schema_v2.sql"}
+OLD_LAYOUTS = {1: "schema_v1.sql", 2: "schema_v2.sql", 4: "schema_v4.sql"}
 
 
 async def create_old(conn: Conn, schema: str, version: int) -> None:
@@ -40,6 +41,14 @@ async def recorded_version(conn: Conn, schema: str) -> int:
         rows = await cur.fetchall()
     assert len(rows) == 1
     return int(rows[0][0])
+
+
+async def index_definitions(conn: Conn, schema: str) -> dict[str, str]:
+    """Every index of ``schema``'s tables by name, its definition without the schema name."""
+    cur = await conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+    )
+    return {name: d.replace(f"{schema}.", "") for name, d in await cur.fetchall()}
 
 
 def rebuilds(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -68,10 +77,11 @@ async def test_an_old_database_is_dropped_and_rebuilt_from_the_log(
             " VALUES (%s, %s, 'default', 'single', 'QUEUED', %s, 1)",
             (history.diamond.run_id, squatter, at(0)),
         )
+        keyed = "tenant, " if version >= 3 else ""  # steps keyed by tenant since layout 3
         await conn.execute(
-            "INSERT INTO steps (run_id, name, parents, status, last_seq)"
-            " VALUES (%s, 's', '{}', 'PENDING', 1)",
-            (history.diamond.run_id,),
+            f"INSERT INTO steps ({keyed}run_id, name, parents, status, last_seq)"
+            f" VALUES ({'%s, ' if keyed else ''}%s, 's', '{{}}', 'PENDING', 1)",
+            (squatter, history.diamond.run_id) if keyed else (history.diamond.run_id,),
         )
         await conn.execute(
             "INSERT INTO projector_checkpoints (stream, last_seq) VALUES (%s, %s)",
@@ -94,6 +104,8 @@ async def test_an_old_database_is_dropped_and_rebuilt_from_the_log(
     assert diamond is not None and diamond["workflow"] == "diamond"
     assert await list_runs(conn, tenant=squatter, schema="old") == []
 
+    assert await index_definitions(conn, "old") == await index_definitions(conn, fresh)
+
     # Migrating again (a projector restarting) drops nothing.
     await migrate(conn, "old")
     assert await dump_tables(conn, "old") == rebuilt
@@ -106,9 +118,12 @@ async def test_a_fresh_schema_records_its_version_and_is_kept(
     caplog.set_level(logging.WARNING, logger="projector.migrations")
     await migrate(conn, "x")
     assert await recorded_version(conn, "x") == SCHEMA_VERSION
+    indexes = await index_definitions(conn, "x")
+    assert {"runs_list_tenant", "runs_list_status", "runs_id_prefix", "runs_event"} <= set(indexes)
     async with conn.transaction():
         await conn.execute("INSERT INTO x.projector_checkpoints VALUES ('s', 5)")
     await migrate(conn, "x")
+    assert await index_definitions(conn, "x") == indexes
     assert (await dump_tables(conn, "x"))["projector_checkpoints"] == [("s", 5)]
     assert await recorded_version(conn, "x") == SCHEMA_VERSION
     assert rebuilds(caplog) == []

@@ -1,0 +1,139 @@
+-- natchet read model. Every value comes from the log (no serial ids, no now() defaults), so
+-- a projection rebuilt from the same messages is identical. ``last_seq`` is the stream
+-- sequence of the message that last changed a row; an update applies only to older rows.
+-- Unqualified names: migrate() runs this with search_path set to the target schema.
+--
+-- Run ids are not unique across tenants (clients choose them, the dispatcher derives them
+-- predictably), so a run is keyed by (tenant, id) and every row under it by its tenant too.
+--
+-- The layout has a version (migrations.SCHEMA_VERSION, recorded in projector_schema_version).
+-- A database of an older version is not altered in place: migrate() drops the projection
+-- tables and recreates them, and the projector rebuilds them from the log. So a change to
+-- this file that CREATE TABLE IF NOT EXISTS does not apply must raise SCHEMA_VERSION.
+
+-- One row: the layout version the tables of this schema were created with.
+CREATE TABLE IF NOT EXISTS projector_schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS projector_checkpoints (
+    stream   text PRIMARY KEY,
+    last_seq bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS workflows (
+    tenant        text NOT NULL,
+    namespace     text NOT NULL,
+    name          text NOT NULL,
+    version       text NOT NULL,
+    definition    jsonb NOT NULL,
+    on_events     text[] NOT NULL,
+    registered_at timestamptz NOT NULL,
+    last_seq      bigint NOT NULL,
+    PRIMARY KEY (tenant, namespace, name, version)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    tenant      text NOT NULL,
+    namespace   text NOT NULL,
+    seq         bigint NOT NULL,
+    key         text NOT NULL,
+    payload     jsonb,           -- NULL when the body is not valid JSON
+    raw         text,            -- the body as text, kept when it is not valid JSON
+    valid       boolean NOT NULL,
+    received_at timestamptz,     -- the stream timestamp, when the record carries it
+    replay_of   bigint,          -- published again (natchet events replay): the seq it repeats
+    PRIMARY KEY (tenant, seq)
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    id                    text NOT NULL,
+    tenant                text NOT NULL,
+    namespace             text NOT NULL,
+    workflow              text NOT NULL,
+    workflow_version      text,
+    status                text NOT NULL,
+    input                 jsonb,
+    triggered_by_key      text,
+    triggered_by_event_id text,
+    error                 text,
+    created_at            timestamptz NOT NULL,
+    started_at            timestamptz,
+    finished_at           timestamptz,
+    last_seq              bigint NOT NULL,
+    cancel_requested_at   timestamptz,
+    cancel_reason         text,
+    replay_of             text,    -- a replay (natchet runs replay): the run it re-runs
+    replay_from_step      text,    -- ... from this step (NULL: all of it)
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX IF NOT EXISTS runs_tenant_namespace_status ON runs (tenant, namespace, status);
+CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at DESC);
+
+-- status: PENDING (in the DAG, not yet queued), then QUEUED, RUNNING, and a terminal one.
+-- retry_due_at: when the step's next attempt is due (a retry with backoff); NULL once queued.
+-- on_failure: the run's on-failure step, not part of the DAG, runs only when the run fails.
+CREATE TABLE IF NOT EXISTS steps (
+    tenant       text NOT NULL,
+    run_id       text NOT NULL,
+    name         text NOT NULL,
+    parents      text[] NOT NULL,
+    status       text NOT NULL,
+    output       jsonb,
+    error        text,
+    queued_at    timestamptz,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    attempt      integer,
+    last_seq     bigint NOT NULL,
+    retry_due_at timestamptz,
+    on_failure   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant, run_id, name)
+);
+
+-- status: RUNNING, then SUCCEEDED or FAILED; LOST (a later delivery of the same attempt was
+-- assigned: the worker holding this one is presumed dead) or CANCELLED (handed back, or the
+-- run ended first).
+CREATE TABLE IF NOT EXISTS attempts (
+    tenant      text NOT NULL,
+    run_id      text NOT NULL,
+    step        text NOT NULL,
+    attempt     integer NOT NULL,
+    delivery    integer NOT NULL,
+    worker_id   text,
+    worker_name text,
+    status      text NOT NULL,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    error       text,
+    output      jsonb,
+    last_seq    bigint NOT NULL,
+    PRIMARY KEY (tenant, run_id, step, attempt, delivery)
+);
+
+CREATE TABLE IF NOT EXISTS step_logs (
+    tenant   text NOT NULL,
+    seq      bigint NOT NULL,
+    run_id   text NOT NULL,
+    step     text NOT NULL,
+    attempt  integer NOT NULL,
+    delivery integer NOT NULL,
+    line     text NOT NULL,
+    at       timestamptz NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX IF NOT EXISTS step_logs_tenant_run_step ON step_logs (tenant, run_id, step);
+
+-- Messages the projector could not decode or store: recorded, then skipped.
+CREATE TABLE IF NOT EXISTS rejections (
+    tenant  text NOT NULL,
+    seq     bigint NOT NULL,
+    subject text NOT NULL,
+    reason  text NOT NULL,
+    at      timestamptz,         -- the stream timestamp, when the record carries it
+    PRIMARY KEY (tenant, seq)
+);
+
+
+INSERT INTO projector_schema_version (version) VALUES (4);
