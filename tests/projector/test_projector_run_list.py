@@ -195,3 +195,14 @@ async def test_the_events_page_lists_the_runs_each_event_started(db: Conn) -> No
     rest = await events_page(db, tenant="acme", limit=2, after=page.next, with_runs=True)
     assert [e["seq"] for e in rest.rows] == [100] and rest.next is None
     assert "runs" not in (await events_page(db, tenant="acme")).rows[0]
+
+
+async def test_the_run_list_is_never_a_prepared_statement(db: Conn) -> None:
+    """psycopg prepares a query run five times, and Postgres may then plan it once for any
+    values: the run list is planned for each filter's own values instead."""
+    for _ in range(12):
+        await runs_page(db, tenant="acme", status="FAILED", workflow="one", limit=2)
+    cur = await db.execute(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'SELECT%%'"
+    )
+    assert await cur.fetchall() == []
