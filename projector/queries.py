@@ -96,7 +96,7 @@ def _uncursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
 
 def _prefix_end(prefix: str) -> str | None:
     """The least string above every string that starts with ``prefix``, in code point
-    (byte) order; None when there is none."""
+    order (the "C" collation's in UTF-8); None when there is none."""
     while prefix:
         last = ord(prefix[-1]) + 1
         if last == 0xD800:  # surrogates are not characters
@@ -149,12 +149,12 @@ def _run_filter(
         params["created_to"] = created_to
     prefix = (run_id_prefix or "").strip()
     if prefix:
-        # Byte-order bounds, which the (tenant, id text_pattern_ops) index ranges over.
-        conditions.append(sql.SQL("id ~>=~ %(id_from)s::text"))
+        # Code point bounds, which the (tenant, id COLLATE "C") index ranges over.
+        conditions.append(sql.SQL('id COLLATE "C" >= %(id_from)s::text'))
         params["id_from"] = prefix
         end = _prefix_end(prefix)
         if end is not None:
-            conditions.append(sql.SQL("id ~<~ %(id_to)s::text"))
+            conditions.append(sql.SQL('id COLLATE "C" < %(id_to)s::text'))
             params["id_to"] = end
     return conditions, params
 

@@ -69,20 +69,27 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
--- paged by keyset. Each runs_list_* index holds the equality filter it serves, then that
--- order: a page under any filter is a range scan in list order that stops once the page is
--- full, however many runs there are; a second filter is checked on the rows the scan meets.
+-- paged by keyset. Each runs_list_* index holds the equality filter it serves, then
+-- created_at: a page under any filter is a range scan in list order (runs of one instant
+-- put in id order as they come, an incremental sort) that stops once the page is full,
+-- however many runs there are: on the filter's own index when it is selective, else on
+-- runs_list, newest first, the filters checked on the rows met; counts scan these indexes
+-- alone.
+-- They end at created_at, without id: an index holding (tenant, ..., id) would tie with
+-- the primary key for the projector's loads by (tenant, id) on fresh tables, and a plan
+-- kept from then would scan a tenant's runs for each load (test_projector_store).
 -- (Layout 5; they replace (tenant, namespace, status) and (created_at DESC).)
-CREATE INDEX IF NOT EXISTS runs_list ON runs (created_at DESC, id, tenant);
-CREATE INDEX IF NOT EXISTS runs_list_tenant ON runs (tenant, created_at DESC, id);
-CREATE INDEX IF NOT EXISTS runs_list_namespace ON runs (tenant, namespace, created_at DESC, id);
-CREATE INDEX IF NOT EXISTS runs_list_status ON runs (tenant, status, created_at DESC, id);
-CREATE INDEX IF NOT EXISTS runs_list_workflow ON runs (tenant, workflow, created_at DESC, id);
-CREATE INDEX IF NOT EXISTS runs_list_event_key ON runs (tenant, triggered_by_key, created_at DESC, id)
+CREATE INDEX IF NOT EXISTS runs_list ON runs (created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_list_tenant ON runs (tenant, created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_list_namespace ON runs (tenant, namespace, created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_list_status ON runs (tenant, status, created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_list_workflow ON runs (tenant, workflow, created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_list_event_key ON runs (tenant, triggered_by_key, created_at DESC)
     WHERE triggered_by_key IS NOT NULL;
--- A run id prefix (the dashboard's free-text search): byte-order bounds on id, whatever the
--- database's collation.
-CREATE INDEX IF NOT EXISTS runs_id_prefix ON runs (tenant, id text_pattern_ops);
+-- A run id prefix (the dashboard's free-text search): code point order ("C"), whatever the
+-- database's collation; an id compared in the database's own collation (the loads) cannot
+-- use it.
+CREATE INDEX IF NOT EXISTS runs_id_prefix ON runs (tenant, id COLLATE "C");
 -- The runs an event started (projector.queries.events_page).
 CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
     WHERE triggered_by_event_id IS NOT NULL;
