@@ -9,6 +9,7 @@ The system stream ``natchet-system`` captures ``natchet.system.>``:
 | ``natchet.system.full.<tenant>``         | :class:`TenantLogFull` |
 | ``natchet.system.tokens.<id>.created``   | :class:`TokenCreated`  |
 | ``natchet.system.tokens.<id>.revoked``   | :class:`TokenRevoked`  |
+| ``natchet.system.operators.<id>.created`` | :class:`OperatorCreated` |
 
 A token reads ``nct_<base64url(json {"t": tenant, "u": nats url, "id": token id,
 "x": expiry or null})>.<secret>``: it carries everything a client needs to connect, and the
@@ -35,6 +36,9 @@ from schemas.subjects import SubjectError, check_tenant
 SYSTEM_STREAM = "natchet-system"
 SYSTEM_SUBJECTS = "natchet.system.>"
 TOKEN_PREFIX = "nct_"
+# An operator credential (the dashboard's: every tenant) reads ``nco_<id>.<secret>``; the
+# log keeps only ``sha256(secret)``, as for tenant tokens. It is never a NATS credential.
+OPERATOR_PREFIX = "nco_"
 TOKEN_ID_RE = re.compile(r"^[a-z0-9]{6,32}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Names the engine uses for itself (its stream ``natchet-system``, its accounts): never a
@@ -165,7 +169,49 @@ class TokenRevoked:
     v: int = 1
 
 
-SystemMessage = TenantCreated | TenantLimitsChanged | TenantLogFull | TokenCreated | TokenRevoked
+@attrs.frozen
+class OperatorCreated:
+    """An operator credential: whoever holds it may see and create every tenant (in the
+    dashboard). Only its secret's sha256 is kept."""
+
+    KIND = "operator_created"
+    operator_id: str = attrs.field(validator=_token_id)
+    secret_sha256: str = attrs.field(validator=_sha256)
+    name: str = ""
+    created_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+def operator_subject(operator_id: str) -> str:
+    return f"natchet.system.operators.{operator_id}.created"
+
+
+def new_operator_credential() -> tuple[str, str, str]:
+    """A new operator credential: its id, its secret, and the text its holder presents."""
+    operator_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return operator_id, secret, f"{OPERATOR_PREFIX}{operator_id}.{secret}"
+
+
+def parse_operator_credential(text: str) -> tuple[str, str]:
+    """The id and secret of an operator credential; :class:`TokenError` if it is not one."""
+    body = text.strip().removeprefix(OPERATOR_PREFIX)
+    operator_id, _, secret = body.partition(".")
+    if not text.strip().startswith(OPERATOR_PREFIX) or not TOKEN_ID_RE.match(operator_id):
+        raise TokenError("not an operator credential (nco_...)")
+    if not secret:
+        raise TokenError("not an operator credential (nco_...)")
+    return operator_id, secret
+
+
+SystemMessage = (
+    TenantCreated
+    | TenantLimitsChanged
+    | TenantLogFull
+    | TokenCreated
+    | TokenRevoked
+    | OperatorCreated
+)
 TENANT_RECORDS: dict[str, type[TenantCreated | TenantLimitsChanged | TenantLogFull]] = {
     "tenants": TenantCreated,
     "limits": TenantLimitsChanged,
@@ -193,6 +239,11 @@ def decode_system(subject: str, data: bytes) -> SystemMessage:
         else:
             raise ValueError(f"not a system subject: {subject!r}")
         named = message.token_id
+    elif parts[:3] == ["natchet", "system", "operators"] and len(parts) == 5:
+        if parts[4] != "created":
+            raise ValueError(f"not a system subject: {subject!r}")
+        message = structure(OperatorCreated, body)
+        named = message.operator_id
     else:
         raise ValueError(f"not a system subject: {subject!r}")
     if named != parts[3]:

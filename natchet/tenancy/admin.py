@@ -19,13 +19,16 @@ from natchet.tenancy.view import fold_record
 from schemas import encode
 from schemas.subjects import SubjectError
 from schemas.tenancy import (
+    OperatorCreated,
     TenantCreated,
     TenantLimitsChanged,
     TokenCreated,
     TokenRevoked,
     hash_secret,
     limits_subject,
+    new_operator_credential,
     new_token,
+    operator_subject,
     tenant_subject,
     token_subject,
 )
@@ -149,3 +152,14 @@ async def revoke_token(nc: Connection, token_id: str) -> None:
         raise ConfigError(f"no token {token_id!r} (see `natchet token list`)")
     subject = token_subject(token_id, "revoked")
     await append(nc, Append(subject, encode(TokenRevoked(token_id)), f"revoke:{token_id}"))
+
+
+async def create_operator(nc: Connection, name: str = "") -> tuple[str, str]:
+    """A new operator credential (the dashboard's, for every tenant): its id, and the text to
+    present, returned once; the log keeps only the secret's sha256."""
+    await ensure_system_stream(nc)
+    operator_id, secret, text = new_operator_credential()
+    message = OperatorCreated(operator_id=operator_id, secret_sha256=hash_secret(secret), name=name)
+    subject = operator_subject(operator_id)
+    await append(nc, Append(subject, encode(message), f"operator:{operator_id}"))
+    return operator_id, text

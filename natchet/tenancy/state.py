@@ -12,6 +12,7 @@ import hmac
 import attrs
 
 from schemas.tenancy import (
+    OperatorCreated,
     SystemMessage,
     TenantCreated,
     TenantLimitsChanged,
@@ -21,6 +22,7 @@ from schemas.tenancy import (
     TokenRevoked,
     expired,
     hash_secret,
+    parse_operator_credential,
     parse_token,
 )
 
@@ -46,6 +48,7 @@ class TenancyState:
     tenants: dict[str, TenantCreated] = attrs.field(factory=dict)
     tokens: dict[str, TokenRecord] = attrs.field(factory=dict)
     full: dict[str, str] = attrs.field(factory=dict)  # tenant -> when its log was found full
+    operators: dict[str, OperatorCreated] = attrs.field(factory=dict)
 
     def fold(self, message: SystemMessage) -> None:
         match message:
@@ -76,12 +79,22 @@ class TenancyState:
                         created_at=message.created_at,
                     ),
                 )
+            case OperatorCreated():
+                self.operators.setdefault(message.operator_id, message)
             case TokenRevoked():
                 record = self.tokens.get(message.token_id)
                 if record is not None and record.revoked_at is None:
                     self.tokens[message.token_id] = attrs.evolve(
                         record, revoked_at=message.revoked_at
                     )
+
+    def authenticate_operator(self, text: str) -> OperatorCreated:
+        """The operator a presented credential stands for; :class:`TokenError` if none."""
+        operator_id, secret = parse_operator_credential(text)
+        record = self.operators.get(operator_id)
+        if record is None or not hmac.compare_digest(record.secret_sha256, hash_secret(secret)):
+            raise TokenError(f"unknown operator credential {operator_id}", "unknown_token")
+        return record
 
     def authenticate(self, text: str, now: dt.datetime | None = None) -> TokenRecord:
         """The record a presented token stands for; :class:`TokenError` names why not."""
