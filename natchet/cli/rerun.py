@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import uuid
 from typing import Any
 
 from eventstore import (
-    Append,
     ConfigError,
     Connection,
     append,
@@ -33,7 +31,8 @@ from natchet.cli.bulk import (
 )
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import note
-from schemas import RunCreated, RunRejected, RunRequested, RunStatus, Scope, encode
+from natchet.runops import replay_request
+from schemas import RunCreated, RunRejected, RunStatus, Scope
 from schemas.codec import decode_run_message
 
 ANSWER_S = 10.0
@@ -67,13 +66,6 @@ def add_events_replay(events_sub: Any) -> None:
     er.add_argument("--namespace", default="default", help="the event's namespace")
     add_nats_flags(er, role="log")
     er.set_defaults(handler=events_replay)
-
-
-def replay_request(scope: Scope, run_id: str, from_step: str | None) -> tuple[str, Append]:
-    """A new run id, and the request that it replay ``run_id`` of ``scope``."""
-    new_id = str(uuid.uuid4())
-    body = encode(RunRequested.of_replay(new_id, run_id, from_step))
-    return new_id, Append(scope.run(new_id, "requested"), body, f"{new_id}:requested")
 
 
 async def runs_replay(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from eventstore import Append, ConfigError, append
+from eventstore import ConfigError, append
 from natchet.audit import as_of, check_run_id
 from natchet.cli.audit import read_run_or_say
 from natchet.cli.bulk import (
@@ -28,8 +28,9 @@ from natchet.cli.connection import (
 )
 from natchet.cli.output import add_page_flags, dump_json, note, say_if_truncated
 from natchet.cli.rerun import add_runs_replay
+from natchet.runops import cancel_request
 from projector.queries import get_run, runs_page
-from schemas import RunCancelRequested, RunStatus, Scope, encode
+from schemas import RunStatus, Scope
 
 
 def add_parser(sub: Any) -> None:
@@ -182,19 +183,13 @@ async def runs_cancel(args: argparse.Namespace) -> int:
         args,
         tenant,
         runs,
-        lambda r: _cancel_request(tenant, r.id, r.namespace, args.reason),
+        lambda r: cancel_request(Scope(tenant, r.namespace), r.id, args.reason),
         did="cancel requested for",
     )
 
 
-def _cancel_request(tenant: str, run_id: str, namespace: str, reason: str | None) -> Append:
-    subject = Scope(tenant, namespace).run(run_id, "cancel_requested")
-    body = encode(RunCancelRequested(run_id=run_id, reason=reason))
-    return Append(subject, body, f"{run_id}:cancel_requested")
-
-
 async def _cancel_one(args: argparse.Namespace, scope: Scope) -> int:
-    request = _cancel_request(scope.tenant, args.run_id, scope.namespace, args.reason)
+    request = cancel_request(scope, args.run_id, args.reason)
     async with open_nats(args, role="log", tenant=scope.tenant) as nc:
         await append(nc, request)
     print(f"cancel requested for run {args.run_id}; `natchet runs get {args.run_id}` shows it")
