@@ -1,0 +1,230 @@
+"""What the dashboard does, once for the JSON API and the pages: reads of the read model and
+the log, and the operations, through the same code as the CLI (``natchet.runops``,
+``natchet.tenancy.admin``). Every function takes the tenant already checked visible
+(:func:`natchet.dashboard.auth.require_tenant`); a run of another tenant is never read.
+Bad input is an :class:`HTTPException` 4xx with a message."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import HTTPException
+
+from eventstore import ConfigError, append, latest
+from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run, runs_of_event
+from natchet.cli.workers import worker_row
+from natchet.dashboard.backend import Backend
+from natchet.runops import cancel_request, replay_request
+from natchet.tenancy import admin
+from natchet.version import natchet_version
+from projector.queries import CursorError, Page, events_page, get_run, runs_page
+from schemas import RunStatus, Scope, WorkerHeartbeat
+from schemas.codec import DecodeError, decode_as
+from schemas.subjects import SubjectError, check_tenant
+
+MAX_LIMIT = 200
+STATUSES = [s.value for s in RunStatus]
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HTTPException(400, f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    return limit
+
+
+def check_status(status: str | None) -> str | None:
+    if status and status.upper() not in STATUSES:
+        raise HTTPException(400, f"unknown status {status!r}: one of {', '.join(STATUSES)}")
+    return status.upper() if status else None
+
+
+def check_name(value: str | None, what: str) -> str | None:
+    """A workflow or namespace filter: one subject token (else 400)."""
+    if not value:
+        return None
+    try:
+        check_tenant(value)  # the same rule: one token, no separators or wildcards
+    except SubjectError:
+        raise HTTPException(400, f"invalid {what} {value!r}") from None
+    return value
+
+
+def check_run(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id):
+        raise HTTPException(400, f"invalid run id {run_id!r}")
+    return run_id
+
+
+async def list_runs(
+    backend: Backend,
+    tenant: str,
+    *,
+    status: str | None,
+    workflow: str | None,
+    namespace: str | None,
+    run_id: str | None,
+    after: str | None,
+    limit: int,
+) -> Page:
+    status, limit = check_status(status), check_limit(limit)
+    workflow, namespace = check_name(workflow, "workflow"), check_name(namespace, "namespace")
+    async with backend.db() as conn:
+        if run_id:
+            # TODO(runs_page): a run-id filter (prefix match) in projector.queries.runs_page;
+            # until then an exact id is looked up on its own.
+            run = await get_run(conn, check_run(run_id.strip()), tenant=tenant)
+            keep = run is not None and (
+                (status is None or run["status"] == status)
+                and (workflow is None or run["workflow"] == workflow)
+                and (namespace is None or run["namespace"] == namespace)
+            )
+            rows = [{k: v for k, v in run.items() if k != "steps"}] if run and keep else []
+            return Page(rows, len(rows), None)
+        try:
+            return await runs_page(
+                conn,
+                tenant=tenant,
+                namespace=namespace,
+                status=status,
+                workflow=workflow,
+                limit=limit,
+                after=after or None,
+            )
+        except CursorError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+
+async def run_detail(backend: Backend, tenant: str, run_id: str) -> dict[str, Any]:
+    async with backend.db() as conn:
+        run = await get_run(conn, check_run(run_id), tenant=tenant)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id} (it may not be projected yet)")
+    return run
+
+
+async def audit(backend: Backend, tenant: str, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's history from the log (``natchet audit``'s entries)."""
+    nc = await backend.log_nc(tenant)
+    try:
+        _scope, pairs, _end = await read_run(nc, tenant, run["id"], run["namespace"])
+    except RunNotFoundError:
+        return []
+    return entries(pairs)[0]
+
+
+async def cancel(backend: Backend, tenant: str, run_id: str, reason: str | None) -> dict[str, Any]:
+    run = await run_detail(backend, tenant, run_id)
+    if RunStatus(run["status"]).terminal:
+        raise HTTPException(409, f"run {run_id} has ended ({run['status']}): nothing to cancel")
+    nc = await backend.log_nc(tenant)
+    await append(nc, cancel_request(Scope(tenant, run["namespace"]), run["id"], reason or None))
+    return {"run_id": run["id"], "cancel_requested": True}
+
+
+async def replay(
+    backend: Backend, tenant: str, run_id: str, from_step: str | None
+) -> dict[str, Any]:
+    run = await run_detail(backend, tenant, run_id)
+    if not RunStatus(run["status"]).terminal:
+        raise HTTPException(409, f"run {run_id} is {run['status']}: only ended runs re-run")
+    if from_step and from_step not in {s["name"] for s in run["steps"]}:
+        raise HTTPException(400, f"run {run_id} has no step {from_step!r}")
+    nc = await backend.log_nc(tenant)
+    new_id, request = replay_request(Scope(tenant, run["namespace"]), run["id"], from_step or None)
+    await append(nc, request)
+    return {"run_id": new_id, "replay_of": run["id"], "from_step": from_step or None}
+
+
+async def workers(backend: Backend, tenant: str) -> list[dict[str, Any]]:
+    """``natchet workers list``'s rows, active first."""
+    nc = await backend.log_nc(tenant)
+    records = await latest(nc, tenant, f"{tenant}.*.workers.*")
+    now, current = dt.datetime.now(dt.UTC), natchet_version()
+    rows = []
+    for rec in records:
+        try:
+            hb = decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, rec.data)
+        except DecodeError:
+            continue
+        rows.append(worker_row(hb, rec.subject.split(".")[1], now, current))
+    rows.sort(key=lambda r: (r["status"] != "ACTIVE", r["name"]))
+    return rows
+
+
+async def events(
+    backend: Backend, tenant: str, namespace: str | None, after: str | None, limit: int
+) -> Page:
+    """Recent events, each with the runs it started (read from the log)."""
+    namespace, limit = check_name(namespace, "namespace"), check_limit(limit)
+    async with backend.db() as conn:
+        try:
+            page = await events_page(
+                conn, tenant=tenant, namespace=namespace, limit=limit, after=after or None
+            )
+        except CursorError as exc:
+            raise HTTPException(400, str(exc)) from None
+    nc = await backend.log_nc(tenant)
+    for row in page.rows:
+        scope = Scope(tenant, row["namespace"])
+        row["runs"] = await runs_of_event(nc, scope, row["key"], int(row["seq"]))
+    return page
+
+
+async def create_tenant(backend: Backend, name: str) -> dict[str, Any]:
+    try:
+        created = await admin.create_tenant(await backend.engine_nc(), name.strip())
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if not created:
+        raise HTTPException(409, f"tenant {name!r} already exists")
+    return {"tenant": name.strip(), "created": True}
+
+
+def tokens_of(state: Any, tenant: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": r.token_id,
+            "name": r.name,
+            "created_at": r.created_at,
+            "expires_at": r.expires_at,
+            "revoked_at": r.revoked_at,
+        }
+        for r in state.tokens.values()
+        if r.tenant == tenant
+    ]
+
+
+async def create_token(
+    backend: Backend, tenant: str, name: str, expires: str | None, namespace: str | None
+) -> dict[str, Any]:
+    """A new token, shown this once, with the ``.env`` block a worker needs."""
+    namespace = check_name(namespace, "namespace") or "default"
+    try:
+        expires_in = admin.parse_duration(expires) if expires else None
+        issued = await admin.create_token(
+            await backend.engine_nc(),
+            tenant,
+            backend.settings.public_nats_url,
+            name=name.strip(),
+            expires_in=expires_in,
+        )
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    env = f"HATCHET_CLIENT_TOKEN={issued.token}\nHATCHET_CLIENT_NAMESPACE={namespace}\n"
+    return {
+        "id": issued.token_id,
+        "tenant": tenant,
+        "token": issued.token,
+        "expires_at": issued.expires_at,
+        "env": env,
+    }
+
+
+async def revoke_token(backend: Backend, state: Any, tenant: str, token_id: str) -> dict[str, Any]:
+    record = state.tokens.get(token_id)
+    if record is None or record.tenant != tenant:
+        raise HTTPException(404, f"no token {token_id!r}")
+    if record.revoked_at is None:
+        await admin.revoke_token(await backend.engine_nc(), token_id)
+    return {"id": token_id, "revoked": True}
