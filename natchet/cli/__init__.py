@@ -12,6 +12,7 @@ function of the parsed arguments that returns the exit code):
   (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``
   (rebuild the read model from the log, compare it with the live one);
 * :mod:`natchet.cli.tenancy`: ``tenant``, ``token``, ``nats-config``;
+* :mod:`natchet.cli.dashboard`: ``dashboard``, ``admin-token create``;
 * :mod:`natchet.cli.connection`: how each of them reaches NATS and Postgres.
 
 Exit codes: 0 done, 1 a command's own "no" (``runs get`` of an unknown run, a failed
@@ -30,7 +31,18 @@ from collections.abc import Sequence
 import psycopg
 
 from eventstore import logs, run_main, tracing
-from natchet.cli import audit, event, events, replay, runs, serve, tenancy, version, workers
+from natchet.cli import (
+    audit,
+    dashboard,
+    event,
+    events,
+    replay,
+    runs,
+    serve,
+    tenancy,
+    version,
+    workers,
+)
 from schemas.errors import NatchetError
 
 __all__ = ["build_parser", "main"]
@@ -47,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, runs, audit, replay, events, workers, event, tenancy, version):
+    for group in (serve, dashboard, runs, audit, replay, events, workers, event, tenancy, version):
         group.add_parser(sub)
     return p
 

@@ -50,6 +50,13 @@ def add_parser(sub: Any) -> None:
         type=int,
         help="serve /metrics, /live and /ready on this port (default: a free one, printed)",
     )
+    dev.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=0,
+        help="serve the dashboard on this port of 127.0.0.1 (default: a free one, printed)",
+    )
+    dev.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     dev.set_defaults(handler=serve_dev, long_running=True)
 
     engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
@@ -78,6 +85,16 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="/ready fails when the dispatcher or projector is further behind the log "
         "(env NATCHET_READY_MAX_LAG_S, default 30)",
+    )
+    engine.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="also serve the dashboard on this port (env NATCHET_DASHBOARD_PORT; default: not"
+        " served); its session secret: NATCHET_DASHBOARD_SECRET or .natchet/dashboard.secret",
+    )
+    engine.add_argument(
+        "--dashboard-host",
+        help="the dashboard's address (env NATCHET_DASHBOARD_HOST, default 127.0.0.1)",
     )
     # The projector process natchet engine starts: stop when the parent (stdin) is gone.
     engine.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -131,6 +148,7 @@ async def serve_engine(args: argparse.Namespace) -> int:
     if args.with_parent:  # the parent serves the metrics (and the port is its own)
         settings = attrs.evolve(settings, metrics_port=None)
     child = None if args.role else ProjectorProcess(_projector_argv(args))
+    dashboard = None if args.with_parent else _engine_dashboard(args, settings)
     # The parent answers for its child's projector: its lag is read from Postgres.
     engine = Engine(settings, watch_projector=True if child is not None else None)
     try:
@@ -139,16 +157,47 @@ async def serve_engine(args: argparse.Namespace) -> int:
             print(f"natchet engine: metrics on {engine.health.url}/metrics", flush=True)
         if child is not None:
             child.start()
+        if dashboard is not None:
+            await dashboard.start()
+            print(f"natchet engine: dashboard on {dashboard.url}", flush=True)
         if args.with_parent:
             await until_stdin_closes()
             log.info("engine (%s): the parent process is gone; stopping", settings.role)
         else:
             await asyncio.Event().wait()  # until a signal cancels it
     finally:
+        if dashboard is not None:
+            await dashboard.shutdown()
         await engine.shutdown()
         if child is not None:
             await child.shutdown()
     return 0
+
+
+def _engine_dashboard(args: argparse.Namespace, settings: EngineSettings) -> Any:
+    """The dashboard ``--dashboard-port`` (or NATCHET_DASHBOARD_PORT) asks for, or None."""
+    from natchet.config import layered_env
+
+    env = layered_env()
+    port = port_from(
+        args.dashboard_port
+        if args.dashboard_port is not None
+        else env.get("NATCHET_DASHBOARD_PORT"),
+        "--dashboard-port / NATCHET_DASHBOARD_PORT",
+    )
+    if port is None:
+        return None
+    from natchet.dashboard.app import Dashboard
+    from natchet.dashboard.auth import session_secret
+    from natchet.dashboard.backend import DashboardSettings
+
+    board = DashboardSettings(
+        settings,
+        session_secret(DEFAULT_DATA_DIR),
+        env.get("NATCHET_PUBLIC_NATS_URL") or settings.nats_url,
+    )
+    host = args.dashboard_host or env.get("NATCHET_DASHBOARD_HOST") or "127.0.0.1"
+    return Dashboard(board, host, port)
 
 
 def _projector_argv(args: argparse.Namespace) -> list[str]:
@@ -179,6 +228,9 @@ async def serve_dev(args: argparse.Namespace) -> int:
         metrics_port=port_from(
             0 if args.metrics_port is None else args.metrics_port, "--metrics-port"
         ),
+        dashboard_port=None
+        if args.no_dashboard
+        else port_from(args.dashboard_port, "--dashboard-port"),
     ) as dev:
         print("natchet dev is up. A worker needs:\n")
         for key, value in dev.env.items():
@@ -194,6 +246,10 @@ async def serve_dev(args: argparse.Namespace) -> int:
                 f"NATS monitoring: {dev.nats_monitor_url} (/jsz?consumers=true: each "
                 "workflow's pending tasks, what autoscalers such as KEDA read)"
             )
+        if dev.dashboard_url:
+            print(f"Dashboard: {dev.dashboard_url}  (API: {dev.dashboard_url}/api/docs)")
+            print(f"  sign in with the operator credential in {dev.operator_file}:")
+            print(f"  {dev.operator_credential}")
         print("Press Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()  # until a signal cancels it
     return 0

@@ -111,6 +111,15 @@ def create_app(settings: DashboardSettings, *, secure_cookies: bool = False) -> 
             return JSONResponse({"detail": message}, 503)
         return pages.render(request, None, "error.html", message=message, status_code=503)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> Response:
+        # A fault of ours or of a server: logged with its traceback, answered in one line.
+        log.exception("dashboard: %s %s failed", request.method, request.url.path)
+        message = f"the dashboard failed to answer ({type(exc).__name__}); its log says more"
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, 500)
+        return pages.render(request, None, "error.html", message=message, status_code=500)
+
     app.include_router(api.router)
     app.include_router(live.router)
     app.include_router(pages.router)

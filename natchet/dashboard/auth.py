@@ -103,7 +103,7 @@ def current(request: Request, state: TenancyState) -> Principal | None:
         )
         if good and record is not None:
             who = Principal("tenant", cid, record.name or record.tenant, frozenset([record.tenant]))
-    if who is None and session:
+    if who is None and kind is not None:  # a credential no longer good: sign it out
         session.clear()
     return who
 

@@ -12,13 +12,19 @@ from typing import Any
 
 import attrs
 import psycopg
+import psycopg.errors
 
 from eventstore import Connection, NatsOptions, close, connect
 from natchet.config import EngineSettings
 from natchet.tenancy.admin import load_state
 from natchet.tenancy.state import TenancyState
+from schemas.errors import NatchetError
 
 CLIENT_NAME = "natchet-dashboard"
+
+
+class UnavailableError(NatchetError):
+    """A server the dashboard reads from cannot be reached (or is not natchet's)."""
 
 
 @attrs.frozen
@@ -69,11 +75,22 @@ class Backend:
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        conn = await psycopg.AsyncConnection.connect(
-            self.settings.engine.database_url, connect_timeout=10
-        )
+        """A connection to the read model; one that cannot be had is an
+        :class:`UnavailableError` saying why (the app answers 503 with it)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.settings.engine.database_url, connect_timeout=10
+            )
+        except psycopg.OperationalError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UnavailableError(f"PostgreSQL: {reason}") from None
         async with conn:
-            yield conn
+            try:
+                yield conn
+            except psycopg.errors.UndefinedTable:
+                raise UnavailableError(
+                    "the database has no natchet tables: is it the engine's?"
+                ) from None
 
     async def aclose(self) -> None:
         for nc in [*self._logs.values(), *([self._engine] if self._engine else [])]:

@@ -17,7 +17,7 @@ import attrs
 
 from natchet.config import DEV_ENV_FILE, EngineSettings, read_env_file, write_env_file
 from natchet.dev.stack import DevStack
-from natchet.dev.tenancy import ensure_dev_tenant
+from natchet.dev.tenancy import OPERATOR_FILE, ensure_dev_tenant, ensure_operator
 from natchet.engine import Engine
 
 T = TypeVar("T")
@@ -67,6 +67,10 @@ class DevEngine:
     metrics_url: str | None = None  # where /metrics, /live and /ready are served
     # The embedded nats-server's monitoring endpoint (None: a server the user runs).
     nats_monitor_url: str | None = None
+    # The dashboard (None: not served) and the operator credential that signs in to it.
+    dashboard_url: str | None = None
+    operator_credential: str | None = attrs.field(default=None, repr=False)
+    operator_file: Path | None = None
 
 
 @asynccontextmanager
@@ -80,11 +84,14 @@ async def dev_engine(
     tls: bool = False,
     nats_auth_file: str | None = None,
     metrics_port: int | None = None,
+    dashboard_port: int | None = None,
 ) -> AsyncIterator[DevEngine]:
     """Start the servers not given (in ``data_dir``, which no other stack may be using),
-    the engine on them and ``tenant`` with its token; write the worker environment to
-    ``data_dir/dev.env`` (and ``env_file``); with ``metrics_port`` (0: a free one), serve
-    the engine's metrics and health on 127.0.0.1. On exit, stop all of it."""
+        the engine on them and ``tenant`` with its token; write the worker environment to
+        ``data_dir/dev.env`` (and ``env_file``); with ``metrics_port`` (0: a free one), serve
+        the engine's metrics and health on 127.0.0.1; with ``dashboard_port`` (0: a free one), the
+    dashboard on 127.0.0.1, and an operator credential for it in ``data_dir/operator.credential``.
+    On exit, stop all of it."""
     # The embedded server authenticates tenants (auth callout); a server the user runs
     # does when its config has natchet's callout and NATCHET_NATS_AUTH_FILE is given.
     stack = DevStack(
@@ -116,7 +123,26 @@ async def dev_engine(
                 write_env_file(path, env)
             url = None if engine.health is None else engine.health.url
             monitor = stack.nats.monitor_url if stack.nats is not None else None
-            yield DevEngine(settings, tenant, env, files, url, monitor)
+            dashboard = None
+            try:
+                board_url = operator = operator_file = None
+                if dashboard_port is not None:
+                    from natchet.dashboard.app import Dashboard
+                    from natchet.dashboard.auth import session_secret
+                    from natchet.dashboard.backend import DashboardSettings
+
+                    operator = await ensure_operator(engine.nc, data_dir)
+                    operator_file = data_dir / OPERATOR_FILE
+                    board = DashboardSettings(settings, session_secret(data_dir), stack.nats_url)
+                    dashboard = Dashboard(board, "127.0.0.1", dashboard_port)
+                    await dashboard.start()
+                    board_url = dashboard.url
+                yield DevEngine(
+                    settings, tenant, env, files, url, monitor, board_url, operator, operator_file
+                )
+            finally:
+                if dashboard is not None:
+                    await dashboard.shutdown()
         finally:
             await engine.shutdown()
     finally:

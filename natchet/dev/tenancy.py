@@ -50,3 +50,28 @@ async def ensure_dev_tenant(nc: Connection, tenant: str, url: str, previous: str
     issued = await admin.create_token(nc, tenant, url, name="natchet dev")
     log.info("issued token %s for tenant %s", issued.token_id, tenant)
     return issued.token
+
+
+OPERATOR_FILE = "operator.credential"
+
+
+async def ensure_operator(nc: Connection, data_dir: Path) -> str:
+    """The dev stack's operator credential (the dashboard's sign-in for every tenant): the
+    one in ``data_dir/operator.credential`` while the log still knows it, else a new one
+    written there (0600). The log keeps only its hash."""
+    path = data_dir / OPERATOR_FILE
+    if path.exists():
+        previous = path.read_text().strip()
+        state = await admin.load_state(nc)
+        try:
+            state.authenticate_operator(previous)
+        except TokenError:
+            pass
+        else:
+            return previous
+    operator_id, credential = await admin.create_operator(nc, name="natchet dev")
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(credential + "\n")
+    log.info("issued operator credential %s", operator_id)
+    return credential

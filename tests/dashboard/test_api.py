@@ -150,6 +150,10 @@ async def test_tenant_and_token_shown_once_then_revoked(
     r = await op.post("/api/tenants", json={"name": name})
     assert r.status_code == 201, r.text
     assert name in (await op.get("/api/tenants")).json()["tenants"]
+    # A tenant just created: its pages answer at once, empty.
+    for path in ("runs", "events", "workers", "tokens"):
+        r = await op.get(f"/api/tenants/{name}/{path}")
+        assert r.status_code == 200, (path, r.text)
     issued = await op.post(
         f"/api/tenants/{name}/tokens", json={"name": "ci", "expires": "7d", "namespace": "staging"}
     )

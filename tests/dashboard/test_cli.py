@@ -1,0 +1,126 @@
+"""The commands around the dashboard, as a user runs them: ``natchet admin-token create``
+against a secured deployment, ``natchet dev`` serving the dashboard with an operator
+credential it prints, and ``natchet dashboard`` failing in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from natchet.dev.embedded import NatsServer
+from natchet.engine import Engine
+from natchet.tenancy.serverconf import AUTH_FILE
+from tests.support import stop
+
+NATCHET = [sys.executable, "-m", "natchet.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    return {**env, **extra}
+
+
+async def natchet(cwd: Path, *args: str, **env: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *NATCHET,
+        *args,
+        cwd=cwd,
+        env=clean_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_admin_token_create_signs_in_as_operator(
+    tmp_path: Path,
+    auth_server: NatsServer,
+    auth_dir: Path,
+    tenancy_engine: Engine,
+    dashboard_url: str,
+) -> None:
+    code, out, err = await natchet(
+        tmp_path,
+        "admin-token",
+        "create",
+        "--name",
+        "ops",
+        NATCHET_NATS_URL=auth_server.url,
+        NATCHET_NATS_AUTH_FILE=str(auth_dir / AUTH_FILE),
+    )
+    assert code == 0, err
+    [credential] = re.findall(r"nco_\S+", out)
+    async with httpx.AsyncClient(base_url=dashboard_url) as c:
+        r = await c.post("/api/session", json={"token": credential})
+        assert r.status_code == 200 and r.json()["kind"] == "operator"
+
+
+async def test_dashboard_failures_are_one_line(tmp_path: Path, auth_server: NatsServer) -> None:
+    code, _out, err = await natchet(tmp_path, "dashboard")
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "NATCHET_NATS_URL" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _out, err = await natchet(
+            tmp_path,
+            "dashboard",
+            "--port",
+            str(port),
+            "--nats-url",
+            auth_server.url,
+            "--database-url",
+            "postgresql://nobody@127.0.0.1:1/none",
+        )
+    assert code == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and f"127.0.0.1:{port}" in err
+    code, _out, err = await natchet(tmp_path, "dashboard", "--port", "http")
+    assert code == 2 and "not a port number" in err
+
+
+@pytest.mark.timeout(180)
+async def test_natchet_dev_serves_the_dashboard_with_an_operator_credential(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    proc = await asyncio.create_subprocess_exec(
+        *NATCHET,
+        "dev",
+        "--data-dir",
+        str(data),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or "Press Ctrl-C" not in lines[-1]:
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            assert line, "natchet dev stopped:\n" + "".join(lines)
+            lines.append(line.decode())
+        text = "".join(lines)
+        url = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+)", text)
+        credential = re.search(r"(nco_\S+)", text)
+        assert url and credential, text
+        assert (data / "operator.credential").read_text().strip() == credential.group(1)
+        assert (data / "operator.credential").stat().st_mode & 0o077 == 0
+        async with httpx.AsyncClient(base_url=url.group(1)) as c:
+            r = await c.post("/api/session", json={"token": credential.group(1)})
+            assert r.status_code == 200 and "dev" in r.json()["tenants"]
+            spec = await c.get("/api/openapi.json")
+            assert spec.status_code == 200 and "/api/tenants/{tenant}/runs" in spec.json()["paths"]
+    finally:
+        await stop(proc, grace_s=60)
+    assert proc.returncode == 0
