@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from eventstore import ConfigError, append, latest
+from eventstore import replay as read_log
 from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run, runs_of_event
 from natchet.cli.workers import worker_row
 from natchet.dashboard.backend import Backend
@@ -19,7 +20,7 @@ from natchet.runops import cancel_request, replay_request
 from natchet.tenancy import admin
 from natchet.version import natchet_version
 from projector.queries import CursorError, Page, events_page, get_run, runs_page
-from schemas import RunStatus, Scope, WorkerHeartbeat
+from schemas import RunStatus, Scope, WorkerHeartbeat, WorkflowDef
 from schemas.codec import DecodeError, decode_as
 from schemas.subjects import SubjectError, check_tenant
 
@@ -228,3 +229,62 @@ async def revoke_token(backend: Backend, state: Any, tenant: str, token_id: str)
     if record.revoked_at is None:
         await admin.revoke_token(await backend.engine_nc(), token_id)
     return {"id": token_id, "revoked": True}
+
+
+async def workflows(backend: Backend, tenant: str, namespace: str | None) -> list[dict[str, Any]]:
+    """Every workflow registered in the tenant's log (in ``namespace``, or all): its
+    current definition (steps, triggers), and every version registered, newest first.
+
+    Read from the log's registrations (TODO(projector.queries): a workflows query over the
+    read model's ``workflows`` table, which would not read every registration)."""
+    namespace = check_name(namespace, "namespace")
+    nc = await backend.log_nc(tenant)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    async for rec in read_log(nc, tenant, [f"{tenant}.{namespace or '*'}.workflows.*"]):
+        try:
+            wf = decode_as(WorkflowDef, WorkflowDef.KIND, rec.data)
+        except DecodeError:
+            continue
+        ns = rec.subject.split(".")[1]
+        entry = found.setdefault((ns, wf.name), {"namespace": ns, "name": wf.name, "versions": {}})
+        entry["versions"].setdefault(wf.version, wf.registered_at)
+        entry["current"] = wf
+    out = []
+    for (_ns, _name), entry in sorted(found.items()):
+        wf = entry.pop("current")
+        steps = [
+            {
+                "name": s.name,
+                "parents": list(s.parents),
+                "timeout_s": s.timeout_s,
+                "retries": s.retries,
+            }
+            for s in wf.steps
+        ]
+        versions = sorted(entry["versions"].items(), key=lambda kv: kv[1], reverse=True)
+        out.append(
+            {
+                **entry,
+                "version": wf.version,
+                "versions": [{"version": v, "registered_at": at} for v, at in versions],
+                "on_events": list(wf.on_events),
+                "steps": steps,
+                "on_failure": None if wf.on_failure is None else wf.on_failure.name,
+            }
+        )
+    return out
+
+
+NAMESPACES_TTL_S = 15.0
+
+
+async def namespaces(backend: Backend, tenant: str) -> list[str]:
+    """The namespaces the tenant's workflows were registered in, for the namespace selector
+    (kept ``NAMESPACES_TTL_S``: each page shows it)."""
+    now = dt.datetime.now(dt.UTC).timestamp()
+    cached = backend.namespaces.get(tenant)
+    if cached is not None and now - cached[0] < NAMESPACES_TTL_S:
+        return cached[1]
+    found = sorted({wf["namespace"] for wf in await workflows(backend, tenant, None)} | {"default"})
+    backend.namespaces[tenant] = (now, found)
+    return found

@@ -177,6 +177,14 @@ async def get_events(
     return {"events": page.rows, "total": page.total, "next": page.next}
 
 
+@router.get(
+    "/tenants/{tenant}/workflows",
+    summary="registered workflows, their steps, triggers and versions",
+)
+async def get_workflows(tenant: str, ctx: Session, namespace: str | None = None) -> dict[str, Any]:
+    return {"workflows": await actions.workflows(ctx.backend, _tenant(ctx, tenant), namespace)}
+
+
 @router.get("/tenants/{tenant}/tokens", summary="the tenant's tokens (never their secrets)")
 async def get_tokens(tenant: str, ctx: Session) -> dict[str, Any]:
     return {"tokens": actions.tokens_of(ctx.state, _tenant(ctx, tenant))}

@@ -43,6 +43,8 @@ class Backend:
         self._engine: Connection | None = None
         self._logs: dict[str, Connection] = {}
         self._lock = asyncio.Lock()
+        # tenant -> (when, its namespaces): the namespace selector's options, kept briefly.
+        self.namespaces: dict[str, tuple[float, list[str]]] = {}
 
     def _log_options(self, tenant: str) -> NatsOptions:
         engine = self.settings.engine

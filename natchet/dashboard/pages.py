@@ -86,6 +86,12 @@ def _tenant(ctx: Ctx, tenant: str) -> str:
     return require_tenant(ctx.who, ctx.state, tenant)
 
 
+async def _page(request: Request, ctx: Ctx, name: str, tenant: str, **values: Any) -> HTMLResponse:
+    """A tenant's page, with the namespace selector's options."""
+    known = await actions.namespaces(ctx.backend, tenant)
+    return render(request, ctx, name, tenant, namespaces=known, **values)
+
+
 @router.get("/")
 async def home(request: Request, ctx: Annotated[Ctx, Depends(context)]) -> Response:
     if ctx.who is None:
@@ -180,7 +186,7 @@ async def runs(
     more = None
     if page.next:
         more = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "after": page.next})
-    return render(
+    return await _page(
         request,
         ctx,
         "runs.html",
@@ -197,7 +203,7 @@ async def run(request: Request, tenant: str, run_id: str, ctx: Page) -> HTMLResp
     tenant = _tenant(ctx, tenant)
     detail = await actions.run_detail(ctx.backend, tenant, run_id)
     timeline = await actions.audit(ctx.backend, tenant, detail)
-    return render(
+    return await _page(
         request,
         ctx,
         "run.html",
@@ -247,7 +253,7 @@ async def replay(
 async def workers(request: Request, tenant: str, ctx: Page) -> HTMLResponse:
     tenant = _tenant(ctx, tenant)
     rows = await actions.workers(ctx.backend, tenant)
-    return render(request, ctx, "workers.html", tenant, workers=rows)
+    return await _page(request, ctx, "workers.html", tenant, workers=rows)
 
 
 @router.get("/t/{tenant}/events")
@@ -256,13 +262,22 @@ async def events(request: Request, tenant: str, ctx: Page, after: str = "") -> H
     namespace = request.session.get("namespace") or None
     page = await actions.events(ctx.backend, tenant, namespace, after or None, 20)
     more = "?" + urlencode({"after": page.next}) if page.next else None
-    return render(request, ctx, "events.html", tenant, page=page, more=more)
+    return await _page(request, ctx, "events.html", tenant, page=page, more=more)
+
+
+@router.get("/t/{tenant}/workflows")
+async def workflows(request: Request, tenant: str, ctx: Page) -> HTMLResponse:
+    tenant = _tenant(ctx, tenant)
+    rows = await actions.workflows(ctx.backend, tenant, request.session.get("namespace") or None)
+    for wf in rows:
+        wf["dag"] = dag_svg([{**s, "status": None} for s in wf["steps"]])
+    return await _page(request, ctx, "workflows.html", tenant, workflows=rows)
 
 
 @router.get("/t/{tenant}/settings")
 async def settings(request: Request, tenant: str, ctx: Page) -> HTMLResponse:
     tenant = _tenant(ctx, tenant)
-    return render(
+    return await _page(
         request,
         ctx,
         "settings.html",
@@ -289,7 +304,7 @@ async def new_token(
     )
     state = await ctx.backend.state()
     # Shown in this response only: never stored, never shown again.
-    response = render(
+    response = await _page(
         request,
         ctx,
         "settings.html",

@@ -63,6 +63,7 @@ async def test_a_tenant_sees_only_its_own(
         f"{base}/workers",
         f"{base}/events",
         f"{base}/tokens",
+        f"{base}/workflows",
         f"{base}/live",
     ):
         r = await a.get(path)
@@ -79,6 +80,10 @@ async def test_a_tenant_sees_only_its_own(
     # The same run id under the attacker's own tenant: not there either.
     own = await a.get(f"/api/tenants/{attacker.tenant}/runs/{victim.finished_run}")
     assert own.status_code == 404
+    wfs = (await b.get(f"{base}/workflows")).json()["workflows"]
+    [echo] = [w for w in wfs if w["name"] == "Echo"]
+    assert echo["on_events"] == ["echo"] and [s["name"] for s in echo["steps"]] == ["say"]
+    assert echo["versions"][0]["version"] == echo["version"]
     listed = (await a.get(f"/api/tenants/{attacker.tenant}/runs")).json()
     assert all(r["tenant"] == attacker.tenant for r in listed["runs"])
     created = await a.post("/api/tenants", json={"name": f"x{uuid.uuid4().hex[:8]}"})

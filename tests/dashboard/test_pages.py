@@ -60,6 +60,34 @@ async def test_sign_in_by_form_and_pages(dashboard_url: str, victim: Victim) -> 
             return len(row) == 2 and ">Echo</a>" in row[1].split("</tr>", 1)[0]
 
         await eventually(listed)
+        workflows = await c.get(f"/t/{victim.tenant}/workflows")
+        assert "Echo" in workflows.text and "<code>echo</code>" in workflows.text
+        assert 'data-step="say" data-status="PENDING"' in workflows.text
+
+        # The namespace selector: one namespace's runs only, then all again.
+        runs = await c.get(f"/t/{victim.tenant}/runs")
+        assert (
+            '<option value="">all</option>' in runs.text and "<option>default</option>" in runs.text
+        )
+        chosen = await c.post(
+            "/namespace",
+            data={
+                "namespace": "elsewhere",
+                "next": f"/t/{victim.tenant}/runs",
+                "csrf_token": csrf_in(runs.text),
+            },
+        )
+        assert (
+            chosen.status_code == 303 and chosen.headers["location"] == f"/t/{victim.tenant}/runs"
+        )
+        assert victim.finished_run not in (await c.get(f"/t/{victim.tenant}/runs")).text
+        await c.post("/namespace", data={"namespace": "", "csrf_token": csrf_in(runs.text)})
+        assert victim.finished_run in (await c.get(f"/t/{victim.tenant}/runs")).text
+        off_site = await c.post(
+            "/namespace", data={"next": "//evil.example/", "csrf_token": csrf_in(runs.text)}
+        )
+        assert off_site.headers["location"] == "/"
+
         filtered = await c.get(f"/t/{victim.tenant}/runs?status=SUCCEEDED")
         assert victim.finished_run in filtered.text and victim.pending_run not in filtered.text
         bad = await c.get(f"/t/{victim.tenant}/runs?status=NOPE")
@@ -70,7 +98,14 @@ async def test_another_tenants_pages_are_404(
     client: Client, victim: Victim, attacker: Attacker
 ) -> None:
     a = await client(attacker.token)
-    for path in ("runs", f"runs/{victim.finished_run}", "workers", "events", "settings"):
+    for path in (
+        "runs",
+        f"runs/{victim.finished_run}",
+        "workers",
+        "events",
+        "workflows",
+        "settings",
+    ):
         r = await a.get(f"/t/{victim.tenant}/{path}")
         assert r.status_code == 404, path
         assert "b&#39;s data" not in r.text

@@ -43,6 +43,9 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(follow);
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
+      sel.addEventListener("change", function () { sel.form.submit(); });
+    });
     document.querySelectorAll("[data-copy]").forEach(function (b) {
       b.addEventListener("click", function () { copy(b); });
     });
