@@ -4,10 +4,12 @@ engine decides (the log decides, never Postgres)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from eventstore import Append
-from schemas import RunCancelRequested, RunRequested, Scope, encode
+from eventstore import Append, Connection, direct_last
+from schemas import RunCancelRequested, RunCreated, RunRejected, RunRequested, Scope, encode
+from schemas.codec import decode_run_message
 
 
 def cancel_request(scope: Scope, run_id: str, reason: str | None) -> Append:
@@ -22,3 +24,21 @@ def replay_request(scope: Scope, run_id: str, from_step: str | None) -> tuple[st
     new_id = str(uuid.uuid4())
     body = encode(RunRequested.of_replay(new_id, run_id, from_step))
     return new_id, Append(scope.run(new_id, "requested"), body, f"{new_id}:requested")
+
+
+async def replay_answer(
+    nc: Connection, scope: Scope, run_id: str, within_s: float
+) -> RunCreated | RunRejected | None:
+    """The engine's answer to the request of run ``run_id`` (created, or rejected with the
+    reason), if it comes within ``within_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while loop.time() < deadline:
+        for kind in ("created", "rejected"):
+            record = await direct_last(nc, scope.tenant, scope.run(run_id, kind))
+            if record is not None:
+                message = decode_run_message(kind, record.data)
+                assert isinstance(message, RunCreated | RunRejected)
+                return message
+        await asyncio.sleep(0.1)
+    return None

@@ -68,7 +68,10 @@ async def dashboard_command(args: argparse.Namespace) -> int:
     dashboard = Dashboard(settings, args.host, port or 0, secure_cookies=args.secure_cookies)
     await dashboard.start()
     try:
-        print(f"natchet dashboard on {dashboard.url} (API: {dashboard.url}/api/docs)", flush=True)
+        print(
+            f"natchet dashboard on {dashboard.url} (its API: {dashboard.url}/api/openapi.json)",
+            flush=True,
+        )
         await asyncio.Event().wait()  # until a signal cancels it
     finally:
         await dashboard.shutdown()

@@ -11,14 +11,11 @@ in pipelined batches.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from eventstore import (
     ConfigError,
-    Connection,
     append,
-    direct_last,
     publish_again,
 )
 from natchet.audit import check_run_id
@@ -31,9 +28,8 @@ from natchet.cli.bulk import (
 )
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import note
-from natchet.runops import replay_request
-from schemas import RunCreated, RunRejected, RunStatus, Scope
-from schemas.codec import decode_run_message
+from natchet.runops import replay_answer, replay_request
+from schemas import RunRejected, RunStatus, Scope
 
 ANSWER_S = 10.0
 
@@ -93,7 +89,7 @@ async def _replay_one(args: argparse.Namespace, scope: Scope) -> int:
     new_id, request = replay_request(scope, run_id, args.from_step)
     async with open_nats(args, role="log", tenant=scope.tenant) as nc:
         await append(nc, request)
-        answer = await _answer(nc, scope, new_id)
+        answer = await replay_answer(nc, scope, new_id, ANSWER_S)
     if isinstance(answer, RunRejected):
         note(f"natchet: replay of run {run_id} refused: {answer.reason}")
         return 1
@@ -107,21 +103,6 @@ async def _replay_one(args: argparse.Namespace, scope: Scope) -> int:
     kept = f", keeping {', '.join(sorted(answer.kept))}" if answer.kept else ""
     print(f"run {new_id} replays run {run_id}{start}{kept}: `natchet runs get {new_id}` shows it")
     return 0
-
-
-async def _answer(nc: Connection, scope: Scope, run_id: str) -> RunCreated | RunRejected | None:
-    """The engine's answer to the request of run ``run_id``, if it comes in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ANSWER_S
-    while loop.time() < deadline:
-        for kind in ("created", "rejected"):
-            record = await direct_last(nc, scope.tenant, scope.run(run_id, kind))
-            if record is not None:
-                message = decode_run_message(kind, record.data)
-                assert isinstance(message, RunCreated | RunRejected)
-                return message
-        await asyncio.sleep(0.1)
-    return None
 
 
 async def events_replay(args: argparse.Namespace) -> int:

@@ -247,7 +247,9 @@ async def serve_dev(args: argparse.Namespace) -> int:
                 "workflow's pending tasks, what autoscalers such as KEDA read)"
             )
         if dev.dashboard_url:
-            print(f"Dashboard: {dev.dashboard_url}  (API: {dev.dashboard_url}/api/docs)")
+            print(
+                f"Dashboard: {dev.dashboard_url}  (its API: {dev.dashboard_url}/api/openapi.json)"
+            )
             print(f"  sign in with the operator credential in {dev.operator_file}:")
             print(f"  {dev.operator_credential}")
         print("Press Ctrl-C to stop.", flush=True)

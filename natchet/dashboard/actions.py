@@ -6,7 +6,9 @@ Bad input is an :class:`HTTPException` 4xx with a message."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from typing import Any
 
 from fastapi import HTTPException
@@ -16,15 +18,19 @@ from eventstore import replay as read_log
 from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run, runs_of_event
 from natchet.cli.workers import worker_row
 from natchet.dashboard.backend import Backend
-from natchet.runops import cancel_request, replay_request
+from natchet.runops import cancel_request, replay_answer, replay_request
 from natchet.tenancy import admin
 from natchet.version import natchet_version
 from projector.queries import CursorError, Page, events_page, get_run, runs_page
-from schemas import RunStatus, Scope, WorkerHeartbeat, WorkflowDef
+from schemas import RunRejected, RunStatus, Scope, WorkerHeartbeat, WorkflowDef
 from schemas.codec import DecodeError, decode_as
+from schemas.errors import NatchetError
 from schemas.subjects import SubjectError, check_tenant
 
+log = logging.getLogger(__name__)
+
 MAX_LIMIT = 200
+REPLAY_ANSWER_S = 5.0
 STATUSES = [s.value for s in RunStatus]
 
 
@@ -132,9 +138,30 @@ async def replay(
     if from_step and from_step not in {s["name"] for s in run["steps"]}:
         raise HTTPException(400, f"run {run_id} has no step {from_step!r}")
     nc = await backend.log_nc(tenant)
-    new_id, request = replay_request(Scope(tenant, run["namespace"]), run["id"], from_step or None)
+    scope = Scope(tenant, run["namespace"])
+    new_id, request = replay_request(scope, run["id"], from_step or None)
     await append(nc, request)
-    return {"run_id": new_id, "replay_of": run["id"], "from_step": from_step or None}
+    # As `natchet runs replay` does: wait a little for the engine's answer, and say it.
+    answer = await replay_answer(nc, scope, new_id, REPLAY_ANSWER_S)
+    out: dict[str, Any] = {"run_id": new_id, "replay_of": run["id"], "from_step": from_step or None}
+    if isinstance(answer, RunRejected):
+        return {**out, "answer": "rejected", "reason": answer.reason}
+    if answer is None:
+        return {**out, "answer": None, "reason": "the engine has not answered yet"}
+    return {**out, "answer": "created", "kept": sorted(answer.kept)}
+
+
+async def projected(backend: Backend, tenant: str, run_id: str, within_s: float = 3.0) -> bool:
+    """Whether the read model has run ``run_id`` (waiting up to ``within_s`` for it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        async with backend.db() as conn:
+            if await get_run(conn, run_id, tenant=tenant) is not None:
+                return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 async def workers(backend: Backend, tenant: str) -> list[dict[str, Any]]:
@@ -285,6 +312,11 @@ async def namespaces(backend: Backend, tenant: str) -> list[str]:
     cached = backend.namespaces.get(tenant)
     if cached is not None and now - cached[0] < NAMESPACES_TTL_S:
         return cached[1]
-    found = sorted({wf["namespace"] for wf in await workflows(backend, tenant, None)} | {"default"})
+    try:
+        registered = await workflows(backend, tenant, None)
+    except NatchetError as exc:  # a tenant whose log the engine is still setting up
+        log.debug("namespaces of %s: %s", tenant, exc)
+        return ["default"]
+    found = sorted({wf["namespace"] for wf in registered} | {"default"})
     backend.namespaces[tenant] = (now, found)
     return found

@@ -57,7 +57,7 @@ def create_app(settings: DashboardSettings, *, secure_cookies: bool = False) -> 
         title="natchet dashboard",
         version=natchet_version(),
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI loads from a CDN: not here (the document is enough)
         redoc_url=None,
         lifespan=lifespan,
     )

@@ -243,6 +243,10 @@ async def replay(
     check_csrf(request, csrf)
     tenant = _tenant(ctx, tenant)
     done = await actions.replay(ctx.backend, tenant, run_id, from_step or None)
+    if done["answer"] != "created":
+        where = f"/t/{quote(tenant, safe='')}/runs/{quote(run_id, safe='')}"
+        return back(where, f"re-run {done['run_id']}: {done['reason']}")
+    await actions.projected(ctx.backend, tenant, done["run_id"])
     return back(
         f"/t/{quote(tenant, safe='')}/runs/{quote(done['run_id'], safe='')}",
         f"re-run of {run_id} requested",

@@ -211,6 +211,7 @@ async def test_cancel_and_replay_reach_the_log(
     r = await b.post(f"{base}/{victim.finished_run}/replay", json={"from_step": "say"})
     assert r.status_code == 202, r.text
     new_id = r.json()["run_id"]
+    assert r.json()["answer"] == "created"  # the engine's answer, as `runs replay` waits for
     requested = await direct_last(nc, victim.tenant, scope.run(new_id, "requested"))
     assert requested is not None
 

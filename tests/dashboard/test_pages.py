@@ -167,3 +167,17 @@ async def test_live_stream_tells_of_a_run_change(
     await asyncio.wait_for(task, 20)
     kinds = {e["kind"] for e in seen if e["run_id"] == victim.pending_run}
     assert "cancel_requested" in kinds
+
+
+async def test_re_run_from_a_step_by_form_opens_the_new_run(client: Client, victim: Victim) -> None:
+    b = await client(victim.token)
+    page = await b.get(f"/t/{victim.tenant}/runs/{victim.finished_run}")
+    r = await b.post(
+        f"/t/{victim.tenant}/runs/{victim.finished_run}/replay",
+        data={"from_step": "say", "csrf_token": csrf_in(page.text)},
+    )
+    assert r.status_code == 303, r.text
+    where = r.headers["location"].split("?")[0]
+    assert where.startswith(f"/t/{victim.tenant}/runs/") and victim.finished_run not in where
+    new = await b.get(where)
+    assert new.status_code == 200 and f">{victim.finished_run}</a> from step say" in new.text
