@@ -74,6 +74,8 @@ async def list_runs(
     after: str | None,
     limit: int,
 ) -> Page:
+    # TODO(runs_page): time range (created since/until) and event key filters, once
+    # projector.queries.runs_page takes them (issue 12's run-list filters and indexes).
     status, limit = check_status(status), check_limit(limit)
     workflow, namespace = check_name(workflow, "workflow"), check_name(namespace, "namespace")
     async with backend.db() as conn:
