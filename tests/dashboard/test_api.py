@@ -221,3 +221,27 @@ async def test_cancel_and_replay_reach_the_log(
 
     # No worker is left to run it: the engine created it, and it waits in the queue.
     await eventually(shown)
+
+
+async def test_runs_page_by_keyset_and_an_operator_sees_every_tenant(
+    client: Client, victim: Victim, attacker: Attacker, operator: str
+) -> None:
+    b = await client(victim.token)
+    base = f"/api/tenants/{victim.tenant}/runs"
+    first = (await b.get(f"{base}?limit=1")).json()
+    assert first["total"] == 2 and len(first["runs"]) == 1 and first["next"]
+    second = (await b.get(f"{base}?limit=1&after={first['next']}")).json()
+    assert len(second["runs"]) == 1 and second["next"] is None
+    ids = {first["runs"][0]["id"], second["runs"][0]["id"]}
+    assert ids == {victim.finished_run, victim.pending_run}
+    done = (await b.get(f"{base}?status=succeeded")).json()["runs"]
+    assert [r["id"] for r in done] == [victim.finished_run]
+    assert (await b.get(f"{base}?namespace=elsewhere")).json()["runs"] == []
+    exact = (await b.get(f"{base}?run_id={victim.pending_run}")).json()["runs"]
+    assert [r["id"] for r in exact] == [victim.pending_run]
+
+    op = await client(operator)
+    tenants = (await op.get("/api/tenants")).json()["tenants"]
+    assert {victim.tenant, attacker.tenant} <= set(tenants)
+    r = await op.get(f"/api/tenants/{victim.tenant}/runs/{victim.finished_run}")
+    assert r.status_code == 200
