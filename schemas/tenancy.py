@@ -10,6 +10,7 @@ The system stream ``natchet-system`` captures ``natchet.system.>``:
 | ``natchet.system.tokens.<id>.created``   | :class:`TokenCreated`  |
 | ``natchet.system.tokens.<id>.revoked``   | :class:`TokenRevoked`  |
 | ``natchet.system.operators.<id>.created`` | :class:`OperatorCreated` |
+| ``natchet.system.operators.<id>.revoked`` | :class:`OperatorRevoked` |
 
 A token reads ``nct_<base64url(json {"t": tenant, "u": nats url, "id": token id,
 "x": expiry or null})>.<secret>``: it carries everything a client needs to connect, and the
@@ -182,8 +183,16 @@ class OperatorCreated:
     v: int = 1
 
 
-def operator_subject(operator_id: str) -> str:
-    return f"natchet.system.operators.{operator_id}.created"
+@attrs.frozen
+class OperatorRevoked:
+    KIND = "operator_revoked"
+    operator_id: str = attrs.field(validator=_token_id)
+    revoked_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+def operator_subject(operator_id: str, kind: str = "created") -> str:
+    return f"natchet.system.operators.{operator_id}.{kind}"
 
 
 def new_operator_credential() -> tuple[str, str, str]:
@@ -211,6 +220,7 @@ SystemMessage = (
     | TokenCreated
     | TokenRevoked
     | OperatorCreated
+    | OperatorRevoked
 )
 TENANT_RECORDS: dict[str, type[TenantCreated | TenantLimitsChanged | TenantLogFull]] = {
     "tenants": TenantCreated,
@@ -240,9 +250,12 @@ def decode_system(subject: str, data: bytes) -> SystemMessage:
             raise ValueError(f"not a system subject: {subject!r}")
         named = message.token_id
     elif parts[:3] == ["natchet", "system", "operators"] and len(parts) == 5:
-        if parts[4] != "created":
+        if parts[4] == "created":
+            message = structure(OperatorCreated, body)
+        elif parts[4] == "revoked":
+            message = structure(OperatorRevoked, body)
+        else:
             raise ValueError(f"not a system subject: {subject!r}")
-        message = structure(OperatorCreated, body)
         named = message.operator_id
     else:
         raise ValueError(f"not a system subject: {subject!r}")

@@ -40,6 +40,14 @@ def add_parser(sub: Any) -> None:
     ac.add_argument("--name", default="", help="who it is for")
     add_nats_flags(ac)
     ac.set_defaults(handler=admin_token_create)
+    al = asub.add_parser("list", help="operator credentials (never their secrets)")
+    al.add_argument("--json", action="store_true")
+    add_nats_flags(al)
+    al.set_defaults(handler=admin_token_list)
+    ar = asub.add_parser("revoke", help="revoke an operator credential (its sessions end)")
+    ar.add_argument("operator_id", metavar="ID")
+    add_nats_flags(ar)
+    ar.set_defaults(handler=admin_token_revoke)
 
 
 def dashboard_settings(
@@ -85,4 +93,35 @@ async def admin_token_create(args: argparse.Namespace) -> int:
         operator_id, credential = await admin.create_operator(nc, name=args.name)
     print(f"operator credential {operator_id} (shown once, store it now):\n\n  {credential}\n")
     print("Sign in to the dashboard with it: it sees every tenant and may create them.")
+    return 0
+
+
+async def admin_token_list(args: argparse.Namespace) -> int:
+    from natchet.cli.output import dump_json, table
+    from natchet.tenancy import admin
+
+    async with open_nats(args, role="engine") as nc:
+        state = await admin.load_state(nc)
+    rows = [
+        {
+            "id": op.operator_id,
+            "name": op.name,
+            "created_at": op.created_at,
+            "revoked_at": state.operators_revoked.get(op.operator_id),
+        }
+        for op in state.operators.values()
+    ]
+    if args.json:
+        dump_json(rows)
+    else:
+        table(rows)
+    return 0
+
+
+async def admin_token_revoke(args: argparse.Namespace) -> int:
+    from natchet.tenancy import admin
+
+    async with open_nats(args, role="engine") as nc:
+        await admin.revoke_operator(nc, args.operator_id)
+    print(f"operator credential {args.operator_id} revoked")
     return 0

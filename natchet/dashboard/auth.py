@@ -90,7 +90,7 @@ def current(request: Request, state: TenancyState) -> Principal | None:
     session: dict[str, Any] = request.session
     kind, cid = session.get("kind"), session.get("id")
     who: Principal | None = None
-    if kind == "operator" and isinstance(cid, str) and cid in state.operators:
+    if kind == "operator" and isinstance(cid, str) and state.operator_good(cid):
         op = state.operators[cid]
         who = Principal("operator", cid, op.name or "operator", None)
     elif kind == "tenant" and isinstance(cid, str):

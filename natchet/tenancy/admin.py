@@ -20,6 +20,7 @@ from schemas import encode
 from schemas.subjects import SubjectError
 from schemas.tenancy import (
     OperatorCreated,
+    OperatorRevoked,
     TenantCreated,
     TenantLimitsChanged,
     TokenCreated,
@@ -163,3 +164,14 @@ async def create_operator(nc: Connection, name: str = "") -> tuple[str, str]:
     subject = operator_subject(operator_id)
     await append(nc, Append(subject, encode(message), f"operator:{operator_id}"))
     return operator_id, text
+
+
+async def revoke_operator(nc: Connection, operator_id: str) -> None:
+    state = await load_state(nc)
+    if operator_id not in state.operators:
+        raise ConfigError(
+            f"no operator credential {operator_id!r} (see `natchet admin-token list`)"
+        )
+    subject = operator_subject(operator_id, "revoked")
+    message = OperatorRevoked(operator_id)
+    await append(nc, Append(subject, encode(message), f"revoke-operator:{operator_id}"))

@@ -13,6 +13,7 @@ import attrs
 
 from schemas.tenancy import (
     OperatorCreated,
+    OperatorRevoked,
     SystemMessage,
     TenantCreated,
     TenantLimitsChanged,
@@ -49,6 +50,7 @@ class TenancyState:
     tokens: dict[str, TokenRecord] = attrs.field(factory=dict)
     full: dict[str, str] = attrs.field(factory=dict)  # tenant -> when its log was found full
     operators: dict[str, OperatorCreated] = attrs.field(factory=dict)
+    operators_revoked: dict[str, str] = attrs.field(factory=dict)  # id -> when
 
     def fold(self, message: SystemMessage) -> None:
         match message:
@@ -81,6 +83,9 @@ class TenancyState:
                 )
             case OperatorCreated():
                 self.operators.setdefault(message.operator_id, message)
+            case OperatorRevoked():
+                if message.operator_id in self.operators:
+                    self.operators_revoked.setdefault(message.operator_id, message.revoked_at)
             case TokenRevoked():
                 record = self.tokens.get(message.token_id)
                 if record is not None and record.revoked_at is None:
@@ -94,7 +99,14 @@ class TenancyState:
         record = self.operators.get(operator_id)
         if record is None or not hmac.compare_digest(record.secret_sha256, hash_secret(secret)):
             raise TokenError(f"unknown operator credential {operator_id}", "unknown_token")
+        if operator_id in self.operators_revoked:
+            when = self.operators_revoked[operator_id]
+            raise TokenError(f"operator credential {operator_id} was revoked at {when}", "revoked")
         return record
+
+    def operator_good(self, operator_id: str) -> bool:
+        """Whether a signed-in operator's credential still stands (not revoked)."""
+        return operator_id in self.operators and operator_id not in self.operators_revoked
 
     def authenticate(self, text: str, now: dt.datetime | None = None) -> TokenRecord:
         """The record a presented token stands for; :class:`TokenError` names why not."""

@@ -59,9 +59,24 @@ async def test_admin_token_create_signs_in_as_operator(
     )
     assert code == 0, err
     [credential] = re.findall(r"nco_\S+", out)
+    operator_id = credential.removeprefix("nco_").split(".")[0]
+    nats = {
+        "NATCHET_NATS_URL": auth_server.url,
+        "NATCHET_NATS_AUTH_FILE": str(auth_dir / AUTH_FILE),
+    }
     async with httpx.AsyncClient(base_url=dashboard_url) as c:
         r = await c.post("/api/session", json={"token": credential})
         assert r.status_code == 200 and r.json()["kind"] == "operator"
+        code, out, err = await natchet(tmp_path, "admin-token", "list", "--json", **nats)
+        assert code == 0 and operator_id in out and credential.split(".")[1] not in out
+        code, out, err = await natchet(tmp_path, "admin-token", "revoke", operator_id, **nats)
+        assert code == 0, err
+        # Its session ends at once, and it signs in no more.
+        assert (await c.get("/api/session")).status_code == 401
+        r = await c.post("/api/session", json={"token": credential})
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    code, _out, err = await natchet(tmp_path, "admin-token", "revoke", "abcdef123456", **nats)
+    assert code == 2 and "no operator credential" in err and "Traceback" not in err
 
 
 async def test_dashboard_failures_are_one_line(tmp_path: Path, auth_server: NatsServer) -> None:
