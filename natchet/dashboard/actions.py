@@ -22,7 +22,7 @@ from natchet.runops import cancel_request, replay_answer, replay_request
 from natchet.tenancy import admin
 from natchet.version import natchet_version
 from projector.queries import CursorError, Page, events_page, get_run, runs_page
-from schemas import RunRejected, RunStatus, Scope, WorkerHeartbeat, WorkflowDef
+from schemas import RunRejected, RunStatus, Scope, WorkerHeartbeat, WorkflowDef, subjects
 from schemas.codec import DecodeError, decode_as
 from schemas.errors import NatchetError
 from schemas.subjects import SubjectError, check_tenant
@@ -63,6 +63,39 @@ def check_run(run_id: str) -> str:
     return run_id
 
 
+COUNT_LIMIT = 10_000  # a page counts its matches up to this ("10,000+"), never more
+
+
+def check_time(value: str | None, what: str) -> dt.datetime | None:
+    """An ISO 8601 time (a form's ``datetime-local`` too); without a zone it is UTC."""
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise HTTPException(400, f"invalid {what} {value!r}: use ISO 8601") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def check_event_key(key: str | None) -> str | None:
+    if not key:
+        return None
+    try:
+        return subjects.check_event_key(key.strip())
+    except SubjectError:
+        raise HTTPException(400, f"invalid event key {key!r}") from None
+
+
+def check_run_prefix(prefix: str | None) -> str | None:
+    """The start of a run id: what a run id may hold (letters, digits, '-', '_')."""
+    prefix = (prefix or "").strip()
+    if not prefix:
+        return None
+    if not RUN_ID_RE.match(prefix):
+        raise HTTPException(400, f"invalid run id {prefix!r}")
+    return prefix
+
+
 async def list_runs(
     backend: Backend,
     tenant: str,
@@ -73,23 +106,17 @@ async def list_runs(
     run_id: str | None,
     after: str | None,
     limit: int,
+    event_key: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
 ) -> Page:
-    # TODO(runs_page): time range (created since/until) and event key filters, once
-    # projector.queries.runs_page takes them (issue 12's run-list filters and indexes).
+    """A page of the tenant's runs, newest first: ``run_id`` matches by prefix, ``since``
+    (inclusive) and ``until`` (exclusive) bound ``created_at``."""
     status, limit = check_status(status), check_limit(limit)
     workflow, namespace = check_name(workflow, "workflow"), check_name(namespace, "namespace")
+    key, prefix = check_event_key(event_key), check_run_prefix(run_id)
+    created_from, created_to = check_time(since, "since"), check_time(until, "until")
     async with backend.db() as conn:
-        if run_id:
-            # TODO(runs_page): a run-id filter (prefix match) in projector.queries.runs_page;
-            # until then an exact id is looked up on its own.
-            run = await get_run(conn, check_run(run_id.strip()), tenant=tenant)
-            keep = run is not None and (
-                (status is None or run["status"] == status)
-                and (workflow is None or run["workflow"] == workflow)
-                and (namespace is None or run["namespace"] == namespace)
-            )
-            rows = [{k: v for k, v in run.items() if k != "steps"}] if run and keep else []
-            return Page(rows, len(rows), None)
         try:
             return await runs_page(
                 conn,
@@ -97,8 +124,13 @@ async def list_runs(
                 namespace=namespace,
                 status=status,
                 workflow=workflow,
+                event_key=key,
+                created_from=created_from,
+                created_to=created_to,
+                run_id_prefix=prefix,
                 limit=limit,
                 after=after or None,
+                count_limit=COUNT_LIMIT,
             )
         except CursorError as exc:
             raise HTTPException(400, str(exc)) from None

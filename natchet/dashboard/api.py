@@ -120,9 +120,15 @@ async def get_runs(
     workflow: str | None = None,
     namespace: str | None = None,
     run_id: str | None = None,
+    event_key: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
     after: str | None = None,
     limit: int = 50,
 ) -> dict[str, Any]:
+    """``run_id`` matches the start of the id; ``since`` (inclusive) and ``until``
+    (exclusive) bound the creation time (ISO 8601; UTC without a zone). ``total`` counts
+    up to 10,000 (``exact`` false beyond)."""
     page = await actions.list_runs(
         ctx.backend,
         _tenant(ctx, tenant),
@@ -130,10 +136,13 @@ async def get_runs(
         workflow=workflow,
         namespace=namespace,
         run_id=run_id,
+        event_key=event_key,
+        since=since,
+        until=until,
         after=after,
         limit=limit,
     )
-    return {"runs": page.rows, "total": page.total, "next": page.next}
+    return {"runs": page.rows, "total": page.total, "exact": page.exact, "next": page.next}
 
 
 @router.get("/tenants/{tenant}/runs/{run_id}", summary="a run, its steps, attempts and logs")

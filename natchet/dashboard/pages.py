@@ -168,6 +168,9 @@ async def runs(
     status: str = "",
     workflow: str = "",
     run_id: str = "",
+    event_key: str = "",
+    since: str = "",
+    until: str = "",
     after: str = "",
 ) -> HTMLResponse:
     tenant = _tenant(ctx, tenant)
@@ -179,10 +182,20 @@ async def runs(
         workflow=workflow or None,
         namespace=namespace,
         run_id=run_id or None,
+        event_key=event_key or None,
+        since=since or None,
+        until=until or None,
         after=after or None,
         limit=50,
     )
-    filters = {"status": status, "workflow": workflow, "run_id": run_id}
+    filters = {
+        "status": status,
+        "workflow": workflow,
+        "run_id": run_id,
+        "event_key": event_key,
+        "since": since,
+        "until": until,
+    }
     more = None
     if page.next:
         more = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "after": page.next})

@@ -121,6 +121,9 @@ async def test_bad_input_is_a_4xx_with_a_message(
         (b, "GET", f"{base}/runs?after=garbage", None),
         (b, "GET", f"{base}/runs?workflow=a.b", None),
         (b, "GET", f"{base}/runs?run_id=a.b", None),
+        (b, "GET", f"{base}/runs?since=yesterday", None),
+        (b, "GET", f"{base}/runs?until=2026-13-01", None),
+        (b, "GET", f"{base}/runs?event_key=a..b", None),
         (b, "GET", f"{base}/runs/a*b", None),
         (b, "GET", f"{base}/events?after=%%%", None),
         (b, "POST", f"{base}/tokens", {"name": "x", "expires": "soon"}),
@@ -239,6 +242,19 @@ async def test_runs_page_by_keyset_and_an_operator_sees_every_tenant(
     assert (await b.get(f"{base}?namespace=elsewhere")).json()["runs"] == []
     exact = (await b.get(f"{base}?run_id={victim.pending_run}")).json()["runs"]
     assert [r["id"] for r in exact] == [victim.pending_run]
+    # The run id matches by its start; the creation time by a range (UTC without a zone).
+    prefix = victim.pending_run[:8]
+    started = (await b.get(f"{base}?run_id={prefix}")).json()["runs"]
+    assert victim.pending_run in [r["id"] for r in started]
+    assert all(r["id"].startswith(prefix) for r in started)
+    created = first["runs"][0]["created_at"]
+    at = (await b.get(base, params={"since": created, "until": created})).json()["runs"]
+    assert at == []  # until is exclusive
+    upto = (await b.get(base, params={"until": "2000-01-01T00:00:00"})).json()
+    assert upto["runs"] == [] and upto["exact"] is True
+    since = (await b.get(base, params={"since": "2000-01-01T00:00:00"})).json()["runs"]
+    assert len(since) == 2
+    assert (await b.get(f"{base}?event_key=never:sent")).json()["runs"] == []
 
     op = await client(operator)
     tenants = (await op.get("/api/tenants")).json()["tenants"]
