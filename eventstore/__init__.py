@@ -20,6 +20,7 @@ from eventstore.consume import Inputs
 from eventstore.errors import (
     AppendError,
     AppendRefusedError,
+    AuthRefusedError,
     ConfigError,
     ConnectError,
     DuplicateBatchError,
@@ -84,6 +85,7 @@ __all__ = [
     "AppendError",
     "AppendRefusedError",
     "Appender",
+    "AuthRefusedError",
     "Backoff",
     "ConfigError",
     "ConnectError",

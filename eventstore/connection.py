@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
 
-from eventstore.errors import ConnectError, PermissionDeniedError
+from eventstore.errors import AuthRefusedError, ConnectError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def is_auth_error(exc: BaseException) -> bool:
     )
 
 
-def _refused(url: str, options: NatsOptions) -> ConnectError:
+def _refused(url: str, options: NatsOptions) -> AuthRefusedError:
     if options.token:
         how = (
             "refused the token (Authorization Violation): it is unknown, revoked or expired, or "
@@ -175,7 +175,7 @@ def _refused(url: str, options: NatsOptions) -> ConnectError:
             "requires authentication (Authorization Violation): set HATCHET_CLIENT_TOKEN to a "
             "token from `natchet tenant create` or `natchet token create`"
         )
-    return ConnectError(f"NATS at {url} {how}")
+    return AuthRefusedError(f"NATS at {url} {how}")
 
 
 async def connect(

@@ -22,6 +22,11 @@ class ConnectError(NatchetError):
     """The NATS server cannot be used: unreachable, too old, or without JetStream."""
 
 
+class AuthRefusedError(ConnectError):
+    """The NATS server refuses the credential (unknown, revoked or expired): trying again
+    with the same one changes nothing."""
+
+
 class TransportError(NatchetError):
     """NATS did not take a message, an ack or a request: the connection is down, closed,
     or the server did not answer in time. Usually worth trying again."""

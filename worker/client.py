@@ -314,7 +314,7 @@ class Hatchet:
         settings = WorkerSettings.resolve(
             self.settings, name, max_runs=max_runs, grace_s=grace_seconds, env=self._env
         )
-        return Worker(settings, self.connect)
+        return Worker(settings)
 
     def close(self) -> None:
         self.portal.close()

@@ -26,7 +26,15 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from eventstore import ConfigError, ConnectError, NatchetError, logs, run_main, tracing
+from eventstore import (
+    AuthRefusedError,
+    ConfigError,
+    ConnectError,
+    NatchetError,
+    logs,
+    run_main,
+    tracing,
+)
 from worker.errors import WorkerFatalError
 from worker.vitals import Exit, Fatal
 
@@ -59,6 +67,8 @@ def run_until_signalled(worker: Worker, grace_s: float) -> None:
         run_main(_serve(worker, grace_s))
     except WorkerFatalError as exc:
         _exit(worker.name, exc.code, exc.reason)
+    except AuthRefusedError as exc:
+        _exit(worker.name, Exit.NO_PERMISSION, str(exc))
     except ConnectError as exc:
         _exit(worker.name, Exit.NATS_LOST, str(exc))
     except ConfigError as exc:

@@ -43,6 +43,7 @@ from eventstore import (
     subscribe,
     task_consumer_name,
 )
+from eventstore.connection import CONNECTION_LIMIT, is_auth_error
 from schemas import WorkerRefused
 from schemas.codec import DecodeError, decode_as
 from schemas.subjects import tasks_stream_name
@@ -65,6 +66,8 @@ from worker.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 Connect = Callable[[str], Awaitable[Connection]]
+# Refusals of the token in a row (nats-py retries every 0.5 s) before the worker gives up.
+AUTH_REFUSALS = 3
 STOP_MARGIN_S = 20.0  # past the grace: pullers' last requests, hand-backs, threads, closing
 FLUSH_S = 5.0  # cancelled steps' last writes, before the worker gives up on them
 
@@ -97,9 +100,26 @@ class Worker:
         # blocked, past their bounds). None: the worker cancels itself, and run() raises
         # WorkerFatalError. The entry point (start()) ends the process instead.
         self.on_fatal: Callable[[Fatal], None] | None = None
+        self._auth_refusals = 0  # the server's refusals of the token since last connected
 
     async def _connect_with_settings(self, name: str) -> Connection:
-        return await connect(self.settings.client.nats_options(name))
+        return await connect(self.settings.client.nats_options(name), on_error=self._nats_error)
+
+    async def _nats_error(self, exc: Exception) -> None:
+        """What the connection reports once up. A server that refuses the token on every
+        reconnect (revoked, expired) will go on refusing it: after a few in a row the worker
+        ends, saying so (exit 77), rather than waiting out the bound for a lost NATS."""
+        if not is_auth_error(exc) or CONNECTION_LIMIT in str(exc).lower():
+            log.warning("worker %s: nats: %s", self.name, exc)
+            return
+        log.error("worker %s: nats: %s", self.name, exc)
+        self._auth_refusals += 1
+        if self._auth_refusals >= AUTH_REFUSALS:
+            reason = (
+                f"the NATS server refuses this worker's token ({exc}): it was revoked or has "
+                "expired; give the worker a valid HATCHET_CLIENT_TOKEN"
+            )
+            self._fail(Fatal(Exit.NO_PERMISSION, reason))
 
     def register_workflow(self, workflow: object) -> None:
         spec = spec_of(workflow)
@@ -320,7 +340,10 @@ class Worker:
         """The loop's pulse for the watchdog, and whether NATS is connected (not yet
         connected counts as lost)."""
         while True:
-            self.vitals.tick(bool(held) and held[0].is_connected)
+            connected = bool(held) and held[0].is_connected
+            self.vitals.tick(connected)
+            if connected:
+                self._auth_refusals = 0
             await asyncio.sleep(TICK_S)
 
     def _fatal_from_thread(self) -> Callable[[Fatal], None]:

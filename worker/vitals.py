@@ -49,6 +49,7 @@ class Exit(enum.IntEnum):
     NATS_LOST = 69  # EX_UNAVAILABLE: NATS unreachable at start, or lost past the bound
     LOOP_BLOCKED = 70  # EX_SOFTWARE: a step blocked the event loop past the bound
     REFUSED = 76  # EX_PROTOCOL: the engine refuses this worker's wire protocol
+    NO_PERMISSION = 77  # EX_NOPERM: NATS refuses the worker's token (revoked, expired)
     CONFIG = 78  # EX_CONFIG: bad settings (a variable, a port in use, no workflows)
     INTERRUPTED = 130  # a second signal: exit at once
 

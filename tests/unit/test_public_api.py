@@ -51,6 +51,7 @@ PUBLIC = {
         "AppendRefusedError",
         "Backoff",
         "ConfigError",
+        "AuthRefusedError",
         "ConnectError",
         "Connection",
         "Delivery",
