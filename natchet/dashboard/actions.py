@@ -22,6 +22,7 @@ from natchet.runops import cancel_request, replay_answer, replay_request
 from natchet.tenancy import admin
 from natchet.version import natchet_version
 from projector.queries import CursorError, Page, events_page, get_run, runs_page
+from projector.runner import read_checkpoint
 from schemas import RunRejected, RunStatus, Scope, WorkerHeartbeat, WorkflowDef, subjects
 from schemas.codec import DecodeError, decode_as
 from schemas.errors import NatchetError
@@ -134,6 +135,14 @@ async def list_runs(
             )
         except CursorError as exc:
             raise HTTPException(400, str(exc)) from None
+
+
+async def live_from(backend: Backend, tenant: str) -> int:
+    """Where a page's live updates start: the first log message the read model it is about
+    to read may not hold (the projector's checkpoint, plus one). Read before the page's
+    rows: what lands in between is told twice, never missed."""
+    async with backend.db() as conn:
+        return await read_checkpoint(conn, tenant) + 1
 
 
 async def run_detail(backend: Backend, tenant: str, run_id: str) -> dict[str, Any]:

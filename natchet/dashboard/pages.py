@@ -175,6 +175,7 @@ async def runs(
 ) -> HTMLResponse:
     tenant = _tenant(ctx, tenant)
     namespace = request.session.get("namespace") or None
+    live_from = await actions.live_from(ctx.backend, tenant)
     page = await actions.list_runs(
         ctx.backend,
         tenant,
@@ -208,12 +209,14 @@ async def runs(
         filters=filters,
         statuses=actions.STATUSES,
         more=more,
+        live_from=live_from,
     )
 
 
 @router.get("/t/{tenant}/runs/{run_id}")
 async def run(request: Request, tenant: str, run_id: str, ctx: Page) -> HTMLResponse:
     tenant = _tenant(ctx, tenant)
+    live_from = await actions.live_from(ctx.backend, tenant)
     detail = await actions.run_detail(ctx.backend, tenant, run_id)
     timeline = await actions.audit(ctx.backend, tenant, detail)
     return await _page(
@@ -231,6 +234,7 @@ async def run(request: Request, tenant: str, run_id: str, ctx: Page) -> HTMLResp
             if e.get("traceback")
         },
         ended=detail["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"),
+        live_from=live_from,
     )
 
 
