@@ -185,9 +185,9 @@ async def explain(conn: psycopg.AsyncConnection[Any], args: argparse.Namespace, 
     seen: list[tuple[Any, dict[str, Any]]] = []
     real = projector.queries._fetch
 
-    async def record(c: Any, query: Any, params: Any, schema: Any) -> Any:
+    async def record(c: Any, query: Any, params: Any, schema: Any, **kw: Any) -> Any:
         seen.append((query, params))
-        return await real(c, query, params, schema)
+        return await real(c, query, params, schema, **kw)
 
     projector.queries._fetch = record  # type: ignore[assignment]
     try:
