@@ -15,7 +15,7 @@ from fastapi import HTTPException
 
 from eventstore import ConfigError, append, latest
 from eventstore import replay as read_log
-from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run, runs_of_event
+from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run
 from natchet.cli.workers import worker_row
 from natchet.dashboard.backend import Backend
 from natchet.runops import cancel_request, replay_answer, replay_request
@@ -226,20 +226,21 @@ async def workers(backend: Backend, tenant: str) -> list[dict[str, Any]]:
 async def events(
     backend: Backend, tenant: str, namespace: str | None, after: str | None, limit: int
 ) -> Page:
-    """Recent events, each with the runs it started (read from the log)."""
+    """Recent events, each with the runs it started (one read of the read model: a page of
+    events and their runs in one snapshot)."""
     namespace, limit = check_name(namespace, "namespace"), check_limit(limit)
     async with backend.db() as conn:
         try:
-            page = await events_page(
-                conn, tenant=tenant, namespace=namespace, limit=limit, after=after or None
+            return await events_page(
+                conn,
+                tenant=tenant,
+                namespace=namespace,
+                limit=limit,
+                after=after or None,
+                with_runs=True,
             )
         except CursorError as exc:
             raise HTTPException(400, str(exc)) from None
-    nc = await backend.log_nc(tenant)
-    for row in page.rows:
-        scope = Scope(tenant, row["namespace"])
-        row["runs"] = await runs_of_event(nc, scope, row["key"], int(row["seq"]))
-    return page
 
 
 async def create_tenant(backend: Backend, name: str) -> dict[str, Any]:
