@@ -24,18 +24,16 @@ page query and of the count). Not a test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import statistics
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 import projector.queries
+from bench.throwaway import database
 from eventstore import run_main
 from projector import migrate, runs_page
 
@@ -92,20 +90,6 @@ CROSS JOIN LATERAL (VALUES ('a', '{}'::text[]), ('b', '{a}'), ('c', '{a}'), ('d'
     AS s(name, parents)
 WHERE s.name = 'a' OR r.workflow = 'order-pipeline'
 """
-
-
-@contextlib.asynccontextmanager
-async def database(dsn: str) -> AsyncIterator[str]:
-    """A fresh database on the server of ``dsn``, dropped afterwards: its DSN."""
-    name = f"natchet_bench_dashboard_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield psycopg.conninfo.make_conninfo(dsn, dbname=name)
-        finally:
-            await admin.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 async def fill(conn: psycopg.AsyncConnection[Any], runs: int) -> None:
@@ -236,7 +220,7 @@ async def main() -> None:
     parser.add_argument("--dsn", default=DSN, help="a Postgres server (default %(default)s)")
     args = parser.parse_args()
     async with (
-        database(args.dsn) as dsn,
+        database(args.dsn, "dashboard") as dsn,
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
     ):
         await fill(conn, args.runs)

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from psycopg import sql
 import eventstore
 from bench.profile_summary import summary
 from bench.rebuild_log import TENANT, build
+from bench.throwaway import database
 from eventstore import Connection, NatsOptions, close, connect, last_seq, run_main
 from natchet.dev.embedded import NatsServer
 from projector.migrations import DEFAULT_SCHEMA, TABLES, migrate
@@ -57,20 +57,6 @@ from schemas import stream_name
 
 DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 NATS_PID = [0]  # the nats-server's, once started
-
-
-@contextlib.asynccontextmanager
-async def database(dsn: str) -> AsyncIterator[str]:
-    """A fresh database on the server of ``dsn``, dropped afterwards: its DSN."""
-    name = f"natchet_bench_rebuild_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield psycopg.conninfo.make_conninfo(dsn, dbname=name)
-        finally:
-            await admin.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 async def live_at(conn: psycopg.AsyncConnection[Any], seq: int) -> None:
@@ -184,7 +170,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         if args.stages:
             print(f"read only:        {rate(end, await read_only(nc, end))}")
             print(f"read + plan:      {rate(end, await read_and_plan(nc, end))}")
-        async with database(args.dsn) as dsn:
+        async with database(args.dsn, "rebuild") as dsn:
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                 await live_at(conn, end)
             took: list[float] = []

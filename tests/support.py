@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -118,3 +120,32 @@ async def stop(proc: asyncio.subprocess.Process, *, grace_s: float = 30.0) -> No
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without natchet's and Hatchet's variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    return {**env, **extra}
+
+
+async def start_natchet_dev(cwd: Path, data: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """``natchet dev --data-dir DATA``, and what it printed until it was up (its URLs and the
+    operator credential); stop it with :func:`stop`."""
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "natchet.cli", "dev", "--data-dir", str(data)],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or "Press Ctrl-C" not in lines[-1]:
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            assert line, "natchet dev stopped:\n" + "".join(lines)
+            lines.append(line.decode())
+    except BaseException:
+        await stop(proc, grace_s=60)
+        raise
+    return proc, "".join(lines)

@@ -7,7 +7,6 @@ the token and see the worker refused. A screenshot of each page lands in the art
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Screenshot
-from tests.support import stop
+from tests.support import clean_env, start_natchet_dev, stop
 from worker import ClientSettings, Hatchet
 from worker.vitals import Exit
 
@@ -55,30 +54,12 @@ class Dev:
     env: dict[str, str]  # the dev stack's worker environment (dev.env)
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    return {**env, **extra}
-
-
 @pytest.fixture
 async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
     """``natchet dev`` (embedded NATS with auth callout, Postgres, engine, dashboard)."""
     data = tmp_path / "data"
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "natchet.cli", "dev", "--data-dir", str(data)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc, text = await start_natchet_dev(tmp_path, data)
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        while not lines or "Press Ctrl-C" not in lines[-1]:
-            line = await asyncio.wait_for(proc.stdout.readline(), 120)
-            assert line, "natchet dev stopped:\n" + "".join(lines)
-            lines.append(line.decode())
-        text = "".join(lines)
         url = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+)", text)
         credential = re.search(r"(nco_\S+)", text)
         assert url and credential, text

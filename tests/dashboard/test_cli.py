@@ -5,7 +5,6 @@ credential it prints, and ``natchet dashboard`` failing in one line."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import sys
@@ -17,14 +16,9 @@ import pytest
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from natchet.tenancy.serverconf import AUTH_FILE
-from tests.support import stop
+from tests.support import clean_env, start_natchet_dev, stop
 
 NATCHET = [sys.executable, "-m", "natchet.cli"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    return {**env, **extra}
 
 
 async def natchet(cwd: Path, *args: str, **env: str) -> tuple[int, str, str]:
@@ -108,24 +102,8 @@ async def test_natchet_dev_serves_the_dashboard_with_an_operator_credential(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    proc = await asyncio.create_subprocess_exec(
-        *NATCHET,
-        "dev",
-        "--data-dir",
-        str(data),
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc, text = await start_natchet_dev(tmp_path, data)
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        while not lines or "Press Ctrl-C" not in lines[-1]:
-            line = await asyncio.wait_for(proc.stdout.readline(), 120)
-            assert line, "natchet dev stopped:\n" + "".join(lines)
-            lines.append(line.decode())
-        text = "".join(lines)
         url = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+)", text)
         credential = re.search(r"(nco_\S+)", text)
         assert url and credential, text
