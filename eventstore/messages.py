@@ -91,15 +91,20 @@ async def publish(
         raise TransportError(f"could not publish to {subject}: {exc}") from None
 
 
+CLOSE_ERRORS = (nats.errors.Error, OSError, RuntimeError)
+
+
 async def close(conn: Connection, *, drain: bool = True) -> None:
     """Close a connection (draining it first: what was sent is flushed). Idempotent; a
     drain that fails (the connection is down) still ends in a close."""
-    # OSError: nats-py flushes its socket as it closes, and a lost one says ConnectionReset.
+    # nats-py flushes its socket as it closes: a lost one says ConnectionReset (OSError), or,
+    # under uvloop, RuntimeError (the transport's handle is closed: a server that kicked the
+    # client, a revoked token).
     if drain and not conn.is_closed:
-        with contextlib.suppress(nats.errors.Error, OSError):
+        with contextlib.suppress(*CLOSE_ERRORS):
             await conn.drain()
     if not conn.is_closed:
-        with contextlib.suppress(nats.errors.Error, OSError):
+        with contextlib.suppress(*CLOSE_ERRORS):
             await conn.close()
 
 
