@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -275,8 +275,10 @@ class Hatchet:
             self._settings = ClientSettings.from_env(self._env)
         return self._settings
 
-    async def connect(self, name: str) -> Connection:
-        return await connect(self.settings.nats_options(name))
+    async def connect(
+        self, name: str, *, on_error: Callable[[Exception], Awaitable[None]] | None = None
+    ) -> Connection:
+        return await connect(self.settings.nats_options(name), on_error=on_error)
 
     def workflow(
         self,
@@ -314,7 +316,7 @@ class Hatchet:
         settings = WorkerSettings.resolve(
             self.settings, name, max_runs=max_runs, grace_s=grace_seconds, env=self._env
         )
-        return Worker(settings)
+        return Worker(settings, self.connect)
 
     def close(self) -> None:
         self.portal.close()

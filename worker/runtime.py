@@ -65,7 +65,8 @@ from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-Connect = Callable[[str], Awaitable[Connection]]
+# connect(name, on_error=...): the worker's connection, its errors told to on_error
+Connect = Callable[..., Awaitable[Connection]]
 # Refusals of the token in a row (nats-py retries every 0.5 s) before the worker gives up.
 AUTH_REFUSALS = 3
 STOP_MARGIN_S = 20.0  # past the grace: pullers' last requests, hand-backs, threads, closing
@@ -102,8 +103,10 @@ class Worker:
         self.on_fatal: Callable[[Fatal], None] | None = None
         self._auth_refusals = 0  # the server's refusals of the token since last connected
 
-    async def _connect_with_settings(self, name: str) -> Connection:
-        return await connect(self.settings.client.nats_options(name), on_error=self._nats_error)
+    async def _connect_with_settings(
+        self, name: str, *, on_error: Callable[[Exception], Awaitable[None]] | None = None
+    ) -> Connection:
+        return await connect(self.settings.client.nats_options(name), on_error=on_error)
 
     async def _nats_error(self, exc: Exception) -> None:
         """What the connection reports once up. A server that refuses the token on every
@@ -242,7 +245,9 @@ class Worker:
         if self.health is not None:
             self.health.start()
         try:
-            conn = await self._connect(f"natchet-worker:{self.name}:{self.id}")
+            conn = await self._connect(
+                f"natchet-worker:{self.name}:{self.id}", on_error=self._nats_error
+            )
             held.append(conn)
             self.vitals.tick(conn.is_connected)  # now, not at the next tick
             await self._serve_on(conn, slots, metrics)

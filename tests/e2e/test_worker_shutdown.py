@@ -181,8 +181,8 @@ async def test_cancelling_run_stops_everything_the_worker_started(
     opened: list[NATS] = []
     connect = hatchet.connect
 
-    async def recording(name: str) -> NATS:
-        conn = await connect(name)
+    async def recording(name: str, **kw: Any) -> NATS:
+        conn = await connect(name, **kw)
         if name.startswith("natchet-worker:"):
             opened.append(conn)
         return conn
