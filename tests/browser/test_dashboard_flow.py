@@ -73,6 +73,53 @@ async def dev(tmp_path: Path) -> AsyncIterator[Dev]:
         await stop(proc)
 
 
+# In the page: every text node's colour against the background it sits on (WCAG's contrast
+# ratio), every form control's and button's accessible name, and what Tab reaches first.
+AUDIT = """() => {
+  const lum = (rgb) => {
+    const [r, g, b] = rgb.map((c) => { c /= 255;
+      return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = parse(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!n.textContent.trim() || !el || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || el.closest("svg")) continue;
+    const a = lum(parse(style.color).slice(0, 3)), b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${ratio.toFixed(2)}: ${n.textContent.trim().slice(0, 40)}`);
+  }
+  const controls = "input:not([type=hidden]), select, textarea, button";
+  const unnamed = [...document.querySelectorAll(controls)]
+    .filter((el) => el.getClientRects().length)
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+      && !el.getAttribute("aria-labelledby") && !(el.tagName === "BUTTON" && el.textContent.trim()))
+    .map((el) => el.outerHTML.slice(0, 80));
+  return {low, unnamed};
+}"""
+
+
+async def accessible(page: Page) -> None:
+    """The page's text has 4.5:1 contrast, every control a name, and the keyboard reaches
+    the skip link first, then the page's controls."""
+    audit = await page.evaluate(AUDIT)
+    assert audit == {"low": [], "unnamed": []}, (page.url, audit)
+    await page.keyboard.press("Tab")
+    first = await page.evaluate("document.activeElement && document.activeElement.outerHTML")
+    assert first and "skip" in first.lower(), (page.url, first)
+
+
 async def start_worker(tmp_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     script = tmp_path / "browser_worker.py"
     script.write_text(WORKER)
@@ -89,6 +136,7 @@ async def sign_in_and_add_a_tenant(dev: Dev, page: Page, screenshot: Screenshot)
     dropdown in the bottom-left corner."""
     await page.goto(f"{dev.url}/signin")
     await screenshot(page, "signin")
+    await accessible(page)
     await page.fill("#token", dev.credential)
     await page.click('button:has-text("Sign in")')
     await expect(page.locator("details#tenant-menu")).to_be_visible(timeout=WAIT_MS)
@@ -110,6 +158,7 @@ async def generate_a_token(dev: Dev, page: Page, screenshot: Screenshot, tenant:
     assert token.startswith("nct_")
     assert f"HATCHET_CLIENT_TOKEN={token}" in await page.input_value("#issued-env")
     await screenshot(page, "token")
+    await accessible(page)
     await page.goto(f"{dev.url}/t/{tenant}/settings")
     assert token not in await page.content()  # never shown again
     return token
@@ -134,11 +183,13 @@ async def watch_a_run_succeed(
     done = page.locator('tr[data-run][data-status="SUCCEEDED"]')
     await expect(done).to_have_count(1, timeout=WAIT_MS)
     await screenshot(page, "runs")
+    await accessible(page)
     await done.locator("a").click()
     steps = page.locator('g.step[data-status="SUCCEEDED"]')
     await expect(steps).to_have_count(4, timeout=WAIT_MS)
     await expect(page.get_by_text("validating user 1").first).to_be_visible()
     await screenshot(page, "run")
+    await accessible(page)
 
 
 async def cancel_a_running_run(
@@ -166,6 +217,7 @@ async def revoke_and_see_the_worker_refused(
     await page.goto(f"{dev.url}/t/{tenant}/workers")
     await expect(page.get_by_text("browser-worker").first).to_be_visible(timeout=WAIT_MS)
     await screenshot(page, "workers")
+    await accessible(page)
     await page.goto(f"{dev.url}/t/{tenant}/settings")
     await page.locator('button[aria-label^="Revoke token"]').first.click()
     await expect(page.locator('button[aria-label^="Revoke token"]')).to_have_count(0)
