@@ -117,3 +117,37 @@ async def test_natchet_dev_serves_the_dashboard_with_an_operator_credential(
     finally:
         await stop(proc, grace_s=60)
     assert proc.returncode == 0
+
+
+@pytest.mark.timeout(120)
+async def test_natchet_engine_serves_the_dashboard_behind_a_flag(
+    tmp_path: Path, nats_server: NatsServer, dsn: str, tenant_name: str
+) -> None:
+    """``natchet engine --dashboard-port 0``: the engine's own process serves it (and says
+    where); a credential it does not know is refused with a message, not an error page."""
+    proc = await asyncio.create_subprocess_exec(
+        *NATCHET,
+        *["engine", "--dashboard-port", "0"],
+        *["--nats-url", nats_server.url, "--database-url", dsn, "--tenants", tenant_name],
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = b""
+        while b"dashboard on" not in line:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "natchet engine stopped before serving the dashboard"
+        url = re.search(rb"dashboard on (http://127\.0\.0\.1:\d+)", line)
+        assert url, line
+        async with httpx.AsyncClient(base_url=url.group(1).decode()) as c:
+            assert (await c.get("/signin")).status_code == 200
+            spec = await c.get("/api/openapi.json")
+            assert spec.status_code == 200 and "/api/session" in spec.json()["paths"]
+            r = await c.post("/api/session", json={"token": "nct_not_a_token"})
+            assert 400 <= r.status_code < 500 and r.json()["detail"], r.text
+    finally:
+        await stop(proc)
