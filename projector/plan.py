@@ -160,7 +160,7 @@ def _plan_queued(seq: int, run_id: str, ns: str, msg: schemas.StepQueued) -> lis
 
 def _plan_retry(seq: int, run_id: str, ns: str, msg: schemas.StepRetryScheduled) -> list[ops.Op]:
     step = v.text(msg.step, "step")
-    v.count(msg.attempt, "attempt")
+    v.count(msg.attempt, "attempt")  # checked (a bad one rejects the message), not stored
     return [_retry_scheduled(seq, run_id, step, msg)]
 
 

@@ -77,7 +77,8 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
+def get_blocking(url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """GET ``url``: the status and the body, whatever the status (blocking: a thread's)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as answer:
             return int(answer.status), bytes(answer.read())
@@ -88,7 +89,7 @@ def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
 async def http_get(url: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
     """GET ``url`` (plain http) in a thread, without blocking the event loop the server
     may share: the status and the body (chunked or not), whatever the status."""
-    return await asyncio.to_thread(_get, url, timeout_s)
+    return await asyncio.to_thread(get_blocking, url, timeout_s)
 
 
 async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -104,10 +104,9 @@ def log_account(args: argparse.Namespace, tenant: str) -> str:
     auth_file = getattr(args, "nats_auth_file", None) or env.get("NATCHET_NATS_AUTH_FILE")
     if not auth_file:
         return "$G"
-    from natchet.tenancy import jwt
     from natchet.tenancy.serverconf import NatsAuth
 
-    return jwt.public_key(NatsAuth.load(Path(auth_file)).log_seed(tenant))
+    return NatsAuth.load(Path(auth_file)).log_account(tenant)
 
 
 def _tenant_options(url: str, tenant: str, env: dict[str, str]) -> NatsOptions:

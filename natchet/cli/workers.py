@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from typing import Any
 
-from eventstore import latest
+from eventstore import Connection, latest
 from natchet.cli.connection import add_nats_flags, open_nats, tenant_of
 from natchet.cli.output import dump_json
 from natchet.liveness import DEAD_AFTER_S
@@ -54,12 +54,11 @@ def worker_row(
     }
 
 
-async def workers_list(args: argparse.Namespace) -> int:
-    tenant = tenant_of(args)
-    async with open_nats(args, role="log", tenant=tenant) as nc:
-        records = await latest(nc, tenant, f"{tenant}.*.workers.*")
-    now = dt.datetime.now(dt.UTC)
-    current = natchet_version()
+async def worker_rows(nc: Connection, tenant: str) -> list[dict[str, Any]]:
+    """Every worker of ``tenant`` with a heartbeat still kept, as ``workers list`` shows
+    them (:func:`worker_row`), active first: the CLI's and the dashboard's."""
+    records = await latest(nc, tenant, f"{tenant}.*.workers.*")
+    now, current = dt.datetime.now(dt.UTC), natchet_version()
     rows = []
     for rec in records:
         try:
@@ -68,6 +67,13 @@ async def workers_list(args: argparse.Namespace) -> int:
             continue
         rows.append(worker_row(hb, rec.subject.split(".")[1], now, current))
     rows.sort(key=lambda r: (r["status"] != "ACTIVE", r["name"]))
+    return rows
+
+
+async def workers_list(args: argparse.Namespace) -> int:
+    tenant = tenant_of(args)
+    async with open_nats(args, role="log", tenant=tenant) as nc:
+        rows = await worker_rows(nc, tenant)
     if args.json:
         dump_json(rows)
     elif not rows:
@@ -88,7 +94,7 @@ async def workers_list(args: argparse.Namespace) -> int:
         old = sum(r["outdated"] or r["refused"] for r in rows)
         if old:
             print(
-                f"{old} worker(s) older than this natchet ({current}, wire protocol "
+                f"{old} worker(s) older than this natchet ({natchet_version()}, wire protocol "
                 f"{PROTOCOL}): upgrade their SDK",
                 file=sys.stderr,
             )

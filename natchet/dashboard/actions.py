@@ -13,17 +13,16 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from eventstore import ConfigError, append, latest
+from eventstore import ConfigError, append
 from eventstore import replay as read_log
 from natchet.audit import RUN_ID_RE, RunNotFoundError, entries, read_run
-from natchet.cli.workers import worker_row
+from natchet.cli.workers import worker_rows
 from natchet.dashboard.backend import Backend
 from natchet.runops import cancel_request, replay_answer, replay_request
 from natchet.tenancy import admin
-from natchet.version import natchet_version
 from projector.queries import CursorError, Page, events_page, get_run, runs_page
 from projector.runner import read_checkpoint
-from schemas import RunRejected, RunStatus, Scope, WorkerHeartbeat, WorkflowDef, subjects
+from schemas import RunRejected, RunStatus, Scope, WorkflowDef, subjects
 from schemas.codec import DecodeError, decode_as
 from schemas.errors import NatchetError
 from schemas.subjects import SubjectError, check_tenant
@@ -209,18 +208,7 @@ async def projected(backend: Backend, tenant: str, run_id: str, within_s: float 
 
 async def workers(backend: Backend, tenant: str) -> list[dict[str, Any]]:
     """``natchet workers list``'s rows, active first."""
-    nc = await backend.log_nc(tenant)
-    records = await latest(nc, tenant, f"{tenant}.*.workers.*")
-    now, current = dt.datetime.now(dt.UTC), natchet_version()
-    rows = []
-    for rec in records:
-        try:
-            hb = decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, rec.data)
-        except DecodeError:
-            continue
-        rows.append(worker_row(hb, rec.subject.split(".")[1], now, current))
-    rows.sort(key=lambda r: (r["status"] != "ACTIVE", r["name"]))
-    return rows
+    return await worker_rows(await backend.log_nc(tenant), tenant)
 
 
 async def events(

@@ -27,6 +27,7 @@ from natchet.dashboard.auth import (
 )
 from natchet.dashboard.dag import COLOURS, dag_svg
 from natchet.dashboard.deps import Ctx, context
+from schemas import RunStatus
 from schemas.tenancy import TokenError
 
 router = APIRouter(include_in_schema=False)
@@ -233,7 +234,7 @@ async def run(request: Request, tenant: str, run_id: str, ctx: Page) -> HTMLResp
             for e in timeline
             if e.get("traceback")
         },
-        ended=detail["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"),
+        ended=RunStatus(detail["status"]).terminal,
         live_from=live_from,
     )
 

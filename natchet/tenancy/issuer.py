@@ -21,7 +21,7 @@ CLAIMS_UPDATE = "$SYS.REQ.CLAIMS.UPDATE"
 def tenant_account_jwts(auth: NatsAuth, tenant: str, limits: TenantLimits) -> list[str]:
     """The log account, then the tenant account that imports from it (push in order)."""
     log_seed, tenant_seed = auth.log_seed(tenant), auth.tenant_seed(tenant)
-    log_key, tenant_key = jwt.public_key(log_seed), jwt.public_key(tenant_seed)
+    log_key, tenant_key = auth.log_account(tenant), jwt.public_key(tenant_seed)
     activations = {
         g.subject: jwt.encode(activation_claims(tenant_key, g), log_seed)
         for g in tenant_grants(tenant)

@@ -100,6 +100,10 @@ class NatsAuth:
         """The key of the account that holds the tenant's log (the engine's side)."""
         return jwt.derive_seed(self.tenant_secret, f"log:{tenant}", jwt.ACCOUNT)
 
+    def log_account(self, tenant: str) -> str:
+        """That account's public key: also its name, as the server's monitoring shows it."""
+        return jwt.public_key(self.log_seed(tenant))
+
     # -- what the server is configured with ---------------------------------------------
 
     def operator_jwt(self) -> str:

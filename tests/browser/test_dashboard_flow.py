@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Screenshot
+from tests.conftest import eventually
 from tests.support import clean_env, start_natchet_dev, stop
 from worker import ClientSettings, Hatchet
 from worker.vitals import Exit
@@ -165,11 +166,11 @@ async def generate_a_token(dev: Dev, page: Page, screenshot: Screenshot, tenant:
 
 
 async def wait_started(worker: asyncio.subprocess.Process, log: Path) -> None:
-    for _ in range(600):
-        if "started:" in log.read_text() or worker.returncode is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert "started:" in log.read_text(), log.read_text()
+    def started() -> bool:
+        assert worker.returncode is None, log.read_text()
+        return "started:" in log.read_text()
+
+    await eventually(started, timeout_s=60)
 
 
 async def watch_a_run_succeed(

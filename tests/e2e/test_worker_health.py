@@ -7,14 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +23,9 @@ from natchet.dev.embedded import NatsServer, free_port
 from natchet.engine import Engine
 from natchet.version import natchet_version
 from schemas.protocol import PROTOCOL
+from tests import support
 from tests.conftest import eventually, running
-from tests.support import worker_env
+from tests.support import get_blocking, http_get, worker_env
 from worker import ClientSettings, Context, Hatchet, Worker, WorkerFatalError
 from worker.vitals import Exit
 
@@ -67,18 +65,8 @@ w.start()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    return {**env, **extra}
-
-
-def get(url: str) -> tuple[int, bytes]:
-    """A plain HTTP GET (blocking: call it from a thread)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    """The worker scripts import natchet from this checkout."""
+    return support.clean_env(PYTHONPATH=str(ROOT), **extra)
 
 
 def health_hatchet(server: NatsServer, tenant: str, port: int, **env: str) -> Hatchet:
@@ -122,7 +110,7 @@ async def test_a_worker_with_health_enabled_serves_health_and_metrics(
     w.register_workflow(Mixed())
     base = f"http://127.0.0.1:{port}"
     async with running(w):
-        status, body = await asyncio.to_thread(get, f"{base}/health")
+        status, body = await http_get(f"{base}/health")
         assert status == 200, body
         health = json.loads(body)
         assert health["status"] == "HEALTHY" and health["problems"] == [], health
@@ -137,7 +125,7 @@ async def test_a_worker_with_health_enabled_serves_health_and_metrics(
         step = {**labels, "workflow": "Mixed", "step": "work"}
 
         async def counted() -> str | None:
-            status, body = await asyncio.to_thread(get, f"{base}/metrics")
+            status, body = await http_get(f"{base}/metrics")
             assert status == 200
             text = body.decode()
             done = metric(text, "natchet_worker_steps_finished_total", outcome="failed", **step)
@@ -154,11 +142,11 @@ async def test_a_worker_with_health_enabled_serves_health_and_metrics(
         assert metric(text, "natchet_worker_info", worker_id=w.id, protocol=str(PROTOCOL)) == 1.0
         assert "process_cpu_seconds_total" in text
         assert ok.workflow_run_id not in text, "a run id in a label: unbounded cardinality"
-        status, _ = await asyncio.to_thread(get, f"{base}/nope")
+        status, _ = await http_get(f"{base}/nope")
         assert status == 404
     # Stopped: the port is free again.
     with pytest.raises(OSError):
-        await asyncio.to_thread(get, f"{base}/health")
+        await http_get(f"{base}/health")
     hatchet.close()
 
 
@@ -176,7 +164,7 @@ class Poller(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(0.05):
             with contextlib.suppress(OSError):
-                status, body = get(self.url)
+                status, body = get_blocking(self.url, 5)
                 self.first.setdefault(status, time.monotonic())
                 self.bodies.setdefault(status, body)
 
@@ -219,7 +207,7 @@ async def test_a_worker_whose_loop_a_step_blocks_reports_503_within_the_bound(
         assert "event loop has been blocked" in body["problems"][0], body
 
         async def healthy_again() -> bool:
-            status, _ = await asyncio.to_thread(get, poller.url)
+            status, _ = await http_get(poller.url)
             return status == 200
 
         await eventually(healthy_again)
