@@ -213,3 +213,46 @@ async def test_forged_refusal_for_other_tenant_worker_is_refused(
     subject = f"{Scope(victim.tenant).worker('b-worker-id')}.refused"
     await attacker.nc.publish(subject, b'{"reason": "stop", "accepts": [1]}')
     await violation(attacker, subject)
+
+
+async def test_queue_depth_of_other_tenant_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    """What the metrics and KEDA read of a workflow's queue (its consumer's pending count)
+    is B's alone: A cannot ask the JetStream API for it, nor list B's queues."""
+    stream = tasks_stream_name(victim.tenant)
+    consumer = task_consumer_name(Scope(victim.tenant), victim.workflow)
+    for subject in (
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.LIST.{stream}",
+        f"$JS.API.CONSUMER.NAMES.{stream}",
+        f"$JS.API.STREAM.INFO.{stream}",
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, subject, b"", timeout_s=3)
+    await violation(attacker, "$JS.API.CONSUMER.INFO")
+
+
+async def test_a_reply_subject_cannot_reach_other_tenant_workers(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine, untouched: None
+) -> None:
+    """A asks its own log (a direct get, which B's and A's log accounts both serve) with B's
+    worker-refusal subject as the reply: the answer stays in A's account, and nothing
+    arrives where B's workers listen for the engine's refusals."""
+    heard: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        heard.append(msg)
+
+    b_log = log_nc(tenancy_engine, victim.tenant)
+    refusals = await b_log.subscribe(f"{victim.tenant}.*.workers.*.refused", cb=collect)
+    await b_log.flush()
+    reply = f"{Scope(victim.tenant).worker('w1')}.refused"
+    own = stream_name(attacker.tenant)
+    await attacker.nc.publish(f"$JS.API.DIRECT.GET.{own}", b'{"seq": 1}', reply=reply)
+    await attacker.nc.publish(Scope(attacker.tenant).event("own"), b"{}", reply=reply)
+    await attacker.nc.flush()
+    await a_still_works(attacker)  # a round trip through the server after the attempts
+    await b_log.flush()
+    assert heard == []
+    await refusals.unsubscribe()
