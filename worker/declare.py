@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
-import orjson
 
 from eventstore import ConfigError
+from schemas.definition import workflow_version
 from schemas.messages import StepDef, WorkflowDef
 from schemas.subjects import SubjectError, check_event_key, check_name
 
@@ -137,10 +136,6 @@ def _check_dag(name: str, steps: dict[str, StepSpec]) -> list[str]:
     return order
 
 
-def version_of(body: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
 def workflow(
     name: str | None = None,
     on_events: Sequence[str] = (),
@@ -189,7 +184,7 @@ def workflow(
         }
         definition = WorkflowDef(
             name=wf_name,
-            version=version_of(body),
+            version=workflow_version(body),
             steps=steps,
             on_events=events,
             schedule_timeout_s=schedule_timeout_s,

@@ -1,0 +1,25 @@
+"""A workflow definition's version: what every worker of a workflow must agree on.
+
+A task names the version of the definition its run follows, and a worker hands back a task
+of a version it does not have (:mod:`worker.intake`). Workers in other languages register
+the same workflows (``docs/protocol.md``), so the version is a hash anyone can compute: the
+first 16 hex digits of the SHA-256 of the RFC 8785 canonical JSON (JCS) of the definition
+without ``version``, ``registered_at`` and ``v``. JCS writes numbers as JavaScript does
+(``60.0`` is ``60``) and sorts keys, so Python and Node hash the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rfc8785
+
+# The fields of a ``workflow`` message the version covers (the rest describe the message).
+VERSIONED = ("name", "steps", "on_events", "schedule_timeout_s", "on_failure")
+
+
+def workflow_version(definition: dict[str, Any]) -> str:
+    """The version of a definition, given as its JSON object (extra keys are ignored)."""
+    body = {key: definition.get(key) for key in VERSIONED}
+    return hashlib.sha256(rfc8785.dumps(body)).hexdigest()[:16]
