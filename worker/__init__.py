@@ -5,6 +5,9 @@ from worker import Hatchet, Context
 
 hatchet = Hatchet()
 ```
+
+Both Hatchet APIs: v0 (``@hatchet.workflow`` on a class of ``@hatchet.step`` methods) and
+v1 (``wf = hatchet.workflow(name=...)``, ``@wf.task``, ``@hatchet.task``).
 """
 
 from worker.client import (
@@ -17,22 +20,30 @@ from worker.client import (
     WorkflowRunRef,
 )
 from worker.context import Context
-from worker.errors import NonRetryableError, WorkerFatalError
+from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
+from worker.models import EmptyModel
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
+from worker.tasks import Standalone, Task, TaskRunRef, Workflow
 
 __all__ = [
     "AdminClient",
     "ClientConfig",
     "ClientSettings",
     "Context",
+    "EmptyModel",
     "EventClient",
     "Hatchet",
+    "InvalidInputError",
     "NonRetryableError",
     "PushedEvent",
+    "Standalone",
+    "Task",
+    "TaskRunRef",
     "Worker",
     "WorkerFatalError",
     "WorkerSettings",
+    "Workflow",
     "WorkflowRunError",
     "WorkflowRunRef",
 ]

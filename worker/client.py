@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
+from pydantic import BaseModel
 
 from eventstore import (
     Append,
+    ConfigError,
     Connection,
     Message,
     NatchetError,
@@ -40,10 +42,10 @@ from worker import logs as step_logs
 from worker.portal import Portal
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
+from worker.tasks import Standalone, TaskFn, Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 REREAD_S = 1.0  # a run's history is read again at least this often while it runs
-C = TypeVar("C", bound=type)
 
 
 class WorkflowRunError(NatchetError):
@@ -160,6 +162,10 @@ class WorkflowRunRef:
 
     async def result(self) -> dict[str, Any]:
         return await self._h.portal.run(self._wait())
+
+    async def aio_result(self) -> dict[str, Any]:
+        """Hatchet v1's name for :meth:`result`."""
+        return await self.result()
 
     def sync_result(self, timeout_s: float | None = None) -> dict[str, Any]:
         return self._h.portal.call(self._wait(), timeout_s)
@@ -285,8 +291,40 @@ class Hatchet:
         name: str | None = None,
         on_events: Sequence[str] = (),
         schedule_timeout: declare.Duration = "5m",
-    ) -> Callable[[C], C]:
-        return declare.workflow(name=name, on_events=on_events, schedule_timeout=schedule_timeout)
+        input_validator: type[BaseModel] | None = None,
+    ) -> Workflow:
+        """A workflow: v1, declare its tasks with ``@wf.task(...)``
+        (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
+        methods (``name`` defaults to the class's)."""
+        return Workflow(self, name, on_events, schedule_timeout, input_validator)
+
+    def task(
+        self,
+        name: str | None = None,
+        on_events: Sequence[str] = (),
+        input_validator: type[BaseModel] | None = None,
+        schedule_timeout: declare.Duration = "5m",
+        execution_timeout: declare.Duration = 60,
+        retries: int = 0,
+        backoff_factor: float | None = None,
+        backoff_max_seconds: float | None = None,
+    ) -> Callable[[TaskFn], Standalone]:
+        """``@hatchet.task(...)``: a workflow of one task, both named ``name`` (default: the
+        function's); ``task.run(input)`` returns its output."""
+
+        def mark(fn: TaskFn) -> Standalone:
+            task_name = name or fn.__name__
+            wf = Workflow(self, task_name, on_events, schedule_timeout, input_validator)
+            declared = wf.task(
+                name=task_name,
+                execution_timeout=execution_timeout,
+                retries=retries,
+                backoff_factor=backoff_factor,
+                backoff_max_seconds=backoff_max_seconds,
+            )(fn)
+            return Standalone(wf, declared)
+
+        return mark
 
     def step(
         self,
@@ -309,14 +347,29 @@ class Hatchet:
         return declare.on_failure_step(timeout=timeout)
 
     def worker(
-        self, name: str, max_runs: int | None = None, *, grace_seconds: float | None = None
+        self,
+        name: str,
+        max_runs: int | None = None,
+        *,
+        slots: int | None = None,
+        workflows: Sequence[object] = (),
+        grace_seconds: float | None = None,
     ) -> Worker:
-        """A worker running at most ``max_runs`` steps at once. On SIGTERM it lets running
-        steps finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS)."""
+        """A worker running at most ``max_runs`` steps at once (``slots``: Hatchet v1's name
+        for it), with ``workflows`` registered on it. On SIGTERM it lets running steps
+        finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS)."""
+        if slots is not None and max_runs is not None and slots != max_runs:
+            raise ConfigError(f"slots={slots} and max_runs={max_runs}: give one of them")
         settings = WorkerSettings.resolve(
-            self.settings, name, max_runs=max_runs, grace_s=grace_seconds, env=self._env
+            self.settings,
+            name,
+            max_runs=max_runs if slots is None else slots,
+            grace_s=grace_seconds,
+            env=self._env,
         )
-        return Worker(settings, self.connect)
+        worker = Worker(settings, self.connect)
+        worker.register_workflows(workflows)
+        return worker
 
     def close(self) -> None:
         self.portal.close()

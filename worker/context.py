@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.messages import Task
+from worker.models import parse_output
 
 STEP_LOG = logging.getLogger("worker.step")
 
@@ -33,6 +34,18 @@ class Context:
             raise KeyError(
                 f"step {self._task.step!r} has no parent {step!r} (its parents: {parents})"
             ) from None
+
+    def task_output(self, task: object) -> Any:
+        """Hatchet v1: the output of parent ``task`` (what ``@wf.task`` returned, or its
+        name), as its Pydantic model when the task is annotated to return one."""
+        name = task if isinstance(task, str) else getattr(task, "name", None)
+        if not isinstance(name, str):
+            raise TypeError(f"{task!r} is not a task: give what @wf.task returned, or its name")
+        return parse_output(getattr(task, "output_model", None), self.step_output(name))
+
+    def parent_output(self, task: object) -> Any:
+        """The output of parent ``task``: :meth:`task_output`."""
+        return self.task_output(task)
 
     def workflow_run_id(self) -> str:
         return self._task.run_id

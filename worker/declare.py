@@ -1,4 +1,5 @@
-"""Declaring workflows: ``@hatchet.workflow`` on a class, ``@hatchet.step`` on its methods."""
+"""Declaring workflows: ``@hatchet.workflow`` on a class, ``@hatchet.step`` on its methods;
+the wire definition both this and the v1 API (:mod:`worker.tasks`) build."""
 
 from __future__ import annotations
 
@@ -136,25 +137,65 @@ def _check_dag(name: str, steps: dict[str, StepSpec]) -> list[str]:
     return order
 
 
-def workflow(
-    name: str | None = None,
-    on_events: Sequence[str] = (),
-    schedule_timeout: Duration = "5m",
-) -> Callable[[C], C]:
+def definition_of(
+    name: str, specs: dict[str, StepSpec], events: tuple[str, ...], schedule_timeout_s: float
+) -> WorkflowDef:
+    """The wire definition of workflow ``name`` from its steps' specs (the on-failure step
+    among them, marked): the same for a v0 class and a v1 ``hatchet.workflow`` object."""
+    specs = dict(specs)
+    failure = [n for n, sp in specs.items() if sp.on_failure]
+    if len(failure) > 1:
+        raise ConfigError(f"workflow {name} has more than one on-failure step: {failure}")
+    on_failure = _step_def(failure[0], specs.pop(failure[0])) if failure else None
+    if not specs:
+        raise ConfigError(f"workflow {name} has only an on-failure step")
+    order = _check_dag(name, specs)
+    steps = tuple(_step_def(s, specs[s]) for s in order)
+    body = {
+        "name": name,
+        "steps": [attrs.asdict(s) for s in steps],
+        "on_events": list(events),
+        "schedule_timeout_s": schedule_timeout_s,
+        "on_failure": attrs.asdict(on_failure) if on_failure else None,
+    }
+    return WorkflowDef(
+        name=name,
+        version=workflow_version(body),
+        steps=steps,
+        on_events=events,
+        schedule_timeout_s=schedule_timeout_s,
+        on_failure=on_failure,
+    )
+
+
+def check_events(on_events: Sequence[str]) -> tuple[str, ...]:
     events = tuple(on_events)
     try:
         for key in events:
             check_event_key(key)
     except SubjectError as exc:
         raise ConfigError(str(exc)) from None
+    return events
+
+
+def check_workflow_name(name: str) -> None:
+    try:
+        check_name("workflow", name)
+    except SubjectError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def workflow(
+    name: str | None = None,
+    on_events: Sequence[str] = (),
+    schedule_timeout: Duration = "5m",
+) -> Callable[[C], C]:
+    events = check_events(on_events)
     schedule_timeout_s = seconds(schedule_timeout, "schedule_timeout")
 
     def mark(cls: C) -> C:
         wf_name = name or cls.__name__
-        try:
-            check_name("workflow", wf_name)
-        except SubjectError as exc:
-            raise ConfigError(str(exc)) from None
+        check_workflow_name(wf_name)
         specs: dict[str, StepSpec] = {}
         functions: dict[str, Callable[..., Any]] = {}
         for attr_name in dir(cls):
@@ -167,29 +208,7 @@ def workflow(
             raise ConfigError(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
-        failure = [n for n, sp in specs.items() if sp.on_failure]
-        if len(failure) > 1:
-            raise ConfigError(f"workflow {wf_name} has more than one on-failure step: {failure}")
-        on_failure = _step_def(failure[0], specs.pop(failure[0])) if failure else None
-        if not specs:
-            raise ConfigError(f"workflow {wf_name} has only an on-failure step")
-        order = _check_dag(wf_name, specs)
-        steps = tuple(_step_def(s, specs[s]) for s in order)
-        body = {
-            "name": wf_name,
-            "steps": [attrs.asdict(s) for s in steps],
-            "on_events": list(events),
-            "schedule_timeout_s": schedule_timeout_s,
-            "on_failure": attrs.asdict(on_failure) if on_failure else None,
-        }
-        definition = WorkflowDef(
-            name=wf_name,
-            version=workflow_version(body),
-            steps=steps,
-            on_events=events,
-            schedule_timeout_s=schedule_timeout_s,
-            on_failure=on_failure,
-        )
+        definition = definition_of(wf_name, specs, events, schedule_timeout_s)
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions))
         return cls
 

@@ -17,3 +17,8 @@ class WorkerFatalError(NatchetError):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class InvalidInputError(NatchetError, ValueError):
+    """A run's input does not match its workflow's ``input_validator`` (one line, naming
+    each field that is wrong): raised by ``wf.run(...)`` before anything is sent."""

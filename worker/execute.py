@@ -50,6 +50,7 @@ from schemas.subjects import Scope
 from worker import logs as step_logs
 from worker.context import Context
 from worker.errors import NonRetryableError
+from worker.models import to_json
 from worker.settle import settle
 from worker.threads import StepThread
 
@@ -219,7 +220,7 @@ class Attempt:
         """Run the step; its result, encoded (measured once, appended as it is)."""
         t = self.task
         try:
-            output = await self._call(fn, instance)
+            output = to_json(await self._call(fn, instance))
             encode_json(output)  # what JSON cannot carry fails here, clearly
             body = encode(self._result(ok=True, output=output))
             if len(body) > self.max_msg_bytes:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -131,6 +131,10 @@ class Worker:
         if known and known[0].definition.version != spec.definition.version:
             raise ConfigError(f"workflow {name} is already registered with another definition")
         self.workflows[name] = (spec, workflow)
+
+    def register_workflows(self, workflows: Iterable[object]) -> None:
+        for workflow in workflows:
+            self.register_workflow(workflow)
 
     @property
     def slots(self) -> Slots:

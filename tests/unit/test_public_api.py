@@ -152,13 +152,19 @@ PUBLIC = {
         "ClientConfig",
         "ClientSettings",
         "Context",
+        "EmptyModel",
         "EventClient",
         "Hatchet",
+        "InvalidInputError",
         "NonRetryableError",
         "PushedEvent",
+        "Standalone",
+        "Task",
+        "TaskRunRef",
         "Worker",
         "WorkerFatalError",
         "WorkerSettings",
+        "Workflow",
         "WorkflowRunError",
         "WorkflowRunRef",
     ],
@@ -180,5 +186,6 @@ def test_every_error_shares_the_root() -> None:
 
     errors = [getattr(eventstore, n) for n in PUBLIC["eventstore"] if n.endswith("Error")]
     errors += [schemas.DecodeError, schemas.SubjectError, worker.WorkflowRunError]
+    errors += [worker.InvalidInputError]
     for error in errors:
         assert issubclass(error, schemas.NatchetError), error
