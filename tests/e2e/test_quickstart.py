@@ -1,5 +1,5 @@
-"""The README, as a user follows it: `natchet dev`, the worker example as written, an event,
-and the CLI reading the run back. Real processes, real servers."""
+"""The README, as a user follows it: `natchet dev`, the worker examples (v0 and v1) as
+written, an event, and the CLI reading the run back. Real processes, real servers."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def readme_worker_code() -> str:
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     [code] = [b for b in blocks if "from worker import Hatchet, Context" in b]
     return code
+
+
+def readme_v1_code() -> tuple[str, str]:
+    """The README's v1 example: the worker (``orders.py``) and the code that runs it."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    [worker] = [b for b in blocks if "input_validator=" in b and "hatchet.worker(" in b]
+    [run] = [b for b in blocks if "from orders import orders" in b]
+    return worker, run
 
 
 def natchet(*args: str, env: dict[str, str]) -> Any:
@@ -134,6 +142,72 @@ async def test_readme_worker_runs_under_natchet_dev(dev_stack: Any, tmp_path: Pa
 
         await eventually(counted, timeout_s=30, interval_s=0.5)
         assert (await http_get(f"{url}/ready"))[0] == 200
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+
+async def test_readme_v1_worker_and_run_under_natchet_dev(dev_stack: Any, tmp_path: Path) -> None:
+    """The v1 example as written: ``orders.py`` serves, ``orders.run(...)`` in another
+    process prints the run's outputs, and an event's payload that does not fit the model
+    fails the run at once, naming the field."""
+    proc, env_file = dev_stack
+
+    async def env_written() -> dict[str, str] | None:
+        assert proc.poll() is None, (tmp_path / "natchet-dev.log").read_text()
+        return read_env_file(env_file) if env_file.exists() else None
+
+    worker_env = await eventually(env_written, timeout_s=60)
+    worker_code, run_code = readme_v1_code()
+    (tmp_path / "orders.py").write_text(worker_code)
+    (tmp_path / "run_orders.py").write_text(run_code)
+    env = {**os.environ, **worker_env, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "orders.py"], env=env, cwd=tmp_path)
+    try:
+
+        async def serving() -> bool:
+            out = subprocess.run(
+                [*NATCHET, "workers", "list", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if out.returncode != 0:
+                return False
+            rows = json.loads(out.stdout)
+            return any(
+                r["name"] == "order-worker" and r["status"] == "ACTIVE" and r["slots"] == 4
+                for r in rows
+            )
+
+        await eventually(serving, timeout_s=60, interval_s=0.5)
+        ran = subprocess.run(
+            [sys.executable, "run_orders.py"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == (
+            "{'price': {'total': 10.0}, 'confirm': {'message': '4 x tea = 10.0'}}"
+        )
+
+        natchet("event", "push", "order:placed", '{"sku": "tea", "qty": "lots"}', env=env)
+
+        async def failed() -> list[dict[str, Any]]:
+            runs = natchet("runs", "list", "--json", env=env)["runs"]
+            return [r for r in runs if r["status"] == "FAILED"]
+
+        [run] = await eventually(failed, timeout_s=30, interval_s=0.5)
+        detail = natchet("runs", "get", run["id"], "--json", env=env)
+        steps = {s["name"]: s for s in detail["steps"]}
+        [attempt] = steps["price"]["attempts"]
+        assert "input does not match Order: qty: " in attempt["error"]
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
