@@ -140,6 +140,11 @@ class Workflow:
         """``@hatchet.workflow(...)`` on a class with ``@hatchet.step`` methods (v0)."""
         if self.tasks:
             raise ConfigError(f"workflow {self._name} has v1 tasks: it cannot decorate a class")
+        if self.input_validator is not EmptyModel:
+            raise ConfigError(
+                f"input_validator is for v1 tasks (@wf.task); the steps of class "
+                f"{cls.__name__} read context.workflow_input()"
+            )
         mark = declare.workflow(
             name=self._name, on_events=self._on_events, schedule_timeout=self._schedule_timeout
         )

@@ -155,6 +155,29 @@ def test_input_validator_must_be_a_model() -> None:
         hatchet.workflow(name="Bad", input_validator=dict)  # type: ignore[arg-type]
 
 
+def test_a_v0_class_takes_no_input_validator() -> None:
+    with pytest.raises(ConfigError, match="input_validator is for v1 tasks"):
+
+        @hatchet.workflow(name="Mixed", input_validator=Order)
+        class Mixed:
+            @hatchet.step()
+            def only(self, context: Context) -> None: ...
+
+
+def test_a_workflow_with_tasks_decorates_no_class() -> None:
+    wf = hatchet.workflow(name="Both")
+
+    @wf.task()
+    def only(input: EmptyModel, ctx: Context) -> None: ...
+
+    with pytest.raises(ConfigError, match="has v1 tasks: it cannot decorate a class"):
+
+        @wf
+        class Both:
+            @hatchet.step()
+            def only(self, context: Context) -> None: ...
+
+
 def test_bad_input_is_refused_before_sending_naming_the_field() -> None:
     wf = hatchet.workflow(name="Orders", input_validator=Order)
     with pytest.raises(InvalidInputError) as info:
