@@ -15,7 +15,15 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends, runs_of
-from worker import Context, EmptyModel, Hatchet, InvalidInputError, Workflow
+from worker import (
+    Context,
+    EmptyModel,
+    Hatchet,
+    InvalidInputError,
+    NonRetryableError,
+    Workflow,
+    WorkflowRunError,
+)
 
 
 class Order(BaseModel):
@@ -154,3 +162,31 @@ async def test_v0_and_v1_workers_of_one_workflow_register_one_version(
         (tenant_name,),
     )
     assert await cur.fetchall() == [(wf.definition.version,)]
+
+
+async def test_v1_on_failure_task_runs_when_a_task_fails(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    wf = hatchet.workflow(name="Charge", input_validator=Order)
+
+    @wf.task()
+    def charge(input: Order, ctx: Context) -> None:
+        raise NonRetryableError(f"card declined for {input.sku}")
+
+    @wf.on_failure_task()
+    def refund(input: Order, ctx: Context) -> dict[str, Any]:
+        return {"errors": ctx.step_run_errors(), "qty": input.qty}
+
+    async with running(hatchet.worker("v1-worker", slots=1, workflows=[wf])):
+        ref = await wf.aio_run_no_wait({"sku": "tea", "qty": 3})
+        with pytest.raises(WorkflowRunError, match="card declined for tea"):
+            await ref.aio_result()
+        run = await run_ends(db, ref.workflow_run_id)
+    hatchet.close()
+    assert run["status"] == "FAILED"
+    steps = {s["name"]: s for s in run["steps"]}
+    assert steps["refund"]["output"] == {
+        "errors": {"charge": "NonRetryableError: card declined for tea"},
+        "qty": 3,
+    }
