@@ -44,7 +44,7 @@ class Admin(Protocol):
     async def aio_run_workflow(self, workflow_name: str, input: Any = None) -> WorkflowRunRef: ...
 
 
-class Hatchet(Protocol):
+class Client(Protocol):
     """The client a workflow runs through (``worker.client.Hatchet``)."""
 
     @property
@@ -101,7 +101,7 @@ class Workflow:
 
     def __init__(
         self,
-        hatchet: Hatchet,
+        hatchet: Client,
         name: str | None,
         on_events: Sequence[str] = (),
         schedule_timeout: Duration = "5m",
