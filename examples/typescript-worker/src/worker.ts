@@ -324,6 +324,7 @@ export class Worker {
   private async watchConnection(): Promise<void> {
     for await (const s of this.nc.status()) {
       if (s.type === "reconnect") this.lastReconnect = Date.now();
+      if (s.type === "error") this.say(`nats: ${String(s.error)}`);
       if (s.type === "error" && s.error instanceof AuthorizationError) {
         this.say(`natchet: the NATS server refused the credentials: ${String(s.error)}`);
         this.exitCode = EXIT_UNAUTHORIZED;
