@@ -15,7 +15,8 @@ type Obj = Record<string, unknown>;
 const obj = (v: unknown): Obj => (v && typeof v === "object" ? (v as Obj) : {});
 const num = (v: unknown, dflt: number): number => (typeof v === "number" ? v : dflt);
 
-/** start -> left, right -> join: each step's output computed from its input and parents. */
+/** start -> left, right -> join: each step's output computed from its input and parents.
+ * (Declared in any order: the registration writes them in the canonical one, §4.) */
 export const diamond: WorkflowSpec = {
   name: "TsDiamond",
   onEvents: ["ts:diamond"],
@@ -29,21 +30,21 @@ export const diamond: WorkflowSpec = {
       },
     },
     {
-      name: "left",
-      parents: ["start"],
-      run: (ctx: StepContext) => {
-        const n = num(obj(ctx.parentOutputs.start).n, 0);
-        ctx.log(`left: ${n} + 1`);
-        return { v: n + 1 };
-      },
-    },
-    {
       name: "right",
       parents: ["start"],
       run: (ctx: StepContext) => {
         const n = num(obj(ctx.parentOutputs.start).n, 0);
         ctx.log(`right: ${n} * 2`);
         return { v: n * 2 };
+      },
+    },
+    {
+      name: "left",
+      parents: ["start"],
+      run: (ctx: StepContext) => {
+        const n = num(obj(ctx.parentOutputs.start).n, 0);
+        ctx.log(`left: ${n} + 1`);
+        return { v: n + 1 };
       },
     },
     {

@@ -100,11 +100,40 @@ function stepDef(s: StepSpec): StepDef {
   };
 }
 
+/**
+ * The steps in the one order every worker writes them (the version hashes the list, so the
+ * order matters): in rounds, each round the steps whose parents are all placed, sorted by
+ * name. Throws on an unknown parent or a cycle.
+ */
+export function stepOrder(workflow: string, steps: StepDef[]): StepDef[] {
+  const byName = new Map(steps.map((s) => [s.name, s]));
+  if (byName.size !== steps.length) throw new Error(`workflow ${workflow}: two steps share a name`);
+  for (const s of steps) {
+    for (const p of s.parents) {
+      if (!byName.has(p)) throw new Error(`workflow ${workflow}: step ${s.name} has unknown parent ${p}`);
+    }
+  }
+  const order: StepDef[] = [];
+  const done = new Set<string>();
+  while (order.length < steps.length) {
+    const ready = steps
+      .filter((s) => !done.has(s.name) && s.parents.every((p) => done.has(p)))
+      .map((s) => s.name)
+      .sort();
+    if (ready.length === 0) throw new Error(`workflow ${workflow}: its steps form a cycle`);
+    for (const n of ready) {
+      order.push(byName.get(n) as StepDef);
+      done.add(n);
+    }
+  }
+  return order;
+}
+
 /** The `workflow` message for a spec, with its version (§4). */
 export function definitionOf(spec: WorkflowSpec): WorkflowMsg {
   const def = {
     name: spec.name,
-    steps: spec.steps.map(stepDef),
+    steps: stepOrder(spec.name, spec.steps.map(stepDef)),
     on_events: [...(spec.onEvents ?? [])],
     schedule_timeout_s: spec.scheduleTimeoutS ?? 300,
     on_failure: spec.onFailure ? stepDef(spec.onFailure) : null,
