@@ -515,6 +515,25 @@ async def test_retries_failures_cancellation_and_heartbeats(
     hatchet.close()
 
 
+async def test_a_refused_typescript_worker_exits_with_the_reason(
+    node: str, nats_server: NatsServer, engine: Engine, tenant_name: str
+) -> None:
+    """A worker announcing a wire protocol the engine does not serve hears `refused` and
+    exits 76 (as the Python SDK), saying which protocols the engine accepts."""
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(TS_MAIN),
+        "sleep",
+        env=clean_env(**worker_env(nats_server, tenant_name), NATCHET_TS_PROTOCOL="8"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 76, out
+    assert b"wire protocol 8" in out and b"accepts protocol 1" in out, out
+
+
 def main() -> None:
     """``python -m tests.e2e.test_typescript_worker NAME SLOTS``: a Python worker (settings
     from HATCHET_CLIENT_*) serving TsSleep's twin, for the mixed fleet."""

@@ -130,7 +130,10 @@ async function main(): Promise<number> {
   const graceS = Number(process.env.NATCHET_WORKER_GRACE_SECONDS ?? "30");
   if (!Number.isInteger(slots) || slots < 1) throw new SettingsError("NATCHET_TS_SLOTS: a positive integer");
   if (!(graceS >= 0)) throw new SettingsError("NATCHET_WORKER_GRACE_SECONDS: seconds, >= 0");
-  const worker = new Worker({ name: process.env.NATCHET_TS_NAME || "ts-worker", slots, graceS });
+  // NATCHET_TS_PROTOCOL: announce another wire protocol (for testing a refusal).
+  const protocol = process.env.NATCHET_TS_PROTOCOL ? Number(process.env.NATCHET_TS_PROTOCOL) : undefined;
+  const name = process.env.NATCHET_TS_NAME || "ts-worker";
+  const worker = new Worker({ name, slots, graceS, ...(protocol ? { protocol } : {}) });
   for (const spec of specs) worker.register(spec);
   return worker.start();
 }

@@ -191,6 +191,8 @@ export interface WorkerOptions {
   slots: number;
   graceS?: number;
   settings?: Settings;
+  /** The wire protocol announced (tests announce another to be refused). */
+  protocol?: number;
   log?: (line: string) => void;
 }
 
@@ -222,11 +224,13 @@ export class Worker {
   private done!: Promise<number>;
   private finish!: (code: number) => void;
   private maxBody = 1024 * 1024 - 1024;
+  private readonly protocol: number;
 
   constructor(opts: WorkerOptions) {
     this.name = opts.name;
     this.slots = opts.slots;
     this.graceMs = (opts.graceS ?? 30) * 1000;
+    this.protocol = opts.protocol ?? PROTOCOL;
     this.settings = opts.settings ?? settingsFromEnv(opts.name);
     this.say = opts.log ?? ((line) => process.stderr.write(`[${this.name}] ${line}\n`));
     this.done = new Promise((resolve) => (this.finish = resolve));
@@ -331,7 +335,7 @@ export class Worker {
       started_at: this.startedAt,
       at: isoNow(),
       sdk_version: SDK_VERSION,
-      protocol: PROTOCOL,
+      protocol: this.protocol,
       v: 1,
     };
     await this.append(`${this.prefix}.workers.${this.id}`, hb, { ttl: "300s", once: true });
