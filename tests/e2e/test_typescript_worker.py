@@ -224,12 +224,23 @@ def py_fatal(hatchet: Hatchet) -> Any:
     return TsFatal()
 
 
+def py_timeout(hatchet: Hatchet) -> Any:
+    @hatchet.workflow(name="TsTimeout")
+    class TsTimeout:
+        @hatchet.step(timeout=0.5)
+        async def slow(self, context: Context) -> dict[str, Any]:
+            await asyncio.sleep(5)
+            return {"finished": True}
+
+    return TsTimeout()
+
+
 def test_the_typescript_versions_are_pythons(node: str, tenant_name: str) -> None:
     """The TypeScript worker's version hash (canonicalize + SHA-256) is Python's for the same
     definition, and the Python twins register exactly the TypeScript definitions."""
     ts = ts_definitions(node, "all")
     py = Hatchet(settings=ClientSettings(nats_url="nats://127.0.0.1:1", tenant=tenant_name))
-    twins = [py_diamond(py), py_sleep(py), py_flaky(py), py_fatal(py)]
+    twins = [py_diamond(py), py_sleep(py), py_flaky(py), py_fatal(py), py_timeout(py)]
     for twin in twins:
         definition = spec_of(twin).definition
         mine = ts[definition.name]
@@ -475,15 +486,22 @@ async def test_retries_failures_cancellation_and_heartbeats(
     tenant_name: str,
 ) -> None:
     hatchet = hatchet_for(nats_server, tenant_name)
-    async with ts_worker(node, nats_server, tenant_name, "ts-all", "sleep,flaky,fatal") as ts:
+    workflows = "sleep,flaky,fatal,timeout"
+    async with ts_worker(node, nats_server, tenant_name, "ts-all", workflows) as ts:
         row = await eventually(lambda: last_heartbeat(nc, tenant_name, ts.id))
         assert row["status"] == "ACTIVE" and row["protocol"] == 1, row
         assert row["sdk_version"] == TS_SDK and row["slots"] == 4, row
-        assert set(row["actions"]) == {"TsSleep:nap", "TsFlaky:flaky", "TsFatal:fatal"}, row
+        assert set(row["actions"]) == {
+            "TsSleep:nap",
+            "TsFlaky:flaky",
+            "TsFatal:fatal",
+            "TsTimeout:slow",
+        }, row
 
         flaky = await hatchet.admin.aio_run_workflow("TsFlaky", {})
         fatal = await hatchet.admin.aio_run_workflow("TsFatal", {})
         long = await hatchet.admin.aio_run_workflow("TsSleep", {"ms": 60_000})
+        late = await hatchet.admin.aio_run_workflow("TsTimeout", {})
 
         retried = await run_ends(db, flaky.workflow_run_id)
         assert retried["status"] == "SUCCEEDED", retried
@@ -498,6 +516,11 @@ async def test_retries_failures_cancellation_and_heartbeats(
         assert [(a["attempt"], a["status"]) for a in once] == [(1, "FAILED")]
         assert once[0]["error"] == "NonRetryableError: this input can never work"
         assert "this input can never work" in (failed["error"] or "")
+
+        timed_out = await run_ends(db, late.workflow_run_id)
+        assert timed_out["status"] == "FAILED", timed_out
+        [stopped] = await attempts_of(db, late.workflow_run_id)
+        assert stopped["error"] == "TimeoutError: step timed out after 0.5s", stopped
 
         await eventually(lambda: running_on(db, long.workflow_run_id, "ts-all"))
         await hatchet.admin.aio_cancel(long.workflow_run_id, reason="user asked")

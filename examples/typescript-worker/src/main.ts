@@ -1,5 +1,5 @@
 // The example worker: `node dist/main.js [workflows]`, workflows a comma list of diamond,
-// sleep, flaky, fatal (or all), else NATCHET_TS_WORKFLOW (default diamond).
+// sleep, flaky, fatal, timeout (or all), else NATCHET_TS_WORKFLOW (default diamond).
 // NATCHET_TS_SLOTS (4), NATCHET_TS_NAME (ts-worker), NATCHET_WORKER_GRACE_SECONDS (30),
 // NATCHET_TS_SLEEP_MS (30: the sleep step's default), and HATCHET_CLIENT_* (settings.ts).
 import {
@@ -109,7 +109,22 @@ export const fatal: WorkflowSpec = {
   ],
 };
 
-const ALL: Record<string, WorkflowSpec> = { diamond, sleep: sleepy, flaky, fatal };
+/** A step given half a second that needs longer: the worker stops it (a TimeoutError). */
+export const slow: WorkflowSpec = {
+  name: "TsTimeout",
+  steps: [
+    {
+      name: "slow",
+      timeoutS: 0.5,
+      run: async (ctx: StepContext) => {
+        await ctx.sleep(5000);
+        return { finished: true };
+      },
+    },
+  ],
+};
+
+const ALL: Record<string, WorkflowSpec> = { diamond, sleep: sleepy, flaky, fatal, timeout: slow };
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
