@@ -676,9 +676,11 @@ export class Worker {
       });
       body = JSON.stringify(result);
     }
-    await chain; // the logs first
-    clearInterval(wpi);
+    // The logs first, then the result; +WPI goes on until it is stored, so a slow append
+    // does not let the task go to another worker.
+    await chain;
     const stored = await this.append(`${runs}.result`, result, { msgID: `${key}:result` });
+    clearInterval(wpi);
     // Unstored (the connection closed): settle nothing; the task is delivered again.
     if (stored) this.nc.publish(reply, settle);
   }
