@@ -435,15 +435,13 @@ async def test_a_killed_typescript_worker_s_step_is_redelivered(
     db: psycopg.AsyncConnection[Any],
     tenant_name: str,
 ) -> None:
-    """SIGKILL mid-step: the task comes back after ack_wait (5 s) and another worker (a
-    Python one) finishes it as delivery 2."""
+    """SIGKILL mid-step: the task comes back after ack_wait (5 s) and another TypeScript
+    worker finishes it as delivery 2 (after asking the log whether the run is over: §7)."""
     hatchet = hatchet_for(nats_server, tenant_name)
     async with ts_worker(node, nats_server, tenant_name, "ts-doomed", "sleep", slots=1) as ts:
         ref = await hatchet.admin.aio_run_workflow("TsSleep", {"ms": 60_000, "redelivered_ms": 20})
         await eventually(lambda: running_on(db, ref.workflow_run_id, "ts-doomed"))
-        rescuer = hatchet.worker("py-rescuer", max_runs=1)
-        rescuer.register_workflow(py_sleep(hatchet))
-        async with running(rescuer):
+        async with ts_worker(node, nats_server, tenant_name, "ts-rescuer", "sleep", slots=1):
             ts.proc.send_signal(signal.SIGKILL)
             killed = asyncio.get_running_loop().time()
             await ts.wait()
@@ -453,7 +451,7 @@ async def test_a_killed_typescript_worker_s_step_is_redelivered(
     print(f"redelivered and finished {took:.2f}s after the SIGKILL")
     assert run["status"] == "SUCCEEDED" and run["steps"][0]["output"] == {"slept": 20}
     attempts = await attempts_of(db, ref.workflow_run_id)
-    assert attempts[-1]["worker_name"] == "py-rescuer" and attempts[-1]["delivery"] == 2
+    assert attempts[-1]["worker_name"] == "ts-rescuer" and attempts[-1]["delivery"] == 2
     assert attempts[-1]["status"] == "SUCCEEDED"
     assert took < 5 + 5, "not redelivered within ack_wait (5 s) and a margin"
 

@@ -500,8 +500,14 @@ export class Worker {
     }
     const delivery = deliveryOf(reply);
     const deadline = task.schedule_deadline ? Date.parse(task.schedule_deadline) : NaN;
-    if (delivery === 1 && deadline < Date.now()) return settle("+ACK"); // the engine failed it
-    if (await this.runEnded(task, delivery)) return settle("+ACK");
+    if (delivery === 1 && deadline < Date.now()) {
+      this.say(`${task.run_id}:${task.step}: past its schedule deadline, the engine failed it`);
+      return settle("+ACK");
+    }
+    if (await this.runEnded(task, delivery)) {
+      this.say(`${task.run_id}:${task.step}: the run is over, not run`);
+      return settle("+ACK");
+    }
     if (this.stopping) return settle("-NAK");
     await this.run(task, fn, delivery, reply, deadline);
   }
