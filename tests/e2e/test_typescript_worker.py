@@ -456,6 +456,34 @@ async def test_a_killed_typescript_worker_s_step_is_redelivered(
     assert took < 5 + 5, "not redelivered within ack_wait (5 s) and a margin"
 
 
+async def test_a_redelivered_task_of_an_ended_run_is_not_run(
+    node: str,
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    tenant_name: str,
+) -> None:
+    """The run is cancelled while its worker is dead and no worker listens: the next
+    worker, given the redelivered task, asks the log (a direct get of the run's
+    `finished`, §7), finds it over and acks the task without running it."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    async with ts_worker(node, nats_server, tenant_name, "ts-gone", "sleep", slots=1) as ts:
+        ref = await hatchet.admin.aio_run_workflow("TsSleep", {"ms": 60_000, "redelivered_ms": 20})
+        await eventually(lambda: running_on(db, ref.workflow_run_id, "ts-gone"))
+        ts.proc.send_signal(signal.SIGKILL)
+        await ts.wait()
+    await hatchet.admin.aio_cancel(ref.workflow_run_id, reason="nobody needs it")
+    run = await run_ends(db, ref.workflow_run_id)
+    assert run["status"] == "CANCELLED", run
+    async with ts_worker(node, nats_server, tenant_name, "ts-late", "sleep", slots=1) as late:
+        await eventually(lambda: "the run is over, not run" in late.output(), timeout_s=15)
+    hatchet.close()
+    attempts = await attempts_of(db, ref.workflow_run_id)
+    assert [a["worker_name"] for a in attempts] == ["ts-gone"], attempts
+    after = await run_ends(db, ref.workflow_run_id)
+    assert [x["line"] for x in after["steps"][0]["logs"]] == ["nap 60000 ms (delivery 1)"]
+
+
 async def last_heartbeat(nc: NATS, tenant: str, worker_id: str) -> dict[str, Any]:
     """The worker's row as `natchet workers list` shows it now."""
     for rec in await latest(nc, tenant, f"{tenant}.*.workers.{worker_id}"):
