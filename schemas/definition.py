@@ -4,8 +4,10 @@ A task names the version of the definition its run follows, and a worker hands b
 of a version it does not have (:mod:`worker.intake`). Workers in other languages register
 the same workflows (``docs/protocol.md``), so the version is a hash anyone can compute: the
 first 16 hex digits of the SHA-256 of the RFC 8785 canonical JSON (JCS) of the definition
-without ``version``, ``registered_at`` and ``v``. JCS writes numbers as JavaScript does
-(``60.0`` is ``60``) and sorts keys, so Python and Node hash the same bytes.
+without ``version``, ``registered_at`` and ``v``, its steps sorted by name and each step's
+parents sorted (so the order in which a worker declares them does not matter). JCS writes
+numbers as JavaScript does (``60.0`` is ``60``) and sorts keys, so Python and Node hash the
+same bytes.
 """
 
 from __future__ import annotations
@@ -22,4 +24,8 @@ VERSIONED = ("name", "steps", "on_events", "schedule_timeout_s", "on_failure")
 def workflow_version(definition: dict[str, Any]) -> str:
     """The version of a definition, given as its JSON object (extra keys are ignored)."""
     body = {key: definition.get(key) for key in VERSIONED}
+    body["steps"] = sorted(
+        ({**step, "parents": sorted(step.get("parents") or ())} for step in body["steps"] or ()),
+        key=lambda step: str(step.get("name")),
+    )
     return hashlib.sha256(rfc8785.dumps(body)).hexdigest()[:16]

@@ -1,5 +1,6 @@
 // A workflow's version (docs/protocol.md §4): the first 16 hex digits of the SHA-256 of the
-// RFC 8785 canonical JSON of exactly name, steps, on_events, schedule_timeout_s, on_failure.
+// RFC 8785 canonical JSON of exactly name, steps, on_events, schedule_timeout_s, on_failure,
+// the steps sorted by name and each step's parents sorted (code-point order).
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import type { WorkflowMsg } from "./wire.js";
@@ -17,7 +18,9 @@ export type Definition = Pick<
 export function workflowVersion(def: Definition): string {
   const body = {
     name: def.name,
-    steps: def.steps,
+    steps: [...def.steps]
+      .map((step) => ({ ...step, parents: [...step.parents].sort() }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     on_events: def.on_events,
     schedule_timeout_s: def.schedule_timeout_s,
     on_failure: def.on_failure,
