@@ -87,6 +87,9 @@ class WorkflowDef:
 class TriggerKind(enum.StrEnum):
     EVENT = "event"  # an event whose key the workflow listens to
     REPLAY = "replay"  # a re-run of an earlier run (``natchet runs replay``)
+    CRON = "cron"  # a fire of a cron (``cron``: its name; ``fire_at``: the tick)
+    SCHEDULE = "schedule"  # a scheduled run (``schedule_id``; ``fire_at``: when it was due)
+    CHILD = "child"  # spawned by a step (``run_id``: the parent; ``step``; ``key``)
 
 
 @attrs.frozen
@@ -94,14 +97,22 @@ class Trigger:
     """What started a run, when it was not a plain request (``RunCreated.trigger``).
 
     An event names its key and id (its stream sequence); a replay names the run it re-runs
-    and the step it re-runs from (None: the whole run). Version 1 of ``created`` had only
-    events, as ``triggered_by: {event_key, event_id}`` (upcast in :mod:`schemas.codec`)."""
+    and the step it re-runs from (None: the whole run); a cron its name and the tick it
+    fired for; a scheduled run its schedule and when it was due; a child run its parent
+    (``run_id``), the parent's step and the key that makes spawning it idempotent. Version
+    1 of ``created`` had only events, as ``triggered_by: {event_key, event_id}`` (upcast in
+    :mod:`schemas.codec`)."""
 
     kind: TriggerKind = attrs.field(converter=TriggerKind)
     event_key: str | None = None
     event_id: str | None = None
     run_id: str | None = None
     from_step: str | None = None
+    cron: str | None = None
+    schedule_id: str | None = None
+    fire_at: str | None = None
+    step: str | None = None
+    key: str | None = None
 
     @classmethod
     def of_event(cls, event_key: str, event_id: str) -> Trigger:
