@@ -11,6 +11,7 @@ function of the parsed arguments that returns the exit code):
   :mod:`natchet.cli.audit`: ``audit``
   (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``
   (rebuild the read model from the log, compare it with the live one);
+  :mod:`natchet.cli.schema_export`: ``schemas export`` (the wire messages' JSON Schemas);
 * :mod:`natchet.cli.tenancy`: ``tenant``, ``token``, ``nats-config``;
 * :mod:`natchet.cli.dashboard`: ``dashboard``, ``admin-token create``;
 * :mod:`natchet.cli.connection`: how each of them reaches NATS and Postgres.
@@ -38,6 +39,7 @@ from natchet.cli import (
     events,
     replay,
     runs,
+    schema_export,
     serve,
     tenancy,
     version,
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, dashboard, runs, audit, replay, events, workers, event, tenancy, version):
+    groups = (serve, dashboard, runs, audit, replay, events, workers, event, tenancy, version)
+    for group in (*groups, schema_export):
         group.add_parser(sub)
     return p
 

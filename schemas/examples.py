@@ -1,0 +1,196 @@
+"""Realistic messages of every kind, as the engine, workers and clients write them: the
+``examples`` of the JSON Schemas (:mod:`schemas.jsonschema`), encoded with
+:func:`schemas.codec.encode`. One run of a two-step workflow ``Welcome`` (``fetch``, then
+``email``, which fails once and is retried) in tenant ``acme``. Pure: no IO."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import orjson
+
+from schemas import messages as m
+from schemas.codec import encode
+from schemas.definition import workflow_version
+from schemas.protocol import refusal
+
+RUN = "9b2f6c0e-4c1e-4f0a-9a57-2f1d3c5b7e21"
+REPLAY = "0c7e1d52-8a40-4b8e-b3a1-6f2c9d4e5a10"
+WORKER = "w-5d1c8a3e"
+INPUT = {"user_id": 42, "email": "ada@example.com"}
+FETCHED = {"name": "Ada", "plan": "pro"}
+
+
+def at(second: int, micro: int = 0) -> str:
+    """A fixed time, so the examples (and the files written from them) never change."""
+    return f"2026-01-05T09:30:{second:02d}.{micro:06d}+00:00"
+
+
+FETCH = m.StepDef("fetch", timeout_s=30.0)
+EMAIL = m.StepDef("email", parents=("fetch",), retries=2, backoff_factor=2.0, backoff_max_s=60.0)
+CLEANUP = m.StepDef("cleanup")
+
+
+def _workflow() -> m.WorkflowDef:
+    wf = m.WorkflowDef(
+        "Welcome",
+        "",
+        (FETCH, EMAIL),
+        on_events=("user:created",),
+        on_failure=CLEANUP,
+        registered_at=at(0),
+    )
+    return attrs.evolve(wf, version=workflow_version(orjson.loads(encode(wf))))
+
+
+WORKFLOW = _workflow()
+_CANCELLED = m.StepFinished(
+    RUN, "email", 1, 1, m.RunStatus.CANCELLED, error="the run was cancelled", at=at(12)
+)
+_FETCHED = m.StepFinished(RUN, "fetch", 1, 1, m.RunStatus.SUCCEEDED, output=FETCHED, at=at(2))
+_EMAILED = m.StepFinished(
+    RUN, "email", 2, 1, m.RunStatus.SUCCEEDED, output={"sent": True}, at=at(15)
+)
+
+EXAMPLES: dict[str, tuple[Any, ...]] = {
+    "workflow": (WORKFLOW,),
+    "requested": (
+        m.RunRequested(RUN, "Welcome", INPUT, requested_at=at(1)),
+        attrs.evolve(m.RunRequested.of_replay(REPLAY, RUN, "email"), requested_at=at(19)),
+    ),
+    "created": (
+        m.RunCreated(
+            RUN,
+            "Welcome",
+            WORKFLOW.version,
+            INPUT,
+            WORKFLOW.steps,
+            created_at=at(1, 2000),
+            on_failure=CLEANUP,
+        ),
+        m.RunCreated(
+            REPLAY,
+            "Welcome",
+            WORKFLOW.version,
+            INPUT,
+            WORKFLOW.steps,
+            trigger=m.Trigger.of_replay(RUN, "email"),
+            created_at=at(20),
+            on_failure=CLEANUP,
+            kept={"fetch": FETCHED},
+        ),
+        m.RunCreated(
+            RUN,
+            "Welcome",
+            WORKFLOW.version,
+            {"user_id": 7},
+            WORKFLOW.steps,
+            trigger=m.Trigger.of_event("user:created", "1187"),
+            created_at=at(1, 2000),
+        ),
+    ),
+    "rejected": (
+        m.RunRejected(RUN, "Welcom", "no workflow named 'Welcom' is registered", at=at(1)),
+    ),
+    "queued": (m.StepQueued(RUN, "fetch", 1, queued_at=at(1, 3000)),),
+    "task": (
+        m.Task(
+            RUN,
+            "Welcome",
+            "email",
+            2,
+            INPUT,
+            {"fetch": FETCHED},
+            60.0,
+            queued_at=at(2, 1000),
+            workflow_version=WORKFLOW.version,
+            schedule_deadline="2026-01-05T09:35:02.001000+00:00",
+        ),
+        m.Task(
+            RUN,
+            "Welcome",
+            "cleanup",
+            1,
+            INPUT,
+            {"fetch": FETCHED},
+            60.0,
+            queued_at=at(16),
+            workflow_version=WORKFLOW.version,
+            step_errors={"email": "SMTP 550: mailbox unavailable"},
+        ),
+    ),
+    "assigned": (m.StepAssigned(RUN, "email", 1, 1, WORKER, "mailer", started_at=at(3)),),
+    "log": (m.StepLog(RUN, "email", 1, 1, "connecting to smtp.example.com", at=at(4)),),
+    "result": (
+        m.StepResult(
+            RUN,
+            "fetch",
+            1,
+            1,
+            WORKER,
+            True,
+            output=FETCHED,
+            finished_at=at(2),
+            worker_name="mailer",
+            started_at=at(1, 5000),
+        ),
+        m.StepResult(
+            RUN,
+            "email",
+            1,
+            1,
+            WORKER,
+            False,
+            error="SMTP 421: try again later",
+            finished_at=at(8),
+            worker_name="mailer",
+            started_at=at(3),
+            traceback='Traceback (most recent call last):\n  File "mailer.py", line 12, in email\n'
+            "smtplib.SMTPResponseException: (421, 'try again later')\n",
+        ),
+    ),
+    "retry_scheduled": (
+        m.StepRetryScheduled(
+            RUN, "email", 1, 2, at(10), error="SMTP 421: try again later", at=at(9)
+        ),
+    ),
+    "cancel_requested": (
+        m.RunCancelRequested(RUN, reason="the user unsubscribed", requested_at=at(12)),
+    ),
+    "step_finished": (_FETCHED,),
+    "finished": (
+        m.RunFinished(RUN, m.RunStatus.SUCCEEDED, at=at(15), steps=(_EMAILED,)),
+        m.RunFinished(
+            RUN,
+            m.RunStatus.CANCELLED,
+            error="the user unsubscribed",
+            at=at(12),
+            steps=(_CANCELLED,),
+        ),
+    ),
+    "heartbeat": (
+        m.WorkerHeartbeat(
+            WORKER,
+            "mailer",
+            ("Welcome:fetch", "Welcome:email", "Welcome:cleanup"),
+            4,
+            1,
+            m.WorkerStatus.ACTIVE,
+            at(0),
+            at=at(5),
+            sdk_version="0.1.0",
+            protocol=1,
+        ),
+    ),
+    "refused": (
+        m.WorkerRefused(
+            WORKER,
+            refusal(2, "0.2.0"),
+            2,
+            (1,),
+            engine_version="0.1.0",
+            at=at(5),
+        ),
+    ),
+}

@@ -1,0 +1,51 @@
+"""Checking messages against the published JSON Schemas (``schemas/json/``): pick the
+schema a subject's body must follow, and validate the body against it."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+import schemas
+from schemas import parse
+
+SCHEMA_DIR = Path(schemas.__file__).parent / "json"
+
+
+@functools.cache
+def validator(kind: str) -> Draft202012Validator:
+    """The checked-in schema of ``kind`` (what other languages read, not the generator's)."""
+    schema = orjson.loads((SCHEMA_DIR / f"{kind}.json").read_bytes())
+    return Draft202012Validator(schema)
+
+
+def kind_of(subject: str) -> str | None:
+    """The message kind a subject carries; None for an event (raw user JSON: no schema)."""
+    parsed = parse(subject)
+    if parsed.area == "runs":
+        return parsed.run_kind
+    if parsed.area == "workers":
+        return "refused" if parsed.rest[1:] == ("refused",) else "heartbeat"
+    return {"workflows": "workflow", "tasks": "task"}.get(parsed.area)
+
+
+def problems(subject: str, body: bytes) -> list[str]:
+    """What is wrong with ``body`` as a message on ``subject``: [] when it is valid."""
+    kind = kind_of(subject)
+    if kind is None:
+        return []
+    value: Any = orjson.loads(body)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}"
+        for e in validator(kind).iter_errors(value)
+    ]
+
+
+def validate_message(subject: str, body: bytes, where: str = "") -> None:
+    """Fail (``AssertionError``) when ``body`` does not follow its subject's schema."""
+    found = problems(subject, body)
+    assert not found, f"{subject}{where} does not follow its schema: {'; '.join(found)}"
