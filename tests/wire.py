@@ -36,13 +36,20 @@ def kind_of(subject: str) -> str | None:
 def problems(subject: str, body: bytes) -> list[str]:
     """What is wrong with ``body`` as a message on ``subject``: [] when it is valid."""
     kind = kind_of(subject)
-    if kind is None:
-        return []
-    value: Any = orjson.loads(body)
-    return [
+    return [] if kind is None else list(_problems(kind, body))
+
+
+@functools.lru_cache(maxsize=65536)
+def _problems(kind: str, body: bytes) -> tuple[str, ...]:
+    """Remembered: the property suites send the same bodies again and again."""
+    try:
+        value: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return (f"(body): not JSON: {exc}",)
+    return tuple(
         f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}"
         for e in validator(kind).iter_errors(value)
-    ]
+    )
 
 
 def validate_message(subject: str, body: bytes, where: str = "") -> None:

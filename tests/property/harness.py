@@ -24,6 +24,7 @@ from schemas import (
     StepAssigned,
     StepResult,
     WorkflowDef,
+    encode,
     parse,
 )
 from tests.property.history import SCOPE, History
@@ -41,6 +42,7 @@ from tests.property.strategies import (
     Trigger,
     Wait,
 )
+from tests.wire import validate_message
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 MAX_BYTES = 1024 * 1024 - 1024  # what the dispatcher may append on a default server
@@ -112,7 +114,10 @@ class Sim:
         if again:
             assert outputs == [], f"{message!r} delivered again decided again: {outputs}"
         else:
-            self.log.append(Logged(seq_at(len(self.log)), subject_of(message), message))
+            subject = subject_of(message)
+            if not isinstance(message, Event):  # an event is the user's JSON: no schema
+                validate_message(subject, encode(message), " (an input)")
+            self.log.append(Logged(seq_at(len(self.log)), subject, message))
             self.inputs.append(message)
             self.history.saw_input(message)
         self.record(outputs, None if again else message)
@@ -122,6 +127,7 @@ class Sim:
         """A decision, already folded, goes to the log (and the checks)."""
         self.decisions.append(Decision(len(self.log), cause, outputs, self.now))
         for out in outputs:
+            validate_message(out.subject, out.body, " (a decision's output)")
             self.history.saw_output(out, self.now)
             self.log.append(Logged(seq_at(len(self.log)), out.subject, out.message))
         self.history.saw_decision(outputs)
