@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from schemas.fieldtypes import check
+
 
 def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
@@ -432,7 +434,9 @@ def field_names(cls: type) -> tuple[str, ...]:
 
 
 def structure(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build ``cls`` from a decoded mapping, ignoring fields this version does not know."""
+    """Build ``cls`` from a decoded mapping, ignoring fields this version does not know;
+    ``TypeError`` for a field whose value is not of its JSON type (:mod:`schemas.fieldtypes`)."""
+    check(cls, data)
     names = _FIELD_SETS.get(cls)
     if names is None:
         names = _FIELD_SETS[cls] = frozenset(field_names(cls))
