@@ -11,6 +11,7 @@ import attrs
 import orjson
 
 from schemas import messages as m
+from schemas import tenancy as sys_
 from schemas.codec import encode
 from schemas.definition import workflow_version
 from schemas.protocol import refusal
@@ -183,6 +184,21 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             protocol=1,
         ),
     ),
+    "tenant_created": (sys_.TenantCreated("acme", max_bytes=1 << 30, created_at=at(0)),),
+    "tenant_limits_changed": (
+        sys_.TenantLimitsChanged("acme", max_bytes=2 << 30, max_connections=200, at=at(30)),
+    ),
+    "tenant_log_full": (sys_.TenantLogFull("acme", 1 << 30, "maximum bytes exceeded", at=at(40)),),
+    "token_created": (
+        sys_.TokenCreated(
+            "k3x9v2m7q1", "acme", sys_.hash_secret("example"), name="ci", created_at=at(0)
+        ),
+    ),
+    "token_revoked": (sys_.TokenRevoked("k3x9v2m7q1", revoked_at=at(50)),),
+    "operator_created": (
+        sys_.OperatorCreated("op4f8a2c", sys_.hash_secret("example"), "ops", created_at=at(0)),
+    ),
+    "operator_revoked": (sys_.OperatorRevoked("op4f8a2c", revoked_at=at(50)),),
     "refused": (
         m.WorkerRefused(
             WORKER,

@@ -6,7 +6,8 @@ a StrEnum is the enum of its values. ``additionalProperties`` stays true: decode
 fields they do not know, so a newer writer never breaks an older reader. Each schema says
 the subject it is sent on (``x-subject``) and carries examples encoded from real messages
 (:mod:`schemas.examples`), the very bytes the code writes. ``natchet schemas export`` writes
-them to ``schemas/json/``. Events are raw user JSON: they have no schema. Pure: no IO.
+them to ``schemas/json/``. The system stream's kinds (:mod:`schemas.tenancy`) have theirs
+too. Events are raw user JSON: they have no schema. Pure: no IO.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import attrs
 import orjson
 
 from schemas import messages as m
+from schemas import tenancy as sys_
 from schemas.codec import encode
 from schemas.examples import EXAMPLES
 
@@ -38,7 +40,31 @@ WIRE_KINDS: dict[str, tuple[type, str]] = {
     m.Task.KIND: (m.Task, "<tenant>.<namespace>.tasks.<workflow>.<step>"),
     m.WorkerHeartbeat.KIND: (m.WorkerHeartbeat, "<tenant>.<namespace>.workers.<worker_id>"),
     m.WorkerRefused.KIND: (m.WorkerRefused, "<tenant>.<namespace>.workers.<worker_id>.refused"),
+    # The engine's own system stream (tenants, tokens, operators): no worker writes them.
+    sys_.TenantCreated.KIND: (sys_.TenantCreated, "natchet.system.tenants.<tenant>"),
+    sys_.TenantLimitsChanged.KIND: (sys_.TenantLimitsChanged, "natchet.system.limits.<tenant>"),
+    sys_.TenantLogFull.KIND: (sys_.TenantLogFull, "natchet.system.full.<tenant>"),
+    sys_.TokenCreated.KIND: (sys_.TokenCreated, "natchet.system.tokens.<token_id>.created"),
+    sys_.TokenRevoked.KIND: (sys_.TokenRevoked, "natchet.system.tokens.<token_id>.revoked"),
+    sys_.OperatorCreated.KIND: (
+        sys_.OperatorCreated,
+        "natchet.system.operators.<operator_id>.created",
+    ),
+    sys_.OperatorRevoked.KIND: (
+        sys_.OperatorRevoked,
+        "natchet.system.operators.<operator_id>.revoked",
+    ),
 }
+
+
+def stream_of(subject: str) -> str | None:
+    """The stream that keeps messages on ``subject`` (None: published, not kept)."""
+    if subject.startswith("natchet.system."):
+        return sys_.SYSTEM_STREAM
+    if subject.endswith(".refused"):
+        return None
+    return "live-<tenant>" if ".workers." in subject else "natchet-<tenant>"
+
 
 # Fields holding an ISO-8601 UTC time (documented as such; the projector checks them).
 _TIMES = frozenset(
@@ -159,6 +185,7 @@ def index() -> dict[str, Any]:
             "file": file_name(kind),
             "subject": subject,
             "version": attrs.fields_dict(cls)["v"].default,
+            "stream": stream_of(subject),
             "class": f"schemas.messages.{cls.__name__}",
         }
         for kind, (cls, subject) in sorted(WIRE_KINDS.items())
@@ -166,11 +193,14 @@ def index() -> dict[str, Any]:
     return {
         "description": (
             "natchet's wire messages: one JSON Schema (draft 2020-12) per kind, generated "
-            "from schemas/messages.py by `natchet schemas export`."
+            "from schemas/messages.py and schemas/tenancy.py by `natchet schemas export`. "
+            "stream: where a message is kept (null: published, not kept); tasks are also "
+            "sourced into tasks-<tenant>, the work queue workers pull from."
         ),
         "kinds": kinds,
         "events": {
             "subject": EVENT_SUBJECT,
+            "stream": "natchet-<tenant>",
             "schema": None,
             "description": "an event's body is the user's own JSON value: it has no schema",
         },

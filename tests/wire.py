@@ -23,8 +23,16 @@ def validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+SYSTEM = {"tenants": "tenant_created", "limits": "tenant_limits_changed"}
+SYSTEM |= {"full": "tenant_log_full", "tokens": "token", "operators": "operator"}
+
+
 def kind_of(subject: str) -> str | None:
     """The message kind a subject carries; None for an event (raw user JSON: no schema)."""
+    if subject.startswith("natchet.system."):
+        parts = subject.split(".")
+        kind = SYSTEM[parts[2]]
+        return f"{kind}_{parts[4]}" if kind in ("token", "operator") else kind
     parsed = parse(subject)
     if parsed.area == "runs":
         return parsed.run_kind

@@ -15,6 +15,7 @@ from schemas import decode_subject, parse
 from schemas.codec import decode_as
 from schemas.examples import EXAMPLES
 from schemas.jsonschema import WIRE_KINDS, documents, message_schema
+from schemas.tenancy import decode_system
 from tests.wire import kind_of, problems, validator
 
 KINDS = sorted(WIRE_KINDS)
@@ -43,6 +44,8 @@ def subject_for(kind: str, body: dict[str, Any]) -> str:
         "<workflow>": body.get("workflow") or body.get("name"),
         "<step>": body.get("step"),
         "<worker_id>": body.get("worker_id"),
+        "<token_id>": body.get("token_id"),
+        "<operator_id>": body.get("operator_id"),
     }
     subject = str(message_schema(kind)["x-subject"])
     for placeholder, name in names.items():
@@ -63,6 +66,8 @@ def test_every_example_validates_and_decodes_to_the_message(kind: str) -> None:
         assert problems(subject, data) == []
         if kind == "refused":  # published to the worker, which decodes it by its kind
             assert decode_as(cls, kind, data) == message
+        elif subject.startswith("natchet.system."):
+            assert decode_system(subject, data) == message
         else:
             assert decode_subject(parse(subject), data) == message
 
