@@ -69,7 +69,7 @@ def stream_of(subject: str) -> str | None:
 # Fields holding an ISO-8601 UTC time (documented as such; the projector checks them).
 _TIMES = frozenset(
     {"at", "registered_at", "requested_at", "created_at", "queued_at", "started_at"}
-    | {"finished_at", "due_at", "schedule_deadline"}
+    | {"finished_at", "due_at", "schedule_deadline", "revoked_at", "expires_at"}
 )
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
@@ -127,7 +127,7 @@ class _Builder:
         for field in attrs.fields(cls):
             prop = self.type_schema(hints[field.name])
             if field.name == "v":
-                prop = _version(cls, field.default)
+                prop = _version(field.default)
             elif field.name in _TIMES:
                 prop["description"] = "an ISO-8601 UTC time"
             if field.default is attrs.NOTHING:
@@ -142,7 +142,7 @@ class _Builder:
         return schema
 
 
-def _version(cls: type, current: int) -> dict[str, Any]:
+def _version(current: int) -> dict[str, Any]:
     return {
         "type": "integer",
         "minimum": 1,

@@ -11,6 +11,10 @@ import pytest
 from schemas import DecodeError, StepResult, encode
 from schemas.codec import decode_as, decode_run_message
 from schemas.examples import EXAMPLES
+from schemas.jsonschema import WIRE_KINDS, message_schema
+from schemas.messages import structure
+from schemas.upcast import upcast
+from tests.wire import validator
 
 RESULT: dict[str, Any] = orjson.loads(encode(EXAMPLES["result"][0]))
 CREATED: dict[str, Any] = orjson.loads(encode(EXAMPLES["created"][0]))
@@ -50,3 +54,33 @@ def test_what_json_allows_still_decodes() -> None:
     steps = [CREATED["steps"][0] | {"timeout_s": 30}]
     created = decode_run_message("created", orjson.dumps(CREATED | {"steps": steps}))
     assert created.steps[0].timeout_s == 30  # type: ignore[union-attr]
+
+
+WRONG = {"string": 1, "integer": "one", "number": "1.5", "boolean": "yes", "array": {}}
+WRONG |= {"object": [], "null": 5}
+
+
+def _wrong_value(prop: dict[str, Any]) -> Any:
+    """A JSON value of another type than ``prop`` takes (None: no such simple value)."""
+    if "$ref" in prop or "anyOf" in prop:
+        return 5
+    types = prop.get("type")
+    first = types[0] if isinstance(types, list) else types
+    return WRONG.get(first) if first else None
+
+
+@pytest.mark.parametrize("kind", sorted(WIRE_KINDS))
+def test_the_codec_refuses_what_the_schema_refuses(kind: str) -> None:
+    """Field by field, a value of the wrong type fails the JSON Schema and the codec alike:
+    nothing the schema refuses is decoded silently."""
+    cls, _ = WIRE_KINDS[kind]
+    schema = message_schema(kind)
+    body = schema["examples"][0]
+    for field, prop in schema["properties"].items():
+        wrong = _wrong_value(prop)
+        if wrong is None:  # Any: user data, every JSON value is right
+            continue
+        broken = body | {field: wrong}
+        assert not validator(kind).is_valid(broken), f"the schema took {kind}.{field}={wrong!r}"
+        with pytest.raises((TypeError, ValueError)):
+            structure(cls, upcast(kind, broken))
