@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from dispatcher.children import child_trigger, descendants, is_spawn, spawn_refusal
 from dispatcher.policy import after, backoff_s, iso
 from dispatcher.state import (
     RunState,
@@ -85,7 +86,11 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
             if run is None:
                 return []
             reason = f"cancelled: {message.reason}" if message.reason else "cancelled"
-            return _finish(run, RunStatus.CANCELLED, reason, now)
+            out: list[Output] = []
+            for child in descendants(state, run):  # a parent's children end with it
+                why = f"cancelled: its parent run {child.parent} was cancelled"
+                out += _finish(child, RunStatus.CANCELLED, why, now)
+            return out + _finish(run, RunStatus.CANCELLED, reason, now)
         case _:
             return []  # assignments, logs, and anything else only fold
 
@@ -191,11 +196,17 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
 def _on_requested(state: State, scope: Scope, req: RunRequested, now: dt.datetime) -> list[Output]:
     if state.known(req.run_id) or req.replay_of is not None:
         return []  # a replay is decided with the run it names (``dispatcher.replay``)
+    trigger = None
+    if is_spawn(req):  # a child run: its parent must be in flight here (dispatcher.children)
+        refusal = spawn_refusal(state, scope, req)
+        if refusal is not None:
+            return reject(scope, req.run_id, req.workflow, refusal, now)
+        trigger = child_trigger(req)
     wf = state.workflows.get((scope, req.workflow))
     if wf is None:
         reason = f"no worker has registered workflow {req.workflow!r} in {scope.prefix}"
         return reject(scope, req.run_id, req.workflow, reason, now)
-    return create(scope, wf, req.run_id, req.input, None, now)
+    return create(scope, wf, req.run_id, req.input, trigger, now)
 
 
 def reject(scope: Scope, run_id: str, workflow: str, reason: str, now: dt.datetime) -> list[Output]:

@@ -137,6 +137,8 @@ def _run(run: RunState) -> dict[str, Any]:
         "schedule_timeout_s": run.schedule_timeout_s,
         "failed_error": run.failed_error,
         "steps": [_step(s) for s in run.steps.values()],
+        "parent": run.parent,
+        "children": run.children,
     }
 
 
@@ -151,6 +153,9 @@ def _unrun(r: dict[str, Any]) -> RunState:
         steps={s.spec.name: s for s in steps},
         schedule_timeout_s=float(r["schedule_timeout_s"]),
         failed_error=r["failed_error"],
+        # Snapshots from before child runs have neither: no run had a parent then.
+        parent=r.get("parent"),
+        children=[str(c) for c in r.get("children", [])],
     )
 
 

@@ -22,6 +22,7 @@ from schemas.messages import (
     StepResult,
     StepRetryScheduled,
     Task,
+    TriggerKind,
     WorkflowDef,
 )
 from schemas.subjects import Scope
@@ -80,6 +81,10 @@ class RunState:
     steps: dict[str, StepState]
     schedule_timeout_s: float = 300.0
     failed_error: str | None = None  # set once a step failed for good
+    # A child run's parent (its ``created`` has a CHILD trigger); a parent's children still
+    # in flight, in the order they were created (``dispatcher.children``).
+    parent: str | None = None
+    children: list[str] = attrs.Factory(list)
 
     def dag(self) -> list[StepState]:
         return [s for s in self.steps.values() if not s.on_failure]
@@ -206,6 +211,7 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
             step.status, step.output = RunStatus.SUCCEEDED, output
     if created.on_failure is not None:
         steps[created.on_failure.name] = StepState(spec=created.on_failure, on_failure=True)
+    by = created.trigger
     return RunState(
         scope=scope,
         run_id=created.run_id,
@@ -214,6 +220,7 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
         input=created.input,
         steps=steps,
         schedule_timeout_s=created.schedule_timeout_s,
+        parent=by.run_id if by is not None and by.kind is TriggerKind.CHILD else None,
     )
 
 
@@ -224,7 +231,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
             state.workflows[(scope, message.name)] = message
         case RunCreated():
             if not state.known(message.run_id):
-                state.runs[message.run_id] = new_run(scope, message)
+                _link(state, state.runs.setdefault(message.run_id, new_run(scope, message)))
         case RunRejected():
             state.done.add(message.run_id)
         case StepQueued() | Task():  # a task is its step queued (older logs have both)
@@ -270,10 +277,24 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 fold_finished(run, message)
         case RunFinished():
             if state.run(scope, message.run_id) is not None:
-                state.runs.pop(message.run_id)
+                _unlink(state, state.runs.pop(message.run_id))
                 state.done.add(message.run_id)
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
+
+
+def _link(state: State, child: RunState) -> None:
+    """A child run created: its parent (in flight, same namespace) now counts it."""
+    parent = None if child.parent is None else state.run(child.scope, child.parent)
+    if parent is not None and child.run_id not in parent.children:
+        parent.children.append(child.run_id)
+
+
+def _unlink(state: State, child: RunState) -> None:
+    """A child run over: its parent no longer has it in flight."""
+    parent = None if child.parent is None else state.run(child.scope, child.parent)
+    if parent is not None and child.run_id in parent.children:
+        parent.children.remove(child.run_id)
 
 
 def fold_finished(run: RunState, message: StepFinished) -> None:

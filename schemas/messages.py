@@ -144,6 +144,10 @@ class RunRequested:
     # it). The dispatcher reads that run from the log: ``workflow`` and ``input`` are its.
     replay_of: str | None = None
     from_step: str | None = None
+    # A child run (kind CHILD): the parent run, its step and the spawn's key. The run id
+    # must be :func:`schemas.children.child_run_id` of them; the dispatcher checks the
+    # parent is in flight in this namespace, else rejects the request.
+    trigger: Trigger | None = attrs.field(default=None, converter=_trigger)
     v: int = 1
 
     @classmethod
