@@ -16,12 +16,12 @@ from worker.client import (
     EventClient,
     Hatchet,
     PushedEvent,
-    WorkflowRunError,
     WorkflowRunRef,
 )
 from worker.context import Context
 from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
 from worker.models import EmptyModel
+from worker.outcome import WorkflowRunError
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 from worker.tasks import Standalone, Task, TaskRunRef, Workflow

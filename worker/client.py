@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,46 +14,28 @@ from eventstore import (
     Append,
     ConfigError,
     Connection,
-    Message,
     NatchetError,
     append,
     connect,
-    direct_history,
     publish_again,
-    subscribe,
     tracing,
 )
 from schemas import encode, encode_json
-from schemas.codec import DecodeError, decode_run_message
 from schemas.messages import (
     RunCancelRequested,
-    RunCreated,
-    RunFinished,
-    RunRejected,
     RunRequested,
-    RunStatus,
-    StepFinished,
 )
 from schemas.subjects import NAME_RE, SubjectError
-from worker import declare
+from worker import declare, spawn
 from worker import logs as step_logs
+from worker.outcome import wait_for_run
 from worker.portal import Portal
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
+from worker.spawn import ChildRun
 from worker.tasks import Standalone, TaskFn, Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
-REREAD_S = 1.0  # a run's history is read again at least this often while it runs
-
-
-class WorkflowRunError(NatchetError):
-    """A run ended FAILED or CANCELLED, or was rejected; ``status`` and ``error`` say how."""
-
-    def __init__(self, run_id: str, status: str, error: str | None) -> None:
-        super().__init__(f"run {run_id} {status}: {error}")
-        self.run_id = run_id
-        self.status = status
-        self.error = error
 
 
 @attrs.frozen
@@ -110,55 +90,9 @@ class WorkflowRunRef:
         self.workflow_run_id = run_id
 
     async def _wait(self) -> dict[str, Any]:
-        """Fold the run's history from the log (a tenant may read its own log, not create
-        consumers on it) until it ends. News on the run's subjects only says when to read
-        again: a message of an atomic batch reaches subscribers when it is sent, but the log
-        only once the batch is committed, so news alone can miss what the log has."""
-        scope = self._h.settings.scope
-        nc = await self._h.portal.nc()
-        outputs: dict[str, Any] = {}
-        news = asyncio.Event()
-
-        async def hear(msg: Message) -> None:
-            news.set()
-
-        subject = scope.run_filter(self.workflow_run_id)
-        sub = await subscribe(nc, subject, hear)
-        next_seq = 1
-        try:
-            while True:
-                news.clear()
-                async for rec in direct_history(nc, scope.tenant, subject, start_seq=next_seq):
-                    next_seq = rec.seq + 1
-                    if self._over(rec.subject, rec.data, outputs):
-                        return outputs
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(news.wait(), REREAD_S)
-        finally:
-            await sub.unsubscribe()
-
-    def _over(self, subject: str, data: bytes, outputs: dict[str, Any]) -> bool:
-        """Fold one run message into ``outputs``; ``True`` once the run succeeded, and
-        :class:`WorkflowRunError` once it failed or was rejected."""
-        try:
-            message = decode_run_message(subject.rsplit(".", 1)[-1], data)
-        except DecodeError:
-            return False
-        match message:
-            case RunCreated():  # a replay's kept steps: their outputs, carried over
-                outputs.update(message.kept)
-            case StepFinished(status=RunStatus.SUCCEEDED):
-                outputs[message.step] = message.output
-            case RunFinished(status=RunStatus.SUCCEEDED):
-                outputs.update(
-                    (s.step, s.output) for s in message.steps if s.status is RunStatus.SUCCEEDED
-                )
-                return True
-            case RunFinished():
-                raise WorkflowRunError(self.workflow_run_id, message.status, message.error)
-            case RunRejected():
-                raise WorkflowRunError(self.workflow_run_id, "REJECTED", message.reason)
-        return False
+        return await wait_for_run(
+            await self._h.portal.nc(), self._h.settings.scope, self.workflow_run_id
+        )
 
     async def result(self) -> dict[str, Any]:
         return await self._h.portal.run(self._wait())
@@ -189,13 +123,21 @@ class AdminClient:
 
     def run_workflow(
         self, workflow_name: str, input: Any = None, *, run_id: str | None = None
-    ) -> WorkflowRunRef:
-        """Start a run of ``workflow_name`` with ``input``; returns at once with a reference."""
+    ) -> WorkflowRunRef | ChildRun:
+        """Start a run of ``workflow_name`` with ``input``; returns at once with a reference.
+        Inside a step (and without ``run_id``), the run is a child of the step
+        (``worker.spawn``)."""
+        spawner = spawn.current()
+        if spawner is not None and run_id is None:
+            return spawner.blocking(spawner.spawn(workflow_name, input))
         return self._h.portal.call(self._run(workflow_name, input, run_id))
 
     async def aio_run_workflow(
         self, workflow_name: str, input: Any = None, *, run_id: str | None = None
-    ) -> WorkflowRunRef:
+    ) -> WorkflowRunRef | ChildRun:
+        spawner = spawn.current()
+        if spawner is not None and run_id is None:
+            return await spawner.spawn(workflow_name, input)
         return await self._h.portal.run(self._run(workflow_name, input, run_id))
 
     async def _replay(self, run_id: str, from_step: str | None) -> WorkflowRunRef:

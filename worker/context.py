@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from schemas.messages import Task
 from worker.models import parse_output
+
+if TYPE_CHECKING:
+    from worker.spawn import ChildRun, Spawner
 
 STEP_LOG = logging.getLogger("worker.step")
 
@@ -16,8 +19,15 @@ STEP_LOG = logging.getLogger("worker.step")
 class Context:
     """Hatchet's step context. Safe to use from sync steps (threads) and async steps."""
 
-    def __init__(self, task: Task, delivery: int, log_sink: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        task: Task,
+        delivery: int,
+        log_sink: Callable[[str], None],
+        spawner: Spawner | None = None,
+    ) -> None:
         self._task = task
+        self._spawner = spawner
         self._delivery = delivery
         self._log_sink = log_sink
         self._cancel = threading.Event()
@@ -86,3 +96,34 @@ class Context:
         if not self._cancel.is_set():
             self.cancel_reason = reason
         self._cancel.set()
+
+    # -- child workflows (worker.spawn) ---------------------------------------------------
+
+    def _spawns(self) -> Spawner:
+        if self._spawner is None:
+            raise RuntimeError("this context cannot spawn child runs (it is not a step's)")
+        return self._spawner
+
+    async def spawn_workflow(
+        self, workflow_name: str, input: Any = None, key: object = None
+    ) -> ChildRun:
+        """Start a child run of ``workflow_name`` (in this run's namespace), linked to this
+        run and step; ``await ref.aio_result()`` is its ``{step: output}``. ``key`` makes
+        the spawn idempotent (default: the spawn's index in this step, 0, 1, ...): a retried
+        step spawning again re-attaches to the child its earlier attempt started. A
+        cancelled parent cancels its children; one that fails leaves them running."""
+        return await self._spawns().spawn(workflow_name, input, key)
+
+    async def aio_spawn_workflow(
+        self, workflow_name: str, input: Any = None, key: object = None
+    ) -> ChildRun:
+        return await self.spawn_workflow(workflow_name, input, key)
+
+    async def spawn_workflows(self, workflows: Iterable[Mapping[str, Any]]) -> list[ChildRun]:
+        """Several children at once, each ``{"workflow_name": ..., "input": ..., "key":
+        ...}`` (as Hatchet's ``WorkflowRunDict``), keyed in order as one spawn each."""
+        specs = [(w["workflow_name"], w.get("input"), w.get("key")) for w in workflows]
+        return await self._spawns().spawn_many(specs)
+
+    async def aio_spawn_workflows(self, workflows: Iterable[Mapping[str, Any]]) -> list[ChildRun]:
+        return await self.spawn_workflows(workflows)

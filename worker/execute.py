@@ -48,10 +48,12 @@ from schemas import encode, encode_json
 from schemas.messages import StepAssigned, StepLog, StepResult, Task, utcnow
 from schemas.subjects import Scope
 from worker import logs as step_logs
+from worker import spawn
 from worker.context import Context
 from worker.errors import NonRetryableError
 from worker.models import to_json
 from worker.settle import settle
+from worker.spawn import Spawner
 from worker.threads import StepThread
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,8 @@ class Attempt:
             loop.call_soon_threadsafe(self._lines.put_nowait, line)
 
         self._append_line = sink
-        self.context = Context(task, delivery.delivered, sink)
+        self.spawner = Spawner(conn, scope, task, loop, lambda: self.context.cancelled)
+        self.context = Context(task, delivery.delivered, sink, self.spawner)
 
     def stale(self, now: dt.datetime) -> bool:
         """The dispatcher already failed this step for not being picked up in time. Only a
@@ -150,6 +153,7 @@ class Attempt:
         with (
             logs.bound(run_id=t.run_id, step=t.step, attempt=t.attempt),
             step_logs.capturing(self._append_line),
+            spawn.spawning(self.spawner),
             self._span() as span,
         ):
             await self._run(fn, instance)

@@ -1,0 +1,235 @@
+"""Child workflows end to end (issue 14), on real NATS and Postgres: a parent that spawns 10
+children, fails once and is retried ends with exactly 10 children; cancelling a parent
+cancels its running children; a forged spawn request is rejected with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from eventstore import Append, append, replay
+from natchet.dev.embedded import NatsServer
+from natchet.engine import Engine
+from projector import get_run
+from schemas import RunCreated, RunRequested, Scope, Trigger, TriggerKind, decode_subject, parse
+from schemas.children import child_run_id
+from schemas.codec import encode
+from tests.conftest import eventually, running
+from tests.support import hatchet_for, run_ends
+from worker import Context, Hatchet, Workflow
+
+
+class N(BaseModel):
+    n: int
+
+
+def child_flow(hatchet: Hatchet) -> Workflow:
+    child = hatchet.workflow(name="Child", input_validator=N)
+
+    @child.task()
+    def double(input: N, ctx: Context) -> dict[str, int]:
+        return {"v": input.n * 2}
+
+    return child
+
+
+async def children_in_log(nc: NATS, tenant: str, parent: str) -> list[str]:
+    """The ids of the runs created (in the log) as children of ``parent``."""
+    found = []
+    async for rec in replay(nc, tenant, [f"{tenant}.*.runs.*.created"]):
+        created = decode_subject(parse(rec.subject), rec.data)
+        by = created.trigger if isinstance(created, RunCreated) else None
+        if by is not None and by.kind is TriggerKind.CHILD and by.run_id == parent:
+            found.append(created.run_id)
+    return found
+
+
+async def test_a_retried_parent_ends_with_exactly_its_ten_children(
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    nc: NATS,
+    tenant_name: str,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    child = child_flow(hatchet)
+    parent = hatchet.workflow(name="Fan")
+
+    @parent.task(retries=1, execution_timeout=120)
+    async def fan(input: Any, ctx: Context) -> dict[str, Any]:
+        refs = [await ctx.aio_spawn_workflow("Child", {"n": i}) for i in range(10)]
+        if ctx.attempt == 1:
+            raise RuntimeError("fails once, after spawning")
+        results = [await ref.aio_result() for ref in refs]
+        return {
+            "sum": sum(r["double"]["v"] for r in results),
+            "ids": [r.workflow_run_id for r in refs],
+        }
+
+    worker = hatchet.worker("fan-worker", slots=12, workflows=[parent, child])
+    async with running(worker):
+        ref = await parent.aio_run_no_wait({})
+        out = await ref.aio_result()
+    hatchet.close()
+    parent_id = ref.workflow_run_id
+    assert out["fan"]["sum"] == sum(2 * i for i in range(10))
+    ids = out["fan"]["ids"]
+    assert ids == [child_run_id(Scope(tenant_name), parent_id, "fan", str(i)) for i in range(10)]
+
+    run = await run_ends(db, parent_id)
+    assert run["status"] == "SUCCEEDED"
+    assert [a["attempt"] for a in run["steps"][0]["attempts"]] == [1, 2]
+    # Exactly 10 children, in the log and in Postgres, all SUCCEEDED, linked to the parent.
+    assert sorted(await children_in_log(nc, tenant_name, parent_id)) == sorted(ids)
+    for child_id in ids:
+        done = await run_ends(db, child_id, tenant=tenant_name)
+        assert done["status"] == "SUCCEEDED"
+        assert done["parent"] == {
+            "run_id": parent_id,
+            "step": "fan",
+            "key": str(ids.index(child_id)),
+        }
+    cur = await db.execute(
+        "SELECT count(*) FROM runs WHERE tenant = %s AND parent_run_id = %s",
+        (tenant_name, parent_id),
+    )
+    assert (await cur.fetchone()) == (10,)
+    cur = await db.execute("SELECT count(*) FROM runs WHERE tenant = %s", (tenant_name,))
+    assert (await cur.fetchone()) == (11,)
+    shown = await get_run(db, parent_id, tenant=tenant_name)
+    assert shown is not None
+    assert sorted(c["id"] for c in shown["children"]) == sorted(ids)
+    assert {c["status"] for c in shown["children"]} == {"SUCCEEDED"}
+
+
+async def test_v1_run_inside_a_task_is_a_child_of_that_task(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    child = child_flow(hatchet)
+    parent = hatchet.workflow(name="Caller")
+
+    @parent.task()
+    async def call(input: Any, ctx: Context) -> dict[str, Any]:
+        return await child.aio_run(N(n=21))
+
+    @parent.task(parents=[call])
+    def call_sync(input: Any, ctx: Context) -> dict[str, Any]:
+        return child.run(N(n=5))  # a sync task: the same, from its thread
+
+    worker = hatchet.worker("v1-children", slots=4, workflows=[parent, child])
+    async with running(worker):
+        ref = await parent.aio_run_no_wait({})
+        out = await ref.aio_result()
+    hatchet.close()
+    assert out == {"call": {"double": {"v": 42}}, "call_sync": {"double": {"v": 10}}}
+    parent_id = ref.workflow_run_id
+    scope = Scope(tenant_name)
+    for step, key in (("call", "0"), ("call_sync", "0")):
+        kid = await run_ends(db, child_run_id(scope, parent_id, step, key), tenant=tenant_name)
+        assert kid["parent"] == {"run_id": parent_id, "step": step, "key": key}
+
+
+async def test_cancelling_a_parent_cancels_its_running_children(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    stopped: list[int] = []
+    started: list[int] = []
+    slow = hatchet.workflow(name="Slow", input_validator=N)
+
+    @slow.task(execution_timeout=600)
+    async def wait(input: N, ctx: Context) -> None:
+        started.append(input.n)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            stopped.append(input.n)
+
+    parent = hatchet.workflow(name="Boss")
+
+    @parent.task(execution_timeout=600)
+    async def spawn(input: Any, ctx: Context) -> Any:
+        refs = await ctx.aio_spawn_workflows(
+            [{"workflow_name": "Slow", "input": {"n": i}, "key": f"k{i}"} for i in range(3)]
+        )
+        return [await r.aio_result() for r in refs]
+
+    worker = hatchet.worker("boss-worker", slots=6, workflows=[parent, slow])
+    async with running(worker):
+        ref = await parent.aio_run_no_wait({})
+        await eventually(lambda: sorted(started) == [0, 1, 2])
+        await hatchet.admin.aio_cancel(ref.workflow_run_id, "enough")
+        run = await run_ends(db, ref.workflow_run_id)
+        ids = [
+            child_run_id(Scope(tenant_name), ref.workflow_run_id, "spawn", f"k{i}")
+            for i in range(3)
+        ]
+        for child_id in ids:
+            child = await run_ends(db, child_id, tenant=tenant_name)
+            assert child["status"] == "CANCELLED"
+            assert (
+                child["error"] == f"cancelled: its parent run {ref.workflow_run_id} was cancelled"
+            )
+            assert child["steps"][0]["status"] == "CANCELLED"
+        await eventually(lambda: sorted(stopped) == [0, 1, 2])  # their steps stopped
+    hatchet.close()
+    assert run["status"] == "CANCELLED"
+
+
+async def test_forged_spawn_requests_are_rejected_with_a_reason(
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    nc: NATS,
+    tenant_name: str,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    child = child_flow(hatchet)
+    release = asyncio.Event()
+    parent = hatchet.workflow(name="Holder")
+
+    @parent.task(execution_timeout=600)
+    async def hold(input: Any, ctx: Context) -> str:
+        await release.wait()
+        return "done"
+
+    worker = hatchet.worker("holder", slots=2, workflows=[parent, child])
+    async with running(worker):
+        ref = await parent.aio_run_no_wait({})
+        parent_id = ref.workflow_run_id
+        await eventually(lambda: _running(db, tenant_name, parent_id))
+
+        async def forge(scope: Scope, parent_run: str, run_id: str | None = None) -> str:
+            trigger = Trigger(TriggerKind.CHILD, run_id=parent_run, step="hold", key="0")
+            rid = run_id or child_run_id(scope, parent_run, "hold", "0")
+            req = RunRequested(rid, "Child", {"n": 1}, trigger=trigger)
+            await append(nc, Append(scope.run(rid, "requested"), encode(req), f"{rid}:requested"))
+            return rid
+
+        other = Scope(tenant_name, "other")
+        cross = await forge(other, parent_id)  # the parent is in namespace default
+        unknown = await forge(Scope(tenant_name), "no-such-run")
+        made_up = await forge(Scope(tenant_name), parent_id, run_id="my-own-id")
+        for rid, reason in (
+            (cross, f"no run {parent_id} in flight in {tenant_name}.other"),
+            (unknown, f"no run no-such-run in flight in {tenant_name}.default"),
+            (made_up, "not my-own-id"),
+        ):
+            rejected = await run_ends(db, rid, tenant=tenant_name)
+            assert rejected["status"] == "FAILED"
+            assert reason in rejected["error"]
+        release.set()
+        assert (await run_ends(db, parent_id))["status"] == "SUCCEEDED"
+        shown = await get_run(db, parent_id, tenant=tenant_name)
+        assert shown is not None and shown["children"] == []
+    hatchet.close()
+
+
+async def _running(db: psycopg.AsyncConnection[Any], tenant: str, run_id: str) -> bool:
+    run = await get_run(db, run_id, tenant=tenant)
+    return run is not None and run["status"] == "RUNNING"
