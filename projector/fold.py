@@ -118,7 +118,8 @@ class Fold:
             run = RunRow(op.run_id, op.namespace, op.workflow, QUEUED, None, op.created_at,
                          None, None, op.seq, None, None, op.workflow_version, op.input,
                          op.event_key, op.event_id, op.replay_of,
-                         op.replay_from_step)  # fmt: skip
+                         op.replay_from_step, op.parent_run_id, op.parent_step,
+                         op.child_key)  # fmt: skip
             self.runs[op.run_id] = run
             self._changed(run, op.seq)
         steps = self.steps.setdefault(op.run_id, {})

@@ -35,7 +35,8 @@ DEFAULT_SCHEMA = "public"
 # 3: runs keyed by (tenant, id), steps, attempts and step_logs by tenant too.
 # 4: runs.replay_of and runs.replay_from_step (re-runs), events.replay_of.
 # 5: the run list's indexes (a range scan in list order under each filter), runs by event.
-SCHEMA_VERSION = 5
+# 6: runs.parent_run_id, parent_step and child_key (child runs, issue 14), runs_parent.
+SCHEMA_VERSION = 6
 
 # Every projection table and the columns that order its rows (its primary key). The version
 # table is not one: it says how the others are laid out, and holds nothing from the log.

@@ -71,6 +71,9 @@ class Created:
     steps: tuple[NewStep, ...]
     replay_of: str | None = None
     replay_from_step: str | None = None
+    parent_run_id: str | None = None  # a child run (issue 14): its parent, step and key
+    parent_step: str | None = None
+    child_key: str | None = None
 
 
 @attrs.frozen

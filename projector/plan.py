@@ -219,6 +219,10 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     event_id = v.text(by.event_id, "event_id") if event and by else None
     replay_of = v.text(by.run_id, "run_id") if replay and by else None
     from_step = v.opt_text(by.from_step, "from_step") if replay and by else None
+    child = by is not None and by.kind is schemas.TriggerKind.CHILD
+    parent = v.text(by.run_id, "run_id") if child and by else None
+    parent_step = v.text(by.step, "step") if child and by else None
+    child_key = v.text(by.key, "key") if child and by else None
     created_at = v.timestamp(msg.created_at, "created_at")
     kept = v.mapping(msg.kept, "kept")
     defs = [(s, False) for s in msg.steps]
@@ -236,7 +240,7 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     )
     return ops.Created(
         seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
-        replay_of, from_step,
+        replay_of, from_step, parent, parent_step, child_key,
     )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from schemas.errors import NatchetError
 _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
-    " cancel_reason, replay_of, replay_from_step"
+    " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key"
 )
 
 
@@ -63,6 +63,8 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
     row["triggered_by"] = None if key is None else {"event_key": key, "event_id": event_id}
     of, start = row.pop("replay_of"), row.pop("replay_from_step")
     row["replay_of"] = None if of is None else {"run_id": of, "from_step": start}
+    parent, step, key = row.pop("parent_run_id"), row.pop("parent_step"), row.pop("child_key")
+    row["parent"] = None if parent is None else {"run_id": parent, "step": step, "key": key}
     return row
 
 
@@ -380,6 +382,14 @@ async def _get_run(
             {k: g[k] for k in g if k != "step"} for g in logs if g["step"] == step["name"]
         ]
     run["steps"] = steps
+    run["children"] = await _fetch(
+        conn,
+        "SELECT id, workflow, status, parent_step AS step, child_key AS key, created_at,"
+        " finished_at FROM runs WHERE tenant = %(tenant)s AND parent_run_id = %(id)s"
+        " ORDER BY created_at, id",
+        params,
+        schema,
+    )
     return run
 
 

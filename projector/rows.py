@@ -36,6 +36,9 @@ class RunRow:
     triggered_by_event_id: str | None = None
     replay_of: str | None = None
     replay_from_step: str | None = None
+    parent_run_id: str | None = None
+    parent_step: str | None = None
+    child_key: str | None = None
     dirty: bool = False
 
 

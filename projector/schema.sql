@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_reason         text,
     replay_of             text,    -- a replay (natchet runs replay): the run it re-runs
     replay_from_step      text,    -- ... from this step (NULL: all of it)
+    parent_run_id         text,    -- a child run (spawned by a step): its parent run,
+    parent_step           text,    -- ... the parent's step that spawned it,
+    child_key             text,    -- ... and the spawn's key (its id derives from the three)
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
@@ -90,6 +93,9 @@ CREATE INDEX IF NOT EXISTS runs_list_event_key ON runs (tenant, triggered_by_key
 -- database's collation; an id compared in the database's own collation (the loads) cannot
 -- use it.
 CREATE INDEX IF NOT EXISTS runs_id_prefix ON runs (tenant, id COLLATE "C");
+-- A parent's children (projector.queries.get_run).
+CREATE INDEX IF NOT EXISTS runs_parent ON runs (tenant, parent_run_id)
+    WHERE parent_run_id IS NOT NULL;
 -- The runs an event started (projector.queries.events_page).
 CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
     WHERE triggered_by_event_id IS NOT NULL;

@@ -96,7 +96,8 @@ RUNS = Table(
      Col("input", cast=_JSON), Col("triggered_by_key"), Col("triggered_by_event_id"),
      Col("error"), Col("created_at", _TS), Col("started_at", _TS), Col("finished_at", _TS),
      Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason"),
-     Col("replay_of"), Col("replay_from_step")),
+     Col("replay_of"), Col("replay_from_step"), Col("parent_run_id"), Col("parent_step"),
+     Col("child_key")),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",

@@ -124,8 +124,16 @@ async def runs_get(args: argparse.Namespace) -> int:
     print(f"run {run['id']}  {run['workflow']}  {run['status']}")
     if run.get("error"):
         print(f"  error: {run['error']}")
+    if (parent := run.get("parent")) is not None:
+        print(f"  parent: run {parent['run_id']} step {parent['step']} key {parent['key']}")
     for step in run.get("steps", []):
         print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+    children = run.get("children", [])
+    if children:
+        print(f"  children ({len(children)}):")
+    for child in children:
+        print(f"    {child['id']}  {child['workflow']}  {child['status']}  step {child['step']}"
+              f" key {child['key']}")  # fmt: skip
     return 0
 
 

@@ -454,6 +454,8 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "cancel_requested_at": None,
         "cancel_reason": None,
         "replay_of": None,
+        "parent": None,
+        "children": [],
         "steps": [
             step(
                 "a",
