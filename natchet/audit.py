@@ -12,7 +12,9 @@ NATS keeps no sender identity with a stored message.
 Reading a run costs: its own messages (direct gets of ``runs.<id>.>``: the server's subject
 index, not a scan), its triggering event (one direct get by sequence), and the tasks of its
 workflow stored while it ran, filtered here by run id (a scan of that workflow's tasks in
-that window: cheap for a short run, more for one that waited long among many others).
+that window: cheap for a short run, more for one that waited long among many others), and
+likewise the namespace's run requests of that window, for the children its steps spawned
+(a child's own history names its parent in its ``created``).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def cause(created: RunCreated) -> str:
         return ""
     if by.kind is TriggerKind.EVENT:
         return f" by event {by.event_id} ({by.event_key})"
+    if by.kind is TriggerKind.CHILD:
+        return f" as a child of run {by.run_id} (step {by.step}, key {by.key})"
     start = f" from step {by.from_step}" if by.from_step else ""
     kept = f", keeping {', '.join(sorted(created.kept))}" if created.kept else ""
     return f" as a replay of run {by.run_id}{start}{kept}"
@@ -146,6 +150,13 @@ def cause(created: RunCreated) -> str:
 
 def _about_run(m: Any) -> dict[str, Any]:
     match m:
+        case RunRequested() if m.trigger is not None and m.trigger.kind is TriggerKind.CHILD:
+            by = m.trigger
+            summary = (
+                f"child run {m.run_id} of {m.workflow} requested by run {by.run_id}, "
+                f"step {by.step}, key {by.key}, input {short(m.input)}"
+            )
+            return {"actor": actor_of(WORKER), "summary": summary}
         case RunRequested() if m.replay_of:
             start = f" from step {m.from_step}" if m.from_step else ""
             summary = f"replay of run {m.replay_of}{start} requested"
@@ -298,10 +309,17 @@ def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> d
         "error": None,
         "triggered_by": None,
         "replay_of": None,
+        "parent": None,
+        "children": [],
         "source": f"JetStream log {stream_name(scope.tenant)}",
     }
     for _record, m in pairs:
         match m:
+            case RunRequested() if m.run_id != run_id:  # a child this run's step spawned
+                by = m.trigger
+                if by is not None and m.run_id not in {c["id"] for c in run["children"]}:
+                    child = {"id": m.run_id, "workflow": m.workflow, "step": by.step}
+                    run["children"].append({**child, "key": by.key})
             case RunRequested():
                 run["workflow"] = m.workflow
             case RunCreated():
@@ -311,6 +329,8 @@ def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> d
                     run["triggered_by"] = {"event_key": by.event_key, "event_id": by.event_id}
                 elif by is not None and by.kind is TriggerKind.REPLAY:
                     run["replay_of"] = {"run_id": by.run_id, "from_step": by.from_step}
+                elif by is not None and by.kind is TriggerKind.CHILD:
+                    run["parent"] = {"run_id": by.run_id, "step": by.step, "key": by.key}
             case StepAssigned() | StepResult() if run["status"] == "QUEUED":
                 run["status"] = "RUNNING"
             case RunRejected():
@@ -366,12 +386,29 @@ async def read_run(
             m = decoded(r)
             if isinstance(m, Task) and m.run_id == run_id:
                 records[r.seq] = (r, m)
+        for r, m in await _spawned(nc, scope, run_id, own[0].seq, until):
+            records[r.seq] = (r, m)
     by = None if created is None else created.trigger
     if by is not None and by.kind is TriggerKind.EVENT and by.event_id is not None:
         event = await event_record(nc, tenant, by.event_id)
         if event is not None:
             records[event.seq] = (event, decoded(event))
     return scope, [records[seq] for seq in sorted(records)], end
+
+
+async def _spawned(
+    nc: Connection, scope: Scope, run_id: str, start: int, until: int
+) -> list[tuple[Record, RunRequested]]:
+    """The requests for children of ``run_id`` (a step can spawn only while its run is in
+    flight): a scan of the namespace's run requests in the run's window, as for its tasks."""
+    found = []
+    subjects = [f"{scope.prefix}.runs.*.requested"]
+    async for r in replay(nc, scope.tenant, subjects, start_seq=start, until_seq=until):
+        m = decoded(r)
+        by = m.trigger if isinstance(m, RunRequested) else None
+        if by is not None and by.kind is TriggerKind.CHILD and by.run_id == run_id:
+            found.append((r, m))
+    return found
 
 
 async def event_record(nc: Connection, tenant: str, event_id: str | int) -> Record | None:

@@ -184,6 +184,10 @@ def print_header(run: dict[str, Any]) -> None:
         f"run {run['id']}  {run['workflow'] or '-'}  {run['status']}"
         f"  tenant {run['tenant']}  namespace {run['namespace']}{trigger}"
     )
+    if (parent := run.get("parent")) is not None:
+        print(f"  child of run {parent['run_id']} (step {parent['step']}, key {parent['key']})")
+    for child in run.get("children", []):
+        print(f"  spawned child run {child['id']} ({child['workflow']}) in step {child['step']}")
     print(f"  read from the {run['source']}, not Postgres")
     print(
         f"{'SEQ':>8}  {'TIME (stored)':15}  {'KIND':16}  {'BY':28}  {'STEP':16}  "

@@ -5,6 +5,8 @@ cancels its running children; a forged spawn request is rejected with a reason."
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,6 +21,7 @@ from schemas import RunCreated, RunRequested, Scope, Trigger, TriggerKind, decod
 from schemas.children import child_run_id
 from schemas.codec import encode
 from tests.conftest import eventually, running
+from tests.e2e.test_cli_audit import natchet
 from tests.support import hatchet_for, run_ends
 from worker import Context, Hatchet, Workflow
 
@@ -233,3 +236,56 @@ async def test_forged_spawn_requests_are_rejected_with_a_reason(
 async def _running(db: psycopg.AsyncConnection[Any], tenant: str, run_id: str) -> bool:
     run = await get_run(db, run_id, tenant=tenant)
     return run is not None and run["status"] == "RUNNING"
+
+
+async def test_audit_and_runs_get_show_the_link_both_ways(
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    child = child_flow(hatchet)
+    parent = hatchet.workflow(name="Pair")
+
+    @parent.task()
+    async def both(input: Any, ctx: Context) -> list[Any]:
+        refs = [await ctx.aio_spawn_workflow("Child", {"n": i}, key=f"c{i}") for i in range(2)]
+        return [await r.aio_result() for r in refs]
+
+    worker = hatchet.worker("pair-worker", slots=4, workflows=[parent, child])
+    async with running(worker):
+        ref = await parent.aio_run_no_wait({})
+        await ref.aio_result()
+    hatchet.close()
+    parent_id = ref.workflow_run_id
+    ids = [child_run_id(Scope(tenant_name), parent_id, "both", f"c{i}") for i in range(2)]
+    for child_id in ids:
+        await run_ends(db, child_id, tenant=tenant_name)
+
+    code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", parent_id, "--json")
+    assert code == 0, err
+    audit = json.loads(out)
+    assert [c["id"] for c in audit["run"]["children"]] == ids
+    assert audit["run"]["parent"] is None
+    spawned = [e for e in audit["entries"] if e["kind"] == "requested" and ids[0] in e["subject"]]
+    assert spawned and f"requested by run {parent_id}, step both, key c0" in spawned[0]["summary"]
+
+    code, out, err = await natchet(tmp_path, nats_server, tenant_name, "audit", ids[1])
+    assert code == 0, err
+    assert f"child of run {parent_id} (step both, key c1)" in out
+    assert f"as a child of run {parent_id} (step both, key c1)" in out
+
+    code, out, err = await natchet(
+        tmp_path, nats_server, tenant_name, "runs", "get", parent_id, "--database-url", dsn
+    )
+    assert code == 0, err
+    assert "children (2):" in out
+    assert all(f"{i}  Child  SUCCEEDED  step both" in out for i in ids)
+    code, out, err = await natchet(
+        tmp_path, nats_server, tenant_name, "runs", "get", ids[0], "--database-url", dsn
+    )
+    assert code == 0, err
+    assert f"parent: run {parent_id} step both key c0" in out
