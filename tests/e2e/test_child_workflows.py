@@ -289,3 +289,38 @@ async def test_audit_and_runs_get_show_the_link_both_ways(
     )
     assert code == 0, err
     assert f"parent: run {parent_id} step both key c0" in out
+
+
+async def test_replays_of_a_parent_and_of_a_child(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    """A parent re-run is a new run id, so its steps spawn new children (the parent's id is
+    part of theirs); a child re-run is a run of its own, linked to the child it re-runs and
+    to no parent."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    child = child_flow(hatchet)
+    parent = hatchet.workflow(name="Twice")
+
+    @parent.task()
+    async def go(input: Any, ctx: Context) -> Any:
+        ref = await ctx.aio_spawn_workflow("Child", {"n": 3})
+        await ref.aio_result()  # over before the parent: a replay of it may follow at once
+        return ref.workflow_run_id
+
+    worker = hatchet.worker("twice-worker", slots=4, workflows=[parent, child])
+    async with running(worker):
+        first = await parent.aio_run_no_wait({})
+        first_child = (await first.aio_result())["go"]
+        again = await hatchet.admin.aio_replay(first.workflow_run_id)
+        second_child = (await again.aio_result())["go"]
+        kid_again = await hatchet.admin.aio_replay(first_child)
+        assert await kid_again.aio_result() == {"double": {"v": 6}}
+    hatchet.close()
+    scope = Scope(tenant_name)
+    assert first_child == child_run_id(scope, first.workflow_run_id, "go", "0")
+    assert second_child == child_run_id(scope, again.workflow_run_id, "go", "0")
+    second = await run_ends(db, second_child, tenant=tenant_name)
+    assert second["parent"] == {"run_id": again.workflow_run_id, "step": "go", "key": "0"}
+    rerun = await run_ends(db, kid_again.workflow_run_id, tenant=tenant_name)
+    assert rerun["parent"] is None
+    assert rerun["replay_of"] == {"run_id": first_child, "from_step": None}
