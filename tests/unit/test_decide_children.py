@@ -4,6 +4,8 @@ a parent's cancellation ends its children in flight with it (issue 14)."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from pathlib import Path
 from typing import Any
 
 from dispatcher import State, fold, step
@@ -23,7 +25,7 @@ from schemas import (
     TriggerKind,
     WorkflowDef,
 )
-from schemas.children import child_run_id
+from schemas.children import CHILD_RUN_NAMESPACE, child_run_id
 
 SCOPE = Scope("acme", "default")
 OTHER = Scope("acme", "other")
@@ -157,3 +159,12 @@ def test_the_links_survive_a_snapshot() -> None:
     assert loaded.runs[child].parent == "p1"
     out = apply(loaded, RunCancelRequested("p1"))
     assert [m.run_id for m in out] == [child, "p1"]
+
+
+def test_the_docs_spell_out_the_child_id_other_workers_must_compute() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    formula = f"uuid5({CHILD_RUN_NAMESPACE}, "
+    assert formula in (docs / "protocol.md").read_text()
+    assert formula in (docs / "triggers.md").read_text()
+    name = "acme.default/p1/fan/0"
+    assert child_run_id(SCOPE, "p1", "fan", "0") == str(uuid.uuid5(CHILD_RUN_NAMESPACE, name))
