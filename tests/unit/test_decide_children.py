@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dispatcher import State, fold, step
+from dispatcher import State, decide, fold, step
 from dispatcher.snapshot import Snapshot, dump, load
 from schemas import (
     RunCancelRequested,
@@ -168,3 +168,16 @@ def test_the_docs_spell_out_the_child_id_other_workers_must_compute() -> None:
     assert formula in (docs / "triggers.md").read_text()
     name = "acme.default/p1/fan/0"
     assert child_run_id(SCOPE, "p1", "fan", "0") == str(uuid.uuid5(CHILD_RUN_NAMESPACE, name))
+
+
+def test_a_cancel_cut_short_after_the_children_is_finished_when_delivered_again() -> None:
+    """Only the children's ends were stored (the dispatcher stopped): the cancel request,
+    not acked, comes back and ends the parent alone; nothing lands twice."""
+    state = started()
+    kids = [apply(state, spawn(key=k))[0].run_id for k in ("0", "1")]
+    decided = [o.message for o in decide(state, SCOPE, RunCancelRequested("p1"), NOW)]
+    assert [m.run_id for m in decided] == [*kids, "p1"]
+    for m in decided[:-1]:  # the prefix the log holds
+        fold(state, SCOPE, m)
+    again = apply(state, RunCancelRequested("p1"))
+    assert [(m.run_id, m.status) for m in again] == [("p1", RunStatus.CANCELLED)]
