@@ -138,7 +138,7 @@ def _run(run: RunState) -> dict[str, Any]:
         "failed_error": run.failed_error,
         "steps": [_step(s) for s in run.steps.values()],
         "parent": run.parent,
-        "children": run.children,
+        "children": list(run.children),
     }
 
 
@@ -155,7 +155,7 @@ def _unrun(r: dict[str, Any]) -> RunState:
         failed_error=r["failed_error"],
         # Snapshots from before child runs have neither: no run had a parent then.
         parent=r.get("parent"),
-        children=[str(c) for c in r.get("children", [])],
+        children=dict.fromkeys(str(c) for c in r.get("children", [])),
     )
 
 
