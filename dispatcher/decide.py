@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import logging
 import uuid
 from typing import Any
 
@@ -42,6 +43,8 @@ from schemas.messages import (
 )
 from schemas.subjects import Scope
 
+log = logging.getLogger(__name__)
+
 RUN_ID_NAMESPACE = uuid.UUID("6f0c6f2e-1f4b-4a53-9d0e-6b3c5b1f7a21")
 
 
@@ -62,11 +65,13 @@ class Output:
 
 @attrs.frozen
 class Event:
-    """A user event as the dispatcher sees it: its key, stream sequence and JSON body."""
+    """A user event as the dispatcher sees it: its key, stream sequence and JSON body, and
+    the additional metadata its headers carry (:mod:`schemas.metadata`)."""
 
     key: str
     seq: int
     payload: Any
+    metadata: dict[str, str] = attrs.Factory(dict)
 
 
 def event_run_id(scope: Scope, event_seq: int, workflow: str) -> str:
@@ -172,7 +177,11 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
             elif failure is None or failure.terminal:
                 decisions.append(_finish(run, RunStatus.FAILED, run.failed_error, now))
         elif all(s.status is RunStatus.SUCCEEDED for s in run.dag()):
-            decisions.append(_finish(run, RunStatus.SUCCEEDED, None, now))
+            success = run.success_step()
+            if success is not None and success.status is None:
+                decisions.append(_queue(run, success, 1, now))
+            elif success is None or success.status is RunStatus.SUCCEEDED:
+                decisions.append(_finish(run, RunStatus.SUCCEEDED, None, now))
         else:
             out = [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
             if out:
@@ -181,15 +190,22 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
 
 
 def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> list[Output]:
+    """A run of every workflow of the scope whose ``on_events`` names the key (or a pattern
+    of it) and whose filter, if it has one, is true of the event (``dispatcher.matching``);
+    by workflow name."""
     out: list[Output] = []
-    for (wf_scope, name), wf in sorted(state.workflows.items(), key=lambda kv: kv[0][1]):
-        if wf_scope != scope or event.key not in wf.on_events:
-            continue
-        run_id = event_run_id(scope, event.seq, name)
+    started, skipped = state.triggers.matching(scope, event.key, event.payload, event.metadata)
+    for miss in skipped:
+        log.warning(
+            "event %s at seq %d of %s does not start %s: its event filter failed: %s",
+            event.key, event.seq, scope.prefix, miss.workflow, miss.reason,
+        )  # fmt: skip
+    for wf in started:
+        run_id = event_run_id(scope, event.seq, wf.name)
         if state.known(run_id):
             continue
         trigger = Trigger.of_event(event.key, str(event.seq))
-        out += create(scope, wf, run_id, event.payload, trigger, now)
+        out += create(scope, wf, run_id, event.payload, trigger, now, metadata=event.metadata)
     return out
 
 
@@ -206,7 +222,7 @@ def _on_requested(state: State, scope: Scope, req: RunRequested, now: dt.datetim
     if wf is None:
         reason = f"no worker has registered workflow {req.workflow!r} in {scope.prefix}"
         return reject(scope, req.run_id, req.workflow, reason, now)
-    return create(scope, wf, req.run_id, req.input, trigger, now)
+    return create(scope, wf, req.run_id, req.input, trigger, now, metadata=req.additional_metadata)
 
 
 def reject(scope: Scope, run_id: str, workflow: str, reason: str, now: dt.datetime) -> list[Output]:
@@ -223,9 +239,10 @@ def create(
     trigger: Trigger | None,
     now: dt.datetime,
     kept: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> list[Output]:
     """Create the run and offer its ready steps (``kept``: a replay's steps carried over,
-    already SUCCEEDED)."""
+    already SUCCEEDED; ``metadata``: the additional metadata it carries)."""
     created = RunCreated(
         run_id=run_id,
         workflow=wf.name,
@@ -237,6 +254,8 @@ def create(
         on_failure=wf.on_failure,
         schedule_timeout_s=wf.schedule_timeout_s,
         kept=kept or {},
+        on_success=wf.on_success,
+        additional_metadata=metadata or {},
     )
     run = new_run(scope, created)
     out = [Output(scope.run(run_id, "created"), created, f"{run_id}:created")]
@@ -250,13 +269,14 @@ def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> li
     """Offer the step's attempt: its task is also the record that it was queued (one
     message, so a decision cut short never leaves a step queued without a task)."""
     name = step.spec.name
+    parents = [s.spec.name for s in run.dag()] if step.on_success else step.spec.parents
     task = Task(
         run_id=run.run_id,
         workflow=run.workflow,
         step=name,
         attempt=attempt,
         input=run.input,
-        parent_outputs={p: run.steps[p].output for p in step.spec.parents},
+        parent_outputs={p: run.steps[p].output for p in parents},
         timeout_s=step.spec.timeout_s,
         queued_at=iso(now),
         workflow_version=run.workflow_version,
@@ -351,7 +371,12 @@ def _step_succeeded(
         return _finish(after_run, RunStatus.FAILED, run.failed_error, now, verdict)
     if run.failed_error:
         return [_said(run, verdict)]  # the run is failing: release nothing more
+    if step.on_success:
+        return _finish(after_run, RunStatus.SUCCEEDED, None, now, verdict)
     if all(s.status is RunStatus.SUCCEEDED for s in after_run.dag()):
+        success = after_run.success_step()
+        if success is not None and success.status is None:
+            return [_said(run, verdict), *_queue(after_run, success, 1, now)]
         return _finish(after_run, RunStatus.SUCCEEDED, None, now, verdict)
     out = [_said(run, verdict)]
     for child in after_run.children_of(step.spec.name):
@@ -394,6 +419,8 @@ def _finish(
         if not step.terminal:
             if step.on_failure and status is RunStatus.SUCCEEDED:
                 why = "not needed: the run succeeded"
+            elif step.on_success and status is RunStatus.FAILED and step.status is None:
+                why = "not needed: the run failed"
             else:
                 why = f"the run ended {status}"
             steps.append(_verdict(run, step, RunStatus.CANCELLED, step.attempt, 0, None, why, now))

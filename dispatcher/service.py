@@ -68,6 +68,8 @@ from schemas import (
     stream_name,
 )
 from schemas.codec import decode_json, decode_subject
+from schemas.filters import filter_error
+from schemas.metadata import metadata_of_headers
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +293,8 @@ class Dispatcher(Service):
             except DecodeError as exc:
                 log.warning("event %s at seq %d rejected: %s", delivery.subject, delivery.seq, exc)
                 return None
-            return parsed.scope, Event(parsed.event_key, delivery.seq, payload)
+            metadata = metadata_of_headers(delivery.headers)
+            return parsed.scope, Event(parsed.event_key, delivery.seq, payload, metadata)
         return parsed.scope, decode_subject(parsed, delivery.data)
 
     async def _decide_on(self, delivery: Delivery, logged: set[str]) -> list[Output]:
@@ -313,6 +316,12 @@ class Dispatcher(Service):
             return []
         scope, message = read
         if isinstance(message, WorkflowDef):
+            refused = filter_error(message.event_filter)
+            if refused is not None:
+                log.warning(
+                    "registration of workflow %s (version %s) in %s at seq %d ignored: %s",
+                    message.name, message.version, scope.prefix, delivery.seq, refused,
+                )  # fmt: skip
             await self._ensure_queue(scope, message.name)
         if isinstance(message, RunRequested) and message.run_id in logged:
             return []  # a run that ended long ago (and was forgotten) is not started again

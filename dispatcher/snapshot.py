@@ -163,6 +163,7 @@ def _step(s: StepState) -> dict[str, Any]:
     return {
         "spec": attrs.asdict(s.spec),
         "on_failure": s.on_failure,
+        "on_success": s.on_success,
         "status": None if s.status is None else s.status.value,
         "attempt": s.attempt,
         "output": s.output,
@@ -181,6 +182,7 @@ def _unstep(s: dict[str, Any]) -> StepState:
     return StepState(
         spec=structure(StepDef, s["spec"]),
         on_failure=bool(s["on_failure"]),
+        on_success=bool(s.get("on_success", False)),  # snapshots from before on_success
         status=None if s["status"] is None else RunStatus(s["status"]),
         attempt=int(s["attempt"]),
         output=s["output"],

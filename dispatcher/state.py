@@ -9,7 +9,9 @@ from typing import Any
 
 import attrs
 
+from dispatcher.matching import Triggers
 from dispatcher.policy import parse_time
+from schemas.filters import filter_error
 from schemas.messages import (
     RunCreated,
     RunFinished,
@@ -32,6 +34,7 @@ from schemas.subjects import Scope
 class StepState:
     spec: StepDef
     on_failure: bool = False  # the run's on-failure step, outside the DAG
+    on_success: bool = False  # the run's on-success step, outside the DAG, after it
     status: RunStatus | None = None  # None: waiting for its parents
     attempt: int = 0
     output: Any = None
@@ -88,10 +91,13 @@ class RunState:
     children: dict[str, None] = attrs.Factory(dict)
 
     def dag(self) -> list[StepState]:
-        return [s for s in self.steps.values() if not s.on_failure]
+        return [s for s in self.steps.values() if not s.on_failure and not s.on_success]
 
     def failure_step(self) -> StepState | None:
         return next((s for s in self.steps.values() if s.on_failure), None)
+
+    def success_step(self) -> StepState | None:
+        return next((s for s in self.steps.values() if s.on_success), None)
 
     def children_of(self, name: str) -> list[StepState]:
         return [s for s in self.dag() if name in s.spec.parents]
@@ -99,12 +105,18 @@ class RunState:
     def ready(self, step: StepState) -> bool:
         return (
             not step.on_failure
+            and not step.on_success
             and step.status is None
             and all(self.steps[p].status is RunStatus.SUCCEEDED for p in step.spec.parents)
         )
 
     def step_errors(self) -> dict[str, str]:
-        return {s.spec.name: s.error or "" for s in self.dag() if s.status is RunStatus.FAILED}
+        """Why each step failed (the on-success step's too), for the on-failure step."""
+        return {
+            s.spec.name: s.error or ""
+            for s in self.steps.values()
+            if not s.on_failure and s.status is RunStatus.FAILED
+        }
 
 
 # (when, run id, step name): a step's retry comes due, or its wait in the queue times out.
@@ -132,6 +144,23 @@ class State:
     deadlines: list[Deadline] = attrs.field(init=False, factory=list, eq=False, repr=False)
     # Drop stale entries from ``deadlines`` when it grows past this (see ``watch``).
     deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
+    # The workflows' ``on_events`` indexed (an index: rebuilt after the registry changes).
+    _triggers: Triggers | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    @property
+    def triggers(self) -> Triggers:
+        if self._triggers is None:
+            self._triggers = Triggers(self.workflows.items())
+        return self._triggers
+
+    def register(self, scope: Scope, wf: WorkflowDef) -> bool:
+        """Make ``wf`` its workflow's newest definition, unless its event filter does not
+        compile (then the registration is ignored: False)."""
+        if filter_error(wf.event_filter) is not None:
+            return False
+        self.workflows[(scope, wf.name)] = wf
+        self._triggers = None
+        return True
 
     def known(self, run_id: str) -> bool:
         return run_id in self.runs or run_id in self.done
@@ -212,6 +241,8 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
             step.status, step.output = RunStatus.SUCCEEDED, output
     if created.on_failure is not None:
         steps[created.on_failure.name] = StepState(spec=created.on_failure, on_failure=True)
+    if created.on_success is not None and created.on_success.name not in steps:
+        steps[created.on_success.name] = StepState(spec=created.on_success, on_success=True)
     by = created.trigger
     return RunState(
         scope=scope,
@@ -229,7 +260,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
     """Apply one logged message. Idempotent: folding a message twice changes nothing more."""
     match message:
         case WorkflowDef():
-            state.workflows[(scope, message.name)] = message
+            state.register(scope, message)
         case RunCreated():
             if not state.known(message.run_id):
                 _link(state, state.runs.setdefault(message.run_id, new_run(scope, message)))

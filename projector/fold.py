@@ -119,7 +119,7 @@ class Fold:
                          None, None, op.seq, None, None, op.workflow_version, op.input,
                          op.event_key, op.event_id, op.replay_of,
                          op.replay_from_step, op.parent_run_id, op.parent_step,
-                         op.child_key)  # fmt: skip
+                         op.child_key, op.additional_metadata)  # fmt: skip
             self.runs[op.run_id] = run
             self._changed(run, op.seq)
         steps = self.steps.setdefault(op.run_id, {})
@@ -128,7 +128,8 @@ class Fold:
                 # A replay's kept step is SUCCEEDED from the start, with no attempt here.
                 status = PENDING if new.kept is None else SUCCEEDED
                 step = StepRow(op.run_id, new.name, new.parents, new.on_failure, status,
-                               new.kept, None, None, None, None, None, op.seq, None)  # fmt: skip
+                               new.kept, None, None, None, None, None, op.seq, None,
+                               new.on_success)  # fmt: skip
                 steps[new.name] = step
                 self._changed(step, op.seq)
 

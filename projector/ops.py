@@ -28,6 +28,7 @@ class Event:
     valid: bool
     received_at: dt.datetime | None
     replay_of: int | None = None  # an event published again: the sequence it repeats
+    additional_metadata: str | None = None  # JSON text: its Natchet-Meta-* headers
 
 
 @attrs.frozen
@@ -55,6 +56,7 @@ class NewStep:
     parents: str
     on_failure: bool
     kept: str | None = None  # a replay's step carried over: its output (JSON), SUCCEEDED
+    on_success: bool = False  # the run's on-success step, outside the DAG, after it
 
 
 @attrs.frozen
@@ -74,6 +76,7 @@ class Created:
     parent_run_id: str | None = None  # a child run (issue 14): its parent, step and key
     parent_step: str | None = None
     child_key: str | None = None
+    additional_metadata: str | None = None  # JSON text of an object of strings
 
 
 @attrs.frozen

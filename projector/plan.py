@@ -24,6 +24,8 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
+from schemas.filters import filter_error
+from schemas.metadata import metadata_of_headers
 from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
 
@@ -79,9 +81,10 @@ def _event(record: Record, parsed: ParsedSubject) -> ops.Event:
     except DecodeError:
         payload, valid = None, False
         raw = v.text(record.data.decode("utf-8", errors="replace"), "raw")
+    metadata = metadata_of_headers(record.headers)
     return ops.Event(
         record.seq, parsed.scope.namespace, key, payload, raw, valid, received_at(record),
-        _replay_of(record),
+        _replay_of(record), v.json_text(metadata) if metadata else None,
     )  # fmt: skip
 
 
@@ -93,6 +96,9 @@ def _replay_of(record: Record) -> int | None:
 
 
 def _workflow(seq: int, parsed: ParsedSubject, wf: schemas.WorkflowDef) -> ops.Workflow:
+    refused = filter_error(wf.event_filter)
+    if refused is not None:  # the dispatcher ignores this registration too
+        raise DecodeError(f"workflow {wf.name} version {wf.version} refused: {refused}")
     return ops.Workflow(
         seq=seq,
         namespace=parsed.scope.namespace,
@@ -225,22 +231,27 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     child_key = v.text(by.key, "key") if child and by else None
     created_at = v.timestamp(msg.created_at, "created_at")
     kept = v.mapping(msg.kept, "kept")
-    defs = [(s, False) for s in msg.steps]
+    defs = [(s, False, False) for s in msg.steps]
     if msg.on_failure is not None:
-        defs.append((msg.on_failure, True))
+        defs.append((msg.on_failure, True, False))
+    if msg.on_success is not None:
+        defs.append((msg.on_success, False, True))
     steps = tuple(
         ops.NewStep(
             v.text(s.name, "step name"),
-            # The on-failure step is outside the DAG, whatever parents it declares.
-            v.text_array([] if on_failure else v.texts(s.parents, "parents")),
+            # The on-failure and on-success steps are outside the DAG, whatever parents
+            # they declare.
+            v.text_array([] if on_failure or on_success else v.texts(s.parents, "parents")),
             on_failure,
             v.json_text(kept[s.name]) if s.name in kept and not on_failure else None,
+            on_success,
         )
-        for s, on_failure in defs
+        for s, on_failure, on_success in defs
     )
+    metadata = v.json_text(msg.additional_metadata) if msg.additional_metadata else None
     return ops.Created(
         seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
-        replay_of, from_step, parent, parent_step, child_key,
+        replay_of, from_step, parent, parent_step, child_key, metadata,
     )  # fmt: skip
 
 

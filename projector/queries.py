@@ -11,7 +11,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, LiteralString
 
 import attrs
@@ -26,7 +26,8 @@ from schemas.errors import NatchetError
 _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
-    " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key"
+    " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key,"
+    " additional_metadata"
 )
 
 
@@ -65,6 +66,7 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
     row["replay_of"] = None if of is None else {"run_id": of, "from_step": start}
     parent, step, key = row.pop("parent_run_id"), row.pop("parent_step"), row.pop("child_key")
     row["parent"] = None if parent is None else {"run_id": parent, "step": step, "key": key}
+    row["additional_metadata"] = row.get("additional_metadata") or {}
     return row
 
 
@@ -125,6 +127,7 @@ def _run_filter(
     created_from: dt.datetime | None,
     created_to: dt.datetime | None,
     run_id_prefix: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[list[sql.Composable], dict[str, Any]]:
     """The conditions of a run list, only those of the filters given (so each query names
     the index it can range-scan: see ``schema.sql``), and their parameters."""
@@ -149,6 +152,10 @@ def _run_filter(
     if _aware("created_to", created_to) is not None:
         conditions.append(sql.SQL("created_at < %(created_to)s::timestamptz"))
         params["created_to"] = created_to
+    if metadata:
+        # Containment: the runs_metadata GIN index finds them (schema.sql).
+        conditions.append(sql.SQL("additional_metadata @> %(metadata)s::jsonb"))
+        params["metadata"] = orjson.dumps(dict(metadata)).decode()
     prefix = (run_id_prefix or "").strip()
     if prefix:
         # Code point bounds, which the (tenant, id COLLATE "C") index ranges over.
@@ -178,6 +185,7 @@ async def list_runs(
     created_from: dt.datetime | None = None,
     created_to: dt.datetime | None = None,
     run_id_prefix: str | None = None,
+    metadata: Mapping[str, str] | None = None,
     limit: int = 100,
     after: str | None = None,
     schema: str | None = None,
@@ -188,7 +196,8 @@ async def list_runs(
 
     ``event_key``: runs its event of that key started; ``created_from`` (inclusive) and
     ``created_to`` (exclusive): aware datetimes bounding ``created_at``; ``run_id_prefix``:
-    runs whose id starts with it (surrounding blanks ignored, case-sensitive)."""
+    runs whose id starts with it (surrounding blanks ignored, case-sensitive); ``metadata``:
+    runs whose additional metadata holds every one of these key-value pairs."""
     conditions, params = _run_filter(
         tenant=tenant,
         namespace=namespace,
@@ -198,6 +207,7 @@ async def list_runs(
         created_from=created_from,
         created_to=created_to,
         run_id_prefix=run_id_prefix,
+        metadata=metadata,
     )
     if after:
         at, run_id, of = _uncursor(after, (str, str, str))
@@ -230,6 +240,7 @@ async def runs_page(
     created_from: dt.datetime | None = None,
     created_to: dt.datetime | None = None,
     run_id_prefix: str | None = None,
+    metadata: Mapping[str, str] | None = None,
     limit: int = 100,
     after: str | None = None,
     count_limit: int | None = None,
@@ -248,6 +259,7 @@ async def runs_page(
         "created_from": created_from,
         "created_to": created_to,
         "run_id_prefix": run_id_prefix,
+        "metadata": metadata,
     }
     rows = await list_runs(conn, **filters, limit=limit + 1, after=after, schema=schema)
     if len(rows) <= limit and after is None:

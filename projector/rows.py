@@ -39,6 +39,7 @@ class RunRow:
     parent_run_id: str | None = None
     parent_step: str | None = None
     child_key: str | None = None
+    additional_metadata: str | None = None  # JSON text of an object of strings
     dirty: bool = False
 
 
@@ -57,6 +58,8 @@ class StepRow:
     attempt: int | None
     last_seq: int
     retry_due_at: dt.datetime | None
+    # Written when the step is inserted, never changed: not loaded.
+    on_success: bool = False
     dirty: bool = False
 
 

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     valid       boolean NOT NULL,
     received_at timestamptz,     -- the stream timestamp, when the record carries it
     replay_of   bigint,          -- published again (natchet events replay): the seq it repeats
+    additional_metadata jsonb,   -- its Natchet-Meta-<key> headers, as an object (NULL: none)
     PRIMARY KEY (tenant, seq)
 );
 
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS runs (
     parent_run_id         text,    -- a child run (spawned by a step): its parent run,
     parent_step           text,    -- ... the parent's step that spawned it,
     child_key             text,    -- ... and the spawn's key (its id derives from the three)
+    additional_metadata   jsonb,   -- the request's or the event's metadata (NULL: none)
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
@@ -96,6 +98,9 @@ CREATE INDEX IF NOT EXISTS runs_id_prefix ON runs (tenant, id COLLATE "C");
 -- A parent's children (projector.queries.get_run).
 CREATE INDEX IF NOT EXISTS runs_parent ON runs (tenant, parent_run_id)
     WHERE parent_run_id IS NOT NULL;
+-- Runs by additional metadata (`natchet runs list --metadata k=v`: additional_metadata @>
+-- '{"k": "v"}'); the tenant and the list order are checked on the rows it finds. (Layout 6.)
+CREATE INDEX IF NOT EXISTS runs_metadata ON runs USING gin (additional_metadata jsonb_path_ops);
 -- The runs an event started (projector.queries.events_page).
 CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
     WHERE triggered_by_event_id IS NOT NULL;
@@ -118,6 +123,7 @@ CREATE TABLE IF NOT EXISTS steps (
     last_seq     bigint NOT NULL,
     retry_due_at timestamptz,
     on_failure   boolean NOT NULL DEFAULT false,
+    on_success   boolean NOT NULL DEFAULT false,  -- the on-success step, after the DAG
     PRIMARY KEY (tenant, run_id, name)
 );
 

@@ -97,7 +97,7 @@ RUNS = Table(
      Col("error"), Col("created_at", _TS), Col("started_at", _TS), Col("finished_at", _TS),
      Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason"),
      Col("replay_of"), Col("replay_from_step"), Col("parent_run_id"), Col("parent_step"),
-     Col("child_key")),
+     Col("child_key"), Col("additional_metadata", cast=_JSON)),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",
@@ -108,7 +108,7 @@ STEPS = Table(
     (Col("run_id"), Col("name"), Col("parents", cast="::text[]"), Col("on_failure", "boolean"),
      Col("status"), Col("output", cast=_JSON), Col("error"), Col("queued_at", _TS),
      Col("started_at", _TS), Col("finished_at", _TS), Col("attempt", "integer"),
-     Col("last_seq", "bigint"), Col("retry_due_at", _TS)),
+     Col("last_seq", "bigint"), Col("retry_due_at", _TS), Col("on_success", "boolean")),
     _newer("steps", "tenant, run_id, name", _STEP_CHANGES),
 )  # fmt: skip
 _ATTEMPT_CHANGES: tuple[LiteralString, ...] = ("worker_id", "worker_name", "status",
@@ -126,7 +126,8 @@ _KEEP: LiteralString = "ON CONFLICT DO NOTHING"
 EVENTS = Table(
     "events",
     (Col("namespace"), Col("seq", "bigint"), Col("key"), Col("payload", cast=_JSON),
-     Col("raw"), Col("valid", "boolean"), Col("received_at", _TS), Col("replay_of", "bigint")),
+     Col("raw"), Col("valid", "boolean"), Col("received_at", _TS), Col("replay_of", "bigint"),
+     Col("additional_metadata", cast=_JSON)),
     _KEEP,
 )  # fmt: skip
 WORKFLOWS = Table(

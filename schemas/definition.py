@@ -18,12 +18,27 @@ from typing import Any
 import rfc8785
 
 # The fields of a ``workflow`` message the version covers (the rest describe the message).
-VERSIONED = ("name", "steps", "on_events", "schedule_timeout_s", "on_failure")
+VERSIONED = (
+    "name",
+    "steps",
+    "on_events",
+    "schedule_timeout_s",
+    "on_failure",
+    "on_success",
+    "event_filter",
+)
+# Fields added after the first definitions: hashed only when set (not null), so a definition
+# without them keeps the version it always had.
+HASHED_WHEN_SET = frozenset({"on_success", "event_filter"})
 
 
 def workflow_version(definition: dict[str, Any]) -> str:
     """The version of a definition, given as its JSON object (extra keys are ignored)."""
-    body = {key: definition.get(key) for key in VERSIONED}
+    body = {
+        key: definition.get(key)
+        for key in VERSIONED
+        if key not in HASHED_WHEN_SET or definition.get(key) is not None
+    }
     body["steps"] = sorted(
         ({**step, "parents": sorted(step.get("parents") or ())} for step in body["steps"] or ()),
         key=lambda step: str(step.get("name")),

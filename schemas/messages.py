@@ -40,6 +40,18 @@ def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _str_map(value: Mapping[str, str] | None) -> dict[str, str]:
+    """Additional metadata: a JSON object of strings (TypeError otherwise: a body with
+    another shape is refused by the codec)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError("additional_metadata must be an object of string values")
+    return dict(value)
+
+
 def _tuple_of_int(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(value)
 
@@ -78,6 +90,12 @@ class WorkflowDef:
     schedule_timeout_s: float = 300.0
     registered_at: str = attrs.field(factory=utcnow)
     v: int = 1
+    # Runs once every step of the DAG succeeded, before the run is SUCCEEDED
+    # (``@hatchet.on_success_step()``); its failure fails the run. Not part of the DAG.
+    on_success: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
+    # A CEL expression over ``input``, ``additional_metadata`` and ``event_key``: an event
+    # of ``on_events`` starts a run only when it is true (:mod:`schemas.filters`).
+    event_filter: str | None = None
 
     def step(self, name: str) -> StepDef:
         for s in self.steps:
@@ -149,6 +167,8 @@ class RunRequested:
     # parent is in flight in this namespace, else rejects the request.
     trigger: Trigger | None = attrs.field(default=None, converter=_trigger)
     v: int = 1
+    # Key-value strings the run carries (Hatchet's ``additional_metadata``), copied onto it.
+    additional_metadata: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
 
     @classmethod
     def of_replay(cls, run_id: str, replay_of: str, from_step: str | None) -> RunRequested:
@@ -176,6 +196,9 @@ class RunCreated:
     schedule_timeout_s: float = 300.0
     kept: dict[str, Any] = attrs.Factory(dict)
     v: int = 2
+    on_success: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
+    # The request's or the event's additional metadata (key-value strings).
+    additional_metadata: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
 
 
 @attrs.frozen

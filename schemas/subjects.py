@@ -22,6 +22,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # An event key is one or more subject tokens; ':' is allowed (``user:create``).
 EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
+# What a workflow listens to (``on_events``): a key, or a pattern in which ``*`` stands for
+# one or more characters of any kind ('.' and ':' included): ``order:*``, ``*:created``, ``*``.
+EVENT_PATTERN_RE = re.compile(r"^[A-Za-z0-9_:\-*]+(\.[A-Za-z0-9_:\-*]+)*$")
 
 
 # An event published again (``natchet events replay``) names the sequence of the one it
@@ -69,6 +72,16 @@ def check_event_key(key: str) -> str:
             "non-empty parts"
         )
     return key
+
+
+def check_event_pattern(pattern: str) -> str:
+    """An event key, or a pattern of keys with ``*`` wildcards (see ``EVENT_PATTERN_RE``)."""
+    if not EVENT_PATTERN_RE.match(pattern):
+        raise SubjectError(
+            f"invalid event key {pattern!r}: use letters, digits, '_', '-', ':' and '.' between "
+            "non-empty parts, and '*' for any one or more characters"
+        )
+    return pattern
 
 
 @attrs.frozen

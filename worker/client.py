@@ -25,9 +25,11 @@ from schemas.messages import (
     RunCancelRequested,
     RunRequested,
 )
+from schemas.metadata import metadata_headers
 from schemas.subjects import NAME_RE, SubjectError
 from worker import declare, spawn
 from worker import logs as step_logs
+from worker.options import metadata_option
 from worker.outcome import wait_for_run
 from worker.portal import Portal
 from worker.runtime import Worker
@@ -48,16 +50,20 @@ class EventClient:
     def __init__(self, hatchet: Hatchet) -> None:
         self._h = hatchet
 
-    async def _push(self, key: str, payload: Any, dedup_id: str | None) -> PushedEvent:
+    async def _push(
+        self, key: str, payload: Any, dedup_id: str | None, options: Any
+    ) -> PushedEvent:
         scope = self._h.settings.scope
         try:
             subject = scope.event(key)
         except SubjectError as exc:
             raise NatchetError(str(exc)) from None
+        meta = metadata_headers(metadata_option(options))
         nc = await self._h.portal.nc()
         attributes = {"natchet.tenant": scope.tenant, "natchet.event_key": key}
         with tracing.producing(f"natchet.event {key}", attributes) as headers:
-            seq = await append(nc, Append(subject, encode_json(payload), dedup_id, headers=headers))
+            item = Append(subject, encode_json(payload), dedup_id, headers=(*headers, *meta))
+            seq = await append(nc, item)
         return PushedEvent(key=key, event_id=str(seq))
 
     async def _replay(self, event_id: str) -> PushedEvent:
@@ -74,12 +80,18 @@ class EventClient:
     async def aio_replay(self, event_id: str) -> PushedEvent:
         return await self._h.portal.run(self._replay(event_id))
 
-    def push(self, key: str, payload: Any, *, dedup_id: str | None = None) -> PushedEvent:
-        """Publish an event (JSON payload) on ``<tenant>.<namespace>.events.<key>``."""
-        return self._h.portal.call(self._push(key, payload, dedup_id))
+    def push(
+        self, key: str, payload: Any, options: Any = None, *, dedup_id: str | None = None
+    ) -> PushedEvent:
+        """Publish an event (JSON payload) on ``<tenant>.<namespace>.events.<key>``;
+        ``options={"additional_metadata": {...}}`` rides along as ``Natchet-Meta-*``
+        headers, and onto the runs it starts."""
+        return self._h.portal.call(self._push(key, payload, dedup_id, options))
 
-    async def aio_push(self, key: str, payload: Any, *, dedup_id: str | None = None) -> PushedEvent:
-        return await self._h.portal.run(self._push(key, payload, dedup_id))
+    async def aio_push(
+        self, key: str, payload: Any, options: Any = None, *, dedup_id: str | None = None
+    ) -> PushedEvent:
+        return await self._h.portal.run(self._push(key, payload, dedup_id, options))
 
 
 class WorkflowRunRef:
@@ -109,9 +121,14 @@ class AdminClient:
     def __init__(self, hatchet: Hatchet) -> None:
         self._h = hatchet
 
-    async def _run(self, workflow: str, payload: Any, run_id: str | None) -> WorkflowRunRef:
+    async def _run(
+        self, workflow: str, payload: Any, run_id: str | None, options: Any = None
+    ) -> WorkflowRunRef:
         run_id = run_id or str(uuid.uuid4())
-        req = RunRequested(run_id=run_id, workflow=workflow, input=payload)
+        metadata = metadata_option(options)
+        req = RunRequested(
+            run_id=run_id, workflow=workflow, input=payload, additional_metadata=metadata
+        )
         encode_json(payload)  # fail here, clearly, on input JSON cannot carry
         nc = await self._h.portal.nc()
         scope = self._h.settings.scope
@@ -122,23 +139,35 @@ class AdminClient:
         return WorkflowRunRef(self._h, run_id)
 
     def run_workflow(
-        self, workflow_name: str, input: Any = None, *, run_id: str | None = None
+        self,
+        workflow_name: str,
+        input: Any = None,
+        options: Any = None,
+        *,
+        run_id: str | None = None,
     ) -> WorkflowRunRef | ChildRun:
         """Start a run of ``workflow_name`` with ``input``; returns at once with a reference.
-        Inside a step (and without ``run_id``), the run is a child of the step
-        (``worker.spawn``)."""
+        ``options={"additional_metadata": {...}}``: key-value strings the run carries. Inside
+        a step (and without ``run_id``), the run is a child of the step (``worker.spawn``)."""
         spawner = spawn.current()
         if spawner is not None and run_id is None:
-            return spawner.blocking(spawner.spawn(workflow_name, input))
-        return self._h.portal.call(self._run(workflow_name, input, run_id))
+            metadata = metadata_option(options)
+            return spawner.blocking(spawner.spawn(workflow_name, input, metadata=metadata))
+        return self._h.portal.call(self._run(workflow_name, input, run_id, options))
 
     async def aio_run_workflow(
-        self, workflow_name: str, input: Any = None, *, run_id: str | None = None
+        self,
+        workflow_name: str,
+        input: Any = None,
+        options: Any = None,
+        *,
+        run_id: str | None = None,
     ) -> WorkflowRunRef | ChildRun:
         spawner = spawn.current()
         if spawner is not None and run_id is None:
-            return await spawner.spawn(workflow_name, input)
-        return await self._h.portal.run(self._run(workflow_name, input, run_id))
+            metadata = metadata_option(options)
+            return await spawner.spawn(workflow_name, input, metadata=metadata)
+        return await self._h.portal.run(self._run(workflow_name, input, run_id, options))
 
     async def _replay(self, run_id: str, from_step: str | None) -> WorkflowRunRef:
         if not NAME_RE.match(run_id):
@@ -234,11 +263,15 @@ class Hatchet:
         on_events: Sequence[str] = (),
         schedule_timeout: declare.Duration = "5m",
         input_validator: type[BaseModel] | None = None,
+        event_filter: str | None = None,
     ) -> Workflow:
         """A workflow: v1, declare its tasks with ``@wf.task(...)``
         (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
-        methods (``name`` defaults to the class's)."""
-        return Workflow(self, name, on_events, schedule_timeout, input_validator)
+        methods (``name`` defaults to the class's). ``on_events``: event keys, or patterns
+        with ``*`` (``order:*``); ``event_filter``: a CEL expression over ``input``,
+        ``additional_metadata`` and ``event_key`` that an event must satisfy to start it
+        (docs/triggers.md)."""
+        return Workflow(self, name, on_events, schedule_timeout, input_validator, event_filter)
 
     def task(
         self,
@@ -287,6 +320,11 @@ class Hatchet:
     def on_failure_step(self, timeout: declare.Duration = 60) -> Callable[[F], F]:
         """The step that runs when the run fails (``context.step_run_errors()``)."""
         return declare.on_failure_step(timeout=timeout)
+
+    def on_success_step(self, timeout: declare.Duration = 60, retries: int = 0) -> Callable[[F], F]:
+        """The step that runs once every other step succeeded, before the run is SUCCEEDED;
+        its failure fails the run."""
+        return declare.on_success_step(timeout=timeout, retries=retries)
 
     def worker(
         self,

@@ -12,8 +12,9 @@ import attrs
 
 from eventstore import ConfigError
 from schemas.definition import workflow_version
+from schemas.filters import compile_filter
 from schemas.messages import StepDef, WorkflowDef
-from schemas.subjects import SubjectError, check_event_key, check_name
+from schemas.subjects import SubjectError, check_event_pattern, check_name
 
 STEP_ATTR = "_natchet_step"
 WORKFLOW_ATTR = "_natchet_workflow"
@@ -52,6 +53,7 @@ class StepSpec:
     backoff_factor: float | None
     backoff_max_s: float | None
     on_failure: bool = False
+    on_success: bool = False
 
 
 def step(
@@ -96,6 +98,36 @@ def on_failure_step(timeout: Duration = 60) -> Callable[[F], F]:
     return mark
 
 
+def on_success_step(timeout: Duration = 60, retries: int = 0) -> Callable[[F], F]:
+    """The step that runs once every other step succeeded, before the run is SUCCEEDED
+    (its failure fails the run); ``context.task_output(step)`` reads any step's output."""
+    if retries < 0:
+        raise ConfigError(f"retries must be >= 0, not {retries}")
+    spec = StepSpec(
+        parents=(),
+        timeout_s=seconds(timeout, "timeout"),
+        retries=retries,
+        backoff_factor=None,
+        backoff_max_s=None,
+        on_success=True,
+    )
+
+    def mark(fn: F) -> F:
+        setattr(fn, STEP_ATTR, spec)
+        return fn
+
+    return mark
+
+
+def _special(name: str, specs: dict[str, StepSpec], which: str) -> StepDef | None:
+    """The workflow's on-failure or on-success step (``which``), taken out of ``specs``."""
+    found = [n for n, sp in specs.items() if getattr(sp, which)]
+    if len(found) > 1:
+        what = which.replace("_", "-")
+        raise ConfigError(f"workflow {name} has more than one {what} step: {found}")
+    return _step_def(found[0], specs.pop(found[0])) if found else None
+
+
 def _step_def(name: str, spec: StepSpec) -> StepDef:
     return StepDef(
         name=name,
@@ -138,17 +170,21 @@ def _check_dag(name: str, steps: dict[str, StepSpec]) -> list[str]:
 
 
 def definition_of(
-    name: str, specs: dict[str, StepSpec], events: tuple[str, ...], schedule_timeout_s: float
+    name: str,
+    specs: dict[str, StepSpec],
+    events: tuple[str, ...],
+    schedule_timeout_s: float,
+    event_filter: str | None = None,
 ) -> WorkflowDef:
-    """The wire definition of workflow ``name`` from its steps' specs (the on-failure step
-    among them, marked): the same for a v0 class and a v1 ``hatchet.workflow`` object."""
+    """The wire definition of workflow ``name`` from its steps' specs (the on-failure and
+    on-success steps among them, marked): the same for a v0 class and a v1
+    ``hatchet.workflow`` object. ``on_success`` and ``event_filter`` are hashed only when
+    set (:mod:`schemas.definition`)."""
     specs = dict(specs)
-    failure = [n for n, sp in specs.items() if sp.on_failure]
-    if len(failure) > 1:
-        raise ConfigError(f"workflow {name} has more than one on-failure step: {failure}")
-    on_failure = _step_def(failure[0], specs.pop(failure[0])) if failure else None
+    on_failure = _special(name, specs, "on_failure")
+    on_success = _special(name, specs, "on_success")
     if not specs:
-        raise ConfigError(f"workflow {name} has only an on-failure step")
+        raise ConfigError(f"workflow {name} has only on-failure or on-success steps")
     order = _check_dag(name, specs)
     steps = tuple(_step_def(s, specs[s]) for s in order)
     body = {
@@ -157,6 +193,8 @@ def definition_of(
         "on_events": list(events),
         "schedule_timeout_s": schedule_timeout_s,
         "on_failure": attrs.asdict(on_failure) if on_failure else None,
+        "on_success": attrs.asdict(on_success) if on_success else None,
+        "event_filter": event_filter,
     }
     return WorkflowDef(
         name=name,
@@ -165,17 +203,33 @@ def definition_of(
         on_events=events,
         schedule_timeout_s=schedule_timeout_s,
         on_failure=on_failure,
+        on_success=on_success,
+        event_filter=event_filter,
     )
 
 
 def check_events(on_events: Sequence[str]) -> tuple[str, ...]:
+    """Event keys and patterns (``order:*``: ``*`` is one or more of any character)."""
+    if isinstance(on_events, str):
+        raise ConfigError(f"on_events takes a list of keys, not the string {on_events!r}")
     events = tuple(on_events)
     try:
         for key in events:
-            check_event_key(key)
+            check_event_pattern(key)
     except SubjectError as exc:
         raise ConfigError(str(exc)) from None
     return events
+
+
+def check_event_filter(event_filter: str | None, events: tuple[str, ...]) -> str | None:
+    """A CEL filter compiles (``FilterError``, a ConfigError, names the line and column of
+    a syntax error) and has events to filter."""
+    if event_filter is None:
+        return None
+    compile_filter(event_filter)
+    if not events:
+        raise ConfigError("event_filter filters the events of on_events: give on_events too")
+    return event_filter
 
 
 def check_workflow_name(name: str) -> None:
@@ -189,8 +243,10 @@ def workflow(
     name: str | None = None,
     on_events: Sequence[str] = (),
     schedule_timeout: Duration = "5m",
+    event_filter: str | None = None,
 ) -> Callable[[C], C]:
     events = check_events(on_events)
+    event_filter = check_event_filter(event_filter, events)
     schedule_timeout_s = seconds(schedule_timeout, "schedule_timeout")
 
     def mark(cls: C) -> C:
@@ -208,7 +264,7 @@ def workflow(
             raise ConfigError(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
-        definition = definition_of(wf_name, specs, events, schedule_timeout_s)
+        definition = definition_of(wf_name, specs, events, schedule_timeout_s, event_filter)
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions))
         return cls
 

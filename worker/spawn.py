@@ -113,22 +113,37 @@ class Spawner:
             self._spawned += 1
         return str(index) if key is None else str(key)
 
-    async def spawn(self, workflow: str, input: Any = None, key: object = None) -> ChildRun:
-        """Request the child run (once: the same key names the same child)."""
-        return await self._request(workflow, input, self._key(key))
+    async def spawn(
+        self,
+        workflow: str,
+        input: Any = None,
+        key: object = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ChildRun:
+        """Request the child run (once: the same key names the same child), carrying
+        ``metadata`` (``additional_metadata``)."""
+        return await self._request(workflow, input, self._key(key), metadata)
 
     async def spawn_many(self, specs: list[tuple[str, Any, object]]) -> list[ChildRun]:
         """Request several children, keyed in order, their requests appended together."""
         keyed = [(w, i, self._key(k)) for w, i, k in specs]
         return list(await asyncio.gather(*(self._request(w, i, k) for w, i, k in keyed)))
 
-    async def _request(self, workflow: str, input: Any, key: str) -> ChildRun:
+    async def _request(
+        self, workflow: str, input: Any, key: str, metadata: dict[str, str] | None = None
+    ) -> ChildRun:
         t = self.task
         payload = to_json(input)
         encode_json(payload)  # fail here, clearly, on input JSON cannot carry
         run_id = child_run_id(self.scope, t.run_id, t.step, key)
         trigger = Trigger(TriggerKind.CHILD, run_id=t.run_id, step=t.step, key=key)
-        req = RunRequested(run_id=run_id, workflow=workflow, input=payload, trigger=trigger)
+        req = RunRequested(
+            run_id=run_id,
+            workflow=workflow,
+            input=payload,
+            trigger=trigger,
+            additional_metadata=metadata or {},
+        )
         subject = self.scope.run(run_id, "requested")
         await self.on_loop(append(self.conn, Append(subject, encode(req), f"{run_id}:requested")))
         return ChildRun(self, run_id, workflow, key)

@@ -106,12 +106,14 @@ class Workflow:
         on_events: Sequence[str] = (),
         schedule_timeout: Duration = "5m",
         input_validator: type[BaseModel] | None = None,
+        event_filter: str | None = None,
     ) -> None:
         self._hatchet = hatchet
         self._name = name
         self._on_events = on_events
         self._schedule_timeout = schedule_timeout
         self.events = declare.check_events(on_events)
+        self.event_filter = declare.check_event_filter(event_filter, self.events)
         self.schedule_timeout_s = seconds(schedule_timeout, "schedule_timeout")
         if name is not None:
             declare.check_workflow_name(name)
@@ -146,7 +148,10 @@ class Workflow:
                 f"{cls.__name__} read context.workflow_input()"
             )
         mark = declare.workflow(
-            name=self._name, on_events=self._on_events, schedule_timeout=self._schedule_timeout
+            name=self._name,
+            on_events=self._on_events,
+            schedule_timeout=self._schedule_timeout,
+            event_filter=self.event_filter,
         )
         return mark(cls)
 
@@ -193,6 +198,22 @@ class Workflow:
 
         return mark
 
+    def on_success_task(
+        self, name: str | None = None, execution_timeout: Duration = 60, retries: int = 0
+    ) -> Callable[[TaskFn], Task]:
+        """The task that runs once every other task succeeded, before the run is SUCCEEDED;
+        its failure fails the run. ``ctx.task_output(task)`` reads any task's output."""
+        self.name  # noqa: B018
+        if retries < 0:
+            raise ConfigError(f"retries must be >= 0, not {retries}")
+        timeout_s = seconds(execution_timeout, "execution_timeout")
+
+        def mark(fn: TaskFn) -> Task:
+            spec = StepSpec((), timeout_s, retries, None, None, on_success=True)
+            return self._add(name or fn.__name__, fn, spec)
+
+        return mark
+
     def _parent_name(self, task_name: str, parent: Task | str) -> str:
         if isinstance(parent, str):
             return parent
@@ -228,7 +249,7 @@ class Workflow:
                 )
             specs = {n: t.spec for n, t in self.tasks.items()}
             definition = declare.definition_of(
-                self.name, specs, self.events, self.schedule_timeout_s
+                self.name, specs, self.events, self.schedule_timeout_s, self.event_filter
             )
             functions = {n: t.runner() for n, t in self.tasks.items()}
             self._spec = WorkflowSpec(definition, functions)

@@ -44,6 +44,12 @@ def add_parser(sub: Any) -> None:
     rl.add_argument("--status")
     rl.add_argument("--workflow")
     rl.add_argument("--tenant", help="one tenant's runs (default: every tenant's)")
+    rl.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="runs whose additional metadata has KEY set to VALUE (repeat: all of them)",
+    )
     add_page_flags(rl, "runs")
     add_database_flag(rl)
     rl.set_defaults(handler=runs_list)
@@ -88,6 +94,7 @@ async def runs_list(args: argparse.Namespace) -> int:
             tenant=args.tenant,
             status=args.status,
             workflow=args.workflow,
+            metadata=parse_metadata(args.metadata),
             limit=args.limit,
             after=args.after,
         )
@@ -102,6 +109,19 @@ async def runs_list(args: argparse.Namespace) -> int:
             print(f"{run['id']:36}  {run['workflow']:20}  {run['status']:9}  {run['created_at']}")
     say_if_truncated(page, "runs")
     return 0
+
+
+def parse_metadata(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--metadata KEY=VALUE`` flags as a dict (None: no flag)."""
+    if not pairs:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--metadata {pair!r}: write KEY=VALUE")
+        out[key] = value
+    return out
 
 
 async def runs_get(args: argparse.Namespace) -> int:

@@ -456,6 +456,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "replay_of": None,
         "parent": None,
         "children": [],
+        "additional_metadata": {},
         "steps": [
             step(
                 "a",
