@@ -21,6 +21,10 @@ export interface WorkflowMsg {
   steps: StepDef[];
   on_events: string[];
   on_failure: StepDef | null;
+  /** Issue 14: run after the DAG succeeded; hashed only when set (this worker sends none). */
+  on_success?: StepDef | null;
+  /** Issue 14: a CEL expression an event must satisfy; hashed only when set. */
+  event_filter?: string | null;
   schedule_timeout_s: number;
   registered_at: string;
   v: 1;
