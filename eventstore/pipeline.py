@@ -80,6 +80,58 @@ class Appender:
                     future.cancel()
             self._pending = {k: f for k, f in self._pending.items() if not f.done()}
 
+    async def append_each(self, items: Sequence[Append]) -> list[int | AppendError]:
+        """Send ``items`` in order, as :meth:`append_all` does, but give each its own
+        outcome: its stream sequence, or the :class:`AppendError` it met (too large, refused
+        by the log, not acknowledged in time). One failure does not stop the others; the
+        ones stored are stored in the order sent."""
+        if self._sub is None:
+            await self._open()
+        loop = asyncio.get_running_loop()
+        outcomes: list[int | AppendError | asyncio.Future[Msg]] = []
+        try:
+            for item in items:
+                reply = f"{self._prefix}.{next(self._ids)}"
+                future: asyncio.Future[Msg] = loop.create_future()
+                try:
+                    await self.conn.publish(
+                        item.subject, item.body, reply=reply, headers=_headers(item) or None
+                    )
+                except nats.errors.MaxPayloadError:
+                    outcomes.append(_too_large(self.conn, item))
+                    continue
+                except nats.errors.Error as exc:
+                    outcomes.append(AppendError(f"append to {item.subject} failed: {exc}"))
+                    continue
+                self._pending[reply] = future
+                outcomes.append(future)
+            futures = [o for o in outcomes if isinstance(o, asyncio.Future)]
+            if futures:
+                await asyncio.wait(futures, timeout=self.timeout_s)
+            return [self._outcome(item, o) for item, o in zip(items, outcomes, strict=True)]
+        finally:
+            for o in outcomes:
+                if isinstance(o, asyncio.Future) and not o.done():
+                    o.cancel()
+            self._pending = {k: f for k, f in self._pending.items() if not f.done()}
+
+    def _outcome(
+        self, item: Append, outcome: int | AppendError | asyncio.Future[Msg]
+    ) -> int | AppendError:
+        if not isinstance(outcome, asyncio.Future):
+            return outcome
+        if not outcome.done() or outcome.cancelled():
+            return AppendError(
+                f"append to {item.subject} not acknowledged within {self.timeout_s}s"
+            )
+        msg = outcome.result()
+        if (msg.headers or {}).get("Status") == NO_RESPONDERS:
+            return AppendError(f"no stream captures {item.subject}")
+        try:
+            return _seq(_check_ack(msg.data, item.subject))
+        except AppendError as exc:
+            return exc
+
     async def _acks(self, waiting: list[tuple[Append, asyncio.Future[Msg]]]) -> list[int]:
         seqs: list[int] = []
         for item, future in waiting:

@@ -10,6 +10,7 @@ Both Hatchet APIs: v0 (``@hatchet.workflow`` on a class of ``@hatchet.step`` met
 v1 (``wf = hatchet.workflow(name=...)``, ``@wf.task``, ``@hatchet.task``).
 """
 
+from worker.bulk import BulkError
 from worker.client import (
     AdminClient,
     ClientConfig,
@@ -28,6 +29,7 @@ from worker.tasks import Standalone, Task, TaskRunRef, Workflow
 
 __all__ = [
     "AdminClient",
+    "BulkError",
     "ClientConfig",
     "ClientSettings",
     "Context",

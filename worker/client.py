@@ -27,7 +27,7 @@ from schemas.messages import (
 )
 from schemas.metadata import metadata_headers
 from schemas.subjects import NAME_RE, SubjectError
-from worker import declare, spawn
+from worker import bulk, declare, spawn
 from worker import logs as step_logs
 from worker.options import metadata_option
 from worker.outcome import wait_for_run
@@ -65,6 +65,23 @@ class EventClient:
             item = Append(subject, encode_json(payload), dedup_id, headers=(*headers, *meta))
             seq = await append(nc, item)
         return PushedEvent(key=key, event_id=str(seq))
+
+    async def _bulk(self, events: Sequence[Any]) -> list[PushedEvent]:
+        nc = await self._h.portal.nc()
+        return await bulk.bulk_push(
+            nc, self._h.settings.scope, events, lambda key, seq: PushedEvent(key, str(seq))
+        )
+
+    def bulk_push(self, events: Sequence[Any]) -> list[PushedEvent]:
+        """Publish many events, pipelined, in order: each ``{"key": ..., "payload": ...,
+        "additional_metadata": {...}}`` (or an object with those attributes); one
+        ``PushedEvent`` per event, in order. Not all-or-nothing: a bad or refused event is
+        left out, every other one is published, and ``BulkError`` names the ones left out
+        by index (docs/triggers.md)."""
+        return self._h.portal.call(self._bulk(events))
+
+    async def aio_bulk_push(self, events: Sequence[Any]) -> list[PushedEvent]:
+        return await self._h.portal.run(self._bulk(events))
 
     async def _replay(self, event_id: str) -> PushedEvent:
         nc = await self._h.portal.nc()
@@ -168,6 +185,24 @@ class AdminClient:
             metadata = metadata_option(options)
             return await spawner.spawn(workflow_name, input, metadata=metadata)
         return await self._h.portal.run(self._run(workflow_name, input, run_id, options))
+
+    async def _bulk(self, runs: Sequence[Any]) -> list[WorkflowRunRef]:
+        nc = await self._h.portal.nc()
+        scope = self._h.settings.scope
+        return await bulk.run_workflows(
+            nc, scope, runs, lambda run_id: WorkflowRunRef(self._h, run_id)
+        )
+
+    def run_workflows(self, runs: Sequence[Any]) -> list[WorkflowRunRef]:
+        """Start many runs, pipelined, in order: each ``{"workflow_name": ..., "input": ...,
+        "options": {"additional_metadata": {...}}}`` (or an object with those attributes);
+        one reference per run, in order. Not all-or-nothing: a bad or refused item is left
+        out, every other run is requested, and ``BulkError`` names the ones left out by
+        index (docs/triggers.md)."""
+        return self._h.portal.call(self._bulk(runs))
+
+    async def aio_run_workflows(self, runs: Sequence[Any]) -> list[WorkflowRunRef]:
+        return await self._h.portal.run(self._bulk(runs))
 
     async def _replay(self, run_id: str, from_step: str | None) -> WorkflowRunRef:
         if not NAME_RE.match(run_id):

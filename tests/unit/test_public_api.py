@@ -149,6 +149,7 @@ PUBLIC = {
     ],
     "worker": [
         "AdminClient",
+        "BulkError",
         "ClientConfig",
         "ClientSettings",
         "Context",
