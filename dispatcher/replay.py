@@ -44,6 +44,7 @@ class Original:
     status: RunStatus | None  # None: still in flight (or rejected: ``created`` is None)
     outputs: dict[str, Any]
     created: bool = True
+    metadata: dict[str, str] = attrs.Factory(dict)  # its additional metadata, carried over
 
 
 @attrs.frozen
@@ -80,7 +81,10 @@ def original_of(run_id: str, messages: Iterable[object]) -> Original | None:
         return Original(run_id, requested.workflow, None, None, {})
     if created is None:
         return None
-    return Original(run_id, created.workflow, created.input, status, outputs)
+    return Original(
+        run_id, created.workflow, created.input, status, outputs,
+        metadata=created.additional_metadata,
+    )  # fmt: skip
 
 
 def _verdict(outputs: dict[str, Any], verdict: StepFinished) -> None:
@@ -118,7 +122,8 @@ def decide_replay(state: State, scope: Scope, replay: Replay, now: dt.datetime) 
     if isinstance(kept, str):
         return reject(scope, req.run_id, workflow, kept, now)
     trigger = Trigger.of_replay(target, req.from_step)
-    return create(scope, wf, req.run_id, original.input, trigger, now, kept)
+    metadata = {**original.metadata, **req.additional_metadata}
+    return create(scope, wf, req.run_id, original.input, trigger, now, kept, metadata)
 
 
 def _kept(wf: WorkflowDef, original: Original, from_step: str | None) -> dict[str, Any] | str:
