@@ -12,8 +12,6 @@ and says why (the dispatcher logs it). Pure.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,19 +26,32 @@ def is_pattern(key: str) -> bool:
     return "*" in key
 
 
-@functools.lru_cache(maxsize=4096)
-def pattern_re(pattern: str) -> re.Pattern[str]:
-    """``pattern`` as a regex: ``*`` is ``.+``, everything else literal."""
-    return re.compile(
-        "".join(".+" if part == "*" else re.escape(part) for part in re.split(r"(\*)", pattern))
-    )
-
-
 def key_matches(pattern: str, key: str) -> bool:
-    """Whether event key ``key`` is one ``pattern`` (a key, or a key with ``*``) names."""
+    """Whether event key ``key`` is one ``pattern`` (a key, or a key with ``*``) names.
+
+    Not a regex: ``*`` is "one character, then any number", matched by the greedy
+    two-pointer walk, which takes at most ``len(pattern) * len(key)`` steps whatever the
+    pattern (a regex of many ``.+`` backtracks exponentially on a key it does not match,
+    and patterns come from registrations anyone with the tenant's credentials can write)."""
     if not is_pattern(pattern):
         return pattern == key
-    return pattern_re(pattern).fullmatch(key) is not None
+    glob = pattern.replace("*", "?*")  # '?': any one character; '*': any number
+    p = k = 0
+    star, resume = -1, 0
+    while k < len(key):
+        if p < len(glob) and (glob[p] == "?" or glob[p] == key[k]):
+            p, k = p + 1, k + 1
+        elif p < len(glob) and glob[p] == "*":
+            star, resume = p, k
+            p += 1
+        elif star >= 0:
+            p, resume = star + 1, resume + 1
+            k = resume
+        else:
+            return False
+    while p < len(glob) and glob[p] == "*":
+        p += 1
+    return p == len(glob)
 
 
 @attrs.frozen
@@ -57,19 +68,20 @@ class Triggers:
 
     def __init__(self, workflows: Iterable[tuple[tuple[Scope, str], WorkflowDef]]) -> None:
         self._exact: dict[tuple[Scope, str], list[WorkflowDef]] = {}
-        self._patterns: dict[Scope, list[tuple[re.Pattern[str], WorkflowDef]]] = {}
+        self._patterns: dict[Scope, list[tuple[str, WorkflowDef]]] = {}
         for (scope, _name), wf in workflows:
-            for key in dict.fromkeys(wf.on_events):
+            # Strings only, each once (a hostile registration's other values name no event).
+            for key in dict.fromkeys(k for k in wf.on_events if isinstance(k, str)):
                 if is_pattern(key):
-                    self._patterns.setdefault(scope, []).append((pattern_re(key), wf))
+                    self._patterns.setdefault(scope, []).append((key, wf))
                 else:
                     self._exact.setdefault((scope, key), []).append(wf)
 
     def by_key(self, scope: Scope, key: str) -> list[WorkflowDef]:
         """The workflows of ``scope`` listening to ``key``, each once, by name."""
         found = {wf.name: wf for wf in self._exact.get((scope, key), ())}
-        for regex, wf in self._patterns.get(scope, ()):
-            if wf.name not in found and regex.fullmatch(key):
+        for pattern, wf in self._patterns.get(scope, ()):
+            if wf.name not in found and key_matches(pattern, key):
                 found[wf.name] = wf
         return [found[name] for name in sorted(found)]
 

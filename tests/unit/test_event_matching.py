@@ -35,6 +35,20 @@ def test_a_pattern_matches_exactly_the_keys_it_names(pattern: str, key: str, mat
     assert key_matches(pattern, key) is matched
 
 
+def test_a_pattern_of_many_stars_is_matched_without_backtracking() -> None:
+    # As a regex of ".+a" repeated, this takes exponential time on a key it misses.
+    assert not key_matches("*a" * 30 + "b", "a" * 200)
+    assert key_matches("*a" * 30, "xa" * 30)
+
+
+def test_a_hostile_registrations_odd_on_events_name_nothing() -> None:
+    scope = Scope("t")
+    odd = _wf("Odd", ["order:*"])
+    object.__setattr__(odd, "on_events", (1, ["x"], None, "order:*"))
+    triggers = Triggers([((scope, "Odd"), odd)])
+    assert [w.name for w in triggers.matching(scope, "order:paid", {}, {})[0]] == ["Odd"]
+
+
 def test_patterns_are_checked_like_keys_with_a_star() -> None:
     assert check_event_pattern("order:*") == "order:*"
     for bad in ("order:>", "a..b", "", "spaces here"):
