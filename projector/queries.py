@@ -425,8 +425,8 @@ async def list_events(
     seq, of = _uncursor(after, (int, str)) if after else (None, None)
     rows = await _fetch(
         conn,
-        "SELECT tenant, namespace, seq, key, payload, raw, valid, received_at, replay_of"
-        " FROM events"
+        "SELECT tenant, namespace, seq, key, payload, raw, valid, received_at, replay_of,"
+        " additional_metadata FROM events"
         + _EVENT_FILTER
         + " AND (%(seq)s::bigint IS NULL OR seq < %(seq)s OR (seq = %(seq)s AND tenant > %(of)s))"
         " ORDER BY seq DESC, tenant LIMIT %(limit)s",

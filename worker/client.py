@@ -318,13 +318,16 @@ class Hatchet:
         retries: int = 0,
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
+        event_filter: str | None = None,
     ) -> Callable[[TaskFn], Standalone]:
         """``@hatchet.task(...)``: a workflow of one task, both named ``name`` (default: the
         function's); ``task.run(input)`` returns its output."""
 
         def mark(fn: TaskFn) -> Standalone:
             task_name = name or fn.__name__
-            wf = Workflow(self, task_name, on_events, schedule_timeout, input_validator)
+            wf = Workflow(
+                self, task_name, on_events, schedule_timeout, input_validator, event_filter
+            )
             declared = wf.task(
                 name=task_name,
                 execution_timeout=execution_timeout,

@@ -33,7 +33,8 @@ FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "trigger",
           "line", "at", "created_at", "queued_at", "started_at", "finished_at", "reason",
           "name", "version", "on_events", "registered_at", "parents", "v", "on_failure",
           "handed_back", "non_retryable", "next_attempt", "due_at", "requested_at",
-          "schedule_timeout_s", "kept", "kind", "replay_of", "from_step"]  # fmt: skip
+          "schedule_timeout_s", "kept", "kind", "replay_of", "from_step",
+          "additional_metadata", "on_success", "event_filter"]  # fmt: skip
 
 json_values = st.recursive(
     st.none()
