@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
 from typing import Any
 
 import psycopg
+import pytest
 from nats.aio.client import Client as NATS
 
 from natchet.dev.embedded import NatsServer
@@ -19,7 +21,7 @@ from natchet.engine import Engine
 from schemas import Scope, encode
 from schemas.messages import StepDef, WorkflowDef
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, run_ends
+from tests.support import hatchet_for, run_ends, worker_env
 from worker import Context, Hatchet
 
 
@@ -56,7 +58,9 @@ async def test_filtered_and_wildcard_events_start_exactly_the_matching_workflows
     db: psycopg.AsyncConnection[Any],
     tenant_name: str,
     nc: NATS,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="dispatcher")
     hatchet = hatchet_for(nats_server, tenant_name)
     worker = hatchet.worker("triggers", max_runs=8)
     for wf in (
@@ -109,6 +113,9 @@ async def test_filtered_and_wildcard_events_start_exactly_the_matching_workflows
     cur = await db.execute("SELECT reason FROM rejections WHERE tenant = %s", (tenant_name,))
     [(reason,)] = await cur.fetchall()
     assert "Broken" in reason and "line 1 column 14" in reason
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("dispatcher")]
+    assert any(f"seq {odd.event_id} " in m and "does not start Big" in m for m in said)
+    assert any("Broken" in m and "line 1 column 14" in m for m in said)
     hatchet.close()
 
 
@@ -135,11 +142,12 @@ async def test_a_wildcard_never_matches_another_namespaces_events(
     bob.close()
 
 
-def natchet(*args: str, database: str) -> str:
+def natchet(*args: str, database: str | None = None, **extra_env: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    flags = [] if database is None else ["--database-url", database]
     return subprocess.run(
-        [sys.executable, "-m", "natchet.cli", *args, "--database-url", database],
-        capture_output=True, text=True, timeout=60, check=True, env=env,
+        [sys.executable, "-m", "natchet.cli", *args, *flags],
+        capture_output=True, text=True, timeout=60, check=True, env={**env, **extra_env},
     ).stdout  # fmt: skip
 
 
@@ -161,6 +169,12 @@ async def test_metadata_goes_from_events_and_requests_to_runs_and_filters_the_li
             "Meta", {"n": 2}, options={"additional_metadata": {"customer": "acme", "via": "api"}}
         )
         plain = await hatchet.admin.aio_run_workflow("Meta", {"n": 3})
+        printed = await asyncio.to_thread(
+            natchet, "event", "push", "meta:cli", '{"n": 4}', "--metadata", "customer=acme",
+            "--metadata", "via=cli", **worker_env(nats_server, tenant_name),
+        )  # fmt: skip
+        cli_event = printed.rsplit("event id ", 1)[1].rstrip(")\n")
+        await eventually(lambda: _has(db, tenant_name, cli_event), timeout_s=30)
         for run_id in (ref.workflow_run_id, plain.workflow_run_id):
             await run_ends(db, run_id, tenant=tenant_name)
         await eventually(lambda: _has(db, tenant_name, pushed.event_id), timeout_s=30)
@@ -180,8 +194,10 @@ async def test_metadata_goes_from_events_and_requests_to_runs_and_filters_the_li
         return {r["id"] for r in json.loads(out)["runs"]}
 
     acme = await listed("customer=acme")
-    assert len(acme) == 2 and ref.workflow_run_id in acme
+    assert len(acme) == 3 and ref.workflow_run_id in acme
     assert plain.workflow_run_id not in acme
     assert await listed("customer=acme", "via=api") == {ref.workflow_run_id}
+    [by_cli] = await listed("via=cli")
+    assert by_cli not in (ref.workflow_run_id, plain.workflow_run_id)
     assert await listed("customer=other") == set()
     hatchet.close()
