@@ -366,7 +366,8 @@ async def _get_run(
     steps = await _fetch(
         conn,
         "SELECT name, parents, status, output, error, queued_at, started_at, finished_at,"
-        " retry_due_at, on_failure FROM steps WHERE tenant = %(tenant)s AND run_id = %(id)s"
+        " retry_due_at, on_failure, on_success FROM steps"
+        " WHERE tenant = %(tenant)s AND run_id = %(id)s"
         " ORDER BY on_failure, queued_at NULLS LAST, name",
         params,
         schema,

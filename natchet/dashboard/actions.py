@@ -329,6 +329,7 @@ async def workflows(backend: Backend, tenant: str, namespace: str | None) -> lis
                 "on_events": list(wf.on_events),
                 "steps": steps,
                 "on_failure": None if wf.on_failure is None else wf.on_failure.name,
+                "on_success": None if wf.on_success is None else wf.on_success.name,
             }
         )
     return out

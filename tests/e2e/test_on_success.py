@@ -71,6 +71,7 @@ async def test_on_success_runs_after_the_dag_and_its_failure_fails_the_run(
     assert run["status"] == "SUCCEEDED"
     steps = {s["name"]: s for s in run["steps"]}
     assert steps["notify"]["status"] == "SUCCEEDED" and steps["notify"]["parents"] == []
+    assert steps["notify"]["on_success"] and not steps["ship"]["on_success"]
     assert steps["notify"]["queued_at"] >= steps["ship"]["finished_at"]
     assert run["finished_at"] >= steps["notify"]["finished_at"]
     assert steps["alarm"]["status"] == "CANCELLED"

@@ -434,6 +434,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
             "finished_at": at(t + times[2]),
             "retry_due_at": None,
             "on_failure": False,
+            "on_success": False,
             "attempts": attempts,
             "logs": [{"at": at(t + x), "line": line, "attempt": n} for x, line, n in logs],
         }

@@ -282,6 +282,7 @@ async def test_on_failure_step(nc: NATS, tenant: str, conn: Conn) -> None:
         "finished_at": at(t + 7),
         "retry_due_at": None,
         "on_failure": True,
+        "on_success": False,
         "attempts": [
             {
                 "attempt": 1,
