@@ -105,3 +105,14 @@ def test_an_on_failure_step_is_not_a_step_to_replay_from() -> None:
     req = RunRequested("r2", "", None, replay_of="r1", from_step="undo")
     [rejected] = apply(state, Replay(req, ORIGINAL))
     assert "has no step 'undo'" in rejected.reason
+
+
+def test_a_replay_keeps_the_original_runs_metadata() -> None:
+    created = RunCreated(
+        "r1", "Diamond", "v1", {"n": 1}, DIAMOND.steps, additional_metadata={"customer": "acme"}
+    )
+    finished = RunFinished("r1", RunStatus.FAILED, "boom")
+    original = original_of("r1", [created, finished])
+    assert original is not None and original.metadata == {"customer": "acme"}
+    again, *_tasks = replay(None, original)
+    assert isinstance(again, RunCreated) and again.additional_metadata == {"customer": "acme"}
