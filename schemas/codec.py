@@ -12,7 +12,9 @@ import orjson
 
 from schemas.errors import NatchetError
 from schemas.messages import (
+    CRON_KINDS,
     RUN_KINDS,
+    SCHEDULE_KINDS,
     RunMessage,
     Task,
     WorkerHeartbeat,
@@ -76,6 +78,13 @@ def decode_run_message(kind: str, data: bytes) -> RunMessage:
     return decode_as(cls, kind, data)
 
 
+def _decode_kind(kinds: dict[str, type[T]], area: str, kind: str, data: bytes) -> T:
+    cls = kinds.get(kind)
+    if cls is None:
+        raise DecodeError(f"unknown {area} message kind {kind!r}")
+    return decode_as(cls, f"{area} {kind}", data)
+
+
 def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
     """Decode a natchet message by its subject. Events come back as their raw JSON value.
 
@@ -92,6 +101,12 @@ def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
     elif parsed.area == "tasks":
         message = decode_as(Task, Task.KIND, data)
         _agree(parsed, "task", f"{message.workflow}.{message.step}", ".".join(parsed.rest))
+    elif parsed.area == "crons":
+        message = _decode_kind(CRON_KINDS, "cron", parsed.kind, data)
+        _agree(parsed, "cron name", message.name, parsed.name)
+    elif parsed.area == "schedules":
+        message = _decode_kind(SCHEDULE_KINDS, "schedule", parsed.kind, data)
+        _agree(parsed, "schedule id", message.schedule_id, parsed.name)
     elif parsed.area == "workers":
         message = decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, data)
         _agree(parsed, "worker id", message.worker_id, parsed.rest[0])

@@ -470,3 +470,149 @@ def structure(cls: type[T], data: Mapping[str, Any]) -> T:
     if names.issuperset(data):  # the usual case: no field this version does not know
         return cls(**data)
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# Crons and scheduled runs (issue 14; docs/triggers.md). A client appends ``created`` and
+# ``deleted``; the dispatcher answers with ``armed`` (the next fire it set a timer for),
+# ``fired`` (a tick started its run) or ``rejected`` (a record it cannot use).
+
+
+@attrs.frozen
+class CronCreated:
+    """``<t>.<ns>.crons.<name>.created``: run ``workflow`` with ``input`` at each tick of
+    ``expression`` (cron: 5 fields, or 6 with seconds first), in ``timezone`` (an IANA
+    name; None: UTC). ``id`` (the client's, unique) tells this cron from an earlier one of
+    the same name, which it replaces."""
+
+    KIND = "created"
+    id: str
+    name: str
+    workflow: str
+    expression: str
+    input: Any = None
+    timezone: str | None = None
+    created_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class CronDeleted:
+    """``<t>.<ns>.crons.<name>.deleted``: the cron fires no more."""
+
+    KIND = "deleted"
+    name: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class CronArmed:
+    """``<t>.<ns>.crons.<name>.armed``: the dispatcher set the cron's (``id``) next fire,
+    at ``fire_at``; its timer is a message schedule in the ``schedules-<t>`` stream."""
+
+    KIND = "armed"
+    name: str
+    id: str
+    fire_at: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class CronFired:
+    """``<t>.<ns>.crons.<name>.fired``: the tick ``fire_at`` of cron ``id`` started run
+    ``run_id`` (its ``created`` or ``rejected`` comes just before)."""
+
+    KIND = "fired"
+    name: str
+    id: str
+    fire_at: str
+    run_id: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class CronRejected:
+    """``<t>.<ns>.crons.<name>.rejected``: a ``created`` the dispatcher cannot use (a bad
+    expression, timezone or workflow name), and why. The cron does not exist."""
+
+    KIND = "rejected"
+    name: str
+    id: str
+    reason: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class ScheduleCreated:
+    """``<t>.<ns>.schedules.<schedule_id>.created``: run ``workflow`` with ``input`` once,
+    at ``trigger_at`` (ISO 8601 with an offset)."""
+
+    KIND = "created"
+    schedule_id: str
+    workflow: str
+    trigger_at: str
+    input: Any = None
+    created_at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class ScheduleDeleted:
+    """``<t>.<ns>.schedules.<schedule_id>.deleted``: the scheduled run will not happen
+    (if it has not yet)."""
+
+    KIND = "deleted"
+    schedule_id: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class ScheduleFired:
+    """``<t>.<ns>.schedules.<schedule_id>.fired``: its time came and it started run
+    ``run_id`` (whose ``created`` or ``rejected`` comes just before)."""
+
+    KIND = "fired"
+    schedule_id: str
+    run_id: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+@attrs.frozen
+class ScheduleRejected:
+    """``<t>.<ns>.schedules.<schedule_id>.rejected``: a ``created`` the dispatcher cannot
+    use (a time that does not parse, a bad workflow name), and why."""
+
+    KIND = "rejected"
+    schedule_id: str
+    reason: str
+    at: str = attrs.field(factory=utcnow)
+    v: int = 1
+
+
+CronMessage = CronCreated | CronDeleted | CronArmed | CronFired | CronRejected
+ScheduleMessage = ScheduleCreated | ScheduleDeleted | ScheduleFired | ScheduleRejected
+
+CRON_KINDS: dict[str, type[CronMessage]] = {
+    cls.KIND: cls for cls in (CronCreated, CronDeleted, CronArmed, CronFired, CronRejected)
+}
+SCHEDULE_KINDS: dict[str, type[ScheduleMessage]] = {
+    cls.KIND: cls for cls in (ScheduleCreated, ScheduleDeleted, ScheduleFired, ScheduleRejected)
+}
+
+
+@attrs.frozen
+class TimerFired:
+    """``<t>.<ns>.fires.<cron|schedule>.<name>`` in the ``schedules-<t>`` stream (not the
+    log): what the server stores when a timer the dispatcher set comes due. Engine only."""
+
+    KIND = "timer"
+    kind: str  # cron | schedule
+    name: str  # the cron's name, or the schedule's id
+    id: str  # the cron's id (a schedule: its id again)
+    fire_at: str
+    v: int = 1

@@ -8,6 +8,10 @@
 | ``<t>.<ns>.runs.<run_id>.<kind>``         | one run's own history                  |
 | ``<t>.<ns>.workers.<worker_id>``          | a worker's heartbeat (message TTL)     |
 | ``<t>.<ns>.workers.<worker_id>.refused``  | the engine refuses a worker (not kept) |
+| ``<t>.<ns>.crons.<name>.<kind>``          | a cron's history (created, armed, ...) |
+| ``<t>.<ns>.schedules.<id>.<kind>``        | a scheduled run's history              |
+| ``<t>.<ns>.timers.<cron|schedule>.<name>``| a pending timer (``schedules-<t>``)    |
+| ``<t>.<ns>.fires.<cron|schedule>.<name>`` | a timer come due (``schedules-<t>``)   |
 """
 
 from __future__ import annotations
@@ -123,6 +127,22 @@ class Scope:
         """Where the engine tells a worker it refuses it (core NATS: not in any stream)."""
         return f"{self.prefix}.workers.{worker_id}.refused"
 
+    def cron(self, name: str, kind: str) -> str:
+        """One record of a cron's history, in the log."""
+        return f"{self.prefix}.crons.{check_name('cron name', name)}.{kind}"
+
+    def schedule(self, schedule_id: str, kind: str) -> str:
+        """One record of a scheduled run's history, in the log."""
+        return f"{self.prefix}.schedules.{check_name('schedule id', schedule_id)}.{kind}"
+
+    def timer(self, kind: str, name: str) -> str:
+        """A cron's or schedule's pending timer: a message schedule in ``schedules-<t>``."""
+        return f"{self.prefix}.timers.{kind}.{name}"
+
+    def fire(self, kind: str, name: str) -> str:
+        """Where the server stores a timer's fire (``timer``'s ``Nats-Schedule-Target``)."""
+        return f"{self.prefix}.fires.{kind}.{name}"
+
 
 def stream_name(tenant: str) -> str:
     """The tenant's log: events, registrations, runs and tasks (:func:`log_subjects`)."""
@@ -140,10 +160,28 @@ def live_stream_name(tenant: str) -> str:
     return f"live-{check_tenant(tenant)}"
 
 
+def schedules_stream_name(tenant: str) -> str:
+    """The tenant's timers: message schedules (which force rollups on and purges allowed,
+    so never in the log) and the fires the server stores for them. Engine only."""
+    return f"schedules-{check_tenant(tenant)}"
+
+
 def log_subjects(tenant: str) -> list[str]:
-    """What the log captures: every area but worker liveness."""
+    """What the log captures: every area but worker liveness and timers."""
     t = check_tenant(tenant)
-    return [f"{t}.*.events.>", f"{t}.*.workflows.*", f"{t}.*.runs.*.*", f"{t}.*.tasks.>"]
+    return [
+        f"{t}.*.events.>",
+        f"{t}.*.workflows.*",
+        f"{t}.*.runs.*.*",
+        f"{t}.*.tasks.>",
+        f"{t}.*.crons.*.*",
+        f"{t}.*.schedules.*.*",
+    ]
+
+
+def schedules_subjects(tenant: str) -> list[str]:
+    t = check_tenant(tenant)
+    return [f"{t}.*.timers.*.*", f"{t}.*.fires.*.*"]
 
 
 def tasks_subjects(tenant: str) -> str:
@@ -157,7 +195,7 @@ def live_subjects(tenant: str) -> str:
 @attrs.frozen
 class ParsedSubject:
     scope: Scope
-    area: str  # events | workflows | tasks | runs
+    area: str  # events | workflows | tasks | runs | workers | crons | schedules
     rest: tuple[str, ...]
 
     @property
@@ -172,8 +210,19 @@ class ParsedSubject:
     def run_kind(self) -> str:
         return self.rest[1]
 
+    @property
+    def name(self) -> str:
+        """A cron's name or a schedule's id (``crons.<name>.<kind>``)."""
+        return self.rest[0]
 
-AREAS = frozenset({"events", "workflows", "tasks", "runs", "workers"})
+    @property
+    def kind(self) -> str:
+        return self.rest[1]
+
+
+AREAS = frozenset({"events", "workflows", "tasks", "runs", "workers", "crons", "schedules"})
+# Areas whose subjects are ``<area>.<id>.<kind>``.
+_ID_KIND_AREAS = frozenset({"runs", "crons", "schedules"})
 # Scopes already checked, by (tenant, namespace): a reader parses every subject of a log
 # whose few scopes repeat, and checking one is two regexes and a frozen class.
 _SCOPES: dict[tuple[str, str], Scope] = {}
@@ -200,6 +249,6 @@ def parse(subject: str) -> ParsedSubject:
     except SubjectError as exc:
         raise SubjectError(f"not a natchet subject: {subject!r}: {exc}") from None
     rest = tuple(parts[3:])
-    if parts[2] == "runs" and len(rest) != 2:
-        raise SubjectError(f"run subject needs <run_id>.<kind>: {subject!r}")
+    if parts[2] in _ID_KIND_AREAS and len(rest) != 2:
+        raise SubjectError(f"{parts[2]} subject needs <id>.<kind>: {subject!r}")
     return ParsedSubject(scope, parts[2], rest)
