@@ -27,6 +27,8 @@ from schemas.subjects import (
     live_stream_name,
     live_subjects,
     log_subjects,
+    schedules_stream_name,
+    schedules_subjects,
     stream_name,
     tasks_stream_name,
     tasks_subjects,
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 DISPATCHER_CONSUMER = "dispatcher"
+FIRES_CONSUMER = "dispatcher-fires"
 DISPATCHER_ACK_WAIT_S = 5.0
 
 
@@ -50,6 +53,8 @@ class StreamLimits:
 
 
 LIVE_MAX_BYTES = 16 * 1024 * 1024
+# What a tenant's timers are budgeted in its account's storage (a few hundred bytes each).
+SCHEDULES_MAX_BYTES = 16 * 1024 * 1024
 
 
 class StreamConfigError(ConfigError):
@@ -110,6 +115,24 @@ def live_stream_config(tenant: str) -> StreamConfig:
         max_msgs_per_subject=1,
         allow_msg_ttl=True,
         allow_direct=True,
+    )
+
+
+def schedules_stream_config(tenant: str) -> StreamConfig:
+    """The tenant's timers: one message schedule per pending cron tick or scheduled run,
+    and the fires the server stores for them. Message schedules force rollups on and
+    purges allowed: that is why they live here and never in the log. Engine only. The
+    server refuses "discard new" with schedules, and "discard old" would drop pending
+    timers silently: so the stream has no limit of its own, only the account's storage
+    (a full account refuses a new timer, and the dispatcher retries)."""
+    return StreamConfig(
+        name=schedules_stream_name(tenant),
+        description=f"natchet timers (crons, scheduled runs) for tenant {tenant}",
+        subjects=schedules_subjects(tenant),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        allow_msg_schedules=True,
+        allow_rollup_hdrs=True,
     )
 
 
@@ -193,6 +216,7 @@ async def ensure_tenant_stream(
 async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: StreamLimits) -> None:
     expected = log_stream_config(tenant, limits)
     stored = await _ensure(js, expected)
+    stored = await _add_subjects(js, stored, expected)
     weak = log_weaknesses(stored, expected)
     if weak:
         raise StreamConfigError(
@@ -203,6 +227,29 @@ async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: Strea
     tasks = tasks_stream_config(tenant, limits)
     await _quota(js, await _ensure(js, tasks), tasks)
     await _ensure(js, live_stream_config(tenant))
+    schedules = schedules_stream_config(tenant)
+    stored_schedules = await _ensure(js, schedules)
+    if not stored_schedules.allow_msg_schedules:
+        raise StreamConfigError(
+            f"stream {schedules.name} does not allow message schedules: crons and scheduled "
+            "runs would never fire. Delete it (it holds only timers; the log re-arms them) "
+            "and restart"
+        )
+
+
+async def _add_subjects(
+    js: JetStreamContext, stored: StreamConfig, expected: StreamConfig
+) -> StreamConfig:
+    """A log made by an older natchet captures fewer areas (issue 14 added crons and
+    schedules): add the missing subjects, and change nothing else. Subjects it has that
+    this natchet does not expect are left for the check to refuse."""
+    have, want = set(stored.subjects or []), set(expected.subjects or [])
+    if have >= want or not have <= want:
+        return stored
+    stored.subjects = sorted(want, key=(expected.subjects or []).index)
+    info = await js.update_stream(stored)
+    log.info("stream %s: now captures %s", expected.name, ", ".join(sorted(want - have)))
+    return info.config
 
 
 async def _quota(js: JetStreamContext, stored: StreamConfig, expected: StreamConfig) -> None:
@@ -264,6 +311,10 @@ def dispatcher_filters(tenant: str) -> list[str]:
         f"{tenant}.*.runs.*.result",
         f"{tenant}.*.runs.*.assigned",
         f"{tenant}.*.runs.*.cancel_requested",
+        f"{tenant}.*.crons.*.created",
+        f"{tenant}.*.crons.*.deleted",
+        f"{tenant}.*.schedules.*.created",
+        f"{tenant}.*.schedules.*.deleted",
     ]
 
 
@@ -312,3 +363,19 @@ async def _ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
         config.deliver_policy, config.opt_start_seq = old.deliver_policy, old.opt_start_seq
         await js.add_consumer(stream, config)
     return DISPATCHER_CONSUMER
+
+
+async def ensure_fires_consumer(conn: Connection, tenant: str) -> str:
+    """The dispatcher's durable consumer of its timers' fires (``schedules-<t>``)."""
+    config = ConsumerConfig(
+        durable_name=FIRES_CONSUMER,
+        description="natchet dispatcher: timers come due",
+        filter_subject=f"{tenant}.*.fires.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=DISPATCHER_ACK_WAIT_S,
+        max_deliver=-1,
+    )
+    async with translated(f"setting up the timer consumer of {tenant}"):
+        await conn.jetstream().add_consumer(schedules_stream_name(tenant), config)
+    return FIRES_CONSUMER

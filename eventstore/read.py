@@ -204,3 +204,33 @@ async def direct_stream_history(
                 await sub.unsubscribe()
         if pending == 0:
             return
+
+
+async def direct_last_per_subject(
+    nc: NATS, tenant: str, subject: str, *, batch: int = 10_000, timeout_s: float = 5.0
+) -> list[Record]:
+    """The last stored message of every subject matching ``subject`` (wildcards allowed)
+    in the tenant's log, in stream order: one batched direct get (``multi_last``), so a
+    tenant may do it, and no older history is read. At most ``batch`` subjects."""
+    stream = stream_name(tenant)
+    out: list[Record] = []
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=queue.put)
+    try:
+        body = orjson.dumps({"multi_last": [subject], "batch": batch})
+        await nc.publish(f"{DIRECT_GET}.{stream}", body, reply=inbox)
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), timeout_s)
+            except TimeoutError:
+                raise ReadError(f"reading {subject} from {stream} timed out") from None
+            status = (msg.headers or {}).get("Status")
+            if status in ("404", "204"):
+                return sorted(out, key=lambda r: r.seq)
+            if status:
+                raise ReadError(f"reading {subject} from {stream}: {status}")
+            out.append(_direct_record(msg))
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()

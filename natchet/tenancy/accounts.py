@@ -8,7 +8,7 @@ built-in full resolver, which the engine updates at run time (``$SYS.REQ.CLAIMS.
 | ``SYS``            | the server's system account                  | the engine (kick, push) |
 | ``natchet-auth``   | the auth callout and the default sentinel     | the engine's callout    |
 | ``natchet``        | ``natchet-system``: tenants, token hashes     | the engine, the CLI     |
-| ``log-<t>``        | tenant t's log, task queues, liveness, snaps  | the engine only         |
+| ``log-<t>``        | t's log, task queues, liveness, timers, snaps | the engine only         |
 | ``tenant-<t>``     | nothing but imports from ``log-<t>``          | t's users (via callout) |
 
 Why two accounts per tenant: NATS checks permissions on a message's subject, never on its
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import attrs
 
-from eventstore.provision import LIVE_MAX_BYTES
+from eventstore.provision import LIVE_MAX_BYTES, SCHEDULES_MAX_BYTES
 from schemas.subjects import live_subjects, stream_name, tasks_stream_name
 from schemas.tenancy import inbox_prefix
 
@@ -61,6 +61,12 @@ def tenant_grants(tenant: str) -> list[Grant]:
         Grant(f"{t}.*.runs.*.assigned", "service", name="report assignments"),
         Grant(f"{t}.*.runs.*.result", "service", name="report results"),
         Grant(f"{t}.*.runs.*.log", "service", name="report log lines"),
+        # Crons and scheduled runs: a tenant asks (created, deleted); the engine alone
+        # answers (armed, fired, rejected) and sets the timers, in a stream of its own.
+        Grant(f"{t}.*.crons.*.created", "service", name="create crons"),
+        Grant(f"{t}.*.crons.*.deleted", "service", name="delete crons"),
+        Grant(f"{t}.*.schedules.*.created", "service", name="schedule runs"),
+        Grant(f"{t}.*.schedules.*.deleted", "service", name="delete scheduled runs"),
         Grant(live_subjects(t), "service", name="heartbeats"),
         Grant(f"$JS.API.CONSUMER.MSG.NEXT.{tasks}.*", "service", "Stream", "pull tasks"),
         Grant(f"$JS.API.CONSUMER.INFO.{tasks}.*", "service", name="queue info"),
@@ -97,10 +103,10 @@ class TenantLimits:
     def disk_bytes(self) -> int:
         """The log account's storage: the log, the task queues (as large again at most), the
         dispatcher's snapshots (a fold of the log: no larger than it) and a little for
-        liveness."""
+        liveness and timers."""
         if self.max_bytes < 0:
             return NO_LIMIT
-        return 3 * self.max_bytes + LIVE_MAX_BYTES
+        return 3 * self.max_bytes + LIVE_MAX_BYTES + SCHEDULES_MAX_BYTES
 
 
 def _limits(*, conn: int = NO_LIMIT, disk: int = 0, streams: int = 0, consumers: int = 0) -> Any:
@@ -168,8 +174,8 @@ def log_account_claims(
         }
         for g in tenant_grants(tenant)
     ]
-    # The log, the task queues, liveness and the snapshot bucket (``OBJ_snap-<t>``).
-    jetstream = _limits(conn=NO_LIMIT, disk=limits.disk_bytes, streams=4, consumers=NO_LIMIT)
+    # The log, the task queues, liveness, timers and the snapshot bucket (``OBJ_snap-<t>``).
+    jetstream = _limits(conn=NO_LIMIT, disk=limits.disk_bytes, streams=5, consumers=NO_LIMIT)
     jetstream["consumer"] = limits.max_consumers
     # Named by its key, not ``log-<tenant>``: the monitoring endpoint filters ``/jsz?acc=``
     # by key but reports the name, and KEDA's JetStream scaler asks for one and looks for
