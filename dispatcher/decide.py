@@ -194,7 +194,7 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
     of it) and whose filter, if it has one, is true of the event (``dispatcher.matching``);
     by workflow name."""
     out: list[Output] = []
-    started, skipped = state.triggers.matching(scope, event.key, event.payload, event.metadata)
+    started, skipped = state.routes.matching(scope, event.key, event.payload, event.metadata)
     for miss in skipped:
         log.warning(
             "event %s at seq %d of %s does not start %s: its event filter failed: %s",

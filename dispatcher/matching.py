@@ -62,9 +62,9 @@ class Skipped:
     reason: str
 
 
-class Triggers:
+class EventRoutes:
     """The ``on_events`` of every registered workflow, indexed: built once per change of
-    the registry (``State.triggers``), asked once per event."""
+    the registry (``State.routes``), asked once per event."""
 
     def __init__(self, workflows: Iterable[tuple[tuple[Scope, str], WorkflowDef]]) -> None:
         self._exact: dict[tuple[Scope, str], list[WorkflowDef]] = {}

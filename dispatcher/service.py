@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
+from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
 from dispatcher.step import decide_on, fit, fold_all
@@ -57,7 +58,8 @@ from eventstore import (
     replay,
     tracing,
 )
-from eventstore.provision import DISPATCHER_CONSUMER
+from eventstore.provision import DISPATCHER_CONSUMER, FIRES_CONSUMER, ensure_fires_consumer
+from eventstore.timers import Timers
 from schemas import (
     DecodeError,
     RunRequested,
@@ -67,9 +69,11 @@ from schemas import (
     parse,
     stream_name,
 )
-from schemas.codec import decode_json, decode_subject
+from schemas.codec import decode_as, decode_json, decode_subject
 from schemas.filters import filter_error
+from schemas.messages import TimerFired
 from schemas.metadata import metadata_of_headers
+from schemas.subjects import schedules_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,8 @@ _EXISTED = ("created", "rejected")
 _OUTPUTS = """
 {t}.*.runs.*.created {t}.*.runs.*.rejected {t}.*.runs.*.queued {t}.*.runs.*.retry_scheduled
 {t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.tasks.>
+{t}.*.crons.*.armed {t}.*.crons.*.fired {t}.*.crons.*.rejected
+{t}.*.schedules.*.fired {t}.*.schedules.*.rejected
 """
 
 DEFAULT_SNAPSHOTS = SnapshotPolicy()
@@ -146,6 +152,11 @@ class Dispatcher(Service):
         tracer = tracing.tracer()
         self._traces = RunTraces(tracer, tenant) if tracer is not None else None
         self._tally = Tally()
+        # Crons and scheduled runs: their timers (``eventstore.timers``), what to do to them
+        # once the decisions of the batch are stored, and fires read but not yet decided.
+        self._timers = Timers(nc, tenant)
+        self._timer_ops: list[TimerOp] = []
+        self._fires: list[Delivery] = []
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
         """Fold the registry, every run's history and every task offered, from ``start_seq``
@@ -153,7 +164,13 @@ class Dispatcher(Service):
         were read."""
         count = 0
         t = self.tenant
-        subjects = [f"{t}.*.workflows.*", f"{t}.*.runs.>", f"{t}.*.tasks.>"]
+        subjects = [
+            f"{t}.*.workflows.*",
+            f"{t}.*.runs.>",
+            f"{t}.*.tasks.>",
+            f"{t}.*.crons.>",
+            f"{t}.*.schedules.>",
+        ]
         async for rec in replay(
             self.nc, self.tenant, subjects, start_seq=start_seq, until_seq=until_seq
         ):
@@ -169,11 +186,15 @@ class Dispatcher(Service):
         until :meth:`shutdown`. Safe to run again after a failure: state is always restored
         from what is stored, never trusted from before."""
         inputs = Inputs(self.nc, stream_name(self.tenant), DISPATCHER_CONSUMER)
+        fires = Inputs(self.nc, schedules_stream_name(self.tenant), FIRES_CONSUMER)
+        puller: asyncio.Task[None] | None = None
         self._checkpoints = checkpoints = Checkpoints(self._checkpoints.store, self.snapshots)
         self._stored.clear()
+        self._timer_ops, self._fires = [], []
         self._tally = Tally()  # what a failed run decided and never stored is not counted
         try:
             await ensure_dispatcher_consumer(self.nc, self.tenant)
+            await ensure_fires_consumer(self.nc, self.tenant)
             floor = await inputs.ack_floor()
             await self._restore(floor)
             self._queues.clear()
@@ -187,6 +208,8 @@ class Dispatcher(Service):
                 await self._store(
                     [self._carry(None, self._settle(None, None, d)) for d in unfinished]
                 )
+            await self._rearm()
+            puller = asyncio.create_task(self._pull_fires(fires))
             checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
             self.ready.set()
             await self._decide_until_stopped(inputs)
@@ -194,6 +217,11 @@ class Dispatcher(Service):
             # next start folds nothing it could have been spared.
             await self._checkpoint(inputs, final=True)
         finally:
+            if puller is not None:
+                puller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await puller
+            await fires.close()
             await inputs.close()
             if self._appender is not None:
                 await self._appender.close()
@@ -263,6 +291,8 @@ class Dispatcher(Service):
                 continue
             logged = await self._logged_requests(deliveries)
             decisions = [await self._decide_on(d, logged) for d in deliveries]
+            fired, self._fires = self._fires, []
+            decisions += [self._decide_fire(f) for f in fired]
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
                 decisions += [
                     self._carry(None, self._settle(None, None, d))
@@ -270,6 +300,10 @@ class Dispatcher(Service):
                 ]
                 next_tick = loop.time() + TICK_S
             await self._store(decisions)
+            await self._apply_timers()
+            for fire in fired:
+                await fire.ack()
+                await self._timers.forget(fire.seq)
             if self.observer is not None:
                 now = utc_now()
                 ages = (age_s(d.time, now) for d in deliveries if d.subject in self._inputs)
@@ -279,6 +313,62 @@ class Dispatcher(Service):
             self._checkpoints.delivered_to([d.seq for d in deliveries])
             if self._checkpoints.due(loop.time()):
                 await self._checkpoint(inputs)
+
+    async def _rearm(self) -> None:
+        """After a restart: arm the next tick of crons left without one (a decision cut
+        short), then make sure every timer the state expects is set (or has fired and
+        waits to be read), setting those missing. Idempotent."""
+        armed = complete_triggers(self.state, utc_now())
+        if armed:
+            await self._store([self._carry(None, self._settle(None, None, d)) for d in armed])
+        await self._apply_timers()
+        count = 0
+        for op in pending_timers(self.state):
+            assert op.fire_at is not None
+            if not await self._timers.present(op.scope, op.kind, op.name, op.fire_at):
+                await self._timers.arm(op.scope, op.kind, op.name, op.id, op.fire_at)
+                count += 1
+        if count:
+            log.info("dispatcher %s: set %d timers again", self.tenant, count)
+
+    async def _pull_fires(self, fires: Inputs) -> None:
+        """Read the timers' fires as they come; the decide loop takes them each batch."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                got = await fires.fetch(64, 1.0)
+                failures = 0
+            except NatchetError as exc:
+                failures += 1
+                log.warning("dispatcher %s: reading fires failed (%s)", self.tenant, exc)
+                await self._pause(RETRY.delay(failures))
+                continue
+            self._fires.extend(got)
+
+    def _decide_fire(self, delivery: Delivery) -> list[Output]:
+        """The decision on a timer's fire (``<t>.<ns>.fires.<kind>.<name>``)."""
+        try:
+            parts = delivery.subject.split(".")
+            scope = Scope(parts[0], parts[1])
+            body = decode_as(TimerFired, TimerFired.KIND, delivery.data)
+            if parts[2:] != ["fires", body.kind, body.name] or scope.tenant != self.tenant:
+                raise DecodeError(f"a fire on {delivery.subject} names {body.kind} {body.name}")
+        except (SubjectError, DecodeError, IndexError) as exc:
+            log.warning("ignoring fire %s at seq %d: %s", delivery.subject, delivery.seq, exc)
+            return []
+        fire = Fire(body.kind, body.name, body.id, body.fire_at)
+        now = utc_now()
+        outputs = self._settle(scope, fire, decide_on(self.state, scope, fire, now))
+        return self._carry(delivery.headers, outputs)
+
+    async def _apply_timers(self) -> None:
+        """Set and clear the timers the decisions stored so far call for."""
+        ops, self._timer_ops = self._timer_ops, []
+        for op in ops:
+            if op.fire_at is None:
+                await self._timers.disarm(op.scope, op.kind, op.name)
+            else:
+                await self._timers.arm(op.scope, op.kind, op.name, op.id, op.fire_at)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -397,6 +487,7 @@ class Dispatcher(Service):
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))
         fold_all(self.state, scope, message, outputs)
+        self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs
 
     def _decided_on_time(self, outputs: list[Output]) -> list[Output]:

@@ -49,12 +49,22 @@ from typing import Any
 import attrs
 import orjson
 
+from dispatcher.crons import CronState, ScheduleState, Triggers
 from dispatcher.state import RunState, State, StepState, index_deadlines
 from schemas.errors import NatchetError
-from schemas.messages import RunStatus, StepDef, WorkflowDef, structure
+from schemas.messages import (
+    CronCreated,
+    RunStatus,
+    ScheduleCreated,
+    StepDef,
+    WorkflowDef,
+    structure,
+)
 from schemas.subjects import Scope
 
-FORMAT = 1
+# 2: crons and scheduled runs (``triggers``); a format-1 snapshot is not used (the
+# service rebuilds from the log, which holds them).
+FORMAT = 2
 
 
 class SnapshotError(NatchetError, ValueError):
@@ -85,6 +95,7 @@ def dump(snapshot: Snapshot) -> bytes:
         ],
         "runs": [_run(run) for run in state.runs.values()],
         "done": sorted(state.done),
+        "triggers": _triggers(state.triggers),
     }
     try:
         return orjson.dumps(body)
@@ -112,6 +123,7 @@ def load(data: bytes) -> Snapshot:
             run = _unrun(r)
             state.runs[run.run_id] = run
         state.done = {str(i) for i in body["done"]}
+        state.triggers = _untriggers(body["triggers"])
         index_deadlines(state)  # not stored: the runs hold every deadline
         return Snapshot(int(body["seq"]), state, int(body["forgot_through"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -195,3 +207,35 @@ def _unstep(s: dict[str, Any]) -> StepState:
         retry_due=_untime(s["retry_due"]),
         next_attempt=int(s["next_attempt"]),
     )
+
+
+def _triggers(t: Triggers) -> dict[str, Any]:
+    return {
+        "crons": [
+            {
+                "tenant": scope.tenant,
+                "namespace": scope.namespace,
+                "spec": attrs.asdict(c.spec),
+                "pending": c.pending,
+                "last_fire": c.last_fire,
+            }
+            for (scope, _name), c in t.crons.items()
+        ],
+        "schedules": [
+            {"tenant": scope.tenant, "namespace": scope.namespace, "spec": attrs.asdict(c.spec)}
+            for (scope, _id), c in t.schedules.items()
+        ],
+        "done": sorted(t.done),
+    }
+
+
+def _untriggers(body: dict[str, Any]) -> Triggers:
+    t = Triggers(done={str(i) for i in body["done"]})
+    for c in body["crons"]:
+        spec = structure(CronCreated, c["spec"])
+        cron = CronState(spec, c["pending"], c["last_fire"])
+        t.crons[(Scope(c["tenant"], c["namespace"]), spec.name)] = cron
+    for c in body["schedules"]:
+        sched = structure(ScheduleCreated, c["spec"])
+        t.schedules[(Scope(c["tenant"], c["namespace"]), sched.schedule_id)] = ScheduleState(sched)
+    return t

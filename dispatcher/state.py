@@ -9,7 +9,8 @@ from typing import Any
 
 import attrs
 
-from dispatcher.matching import Triggers
+from dispatcher.crons import TRIGGER_MESSAGES, Triggers, fold_trigger
+from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
 from schemas.filters import filter_error
 from schemas.messages import (
@@ -141,17 +142,19 @@ class State:
     workflows: dict[tuple[Scope, str], WorkflowDef] = attrs.Factory(dict)
     runs: dict[str, RunState] = attrs.Factory(dict)
     done: set[str] = attrs.Factory(set)
+    # Crons and scheduled runs (``dispatcher.crons``).
+    triggers: Triggers = attrs.Factory(Triggers)
     deadlines: list[Deadline] = attrs.field(init=False, factory=list, eq=False, repr=False)
     # Drop stale entries from ``deadlines`` when it grows past this (see ``watch``).
     deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
     # The workflows' ``on_events`` indexed (an index: rebuilt after the registry changes).
-    _triggers: Triggers | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    _routes: EventRoutes | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @property
-    def triggers(self) -> Triggers:
-        if self._triggers is None:
-            self._triggers = Triggers(self.workflows.items())
-        return self._triggers
+    def routes(self) -> EventRoutes:
+        if self._routes is None:
+            self._routes = EventRoutes(self.workflows.items())
+        return self._routes
 
     def register(self, scope: Scope, wf: WorkflowDef) -> bool:
         """Make ``wf`` its workflow's newest definition, unless its event filter does not
@@ -159,7 +162,7 @@ class State:
         if filter_error(wf.event_filter) is not None:
             return False
         self.workflows[(scope, wf.name)] = wf
-        self._triggers = None
+        self._routes = None
         return True
 
     def known(self, run_id: str) -> bool:
@@ -311,6 +314,8 @@ def fold(state: State, scope: Scope, message: object) -> None:
             if state.run(scope, message.run_id) is not None:
                 _unlink(state, state.runs.pop(message.run_id))
                 state.done.add(message.run_id)
+        case _ if isinstance(message, TRIGGER_MESSAGES):
+            fold_trigger(state.triggers, scope, message)
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
 

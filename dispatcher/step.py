@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
+from dispatcher.firing import Fire, decide_trigger
 from dispatcher.policy import iso
 from dispatcher.replay import Replay, decide_replay
 from dispatcher.state import State, fold
@@ -34,13 +36,13 @@ def fit(state: State, outputs: list[Output], max_bytes: int, now: dt.datetime) -
     too_large: dict[str, Output] = {}
     for out in outputs:
         if len(out.body) > max_bytes:
-            too_large.setdefault(out.message.run_id, out)
+            too_large.setdefault(getattr(out.message, "run_id", ""), out)
     if not too_large:
         return outputs
     kept: list[Output] = []
     replaced: set[str] = set()
     for out in outputs:
-        run_id = out.message.run_id
+        run_id = getattr(out.message, "run_id", None)
         if run_id not in too_large:
             kept.append(out)
         elif run_id not in replaced:
@@ -78,7 +80,10 @@ def _refused(
 
 
 def decide_on(state: State, scope: Scope, message: object, now: dt.datetime) -> list[Output]:
-    """``decide``, or, for a replay request resolved by the service, ``decide_replay``."""
+    """``decide``, or, for a replay request resolved by the service, ``decide_replay``; for
+    a cron's or schedule's record or a timer's fire, ``decide_trigger``."""
+    if isinstance(message, (*TRIGGER_MESSAGES, Fire)):
+        return decide_trigger(state, scope, message, now)
     if isinstance(message, Replay):
         return decide_replay(state, scope, message, now)
     return decide(state, scope, message, now)

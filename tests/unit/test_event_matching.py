@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.matching import Triggers, key_matches
+from dispatcher.matching import EventRoutes, key_matches
 from schemas.definition import workflow_version
 from schemas.errors import ConfigError
 from schemas.filters import FilterError, compile_filter, evaluate, filter_error
@@ -45,7 +45,7 @@ def test_a_hostile_registrations_odd_on_events_name_nothing() -> None:
     scope = Scope("t")
     odd = _wf("Odd", ["order:*"])
     object.__setattr__(odd, "on_events", (1, ["x"], None, "order:*"))
-    triggers = Triggers([((scope, "Odd"), odd)])
+    triggers = EventRoutes([((scope, "Odd"), odd)])
     assert [w.name for w in triggers.matching(scope, "order:paid", {}, {})[0]] == ["Odd"]
 
 
@@ -74,7 +74,7 @@ def test_triggers_find_exact_and_wildcard_workflows_of_the_scope_only() -> None:
         (alice, "Big"): _wf("Big", ["order:*"], "input.amount > 100"),
         (bob, "BobAny"): _wf("BobAny", ["*"]),
     }
-    triggers = Triggers(wfs.items())
+    triggers = EventRoutes(wfs.items())
     started, skipped = triggers.matching(alice, "order:paid", {"amount": 150}, {})
     assert [w.name for w in started] == ["Any", "Big", "Exact"] and skipped == []
     started, skipped = triggers.matching(alice, "order:paid", {"amount": 5}, {})
