@@ -36,6 +36,7 @@ from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 from worker.spawn import ChildRun
 from worker.tasks import Standalone, TaskFn, Workflow
+from worker.triggers import CronClient, ScheduledClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -280,6 +281,8 @@ class Hatchet:
         self.portal = Portal(lambda: self.connect("natchet-client"))
         self.event = EventClient(self)
         self.admin = AdminClient(self)
+        self.cron = CronClient(self)
+        self.scheduled = ScheduledClient(self)
 
     @property
     def settings(self) -> ClientSettings:
