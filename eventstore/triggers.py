@@ -102,9 +102,12 @@ async def create_cron(
     timezone: str | None = None,
     *,
     known_workflow: bool = True,
+    cron_id: str | None = None,
 ) -> CronView:
     """Append the cron's ``created`` (replacing a cron of that name); the engine arms its
-    first tick. ``known_workflow``: refuse a workflow no worker registered."""
+    first tick. ``known_workflow``: refuse a workflow no worker registered. ``cron_id``:
+    a deterministic id (workers declaring ``on_crons``: two of them appending the same
+    cron at once store it once)."""
     check(lambda: check_name("cron name", name))
     problem = expression_problem(expression, timezone)
     if problem is not None:
@@ -114,7 +117,8 @@ async def create_cron(
         await check_workflow(nc, scope, workflow)
     else:
         check(lambda: check_name("workflow", workflow))
-    created = CronCreated(str(uuid.uuid4()), name, workflow, expression, input, timezone)
+    ident = cron_id or str(uuid.uuid4())
+    created = CronCreated(ident, name, workflow, expression, input, timezone)
     subject = scope.cron(name, "created")
     await append(nc, Append(subject, encode(created), f"{subject}:{created.id}"))
     return _cron_view(created)

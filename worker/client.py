@@ -302,14 +302,18 @@ class Hatchet:
         schedule_timeout: declare.Duration = "5m",
         input_validator: type[BaseModel] | None = None,
         event_filter: str | None = None,
+        on_crons: Sequence[str] = (),
     ) -> Workflow:
         """A workflow: v1, declare its tasks with ``@wf.task(...)``
         (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
         methods (``name`` defaults to the class's). ``on_events``: event keys, or patterns
         with ``*`` (``order:*``); ``event_filter``: a CEL expression over ``input``,
-        ``additional_metadata`` and ``event_key`` that an event must satisfy to start it
-        (docs/triggers.md)."""
-        return Workflow(self, name, on_events, schedule_timeout, input_validator, event_filter)
+        ``additional_metadata`` and ``event_key`` that an event must satisfy to start it;
+        ``on_crons``: cron expressions (UTC) the workflow runs at, kept as crons named
+        ``<workflow>-cron-<i>`` by its workers when they register it (docs/triggers.md)."""
+        return Workflow(
+            self, name, on_events, schedule_timeout, input_validator, event_filter, on_crons
+        )
 
     def task(
         self,

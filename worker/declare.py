@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from eventstore import ConfigError
+from eventstore.cronexpr import expression_problem
 from schemas.definition import workflow_version
 from schemas.filters import compile_filter
 from schemas.messages import StepDef, WorkflowDef
@@ -145,6 +146,9 @@ class WorkflowSpec:
 
     definition: WorkflowDef
     functions: dict[str, Callable[..., Any]]
+    # ``on_crons``: cron expressions the worker keeps as crons of this workflow when it
+    # registers (``worker.register.declare_crons``).
+    crons: tuple[str, ...] = ()
 
 
 def _check_dag(name: str, steps: dict[str, StepSpec]) -> list[str]:
@@ -232,6 +236,18 @@ def check_event_filter(event_filter: str | None, events: tuple[str, ...]) -> str
     return event_filter
 
 
+def check_crons(on_crons: Sequence[str]) -> tuple[str, ...]:
+    """``on_crons``, each a cron expression (5 fields, or 6 with seconds first, UTC)."""
+    if isinstance(on_crons, str):
+        raise ConfigError(f"on_crons is a list of expressions, not the string {on_crons!r}")
+    crons = tuple(on_crons)
+    for expression in crons:
+        problem = expression_problem(expression)
+        if problem is not None:
+            raise ConfigError(f"on_crons: {problem}")
+    return crons
+
+
 def check_workflow_name(name: str) -> None:
     try:
         check_name("workflow", name)
@@ -244,9 +260,11 @@ def workflow(
     on_events: Sequence[str] = (),
     schedule_timeout: Duration = "5m",
     event_filter: str | None = None,
+    on_crons: Sequence[str] = (),
 ) -> Callable[[C], C]:
     events = check_events(on_events)
     event_filter = check_event_filter(event_filter, events)
+    crons = check_crons(on_crons)
     schedule_timeout_s = seconds(schedule_timeout, "schedule_timeout")
 
     def mark(cls: C) -> C:
@@ -265,7 +283,7 @@ def workflow(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
         definition = definition_of(wf_name, specs, events, schedule_timeout_s, event_filter)
-        setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions))
+        setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions, crons))
         return cls
 
     return mark

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 
 from eventstore import (
@@ -24,8 +25,10 @@ from eventstore import (
     TransportError,
     append,
 )
+from eventstore.triggers import create_cron, delete_cron, list_crons
 from schemas import encode
 from schemas.messages import WorkflowDef
+from schemas.subjects import Scope
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,35 @@ async def register(
             settings.scope.workflow(wf.name), encode(wf), f"workflow:{ns}:{wf.name}:{wf.version}"
         )
         await _append_until_stored(conn, item, settings.name, stopping)
+
+
+def declared_cron_name(workflow: str, index: int) -> str:
+    """The name of a workflow's ``index``-th ``on_crons`` cron (within 64 characters)."""
+    suffix = f"-cron-{index}"
+    return workflow[: 64 - len(suffix)] + suffix
+
+
+async def declare_crons(
+    conn: Connection, scope: Scope, workflow: str, crons: Sequence[str]
+) -> None:
+    """Keep the crons a workflow declares (``on_crons``) as its crons in the log: create
+    those missing or changed, delete those it no longer declares. Ids are deterministic,
+    so workers registering at once store each cron once."""
+    existing = {c.name: c for c in await list_crons(conn, scope)}
+    for index, expression in enumerate(crons):
+        name = declared_cron_name(workflow, index)
+        have = existing.get(name)
+        if have is not None and have.expression == expression and have.workflow == workflow:
+            continue
+        ident = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{scope.prefix}/{name}/{expression}"))
+        await create_cron(
+            conn, scope, workflow, name, expression, known_workflow=False, cron_id=ident
+        )
+    for index in range(len(crons), len(crons) + 64):
+        name = declared_cron_name(workflow, index)
+        if name not in existing:
+            break
+        await delete_cron(conn, scope, name)
 
 
 async def _append_until_stored(

@@ -57,7 +57,7 @@ from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.intake import Intake
 from worker.metrics import WorkerMetrics
-from worker.register import register
+from worker.register import declare_crons, register
 from worker.settings import WorkerSettings
 from worker.settle import settle
 from worker.vitals import TICK_S, Exit, Fatal, Vitals
@@ -280,6 +280,9 @@ class Worker:
         try:
             definitions = [spec.definition for spec, _ in self.workflows.values()]
             await register(conn, s, definitions, self.stopping)
+            for name, (spec, _) in self.workflows.items():
+                # Also with none: crons it declared before and no longer does go.
+                await declare_crons(conn, s.scope, name, spec.crons)
             stream = tasks_stream_name(s.client.tenant)
             pullers = [
                 TaskPuller(

@@ -107,8 +107,10 @@ class Workflow:
         schedule_timeout: Duration = "5m",
         input_validator: type[BaseModel] | None = None,
         event_filter: str | None = None,
+        on_crons: Sequence[str] = (),
     ) -> None:
         self._hatchet = hatchet
+        self.crons = declare.check_crons(on_crons)
         self._name = name
         self._on_events = on_events
         self._schedule_timeout = schedule_timeout
@@ -152,6 +154,7 @@ class Workflow:
             on_events=self._on_events,
             schedule_timeout=self._schedule_timeout,
             event_filter=self.event_filter,
+            on_crons=self.crons,
         )
         return mark(cls)
 
@@ -252,7 +255,7 @@ class Workflow:
                 self.name, specs, self.events, self.schedule_timeout_s, self.event_filter
             )
             functions = {n: t.runner() for n, t in self.tasks.items()}
-            self._spec = WorkflowSpec(definition, functions)
+            self._spec = WorkflowSpec(definition, functions, self.crons)
         return self._spec
 
     @property

@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 
-from eventstore import Append, append, direct_history
+from eventstore import Append, ConfigError, append, direct_history
 from eventstore.cronexpr import iso, parse_instant
 from eventstore.triggers import (
     TriggerError,
@@ -34,8 +35,9 @@ from schemas import Scope, StepDef, WorkflowDef, encode, parse
 from schemas.codec import decode_subject
 from schemas.messages import RunCreated, TriggerKind
 from schemas.subjects import schedules_stream_name
-from tests.conftest import eventually
-from tests.support import stop
+from tests.conftest import eventually, running
+from tests.support import hatchet_for, runs_of, stop
+from worker import Context
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -245,3 +247,43 @@ async def test_bad_crons_and_schedules_are_refused_with_one_line(
     with pytest.raises(TriggerError, match="no timezone"):
         await create_schedule(nc, scope, "Tick", dt.datetime(2030, 1, 1))
     assert iso(now())  # (the module's helper, used by the CLI too)
+
+
+async def test_on_crons_runs_the_workflow_and_a_worker_without_them_deletes_them(
+    engine: Engine, nats_server: NatsServer, nc: NATS, tenant_name: str, db: Any
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    scope = Scope(tenant_name)
+    try:
+        ticking = hatchet.workflow(name="Ticking", on_crons=["* * * * * *"])
+
+        @ticking.task()
+        async def beat(input: Any, ctx: Context) -> dict[str, Any]:
+            return {"ok": True}
+
+        worker = hatchet.worker("ticker", workflows=[ticking])
+        async with running(worker):
+            (cron,) = await eventually(lambda: list_crons(nc, scope))
+            assert (cron.name, cron.workflow) == ("Ticking-cron-0", "Ticking")
+
+            async def two_succeeded() -> bool:
+                runs = await runs_of(db, tenant_name)
+                return sum(r["status"] == "SUCCEEDED" for r in runs) >= 2
+
+            await eventually(two_succeeded, timeout_s=30)
+        with pytest.raises(ConfigError, match=r"on_crons: .*field 2 \(hour\)"):
+            hatchet.workflow(name="Bad", on_crons=["0 25 * * *"])
+        quiet = hatchet.workflow(name="Ticking")
+
+        @quiet.task()
+        async def beat2(input: Any, ctx: Context) -> dict[str, Any]:
+            return {}
+
+        async with running(hatchet.worker("quiet", workflows=[quiet])):
+            await eventually(lambda: _none(nc, scope))
+    finally:
+        hatchet.close()
+
+
+async def _none(nc: NATS, scope: Scope) -> bool:
+    return await list_crons(nc, scope) == []
