@@ -55,6 +55,16 @@ async def _apply(
 ) -> None:
     """Load the batch's runs, fold its operations, write what changed (set-based)."""
     fold = await store.load(conn, tenant, _run_ids(planned))
+    crons = sorted(
+        {(o.namespace, o.name) for _, p in planned for o in p if isinstance(o, ops.CronChange)}
+    )
+    schedules = sorted(
+        {(o.namespace, o.id) for _, p in planned for o in p if isinstance(o, ops.ScheduleChange)}
+    )
+    if crons or schedules:
+        loaded = await store.load_triggers(conn, tenant, crons, schedules)
+        fold.crons = {(c.namespace, c.name): c for c in loaded[0]}
+        fold.schedules = {(s.namespace, s.id): s for s in loaded[1]}
     for _, ops_ in planned:
         for op in ops_:
             fold.apply(op)

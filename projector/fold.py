@@ -35,8 +35,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+import attrs
+
 from projector import ops
-from projector.rows import AttemptRow, Row, RunRow, StepRow
+from projector.rows import AttemptRow, CronRow, Row, RunRow, ScheduleRow, StepRow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 PENDING, QUEUED, RUNNING, SUCCEEDED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED"
@@ -47,9 +49,19 @@ class Fold:
     """The rows of one batch, as its operations leave them (see the module's rules)."""
 
     def __init__(
-        self, runs: Iterable[RunRow], steps: Iterable[StepRow], attempts: Iterable[AttemptRow]
+        self,
+        runs: Iterable[RunRow],
+        steps: Iterable[StepRow],
+        attempts: Iterable[AttemptRow],
+        crons: Iterable[CronRow] = (),
+        schedules: Iterable[ScheduleRow] = (),
     ) -> None:
         self.runs = {r.id: r for r in runs}
+        # Crons and scheduled runs, by (namespace, name or id); those that changed.
+        self.crons = {(c.namespace, c.name): c for c in crons}
+        self.schedules = {(s.namespace, s.id): s for s in schedules}
+        self.changed_crons: list[CronRow] = []
+        self.changed_schedules: list[ScheduleRow] = []
         self.steps: dict[str, dict[str, StepRow]] = {}
         for s in steps:
             self.steps.setdefault(s.run_id, {})[s.name] = s
@@ -112,6 +124,79 @@ class Fold:
                 self._assigned(op)
             case ops.Result():
                 self._result(op)
+            case ops.CronChange():
+                self._cron(op)
+            case ops.ScheduleChange():
+                self._schedule(op)
+
+    def _touched(self, row: CronRow | ScheduleRow, seq: int) -> None:
+        row.last_seq = seq
+        if not row.dirty:
+            row.dirty = True
+            if isinstance(row, CronRow):
+                self.changed_crons.append(row)
+            else:
+                self.changed_schedules.append(row)
+
+    def _cron(self, op: ops.CronChange) -> None:
+        """A newer ``created`` makes the row anew (a cron of that name replaced); the other
+        records change the cron of their id, once, and a deleted or rejected cron stays so."""
+        key = (op.namespace, op.name)
+        row = self.crons.get(key)
+        if row is not None and row.last_seq >= op.seq:
+            return
+        if op.change == "created":
+            new = CronRow(op.namespace, op.name, op.cron_id or "", op.workflow or "",
+                          op.expression or "", op.timezone, op.input, "ACTIVE", None, op.at,
+                          None, None, None, None, op.seq)  # fmt: skip
+            if row is None:
+                self.crons[key] = row = new
+            else:  # replaced in place: the row may already be among those that changed
+                for field in attrs.fields(CronRow):
+                    if field.name != "dirty":
+                        setattr(row, field.name, getattr(new, field.name))
+            self._touched(row, op.seq)
+            return
+        if row is None or row.status != "ACTIVE":
+            return
+        if op.change == "deleted":
+            row.status, row.deleted_at, row.next_fire_at = "DELETED", op.at, None
+        elif op.cron_id != row.cron_id:
+            return
+        elif op.change == "armed":
+            row.next_fire_at = op.fire_at
+        elif op.change == "fired":
+            row.last_fire_at, row.last_run_id = op.fire_at, op.run_id
+            if row.next_fire_at is not None and op.fire_at and row.next_fire_at <= op.fire_at:
+                row.next_fire_at = None
+        elif op.change == "rejected":
+            row.status, row.reason, row.next_fire_at = "REJECTED", op.reason, None
+        self._touched(row, op.seq)
+
+    def _schedule(self, op: ops.ScheduleChange) -> None:
+        """The first ``created`` of an id makes the row; then it ends once: FIRED, DELETED
+        or REJECTED."""
+        key = (op.namespace, op.id)
+        row = self.schedules.get(key)
+        if row is not None and row.last_seq >= op.seq:
+            return
+        if op.change == "created":
+            if row is None:
+                row = ScheduleRow(op.namespace, op.id, op.workflow or "", op.trigger_at,
+                                  op.input, "PENDING", None, None, op.at, None, None,
+                                  op.seq)  # fmt: skip
+                self.schedules[key] = row
+                self._touched(row, op.seq)
+            return
+        if row is None or row.status != "PENDING":
+            return
+        if op.change == "fired":
+            row.status, row.run_id, row.fired_at = "FIRED", op.run_id, op.at
+        elif op.change == "deleted":
+            row.status, row.deleted_at = "DELETED", op.at
+        elif op.change == "rejected":
+            row.status, row.reason = "REJECTED", op.reason
+        self._touched(row, op.seq)
 
     def _created(self, op: ops.Created) -> None:
         if op.run_id not in self.runs:
@@ -119,7 +204,8 @@ class Fold:
                          None, None, op.seq, None, None, op.workflow_version, op.input,
                          op.event_key, op.event_id, op.replay_of,
                          op.replay_from_step, op.parent_run_id, op.parent_step,
-                         op.child_key, op.additional_metadata)  # fmt: skip
+                         op.child_key, op.additional_metadata, op.cron, op.schedule_id,
+                         op.fire_at)  # fmt: skip
             self.runs[op.run_id] = run
             self._changed(run, op.seq)
         steps = self.steps.setdefault(op.run_id, {})

@@ -35,9 +35,11 @@ DEFAULT_SCHEMA = "public"
 # 3: runs keyed by (tenant, id), steps, attempts and step_logs by tenant too.
 # 4: runs.replay_of and runs.replay_from_step (re-runs), events.replay_of.
 # 5: the run list's indexes (a range scan in list order under each filter), runs by event.
-# 6: runs.parent_run_id, parent_step and child_key (child runs, issue 14), runs_parent;
-#    additional metadata (runs and events, a GIN index for the run list's filter), and
-#    steps.on_success (issue 14).
+# 6 (issue 14): runs.parent_run_id, parent_step and child_key (child runs), runs_parent;
+#    additional metadata (runs and events, a GIN index for the run list's filter);
+#    steps.on_success; crons and schedules, and runs.triggered_by_cron,
+#    triggered_by_schedule and trigger_fire_at (what started a run that no event or
+#    request did).
 SCHEMA_VERSION = 6
 
 # Every projection table and the columns that order its rows (its primary key). The version
@@ -51,6 +53,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "attempts": ("tenant", "run_id", "step", "attempt", "delivery"),
     "step_logs": ("tenant", "seq"),
     "rejections": ("tenant", "seq"),
+    "crons": ("tenant", "namespace", "name"),
+    "schedules": ("tenant", "namespace", "id"),
 }
 VERSION_TABLE = "projector_schema_version"
 

@@ -77,6 +77,9 @@ class Created:
     parent_step: str | None = None
     child_key: str | None = None
     additional_metadata: str | None = None  # JSON text of an object of strings
+    cron: str | None = None
+    schedule_id: str | None = None
+    fire_at: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -196,4 +199,44 @@ RunOp = (
     | Result
     | Log
 )
-Op = Event | Workflow | Rejection | RunOp
+
+
+@attrs.frozen
+class CronChange:
+    """A cron's record (``change``: created, armed, fired, deleted or rejected): the fields
+    that kind carries are set, the others None."""
+
+    seq: int
+    namespace: str
+    name: str
+    change: str
+    cron_id: str | None
+    at: dt.datetime
+    workflow: str | None = None
+    expression: str | None = None
+    timezone: str | None = None
+    input: str | None = None
+    fire_at: dt.datetime | None = None
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class ScheduleChange:
+    """A scheduled run's record (``change``: created, fired, deleted or rejected)."""
+
+    seq: int
+    namespace: str
+    id: str
+    change: str
+    at: dt.datetime
+    workflow: str | None = None
+    trigger_at: dt.datetime | None = None
+    input: str | None = None
+    run_id: str | None = None
+    reason: str | None = None
+
+
+TriggerOp = CronChange | ScheduleChange
+
+Op = Event | Workflow | Rejection | RunOp | TriggerOp

@@ -26,6 +26,15 @@ from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
 from schemas.filters import filter_error
 from schemas.metadata import metadata_of_headers
+from schemas.messages import (
+    CronArmed,
+    CronCreated,
+    CronFired,
+    CronRejected,
+    ScheduleCreated,
+    ScheduleFired,
+    ScheduleRejected,
+)
 from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
 
@@ -49,11 +58,10 @@ def plan(tenant: str, record: Record) -> list[ops.Op]:
             raise SubjectError(f"subject is not in tenant {tenant!r}")
         if parsed.area == "events":
             return [_event(record, parsed)]
-        if parsed.area in ("crons", "schedules"):
-            # Checked (a record that does not decode is rejected, and recorded); the read
-            # model has no tables of crons and schedules yet (docs/triggers.md).
-            _decode(parsed, record.data)
-            return []
+        if parsed.area == "crons":
+            return [_cron(record.seq, parsed, _decode(parsed, record.data))]
+        if parsed.area == "schedules":
+            return [_schedule(record.seq, parsed, _decode(parsed, record.data))]
         if parsed.area == "workers":
             # Heartbeats carry a message TTL and age out of the log: projecting them would
             # make a rebuild differ from the live projection.
@@ -234,6 +242,13 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     parent = v.text(by.run_id, "run_id") if child and by else None
     parent_step = v.text(by.step, "step") if child and by else None
     child_key = v.text(by.key, "key") if child and by else None
+    cron = v.text(by.cron, "cron") if by and by.kind is schemas.TriggerKind.CRON else None
+    schedule = (
+        v.text(by.schedule_id, "schedule_id")
+        if by and by.kind is schemas.TriggerKind.SCHEDULE
+        else None
+    )
+    fire_at = v.timestamp(by.fire_at, "fire_at") if by and (cron or schedule) else None
     created_at = v.timestamp(msg.created_at, "created_at")
     kept = v.mapping(msg.kept, "kept")
     defs = [(s, False, False) for s in msg.steps]
@@ -256,7 +271,8 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     metadata = v.json_text(msg.additional_metadata) if msg.additional_metadata else None
     return ops.Created(
         seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
-        replay_of, from_step, parent, parent_step, child_key, metadata,
+        replay_of, from_step, parent, parent_step, child_key, metadata, cron, schedule,
+        fire_at,
     )  # fmt: skip
 
 
@@ -299,3 +315,65 @@ def _result(
         seq, run_id, step, attempt, delivery, worker_id, str(status), at, error, output,
         handed_back, worker_name, started_at,
     )  # fmt: skip
+
+
+def _cron(seq: int, parsed: ParsedSubject, msg: Any) -> ops.CronChange:
+    """A cron's record, its values checked in a fixed order."""
+    ns, name = parsed.scope.namespace, v.text(parsed.name, "name")
+    match msg:
+        case CronCreated():
+            return ops.CronChange(
+                seq, ns, name, "created", v.text(msg.id, "id"),
+                v.timestamp(msg.created_at, "created_at"),
+                workflow=v.text(msg.workflow, "workflow"),
+                expression=v.text(msg.expression, "expression"),
+                timezone=v.opt_text(msg.timezone, "timezone"),
+                input=v.json_text(msg.input),
+            )  # fmt: skip
+        case CronArmed():
+            fire_at = v.timestamp(msg.fire_at, "fire_at")
+            return ops.CronChange(
+                seq, ns, name, "armed", v.text(msg.id, "id"), v.timestamp(msg.at, "at"),
+                fire_at=fire_at,
+            )  # fmt: skip
+        case CronFired():
+            return ops.CronChange(
+                seq, ns, name, "fired", v.text(msg.id, "id"), v.timestamp(msg.at, "at"),
+                fire_at=v.timestamp(msg.fire_at, "fire_at"), run_id=v.text(msg.run_id, "run_id"),
+            )  # fmt: skip
+        case CronRejected():
+            return ops.CronChange(
+                seq, ns, name, "rejected", v.text(msg.id, "id"), v.timestamp(msg.at, "at"),
+                reason=v.text(msg.reason, "reason"),
+            )  # fmt: skip
+        case _:
+            return ops.CronChange(seq, ns, name, "deleted", None, v.timestamp(msg.at, "at"))
+
+
+def _schedule(seq: int, parsed: ParsedSubject, msg: Any) -> ops.ScheduleChange:
+    """A scheduled run's record. A ``created`` whose time does not parse is kept, without a
+    time (the dispatcher rejects it, and that rejection is recorded too)."""
+    ns, sid = parsed.scope.namespace, v.text(parsed.name, "schedule id")
+    match msg:
+        case ScheduleCreated():
+            try:
+                trigger_at: dt.datetime | None = v.timestamp(msg.trigger_at, "trigger_at")
+            except DecodeError:
+                trigger_at = None
+            return ops.ScheduleChange(
+                seq, ns, sid, "created", v.timestamp(msg.created_at, "created_at"),
+                workflow=v.text(msg.workflow, "workflow"), trigger_at=trigger_at,
+                input=v.json_text(msg.input),
+            )  # fmt: skip
+        case ScheduleFired():
+            return ops.ScheduleChange(
+                seq, ns, sid, "fired", v.timestamp(msg.at, "at"),
+                run_id=v.text(msg.run_id, "run_id"),
+            )  # fmt: skip
+        case ScheduleRejected():
+            return ops.ScheduleChange(
+                seq, ns, sid, "rejected", v.timestamp(msg.at, "at"),
+                reason=v.text(msg.reason, "reason"),
+            )  # fmt: skip
+        case _:
+            return ops.ScheduleChange(seq, ns, sid, "deleted", v.timestamp(msg.at, "at"))

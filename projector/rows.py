@@ -40,6 +40,9 @@ class RunRow:
     parent_step: str | None = None
     child_key: str | None = None
     additional_metadata: str | None = None  # JSON text of an object of strings
+    triggered_by_cron: str | None = None
+    triggered_by_schedule: str | None = None
+    trigger_fire_at: dt.datetime | None = None
     dirty: bool = False
 
 
@@ -81,3 +84,44 @@ class AttemptRow:
 
 
 Row = RunRow | StepRow | AttemptRow
+
+
+@attrs.define
+class CronRow:
+    """A cron, every column (a load reads them all, in this order)."""
+
+    namespace: str
+    name: str
+    cron_id: str
+    workflow: str
+    expression: str
+    timezone: str | None
+    input: str | None
+    status: str
+    reason: str | None
+    created_at: dt.datetime
+    next_fire_at: dt.datetime | None
+    last_fire_at: dt.datetime | None
+    last_run_id: str | None
+    deleted_at: dt.datetime | None
+    last_seq: int
+    dirty: bool = False
+
+
+@attrs.define
+class ScheduleRow:
+    """A scheduled run, every column (a load reads them all, in this order)."""
+
+    namespace: str
+    id: str
+    workflow: str
+    trigger_at: dt.datetime | None
+    input: str | None
+    status: str
+    reason: str | None
+    run_id: str | None
+    created_at: dt.datetime
+    fired_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+    last_seq: int
+    dirty: bool = False

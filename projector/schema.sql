@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS runs (
     parent_step           text,    -- ... the parent's step that spawned it,
     child_key             text,    -- ... and the spawn's key (its id derives from the three)
     additional_metadata   jsonb,   -- the request's or the event's metadata (NULL: none)
+    triggered_by_cron     text,    -- a cron's tick (layout 6): the cron's name
+    triggered_by_schedule text,    -- a scheduled run (layout 6): the schedule's id
+    trigger_fire_at       timestamptz,  -- ... the tick, or when the schedule was due
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
@@ -170,3 +173,44 @@ CREATE TABLE IF NOT EXISTS rejections (
     PRIMARY KEY (tenant, seq)
 );
 
+
+-- Crons (issue 14; layout 6): one row per name, as its records leave it. status: ACTIVE,
+-- DELETED or REJECTED (reason); next_fire_at: the tick its timer is armed for.
+CREATE TABLE IF NOT EXISTS crons (
+    tenant       text NOT NULL,
+    namespace    text NOT NULL,
+    name         text NOT NULL,
+    cron_id      text NOT NULL,
+    workflow     text NOT NULL,
+    expression   text NOT NULL,
+    timezone     text,
+    input        jsonb,
+    status       text NOT NULL,
+    reason       text,
+    created_at   timestamptz NOT NULL,
+    next_fire_at timestamptz,
+    last_fire_at timestamptz,
+    last_run_id  text,
+    deleted_at   timestamptz,
+    last_seq     bigint NOT NULL,
+    PRIMARY KEY (tenant, namespace, name)
+);
+
+-- Scheduled runs (issue 14; layout 6). status: PENDING, FIRED (run_id), DELETED or
+-- REJECTED (reason).
+CREATE TABLE IF NOT EXISTS schedules (
+    tenant     text NOT NULL,
+    namespace  text NOT NULL,
+    id         text NOT NULL,
+    workflow   text NOT NULL,
+    trigger_at timestamptz,
+    input      jsonb,
+    status     text NOT NULL,
+    reason     text,
+    run_id     text,
+    created_at timestamptz NOT NULL,
+    fired_at   timestamptz,
+    deleted_at timestamptz,
+    last_seq   bigint NOT NULL,
+    PRIMARY KEY (tenant, namespace, id)
+);

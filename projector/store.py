@@ -29,7 +29,7 @@ from psycopg.rows import args_row
 
 import schemas
 from projector.fold import Fold
-from projector.rows import AttemptRow, RunRow, StepRow
+from projector.rows import AttemptRow, CronRow, RunRow, ScheduleRow, StepRow
 
 # Two-key advisory locks (class, key) do not overlap the one-key space ``migrate`` uses.
 _LOCK_CLASS = 0x6E617470  # "natp"
@@ -97,7 +97,8 @@ RUNS = Table(
      Col("error"), Col("created_at", _TS), Col("started_at", _TS), Col("finished_at", _TS),
      Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason"),
      Col("replay_of"), Col("replay_from_step"), Col("parent_run_id"), Col("parent_step"),
-     Col("child_key"), Col("additional_metadata", cast=_JSON)),
+     Col("child_key"), Col("additional_metadata", cast=_JSON), Col("triggered_by_cron"),
+     Col("triggered_by_schedule"), Col("trigger_fire_at", _TS)),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",
@@ -147,6 +148,40 @@ REJECTIONS = Table(
     "rejections", (Col("seq", "bigint"), Col("subject"), Col("reason"), Col("at", _TS)), _KEEP
 )
 
+_CRON_COLS: tuple[LiteralString, ...] = ("cron_id", "workflow", "expression", "timezone",
+                                         "input", "status", "reason", "created_at",
+                                         "next_fire_at", "last_fire_at", "last_run_id",
+                                         "deleted_at")  # fmt: skip
+CRONS = Table(
+    "crons",
+    (Col("namespace"), Col("name"), Col("cron_id"), Col("workflow"), Col("expression"),
+     Col("timezone"), Col("input", cast=_JSON), Col("status"), Col("reason"),
+     Col("created_at", _TS), Col("next_fire_at", _TS), Col("last_fire_at", _TS),
+     Col("last_run_id"), Col("deleted_at", _TS), Col("last_seq", "bigint")),
+    _newer("crons", "tenant, namespace, name", _CRON_COLS),
+)  # fmt: skip
+_SCHEDULE_COLS: tuple[LiteralString, ...] = ("status", "reason", "run_id", "fired_at",
+                                             "deleted_at")  # fmt: skip
+SCHEDULES = Table(
+    "schedules",
+    (Col("namespace"), Col("id"), Col("workflow"), Col("trigger_at", _TS),
+     Col("input", cast=_JSON), Col("status"), Col("reason"), Col("run_id"),
+     Col("created_at", _TS), Col("fired_at", _TS), Col("deleted_at", _TS),
+     Col("last_seq", "bigint")),
+    _newer("schedules", "tenant, namespace, id", _SCHEDULE_COLS),
+)  # fmt: skip
+LOAD_CRONS: LiteralString = (
+    "SELECT namespace, name, cron_id, workflow, expression, timezone, input::text, status,"
+    " reason, created_at, next_fire_at, last_fire_at, last_run_id, deleted_at, last_seq"
+    " FROM crons WHERE tenant = %(tenant)s"
+    " AND (namespace, name) IN (SELECT * FROM unnest(%(ns)s::text[], %(names)s::text[]))"
+)
+LOAD_SCHEDULES: LiteralString = (
+    "SELECT namespace, id, workflow, trigger_at, input::text, status, reason, run_id,"
+    " created_at, fired_at, deleted_at, last_seq"
+    " FROM schedules WHERE tenant = %(tenant)s"
+    " AND (namespace, id) IN (SELECT * FROM unnest(%(ns)s::text[], %(names)s::text[]))"
+)
 LOAD_RUNS: LiteralString = (
     "SELECT id, namespace, workflow, status, error, created_at, started_at, finished_at,"
     " last_seq, cancel_requested_at, cancel_reason FROM runs"
@@ -178,6 +213,32 @@ async def lock(conn: psycopg.AsyncConnection[Any], tenant: str) -> None:
     )
 
 
+async def load_triggers(
+    conn: psycopg.AsyncConnection[Any],
+    tenant: str,
+    crons: Sequence[tuple[str, str]],
+    schedules: Sequence[tuple[str, str]],
+) -> tuple[list[CronRow], list[ScheduleRow]]:
+    """The crons and scheduled runs (by namespace and name or id) a batch names."""
+    out_crons: list[CronRow] = []
+    out_schedules: list[ScheduleRow] = []
+    if crons:
+        cur = conn.cursor(row_factory=args_row(CronRow))
+        async with cur:
+            params = {"tenant": tenant, "ns": [k[0] for k in crons], "names": [k[1] for k in crons]}
+            await cur.execute(LOAD_CRONS, params, prepare=False)
+            out_crons = await cur.fetchall()
+    if schedules:
+        cur2 = conn.cursor(row_factory=args_row(ScheduleRow))
+        async with cur2:
+            ns, ids = [k[0] for k in schedules], [k[1] for k in schedules]
+            await cur2.execute(
+                LOAD_SCHEDULES, {"tenant": tenant, "ns": ns, "names": ids}, prepare=False
+            )
+            out_schedules = await cur2.fetchall()
+    return out_crons, out_schedules
+
+
 async def load(conn: psycopg.AsyncConnection[Any], tenant: str, run_ids: Sequence[str]) -> Fold:
     """A fold holding every run, step and attempt of ``run_ids`` in ``tenant``."""
     if not run_ids:
@@ -205,6 +266,8 @@ def statements(tenant: str, fold: Fold) -> list[tuple[LiteralString, dict[str, A
         (ATTEMPTS, fold.changed_attempts),
         (STEP_LOGS, list(fold.logs.values())),
         (REJECTIONS, list(fold.rejections.values())),
+        (CRONS, fold.changed_crons),
+        (SCHEDULES, fold.changed_schedules),
     ):
         if rows:
             out.append((table.sql, table.params(tenant, rows)))

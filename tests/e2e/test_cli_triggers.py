@@ -19,6 +19,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import Scope
 from tests.conftest import eventually
+from tests.e2e.test_cli_replay import natchet as replay_natchet
 from tests.e2e.test_triggers import register
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +54,13 @@ async def ok_json(server: NatsServer, tenant: str, cwd: Path, *args: str) -> Any
 
 
 async def test_cron_and_schedule_commands(
-    engine: Engine, nats_server: NatsServer, nc: NATS, tenant_name: str, tmp_path: Path
+    engine: Engine,
+    nats_server: NatsServer,
+    nc: NATS,
+    tenant_name: str,
+    tmp_path: Path,
+    db: Any,
+    dsn: str,
 ) -> None:
     s, t, d = nats_server, tenant_name, tmp_path
     await register(nc, Scope(t))
@@ -90,3 +97,36 @@ async def test_cron_and_schedule_commands(
     assert listed["status"] == "DELETED"
     said = await fails(s, t, d, "schedule", "delete", made["id"])
     assert "is DELETED" in said
+
+    # The read model: crons, schedules, and the runs a tick started, which a rebuild from
+    # the log reproduces exactly.
+    await ok_json(s, t, d, "cron", "create", "Tick", "fast", "* * * * * *")
+
+    async def fired_runs() -> list[Any]:
+        cur = await db.execute(
+            "SELECT triggered_by_cron, trigger_fire_at FROM runs"
+            " WHERE tenant = %s AND triggered_by_cron IS NOT NULL",
+            (t,),
+        )
+        rows = await cur.fetchall()
+        return rows if len(rows) >= 2 else []
+
+    rows = await eventually(fired_runs, timeout_s=30)
+    assert {r[0] for r in rows} == {"fast"} and len({r[1] for r in rows}) == len(rows)
+    await ok_json(s, t, d, "cron", "delete", "fast")
+
+    async def projected() -> Any:
+        cur = await db.execute(
+            "SELECT name, status, last_fire_at IS NOT NULL FROM crons WHERE tenant = %s"
+            " ORDER BY name",
+            (t,),
+        )
+        crons = await cur.fetchall()
+        cur = await db.execute("SELECT status FROM schedules WHERE tenant = %s", (t,))
+        schedules = await cur.fetchall()
+        want = [("fast", "DELETED", True), ("n", "DELETED", False)]
+        return crons == want and schedules == [("DELETED",)]
+
+    await eventually(projected, timeout_s=30)
+    code, out, err = await replay_natchet(d, s, dsn, "replay", "--verify", "--tenant", t, "--json")
+    assert code == 0, (out, err)
