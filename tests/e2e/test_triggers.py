@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 
 from eventstore import Append, ConfigError, append, direct_history
 from eventstore.cronexpr import iso, parse_instant
+from eventstore.provision import ensure_tenant_stream, log_stream_config
 from eventstore.triggers import (
     TriggerError,
     create_cron,
@@ -34,7 +35,7 @@ from natchet.engine import Engine
 from schemas import Scope, StepDef, WorkflowDef, encode, parse
 from schemas.codec import decode_subject
 from schemas.messages import RunCreated, TriggerKind
-from schemas.subjects import schedules_stream_name
+from schemas.subjects import log_subjects, schedules_stream_name
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, runs_of, stop
 from worker import Context
@@ -287,3 +288,18 @@ async def test_on_crons_runs_the_workflow_and_a_worker_without_them_deletes_them
 
 async def _none(nc: NATS, scope: Scope) -> bool:
     return await list_crons(nc, scope) == []
+
+
+async def test_a_log_from_before_crons_gains_their_subjects_and_a_timers_stream(
+    nc: NATS, tenant_name: str
+) -> None:
+    old = log_stream_config(tenant_name)
+    old.subjects = [s for s in old.subjects or [] if ".crons." not in s and ".schedules." not in s]
+    js = nc.jetstream()
+    await js.add_stream(old)
+    await ensure_tenant_stream(nc, tenant_name)
+    stored = (await js.stream_info(old.name or "")).config
+    assert sorted(stored.subjects or []) == sorted(log_subjects(tenant_name))
+    assert stored.deny_purge and not stored.allow_msg_schedules  # still append-only
+    timers = (await js.stream_info(schedules_stream_name(tenant_name))).config
+    assert timers.allow_msg_schedules
