@@ -303,3 +303,28 @@ async def test_a_log_from_before_crons_gains_their_subjects_and_a_timers_stream(
     assert stored.deny_purge and not stored.allow_msg_schedules  # still append-only
     timers = (await js.stream_info(schedules_stream_name(tenant_name))).config
     assert timers.allow_msg_schedules
+
+
+async def test_the_sdk_clients_create_list_and_delete(
+    engine: Engine, nats_server: NatsServer, nc: NATS, tenant_name: str
+) -> None:
+    await register(nc, Scope(tenant_name, "sdk"))
+    hatchet = hatchet_for(nats_server, tenant_name, "sdk")
+    try:
+        made = await hatchet.cron.aio_create("Tick", "hourly", "0 * * * *", {"a": 1})
+        assert (made.name, made.workflow, made.input) == ("hourly", "Tick", {"a": 1})
+        # The sync API from a thread, as a script would call it.
+        listed = await asyncio.to_thread(hatchet.cron.list)
+        assert [c.name for c in listed] == ["hourly"]
+        when = now() + dt.timedelta(minutes=5)
+        ref = await asyncio.to_thread(hatchet.scheduled.create, "Tick", when, {"b": 2})
+        assert [s.id for s in await hatchet.scheduled.aio_list()] == [ref.id]
+        await hatchet.scheduled.aio_delete(ref.id)
+        await asyncio.to_thread(hatchet.cron.delete, "hourly")
+        assert await hatchet.cron.aio_list() == []
+        (gone,) = await hatchet.scheduled.aio_list()
+        assert gone.status == "DELETED"
+        with pytest.raises(TriggerError, match="unknown workflow"):
+            await hatchet.cron.aio_create("Nope", "x", "0 * * * *")
+    finally:
+        hatchet.close()
