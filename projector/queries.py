@@ -27,7 +27,7 @@ _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
     " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key,"
-    " additional_metadata"
+    " additional_metadata, triggered_by_cron, triggered_by_schedule, trigger_fire_at"
 )
 
 
@@ -67,6 +67,14 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
     parent, step, key = row.pop("parent_run_id"), row.pop("parent_step"), row.pop("child_key")
     row["parent"] = None if parent is None else {"run_id": parent, "step": step, "key": key}
     row["additional_metadata"] = row.get("additional_metadata") or {}
+    # A cron's tick or a scheduled run (docs/triggers.md): which, and the time it was due.
+    cron, schedule = row.pop("triggered_by_cron"), row.pop("triggered_by_schedule")
+    fire_at = row.pop("trigger_fire_at")
+    row["fired_by"] = (
+        None
+        if cron is None and schedule is None
+        else {"cron": cron, "schedule_id": schedule, "fire_at": fire_at}
+    )
     return row
 
 

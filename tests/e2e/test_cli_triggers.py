@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
+from projector import get_run
 from schemas import Scope
 from tests.conftest import eventually
 from tests.e2e.test_cli_replay import natchet as replay_natchet
@@ -113,6 +114,12 @@ async def test_cron_and_schedule_commands(
 
     rows = await eventually(fired_runs, timeout_s=30)
     assert {r[0] for r in rows} == {"fast"} and len({r[1] for r in rows}) == len(rows)
+    cur = await db.execute(
+        "SELECT id FROM runs WHERE tenant = %s AND triggered_by_cron = 'fast' LIMIT 1", (t,)
+    )
+    (run_id,) = await cur.fetchone()
+    run = await get_run(db, run_id, tenant=t)
+    assert run is not None and run["fired_by"]["cron"] == "fast" and run["triggered_by"] is None
     await ok_json(s, t, d, "cron", "delete", "fast")
 
     async def projected() -> Any:
