@@ -34,7 +34,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import Scope, StepDef, WorkflowDef, encode, parse
 from schemas.codec import decode_subject
-from schemas.messages import RunCreated, TriggerKind
+from schemas.messages import CronCreated, RunCreated, TriggerKind
 from schemas.subjects import log_subjects, schedules_stream_name
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, runs_of, stop
@@ -328,3 +328,35 @@ async def test_the_sdk_clients_create_list_and_delete(
             await hatchet.cron.aio_create("Nope", "x", "0 * * * *")
     finally:
         hatchet.close()
+
+
+async def test_malformed_cron_records_are_rejected_and_recorded_and_block_nothing(
+    engine: Engine, nc: NATS, tenant_name: str, db: Any
+) -> None:
+    scope = Scope(tenant_name)
+    await register(nc, scope)
+    await append(nc, Append(scope.cron("junk", "created"), b"{not json"))
+    await append(nc, Append(scope.cron("typed", "created"), b'{"name": "typed", "v": 1}'))
+    bad = CronCreated("b1", "bad", "Tick", "0 25 * * *")  # past the SDK's own check
+    await append(nc, Append(scope.cron("bad", "created"), encode(bad)))
+    await create_cron(nc, scope, "Tick", "good", "0 1 * * *")
+
+    async def recorded() -> Any:
+        cur = await db.execute(
+            "SELECT subject FROM rejections WHERE tenant = %s ORDER BY seq", (tenant_name,)
+        )
+        rejected = [r[0] for r in await cur.fetchall()]
+        cur = await db.execute(
+            "SELECT name, status, reason, next_fire_at IS NOT NULL FROM crons"
+            " WHERE tenant = %s ORDER BY name",
+            (tenant_name,),
+        )
+        crons = await cur.fetchall()
+        return (rejected, crons) if len(crons) == 2 and crons[1][3] else None
+
+    rejected, crons = await eventually(recorded, timeout_s=30)
+    assert rejected == [scope.cron("junk", "created"), scope.cron("typed", "created")]
+    (name, status, reason, _), good = crons
+    assert (name, status) == ("bad", "REJECTED") and "field 2 (hour)" in reason
+    assert good[:2] == ("good", "ACTIVE")  # armed: the dispatcher went on
+    assert [c.name for c in await list_crons(nc, scope)] == ["good"]
