@@ -360,3 +360,48 @@ async def test_malformed_cron_records_are_rejected_and_recorded_and_block_nothin
     assert (name, status) == ("bad", "REJECTED") and "field 2 (hour)" in reason
     assert good[:2] == ("good", "ACTIVE")  # armed: the dispatcher went on
     assert [c.name for c in await list_crons(nc, scope)] == ["good"]
+
+
+async def test_a_cron_across_an_engine_kill_starts_each_tick_once(
+    nats_server: NatsServer,
+    nc: NATS,
+    dsn: str,
+    tenant_name: str,
+    tmp_path: Path,
+    engine_process: list[asyncio.subprocess.Process],
+) -> None:
+    scope = Scope(tenant_name)
+    log = tmp_path / "engine.log"
+    first = await start_engine(nats_server, dsn, tenant_name, log)
+    engine_process.append(first)
+
+    async def consumer_ready() -> bool:
+        try:
+            await nc.jetstream().consumer_info(
+                schedules_stream_name(tenant_name), "dispatcher-fires"
+            )
+        except Exception:
+            return False
+        return True
+
+    await eventually(consumer_ready, timeout_s=30)
+    await register(nc, scope)
+    await create_cron(nc, scope, "Tick", "every-second", "* * * * * *")
+    await eventually(lambda: _at_least(nc, scope, 3), timeout_s=20)
+    first.kill()  # kill -9, wherever it was in a tick's decision
+    await first.wait()
+    killed_at = now()
+    await eventually(lambda: now() > killed_at + dt.timedelta(seconds=3), timeout_s=10)
+    back_at = now()
+    engine_process.append(await start_engine(nats_server, dsn, tenant_name, log))
+    before = await cron_ticks(nc, scope, "every-second")
+    await eventually(lambda: _at_least(nc, scope, len(before) + 3), timeout_s=30)
+    ticks = await cron_ticks(nc, scope, "every-second")
+    assert len(ticks) == len(set(ticks)), "a tick started two runs"
+    times = [parse_instant(t) for t in ticks]
+    # At most one tick (the one armed at the kill) fires between the kill and the restart's
+    # own ticks: the seconds the engine was down start nothing.
+    down = [t for t in times if killed_at + dt.timedelta(seconds=1) < t <= back_at]
+    assert len(down) <= 1, down
+    runs = await created_runs(nc, scope)
+    assert len({r.run_id for r in runs}) == len(runs) == len(ticks)
