@@ -19,6 +19,7 @@ from eventstore.triggers import (
     list_crons,
     list_schedules,
 )
+from worker.declare import WORKFLOW_ATTR, WorkflowSpec
 from worker.portal import Portal
 from worker.settings import ClientSettings
 
@@ -42,6 +43,10 @@ def workflow_name(workflow: Any) -> str:
     v1 workflow)."""
     if isinstance(workflow, str):
         return workflow
+    if isinstance(workflow, type):  # a v0 class: its name may be name=...
+        spec = getattr(workflow, WORKFLOW_ATTR, None)
+        if isinstance(spec, WorkflowSpec):
+            return spec.definition.name
     name = getattr(workflow, "name", None) or getattr(workflow, "__name__", None)
     if not isinstance(name, str):
         raise TypeError(f"not a workflow: {workflow!r}")

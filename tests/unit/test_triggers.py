@@ -203,3 +203,21 @@ def test_a_snapshot_keeps_crons_and_schedules() -> None:
     loaded = load(dump(Snapshot(7, state))).state
     assert loaded.triggers == state.triggers
     assert parse_instant(loaded.triggers.crons[(SCOPE, "every")].pending or "") == at(1)
+
+
+def test_a_workflow_is_named_by_its_name_its_v0_class_or_its_v1_object() -> None:
+    from worker import Context, Hatchet
+    from worker.triggers import workflow_name
+
+    hatchet = Hatchet(env={})
+
+    @hatchet.workflow(name="Renamed")
+    class Local:
+        @hatchet.step()
+        def only(self, context: Context) -> None:
+            return None
+
+    v1 = hatchet.workflow(name="V1")
+    assert workflow_name("W") == "W"
+    assert workflow_name(Local) == "Renamed"
+    assert workflow_name(v1) == "V1"
