@@ -125,10 +125,13 @@ async def create_cron(
 
 
 async def delete_cron(nc: NATS, scope: Scope, name: str) -> None:
-    """Append the cron's ``deleted``; ``TriggerError`` if there is no such cron."""
+    """Append the cron's ``deleted``; ``TriggerError`` if there is no such cron. ``name``
+    may also be the cron's id (Hatchet's SDK deletes crons by id)."""
     check(lambda: check_name("cron name", name))
-    if not any(c.name == name for c in await list_crons(nc, scope)):
+    found = [c.name for c in await list_crons(nc, scope) if name in (c.name, c.id)]
+    if not found:
         raise TriggerError(f"no cron named {name!r} in {scope.prefix}")
+    name = found[0]
     subject = scope.cron(name, "deleted")
     await append(nc, Append(subject, encode(CronDeleted(name))))
 

@@ -109,7 +109,8 @@ class CronClient:
         await delete_cron(await self._h.portal.nc(), self._h.settings.scope, name)
 
     def delete(self, cron_name: str) -> None:
-        """Stop the cron: no tick after the engine reads this starts a run."""
+        """Stop the cron (by name, or by its id as Hatchet's SDK does): no tick after the
+        engine reads this starts a run."""
         self._h.portal.call(self._delete(cron_name))
 
     async def aio_delete(self, cron_name: str) -> None:

@@ -320,7 +320,7 @@ async def test_the_sdk_clients_create_list_and_delete(
         ref = await asyncio.to_thread(hatchet.scheduled.create, "Tick", when, {"b": 2})
         assert [s.id for s in await hatchet.scheduled.aio_list()] == [ref.id]
         await hatchet.scheduled.aio_delete(ref.id)
-        await asyncio.to_thread(hatchet.cron.delete, "hourly")
+        await asyncio.to_thread(hatchet.cron.delete, made.id)  # by id, as Hatchet's SDK
         assert await hatchet.cron.aio_list() == []
         (gone,) = await hatchet.scheduled.aio_list()
         assert gone.status == "DELETED"
