@@ -25,7 +25,6 @@ from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
 from schemas.filters import filter_error
-from schemas.metadata import metadata_of_headers
 from schemas.messages import (
     CronArmed,
     CronCreated,
@@ -35,6 +34,7 @@ from schemas.messages import (
     ScheduleFired,
     ScheduleRejected,
 )
+from schemas.metadata import metadata_of_headers
 from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
 

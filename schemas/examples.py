@@ -21,6 +21,9 @@ REPLAY = "0c7e1d52-8a40-4b8e-b3a1-6f2c9d4e5a10"
 WORKER = "w-5d1c8a3e"
 INPUT = {"user_id": 42, "email": "ada@example.com"}
 FETCHED = {"name": "Ada", "plan": "pro"}
+FIRE = "2026-01-06T02:00:00+00:00"  # a cron's tick, a scheduled run's time
+CRON_RUN = "5e0b8f3a-2d71-5c49-8e6f-1a7b9c3d2e40"
+SCHEDULE_RUN = "a41d7c9e-0b36-5f2a-9c8d-3e5f7a1b6c02"
 
 
 def at(second: int, micro: int = 0) -> str:
@@ -209,4 +212,32 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             at=at(5),
         ),
     ),
+    "cron_created": (
+        m.CronCreated(
+            "c-7f3a9e21",
+            "nightly-welcome",
+            "Welcome",
+            "0 3 * * *",
+            INPUT,
+            timezone="Europe/Paris",
+            created_at=at(20),
+        ),
+    ),
+    "cron_deleted": (m.CronDeleted("nightly-welcome", at=at(59)),),
+    "cron_armed": (m.CronArmed("nightly-welcome", "c-7f3a9e21", FIRE, at=at(20, 4000)),),
+    "cron_fired": (m.CronFired("nightly-welcome", "c-7f3a9e21", FIRE, CRON_RUN, at=at(21)),),
+    "cron_rejected": (
+        m.CronRejected(
+            "nightly-welcome", "c-7f3a9e21", "expression '0 3 * *': 4 fields", at=at(20, 2000)
+        ),
+    ),
+    "schedule_created": (
+        m.ScheduleCreated("s-1c9d4e7b", "Welcome", FIRE, INPUT, created_at=at(22)),
+    ),
+    "schedule_deleted": (m.ScheduleDeleted("s-1c9d4e7b", at=at(58)),),
+    "schedule_fired": (m.ScheduleFired("s-1c9d4e7b", SCHEDULE_RUN, at=at(23)),),
+    "schedule_rejected": (
+        m.ScheduleRejected("s-1c9d4e7b", "trigger_at is not a time: 'tomorrow'", at=at(22, 10)),
+    ),
+    "timer": (m.TimerFired("cron", "nightly-welcome", "c-7f3a9e21", FIRE),),
 }

@@ -54,6 +54,17 @@ WIRE_KINDS: dict[str, tuple[type, str]] = {
         sys_.OperatorRevoked,
         "natchet.system.operators.<operator_id>.revoked",
     ),
+    # Crons and scheduled runs (docs/triggers.md): a client appends created and deleted, the
+    # dispatcher the rest; the timers' fires stay in schedules-<tenant>, engine only.
+    **{
+        f"cron_{kind}": (cls, f"<tenant>.<namespace>.crons.<name>.{kind}")
+        for kind, cls in m.CRON_KINDS.items()
+    },
+    **{
+        f"schedule_{kind}": (cls, f"<tenant>.<namespace>.schedules.<schedule_id>.{kind}")
+        for kind, cls in m.SCHEDULE_KINDS.items()
+    },
+    m.TimerFired.KIND: (m.TimerFired, "<tenant>.<namespace>.fires.<cron|schedule>.<name>"),
 }
 
 
@@ -63,6 +74,8 @@ def stream_of(subject: str) -> str | None:
         return sys_.SYSTEM_STREAM
     if subject.endswith(".refused"):
         return None
+    if ".fires." in subject:
+        return "schedules-<tenant>"
     return "live-<tenant>" if ".workers." in subject else "natchet-<tenant>"
 
 
@@ -70,6 +83,7 @@ def stream_of(subject: str) -> str | None:
 _TIMES = frozenset(
     {"at", "registered_at", "requested_at", "created_at", "queued_at", "started_at"}
     | {"finished_at", "due_at", "schedule_deadline", "revoked_at", "expires_at"}
+    | {"fire_at", "trigger_at"}
 )
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},

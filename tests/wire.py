@@ -33,11 +33,15 @@ def kind_of(subject: str) -> str | None:
         parts = subject.split(".")
         kind = SYSTEM[parts[2]]
         return f"{kind}_{parts[4]}" if kind in ("token", "operator") else kind
+    if subject.split(".")[2:3] == ["fires"]:
+        return "timer"  # a timer's fire, in schedules-<tenant> (not a log subject)
     parsed = parse(subject)
     if parsed.area == "runs":
         return parsed.run_kind
     if parsed.area == "workers":
         return "refused" if parsed.rest[1:] == ("refused",) else "heartbeat"
+    if parsed.area in ("crons", "schedules"):
+        return f"{parsed.area[:-1]}_{parsed.rest[-1]}"
     return {"workflows": "workflow", "tasks": "task"}.get(parsed.area)
 
 
