@@ -458,6 +458,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "parent": None,
         "children": [],
         "additional_metadata": {},
+        "fired_by": None,
         "steps": [
             step(
                 "a",
