@@ -330,6 +330,8 @@ async def test_the_sdk_clients_create_list_and_delete(
         hatchet.close()
 
 
+# The two records that break their schema on purpose (the e2e log check counts them).
+@pytest.mark.invalid_messages(2)
 async def test_malformed_cron_records_are_rejected_and_recorded_and_block_nothing(
     engine: Engine, nc: NATS, tenant_name: str, db: Any
 ) -> None:
