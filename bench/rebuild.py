@@ -16,11 +16,11 @@ a "live" projection whose checkpoint is the log's end, then times, ``--repeats``
 messages, seconds and messages/s per repeat and their median.
 
 ``--stages`` first times the reading alone (the log read to its end, records discarded)
-and reading + planning (decode and :func:`projector.plan.plan`, no Postgres), so the
-difference tells what each stage costs. ``--profile`` samples the (last) rebuild with
-py-spy from outside the process (100 Hz, idle included: waiting on Postgres or NATS shows
-as the event loop), and writes into ``--out`` the collapsed stacks (``rebuild-pyspy.txt``)
-and their summary by stage and function (``rebuild-profile.txt``,
+and reading + planning (decode and :func:`projector.fastplan.plan_fast`, as the rebuild
+plans; no Postgres), so the difference tells what each stage costs. ``--profile`` samples
+the (last) rebuild with py-spy from outside the process (100 Hz, idle included: waiting on
+Postgres or NATS shows as the event loop), and writes into ``--out`` the collapsed stacks
+(``rebuild-pyspy.txt``) and their summary by stage and function (``rebuild-profile.txt``,
 ``bench/profile_summary.py``).
 Not a test: it asserts nothing.
 """
@@ -49,8 +49,8 @@ from bench.rebuild_log import TENANT, build
 from bench.throwaway import database
 from eventstore import Connection, NatsOptions, close, connect, last_seq, run_main
 from natchet.dev.embedded import NatsServer
+from projector.fastplan import plan_fast
 from projector.migrations import DEFAULT_SCHEMA, TABLES, migrate
-from projector.plan import plan
 from projector.rebuild import BATCH
 from projector.replay import replay
 from schemas import stream_name
@@ -83,7 +83,7 @@ async def read_and_plan(nc: Connection, end: int) -> float:
     async for record in eventstore.read_to_end(
         nc, stream_name(TENANT), until_seq=end, batch_size=500
     ):
-        plan(TENANT, record)
+        plan_fast(TENANT, record)
     return time.perf_counter() - start
 
 
