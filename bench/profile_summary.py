@@ -16,7 +16,7 @@ from pathlib import Path
 # read "function (file:line)"): planning and folding run inside apply_records, psycopg
 # inside the store's load and write.
 STAGES = (
-    ("plan: decode + checks", ("plan (projector/plan.py",)),
+    ("plan: decode + checks", ("plan (projector/plan.py", "projector/fastplan.py")),
     ("fold (in memory)", ("projector/fold.py",)),
     ("Postgres: load rows", ("load (projector/store.py",)),
     ("Postgres: write rows", ("write (projector/store.py", "statements (projector/store.py")),
