@@ -6,11 +6,14 @@ building the message's attrs classes (``schemas.structure`` and its converters) 
 without reading every value twice: ~4 us of the ~24 us a rebuild spent on a message
 (docs/benchmarks.md, issue 10). It takes only the usual case: a subject of a known scope in
 ``tenant``, a body that is a JSON object of the current version (nothing to upcast), every
-field the message's class requires present, the body's run id (or task) the subject's, and
-every value passing :mod:`projector._values`. Anything else (events, workflows, heartbeats,
-old versions, a value of the wrong type, a check that fails) goes to ``plan``, which decodes
-it the general way and records a rejection when it must: a rejection's reason is always the
-general path's. ``tests/projector/test_fastplan.py`` plans the same records both ways.
+field the message's class requires present, the body's run id (or task) the subject's,
+every field of its JSON type (:func:`schemas.fieldtypes.check`, as decoding checks it),
+every value passing :mod:`projector._values`, and no feature it does not plan (a trigger
+other than an event or a replay, additional metadata, an on-success step). Anything else
+(events, workflows, requests, old versions, a value of the wrong type, a check that fails)
+goes to ``plan``, which decodes it the general way and records a rejection when it must: a
+rejection's reason is always the general path's. ``tests/unit/test_fastplan.py`` plans the
+same records both ways.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from projector.plan import plan
-from schemas import RunStatus
+from schemas import RunStatus, StepDef, Trigger
+from schemas.fieldtypes import check
 from schemas.subjects import known_scope
 from schemas.upcast import UPCASTERS
 
@@ -118,6 +122,7 @@ def _finished(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
     for s in steps:
         if type(s) is not dict:
             raise _NotUsual
+        check(schemas.StepFinished, s)
         verdicts.append(_verdict(seq, run_id, s))
     error, at = v.opt_text(b.get("error"), "error"), v.timestamp(b["at"], "at")
     return [*verdicts, ops.Finished(seq, run_id, str(status), status.terminal, error, at)]
@@ -132,10 +137,6 @@ def _retry(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
     return [ops.RetryScheduled(seq, run_id, step, next_attempt, due_at, error)]
 
 
-def _requested(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
-    return []  # the dispatcher answers with created or rejected
-
-
 def _rejected(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
     workflow, reason = v.text(b["workflow"], "workflow"), v.text(b["reason"], "reason")
     return [ops.Rejected(seq, run_id, ns, workflow, reason, v.timestamp(b["at"], "at"))]
@@ -145,6 +146,7 @@ def _step_def(value: Any) -> tuple[str, list[str]]:
     """A step of ``created``: its name and parents, as ``StepDef`` would hold them."""
     if type(value) is not dict or "name" not in value:
         raise _NotUsual
+    check(StepDef, value)
     parents = value.get("parents", [])
     if type(parents) is not list:
         raise _NotUsual
@@ -157,7 +159,10 @@ def _created(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
     if by is not None:
         if type(by) is not dict or by.get("kind") not in ("event", "replay"):
             raise _NotUsual
+        check(Trigger, by)
         kind = by["kind"]
+    if b.get("on_success") is not None or b.get("additional_metadata", {}) != {}:
+        raise _NotUsual  # planned by plan(), like child, cron and scheduled runs
     workflow = v.text(b["workflow"], "workflow")
     version = v.text(b["workflow_version"], "workflow_version")
     input_ = v.json_text(b["input"])
@@ -191,9 +196,9 @@ def _created(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
     ]  # fmt: skip
 
 
-# Run messages by kind: (planner, fields the class requires).
-_RUN: dict[str, tuple[Planner, frozenset[str]]] = {
-    cls.KIND: (planner, _required(cls))
+# Run messages by kind: (planner, fields the class requires, the class).
+_RUN: dict[str, tuple[Planner, frozenset[str], type]] = {
+    cls.KIND: (planner, _required(cls), cls)
     for cls, planner in (
         (schemas.StepQueued, _queued),
         (schemas.StepAssigned, _assigned),
@@ -202,7 +207,6 @@ _RUN: dict[str, tuple[Planner, frozenset[str]]] = {
         (schemas.StepFinished, _step_finished),
         (schemas.RunFinished, _finished),
         (schemas.StepRetryScheduled, _retry),
-        (schemas.RunRequested, _requested),
         (schemas.RunRejected, _rejected),
         (schemas.RunCreated, _created),
     )
@@ -231,15 +235,17 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
     area = parts[2]
     if area == "runs" and len(parts) == 5:
         run_id, kind = parts[3], parts[4]
-        planner, required = _RUN[kind]
+        planner, required, cls = _RUN[kind]
         b = _body(kind, record.data)
         if not required <= b.keys() or b["run_id"] != run_id:
             raise _NotUsual
+        check(cls, b)
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:
         b = _body(_TASK_KIND, record.data)
         if not b.keys() >= _TASK_REQUIRED:
             raise _NotUsual
+        check(schemas.Task, b)
         if f"{b['workflow']}.{b['step']}" != ".".join(parts[3:]):
             raise _NotUsual
         step, attempt = v.text(b["step"], "step"), v.count(b["attempt"], "attempt")

@@ -92,7 +92,6 @@ USUAL: dict[str, tuple[str, dict[str, Any]]] = {
         body(schemas.StepRetryScheduled("r1", "a", 1, 2, AT, "e", AT)),
     ),
     "rejected": (f"{RUN}.rejected", body(schemas.RunRejected("r1", "wf", "no", AT))),
-    "requested": (f"{RUN}.requested", body(schemas.RunRequested("r1", "wf", {}, AT))),
     "created": (
         f"{RUN}.created",
         body(
@@ -151,6 +150,11 @@ OTHERS: list[tuple[str, dict[str, Any] | list[Any]]] = [
     ),
     (f"{TENANT}.default.workers.w1", {"worker_id": "w1"}),
     (f"{RUN}.cancel_requested", body(schemas.RunCancelRequested("r1", "why", AT))),
+    (f"{RUN}.requested", body(schemas.RunRequested("r1", "wf", {}, AT))),
+    (
+        f"{RUN}.created",
+        {**USUAL["created_event"][1], "additional_metadata": {"team": "billing"}},
+    ),
     (
         f"{RUN}.created",
         {
