@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import psycopg
+
 from schemas.errors import NatchetError
 
 
@@ -265,11 +267,29 @@ class EmbeddedPostgres:
             )
         try:
             wait_for_port("127.0.0.1", self.port, 30.0, self.proc)
+            self._wait_accepting(30.0)
         except EmbeddedError as exc:
             self.stop()
             raise EmbeddedError(
                 f"postgres failed to start: {exc}\n{log.read_text()[-2000:]}"
             ) from None
+
+    def _wait_accepting(self, deadline_s: float) -> None:
+        """Until a connection succeeds: PostgreSQL listens before it accepts connections,
+        answering "the database system is starting up" meanwhile (a test's first CREATE
+        DATABASE, or `natchet dev`'s first projector, failed on that under load)."""
+        end = time.monotonic() + deadline_s
+        last: Exception | None = None
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedError(f"server exited with code {self.proc.returncode}")
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise EmbeddedError(f"server did not accept connections within {deadline_s}s: {last}")
 
     def stop(self, *, kill: bool = False) -> None:
         # SIGINT is PostgreSQL's "fast shutdown".
