@@ -150,3 +150,19 @@ async def start_natchet_dev(cwd: Path, data: Path) -> tuple[asyncio.subprocess.P
         await stop(proc, grace_s=60)
         raise
     return proc, "".join(lines)
+
+
+async def start_engine_process(
+    server: NatsServer, dsn: str, tenant: str, log: Path
+) -> asyncio.subprocess.Process:
+    """``natchet engine`` for ``tenant`` as a process of its own (to kill -9 and start again),
+    its output appended to ``log``."""
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "natchet.cli", "engine"],
+            *["--nats-url", server.url, "--database-url", dsn, "--tenants", tenant],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "NATCHET_NATS_AUTH_FILE": ""},
+        )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from natchet.dev.demo import raw_publish
 from natchet.dev.embedded import NatsServer
 from tests.conftest import eventually, running
-from tests.support import alive, hatchet_for, runs_of, stop
+from tests.support import alive, hatchet_for, runs_of, start_engine_process, stop
 from worker import Context
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,20 +54,11 @@ def projector_of(engine_pid: int) -> int | None:
 async def engine_process(
     nats_server: NatsServer, dsn: str, tenant_name: str, tmp_path: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    log = (tmp_path / "engine.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "natchet.cli", "engine"],
-        *["--nats-url", nats_server.url, "--database-url", dsn, "--tenants", tenant_name],
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "NATCHET_NATS_AUTH_FILE": ""},
-    )
+    proc = await start_engine_process(nats_server, dsn, tenant_name, tmp_path / "engine.log")
     try:
         yield proc
     finally:
         await stop(proc)  # stops its projector process too
-        log.close()
 
 
 def echo(hatchet: Any) -> Any:

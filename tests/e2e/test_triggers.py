@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from eventstore import Append, ConfigError, append, direct_history
 from eventstore.cronexpr import iso, parse_instant
-from eventstore.provision import ensure_tenant_stream, log_stream_config
+from eventstore.provision import FIRES_CONSUMER, ensure_tenant_stream, log_stream_config
 from eventstore.triggers import (
     TriggerError,
     create_cron,
@@ -37,7 +36,7 @@ from schemas.codec import decode_subject
 from schemas.messages import CronCreated, RunCreated, TriggerKind
 from schemas.subjects import log_subjects, schedules_stream_name
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, runs_of, stop
+from tests.support import hatchet_for, runs_of, start_engine_process, stop
 from worker import Context
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,26 +119,21 @@ async def engine_process(
             await stop(proc)
 
 
-async def start_engine(
-    server: NatsServer, dsn: str, tenant: str, log: Path
-) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "natchet.cli", "engine"],
-            *["--nats-url", server.url, "--database-url", dsn, "--tenants", tenant],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "NATCHET_NATS_AUTH_FILE": ""},
-        )
-
-
 async def _timer_set(nc: NATS, scope: Scope, schedule_id: str) -> bool:
     try:
         await nc.jetstream().get_last_msg(
             schedules_stream_name(scope.tenant), scope.timer("schedule", schedule_id)
         )
-    except Exception:
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _fires_consumer_ready(nc: NATS, tenant: str) -> bool:
+    """The engine has set up the dispatcher's consumer of timer fires."""
+    try:
+        await nc.jetstream().consumer_info(schedules_stream_name(tenant), FIRES_CONSUMER)
+    except NotFoundError:
         return False
     return True
 
@@ -154,19 +148,10 @@ async def test_a_scheduled_run_fires_once_on_time_after_a_kill_and_a_deleted_one
 ) -> None:
     scope = Scope(tenant_name)
     log = tmp_path / "engine.log"
-    first = await start_engine(nats_server, dsn, tenant_name, log)
+    first = await start_engine_process(nats_server, dsn, tenant_name, log)
     engine_process.append(first)
 
-    async def consumer_ready() -> bool:
-        try:
-            await nc.jetstream().consumer_info(
-                schedules_stream_name(tenant_name), "dispatcher-fires"
-            )
-        except Exception:
-            return False
-        return True
-
-    await eventually(consumer_ready, timeout_s=30)
+    await eventually(lambda: _fires_consumer_ready(nc, tenant_name), timeout_s=30)
     await register(nc, scope)
     due = now() + dt.timedelta(seconds=3)
     kept = await create_schedule(nc, scope, "Tick", due, {"kept": True})
@@ -177,7 +162,7 @@ async def test_a_scheduled_run_fires_once_on_time_after_a_kill_and_a_deleted_one
     await eventually(lambda: _not(_timer_set(nc, scope, gone.id)))
     first.kill()  # kill -9
     await first.wait()
-    engine_process.append(await start_engine(nats_server, dsn, tenant_name, log))
+    engine_process.append(await start_engine_process(nats_server, dsn, tenant_name, log))
 
     async def scheduled() -> list[RunCreated]:
         return [
@@ -374,19 +359,10 @@ async def test_a_cron_across_an_engine_kill_starts_each_tick_once(
 ) -> None:
     scope = Scope(tenant_name)
     log = tmp_path / "engine.log"
-    first = await start_engine(nats_server, dsn, tenant_name, log)
+    first = await start_engine_process(nats_server, dsn, tenant_name, log)
     engine_process.append(first)
 
-    async def consumer_ready() -> bool:
-        try:
-            await nc.jetstream().consumer_info(
-                schedules_stream_name(tenant_name), "dispatcher-fires"
-            )
-        except Exception:
-            return False
-        return True
-
-    await eventually(consumer_ready, timeout_s=30)
+    await eventually(lambda: _fires_consumer_ready(nc, tenant_name), timeout_s=30)
     await register(nc, scope)
     await create_cron(nc, scope, "Tick", "every-second", "* * * * * *")
     await eventually(lambda: _at_least(nc, scope, 3), timeout_s=20)
@@ -395,7 +371,7 @@ async def test_a_cron_across_an_engine_kill_starts_each_tick_once(
     killed_at = now()
     await eventually(lambda: now() > killed_at + dt.timedelta(seconds=3), timeout_s=10)
     back_at = now()
-    engine_process.append(await start_engine(nats_server, dsn, tenant_name, log))
+    engine_process.append(await start_engine_process(nats_server, dsn, tenant_name, log))
     before = await cron_ticks(nc, scope, "every-second")
     await eventually(lambda: _at_least(nc, scope, len(before) + 3), timeout_s=30)
     ticks = await cron_ticks(nc, scope, "every-second")
