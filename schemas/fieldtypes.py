@@ -89,7 +89,9 @@ def _json_name(value: object) -> str:
 def check(cls: type, data: Mapping[str, Any]) -> None:
     """Raise ``TypeError`` naming the first field of ``data`` whose value is not of its
     field's JSON type (fields ``cls`` does not have are left to the caller)."""
-    table = _RULES.get(cls) or rules(cls)
+    table = _RULES.get(cls)
+    if table is None:  # not ``or``: a class with no checked field has an empty table
+        table = rules(cls)
     for name, value in data.items():
         rule = table.get(name)
         if rule is None:
