@@ -176,33 +176,14 @@ async def direct_stream_history(
     """:func:`direct_history` of any stream (one with ``allow_direct``)."""
     seq = start_seq
     while True:
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, cb=queue.put)
-        try:
-            body = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": batch})
-            await nc.publish(f"{DIRECT_GET}.{stream}", body, reply=inbox)
-            pending = 0
-            while True:
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout_s)
-                except TimeoutError:
-                    raise ReadError(f"reading {subject} from {stream} timed out") from None
-                status = (msg.headers or {}).get("Status")
-                if status == "404":
-                    return
-                if status == "204":  # end of this batch
-                    pending = int((msg.headers or {}).get("Nats-Num-Pending", 0))
-                    break
-                if status:
-                    raise ReadError(f"reading {subject} from {stream}: {status}")
-                record = _direct_record(msg)
+        end = _BatchEnd()
+        request_ = {"seq": seq, "next_by_subj": subject, "batch": batch}
+        batch_records = _batched_get(nc, stream, request_, subject, timeout_s, end)
+        async with contextlib.aclosing(batch_records):
+            async for record in batch_records:
                 seq = record.seq + 1
                 yield record
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
-        if pending == 0:
+        if end.pending == 0:
             return
 
 
@@ -212,25 +193,48 @@ async def direct_last_per_subject(
     """The last stored message of every subject matching ``subject`` (wildcards allowed)
     in the tenant's log, in stream order: one batched direct get (``multi_last``), so a
     tenant may do it, and no older history is read. At most ``batch`` subjects."""
-    stream = stream_name(tenant)
-    out: list[Record] = []
+    request_ = {"multi_last": [subject], "batch": batch}
+    records = _batched_get(nc, stream_name(tenant), request_, subject, timeout_s, _BatchEnd())
+    async with contextlib.aclosing(records):
+        out = [record async for record in records]
+    return sorted(out, key=lambda r: r.seq)
+
+
+class _BatchEnd:
+    """How a batched direct get ended: ``pending`` messages left after it (0: none)."""
+
+    pending = 0
+
+
+async def _batched_get(
+    nc: NATS,
+    stream: str,
+    request_: dict[str, object],
+    subject: str,
+    timeout_s: float,
+    end: _BatchEnd,
+) -> AsyncGenerator[Record, None]:
+    """One batched direct get: its records as they come, until the server's closing status
+    (404: nothing (more); 204: the batch's end, saying in ``end`` how many are left)."""
     queue: asyncio.Queue[Msg] = asyncio.Queue()
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=queue.put)
     try:
-        body = orjson.dumps({"multi_last": [subject], "batch": batch})
-        await nc.publish(f"{DIRECT_GET}.{stream}", body, reply=inbox)
+        await nc.publish(f"{DIRECT_GET}.{stream}", orjson.dumps(request_), reply=inbox)
         while True:
             try:
                 msg = await asyncio.wait_for(queue.get(), timeout_s)
             except TimeoutError:
                 raise ReadError(f"reading {subject} from {stream} timed out") from None
             status = (msg.headers or {}).get("Status")
-            if status in ("404", "204"):
-                return sorted(out, key=lambda r: r.seq)
+            if status == "404":
+                return
+            if status == "204":
+                end.pending = int((msg.headers or {}).get("Nats-Num-Pending", 0))
+                return
             if status:
                 raise ReadError(f"reading {subject} from {stream}: {status}")
-            out.append(_direct_record(msg))
+            yield _direct_record(msg)
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
