@@ -18,12 +18,14 @@ from eventstore.triggers import (
     list_crons,
     list_schedules,
 )
+from natchet.engine import Engine
 from schemas import Scope, encode
 from schemas.messages import CronArmed, CronCreated, CronFired, ScheduleFired, TimerFired
 from schemas.subjects import schedules_stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim
 from tests.tenancy.test_attacks import untouched, violation  # noqa: F401 (a fixture)
+from tests.tenancy.test_log_rules import ack_of, own_log, unchanged
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,3 +83,24 @@ async def test_a_tenant_cannot_create_or_delete_another_tenants_crons(
             await append(attacker.nc, Append(subject, body))
     await attacker.nc.publish(other.cron("evil", "created"), encode(created))
     await violation(attacker, other.cron("evil", "created"))
+
+
+@pytest.mark.usefixtures("untouched")  # B's streams and rows unchanged after it
+@pytest.mark.parametrize("target", ["own", "other"])
+async def test_a_cron_record_cannot_carry_a_message_schedule_into_the_log(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine, target: str
+) -> None:
+    """A tenant may append ``crons.<name>.created`` to its log: with JetStream's own
+    schedule headers on it, it would have the server write, every second, a forged run end
+    into its own history or (through the target) another tenant's. The log does not allow
+    message schedules, so the append is refused and nothing is stored anywhere."""
+    scope = Scope(attacker.tenant if target == "own" else victim.tenant)
+    headers = {
+        "Nats-Schedule": "@every 1s",
+        "Nats-Schedule-Target": scope.run("forged", "finished"),
+    }
+    before = await own_log(tenancy_engine, attacker.tenant)
+    body = encode(CronCreated("x", "evil", "Echo", "* * * * * *"))
+    ack = await ack_of(attacker.nc, Scope(attacker.tenant).cron("evil", "created"), headers, body)
+    assert "error" in ack and "schedule" in ack["error"]["description"].lower(), ack
+    await unchanged(attacker.nc, lambda: own_log(tenancy_engine, attacker.tenant), before)
