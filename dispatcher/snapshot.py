@@ -58,8 +58,8 @@ from schemas.messages import (
     ScheduleCreated,
     StepDef,
     WorkflowDef,
-    structure,
 )
+from schemas.structure import structure
 from schemas.subjects import Scope
 
 # 2: crons and scheduled runs (``triggers``); a format-1 snapshot is not used (the

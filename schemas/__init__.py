@@ -23,8 +23,8 @@ from schemas.messages import (
     WorkerRefused,
     WorkerStatus,
     WorkflowDef,
-    utcnow,
 )
+from schemas.structure import utcnow
 from schemas.subjects import Scope, SubjectError, parse, stream_name
 
 __all__ = [

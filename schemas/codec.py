@@ -19,9 +19,8 @@ from schemas.messages import (
     Task,
     WorkerHeartbeat,
     WorkflowDef,
-    field_names,
-    structure,
 )
+from schemas.structure import field_names, structure
 from schemas.subjects import ParsedSubject
 from schemas.upcast import upcast
 

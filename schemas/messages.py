@@ -8,18 +8,13 @@ message, so a projection rebuilt from the log comes out identical.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
-from schemas.fieldtypes import check
-
-
-def utcnow() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+from schemas.structure import structure, utcnow
 
 
 class RunStatus(enum.StrEnum):
@@ -443,33 +438,6 @@ class WorkerRefused:
     engine_version: str = ""
     at: str = attrs.field(factory=utcnow)
     v: int = 1
-
-
-T = TypeVar("T")
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-_FIELD_SETS: dict[type, frozenset[str]] = {}
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    """An attrs class's field names in order (looked up once per class)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
-    return names
-
-
-def structure(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build ``cls`` from a decoded mapping, ignoring fields this version does not know;
-    ``TypeError`` for a field whose value is not of its JSON type (:mod:`schemas.fieldtypes`)."""
-    check(cls, data)
-    names = _FIELD_SETS.get(cls)
-    if names is None:
-        names = _FIELD_SETS[cls] = frozenset(field_names(cls))
-    if names.issuperset(data):  # the usual case: no field this version does not know
-        return cls(**data)
-    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # Crons and scheduled runs (issue 14; docs/triggers.md). A client appends ``created`` and

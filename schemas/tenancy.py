@@ -31,7 +31,7 @@ import attrs
 import orjson
 
 from schemas.errors import NatchetError
-from schemas.messages import structure, utcnow
+from schemas.structure import structure, utcnow
 from schemas.subjects import SubjectError, check_tenant
 
 SYSTEM_STREAM = "natchet-system"

@@ -45,7 +45,8 @@ from eventstore import (
     tracing,
 )
 from schemas import encode, encode_json
-from schemas.messages import StepAssigned, StepLog, StepResult, Task, utcnow
+from schemas.messages import StepAssigned, StepLog, StepResult, Task
+from schemas.structure import utcnow
 from schemas.subjects import Scope
 from worker import logs as step_logs
 from worker import spawn

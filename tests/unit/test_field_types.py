@@ -12,7 +12,7 @@ from schemas import DecodeError, StepResult, encode
 from schemas.codec import decode_as, decode_run_message
 from schemas.examples import EXAMPLES
 from schemas.jsonschema import WIRE_KINDS, message_schema
-from schemas.messages import structure
+from schemas.structure import structure
 from schemas.upcast import upcast
 from tests.wire import validator
 
