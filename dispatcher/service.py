@@ -85,7 +85,7 @@ _EXISTED = ("created", "rejected")
 # What the dispatcher appends that changes its state when folded.
 _OUTPUTS = """
 {t}.*.runs.*.created {t}.*.runs.*.rejected {t}.*.runs.*.queued {t}.*.runs.*.retry_scheduled
-{t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.tasks.>
+{t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.runs.*.woken {t}.*.tasks.>
 {t}.*.crons.*.armed {t}.*.crons.*.fired {t}.*.crons.*.rejected
 {t}.*.schedules.*.fired {t}.*.schedules.*.rejected
 """

@@ -311,6 +311,7 @@ def dispatcher_filters(tenant: str) -> list[str]:
         f"{tenant}.*.runs.*.result",
         f"{tenant}.*.runs.*.assigned",
         f"{tenant}.*.runs.*.cancel_requested",
+        f"{tenant}.*.runs.*.waiting",
         f"{tenant}.*.crons.*.created",
         f"{tenant}.*.crons.*.deleted",
         f"{tenant}.*.schedules.*.created",

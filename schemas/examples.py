@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import orjson
 
+from schemas import durable as d
 from schemas import messages as m
 from schemas import tenancy as sys_
 from schemas.codec import encode
@@ -53,6 +54,21 @@ _CANCELLED = m.StepFinished(
     RUN, "email", 1, 1, m.RunStatus.CANCELLED, error="the run was cancelled", at=at(12)
 )
 _FETCHED = m.StepFinished(RUN, "fetch", 1, 1, m.RunStatus.SUCCEEDED, output=FETCHED, at=at(2))
+# A durable step's two wakes: its first wait slept (condition 0), its second heard the event.
+_SAME_USER = "input.user_id == 42"
+_SLEPT = d.StepWoken(RUN, "email", 1, 0, 0, d.WaitKind.SLEEP, at=at(4))
+_CONFIRMED = d.StepWoken(
+    RUN,
+    "email",
+    1,
+    1,
+    0,
+    d.WaitKind.EVENT,
+    event_key="user:confirmed",
+    event_id="118",
+    payload={"user_id": 42},
+    at=at(39),
+)
 _EMAILED = m.StepFinished(
     RUN, "email", 2, 1, m.RunStatus.SUCCEEDED, output={"sent": True}, at=at(15)
 )
@@ -123,6 +139,19 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             workflow_version=WORKFLOW.version,
             step_errors={"email": "SMTP 550: mailbox unavailable"},
         ),
+        m.Task(
+            RUN,
+            "Welcome",
+            "email",
+            1,
+            INPUT,
+            {"fetch": FETCHED},
+            60.0,
+            queued_at=at(40),
+            workflow_version=WORKFLOW.version,
+            wakes=(_SLEPT, _CONFIRMED),
+            delivery_offset=2,
+        ),
     ),
     "assigned": (m.StepAssigned(RUN, "email", 1, 1, WORKER, "mailer", started_at=at(3)),),
     "log": (m.StepLog(RUN, "email", 1, 1, "connecting to smtp.example.com", at=at(4)),),
@@ -154,6 +183,25 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             "smtplib.SMTPResponseException: (421, 'try again later')\n",
         ),
     ),
+    "waiting": (
+        d.StepWaiting(
+            RUN,
+            "email",
+            1,
+            2,
+            1,
+            (
+                d.WaitCondition(
+                    d.WaitKind.EVENT, event_key="user:confirmed", expression=_SAME_USER
+                ),
+                d.WaitCondition(d.WaitKind.SLEEP, until="2026-01-06T09:30:05+00:00"),
+            ),
+            worker_id="3f1c2a9e8b7d4c6e",
+            worker_name="mailer",
+            at=at(5),
+        ),
+    ),
+    "woken": (_SLEPT, _CONFIRMED),
     "retry_scheduled": (
         m.StepRetryScheduled(
             RUN, "email", 1, 2, at(10), error="SMTP 421: try again later", at=at(9)

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from schemas.durable import StepWaiting, StepWoken, wakes
 from schemas.structure import structure, utcnow
 
 
@@ -239,6 +240,11 @@ class Task:
     # A worker that gets the task after this (ISO time) drops it: the step already timed out.
     schedule_deadline: str | None = None
     v: int = 1
+    # A durable step queued again after a wait (:mod:`schemas.durable`): every wake of the
+    # attempt so far, in order; the worker reports delivery ``delivery_offset`` + the
+    # task's own delivery count (the attempt's deliveries before this task).
+    wakes: tuple[StepWoken, ...] = attrs.field(default=(), converter=wakes)
+    delivery_offset: int = 0
 
 
 @attrs.frozen
@@ -378,6 +384,8 @@ RunMessage = (
     | StepResult
     | StepFinished
     | RunFinished
+    | StepWaiting
+    | StepWoken
 )
 
 RUN_KINDS: dict[str, type[RunMessage]] = {
@@ -394,6 +402,8 @@ RUN_KINDS: dict[str, type[RunMessage]] = {
         StepResult,
         StepFinished,
         RunFinished,
+        StepWaiting,
+        StepWoken,
     )
 }
 

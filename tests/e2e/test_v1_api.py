@@ -127,6 +127,7 @@ async def test_invalid_input_is_refused_by_the_client_and_fails_the_step_on_the_
     [attempt] = step["attempts"]  # non-retryable: none of its 2 retries spent
     assert attempt["error"].startswith("NonRetryableError: input does not match Order: qty: ")
     assert "\n" not in attempt["error"]
+
     # The client refused the first one before sending: two runs in all, not three.
     # The good run's result comes from the log; its row may land a moment later.
     async def both_runs() -> list[dict[str, Any]]:
