@@ -26,7 +26,10 @@ from dispatcher.state import (
     new_run,
     timed_out_at,
 )
+from dispatcher.waits import wait_problem
+from dispatcher.wakes import woken_by_event, woken_by_time
 from schemas.codec import encode
+from schemas.durable import StepWaiting, StepWoken
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -86,6 +89,8 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
             return _on_requested(state, scope, message, now)
         case StepResult():
             return _on_result(state, scope, message, now)
+        case StepWaiting():
+            return _on_waiting(state, scope, message, now)
         case RunCancelRequested():
             run = state.run(scope, message.run_id)
             if run is None:
@@ -137,9 +142,9 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
 def _due_in(
     run: RunState, now: dt.datetime, limit: dt.datetime
 ) -> tuple[dt.datetime, str, list[Output]] | None:
-    """The run's first step (in order) whose retry is due or whose wait in the queue timed
-    out (waiting since ``<= limit``, that is ``now - schedule_timeout_s``): when that was
-    due, and the decision."""
+    """The run's first step (in order) whose retry is due, whose durable wait's sleep is
+    over, or whose wait in the queue timed out (waiting since ``<= limit``, that is ``now -
+    schedule_timeout_s``): when that was due, and the decision."""
     for step in run.steps.values():
         if (
             step.retry_due is not None
@@ -148,6 +153,9 @@ def _due_in(
             and not run.failed_error  # a failing run releases nothing more
         ):
             return step.retry_due, run.run_id, _queue(run, step, step.next_attempt, now)
+        wake = woken_by_time(run, step, now)
+        if wake is not None:
+            return wake[0], run.run_id, _wake(run, step, wake[1], now)
         if step.status is not RunStatus.QUEUED or step.assigned:
             continue
         since = step.waiting_since
@@ -186,6 +194,14 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
             out = [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
             if out:
                 decisions.append(out)
+        resumed = [
+            o
+            for s in run.steps.values()
+            if s.wakes and s.resumed < len(s.wakes) and s.waiting is None and not s.terminal
+            for o in _queue(run, s, s.attempt, now, s.wakes)
+        ]
+        if resumed and not run.failed_error:
+            decisions.append(resumed)
     return decisions
 
 
@@ -206,6 +222,10 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
             continue
         trigger = Trigger.of_event(event.key, str(event.seq))
         out += create(scope, wf, run_id, event.payload, trigger, now, metadata=event.metadata)
+    for run, step, woken in woken_by_event(
+        state, scope, (event.key, event.seq, event.payload, event.metadata), now
+    ):
+        out += _wake(run, step, woken, now)
     return out
 
 
@@ -265,9 +285,16 @@ def create(
     return out
 
 
-def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> list[Output]:
+def _queue(
+    run: RunState,
+    step: StepState,
+    attempt: int,
+    now: dt.datetime,
+    wakes: tuple[StepWoken, ...] = (),
+) -> list[Output]:
     """Offer the step's attempt: its task is also the record that it was queued (one
-    message, so a decision cut short never leaves a step queued without a task)."""
+    message, so a decision cut short never leaves a step queued without a task). A durable
+    step's attempt is offered again with each wake (``wakes``: all of the attempt's)."""
     name = step.spec.name
     parents = [s.spec.name for s in run.dag()] if step.on_success else step.spec.parents
     task = Task(
@@ -282,8 +309,42 @@ def _queue(run: RunState, step: StepState, attempt: int, now: dt.datetime) -> li
         workflow_version=run.workflow_version,
         step_errors=run.step_errors() if step.on_failure else {},
         schedule_deadline=iso(after(now, run.schedule_timeout_s)),
+        wakes=wakes,
+        delivery_offset=step.delivery if wakes else 0,
     )
-    return [Output(run.scope.task(run.workflow, name), task, f"{run.run_id}:{name}:{attempt}:task")]
+    msg_id = f"{run.run_id}:{name}:{attempt}:task" + (f":{len(wakes)}" if wakes else "")
+    return [Output(run.scope.task(run.workflow, name), task, msg_id)]
+
+
+def _wake(run: RunState, step: StepState, woken: StepWoken, now: dt.datetime) -> list[Output]:
+    """End the step's durable wait (``woken``) and offer its attempt again, with every
+    wake so far: the step runs again from its start, on any worker."""
+    name = step.spec.name
+    msg_id = f"{run.run_id}:{name}:{woken.attempt}:woken:{woken.index}"
+    said = Output(run.scope.run(run.run_id, "woken"), woken, msg_id)
+    return [said, *_queue(run, step, woken.attempt, now, (*step.wakes, woken))]
+
+
+def _on_waiting(state: State, scope: Scope, waiting: StepWaiting, now: dt.datetime) -> list[Output]:
+    """A durable step's next wait: nothing to do until it ends (``due``, ``_on_event``),
+    unless it can never end (no condition, an expression that does not compile): then the
+    step fails, for good."""
+    run = state.run(scope, waiting.run_id)
+    step = None if run is None else run.steps.get(waiting.step)
+    if (
+        run is None
+        or step is None
+        or step.terminal
+        or waiting.attempt != step.attempt
+        or waiting.index != len(step.wakes)
+        or step.waiting is not None
+    ):
+        return []  # another run's, a stale delivery's, or one already folded
+    problem = wait_problem(waiting)
+    if problem is None:
+        return []
+    error = f"DurableWaitError: {problem}"
+    return _step_failed(run, step, waiting.attempt, waiting.delivery, error, now)
 
 
 def _on_result(state: State, scope: Scope, result: StepResult, now: dt.datetime) -> list[Output]:

@@ -51,6 +51,8 @@ import orjson
 
 from dispatcher.crons import CronState, ScheduleState, Triggers
 from dispatcher.state import RunState, State, StepState, index_deadlines
+from schemas.codec import encode
+from schemas.durable import StepWaiting, wakes
 from schemas.errors import NatchetError
 from schemas.messages import (
     CronCreated,
@@ -187,6 +189,9 @@ def _step(s: StepState) -> dict[str, Any]:
         "handed_back_at": _time(s.handed_back_at),
         "retry_due": _time(s.retry_due),
         "next_attempt": s.next_attempt,
+        "waiting": None if s.waiting is None else orjson.loads(encode(s.waiting)),
+        "wakes": [orjson.loads(encode(w)) for w in s.wakes],
+        "resumed": s.resumed,
     }
 
 
@@ -206,6 +211,10 @@ def _unstep(s: dict[str, Any]) -> StepState:
         handed_back_at=_untime(s["handed_back_at"]),
         retry_due=_untime(s["retry_due"]),
         next_attempt=int(s["next_attempt"]),
+        # Snapshots from before durable steps have none of these: no step waited then.
+        waiting=None if s.get("waiting") is None else structure(StepWaiting, s["waiting"]),
+        wakes=wakes(s.get("wakes", ())),
+        resumed=int(s.get("resumed", 0)),
     )
 
 

@@ -12,6 +12,8 @@ import attrs
 from dispatcher.crons import TRIGGER_MESSAGES, Triggers, fold_trigger
 from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
+from dispatcher.waits import EventWaits, wait_problem, wake_at
+from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
 from schemas.messages import (
     RunCreated,
@@ -47,6 +49,11 @@ class StepState:
     handed_back_at: dt.datetime | None = None
     retry_due: dt.datetime | None = None  # a retry is scheduled for then
     next_attempt: int = 0
+    # A durable step (dispatcher.waits): the wait it is in (its worker gave the slot back),
+    # the attempt's wakes so far, and how many of them its newest task carried.
+    waiting: StepWaiting | None = None
+    wakes: tuple[StepWoken, ...] = ()
+    resumed: int = 0
 
     def settle_deliveries(self) -> None:
         """RUNNING while a delivery newer than any handed back runs; back in the queue when
@@ -149,6 +156,8 @@ class State:
     deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
     # The workflows' ``on_events`` indexed (an index: rebuilt after the registry changes).
     _routes: EventRoutes | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    # The durable steps waiting for events, by scope (an index, like ``deadlines``).
+    event_waits: EventWaits = attrs.field(init=False, factory=EventWaits, eq=False, repr=False)
 
     @property
     def routes(self) -> EventRoutes:
@@ -177,11 +186,16 @@ class State:
 
 def deadlines_of(run: RunState, step: StepState) -> list[dt.datetime]:
     """When the step's scheduled retry may be queued (not while its run is failing: a
-    failing run releases nothing more), and when the step, queued and held by no worker,
-    has waited ``schedule_timeout_s``: those of the two it has now."""
+    failing run releases nothing more), when the step, queued and held by no worker, has
+    waited ``schedule_timeout_s``, and when the durable wait it is in sleeps until: those
+    it has now."""
     out = []
     if step.retry_due is not None and not step.terminal and not run.failed_error:
         out.append(step.retry_due)
+    if step.waiting is not None and not step.terminal and not run.failed_error:
+        when = wake_at(step.waiting)
+        if when is not None:
+            out.append(when)
     if step.status is RunStatus.QUEUED and not step.assigned:
         since = step.waiting_since
         if since is not None:
@@ -232,6 +246,11 @@ def index_deadlines(state: State) -> None:
     ]
     heapq.heapify(state.deadlines)
     state.deadlines_cap = 2 * len(state.deadlines) + _DEADLINES_SLACK
+    state.event_waits.clear()
+    for run in state.runs.values():
+        for name, step in run.steps.items():
+            if step.waiting is not None and not step.terminal:
+                state.event_waits.add(run.scope, run.run_id, name)
 
 
 def new_run(scope: Scope, created: RunCreated) -> RunState:
@@ -270,16 +289,7 @@ def fold(state: State, scope: Scope, message: object) -> None:
         case RunRejected():
             state.done.add(message.run_id)
         case StepQueued() | Task():  # a task is its step queued (older logs have both)
-            step = _step(state, scope, message.run_id, message.step)
-            if step is not None and message.attempt > step.attempt and not step.terminal:
-                step.status = RunStatus.QUEUED
-                step.attempt = message.attempt
-                step.queued_at = parse_time(message.queued_at)
-                step.assigned = False
-                step.delivery = step.handed_back = 0
-                step.handed_back_at = None
-                step.retry_due = None
-                watch(state, message.run_id, step)  # its schedule timeout runs from now
+            _fold_queued(state, scope, message)
         case StepAssigned() | StepResult():
             # A result carries its delivery's assignment: the worker of a fast step appends
             # no ``assigned``, and its result still means a worker took that delivery. No
@@ -306,6 +316,8 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.next_attempt = message.next_attempt
                 step.error = message.error
                 watch(state, message.run_id, step)
+        case StepWaiting() | StepWoken():
+            _fold_wait(state, scope, message)
         case StepFinished():
             run = state.run(scope, message.run_id)
             if run is not None:
@@ -341,6 +353,7 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
         return
     step.status = message.status
     step.attempt = max(step.attempt, message.attempt)
+    reset_waits(step)
     step.output = message.output
     step.error = message.error
     step.retry_due = None
@@ -351,6 +364,92 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
     step.handed_back_at = None
     if message.status is RunStatus.FAILED and not step.on_failure and run.failed_error is None:
         run.failed_error = f"step {message.step!r} failed: {message.error}"
+
+
+def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None:
+    """A step's attempt queued (its task), or queued again after a durable wait."""
+    step = _step(state, scope, message.run_id, message.step)
+    if step is not None and _queues(step, message):
+        offset = 0
+        if message.attempt > step.attempt:
+            reset_waits(step)
+        elif isinstance(message, Task):  # a durable step queued again, woken
+            step.resumed = len(message.wakes)
+            # Deliveries before the wake count as handed back: only a later one
+            # (offset + its own count) means a worker took the step again.
+            offset = message.delivery_offset
+        step.status = RunStatus.QUEUED
+        step.attempt = message.attempt
+        step.queued_at = parse_time(message.queued_at)
+        step.assigned = False
+        step.delivery = step.handed_back = offset
+        step.handed_back_at = None
+        step.retry_due = None
+        watch(state, message.run_id, step)  # its schedule timeout runs from now
+
+
+def _fold_wait(state: State, scope: Scope, message: StepWaiting | StepWoken) -> None:
+    run = state.run(scope, message.run_id)
+    step = None if run is None else run.steps.get(message.step)
+    if run is None or step is None:
+        return
+    if isinstance(message, StepWoken):
+        _fold_woken(step, message)
+    elif _fold_waiting(state, run, step, message):
+        watch(state, message.run_id, step)  # its sleep, if it has one
+
+
+def _fold_waiting(state: State, run: RunState, step: StepState, message: StepWaiting) -> bool:
+    """The step's next wait (of its current attempt, while it runs): now its ``waiting``.
+    False (nothing folded) for any other, and for one that can never end."""
+    if (
+        step.terminal
+        or message.attempt != step.attempt
+        or message.index != len(step.wakes)
+        or step.waiting is not None
+        or wait_problem(message) is not None
+    ):
+        return False
+    step.waiting = message
+    step.delivery = max(step.delivery, message.delivery)
+    if any(c.kind is WaitKind.EVENT for c in message.conditions):
+        state.event_waits.add(run.scope, run.run_id, step.spec.name)
+    return True
+
+
+def _fold_woken(step: StepState, message: StepWoken) -> None:
+    """Wait ``index`` ended: one more wake for the attempt's next task to carry."""
+    if (
+        step.terminal
+        or message.attempt != step.attempt
+        or message.index != len(step.wakes)
+        or step.waiting is None
+    ):
+        return
+    step.waiting = None
+    step.wakes = (*step.wakes, message)
+
+
+def reset_waits(step: StepState) -> None:
+    """A new attempt (or the step's end): no wait, no wakes."""
+    step.waiting = None
+    step.wakes = ()
+    step.resumed = 0
+
+
+def _queues(step: StepState, message: StepQueued | Task) -> bool:
+    """Whether the message queues the step again: a later attempt, or the attempt's
+    task once more after a wake (carrying more wakes than the last), while not over."""
+    if step.terminal:
+        return False
+    if message.attempt > step.attempt:
+        return True
+    return (
+        isinstance(message, Task)
+        and message.attempt == step.attempt
+        and step.waiting is None
+        and step.resumed < len(message.wakes) <= len(step.wakes)
+    )
 
 
 def _step(state: State, scope: Scope, run_id: str, name: str) -> StepState | None:

@@ -214,6 +214,7 @@ _RUN: dict[str, tuple[Planner, frozenset[str], type]] = {
 _STEP_FINISHED_REQUIRED = _required(schemas.StepFinished)
 _TASK_REQUIRED = _required(schemas.Task)
 _TASK_KIND = schemas.Task.KIND
+_NO_WAKES: list[object] = []
 
 
 def _body(kind: str, data: bytes) -> Body:
@@ -243,8 +244,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:
         b = _body(_TASK_KIND, record.data)
-        if not b.keys() >= _TASK_REQUIRED:
-            raise _NotUsual
+        if not b.keys() >= _TASK_REQUIRED or b.get("wakes", _NO_WAKES) != _NO_WAKES:
+            raise _NotUsual  # a durable step's task queued again: see plan
         check(schemas.Task, b)
         if f"{b['workflow']}.{b['step']}" != ".".join(parts[3:]):
             raise _NotUsual
