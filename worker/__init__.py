@@ -20,6 +20,7 @@ from worker.client import (
     WorkflowRunRef,
 )
 from worker.context import Context
+from worker.durable import OrGroup, SleepCondition, UserEventCondition, or_
 from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
 from worker.models import EmptyModel
 from worker.outcome import WorkflowRunError
@@ -33,19 +34,26 @@ __all__ = [
     "ClientConfig",
     "ClientSettings",
     "Context",
+    "DurableContext",
     "EmptyModel",
     "EventClient",
     "Hatchet",
     "InvalidInputError",
     "NonRetryableError",
+    "OrGroup",
     "PushedEvent",
+    "SleepCondition",
     "Standalone",
     "Task",
     "TaskRunRef",
+    "UserEventCondition",
     "Worker",
     "WorkerFatalError",
     "WorkerSettings",
     "Workflow",
     "WorkflowRunError",
     "WorkflowRunRef",
+    "or_",
 ]
+
+DurableContext = Context  # Hatchet's name for a durable task's context: the same one

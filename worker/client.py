@@ -29,6 +29,7 @@ from schemas.metadata import metadata_headers
 from schemas.subjects import NAME_RE, SubjectError
 from worker import bulk, declare, spawn
 from worker import logs as step_logs
+from worker.durable import require_async
 from worker.options import metadata_option
 from worker.outcome import wait_for_run
 from worker.portal import Portal
@@ -343,6 +344,18 @@ class Hatchet:
                 backoff_max_seconds=backoff_max_seconds,
             )(fn)
             return Standalone(wf, declared)
+
+        return mark
+
+    def durable_task(self, **options: Any) -> Callable[[TaskFn], Standalone]:
+        """``@hatchet.durable_task(...)``: :meth:`task` (the same options) of an async
+        function that may wait without holding a slot (``ctx.aio_sleep_for``,
+        ``ctx.aio_wait_for_event``, ``ctx.aio_wait_for``; docs/durable.md)."""
+        plain = self.task(**options)
+
+        def mark(fn: TaskFn) -> Standalone:
+            require_async(fn, f"durable task {options.get('name') or fn.__name__!r}")
+            return plain(fn)
 
         return mark
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from schemas.messages import Task
+from worker.declare import Duration
+from worker.durable import Condition, SleepCondition, Suspend, UserEventCondition, Waits
 from worker.models import parse_output
 
 if TYPE_CHECKING:
@@ -25,9 +27,11 @@ class Context:
         delivery: int,
         log_sink: Callable[[str], None],
         spawner: Spawner | None = None,
+        suspend: Suspend | None = None,
     ) -> None:
         self._task = task
         self._spawner = spawner
+        self._waits = Waits(task, suspend)
         self._delivery = delivery
         self._log_sink = log_sink
         self._cancel = threading.Event()
@@ -127,3 +131,31 @@ class Context:
 
     async def aio_spawn_workflows(self, workflows: Iterable[Mapping[str, Any]]) -> list[ChildRun]:
         return await self.spawn_workflows(workflows)
+
+    # -- durable waits (worker.durable) ---------------------------------------------------
+
+    async def aio_wait_for(self, *conditions: Condition | str) -> dict[str, Any]:
+        """Wait, without holding the worker's slot, until the first of ``conditions``
+        (``SleepCondition``, ``UserEventCondition``, ``or_(...)``; a leading string, as
+        Hatchet's signal key, is ignored). The step stops here and runs again from its
+        start once woken, on any worker, each wait already woken returning at once: keep
+        what it does before a wait idempotent. Returns which condition woke it (and the
+        event's key, id and payload)."""
+        return await self._waits.wait_for(*(c for c in conditions if not isinstance(c, str)))
+
+    async def aio_sleep_for(self, duration: Duration) -> dict[str, Any]:
+        """Sleep ``duration`` (seconds, a timedelta, ``"5m"``) without holding a slot; a
+        restart does not start the sleep again."""
+        return await self._waits.wait_for(SleepCondition(duration))
+
+    async def sleep_for(self, duration: Duration) -> dict[str, Any]:
+        return await self.aio_sleep_for(duration)
+
+    async def aio_wait_for_event(self, key: str, expression: str | None = None) -> dict[str, Any]:
+        """Wait, without holding a slot, for an event of key ``key`` (``*`` wildcards) in
+        this run's namespace, appended after the wait, for which the CEL ``expression``
+        over ``input`` (the payload), ``additional_metadata`` and ``event_key`` holds."""
+        return await self._waits.wait_for(UserEventCondition(key, expression))
+
+    async def wait_for_event(self, key: str, filter: str | None = None) -> dict[str, Any]:
+        return await self.aio_wait_for_event(key, filter)

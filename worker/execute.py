@@ -45,12 +45,14 @@ from eventstore import (
     tracing,
 )
 from schemas import encode, encode_json
+from schemas.durable import StepWaiting, WaitCondition
 from schemas.messages import StepAssigned, StepLog, StepResult, Task
 from schemas.structure import utcnow
 from schemas.subjects import Scope
 from worker import logs as step_logs
 from worker import spawn
 from worker.context import Context
+from worker.durable import Suspended
 from worker.errors import NonRetryableError
 from worker.models import to_json
 from worker.settle import settle
@@ -106,7 +108,10 @@ class Attempt:
         self.keepalive_s = keepalive_s
         self.max_msg_bytes = max_msg_bytes
         self.closing = closing
-        self.key = f"{task.run_id}:{task.step}:{task.attempt}:{delivery.delivered}"
+        # The attempt's delivery number: a durable step queued again after a wait counts on
+        # from the deliveries before it (``Task.delivery_offset``).
+        self.number = task.delivery_offset + delivery.delivered
+        self.key = f"{task.run_id}:{task.step}:{task.attempt}:{self.number}"
         self.thread: StepThread | None = None  # a sync step's, once started
         self.outcome: str | None = None  # once settled: "result", "handed back" or "cancelled"
         self.ok: bool | None = None  # once the step returned (True) or raised (False)
@@ -122,7 +127,7 @@ class Attempt:
 
         self._append_line = sink
         self.spawner = Spawner(conn, scope, task, loop, lambda: self.context.cancelled)
-        self.context = Context(task, delivery.delivered, sink, self.spawner)
+        self.context = Context(task, self.number, sink, self.spawner, self._suspend)
 
     def stale(self, now: dt.datetime) -> bool:
         """The dispatcher already failed this step for not being picked up in time. Only a
@@ -181,7 +186,7 @@ class Attempt:
             "natchet.workflow": t.workflow,
             "natchet.step": t.step,
             "natchet.attempt": t.attempt,
-            "natchet.delivery": self.delivery.delivered,
+            "natchet.delivery": self.number,
             "natchet.worker": self.worker_name,
         }
         parent = tracing.parent_of(self.delivery.headers)
@@ -211,6 +216,11 @@ class Attempt:
             self._stop_grace()
             await settle(self._finish_cancelled(writer, keepalive))
             raise
+        except Suspended:
+            self._stop_grace()
+            assert writer is not None and keepalive is not None
+            await settle(self._finish_suspended(writer, keepalive))
+            return
         self._stop_grace()
         assert writer is not None and keepalive is not None
         await settle(self._finish(body, writer, keepalive))
@@ -310,6 +320,37 @@ class Attempt:
         with contextlib.suppress(TransportError):
             await (self.delivery.nak() if handed_back else self.delivery.ack())
 
+    async def _suspend(self, index: int, conditions: tuple[WaitCondition, ...]) -> None:
+        """The step reached wait ``index``, not woken yet: record it, then stop the step
+        (:class:`worker.durable.Suspended`); the task is acked without a result."""
+        t = self.task
+        waiting = StepWaiting(
+            run_id=t.run_id,
+            step=t.step,
+            attempt=t.attempt,
+            delivery=self.number,
+            index=index,
+            conditions=conditions,
+            worker_id=self.worker_id,
+            worker_name=self.worker_name,
+        )
+        msg_id = f"{t.run_id}:{t.step}:{t.attempt}:wait:{index}"
+        await self.append("waiting", encode(waiting), msg_id)
+        raise Suspended(index)
+
+    async def _finish_suspended(
+        self, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
+    ) -> None:
+        """The step waits (its ``waiting`` is in the log): give the task and the slot back
+        by acking it, with no result; the dispatcher queues it again once woken."""
+        keepalive.cancel()
+        await self._close_logs(writer)
+        self.outcome = "suspended"
+        try:
+            await self.delivery.ack()
+        except TransportError as exc:  # redelivered: it reaches the same wait again
+            log.warning("could not ack %s: %s", self.key, exc)
+
     def _result(
         self,
         *,
@@ -325,7 +366,7 @@ class Attempt:
             run_id=t.run_id,
             step=t.step,
             attempt=t.attempt,
-            delivery=self.delivery.delivered,
+            delivery=self.number,
             worker_id=self.worker_id,
             ok=ok,
             output=output,
@@ -347,7 +388,7 @@ class Attempt:
             run_id=t.run_id,
             step=t.step,
             attempt=t.attempt,
-            delivery=self.delivery.delivered,
+            delivery=self.number,
             worker_id=self.worker_id,
             worker_name=self.worker_name,
             started_at=self.started_at,
@@ -380,7 +421,7 @@ class Attempt:
                 run_id=t.run_id,
                 step=t.step,
                 attempt=t.attempt,
-                delivery=self.delivery.delivered,
+                delivery=self.number,
                 line=line[:8192],
             )
             with contextlib.suppress(NatchetError):  # given up: the worker is closing

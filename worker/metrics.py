@@ -20,7 +20,8 @@ start) but in ``natchet_worker_info``.
 | ``natchet_worker_healthy`` | gauge: 1 or 0, as ``/health`` | tenant, namespace, worker |
 
 ``outcome`` is ``succeeded``, ``failed``, ``cancelled`` (the run ended first) or
-``handed_back`` (the worker stopped first; another worker runs it).
+``handed_back`` (the worker stopped first; another worker runs it) or ``suspended`` (a
+durable step waits, its slot given back).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from prometheus_client import (
 
 from worker.vitals import Vitals
 
-OUTCOMES = ("succeeded", "failed", "cancelled", "handed_back")
+OUTCOMES = ("succeeded", "failed", "cancelled", "handed_back", "suspended")
 WORKER_LABELS = ("tenant", "namespace", "worker")
 STEP_LABELS = (*WORKER_LABELS, "workflow", "step")
 

@@ -24,6 +24,7 @@ from schemas.messages import WorkflowDef
 from worker import declare
 from worker.context import Context
 from worker.declare import Duration, StepSpec, WorkflowSpec, seconds
+from worker.durable import require_async
 from worker.errors import InvalidInputError, NonRetryableError
 from worker.models import EmptyModel, dump_input, output_model, parse_input, parse_output
 
@@ -185,6 +186,29 @@ class Workflow:
                 backoff_max_s=backoff_max_seconds,
             )
             return self._add(task_name, fn, spec)
+
+        return mark
+
+    def durable_task(
+        self,
+        name: str | None = None,
+        parents: Sequence[Task | str] = (),
+        execution_timeout: Duration = 60,
+        retries: int = 0,
+        backoff_factor: float | None = None,
+        backoff_max_seconds: float | None = None,
+    ) -> Callable[[TaskFn], Task]:
+        """A task that may wait without holding a slot (``ctx.aio_sleep_for``,
+        ``ctx.aio_wait_for_event``, ``ctx.aio_wait_for``; docs/durable.md): an async
+        function, run again from its start once woken. ``execution_timeout`` bounds each
+        run between waits, not the waits."""
+        plain = self.task(
+            name, parents, execution_timeout, retries, backoff_factor, backoff_max_seconds
+        )
+
+        def mark(fn: TaskFn) -> Task:
+            require_async(fn, f"workflow {self.name}: durable task {name or fn.__name__!r}")
+            return plain(fn)
 
         return mark
 
