@@ -27,6 +27,7 @@ from schemas import (
     encode,
     parse,
 )
+from schemas.durable import StepWaiting, WaitCondition, WaitKind
 from tests.property.history import SCOPE, History
 from tests.property.scan import assert_indexed, checked_due
 from tests.property.strategies import (
@@ -39,6 +40,7 @@ from tests.property.strategies import (
     Request,
     Restart,
     Result,
+    Suspend,
     Trigger,
     Wait,
 )
@@ -170,6 +172,8 @@ class Sim:
                     self.feed(RunCancelRequested(run_id, reason="user", requested_at=now))
             case Wait(seconds=seconds):
                 self.tick(seconds)
+            case Suspend():
+                self.suspend(action)
             case Again(pick=pick):
                 if len(self.inputs) > 1:  # never the registration
                     self.feed(self.inputs[1 + pick % (len(self.inputs) - 1)], again=True)
@@ -204,6 +208,27 @@ class Sim:
                 StepAssigned(run_id, step, attempt, delivery, worker, worker, started_at=started_at)
             )
         return delivery
+
+    def suspend(self, action: Suspend) -> None:
+        """A worker takes a delivery of a step in flight, and the step reaches its next
+        durable wait (the index its task's wakes say)."""
+        target = self.target(action.pick, False)
+        step = None if target is None else self.step(*target[:2])
+        if target is None or step is None or step.waiting is not None:
+            return
+        run_id, name, attempt = target
+        conditions = []
+        if action.seconds is not None:
+            until = iso(self.now + dt.timedelta(seconds=action.seconds))
+            conditions.append(WaitCondition(WaitKind.SLEEP, until=until))
+        if action.event or action.seconds is None:
+            conditions.append(WaitCondition(WaitKind.EVENT, event_key="go"))
+        delivery = self.assign(run_id, name, attempt)
+        index = len(step.wakes)
+        waiting = StepWaiting(
+            run_id, name, attempt, delivery, index, tuple(conditions), "w", "w", at=iso(self.now)
+        )
+        self.feed(waiting)
 
     def result(self, action: Result) -> None:
         target = self.target(action.pick, action.late, retried=action.stale > 0)

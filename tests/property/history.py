@@ -28,6 +28,7 @@ from schemas import (
     Task,
     parse,
 )
+from schemas.durable import StepWaiting, StepWoken, WaitKind
 
 SCOPE = Scope("acme", "default")
 TIMED_OUT = "(schedule_timeout)"
@@ -55,6 +56,10 @@ class History:
         self.reported: defaultdict[tuple[str, str, int], set[tuple[bool, bool]]] = defaultdict(set)
         self.cancel_requested: set[str] = set()
         self.retries_scheduled: set[tuple[str, str, int]] = set()  # (run, step, next attempt)
+        # (run, step, attempt) -> the durable waits its workers appended (the first of each
+        # index), and the wakes the dispatcher answered them with.
+        self.waits: dict[tuple[str, str, int], tuple[StepWaiting, ...]] = {}
+        self.woken: dict[tuple[str, str, int], tuple[StepWoken, ...]] = {}
 
     # -- inputs ---------------------------------------------------------------------------
     def saw_input(self, message: Any) -> None:
@@ -70,6 +75,10 @@ class History:
                 self.handed_back[key] = max(self.handed_back.get(key, 0), message.delivery)
             case RunCancelRequested():
                 self.cancel_requested.add(message.run_id)
+            case StepWaiting():
+                key = (message.run_id, message.step, message.attempt)
+                if message.index == len(self.waits.get(key, ())):
+                    self.waits[key] = (*self.waits.get(key, ()), message)
 
     # -- outputs --------------------------------------------------------------------------
     def spec(self, run_id: str, step: str) -> tuple[StepDef, bool]:
@@ -105,6 +114,15 @@ class History:
                 self.rejected.add(m.run_id)
             case StepRetryScheduled():
                 self._retry(m, now)
+            case StepWoken():
+                key = (m.run_id, m.step, m.attempt)
+                waited = self.waits.get(key, ())
+                assert m.index == len(self.woken.get(key, ())) < len(waited), f"{m!r} unasked"
+                cond = waited[m.index].conditions[m.condition]
+                assert cond.kind is m.kind, f"{m!r} woken by a condition of another kind"
+                if m.kind is WaitKind.SLEEP:
+                    assert cond.until is not None and parse_time(cond.until) <= now
+                self.woken[key] = (*self.woken.get(key, ()), m)
             case StepFinished():
                 self._verdict(m, now)
             case RunFinished():
@@ -140,6 +158,17 @@ class History:
         spec, on_failure = self.spec(*key)
         assert key not in self.verdicts, f"{m!r} after the step's verdict"
         prev = self.queued.get(key)
+        if m.wakes:  # a durable step's attempt queued again, woken: one wake more each time
+            assert prev is not None and m.attempt == prev.attempt, f"{m!r} after {prev!r}"
+            assert len(m.wakes) == len(prev.wakes) + 1 and m.wakes[:-1] == prev.wakes
+            woken = self.woken.get((m.run_id, m.step, m.attempt), ())
+            assert m.wakes == woken, f"{m!r}: the attempt's wakes are {woken!r}"
+            # Back in the queue: the deliveries before it were given back with the wait.
+            attempt = (m.run_id, m.step, m.attempt)
+            assert m.delivery_offset == self.deliveries.get(attempt, 0), f"{m!r}: offset"
+            self.handed_back[attempt] = max(self.handed_back.get(attempt, 0), m.delivery_offset)
+            self.queued[key] = m
+            return
         assert m.attempt == (prev.attempt + 1 if prev else 1), f"{m!r} after {prev!r}"
         assert m.attempt <= spec.retries + 1, f"{m!r}: only {spec.retries} retries"
         if prev is not None:

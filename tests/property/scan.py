@@ -6,15 +6,17 @@ from __future__ import annotations
 import datetime as dt
 
 from dispatcher import Output, State, due
-from dispatcher.decide import _queue, _step_failed
+from dispatcher.decide import _queue, _step_failed, _wake
 from dispatcher.policy import after
 from dispatcher.snapshot import Snapshot, dump, load
 from dispatcher.state import deadlines_of
+from dispatcher.wakes import woken_by_time
 from schemas import RunStatus
 
 
 def scan_due(state: State, now: dt.datetime) -> list[list[Output]]:
-    """Retries whose backoff is over, and queued steps nobody picked up in time: at most one
+    """Retries whose backoff is over, durable sleeps over, and queued steps nobody picked up
+    in time: at most one
     decision per run per call, found by looking at every step of every run in flight."""
     decisions: list[list[Output]] = []
     limits: dict[float, dt.datetime] = {}
@@ -30,6 +32,10 @@ def scan_due(state: State, now: dt.datetime) -> list[list[Output]]:
                 and not run.failed_error  # a failing run releases nothing more
             ):
                 decisions.append(_queue(run, step, step.next_attempt, now))
+                break
+            wake = woken_by_time(run, step, now)  # a durable wait's sleep is over
+            if wake is not None:
+                decisions.append(_wake(run, step, wake[1], now))
                 break
             if step.status is not RunStatus.QUEUED or step.assigned:
                 continue
