@@ -54,7 +54,10 @@ async def _apply(
     checkpoint: int | None = None,
 ) -> None:
     """Load the batch's runs, fold its operations, write what changed (set-based)."""
-    fold = await store.load(conn, tenant, _run_ids(planned))
+    waited = sorted(
+        {o.run_id for _, p in planned for o in p if isinstance(o, ops.Waiting | ops.Woken)}
+    )
+    fold = await store.load(conn, tenant, _run_ids(planned), waited)
     crons = sorted(
         {(o.namespace, o.name) for _, p in planned for o in p if isinstance(o, ops.CronChange)}
     )

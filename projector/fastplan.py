@@ -214,7 +214,6 @@ _RUN: dict[str, tuple[Planner, frozenset[str], type]] = {
 _STEP_FINISHED_REQUIRED = _required(schemas.StepFinished)
 _TASK_REQUIRED = _required(schemas.Task)
 _TASK_KIND = schemas.Task.KIND
-_NO_WAKES: list[object] = []
 
 
 def _body(kind: str, data: bytes) -> Body:
@@ -226,6 +225,12 @@ def _body(kind: str, data: bytes) -> Body:
     if type(version) is not int or (kind, version) in UPCASTERS:
         raise _NotUsual
     return body
+
+
+def _offset(b: Body) -> Any:
+    """A task's delivery offset, if an int (else a value that is not 0)."""
+    offset = b.get("delivery_offset", 0)
+    return offset if type(offset) is int else None
 
 
 def _fast(tenant: str, record: Record) -> list[ops.Op]:
@@ -244,8 +249,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:
         b = _body(_TASK_KIND, record.data)
-        if not b.keys() >= _TASK_REQUIRED or b.get("wakes", _NO_WAKES) != _NO_WAKES:
-            raise _NotUsual  # a durable step's task queued again: see plan
+        if not b.keys() >= _TASK_REQUIRED or b.get("wakes", []) != [] or _offset(b) != 0:
+            raise _NotUsual  # a durable step's task again after a wait: plan() checks it
         check(schemas.Task, b)
         if f"{b['workflow']}.{b['step']}" != ".".join(parts[3:]):
             raise _NotUsual

@@ -26,6 +26,17 @@ The rules (each a condition on the row as the preceding operations left it):
   ``assigned``) is applied as that assignment, then as the result; the attempt's worker
   name and start come from it unless an ``assigned`` already set them (which then wins,
   whichever of the two came first).
+- Durable steps: a ``waiting`` of the step's current attempt, while the step is
+  ``QUEUED`` or ``RUNNING``, makes the step ``WAITING`` (``waiting_for`` says for what),
+  its delivery's attempt row ``SUSPENDED`` (finished at the wait's time; created if no
+  ``assigned`` came: a step that waits at once has none) and adds the wait's row, keyed
+  by (step, attempt, index), the first of a key staying; a waiting of any other step,
+  attempt or state, or of a delivery that already ended, changes nothing. Its ``woken``
+  fills that row's wake once (which condition, the event); the step stays ``WAITING``
+  until its task comes again (a task of the same attempt queues it again, as any task
+  does). ``waiting_for`` is cleared whenever the step leaves ``WAITING``. A run still
+  ``QUEUED`` is ``RUNNING`` from a wait (its step ran), started at the wait's time if
+  nothing said earlier (a ``waiting`` carries no start time); so is the step.
 - A run is ``QUEUED`` when created, ``RUNNING`` from its first assignment, and takes its
   ``finished`` status; the first cancel request of a run still going is kept.
 """
@@ -36,13 +47,16 @@ import datetime as dt
 from collections.abc import Iterable
 
 import attrs
+import orjson
 
 from projector import ops
-from projector.rows import AttemptRow, CronRow, Row, RunRow, ScheduleRow, StepRow
+from projector.rows import AttemptRow, CronRow, Row, RunRow, ScheduleRow, StepRow, WaitRow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 PENDING, QUEUED, RUNNING, SUCCEEDED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED"
+WAITING, SUSPENDED = "WAITING", "SUSPENDED"
 AttemptKey = tuple[str, int, int]  # (step, attempt, delivery) within a run
+WaitKey = tuple[str, int, int]  # (step, attempt, wait index) within a run
 
 
 class Fold:
@@ -55,8 +69,15 @@ class Fold:
         attempts: Iterable[AttemptRow],
         crons: Iterable[CronRow] = (),
         schedules: Iterable[ScheduleRow] = (),
+        waits: Iterable[WaitRow] = (),
     ) -> None:
         self.runs = {r.id: r for r in runs}
+        # Durable steps' waits, by run; loaded only for the runs a waiting or woken names
+        # (nothing else reads or changes them).
+        self.waits: dict[str, dict[WaitKey, WaitRow]] = {}
+        for w in waits:
+            self.waits.setdefault(w.run_id, {})[(w.step, w.attempt, w.wait_index)] = w
+        self.changed_waits: list[WaitRow] = []
         # Crons and scheduled runs, by (namespace, name or id); those that changed.
         self.crons = {(c.namespace, c.name): c for c in crons}
         self.schedules = {(s.namespace, s.id): s for s in schedules}
@@ -87,6 +108,8 @@ class Fold:
             self.changed_runs.append(row)
         elif isinstance(row, StepRow):
             self.changed_steps.append(row)
+        elif isinstance(row, WaitRow):
+            self.changed_waits.append(row)
         else:
             self.changed_attempts.append(row)
 
@@ -124,6 +147,10 @@ class Fold:
                 self._assigned(op)
             case ops.Result():
                 self._result(op)
+            case ops.Waiting():
+                self._waiting(op)
+            case ops.Woken():
+                self._woken(op)
             case ops.CronChange():
                 self._cron(op)
             case ops.ScheduleChange():
@@ -215,7 +242,7 @@ class Fold:
                 status = PENDING if new.kept is None else SUCCEEDED
                 step = StepRow(op.run_id, new.name, new.parents, new.on_failure, status,
                                new.kept, None, None, None, None, None, op.seq, None,
-                               new.on_success)  # fmt: skip
+                               on_success=new.on_success)  # fmt: skip
                 steps[new.name] = step
                 self._changed(step, op.seq)
 
@@ -254,7 +281,7 @@ class Fold:
         if step is None or (step.attempt or 0) > op.attempt:
             return
         if step.status not in TERMINAL:
-            step.status = QUEUED
+            step.status, step.waiting_for = QUEUED, None
         if step.queued_at is None:
             step.queued_at = op.at
         step.attempt, step.retry_due_at = op.attempt, None
@@ -265,7 +292,7 @@ class Fold:
         if step is None or step.status in TERMINAL or (step.attempt or 0) >= op.next_attempt:
             return
         step.status, step.attempt, step.error = QUEUED, op.next_attempt, op.error
-        step.retry_due_at = op.due_at
+        step.retry_due_at, step.waiting_for = op.due_at, None
         self._changed(step, op.seq)
 
     def _step_finished(self, op: ops.StepFinished) -> None:
@@ -279,7 +306,7 @@ class Fold:
         # keeps no attempt number.
         if op.attempt != 0 and (step.attempt is None or step.attempt < op.attempt):
             step.attempt = op.attempt
-        step.retry_due_at = None
+        step.retry_due_at, step.waiting_for = None, None
         self._changed(step, op.seq)
 
     def _assigned(self, op: ops.Assigned) -> None:
@@ -327,7 +354,7 @@ class Fold:
             reported = reported or (other_delivery >= delivery and other.finished_at is not None)
         if step_row is not None and (step_row.attempt or 0) <= attempt and not reported:
             if step_row.status not in TERMINAL:
-                step_row.status = RUNNING
+                step_row.status, step_row.waiting_for = RUNNING, None
             if step_row.started_at is None:
                 step_row.started_at = at
             step_row.attempt, step_row.retry_due_at = attempt, None
@@ -372,3 +399,55 @@ class Fold:
         if not any(k[0] == op.step and k[1] == op.attempt and k[2] > op.delivery for k in attempts):
             step.status = QUEUED
             self._changed(step, op.seq)
+
+    def _waiting(self, op: ops.Waiting) -> None:
+        """A delivery of the step's current attempt waits (see the module's rules)."""
+        step = self._step(op.run_id, op.step, op.seq)
+        run = self.runs.get(op.run_id)
+        if (
+            run is None
+            or step is None
+            or step.status not in (QUEUED, RUNNING)
+            or step.attempt != op.attempt
+        ):
+            return
+        attempts = self.attempts.setdefault(op.run_id, {})
+        mine = attempts.get((op.step, op.attempt, op.delivery))
+        if mine is not None and (mine.status != RUNNING or mine.last_seq >= op.seq):
+            return  # that delivery already ended (reported, lost, cancelled, waited)
+        if mine is None:
+            mine = AttemptRow(op.run_id, op.step, op.attempt, op.delivery, op.worker_id,
+                              op.worker_name or None, SUSPENDED, None, op.at, None, None,
+                              op.seq)  # fmt: skip
+            attempts[(op.step, op.attempt, op.delivery)] = mine
+        else:
+            mine.status, mine.finished_at = SUSPENDED, op.at
+        self._changed(mine, op.seq)
+        waits = self.waits.setdefault(op.run_id, {})
+        if (op.step, op.attempt, op.index) not in waits:
+            wait = WaitRow(op.run_id, op.step, op.attempt, op.index, op.delivery, op.conditions,
+                           op.waiting_for, op.worker_id, op.worker_name, op.at, None, None,
+                           None, None, None, None, op.seq)  # fmt: skip
+            waits[(op.step, op.attempt, op.index)] = wait
+            self._changed(wait, op.seq)
+        step.status, step.waiting_for = WAITING, op.waiting_for
+        if step.started_at is None:
+            step.started_at = op.at
+        self._changed(step, op.seq)
+        if run.status == QUEUED and run.last_seq < op.seq:
+            run.status = RUNNING
+            if run.started_at is None:
+                run.started_at = op.at
+            self._changed(run, op.seq)
+
+    def _woken(self, op: ops.Woken) -> None:
+        """A wait's wake, once; one of a wait never recorded, or naming a condition it does
+        not have, changes nothing."""
+        wait = self.waits.get(op.run_id, {}).get((op.step, op.attempt, op.index))
+        if wait is None or wait.last_seq >= op.seq or wait.woken_at is not None:
+            return
+        if op.condition >= len(orjson.loads(wait.conditions)):
+            return
+        wait.woken_at, wait.condition, wait.kind = op.at, op.condition, op.kind
+        wait.event_key, wait.event_id, wait.payload = op.event_key, op.event_id, op.payload
+        self._changed(wait, op.seq)

@@ -40,7 +40,9 @@ DEFAULT_SCHEMA = "public"
 #    steps.on_success; crons and schedules, and runs.triggered_by_cron,
 #    triggered_by_schedule and trigger_fire_at (what started a run that no event or
 #    request did).
-SCHEMA_VERSION = 6
+# 7 (durable steps): steps.waiting_for (a WAITING step's conditions, as a sentence),
+#    step_waits (each wait and its wake); attempts may be SUSPENDED (no column changed).
+SCHEMA_VERSION = 7
 
 # Every projection table and the columns that order its rows (its primary key). The version
 # table is not one: it says how the others are laid out, and holds nothing from the log.
@@ -51,6 +53,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "runs": ("tenant", "id"),
     "steps": ("tenant", "run_id", "name"),
     "attempts": ("tenant", "run_id", "step", "attempt", "delivery"),
+    "step_waits": ("tenant", "run_id", "step", "attempt", "wait_index"),
     "step_logs": ("tenant", "seq"),
     "rejections": ("tenant", "seq"),
     "crons": ("tenant", "namespace", "name"),

@@ -187,6 +187,41 @@ class Log:
     at: dt.datetime
 
 
+@attrs.frozen
+class Waiting:
+    """A delivery of a step's attempt waits (durable steps): its wait ``index``, the
+    conditions as JSON text and as a sentence (``waiting_for``)."""
+
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    delivery: int
+    index: int
+    conditions: str
+    waiting_for: str
+    worker_id: str
+    worker_name: str
+    at: dt.datetime
+
+
+@attrs.frozen
+class Woken:
+    """Wait ``index`` of a step's attempt ended by its condition ``condition``."""
+
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    index: int
+    condition: int
+    kind: str
+    event_key: str | None
+    event_id: str | None
+    payload: str | None  # JSON text
+    at: dt.datetime
+
+
 RunOp = (
     Created
     | Rejected
@@ -198,6 +233,8 @@ RunOp = (
     | Assigned
     | Result
     | Log
+    | Waiting
+    | Woken
 )
 
 

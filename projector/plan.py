@@ -14,7 +14,7 @@ rejected.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -24,6 +24,7 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
+from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 from schemas.filters import filter_error
 from schemas.messages import (
     CronArmed,
@@ -125,7 +126,11 @@ def _workflow(seq: int, parsed: ParsedSubject, wf: schemas.WorkflowDef) -> ops.W
 
 def _task(seq: int, task: schemas.Task) -> ops.Queued:
     """A task is its step queued: the dispatcher writes no separate ``queued`` any more
-    (older logs hold both; applying both changes nothing more)."""
+    (older logs hold both; applying both changes nothing more). A durable step's task after
+    a wait (``wakes``) is its attempt queued again: the same operation."""
+    for wake in task.wakes:
+        _woken_values(wake)  # checked (a bad one rejects the task), not stored
+    v.count(task.delivery_offset, "delivery_offset")
     return ops.Queued(
         seq,
         v.text(task.run_id, "run_id"),
@@ -209,6 +214,69 @@ def _plan_log(seq: int, run_id: str, ns: str, msg: schemas.StepLog) -> list[ops.
     return [ops.Log(seq, run_id, step, attempt, delivery, line, at)]
 
 
+def _plan_waiting(seq: int, run_id: str, ns: str, msg: StepWaiting) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    delivery, index = v.count(msg.delivery, "delivery"), v.count(msg.index, "index")
+    if not msg.conditions:
+        raise DecodeError("a wait needs at least one condition")
+    conditions = [_condition(c) for c in msg.conditions]
+    worker_id, name = v.text(msg.worker_id, "worker_id"), v.text(msg.worker_name, "worker_name")
+    at = v.timestamp(msg.at, "at")
+    return [
+        ops.Waiting(
+            seq, run_id, step, attempt, delivery, index, v.json_text(conditions),
+            v.text(waiting_for(msg.conditions), "conditions"), worker_id, name, at,
+        )
+    ]  # fmt: skip
+
+
+def _condition(c: WaitCondition) -> dict[str, Any]:
+    """One condition of a wait, checked, as stored: a sleep has its time, an event its key."""
+    if c.kind is WaitKind.SLEEP:
+        v.timestamp(c.until, "until")
+        return {"kind": "sleep", "until": c.until}
+    out: dict[str, Any] = {"kind": "event", "event_key": v.text(c.event_key, "event_key")}
+    expression = v.opt_text(c.expression, "expression")
+    if expression is not None:
+        out["expression"] = expression
+    return out
+
+
+def waiting_for(conditions: Sequence[WaitCondition]) -> str:
+    """What a wait waits for, as a sentence: "sleep until <time>, or event <key> where
+    <expression>" (its conditions, any one of which ends it)."""
+    said = []
+    for c in conditions:
+        if c.kind is WaitKind.SLEEP:
+            said.append(f"sleep until {c.until}")
+        else:
+            where = f" where {c.expression}" if c.expression else ""
+            said.append(f"event {c.event_key}{where}")
+    return ", or ".join(said)
+
+
+def _woken_values(
+    msg: StepWoken,
+) -> tuple[str, int, int, int, str | None, str | None, str | None]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    index, condition = v.count(msg.index, "index"), v.count(msg.condition, "condition")
+    event_key = v.opt_text(msg.event_key, "event_key")
+    event_id = v.opt_text(msg.event_id, "event_id")
+    payload = None if msg.payload is None else v.json_text(msg.payload)
+    return step, attempt, index, condition, event_key, event_id, payload
+
+
+def _plan_woken(seq: int, run_id: str, ns: str, msg: StepWoken) -> list[ops.Op]:
+    step, attempt, index, condition, event_key, event_id, payload = _woken_values(msg)
+    at = v.timestamp(msg.at, "at")
+    return [
+        ops.Woken(
+            seq, run_id, step, attempt, index, condition, str(msg.kind), event_key, event_id,
+            payload, at,
+        )
+    ]  # fmt: skip
+
+
 # What each run message does, by its class: one lookup, not a chain of isinstance checks
 # (the chain was 8% of planning). Every planner checks its values in the order the chain
 # did, so a bad message keeps its rejection reason.
@@ -224,6 +292,8 @@ _RUN_PLANNERS: dict[type, Callable[[int, str, str, Any], list[ops.Op]]] = {
     schemas.StepAssigned: _plan_assigned,
     schemas.StepResult: _plan_result,
     schemas.StepLog: _plan_log,
+    StepWaiting: _plan_waiting,
+    StepWoken: _plan_woken,
 }
 
 

@@ -336,7 +336,9 @@ async def get_run(
     tenant: str,
     schema: str | None = None,
 ) -> dict[str, Any] | None:
-    """``tenant``'s run ``run_id`` with its steps, their attempts and their log lines;
+    """``tenant``'s run ``run_id`` with its steps, their attempts, their log lines and a
+    durable step's waits (``waits``: each wait's conditions and, once woken, its wake; a
+    ``WAITING`` step's ``waiting_for`` says what its open wait waits for);
     ``None`` if that tenant has no such run (run ids are only unique within a tenant: another
     tenant's run of the same id is never returned, nor anything under it).
 
@@ -374,7 +376,7 @@ async def _get_run(
     steps = await _fetch(
         conn,
         "SELECT name, parents, status, output, error, queued_at, started_at, finished_at,"
-        " retry_due_at, on_failure, on_success FROM steps"
+        " retry_due_at, on_failure, on_success, waiting_for FROM steps"
         " WHERE tenant = %(tenant)s AND run_id = %(id)s"
         " ORDER BY on_failure, queued_at NULLS LAST, name",
         params,
@@ -395,7 +397,19 @@ async def _get_run(
         params,
         schema,
     )
+    waits = await _fetch(
+        conn,
+        "SELECT step, attempt, wait_index AS index, delivery, waiting_for, conditions,"
+        " worker_id, worker_name, waited_at, woken_at, condition, kind, event_key, event_id"
+        " FROM step_waits WHERE tenant = %(tenant)s AND run_id = %(id)s"
+        " ORDER BY attempt, wait_index",
+        params,
+        schema,
+    )
     for step in steps:
+        step["waits"] = [
+            {k: w[k] for k in w if k != "step"} for w in waits if w["step"] == step["name"]
+        ]
         step["attempts"] = [
             {k: a[k] for k in a if k != "step"} for a in attempts if a["step"] == step["name"]
         ]

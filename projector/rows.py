@@ -61,6 +61,8 @@ class StepRow:
     attempt: int | None
     last_seq: int
     retry_due_at: dt.datetime | None
+    # What a WAITING step waits for (durable steps), as a sentence; None when not waiting.
+    waiting_for: str | None = None
     # Written when the step is inserted, never changed: not loaded.
     on_success: bool = False
     dirty: bool = False
@@ -83,7 +85,32 @@ class AttemptRow:
     dirty: bool = False
 
 
-Row = RunRow | StepRow | AttemptRow
+@attrs.define
+class WaitRow:
+    """A durable step's wait (``step_waits``), every column (a load reads them all, in
+    this order): its ``waiting``, then its ``woken`` once one came."""
+
+    run_id: str
+    step: str
+    attempt: int
+    wait_index: int
+    delivery: int
+    conditions: str  # JSON text
+    waiting_for: str
+    worker_id: str
+    worker_name: str
+    waited_at: dt.datetime
+    woken_at: dt.datetime | None
+    condition: int | None
+    kind: str | None
+    event_key: str | None
+    event_id: str | None
+    payload: str | None  # JSON text
+    last_seq: int
+    dirty: bool = False
+
+
+Row = RunRow | StepRow | AttemptRow | WaitRow
 
 
 @attrs.define

@@ -108,7 +108,10 @@ CREATE INDEX IF NOT EXISTS runs_metadata ON runs USING gin (additional_metadata 
 CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
     WHERE triggered_by_event_id IS NOT NULL;
 
--- status: PENDING (in the DAG, not yet queued), then QUEUED, RUNNING, and a terminal one.
+-- status: PENDING (in the DAG, not yet queued), then QUEUED, RUNNING, and a terminal one;
+-- a durable step between RUNNING and QUEUED again: WAITING (layout 7), its waiting_for
+-- saying what ends the wait ("sleep until <time>, or event <key> where <expression>"),
+-- NULL whenever the step is not WAITING.
 -- retry_due_at: when the step's next attempt is due (a retry with backoff); NULL once queued.
 -- on_failure: the run's on-failure step, not part of the DAG, runs only when the run fails.
 CREATE TABLE IF NOT EXISTS steps (
@@ -127,12 +130,15 @@ CREATE TABLE IF NOT EXISTS steps (
     retry_due_at timestamptz,
     on_failure   boolean NOT NULL DEFAULT false,
     on_success   boolean NOT NULL DEFAULT false,  -- the on-success step, after the DAG
+    waiting_for  text,        -- a WAITING step: what it waits for (layout 7)
     PRIMARY KEY (tenant, run_id, name)
 );
 
 -- status: RUNNING, then SUCCEEDED or FAILED; LOST (a later delivery of the same attempt was
 -- assigned: the worker holding this one is presumed dead) or CANCELLED (handed back, or the
--- run ended first).
+-- run ended first); SUSPENDED (layout 7): the delivery's durable step waited and gave its
+-- slot back, finished_at the wait's time (the attempt goes on in a later delivery, once
+-- woken; started_at is NULL when no assigned came before the wait).
 CREATE TABLE IF NOT EXISTS attempts (
     tenant      text NOT NULL,
     run_id      text NOT NULL,
@@ -148,6 +154,33 @@ CREATE TABLE IF NOT EXISTS attempts (
     output      jsonb,
     last_seq    bigint NOT NULL,
     PRIMARY KEY (tenant, run_id, step, attempt, delivery)
+);
+
+-- A durable step's waits (layout 7): wait wait_index (from 0) of the step's attempt, as its
+-- ``waiting`` said (the delivery that waited, its conditions, any one of which ends it, and
+-- the same as a sentence; the worker; waited_at), then as its ``woken`` said, once: woken_at,
+-- which condition (its index in conditions), its kind (sleep or event) and, for an event,
+-- its key, id (stream sequence) and payload. NULL woken_at: still waiting.
+CREATE TABLE IF NOT EXISTS step_waits (
+    tenant      text NOT NULL,
+    run_id      text NOT NULL,
+    step        text NOT NULL,
+    attempt     integer NOT NULL,
+    wait_index  integer NOT NULL,
+    delivery    integer NOT NULL,
+    conditions  jsonb NOT NULL,
+    waiting_for text NOT NULL,
+    worker_id   text NOT NULL,
+    worker_name text NOT NULL,
+    waited_at   timestamptz NOT NULL,
+    woken_at    timestamptz,
+    condition   integer,
+    kind        text,
+    event_key   text,
+    event_id    text,
+    payload     jsonb,
+    last_seq    bigint NOT NULL,
+    PRIMARY KEY (tenant, run_id, step, attempt, wait_index)
 );
 
 CREATE TABLE IF NOT EXISTS step_logs (

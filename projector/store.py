@@ -29,7 +29,7 @@ from psycopg.rows import args_row
 
 import schemas
 from projector.fold import Fold
-from projector.rows import AttemptRow, CronRow, RunRow, ScheduleRow, StepRow
+from projector.rows import AttemptRow, CronRow, RunRow, ScheduleRow, StepRow, WaitRow
 
 # Two-key advisory locks (class, key) do not overlap the one-key space ``migrate`` uses.
 _LOCK_CLASS = 0x6E617470  # "natp"
@@ -103,13 +103,14 @@ RUNS = Table(
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",
                                             "started_at", "finished_at", "attempt",
-                                            "retry_due_at")  # fmt: skip
+                                            "retry_due_at", "waiting_for")  # fmt: skip
 STEPS = Table(
     "steps",
     (Col("run_id"), Col("name"), Col("parents", cast="::text[]"), Col("on_failure", "boolean"),
      Col("status"), Col("output", cast=_JSON), Col("error"), Col("queued_at", _TS),
      Col("started_at", _TS), Col("finished_at", _TS), Col("attempt", "integer"),
-     Col("last_seq", "bigint"), Col("retry_due_at", _TS), Col("on_success", "boolean")),
+     Col("last_seq", "bigint"), Col("retry_due_at", _TS), Col("waiting_for"),
+     Col("on_success", "boolean")),
     _newer("steps", "tenant, run_id, name", _STEP_CHANGES),
 )  # fmt: skip
 _ATTEMPT_CHANGES: tuple[LiteralString, ...] = ("worker_id", "worker_name", "status",
@@ -122,6 +123,17 @@ ATTEMPTS = Table(
      Col("finished_at", _TS), Col("error"), Col("output", cast=_JSON),
      Col("last_seq", "bigint")),
     _newer("attempts", "tenant, run_id, step, attempt, delivery", _ATTEMPT_CHANGES),
+)  # fmt: skip
+_WAIT_CHANGES: tuple[LiteralString, ...] = ("woken_at", "condition", "kind", "event_key",
+                                            "event_id", "payload")  # fmt: skip
+STEP_WAITS = Table(
+    "step_waits",
+    (Col("run_id"), Col("step"), Col("attempt", "integer"), Col("wait_index", "integer"),
+     Col("delivery", "integer"), Col("conditions", cast=_JSON), Col("waiting_for"),
+     Col("worker_id"), Col("worker_name"), Col("waited_at", _TS), Col("woken_at", _TS),
+     Col("condition", "integer"), Col("kind"), Col("event_key"), Col("event_id"),
+     Col("payload", cast=_JSON), Col("last_seq", "bigint")),
+    _newer("step_waits", "tenant, run_id, step, attempt, wait_index", _WAIT_CHANGES),
 )  # fmt: skip
 _KEEP: LiteralString = "ON CONFLICT DO NOTHING"
 EVENTS = Table(
@@ -189,12 +201,18 @@ LOAD_RUNS: LiteralString = (
 )
 LOAD_STEPS: LiteralString = (
     "SELECT run_id, name, parents::text, on_failure, status, output::text, error, queued_at,"
-    " started_at, finished_at, attempt, last_seq, retry_due_at FROM steps"
+    " started_at, finished_at, attempt, last_seq, retry_due_at, waiting_for FROM steps"
     " WHERE tenant = %(tenant)s AND run_id = ANY(%(ids)s::text[])"
 )
 LOAD_ATTEMPTS: LiteralString = (
     "SELECT run_id, step, attempt, delivery, worker_id, worker_name, status, started_at,"
     " finished_at, error, output::text, last_seq FROM attempts"
+    " WHERE tenant = %(tenant)s AND run_id = ANY(%(ids)s::text[])"
+)
+LOAD_WAITS: LiteralString = (
+    "SELECT run_id, step, attempt, wait_index, delivery, conditions::text, waiting_for,"
+    " worker_id, worker_name, waited_at, woken_at, condition, kind, event_key, event_id,"
+    " payload::text, last_seq FROM step_waits"
     " WHERE tenant = %(tenant)s AND run_id = ANY(%(ids)s::text[])"
 )
 CHECKPOINT: LiteralString = (
@@ -239,20 +257,36 @@ async def load_triggers(
     return out_crons, out_schedules
 
 
-async def load(conn: psycopg.AsyncConnection[Any], tenant: str, run_ids: Sequence[str]) -> Fold:
-    """A fold holding every run, step and attempt of ``run_ids`` in ``tenant``."""
+async def load(
+    conn: psycopg.AsyncConnection[Any],
+    tenant: str,
+    run_ids: Sequence[str],
+    wait_runs: Sequence[str] = (),
+) -> Fold:
+    """A fold holding every run, step and attempt of ``run_ids`` in ``tenant``, and the
+    durable steps' waits of ``wait_runs`` (the runs a waiting or woken names: no other
+    operation reads them, so most batches load none)."""
     if not run_ids:
         return Fold((), (), ())
     params = {"tenant": tenant, "ids": list(run_ids)}
     runs = conn.cursor(row_factory=args_row(RunRow))
     steps = conn.cursor(row_factory=args_row(StepRow))
     attempts = conn.cursor(row_factory=args_row(AttemptRow))
-    async with runs, steps, attempts:
+    waits = conn.cursor(row_factory=args_row(WaitRow))
+    async with runs, steps, attempts, waits:
         async with conn.pipeline():
             await runs.execute(LOAD_RUNS, params, prepare=False)
             await steps.execute(LOAD_STEPS, params, prepare=False)
             await attempts.execute(LOAD_ATTEMPTS, params, prepare=False)
-        return Fold(await runs.fetchall(), await steps.fetchall(), await attempts.fetchall())
+            if wait_runs:
+                wait_params = {"tenant": tenant, "ids": list(wait_runs)}
+                await waits.execute(LOAD_WAITS, wait_params, prepare=False)
+        return Fold(
+            await runs.fetchall(),
+            await steps.fetchall(),
+            await attempts.fetchall(),
+            waits=await waits.fetchall() if wait_runs else (),
+        )
 
 
 def statements(tenant: str, fold: Fold) -> list[tuple[LiteralString, dict[str, Any]]]:
@@ -264,6 +298,7 @@ def statements(tenant: str, fold: Fold) -> list[tuple[LiteralString, dict[str, A
         (RUNS, fold.changed_runs),
         (STEPS, fold.changed_steps),
         (ATTEMPTS, fold.changed_attempts),
+        (STEP_WAITS, fold.changed_waits),
         (STEP_LOGS, list(fold.logs.values())),
         (REJECTIONS, list(fold.rejections.values())),
         (CRONS, fold.changed_crons),

@@ -435,6 +435,8 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
             "retry_due_at": None,
             "on_failure": False,
             "on_success": False,
+            "waiting_for": None,
+            "waits": [],
             "attempts": attempts,
             "logs": [{"at": at(t + x), "line": line, "attempt": n} for x, line, n in logs],
         }

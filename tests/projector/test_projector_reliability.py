@@ -283,6 +283,8 @@ async def test_on_failure_step(nc: NATS, tenant: str, conn: Conn) -> None:
         "retry_due_at": None,
         "on_failure": True,
         "on_success": False,
+        "waiting_for": None,
+        "waits": [],
         "attempts": [
             {
                 "attempt": 1,

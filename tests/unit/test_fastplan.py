@@ -16,6 +16,7 @@ from eventstore import Record
 from projector import ops
 from projector.fastplan import _fast, plan_fast
 from projector.plan import plan
+from schemas.examples import EXAMPLES
 
 TENANT = "t1"
 AT = "2025-01-01T00:00:00.123456+00:00"
@@ -169,6 +170,11 @@ OTHERS: list[tuple[str, dict[str, Any] | list[Any]]] = [
     (f"{TENANT}.default.tasks.wf.b", USUAL["task"][1]),  # the body says step a
     (f"{RUN}.exploded", USUAL["queued"][1]),
     (f"{RUN}.queued", []),
+    # Durable steps: waits, wakes, and a task again after a wait.
+    (f"{RUN}.waiting", {**body(EXAMPLES["waiting"][0]), "run_id": "r1"}),
+    (f"{RUN}.woken", {**body(EXAMPLES["woken"][1]), "run_id": "r1"}),
+    (f"{TENANT}.default.tasks.wf.a", {**USUAL["task"][1], "wakes": [body(EXAMPLES["woken"][0])]}),
+    (f"{TENANT}.default.tasks.wf.a", {**USUAL["task"][1], "delivery_offset": 2}),
 ]
 
 
