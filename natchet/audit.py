@@ -3,10 +3,11 @@ started, read from the JetStream log and never from Postgres, so it answers with
 model stopped or wiped.
 
 Who appended a message is known from its kind: the dispatcher decides (``created``,
-``rejected``, ``queued``, ``task``, ``retry_scheduled``, ``step_finished``, ``finished``), a
-worker reports (``assigned``, ``log``, ``result``: its id and name are in the body; a log
-line names its attempt, whose worker the attempt's ``assigned`` or ``result`` names), a
-client asks (``requested``, ``cancel_requested``). An event's publisher is not recorded:
+``rejected``, ``queued``, ``task``, ``retry_scheduled``, ``step_finished``, ``finished``,
+and ``woken``, which ends a durable step's wait), a worker reports (``assigned``, ``log``,
+``result``, and ``waiting``, a durable step's wait: its id and name are in the body; a log
+line names its attempt, whose worker the attempt's ``assigned``, ``result`` or ``waiting``
+names), a client asks (``requested``, ``cancel_requested``). An event's publisher is not recorded:
 NATS keeps no sender identity with a stored message.
 
 Reading a run costs: its own messages (direct gets of ``runs.<id>.>``: the server's subject
@@ -37,8 +38,9 @@ from eventstore import (
     replay,
 )
 from projector.fold import Fold
-from projector.plan import plan
+from projector.plan import plan, waiting_for
 from schemas.codec import DecodeError, decode_as, decode_json, decode_subject
+from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -204,7 +206,17 @@ def _about_step(m: Any) -> dict[str, Any]:
         case Task():
             deadline = f", pick up by {m.schedule_deadline}" if m.schedule_deadline else ""
             summary = f"task offered to {m.workflow}'s workers{deadline}"
+            if m.wakes:
+                summary = (
+                    f"task offered again to {m.workflow}'s workers after {len(m.wakes)}"
+                    f" wait(s) woken, deliveries counted from {m.delivery_offset + 1}{deadline}"
+                )
             return {"actor": actor_of(DISPATCHER), "summary": summary}
+        case StepWaiting():
+            summary = f"wait {m.index}: waiting for {waiting_for(m.conditions)}; slot given back"
+            return {"actor": actor_of(WORKER, m.worker_id, m.worker_name), "summary": summary}
+        case StepWoken():
+            return {"actor": actor_of(DISPATCHER), "summary": woken_summary(m)}
         case StepAssigned():
             actor = actor_of(WORKER, m.worker_id, m.worker_name)
             return {"actor": actor, "summary": f"started at {m.started_at}"}
@@ -229,6 +241,14 @@ def _about_step(m: Any) -> dict[str, Any]:
     return {"summary": f"({type(m).__name__})"}
 
 
+def woken_summary(m: StepWoken) -> str:
+    """Which condition ended a wait: the sleep that came due, or the event heard."""
+    said = f"wait {m.index} woken by its condition {m.condition}: "
+    if m.kind is WaitKind.SLEEP:
+        return said + "the sleep came due"
+    return said + f"event {m.event_id} ({m.event_key}), payload {short(m.payload)}"
+
+
 def decoded(record: Record) -> Any:
     try:
         return decode_subject(parse(record.subject), record.data)
@@ -238,12 +258,13 @@ def decoded(record: Record) -> Any:
 
 class Attempts:
     """Who ran each attempt ``(step, attempt, delivery)``: from its ``assigned``, else from
-    its ``result`` (a fast step has no ``assigned``: its result carries the assignment)."""
+    its ``result`` (a fast step has no ``assigned``: its result carries the assignment), or
+    its ``waiting`` (a durable step's delivery that waited: it ends SUSPENDED)."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, int, int], dict[str, Any]] = {}
 
-    def _row(self, m: StepAssigned | StepResult) -> dict[str, Any]:
+    def _row(self, m: StepAssigned | StepResult | StepWaiting) -> dict[str, Any]:
         key = (m.step, m.attempt, m.delivery)
         if key not in self.rows:
             self.rows[key] = {
@@ -279,6 +300,11 @@ class Attempts:
             status = "SUCCEEDED" if message.ok else "FAILED"
             status = "HANDED_BACK" if message.handed_back else status
             row.update(finished_at=message.finished_at, status=status, error=message.error)
+        elif isinstance(message, StepWaiting):  # the delivery waited: it ends suspended
+            row = self._row(message)
+            if row["assignment_from"] is None:
+                row.update(worker_name=message.worker_name or None, assignment_from="waiting")
+            row.update(finished_at=message.at, status="SUSPENDED")
 
     def who(self, e: dict[str, Any]) -> dict[str, Any] | None:
         row = self.rows.get((e["step"], e["attempt"], e["delivery"]))
@@ -479,10 +505,12 @@ def as_of(
     if run is None:
         return None
     attempts = fold.attempts.get(run_id, {})
+    waits = fold.waits.get(run_id, {})
     steps = []
     for step in fold.steps.get(run_id, {}).values():
         row = _row(step)
         row["attempts"] = [_row(a) for key, a in sorted(attempts.items()) if key[0] == step.name]
+        row["waits"] = [_row(w) for key, w in sorted(waits.items()) if key[0] == step.name]
         steps.append(row)
     return {"as_of": {"seq": through}, "run": _row(run), "steps": steps}
 
@@ -490,7 +518,7 @@ def as_of(
 def _row(row: Any) -> dict[str, Any]:
     out = attrs.asdict(row)
     out.pop("dirty", None)
-    for key in ("input", "output"):  # JSON columns are JSON text in a row
+    for key in ("input", "output", "conditions", "payload"):  # JSON columns: JSON text
         if isinstance(out.get(key), str):
             out[key] = decode_json(out[key].encode())
     return out

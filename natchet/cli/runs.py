@@ -146,8 +146,7 @@ async def runs_get(args: argparse.Namespace) -> int:
         print(f"  error: {run['error']}")
     if (parent := run.get("parent")) is not None:
         print(f"  parent: run {parent['run_id']} step {parent['step']} key {parent['key']}")
-    for step in run.get("steps", []):
-        print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+    print_steps(run.get("steps", []))
     children = run.get("children", [])
     if children:
         print(f"  children ({len(children)}):")
@@ -190,9 +189,37 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
     print(f"run {run['id']}  {run['workflow']}  {run['status']}  as of seq {view['as_of']['seq']}")
     if run.get("error"):
         print(f"  error: {run['error']}")
-    for step in view["steps"]:
-        print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+    print_steps(view["steps"])
     return 0
+
+
+def print_steps(steps: list[dict[str, Any]]) -> None:
+    """Each step's line; a WAITING step's conditions, and a durable step's waits, under it."""
+    for step in steps:
+        print(f"  {step['name']:20} {step['status'] or '-':9} attempts={len(step['attempts'])}")
+        if step.get("waiting_for"):
+            print(f"    waiting for {step['waiting_for']}")
+        for wait in step.get("waits", []):
+            print("    " + wait_line(wait))
+
+
+def wait_line(wait: dict[str, Any]) -> str:
+    """One wait of a durable step: what it waited for, since when, and what woke it."""
+    index = wait.get("index", wait.get("wait_index"))
+    line = (
+        f"wait {index} (attempt {wait['attempt']}, delivery {wait['delivery']})"
+        f" at {_when(wait['waited_at'])}: {wait['waiting_for']}; "
+    )
+    if wait["woken_at"] is None:
+        return line + "still waiting"
+    line += f"woken at {_when(wait['woken_at'])} by condition {wait['condition']}"
+    if wait["kind"] == "event":
+        return line + f" (event {wait['event_id']}, {wait['event_key']})"
+    return line + " (sleep)"
+
+
+def _when(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
 async def runs_cancel(args: argparse.Namespace) -> int:

@@ -5,8 +5,12 @@ on to the end. Bad waits are rejected or ignored; a rebuild gives the live table
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,12 +20,16 @@ from projector_scenario import W1, W2, Writer, at, read_all, single_workflow
 import eventstore
 import schemas
 from eventstore import Append
+from natchet.audit import as_of as as_of_view
+from natchet.audit import decoded, entries
+from natchet.dev.embedded import NatsServer
 from projector import Projector, apply_records, dump_tables, get_run, migrate
 from projector.replay import replay
 from schemas import RunFinished, RunStatus, Task
 from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 
 WAIT_S = 30.0
+ROOT = Path(__file__).resolve().parents[2]
 SLEEP_UNTIL = "2025-01-02T04:00:00+00:00"
 SAME_USER = "input.user_id == 42"
 FIRST_WAIT = f"sleep until {SLEEP_UNTIL}"
@@ -255,3 +263,84 @@ async def test_replay_verify_of_waits_finds_no_difference(
     async with await connect(dsn, autocommit=True) as live_db, await connect(dsn) as work:
         report = await replay(live_db, work, {tenant: nc}, "verified")
     assert report.differences == [] and report.rows > 0
+
+
+async def natchet(nats_url: str, dsn: str, *args: str) -> str:
+    """The CLI as a process; its stdout (it must succeed, without a traceback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    env.update(PYTHONPATH=str(ROOT), NATCHET_NATS_URL=nats_url, NATCHET_DATABASE_URL=dsn)
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "natchet.cli", *args],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+    return out.decode()
+
+
+async def test_runs_get_audit_and_as_of_show_the_waits(
+    nats_server: NatsServer, nc: NATS, tenant: str, dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    w = Writer(nc, schemas.Scope(tenant))
+    await w.put(single_workflow())
+    r, marks = await durable_run(w)
+    records = await read_all(nc, tenant)
+    await migrate(conn)
+    await apply_records(conn, tenant, upto(records, marks["waiting2"]))
+    await conn.commit()
+
+    out = await natchet(nats_server.url, dsn, "runs", "get", r, "--tenant", tenant)
+    assert f"  s                    WAITING   attempts=2\n    waiting for {SECOND_WAIT}\n" in out
+    assert (
+        f"    wait 0 (attempt 1, delivery 1) at {at(2)}: {FIRST_WAIT};"
+        f" woken at {at(3)} by condition 0 (sleep)\n"
+    ) in out
+    assert f"    wait 1 (attempt 1, delivery 2) at {at(5)}: {SECOND_WAIT}; still waiting\n" in out
+
+    # --as-of folds the log: the same step, as it was at each point.
+    as_of = f"--as-of={marks['woken']}"
+    out = await natchet(nats_server.url, dsn, "runs", "get", r, "--tenant", tenant, as_of)
+    assert f"  s                    WAITING   attempts=1\n    waiting for {FIRST_WAIT}\n" in out
+    assert "by condition 0 (sleep)\n" in out
+    view = as_of_view(tenant, r, records, seq=marks["waiting2"])
+    (step,) = view["steps"]
+    assert (step["status"], step["waiting_for"]) == ("WAITING", SECOND_WAIT)
+    assert [a["status"] for a in step["attempts"]] == ["SUSPENDED", "SUSPENDED"]
+    assert [(x["wait_index"], x["kind"], x["conditions"][0]) for x in step["waits"]] == [
+        (0, "sleep", {"kind": "sleep", "until": SLEEP_UNTIL}),
+        (1, None, {"kind": "event", "event_key": "user:confirmed", "expression": SAME_USER}),
+    ]
+    # Folding the whole log, as of its end, is the read model the projector writes.
+    await apply_records(conn, tenant, records)
+    await conn.commit()
+    done = as_of_view(tenant, r, records, seq=marks["end"])
+    assert [s["status"] for s in done["steps"]] == ["SUCCEEDED"]
+    assert len(done["steps"][0]["waits"]) == 2
+
+    # The audit, read from the log: who waited, for what, and what woke each wait.
+    mine = [(rec, m) for rec in records if getattr(m := decoded(rec), "run_id", None) == r]
+    lines, _attempts = entries(mine)
+    said = [(e["kind"], e["actor"]["role"], e["delivery"], e["summary"]) for e in lines]
+    assert ("waiting", "worker", 1, f"wait 0: waiting for {FIRST_WAIT}; slot given back") in said
+    assert (
+        "woken",
+        "dispatcher",
+        None,
+        "wait 0 woken by its condition 0: the sleep came due",
+    ) in said
+    assert (
+        "woken", "dispatcher", None,
+        'wait 1 woken by its condition 0: event 7 (user:confirmed), payload {"user_id":42}',
+    ) in said  # fmt: skip
+    assert (
+        "task", "dispatcher", None,
+        "task offered again to single's workers after 2 wait(s) woken, deliveries counted from 3",
+    ) in said  # fmt: skip
+    waiting = next(e for e in lines if e["kind"] == "waiting")
+    assert waiting["actor"] == {"role": "worker", "id": W1[0], "name": W1[1]}
+    out = await natchet(nats_server.url, dsn, "audit", r, "--tenant", tenant)
+    assert f"wait 1: waiting for {SECOND_WAIT}; slot given back" in out
+    assert "wait 1 woken by its condition 0: event 7 (user:confirmed)" in out
+    assert "task offered again to single's workers after 1 wait(s) woken" in out
