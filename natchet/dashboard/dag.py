@@ -18,6 +18,7 @@ COLOURS = {
     "RUNNING": "#0969da",
     "QUEUED": "#8250df",
     "RETRYING": "#9a6700",
+    "WAITING": "#1b7c83",  # a durable step waiting for a sleep or an event
 }
 PENDING = "#57606a"
 W, H, GAP_X, GAP_Y, PAD = 160, 48, 60, 24, 12
