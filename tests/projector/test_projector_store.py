@@ -18,7 +18,12 @@ from projector import apply_records, dump_tables, migrate, store
 from projector.migrations import set_search_path
 
 Conn = psycopg.AsyncConnection[Any]
-LOADS = {"runs": store.LOAD_RUNS, "steps": store.LOAD_STEPS, "attempts": store.LOAD_ATTEMPTS}
+LOADS = {
+    "runs": store.LOAD_RUNS,
+    "steps": store.LOAD_STEPS,
+    "attempts": store.LOAD_ATTEMPTS,
+    "step_waits": store.LOAD_WAITS,
+}
 
 
 def scans(plan: dict[str, Any]) -> list[tuple[str | None, str | None]]:
@@ -58,6 +63,12 @@ async def test_loads_pick_the_primary_key_on_fresh_tables(conn: Conn) -> None:
                     " FROM generate_series(1, 20000) i"
                 ).format(sql.Identifier(table))
             )
+        await conn.execute(
+            "INSERT INTO step_waits (tenant, run_id, step, attempt, wait_index, delivery,"
+            " conditions, waiting_for, worker_id, worker_name, waited_at, last_seq)"
+            " SELECT 't', 'r' || i, 'a', 1, 0, 1, '[]', 'x', 'w', 'n', now(), i"
+            " FROM generate_series(1, 20000) i"
+        )
         for table, load in LOADS.items():
             query = sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(
                 load.replace("%(tenant)s", "'t'").replace("%(ids)s", "'{r5,r7}'")
