@@ -357,7 +357,7 @@ def run_summary(run_id: str, scope: Scope, pairs: list[tuple[Record, Any]]) -> d
                     run["replay_of"] = {"run_id": by.run_id, "from_step": by.from_step}
                 elif by is not None and by.kind is TriggerKind.CHILD:
                     run["parent"] = {"run_id": by.run_id, "step": by.step, "key": by.key}
-            case StepAssigned() | StepResult() if run["status"] == "QUEUED":
+            case StepAssigned() | StepResult() | StepWaiting() if run["status"] == "QUEUED":
                 run["status"] = "RUNNING"
             case RunRejected():
                 run.update(workflow=m.workflow, status="REJECTED", error=m.reason)

@@ -6,6 +6,7 @@ on to the end. Bad waits are rejected or ignored; a rebuild gives the live table
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sys
@@ -21,7 +22,7 @@ import eventstore
 import schemas
 from eventstore import Append
 from natchet.audit import as_of as as_of_view
-from natchet.audit import decoded, entries
+from natchet.audit import decoded, entries, run_summary
 from natchet.dev.embedded import NatsServer
 from projector import Projector, apply_records, dump_tables, get_run, migrate
 from projector.replay import replay
@@ -318,6 +319,9 @@ async def test_runs_get_audit_and_as_of_show_the_waits(
     done = as_of_view(tenant, r, records, seq=marks["end"])
     assert [s["status"] for s in done["steps"]] == ["SUCCEEDED"]
     assert len(done["steps"][0]["waits"]) == 2
+    # natchet replay --verify: the log rebuilt into a fresh schema is the live projection.
+    report = json.loads(await natchet(nats_server.url, dsn, "replay", "--verify", "--json"))
+    assert report["verified"] and report["differences"] == [] and report["rows_compared"], report
 
     # The audit, read from the log: who waited, for what, and what woke each wait.
     mine = [(rec, m) for rec in records if getattr(m := decoded(rec), "run_id", None) == r]
@@ -338,6 +342,9 @@ async def test_runs_get_audit_and_as_of_show_the_waits(
         "task", "dispatcher", None,
         "task offered again to single's workers after 2 wait(s) woken, deliveries counted from 3",
     ) in said  # fmt: skip
+    # A run whose step waited at once (no assigned) is running, as the read model says.
+    until_wait = [(rec, m) for rec, m in mine if rec.seq <= marks["waiting"]]
+    assert run_summary(r, schemas.Scope(tenant), until_wait)["status"] == "RUNNING"
     waiting = next(e for e in lines if e["kind"] == "waiting")
     assert waiting["actor"] == {"role": "worker", "id": W1[0], "name": W1[1]}
     out = await natchet(nats_server.url, dsn, "audit", r, "--tenant", tenant)
