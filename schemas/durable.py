@@ -1,4 +1,4 @@
-"""Durable steps: the waits a step records, and what ends them (docs/durable.md).
+"""Durable steps: the waits a step records, and what ends them (`docs/durable.md`).
 
 A step calling ``ctx.aio_sleep_for`` or ``ctx.aio_wait_for_event`` appends
 ``runs.<id>.waiting`` (its wait number ``index`` within the attempt, and the conditions
