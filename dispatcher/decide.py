@@ -24,6 +24,7 @@ from dispatcher.state import (
     deadlines_of,
     fold_finished,
     new_run,
+    next_wait,
     timed_out_at,
 )
 from dispatcher.waits import wait_problem
@@ -331,14 +332,7 @@ def _on_waiting(state: State, scope: Scope, waiting: StepWaiting, now: dt.dateti
     step fails, for good."""
     run = state.run(scope, waiting.run_id)
     step = None if run is None else run.steps.get(waiting.step)
-    if (
-        run is None
-        or step is None
-        or step.terminal
-        or waiting.attempt != step.attempt
-        or waiting.index != len(step.wakes)
-        or step.waiting is not None
-    ):
+    if run is None or step is None or not next_wait(step, waiting):
         return []  # another run's, a stale delivery's, or one already folded
     problem = wait_problem(waiting)
     if problem is None:

@@ -422,7 +422,8 @@ class Dispatcher(Service):
         ):
             original = await self._original(scope, message.replay_of, delivery.seq)
             message = Replay(message, original)
-        outputs = self._settle(scope, message, decide_on(self.state, scope, message, utc_now()))
+        decided = decide_on(self.state, scope, message, utc_now())
+        outputs = self._settle(scope, message, decided, delivery.seq)
         return self._carry(delivery.headers, outputs)
 
     async def _original(self, scope: Scope, run_id: str, until_seq: int) -> Original | None:
@@ -447,7 +448,7 @@ class Dispatcher(Service):
         """Fold one logged message (read at a rebuild, or delivered); skip an unreadable one."""
         try:
             parsed = parse(subject)
-            fold(self.state, parsed.scope, decode_subject(parsed, data))
+            fold(self.state, parsed.scope, decode_subject(parsed, data), seq)
         except (SubjectError, DecodeError) as exc:
             log.warning("skipping unreadable %s at seq %d: %s", subject, seq, exc)
 
@@ -479,14 +480,16 @@ class Dispatcher(Service):
             await ensure_task_consumer(self.nc, scope, workflow)
             self._queues.add((scope, workflow))
 
-    def _settle(self, scope: Scope | None, message: object, outputs: list[Output]) -> list[Output]:
+    def _settle(
+        self, scope: Scope | None, message: object, outputs: list[Output], seq: int = 0
+    ) -> list[Output]:
         """Keep a decision storable and fold it (with its input) into state
         (``dispatcher.step.settle``), tallying what it does first, for the observer."""
         now = utc_now()
         outputs = fit(self.state, outputs, self._max_bytes, now)
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))
-        fold_all(self.state, scope, message, outputs)
+        fold_all(self.state, scope, message, outputs, seq)
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs
 

@@ -190,6 +190,7 @@ def _step(s: StepState) -> dict[str, Any]:
         "retry_due": _time(s.retry_due),
         "next_attempt": s.next_attempt,
         "waiting": None if s.waiting is None else orjson.loads(encode(s.waiting)),
+        "waiting_seq": s.waiting_seq,
         "wakes": [orjson.loads(encode(w)) for w in s.wakes],
         "resumed": s.resumed,
     }
@@ -213,6 +214,7 @@ def _unstep(s: dict[str, Any]) -> StepState:
         next_attempt=int(s["next_attempt"]),
         # Snapshots from before durable steps have none of these: no step waited then.
         waiting=None if s.get("waiting") is None else structure(StepWaiting, s["waiting"]),
+        waiting_seq=int(s.get("waiting_seq", 0)),
         wakes=wakes(s.get("wakes", ())),
         resumed=int(s.get("resumed", 0)),
     )

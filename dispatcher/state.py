@@ -52,6 +52,7 @@ class StepState:
     # A durable step (dispatcher.waits): the wait it is in (its worker gave the slot back),
     # the attempt's wakes so far, and how many of them its newest task carried.
     waiting: StepWaiting | None = None
+    waiting_seq: int = 0  # the wait's stream sequence: only later events wake it
     wakes: tuple[StepWoken, ...] = ()
     resumed: int = 0
 
@@ -278,8 +279,9 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
     )
 
 
-def fold(state: State, scope: Scope, message: object) -> None:
-    """Apply one logged message. Idempotent: folding a message twice changes nothing more."""
+def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
+    """Apply one logged message (at stream sequence ``seq``; 0: not known). Idempotent:
+    folding a message twice changes nothing more."""
     match message:
         case WorkflowDef():
             state.register(scope, message)
@@ -315,9 +317,10 @@ def fold(state: State, scope: Scope, message: object) -> None:
                 step.retry_due = parse_time(message.due_at)
                 step.next_attempt = message.next_attempt
                 step.error = message.error
+                reset_waits(step)  # the attempt failed: its wait ends with it
                 watch(state, message.run_id, step)
         case StepWaiting() | StepWoken():
-            _fold_wait(state, scope, message)
+            _fold_wait(state, scope, message, seq)
         case StepFinished():
             run = state.run(scope, message.run_id)
             if run is not None:
@@ -388,29 +391,39 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
         watch(state, message.run_id, step)  # its schedule timeout runs from now
 
 
-def _fold_wait(state: State, scope: Scope, message: StepWaiting | StepWoken) -> None:
+def _fold_wait(state: State, scope: Scope, message: StepWaiting | StepWoken, seq: int) -> None:
     run = state.run(scope, message.run_id)
     step = None if run is None else run.steps.get(message.step)
     if run is None or step is None:
         return
     if isinstance(message, StepWoken):
         _fold_woken(step, message)
-    elif _fold_waiting(state, run, step, message):
+    elif _fold_waiting(state, run, step, message, seq):
         watch(state, message.run_id, step)  # its sleep, if it has one
 
 
-def _fold_waiting(state: State, run: RunState, step: StepState, message: StepWaiting) -> bool:
+def next_wait(step: StepState, message: StepWaiting) -> bool:
+    """Whether ``message`` is the step's next wait: of its current attempt, still going
+    (not over, no retry scheduled: a late delivery of a failed attempt waits for nothing),
+    the wait after its wakes, and the step not already waiting."""
+    return (
+        not step.terminal
+        and not step.waiting_retry
+        and message.attempt == step.attempt
+        and message.index == len(step.wakes)
+        and step.waiting is None
+    )
+
+
+def _fold_waiting(
+    state: State, run: RunState, step: StepState, message: StepWaiting, seq: int
+) -> bool:
     """The step's next wait (of its current attempt, while it runs): now its ``waiting``.
     False (nothing folded) for any other, and for one that can never end."""
-    if (
-        step.terminal
-        or message.attempt != step.attempt
-        or message.index != len(step.wakes)
-        or step.waiting is not None
-        or wait_problem(message) is not None
-    ):
+    if not next_wait(step, message) or wait_problem(message) is not None:
         return False
     step.waiting = message
+    step.waiting_seq = seq
     step.delivery = max(step.delivery, message.delivery)
     if any(c.kind is WaitKind.EVENT for c in message.conditions):
         state.event_waits.add(run.scope, run.run_id, step.spec.name)
@@ -427,12 +440,14 @@ def _fold_woken(step: StepState, message: StepWoken) -> None:
     ):
         return
     step.waiting = None
+    step.waiting_seq = 0
     step.wakes = (*step.wakes, message)
 
 
 def reset_waits(step: StepState) -> None:
     """A new attempt (or the step's end): no wait, no wakes."""
     step.waiting = None
+    step.waiting_seq = 0
     step.wakes = ()
     step.resumed = 0
 

@@ -20,10 +20,13 @@ from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
 
 
-def fold_all(state: State, scope: Scope | None, message: object, outputs: list[Output]) -> None:
-    """Fold an input (when there is one: a tick has none) and then its decision."""
+def fold_all(
+    state: State, scope: Scope | None, message: object, outputs: list[Output], seq: int = 0
+) -> None:
+    """Fold an input (when there is one: a tick has none; ``seq``: its stream sequence, 0
+    when not known) and then its decision."""
     if scope is not None:
-        fold(state, scope, message)
+        fold(state, scope, message, seq)
     for out in outputs:
         fold(state, parse(out.subject).scope, out.message)
 
@@ -90,11 +93,12 @@ def decide_on(state: State, scope: Scope, message: object, now: dt.datetime) -> 
 
 
 def step(
-    state: State, scope: Scope, message: object, now: dt.datetime, max_bytes: int
+    state: State, scope: Scope, message: object, now: dt.datetime, max_bytes: int, seq: int = 0
 ) -> list[Output]:
-    """Decide on ``message`` (of ``scope``), keep the decision storable, fold both; return
-    what to append."""
-    return settle(state, scope, message, decide_on(state, scope, message, now), max_bytes, now)
+    """Decide on ``message`` (of ``scope``, at stream sequence ``seq``), keep the decision
+    storable, fold both; return what to append."""
+    outputs = decide_on(state, scope, message, now)
+    return settle(state, scope, message, outputs, max_bytes, now, seq)
 
 
 def settle(
@@ -104,10 +108,11 @@ def settle(
     outputs: list[Output],
     max_bytes: int,
     now: dt.datetime,
+    seq: int = 0,
 ) -> list[Output]:
     """Keep a decision storable (``fit``) and fold it, with its input, into state; return
     what to append. The second half of :func:`step`, which the service calls after deciding
     (a tick's decisions have no input: ``scope`` None)."""
     outputs = fit(state, outputs, max_bytes, now)
-    fold_all(state, scope, message, outputs)
+    fold_all(state, scope, message, outputs, seq)
     return outputs

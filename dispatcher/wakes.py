@@ -58,6 +58,8 @@ def woken_by_event(
         if run is None or step is None or waiting is None or run.failed_error:
             state.event_waits.drop(scope, run_id, name)  # stale: woken, or over
             continue
+        if seq <= step.waiting_seq:
+            continue  # an event older than the wait (delivered again after a restart)
         for i, cond in enumerate(waiting.conditions):
             if cond.kind is not WaitKind.EVENT or not key_matches(cond.event_key or "", key):
                 continue

@@ -88,7 +88,7 @@ def rebuild(log: Iterable[Logged]) -> State:
     """The dispatcher's restart: fold the log (events and results fold to nothing)."""
     state = State()
     for entry in log:
-        fold(state, parse(entry.subject).scope, entry.message)
+        fold(state, parse(entry.subject).scope, entry.message, entry.seq)
     return state
 
 
@@ -112,7 +112,8 @@ class Sim:
 
     # -- the service's loop ---------------------------------------------------------------
     def feed(self, message: Any, *, again: bool = False) -> list[Any]:
-        outputs = step(self.state, SCOPE, message, self.now, MAX_BYTES)
+        seq = 0 if again else seq_at(len(self.log))  # again: the state has it already
+        outputs = step(self.state, SCOPE, message, self.now, MAX_BYTES, seq)
         if again:
             assert outputs == [], f"{message!r} delivered again decided again: {outputs}"
         else:

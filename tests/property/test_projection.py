@@ -30,6 +30,7 @@ from schemas import (
     encode,
     encode_json,
 )
+from schemas.durable import StepWaiting
 from tests.property.harness import Logged, Sim
 from tests.property.history import SCOPE
 from tests.property.strategies import Action, Outcome, drain_outcomes, scripts, workflows
@@ -149,7 +150,8 @@ async def assert_agrees_with_dispatcher(conn: Conn, sim: Sim) -> None:
 def expected_attempts(log: list[Logged]) -> dict[tuple[str, str, int, int], str]:
     """Attempt statuses by the projector's rules: RUNNING once assigned; LOST when a later
     delivery is assigned (by its ``assigned`` or by a result carrying the assignment),
-    CANCELLED when the run ends, if still RUNNING; a result wins."""
+    CANCELLED when the run ends, if still RUNNING; SUSPENDED when it waits (a durable
+    step), if still RUNNING; a result wins."""
     out: dict[tuple[str, str, int, int], str] = {}
     for entry in log:
         m = entry.message
@@ -164,6 +166,10 @@ def expected_attempts(log: list[Logged]) -> dict[tuple[str, str, int, int], str]
         elif isinstance(m, StepResult):
             ok = "SUCCEEDED" if m.ok else "FAILED"
             out[key] = "CANCELLED" if m.handed_back else ok
+        elif isinstance(m, StepWaiting):  # the delivery waits: its slot given back
+            key = (m.run_id, m.step, m.attempt, m.delivery)
+            if out.get(key, "RUNNING") == "RUNNING":
+                out[key] = "SUSPENDED"
         elif isinstance(m, RunFinished):
             for k, status in out.items():
                 if k[0] == m.run_id and status == "RUNNING":

@@ -19,7 +19,7 @@ PURE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 def fold_onto(state: State, log: list[Logged]) -> State:
     for entry in log:
-        fold(state, parse(entry.subject).scope, entry.message)
+        fold(state, parse(entry.subject).scope, entry.message, entry.seq)
     return state
 
 
