@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +169,29 @@ async def start_engine_process(
             stderr=out,
             env={**os.environ, "NATCHET_NATS_AUTH_FILE": ""},
         )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    server: NatsServer, tenant: str, name: str, tmp_path: Path, script: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A worker of its own (``script``, a Python program taking the worker's name as its
+    argument) running as ``name``, its output in ``<tmp_path>/<name>.log``; stopped
+    (SIGTERM) at the end of the block if it still runs (kill it -9 to test a crash)."""
+    path = tmp_path / f"{name}_worker.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    env.update(worker_env(server, tenant), PYTHONPATH=str(ROOT))
+    with (tmp_path / f"{name}.log").open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(path), name, cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)

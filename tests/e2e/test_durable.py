@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +24,7 @@ from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 from schemas.messages import Task
 from schemas.subjects import Scope, parse
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, worker_env
+from tests.support import hatchet_for, worker_process
 from worker import (
     Context,
     Hatchet,
@@ -40,8 +35,6 @@ from worker import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def history(nc: NATS, scope: Scope, run_id: str, kind: str) -> list[Any]:
@@ -175,30 +168,16 @@ async def wait(input: dict, ctx: Context) -> dict:
     return {"woke": woke["payload"], "worker": sys.argv[1]}
 
 
+@hatchet.task(name="Quick")
+async def quick(input: dict, ctx: Context) -> str:
+    return sys.argv[1]
+
+
 worker = hatchet.worker(sys.argv[1], max_runs=1)
 worker.register_workflow(wait)
+worker.register_workflow(quick)
 worker.start()
 """
-
-
-@asynccontextmanager
-async def worker_process(
-    server: NatsServer, tenant: str, name: str, tmp_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    script = tmp_path / "waiter.py"
-    script.write_text(WAITER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    env.update(worker_env(server, tenant), PYTHONPATH=str(ROOT))
-    with (tmp_path / f"{name}.log").open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(script), name, cwd=tmp_path, env=env, stdout=out, stderr=out
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_a_waiting_step_resumes_on_another_worker_after_its_worker_is_killed(
@@ -206,20 +185,24 @@ async def test_a_waiting_step_resumes_on_another_worker_after_its_worker_is_kill
 ) -> None:
     scope = Scope(tenant_name)
     hatchet = hatchet_for(nats_server, tenant_name)
-    async with worker_process(nats_server, tenant_name, "first", tmp_path) as first:
+    async with worker_process(nats_server, tenant_name, "first", tmp_path, WAITER) as first:
 
         async def registered() -> bool:
-            async for _rec in direct_history(nc, tenant_name, scope.workflow("Wait")):
-                return True
-            return False
+            for name in ("Wait", "Quick"):
+                if not [r async for r in direct_history(nc, tenant_name, scope.workflow(name))]:
+                    return False
+            return True
 
         await eventually(registered, timeout_s=30)
         ref = await hatchet.admin.aio_run_workflow("Wait", {})
         [wait] = await waiting(nc, scope, ref.workflow_run_id)
         assert wait.worker_name == "first"
+        # Its only slot is free while the step waits: it runs another step meanwhile.
+        quick = await hatchet.admin.aio_run_workflow("Quick", {})
+        assert await asyncio.wait_for(quick.aio_result(), 30) == {"Quick": "first"}
         first.kill()  # kill -9, while the step waits
         await first.wait()
-    async with worker_process(nats_server, tenant_name, "second", tmp_path):
+    async with worker_process(nats_server, tenant_name, "second", tmp_path, WAITER):
         await hatchet.event.aio_push("go", {"n": 1})
         out = await asyncio.wait_for(ref.aio_result(), 60)
     hatchet.close()

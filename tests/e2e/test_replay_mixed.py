@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +23,8 @@ from natchet.engine import Engine
 from schemas import Scope
 from tests.conftest import eventually, running
 from tests.e2e.test_cli_replay import natchet
-from tests.support import alive, hatchet_for, run_ends, worker_env
+from tests.support import alive, hatchet_for, run_ends, worker_process
 from worker import Context, Hatchet
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The worker that is killed, and the one that takes over its step: the same workflow in a
 # process of its own. Its step holds the first delivery (until the process is killed) and
@@ -155,26 +150,11 @@ def orphan(hatchet: Hatchet) -> Any:
     return Orphan()
 
 
-@contextlib.asynccontextmanager
-async def killable_worker(
+def killable_worker(
     server: NatsServer, tenant: str, name: str, tmp_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A worker process running ``Killable`` as ``name``; stopped (SIGTERM) at the end of
-    the block if it still runs."""
-    script = tmp_path / "killable_worker.py"
-    script.write_text(KILLABLE_WORKER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    env.update(worker_env(server, tenant), PYTHONPATH=str(ROOT))
-    with (tmp_path / f"{name}.log").open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(script), name, cwd=tmp_path, env=env, stdout=out, stderr=out
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """A worker process running ``Killable`` as ``name``."""
+    return worker_process(server, tenant, name, tmp_path, KILLABLE_WORKER)
 
 
 async def rows(db: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[Any]:
