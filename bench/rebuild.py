@@ -15,13 +15,13 @@ a "live" projection whose checkpoint is the log's end, then times, ``--repeats``
 ``--verify``) runs, rebuilding the tenant from sequence 1 into a fresh schema. It prints
 messages, seconds and messages/s per repeat and their median.
 
-``--stages`` first times the reading alone (the log read to its end, records discarded)
-and reading + planning (decode and :func:`projector.fastplan.plan_fast`, as the rebuild
-plans; no Postgres), so the difference tells what each stage costs. ``--profile`` samples
-the (last) rebuild with py-spy from outside the process (100 Hz, idle included: waiting on
-Postgres or NATS shows as the event loop), and writes into ``--out`` the collapsed stacks
-(``rebuild-pyspy.txt``) and their summary by stage and function (``rebuild-profile.txt``,
-``bench/profile_summary.py``).
+``--stages`` first times the reading alone (the log read to its end as the rebuild reads
+it, ``raw=True``, records discarded) and reading + planning (decode and
+:func:`projector.fastplan.plan_fast`, as the rebuild plans; no Postgres), so the difference
+tells what each stage costs. ``--profile`` samples the (last) rebuild with py-spy from
+outside the process (100 Hz, idle included: waiting on Postgres or NATS shows as the event
+loop), and writes into ``--out`` the collapsed stacks (``rebuild-pyspy.txt``) and their
+summary by stage and function (``rebuild-profile.txt``, ``bench/profile_summary.py``).
 Not a test: it asserts nothing.
 """
 
@@ -73,7 +73,9 @@ async def live_at(conn: psycopg.AsyncConnection[Any], seq: int) -> None:
 
 async def read_only(nc: Connection, end: int) -> float:
     start, n = time.perf_counter(), 0
-    async for _ in eventstore.read_to_end(nc, stream_name(TENANT), until_seq=end, batch_size=500):
+    async for _ in eventstore.read_to_end(
+        nc, stream_name(TENANT), until_seq=end, batch_size=500, raw=True
+    ):
         n += 1
     return time.perf_counter() - start
 
@@ -81,7 +83,7 @@ async def read_only(nc: Connection, end: int) -> float:
 async def read_and_plan(nc: Connection, end: int) -> float:
     start = time.perf_counter()
     async for record in eventstore.read_to_end(
-        nc, stream_name(TENANT), until_seq=end, batch_size=500
+        nc, stream_name(TENANT), until_seq=end, batch_size=500, raw=True
     ):
         plan_fast(TENANT, record)
     return time.perf_counter() - start

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from typing import Generic, TypeVar
 
 import nats.errors
 import orjson
@@ -28,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from eventstore.errors import TransportError
-from eventstore.records import ack_info
+from eventstore.records import AckInfo, ack_info
 
 STATUS = "Status"
 DESCRIPTION = "Description"
@@ -38,9 +39,13 @@ ENDS = frozenset({"404", "408", "409"})
 ANSWER_S = 5.0  # how long the server may take to answer a ``no_wait`` request
 LATE_S = 1.0  # how long after its expiry a waiting request's 408 may arrive
 
+T = TypeVar("T")
 
-class Batches:
-    """Batches of the pull consumer ``consumer`` on ``stream``, over one inbox."""
+
+class PullBatches(Generic[T]):
+    """Batches of the pull consumer ``consumer`` on ``stream``, over one inbox, as items of
+    type ``T``: what the subclass's subscription puts on ``_queue`` (a message, or a status
+    that ends a request), told apart by :meth:`_status` and read by :meth:`_info`."""
 
     def __init__(self, conn: Connection, stream: str, consumer: str) -> None:
         self.conn = conn
@@ -49,7 +54,7 @@ class Batches:
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = ""
         self._sub: Subscription | None = None
-        self._queue: collections.deque[Msg] = collections.deque()
+        self._queue: collections.deque[T] = collections.deque()
         self._arrived = asyncio.Event()
         self._more = True  # whether the consumer had more to hand out, last we heard
 
@@ -58,18 +63,25 @@ class Batches:
         """Messages delivered here and not fetched yet (late ones)."""
         return len(self._queue)
 
-    async def _deliver(self, msg: Msg) -> None:
-        self._queue.append(msg)
-        self._arrived.set()
+    async def _subscribe(self, inbox: str) -> Subscription:
+        raise NotImplementedError
+
+    def _status(self, item: T) -> tuple[str, str] | None:
+        """The status ``item`` is (and its description), or ``None`` for a message."""
+        raise NotImplementedError
+
+    def _info(self, item: T) -> AckInfo:
+        """Where a message sits (its ack subject)."""
+        raise NotImplementedError
 
     async def _open(self) -> None:
         self._inbox = self.conn.new_inbox()
         try:
-            self._sub = await self.conn.subscribe(self._inbox, cb=self._deliver)
+            self._sub = await self._subscribe(self._inbox)
         except nats.errors.Error as exc:
             raise TransportError(f"cannot read {self.consumer} on {self.stream}: {exc}") from None
 
-    async def fetch(self, n: int, wait_s: float) -> list[Msg]:
+    async def fetch(self, n: int, wait_s: float) -> list[T]:
         """Up to ``n`` messages, waiting up to ``wait_s`` for the first; ``[]`` if none.
 
         Each message says how many more the consumer had when it was sent (its ack
@@ -77,7 +89,7 @@ class Batches:
         keeps up (one message in, one out) sends one request per message, not three."""
         if self._sub is None:
             await self._open()
-        got: list[Msg] = []
+        got: list[T] = []
         self._take(n, got)  # late ones, from a request given up on (and its status)
         more = len(got) < n and (self._more or bool(got))
         if more and not await self._ask({"batch": n - len(got), "no_wait": True}, got, n, ANSWER_S):
@@ -96,9 +108,7 @@ class Batches:
                 await asyncio.sleep(until - loop.time())
         return got
 
-    async def _ask(
-        self, request: dict[str, object], got: list[Msg], n: int, limit_s: float
-    ) -> bool:
+    async def _ask(self, request: dict[str, object], got: list[T], n: int, limit_s: float) -> bool:
         """Send a pull request and gather its answer into ``got`` until it holds ``n`` or a
         status ends the request; ``False`` if no answer came within ``limit_s``."""
         try:
@@ -113,7 +123,7 @@ class Batches:
                 return True
             if len(got) >= n:
                 # Redeliveries are not counted in ``pending``: after one, there may be more.
-                last = ack_info(got[-1])
+                last = self._info(got[-1])
                 self._more = last.pending > 0 or last.delivered > 1
                 return True
             left = deadline - loop.time()
@@ -125,31 +135,57 @@ class Batches:
             except TimeoutError:
                 return False
 
-    def _take(self, n: int, got: list[Msg]) -> bool:
+    def _take(self, n: int, got: list[T]) -> bool:
         """Move queued messages into ``got`` until it holds ``n``; ``True`` when a status
         that ends a request was taken."""
         queue = self._queue
         while queue and len(got) < n:
-            msg = queue.popleft()
-            headers = msg.headers or {}
-            status = headers.get(STATUS)
-            if status is None:
-                got.append(msg)
-            elif status in ENDS:
+            item = queue.popleft()
+            said = self._status(item)
+            if said is None:
+                got.append(item)
+                continue
+            status, description = said
+            if status in ENDS:
                 return True
-            elif status != "100":  # 100: a heartbeat
+            if status != "100":  # 100: a heartbeat
                 raise TransportError(
                     f"reading {self.consumer} on {self.stream}: status {status}"
-                    f" ({_said(status, headers.get(DESCRIPTION, ''))})"
+                    f" ({_said(status, description)})"
                 )
         return False
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        await sub.unsubscribe()
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         self._queue.clear()
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+                await self._unsubscribe(sub)
+
+
+class Batches(PullBatches[Msg]):
+    """Batches of nats-py messages."""
+
+    async def _deliver(self, msg: Msg) -> None:
+        self._queue.append(msg)
+        self._arrived.set()
+
+    async def _subscribe(self, inbox: str) -> Subscription:
+        return await self.conn.subscribe(inbox, cb=self._deliver)
+
+    def _status(self, item: Msg) -> tuple[str, str] | None:
+        headers = item.headers
+        status = headers.get(STATUS) if headers else None
+        if status is None:
+            return None
+        assert headers is not None
+        return status, headers.get(DESCRIPTION, "")
+
+    def _info(self, item: Msg) -> AckInfo:
+        return ack_info(item)
 
 
 def _said(status: str, description: str) -> str:

@@ -56,12 +56,20 @@ def ack_info(msg: Msg) -> AckInfo:
     domain and an account hash after ``ACK`` (and a token at the end). What nats-py's
     ``msg.metadata`` reads, at a fifth of its cost: it is read for every message the
     dispatcher and the projector get (issue 9's profile: 8% of the projector)."""
-    t = (msg.reply or "").split(".")
+    info = parse_ack(msg.reply or "")
+    if info is None:
+        raise ReadError(f"not a JetStream delivery: reply {msg.reply!r} on {msg.subject}")
+    return info
+
+
+def parse_ack(reply: str) -> AckInfo | None:
+    """:func:`ack_info` of a reply subject; ``None`` if it is not a JetStream delivery's."""
+    t = reply.split(".")
     if len(t) == 9 and t[0] == "$JS" and t[1] == "ACK":
         return AckInfo(int(t[5]), int(t[6]), int(t[4]), int(t[7]), int(t[8]))
     if len(t) >= 11 and t[0] == "$JS" and t[1] == "ACK":
         return AckInfo(int(t[7]), int(t[8]), int(t[6]), int(t[9]), int(t[10]))
-    raise ReadError(f"not a JetStream delivery: reply {msg.reply!r} on {msg.subject}")
+    return None
 
 
 def to_record(msg: Msg, info: AckInfo | None = None) -> Record:

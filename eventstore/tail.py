@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -27,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from eventstore.batches import Batches
 from eventstore.errors import ReadError, TransportError
 from eventstore.match import Patterns
+from eventstore.rawbatches import Delivered, RawBatches
 from eventstore.records import Record, ack_info, stream_last_seq, to_record
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Tail:
         gather_s: float = 0.02,
         idle_poll_s: float = 0.25,
         linger_s: float = 0.0,
+        raw: bool = False,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -62,11 +65,13 @@ class Tail:
         # A batch not full after the first fetch waits this long for more, once: fewer,
         # larger batches for a reader whose cost is mostly per batch (the projector).
         self.linger_s = linger_s
-        self._sub: Batches | None = None
+        # Read off the wire without nats-py's Msg (eventstore.rawbatches): the same records.
+        self.raw = raw
+        self._sub: Batches | RawBatches | None = None
         self._next_cseq = 1
         self._idle_since = time.monotonic()
 
-    async def _open(self) -> Batches:
+    async def _open(self) -> Batches | RawBatches:
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -85,6 +90,8 @@ class Tail:
             raise TransportError(f"cannot read {self.stream}: {exc}") from None
         self._next_cseq = 1
         self._idle_since = time.monotonic()
+        if self.raw:
+            return RawBatches(self.conn, self.stream, info.name)
         return Batches(self.conn, self.stream, info.name)
 
     async def close(self) -> None:
@@ -95,8 +102,12 @@ class Tail:
             with contextlib.suppress(nats.errors.Error):
                 await self.conn.jetstream().delete_consumer(self.stream, sub.consumer)
 
-    async def _fetch(self, sub: Batches, n: int, wait_s: float) -> list[Msg]:
+    async def _fetch(
+        self, sub: Batches | RawBatches, n: int, wait_s: float
+    ) -> list[Msg] | list[Delivered]:
         try:
+            if isinstance(sub, RawBatches):
+                return await sub.fetch_deliveries(n, wait_s)
             return await sub.fetch(n, wait_s)
         except TransportError:
             await self.close()
@@ -108,7 +119,7 @@ class Tail:
         if self._sub is None:
             self._sub = await self._open()
         sub = self._sub
-        msgs = await self._fetch(sub, 1, self.idle_poll_s)
+        msgs: list[Any] = await self._fetch(sub, 1, self.idle_poll_s)
         if not msgs:
             if time.monotonic() - self._idle_since > HEALTH_CHECK_S:
                 await self._check(sub)
@@ -119,24 +130,47 @@ class Tail:
             await asyncio.sleep(self.linger_s)
             msgs += await self._fetch(sub, self.batch_size - len(msgs), self.gather_s)
         self._idle_since = time.monotonic()
+        if isinstance(sub, RawBatches):
+            return await self._records(msgs)
         out: list[Record] = []
         for msg in msgs:
             info = ack_info(msg)
-            if info.consumer_seq != self._next_cseq or info.stream_seq < self.next_seq:
-                log.warning(
-                    "tail of %s: delivery %d (stream seq %d) out of order, restarting at %d",
-                    self.stream,
-                    info.consumer_seq,
-                    info.stream_seq,
-                    self.next_seq,
-                )
+            if not self._in_order(info.consumer_seq, info.stream_seq):
                 await self.close()
                 break
-            self._next_cseq += 1
-            self.next_seq = info.stream_seq + 1
             if msg.subject in self._keep:
                 out.append(to_record(msg, info))
         return out
+
+    async def _records(self, deliveries: list[Delivered]) -> list[Record]:
+        """:meth:`next_batch`'s records of a raw read."""
+        out: list[Record] = []
+        keep = self._keep
+        for d in deliveries:
+            record, cseq = d.record, d.consumer_seq
+            if cseq < 0:
+                d.position()  # raises: not a JetStream delivery
+            if not self._in_order(cseq, record.seq):
+                await self.close()
+                break
+            if record.subject in keep:
+                out.append(record)
+        return out
+
+    def _in_order(self, consumer_seq: int, stream_seq: int) -> bool:
+        """Whether this is the next delivery; if so, it is counted as read."""
+        if consumer_seq != self._next_cseq or stream_seq < self.next_seq:
+            log.warning(
+                "tail of %s: delivery %d (stream seq %d) out of order, restarting at %d",
+                self.stream,
+                consumer_seq,
+                stream_seq,
+                self.next_seq,
+            )
+            return False
+        self._next_cseq += 1
+        self.next_seq = stream_seq + 1
+        return True
 
     async def pending(self) -> int:
         """How many messages the server has yet to hand out (-1: unknown), and those it
@@ -154,11 +188,11 @@ class Tail:
             raise TransportError(f"cannot read {self.stream}: {exc}") from None
         return int(info.num_pending or 0) + self._sub.queued
 
-    async def _info(self, sub: Batches) -> ConsumerInfo:
+    async def _info(self, sub: Batches | RawBatches) -> ConsumerInfo:
         info: ConsumerInfo = await self.conn.jetstream().consumer_info(self.stream, sub.consumer)
         return info
 
-    async def _check(self, sub: Batches) -> None:
+    async def _check(self, sub: Batches | RawBatches) -> None:
         self._idle_since = time.monotonic()
         try:
             await self._info(sub)
@@ -177,16 +211,20 @@ async def read_to_end(
     start_seq: int = 1,
     until_seq: int | None = None,
     batch_size: int = 500,
+    raw: bool = False,
 ) -> AsyncIterator[Record]:
     """Every stored record matching ``subjects`` from ``start_seq`` through ``until_seq``
     (default: the stream's last sequence when the read starts), in order. It ends when the
     next record is past that end or the server says none is left to hand out, never on a
     pause (a lull is not the end): a reader that decides from what it read never decides
-    from part of the history."""
+    from part of the history. ``raw`` reads the same records past nats-py's ``Msg``
+    (:mod:`eventstore.rawbatches`): what a reader of the whole log uses."""
     end = until_seq if until_seq is not None else await stream_last_seq(conn, stream)
     if end < start_seq:
         return
-    tail = Tail(conn, stream, start_seq, subjects=subjects, batch_size=batch_size, gather_s=0.01)
+    tail = Tail(
+        conn, stream, start_seq, subjects=subjects, batch_size=batch_size, gather_s=0.01, raw=raw
+    )
     try:
         while tail.next_seq <= end:
             before = tail.next_seq

@@ -82,6 +82,7 @@ async def _read(
             start_seq=start_seq,
             until_seq=until_seq,
             batch_size=batch_size,
+            raw=True,
         ):
             batch.append((record, plan_fast(tenant, record)))
             if len(batch) >= batch_size:
