@@ -17,7 +17,7 @@ that changes it fails those tests, not silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from nats.aio.client import Client as Connection
@@ -30,14 +30,17 @@ RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
 _ROUTER = "_process_msg"  # the client's method every message goes through
 
 
+_NOTHING: Iterator[Any] = iter(())  # exhausted: ``await`` on it returns at once
+
+
 class _Done:
-    """An awaitable that is done at once: what the parser awaits for a raw message."""
+    """An awaitable that is done at once: what the parser awaits for a raw message. Its
+    ``__await__`` hands out one exhausted iterator, not a new generator each time."""
 
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # a generator: ``await`` returns at once
+        return _NOTHING  # type: ignore[return-value]
 
 
 _DONE = _Done()
