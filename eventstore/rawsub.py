@@ -8,11 +8,14 @@ another coroutine: ~5 us a message, a third of the reading of a rebuild (docs/be
 issue 10). A raw subscription is a subscription nats-py made and keeps (its sid, its
 re-subscription on reconnect, its unsubscribe), whose messages the connection's parser
 hands straight to a plain function as bytes: subject, reply, payload and the raw header
-block. The connection's other subscriptions go through nats-py as before.
+block; plain messages (no headers) are even cut off the wire by a shorter parser
+(:mod:`eventstore.rawparse`). The connection's other subscriptions go through nats-py as
+before.
 
-This relies on one private name of nats-py (``Client._process_msg``, which its parser
-calls for every message, ``tests/eventstore/test_rawsub.py`` reads through it): a nats-py
-that changes it fails those tests, not silently.
+This relies on private names of nats-py (``Client._process_msg``, which its parser calls
+for every message, and the connection's parser ``Client._ps``, its buffer and state):
+``tests/eventstore/test_rawread.py`` reads through them, so a nats-py that changes them
+fails those tests, not silently.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 from nats.aio.client import Client as Connection
 from nats.aio.subscription import Subscription
+
+from eventstore import rawparse
 
 # (subject, reply, payload, header block or None); called in the parser's loop: it must
 # not raise, nor block.
@@ -79,7 +84,9 @@ async def _ignore(msg: Any) -> None:  # nats-py's callback: never called
 async def subscribe_raw(conn: Connection, subject: str, handler: RawHandler) -> Subscription:
     """Subscribe ``handler`` to ``subject`` on ``conn`` (end it with :func:`unsubscribe_raw`)."""
     sub = await conn.subscribe(subject, cb=_ignore)
-    _router(conn).routes[sub._id] = handler
+    router = _router(conn)
+    router.routes[sub._id] = handler
+    rawparse.install(conn._ps, router.routes)
     return sub
 
 
@@ -90,4 +97,5 @@ async def unsubscribe_raw(conn: Connection, sub: Subscription) -> None:
         router.routes.pop(sub._id, None)
         if not router.routes:
             delattr(conn, _ROUTER)
+            rawparse.uninstall(conn._ps)
     await sub.unsubscribe()
