@@ -62,6 +62,15 @@ class RawParser(Parser):
             await Parser.parse(self)
 
 
+def supported(parser: Any) -> bool:
+    """Whether ``parser`` is nats-py's (or already ours), with the buffer and state read."""
+    return (
+        isinstance(parser, Parser)
+        and isinstance(getattr(parser, "buf", None), bytearray)
+        and hasattr(parser, "state")
+    )
+
+
 def install(
     parser: Any, routes: dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]]
 ) -> None:

@@ -81,6 +81,13 @@ async def _ignore(msg: Any) -> None:  # nats-py's callback: never called
     return None
 
 
+def supported(conn: Connection) -> bool:
+    """Whether ``conn`` has the nats-py internals raw subscriptions use (its per-message
+    method and a parser of nats-py's own class): a reader falls back to nats-py's ``Msg``
+    path on a nats-py that changed them, rather than fail."""
+    return callable(getattr(conn, _ROUTER, None)) and rawparse.supported(getattr(conn, "_ps", None))
+
+
 async def subscribe_raw(conn: Connection, subject: str, handler: RawHandler) -> Subscription:
     """Subscribe ``handler`` to ``subject`` on ``conn`` (end it with :func:`unsubscribe_raw`)."""
     sub = await conn.subscribe(subject, cb=_ignore)

@@ -25,6 +25,7 @@ from nats.aio.client import Client as Connection
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
+from eventstore import rawsub
 from eventstore.batches import Batches
 from eventstore.errors import ReadError, TransportError
 from eventstore.match import Patterns
@@ -66,7 +67,8 @@ class Tail:
         # larger batches for a reader whose cost is mostly per batch (the projector).
         self.linger_s = linger_s
         # Read off the wire without nats-py's Msg (eventstore.rawbatches): the same records.
-        self.raw = raw
+        # (Unless this nats-py lacks the internals it reads through: then the Msg path.)
+        self.raw = raw and rawsub.supported(conn)
         self._sub: Batches | RawBatches | None = None
         self._next_cseq = 1
         self._idle_since = time.monotonic()

@@ -69,3 +69,19 @@ def test_the_wire_cut_in_two_anywhere() -> None:
     expected = parse(Parser, [WIRE])
     for cut in range(1, len(WIRE)):
         assert parse(RawParser, [WIRE[:cut], WIRE[cut:]]) == expected, cut
+
+
+def test_a_nats_py_without_the_internals_the_raw_reader_uses_is_not_supported() -> None:
+    from eventstore import rawsub
+    from eventstore.rawparse import supported
+
+    assert supported(Parser(None))
+    assert not supported(object())
+
+    class Changed:  # a client whose per-message method or parser was renamed
+        _ps = object()
+
+        def _process_msg(self) -> None: ...
+
+    assert not rawsub.supported(Changed())  # type: ignore[arg-type]
+    assert not rawsub.supported(object())  # type: ignore[arg-type]
