@@ -19,6 +19,7 @@ from eventstore.provision import task_consumer_name
 from natchet.engine import Engine
 from projector import list_runs
 from schemas import Scope, encode, stream_name
+from schemas.durable import StepWaiting, WaitCondition, WaitKind
 from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim, forged_result, log_nc
@@ -180,6 +181,20 @@ async def test_forged_result_for_other_tenant_run_is_refused(
 ) -> None:
     forged = forged_result(victim.pending_run)
     subject = Scope(victim.tenant).run(victim.pending_run, "result")
+    with pytest.raises(PermissionDeniedError):
+        await append(attacker.nc, Append(subject, encode(forged)))
+    runs = {r["id"]: r["status"] for r in await list_runs(tdb, tenant=victim.tenant)}
+    assert runs[victim.pending_run] == "QUEUED"
+
+
+async def test_forged_durable_wait_for_other_tenant_run_is_refused(
+    attacker: Attacker, victim: Victim, untouched: None, tdb: psycopg.AsyncConnection[Any]
+) -> None:
+    """A wait with a valid token of A, for B's queued step: it would park B's step until an
+    event A never sends. The broker refuses it; B's run is still QUEUED."""
+    never = WaitCondition(WaitKind.EVENT, event_key="never")
+    forged = StepWaiting(victim.pending_run, "say", 1, 1, 0, (never,), "evil", "evil")
+    subject = Scope(victim.tenant).run(victim.pending_run, "waiting")
     with pytest.raises(PermissionDeniedError):
         await append(attacker.nc, Append(subject, encode(forged)))
     runs = {r["id"]: r["status"] for r in await list_runs(tdb, tenant=victim.tenant)}
