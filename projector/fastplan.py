@@ -245,6 +245,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
         b = _body(kind, record.data)
         if not required <= b.keys() or b["run_id"] != run_id:
             raise _NotUsual
+        if kind == "created" and (b.get("concurrency"), b.get("concurrency_key")) != (None, None):
+            raise _NotUsual  # a run with a concurrency key: plan() checks and keeps it
         check(cls, b)
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:

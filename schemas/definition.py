@@ -26,10 +26,11 @@ VERSIONED = (
     "on_failure",
     "on_success",
     "event_filter",
+    "concurrency",
 )
 # Fields added after the first definitions: hashed only when set (not null), so a definition
 # without them keeps the version it always had.
-HASHED_WHEN_SET = frozenset({"on_success", "event_filter"})
+HASHED_WHEN_SET = frozenset({"on_success", "event_filter", "concurrency"})
 
 
 def workflow_version(definition: dict[str, Any]) -> str:

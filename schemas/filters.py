@@ -55,14 +55,14 @@ _ENV = celpy.Environment()
 
 
 @functools.lru_cache(maxsize=1024)
-def compile_filter(expression: str) -> celpy.Runner:
+def compile_filter(expression: str, what: str = "event filter") -> celpy.Runner:
     """The program of ``expression``; :class:`FilterError` naming the line and column of a
-    syntax error."""
+    syntax error (``what``: what the expression is, for the message)."""
     if not isinstance(expression, str) or not expression.strip():
-        raise FilterError("an event filter must be a non-empty CEL expression")
+        raise FilterError(f"an {what} must be a non-empty CEL expression")
     if len(expression) > MAX_FILTER_CHARS:
         raise FilterError(
-            f"an event filter may be at most {MAX_FILTER_CHARS} characters, not {len(expression)}"
+            f"an {what} may be at most {MAX_FILTER_CHARS} characters, not {len(expression)}"
         )
     try:
         return _ENV.program(_ENV.compile(expression))
@@ -71,20 +71,20 @@ def compile_filter(expression: str) -> celpy.Runner:
         where = f" at line {line} column {column}" if line else ""
         caret = str(exc).rstrip("\n")
         raise FilterError(
-            f"event filter {expression!r} does not parse{where}:\n{caret}", line, column
+            f"{what} {expression!r} does not parse{where}:\n{caret}", line, column
         ) from None
     except Exception as exc:  # celpy may raise others on odd input: still a refusal
-        raise FilterError(f"event filter {expression!r} does not compile: {exc}") from None
+        raise FilterError(f"{what} {expression!r} does not compile: {exc}") from None
 
 
-def filter_error(expression: str | None) -> str | None:
+def filter_error(expression: str | None, what: str = "event filter") -> str | None:
     """Why ``expression`` cannot be used, on one line, or None (None: no filter, fine)."""
     if expression is None:
         return None
     if not isinstance(expression, str):
-        return f"an event filter must be a string, not {type(expression).__name__}"
+        return f"an {what} must be a string, not {type(expression).__name__}"
     try:
-        compile_filter(expression)
+        compile_filter(expression, what)
     except FilterError as exc:
         return " ".join(str(exc).split("\n", 1)[0].split()).rstrip(":")
     return None

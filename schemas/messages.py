@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, wakes
 from schemas.structure import structure, utcnow
 
@@ -66,6 +67,12 @@ def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, .
     return tuple(v if isinstance(v, StepDef) else structure(StepDef, v) for v in value)
 
 
+def _opt_concurrency(value: ConcurrencyDef | Mapping[str, Any] | None) -> ConcurrencyDef | None:
+    if value is None or isinstance(value, ConcurrencyDef):
+        return value
+    return structure(ConcurrencyDef, value)
+
+
 def _opt_step_def(value: StepDef | Mapping[str, Any] | None) -> StepDef | None:
     if value is None or isinstance(value, StepDef):
         return value
@@ -92,6 +99,8 @@ class WorkflowDef:
     # A CEL expression over ``input``, ``additional_metadata`` and ``event_key``: an event
     # of ``on_events`` starts a run only when it is true (:mod:`schemas.filters`).
     event_filter: str | None = None
+    # At most ``max_runs`` runs in flight per concurrency key (:mod:`schemas.concurrency`).
+    concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
 
     def step(self, name: str) -> StepDef:
         for s in self.steps:
@@ -195,6 +204,10 @@ class RunCreated:
     on_success: StepDef | None = attrs.field(default=None, converter=_opt_step_def)
     # The request's or the event's additional metadata (key-value strings).
     additional_metadata: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
+    # The workflow's concurrency and this run's key (:mod:`schemas.concurrency`): the run
+    # is admitted (its first tasks offered) only while its key has room.
+    concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
+    concurrency_key: str | None = None
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from worker.client import (
     PushedEvent,
     WorkflowRunRef,
 )
+from worker.concurrency import ConcurrencyExpression, ConcurrencyLimitStrategy
 from worker.context import Context
 from worker.durable import OrGroup, SleepCondition, UserEventCondition, or_
 from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
@@ -33,6 +34,8 @@ __all__ = [
     "BulkError",
     "ClientConfig",
     "ClientSettings",
+    "ConcurrencyExpression",
+    "ConcurrencyLimitStrategy",
     "Context",
     "DurableContext",
     "EmptyModel",

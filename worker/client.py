@@ -29,6 +29,7 @@ from schemas.metadata import metadata_headers
 from schemas.subjects import NAME_RE, SubjectError
 from worker import bulk, declare, spawn
 from worker import logs as step_logs
+from worker.concurrency import ConcurrencyExpression
 from worker.durable import require_async
 from worker.options import metadata_option
 from worker.outcome import wait_for_run
@@ -304,6 +305,7 @@ class Hatchet:
         input_validator: type[BaseModel] | None = None,
         event_filter: str | None = None,
         on_crons: Sequence[str] = (),
+        concurrency: ConcurrencyExpression | None = None,
     ) -> Workflow:
         """A workflow: v1, declare its tasks with ``@wf.task(...)``
         (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
@@ -311,9 +313,17 @@ class Hatchet:
         with ``*`` (``order:*``); ``event_filter``: a CEL expression over ``input``,
         ``additional_metadata`` and ``event_key`` that an event must satisfy to start it;
         ``on_crons``: cron expressions (UTC) the workflow runs at, kept as crons named
-        ``<workflow>-cron-<i>`` by its workers when they register it (docs/triggers.md)."""
+        ``<workflow>-cron-<i>`` by its workers when they register it (docs/triggers.md);
+        ``concurrency``: at most ``max_runs`` runs in flight per key (docs/flow-control.md)."""
         return Workflow(
-            self, name, on_events, schedule_timeout, input_validator, event_filter, on_crons
+            self,
+            name,
+            on_events,
+            schedule_timeout,
+            input_validator,
+            event_filter,
+            on_crons,
+            concurrency,
         )
 
     def task(

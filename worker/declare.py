@@ -12,6 +12,7 @@ import attrs
 
 from eventstore import ConfigError
 from eventstore.cronexpr import expression_problem
+from schemas.concurrency import ConcurrencyDef
 from schemas.definition import workflow_version
 from schemas.filters import compile_filter
 from schemas.messages import StepDef, WorkflowDef
@@ -179,6 +180,7 @@ def definition_of(
     events: tuple[str, ...],
     schedule_timeout_s: float,
     event_filter: str | None = None,
+    concurrency: ConcurrencyDef | None = None,
 ) -> WorkflowDef:
     """The wire definition of workflow ``name`` from its steps' specs (the on-failure and
     on-success steps among them, marked): the same for a v0 class and a v1
@@ -199,6 +201,7 @@ def definition_of(
         "on_failure": attrs.asdict(on_failure) if on_failure else None,
         "on_success": attrs.asdict(on_success) if on_success else None,
         "event_filter": event_filter,
+        "concurrency": attrs.asdict(concurrency) if concurrency else None,
     }
     return WorkflowDef(
         name=name,
@@ -209,6 +212,7 @@ def definition_of(
         on_failure=on_failure,
         on_success=on_success,
         event_filter=event_filter,
+        concurrency=concurrency,
     )
 
 
@@ -261,6 +265,7 @@ def workflow(
     schedule_timeout: Duration = "5m",
     event_filter: str | None = None,
     on_crons: Sequence[str] = (),
+    concurrency: ConcurrencyDef | None = None,
 ) -> Callable[[C], C]:
     events = check_events(on_events)
     event_filter = check_event_filter(event_filter, events)
@@ -282,7 +287,9 @@ def workflow(
             raise ConfigError(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
-        definition = definition_of(wf_name, specs, events, schedule_timeout_s, event_filter)
+        definition = definition_of(
+            wf_name, specs, events, schedule_timeout_s, event_filter, concurrency
+        )
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions, crons))
         return cls
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from eventstore import ConfigError
 from schemas.messages import WorkflowDef
 from worker import declare
+from worker.concurrency import ConcurrencyExpression, check_concurrency
 from worker.context import Context
 from worker.declare import Duration, StepSpec, WorkflowSpec, seconds
 from worker.durable import require_async
@@ -109,8 +110,10 @@ class Workflow:
         input_validator: type[BaseModel] | None = None,
         event_filter: str | None = None,
         on_crons: Sequence[str] = (),
+        concurrency: ConcurrencyExpression | None = None,
     ) -> None:
         self._hatchet = hatchet
+        self.concurrency = check_concurrency(concurrency)
         self.crons = declare.check_crons(on_crons)
         self._name = name
         self._on_events = on_events
@@ -156,6 +159,7 @@ class Workflow:
             schedule_timeout=self._schedule_timeout,
             event_filter=self.event_filter,
             on_crons=self.crons,
+            concurrency=self.concurrency,
         )
         return mark(cls)
 
@@ -276,7 +280,12 @@ class Workflow:
                 )
             specs = {n: t.spec for n, t in self.tasks.items()}
             definition = declare.definition_of(
-                self.name, specs, self.events, self.schedule_timeout_s, self.event_filter
+                self.name,
+                specs,
+                self.events,
+                self.schedule_timeout_s,
+                self.event_filter,
+                self.concurrency,
             )
             functions = {n: t.runner() for n, t in self.tasks.items()}
             self._spec = WorkflowSpec(definition, functions, self.crons)

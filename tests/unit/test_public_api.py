@@ -152,6 +152,8 @@ PUBLIC = {
         "BulkError",
         "ClientConfig",
         "ClientSettings",
+        "ConcurrencyExpression",
+        "ConcurrencyLimitStrategy",
         "Context",
         "DurableContext",
         "EmptyModel",
