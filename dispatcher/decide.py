@@ -30,6 +30,7 @@ from dispatcher.state import (
 from dispatcher.waits import wait_problem
 from dispatcher.wakes import woken_by_event, woken_by_time
 from schemas.codec import encode
+from schemas.concurrency import concurrency_key
 from schemas.durable import StepWaiting, StepWoken
 from schemas.messages import (
     RunCancelRequested,
@@ -97,13 +98,23 @@ def decide(state: State, scope: Scope, message: object, now: dt.datetime) -> lis
             if run is None:
                 return []
             reason = f"cancelled: {message.reason}" if message.reason else "cancelled"
-            out: list[Output] = []
-            for child in descendants(state, run):  # a parent's children end with it
-                why = f"cancelled: its parent run {child.parent} was cancelled"
-                out += _finish(child, RunStatus.CANCELLED, why, now)
-            return out + _finish(run, RunStatus.CANCELLED, reason, now)
+            return cancel_run(state, run, reason, now)
         case _:
             return []  # assignments, logs, and anything else only fold
+
+
+def cancel_run(state: State, run: RunState, reason: str, now: dt.datetime) -> list[Output]:
+    """End the run CANCELLED for ``reason``, its children in flight before it."""
+    out: list[Output] = []
+    for child in descendants(state, run):  # a parent's children end with it
+        why = f"cancelled: its parent run {child.parent} was cancelled"
+        out += _finish(child, RunStatus.CANCELLED, why, now)
+    return out + _finish(run, RunStatus.CANCELLED, reason, now)
+
+
+def offer_ready(run: RunState, now: dt.datetime) -> list[Output]:
+    """Offer every step of the run ready to run (its first tasks: a run admitted)."""
+    return [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
 
 
 def due(state: State, now: dt.datetime) -> list[list[Output]]:
@@ -191,8 +202,8 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
                 decisions.append(_queue(run, success, 1, now))
             elif success is None or success.status is RunStatus.SUCCEEDED:
                 decisions.append(_finish(run, RunStatus.SUCCEEDED, None, now))
-        else:
-            out = [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
+        elif run.admitted:  # a run waiting for its concurrency key: the admissions' turn
+            out = offer_ready(run, now)
             if out:
                 decisions.append(out)
         resumed = [
@@ -263,7 +274,15 @@ def create(
     metadata: dict[str, str] | None = None,
 ) -> list[Output]:
     """Create the run and offer its ready steps (``kept``: a replay's steps carried over,
-    already SUCCEEDED; ``metadata``: the additional metadata it carries)."""
+    already SUCCEEDED; ``metadata``: the additional metadata it carries). A run of a
+    workflow with concurrency gets its key and waits for admission (``dispatcher.admission``:
+    its ready steps are offered once its key has room); one whose key cannot be evaluated
+    is rejected, with why."""
+    key = None
+    if wf.concurrency is not None:
+        key, why = concurrency_key(wf.concurrency, payload, metadata or {})
+        if key is None:
+            return reject(scope, run_id, wf.name, f"no concurrency key: {why}", now)
     created = RunCreated(
         run_id=run_id,
         workflow=wf.name,
@@ -277,13 +296,14 @@ def create(
         kept=kept or {},
         on_success=wf.on_success,
         additional_metadata=metadata or {},
+        concurrency=wf.concurrency,
+        concurrency_key=key,
     )
     run = new_run(scope, created)
     out = [Output(scope.run(run_id, "created"), created, f"{run_id}:created")]
-    for step in run.dag():
-        if run.ready(step):
-            out += _queue(run, step, 1, now)
-    return out
+    if not run.admitted:
+        return out  # its turn comes from the admissions
+    return out + offer_ready(run, now)
 
 
 def _queue(

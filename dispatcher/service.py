@@ -30,7 +30,7 @@ from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
-from dispatcher.step import decide_on, fit, fold_all
+from dispatcher.step import admit, decide_on, fit, fold_all
 from dispatcher.tally import Observer, Tally, age_s, observe
 from dispatcher.traces import RunTraces
 from eventstore import (
@@ -208,6 +208,8 @@ class Dispatcher(Service):
                 await self._store(
                     [self._carry(None, self._settle(None, None, d)) for d in unfinished]
                 )
+            # Runs waiting for their concurrency key that a decision cut short left waiting.
+            await self._store([self._carry(None, self._settle(None, None, []))])
             await self._rearm()
             puller = asyncio.create_task(self._pull_fires(fires))
             checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
@@ -490,6 +492,7 @@ class Dispatcher(Service):
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))
         fold_all(self.state, scope, message, outputs, seq)
+        outputs += admit(self.state, self._max_bytes, now)
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs
 

@@ -52,6 +52,7 @@ import orjson
 from dispatcher.crons import CronState, ScheduleState, Triggers
 from dispatcher.state import RunState, State, StepState, index_deadlines
 from schemas.codec import encode
+from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, wakes
 from schemas.errors import NatchetError
 from schemas.messages import (
@@ -153,6 +154,9 @@ def _run(run: RunState) -> dict[str, Any]:
         "steps": [_step(s) for s in run.steps.values()],
         "parent": run.parent,
         "children": list(run.children),
+        "concurrency": None if run.concurrency is None else attrs.asdict(run.concurrency),
+        "key": run.key,
+        "admitted": run.admitted,
     }
 
 
@@ -170,6 +174,12 @@ def _unrun(r: dict[str, Any]) -> RunState:
         # Snapshots from before child runs have neither: no run had a parent then.
         parent=r.get("parent"),
         children=dict.fromkeys(str(c) for c in r.get("children", [])),
+        # Snapshots from before concurrency keys have none: every run was admitted.
+        concurrency=None
+        if r.get("concurrency") is None
+        else structure(ConcurrencyDef, r["concurrency"]),
+        key=r.get("key"),
+        admitted=bool(r.get("admitted", True)),
     )
 
 

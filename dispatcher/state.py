@@ -10,9 +10,11 @@ from typing import Any
 import attrs
 
 from dispatcher.crons import TRIGGER_MESSAGES, Triggers, fold_trigger
+from dispatcher.groups import GroupId, Groups
 from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
 from dispatcher.waits import EventWaits, wait_problem, wake_at
+from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
 from schemas.messages import (
@@ -98,6 +100,18 @@ class RunState:
     # thousands unlinks each child in O(1)) (``dispatcher.children``).
     parent: str | None = None
     children: dict[str, None] = attrs.Factory(dict)
+    # A run of a workflow with concurrency (:mod:`schemas.concurrency`): its key, and
+    # whether it was admitted (its first tasks offered); a run without a key always is.
+    concurrency: ConcurrencyDef | None = None
+    key: str | None = None
+    admitted: bool = True
+
+    @property
+    def group(self) -> GroupId | None:
+        """Its concurrency group, if it has a key."""
+        if self.concurrency is None or self.key is None:
+            return None
+        return (self.scope, self.workflow, self.key)
 
     def dag(self) -> list[StepState]:
         return [s for s in self.steps.values() if not s.on_failure and not s.on_success]
@@ -159,6 +173,8 @@ class State:
     _routes: EventRoutes | None = attrs.field(init=False, default=None, eq=False, repr=False)
     # The durable steps waiting for events, by scope (an index, like ``deadlines``).
     event_waits: EventWaits = attrs.field(init=False, factory=EventWaits, eq=False, repr=False)
+    # The runs of each concurrency key, admitted or waiting (an index, like ``deadlines``).
+    groups: Groups = attrs.field(init=False, factory=Groups, eq=False, repr=False)
 
     @property
     def routes(self) -> EventRoutes:
@@ -248,7 +264,10 @@ def index_deadlines(state: State) -> None:
     heapq.heapify(state.deadlines)
     state.deadlines_cap = 2 * len(state.deadlines) + _DEADLINES_SLACK
     state.event_waits.clear()
+    state.groups.clear()
     for run in state.runs.values():
+        if run.group is not None:
+            state.groups.add(run.group, run.run_id, run.admitted)
         for name, step in run.steps.items():
             if step.waiting is not None and not step.terminal:
                 state.event_waits.add(run.scope, run.run_id, name)
@@ -276,6 +295,9 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
         steps=steps,
         schedule_timeout_s=created.schedule_timeout_s,
         parent=by.run_id if by is not None and by.kind is TriggerKind.CHILD else None,
+        concurrency=created.concurrency,
+        key=created.concurrency_key if created.concurrency is not None else None,
+        admitted=created.concurrency is None or created.concurrency_key is None,
     )
 
 
@@ -287,7 +309,10 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
             state.register(scope, message)
         case RunCreated():
             if not state.known(message.run_id):
-                _link(state, state.runs.setdefault(message.run_id, new_run(scope, message)))
+                new = state.runs.setdefault(message.run_id, new_run(scope, message))
+                _link(state, new)
+                if new.group is not None:
+                    state.groups.add(new.group, new.run_id, new.admitted)
         case RunRejected():
             state.done.add(message.run_id)
         case StepQueued() | Task():  # a task is its step queued (older logs have both)
@@ -327,7 +352,10 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
                 fold_finished(run, message)
         case RunFinished():
             if state.run(scope, message.run_id) is not None:
-                _unlink(state, state.runs.pop(message.run_id))
+                over = state.runs.pop(message.run_id)
+                _unlink(state, over)
+                if over.group is not None:
+                    state.groups.remove(over.group, over.run_id)
                 state.done.add(message.run_id)
         case _ if isinstance(message, TRIGGER_MESSAGES):
             fold_trigger(state.triggers, scope, message)
@@ -370,7 +398,13 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
 
 
 def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None:
-    """A step's attempt queued (its task), or queued again after a durable wait."""
+    """A step's attempt queued (its task), or queued again after a durable wait. A run's
+    first task admits it (a run with a concurrency key waits for its turn until then)."""
+    run = state.run(scope, message.run_id)
+    if run is not None and not run.admitted:
+        run.admitted = True
+        if run.group is not None:
+            state.groups.admit(run.group, run.run_id)
     step = _step(state, scope, message.run_id, message.step)
     if step is not None and _queues(step, message):
         offset = 0

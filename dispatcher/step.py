@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from dispatcher.admission import admissions
 from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
@@ -115,4 +116,15 @@ def settle(
     (a tick's decisions have no input: ``scope`` None)."""
     outputs = fit(state, outputs, max_bytes, now)
     fold_all(state, scope, message, outputs, seq)
-    return outputs
+    return outputs + admit(state, max_bytes, now)
+
+
+def admit(state: State, max_bytes: int, now: dt.datetime) -> list[Output]:
+    """The admissions a folded decision makes room for (``dispatcher.admission``), kept
+    storable and folded in turn; appended after the decision that made the room."""
+    out: list[Output] = []
+    for decided in admissions(state, now):
+        decision = fit(state, decided, max_bytes, now)
+        fold_all(state, None, None, decision)
+        out += decision
+    return out

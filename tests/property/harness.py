@@ -17,6 +17,7 @@ import attrs
 
 from dispatcher import Event, Output, State, fit, fold, fold_all, step
 from dispatcher.policy import iso
+from dispatcher.step import admit
 from schemas import (
     RunCancelRequested,
     RunRequested,
@@ -142,7 +143,7 @@ class Sim:
         for decided in checked_due(self.state, self.now):
             decision = fit(self.state, decided, MAX_BYTES, self.now)
             fold_all(self.state, None, None, decision)
-            self.record(decision)
+            self.record(decision + admit(self.state, MAX_BYTES, self.now))
 
     def restart(self) -> None:
         rebuilt = rebuild(self.log)

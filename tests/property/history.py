@@ -28,6 +28,7 @@ from schemas import (
     Task,
     parse,
 )
+from schemas.concurrency import LimitStrategy
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 
 SCOPE = Scope("acme", "default")
@@ -59,6 +60,10 @@ class History:
         # (run, step, attempt) -> the durable waits its workers appended (the first of each
         # index), and the wakes the dispatcher answered them with.
         self.waits: dict[tuple[str, str, int], tuple[StepWaiting, ...]] = {}
+        # Concurrency keys: the runs of each key admitted (a first task offered) and not
+        # over, and those created and waiting, oldest first.
+        self.admitted: dict[str, dict[str, None]] = {}
+        self.held: dict[str, dict[str, None]] = {}
         self.woken: dict[tuple[str, str, int], tuple[StepWoken, ...]] = {}
 
     # -- inputs ---------------------------------------------------------------------------
@@ -109,6 +114,9 @@ class History:
             case RunCreated():
                 assert m.run_id not in self.created and m.run_id not in self.rejected
                 self.created[m.run_id] = m
+                if m.concurrency is not None:
+                    assert m.concurrency_key is not None, f"{m!r} without its key"
+                    self.held.setdefault(m.concurrency_key, {})[m.run_id] = None
             case RunRejected():
                 assert m.run_id not in self.created and m.run_id not in self.rejected
                 self.rejected.add(m.run_id)
@@ -126,6 +134,7 @@ class History:
             case StepFinished():
                 self._verdict(m, now)
             case RunFinished():
+                self._left_its_key(m)
                 for verdict in m.steps:  # the verdicts decided with the end, in order
                     assert verdict.run_id == m.run_id, f"{verdict!r} inside {m!r}"
                     self._verdict(verdict, now)
@@ -153,7 +162,40 @@ class History:
             }
             assert task.step_errors == errors
 
+    def _admit(self, m: Task) -> None:
+        """A keyed run's first task admits it: oldest first within its key, and never more
+        than ``max_runs`` of a key in flight."""
+        created = self.created[m.run_id]
+        key, spec = created.concurrency_key, created.concurrency
+        if spec is None or key is None or m.run_id not in self.held.get(key, {}):
+            return
+        held = self.held[key]
+        if spec.limit_strategy is not LimitStrategy.CANCEL_IN_PROGRESS:
+            assert next(iter(held)) == m.run_id, f"{m.run_id} admitted before {list(held)}"
+        del held[m.run_id]
+        admitted = self.admitted.setdefault(key, {})
+        admitted[m.run_id] = None
+        assert len(admitted) <= spec.max_runs, f"key {key!r}: {list(admitted)} in flight"
+
+    def _left_its_key(self, m: RunFinished) -> None:
+        """A keyed run over; a strategy's cancellation names exactly the runs it should."""
+        created = self.created.get(m.run_id)
+        key = None if created is None else created.concurrency_key
+        if created is None or created.concurrency is None or key is None:
+            return
+        was_admitted = m.run_id in self.admitted.get(key, {})
+        strategy = created.concurrency.limit_strategy
+        if "(CANCEL_NEWEST)" in (m.error or ""):
+            assert strategy is LimitStrategy.CANCEL_NEWEST and not was_admitted
+        if "took its place" in (m.error or ""):
+            assert strategy is LimitStrategy.CANCEL_IN_PROGRESS
+            if was_admitted:  # the oldest in flight goes first
+                assert next(iter(self.admitted[key])) == m.run_id
+        self.admitted.get(key, {}).pop(m.run_id, None)
+        self.held.get(key, {}).pop(m.run_id, None)
+
     def _queued(self, m: Task) -> None:
+        self._admit(m)
         key = (m.run_id, m.step)
         spec, on_failure = self.spec(*key)
         assert key not in self.verdicts, f"{m!r} after the step's verdict"
@@ -244,7 +286,14 @@ class History:
                 ran = verdicts[created.on_failure.name].status  # type: ignore[union-attr]
                 assert ran is not RunStatus.CANCELLED, f"{m!r}: the on-failure step never ran"
         else:
-            assert m.run_id in self.cancel_requested, f"{m!r} without a cancel request"
+            by_key = created.concurrency is not None and created.concurrency.limit_strategy in (
+                LimitStrategy.CANCEL_IN_PROGRESS,
+                LimitStrategy.CANCEL_NEWEST,
+            )  # a strategy cancels runs of a full key (checked in _left_its_key)
+            cancelled_by_key = by_key and "concurrency key" in (m.error or "")
+            assert m.run_id in self.cancel_requested or cancelled_by_key, (
+                f"{m!r} without a cancel request"
+            )
         self.finished[m.run_id] = m
 
     # -- state ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import attrs
 from hypothesis import strategies as st
 
 from schemas import StepDef, WorkflowDef
+from schemas.concurrency import ConcurrencyDef, LimitStrategy
 
 NAMES = ("a", "b", "c", "d", "e", "f")
 ON_FAILURE = "on_fail"
@@ -127,6 +128,13 @@ def step_defs(name: str, earlier: tuple[str, ...]) -> st.SearchStrategy[StepDef]
     )
 
 
+# Concurrency keys: one key for every run, or a key per request (events share one).
+KEYS = ('"k"', 'has(input.i) ? string(input.i) : "event"')
+concurrency = st.none() | st.builds(
+    ConcurrencyDef, st.sampled_from(KEYS), st.integers(1, 2), st.sampled_from(list(LimitStrategy))
+)
+
+
 @st.composite
 def workflows(draw: st.DrawFn) -> WorkflowDef:
     """1-6 steps; parents only among earlier names (no cycles), listed in any order."""
@@ -140,6 +148,7 @@ def workflows(draw: st.DrawFn) -> WorkflowDef:
         on_failure=draw(st.none() | step_defs(ON_FAILURE, ())),
         schedule_timeout_s=draw(st.sampled_from([5.0, 30.0, 300.0, 300.0])),
         registered_at=REGISTERED_AT,
+        concurrency=draw(concurrency),
     )
 
 

@@ -40,8 +40,9 @@ def with_duplicates(log: list[Logged], copies: list[tuple[int, int]]) -> list[Lo
 
 
 def assigned_earlier(log: list[Logged], moves: list[int]) -> list[Logged]:
-    """Move ``assigned`` messages earlier, but never before the ``queued`` they answer: the
-    worker appended it before the dispatcher, which had not read it yet, decided more."""
+    """Move ``assigned`` messages earlier, but never before the ``queued`` they answer (for
+    a durable step queued again after a wait, the task whose deliveries it counts from):
+    the worker appended it before the dispatcher, which had not read it yet, decided more."""
     out = list(log)
     for n, pick in enumerate(moves):
         where = [i for i, e in enumerate(out) if isinstance(e.message, StepAssigned)]
@@ -49,12 +50,13 @@ def assigned_earlier(log: list[Logged], moves: list[int]) -> list[Logged]:
             break
         i = where[(n + pick) % len(where)]
         m = out[i].message
-        q = next(
+        q = max(
             k
-            for k, e in enumerate(out)
+            for k, e in enumerate(out[:i])
             if isinstance(e.message, Task)
             and (e.message.run_id, e.message.step, e.message.attempt)
             == (m.run_id, m.step, m.attempt)
+            and e.message.delivery_offset < m.delivery
         )
         entry = out.pop(i)
         out.insert(q + 1 + pick % (i - q), entry)
