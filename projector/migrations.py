@@ -42,7 +42,9 @@ DEFAULT_SCHEMA = "public"
 #    request did).
 # 7 (durable steps): steps.waiting_for (a WAITING step's conditions, as a sentence),
 #    step_waits (each wait and its wake); attempts may be SUSPENDED (no column changed).
-SCHEMA_VERSION = 7
+# 8 (concurrency keys, issue 15): runs.concurrency_key and runs.concurrency (the
+#    workflow's expression, max_runs and limit strategy), runs_concurrency_key.
+SCHEMA_VERSION = 8
 
 # Every projection table and the columns that order its rows (its primary key). The version
 # table is not one: it says how the others are laid out, and holds nothing from the log.

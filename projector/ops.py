@@ -80,6 +80,8 @@ class Created:
     cron: str | None = None
     schedule_id: str | None = None
     fire_at: dt.datetime | None = None
+    concurrency_key: str | None = None  # its key (issue 15), and its workflow's
+    concurrency: str | None = None  # concurrency as JSON text: expression, max_runs, strategy
 
 
 @attrs.frozen

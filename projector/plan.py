@@ -24,6 +24,7 @@ from eventstore import Record
 from projector import _values as v
 from projector import ops
 from schemas import DecodeError, RunStatus, SubjectError
+from schemas.concurrency import MAX_KEY_CHARS, concurrency_problem
 from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 from schemas.filters import filter_error
 from schemas.messages import (
@@ -339,11 +340,33 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
         for s, on_failure, on_success in defs
     )
     metadata = v.json_text(msg.additional_metadata) if msg.additional_metadata else None
+    key, concurrency = _concurrency(msg)
     return ops.Created(
         seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
         replay_of, from_step, parent, parent_step, child_key, metadata, cron, schedule,
-        fire_at,
+        fire_at, key, concurrency,
     )  # fmt: skip
+
+
+def _concurrency(msg: schemas.RunCreated) -> tuple[str | None, str | None]:
+    """A run's concurrency key and its workflow's concurrency (JSON text), checked: both
+    or neither (a key is evaluated when the run is created; an expression that gives none
+    rejects the run instead), a usable concurrency, a key of at most MAX_KEY_CHARS."""
+    spec, key = msg.concurrency, msg.concurrency_key
+    if spec is None and key is None:
+        return None, None
+    if spec is None or key is None:
+        raise DecodeError("a run has a concurrency key exactly when it has a concurrency")
+    problem = concurrency_problem(spec)
+    if problem is not None:
+        raise DecodeError(f"bad concurrency: {problem}")
+    key = v.text(key, "concurrency_key")
+    if len(key) > MAX_KEY_CHARS:
+        raise DecodeError(f"concurrency_key is longer than {MAX_KEY_CHARS}")
+    expression = v.text(spec.expression, "concurrency expression")
+    strategy = str(spec.limit_strategy)
+    stored = {"expression": expression, "max_runs": spec.max_runs, "limit_strategy": strategy}
+    return key, v.json_text(stored)
 
 
 def _retry_scheduled(

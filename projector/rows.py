@@ -43,6 +43,8 @@ class RunRow:
     triggered_by_cron: str | None = None
     triggered_by_schedule: str | None = None
     trigger_fire_at: dt.datetime | None = None
+    concurrency_key: str | None = None
+    concurrency: str | None = None  # JSON text: expression, max_runs, limit_strategy
     dirty: bool = False
 
 

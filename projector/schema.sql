@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS runs (
     triggered_by_cron     text,    -- a cron's tick (layout 6): the cron's name
     triggered_by_schedule text,    -- a scheduled run (layout 6): the schedule's id
     trigger_fire_at       timestamptz,  -- ... the tick, or when the schedule was due
+    concurrency_key       text,    -- its concurrency key (layout 8; NULL: the workflow has none)
+    concurrency           jsonb,   -- ... the workflow's {expression, max_runs, limit_strategy}
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),
@@ -104,6 +106,10 @@ CREATE INDEX IF NOT EXISTS runs_parent ON runs (tenant, parent_run_id)
 -- Runs by additional metadata (`natchet runs list --metadata k=v`: additional_metadata @>
 -- '{"k": "v"}'); the tenant and the list order are checked on the rows it finds. (Layout 6.)
 CREATE INDEX IF NOT EXISTS runs_metadata ON runs USING gin (additional_metadata jsonb_path_ops);
+-- The runs of a concurrency key (`natchet runs list --concurrency-key K`), in list order
+-- like the runs_list_* indexes; a workflow filter too is checked on the rows. (Layout 8.)
+CREATE INDEX IF NOT EXISTS runs_list_concurrency_key ON runs (tenant, concurrency_key, created_at DESC)
+    WHERE concurrency_key IS NOT NULL;
 -- The runs an event started (projector.queries.events_page).
 CREATE INDEX IF NOT EXISTS runs_event ON runs (tenant, triggered_by_event_id)
     WHERE triggered_by_event_id IS NOT NULL;

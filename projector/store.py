@@ -98,7 +98,8 @@ RUNS = Table(
      Col("last_seq", "bigint"), Col("cancel_requested_at", _TS), Col("cancel_reason"),
      Col("replay_of"), Col("replay_from_step"), Col("parent_run_id"), Col("parent_step"),
      Col("child_key"), Col("additional_metadata", cast=_JSON), Col("triggered_by_cron"),
-     Col("triggered_by_schedule"), Col("trigger_fire_at", _TS)),
+     Col("triggered_by_schedule"), Col("trigger_fire_at", _TS), Col("concurrency_key"),
+     Col("concurrency", cast=_JSON)),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",

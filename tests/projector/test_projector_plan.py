@@ -16,6 +16,7 @@ from eventstore import Record
 from projector import ops, store
 from projector.fold import Fold
 from projector.plan import plan
+from schemas.concurrency import ConcurrencyDef
 
 TENANT = "t1"
 KINDS = ["requested", "created", "rejected", "queued", "assigned", "log", "result",
@@ -34,7 +35,8 @@ FIELDS = ["run_id", "workflow", "workflow_version", "input", "steps", "trigger",
           "name", "version", "on_events", "registered_at", "parents", "v", "on_failure",
           "handed_back", "non_retryable", "next_attempt", "due_at", "requested_at",
           "schedule_timeout_s", "kept", "kind", "replay_of", "from_step",
-          "additional_metadata", "on_success", "event_filter"]  # fmt: skip
+          "additional_metadata", "on_success", "event_filter", "concurrency",
+          "concurrency_key", "expression", "max_runs", "limit_strategy"]  # fmt: skip
 
 json_values = st.recursive(
     st.none()
@@ -54,6 +56,15 @@ VALID: dict[str, dict[str, Any]] = {
         "requested": schemas.RunRequested("r1", "wf", {}),
         "created": schemas.RunCreated(
             "r1", "wf", "v1", {}, [schemas.StepDef("a")], on_failure=schemas.StepDef("f")
+        ),
+        "created_keyed": schemas.RunCreated(
+            "r1",
+            "wf",
+            "v1",
+            {"u": 1},
+            [schemas.StepDef("a")],
+            concurrency=ConcurrencyDef("input.u", 2),
+            concurrency_key="1",
         ),
         "rejected": schemas.RunRejected("r1", "wf", "no"),
         "queued": schemas.StepQueued("r1", "a", 1),
@@ -83,6 +94,7 @@ VALID: dict[str, dict[str, Any]] = {
 SUBJECT_OF = {
     **{k: f"{TENANT}.default.runs.r1.{k}" for k in KINDS},
     "handed_back": f"{TENANT}.default.runs.r1.result",
+    "created_keyed": f"{TENANT}.default.runs.r1.created",
     "carried": f"{TENANT}.default.runs.r1.result",
     "heartbeat": f"{TENANT}.default.workers.w1",
     "task": f"{TENANT}.default.tasks.wf.a",

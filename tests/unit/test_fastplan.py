@@ -165,6 +165,23 @@ OTHERS: list[tuple[str, dict[str, Any] | list[Any]]] = [
         },
     ),
     (f"{RUN}.created", {k: v for k, v in USUAL["created"][1].items() if k != "v"}),  # v1: upcast
+    # A run with a concurrency key (issue 15), and one whose concurrency is malformed.
+    (
+        f"{RUN}.created",
+        {
+            **USUAL["created"][1],
+            "concurrency": {"expression": "input.i", "max_runs": 2},
+            "concurrency_key": "u1",
+        },
+    ),
+    (
+        f"{RUN}.created",
+        {
+            **USUAL["created"][1],
+            "concurrency": {"expression": "input.i", "max_runs": 0},
+            "concurrency_key": "u1",
+        },
+    ),
     ("other.default.runs.r1.queued", USUAL["queued"][1]),
     (f"{TENANT}.default.runs.r2.queued", USUAL["queued"][1]),  # the body names r1
     (f"{TENANT}.default.tasks.wf.b", USUAL["task"][1]),  # the body says step a
