@@ -150,6 +150,14 @@ def cause(created: RunCreated) -> str:
     return f" as a replay of run {by.run_id}{start}{kept}"
 
 
+def _keyed(created: RunCreated) -> str:
+    """A run's concurrency key, as the end of its ``created`` line ("" without one)."""
+    spec, key = created.concurrency, created.concurrency_key
+    if spec is None or key is None:
+        return ""
+    return f"; concurrency key {key!r} (max_runs {spec.max_runs}, {spec.limit_strategy})"
+
+
 def _about_run(m: Any) -> dict[str, Any]:
     match m:
         case RunRequested() if m.trigger is not None and m.trigger.kind is TriggerKind.CHILD:
@@ -173,7 +181,7 @@ def _about_run(m: Any) -> dict[str, Any]:
             return {"actor": actor_of(CLIENT), "summary": f"cancel requested{reason}"}
         case RunCreated():
             steps = ", ".join(s.name for s in m.steps)
-            summary = f"run of {m.workflow} created{cause(m)}; steps {steps}"
+            summary = f"run of {m.workflow} created{cause(m)}; steps {steps}{_keyed(m)}"
             return {"actor": actor_of(DISPATCHER), "summary": summary}
         case RunRejected():
             summary = f"run of {m.workflow} rejected"

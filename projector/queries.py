@@ -27,7 +27,8 @@ _RUN_COLUMNS = (
     "id, tenant, namespace, workflow, workflow_version, status, input, triggered_by_key,"
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
     " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key,"
-    " additional_metadata, triggered_by_cron, triggered_by_schedule, trigger_fire_at"
+    " additional_metadata, triggered_by_cron, triggered_by_schedule, trigger_fire_at,"
+    " concurrency_key, concurrency"
 )
 
 
@@ -76,6 +77,20 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
         else {"cron": cron, "schedule_id": schedule, "fire_at": fire_at}
     )
     return row
+
+
+def held_by(run: Mapping[str, Any]) -> str | None:
+    """What a run waits for before its first step is queued, as a phrase ("concurrency key
+    'u1' (max_runs 2, GROUP_ROUND_ROBIN)"), or None: a QUEUED run of a concurrency key none
+    of whose steps was queued yet waits for its key to have room (docs/flow-control.md).
+    ``run`` has its ``steps`` (each with ``queued_at``)."""
+    key, spec = run.get("concurrency_key"), run.get("concurrency")
+    if run.get("status") != "QUEUED" or key is None or not isinstance(spec, Mapping):
+        return None
+    if any(step.get("queued_at") is not None for step in run.get("steps", ())):
+        return None
+    limits = f"max_runs {spec.get('max_runs')}, {spec.get('limit_strategy')}"
+    return f"concurrency key {key!r} ({limits})"
 
 
 class CursorError(NatchetError, ValueError):
@@ -136,6 +151,7 @@ def _run_filter(
     created_to: dt.datetime | None,
     run_id_prefix: str | None,
     metadata: Mapping[str, str] | None = None,
+    concurrency_key: str | None = None,
 ) -> tuple[list[sql.Composable], dict[str, Any]]:
     """The conditions of a run list, only those of the filters given (so each query names
     the index it can range-scan: see ``schema.sql``), and their parameters."""
@@ -147,6 +163,7 @@ def _run_filter(
         ("status", status),
         ("workflow", workflow),
         ("triggered_by_key", event_key),
+        ("concurrency_key", concurrency_key),
     )
     for column, value in equal:
         if value is not None:
@@ -194,6 +211,7 @@ async def list_runs(
     created_to: dt.datetime | None = None,
     run_id_prefix: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    concurrency_key: str | None = None,
     limit: int = 100,
     after: str | None = None,
     schema: str | None = None,
@@ -205,7 +223,9 @@ async def list_runs(
     ``event_key``: runs its event of that key started; ``created_from`` (inclusive) and
     ``created_to`` (exclusive): aware datetimes bounding ``created_at``; ``run_id_prefix``:
     runs whose id starts with it (surrounding blanks ignored, case-sensitive); ``metadata``:
-    runs whose additional metadata holds every one of these key-value pairs."""
+    runs whose additional metadata holds every one of these key-value pairs;
+    ``concurrency_key``: runs of that concurrency key (of any workflow unless ``workflow``
+    is given too)."""
     conditions, params = _run_filter(
         tenant=tenant,
         namespace=namespace,
@@ -216,6 +236,7 @@ async def list_runs(
         created_to=created_to,
         run_id_prefix=run_id_prefix,
         metadata=metadata,
+        concurrency_key=concurrency_key,
     )
     if after:
         at, run_id, of = _uncursor(after, (str, str, str))
@@ -249,6 +270,7 @@ async def runs_page(
     created_to: dt.datetime | None = None,
     run_id_prefix: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    concurrency_key: str | None = None,
     limit: int = 100,
     after: str | None = None,
     count_limit: int | None = None,
@@ -268,6 +290,7 @@ async def runs_page(
         "created_to": created_to,
         "run_id_prefix": run_id_prefix,
         "metadata": metadata,
+        "concurrency_key": concurrency_key,
     }
     rows = await list_runs(conn, **filters, limit=limit + 1, after=after, schema=schema)
     if len(rows) <= limit and after is None:
@@ -417,6 +440,7 @@ async def _get_run(
             {k: g[k] for k in g if k != "step"} for g in logs if g["step"] == step["name"]
         ]
     run["steps"] = steps
+    run["waiting_for"] = held_by(run)
     run["children"] = await _fetch(
         conn,
         "SELECT id, workflow, status, parent_step AS step, child_key AS key, created_at,"

@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="runs whose additional metadata has KEY set to VALUE (repeat: all of them)",
     )
+    rl.add_argument(
+        "--concurrency-key", metavar="KEY", help="runs of this concurrency key (any workflow's)"
+    )
     add_page_flags(rl, "runs")
     add_database_flag(rl)
     rl.set_defaults(handler=runs_list)
@@ -95,6 +98,7 @@ async def runs_list(args: argparse.Namespace) -> int:
             status=args.status,
             workflow=args.workflow,
             metadata=parse_metadata(args.metadata),
+            concurrency_key=args.concurrency_key,
             limit=args.limit,
             after=args.after,
         )
@@ -146,6 +150,10 @@ async def runs_get(args: argparse.Namespace) -> int:
         print(f"  error: {run['error']}")
     if (parent := run.get("parent")) is not None:
         print(f"  parent: run {parent['run_id']} step {parent['step']} key {parent['key']}")
+    if run.get("concurrency_key") is not None:
+        print(f"  concurrency key: {run['concurrency_key']!r}")
+    if run.get("waiting_for"):
+        print(f"  waiting for {run['waiting_for']}")
     print_steps(run.get("steps", []))
     children = run.get("children", [])
     if children:

@@ -461,6 +461,9 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "children": [],
         "additional_metadata": {},
         "fired_by": None,
+        "concurrency_key": None,
+        "concurrency": None,
+        "waiting_for": None,
         "steps": [
             step(
                 "a",
