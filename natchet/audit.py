@@ -39,6 +39,7 @@ from eventstore import (
 )
 from projector.fold import Fold
 from projector.plan import plan, waiting_for
+from projector.queries import held_by
 from schemas.codec import DecodeError, decode_as, decode_json, decode_subject
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.messages import (
@@ -520,13 +521,15 @@ def as_of(
         row["attempts"] = [_row(a) for key, a in sorted(attempts.items()) if key[0] == step.name]
         row["waits"] = [_row(w) for key, w in sorted(waits.items()) if key[0] == step.name]
         steps.append(row)
-    return {"as_of": {"seq": through}, "run": _row(run), "steps": steps}
+    out = _row(run)
+    out["waiting_for"] = held_by({**out, "steps": steps})  # what holds it, as get_run says
+    return {"as_of": {"seq": through}, "run": out, "steps": steps}
 
 
 def _row(row: Any) -> dict[str, Any]:
     out = attrs.asdict(row)
     out.pop("dirty", None)
-    for key in ("input", "output", "conditions", "payload"):  # JSON columns: JSON text
+    for key in ("input", "output", "conditions", "payload", "concurrency"):  # JSON text
         if isinstance(out.get(key), str):
             out[key] = decode_json(out[key].encode())
     return out

@@ -150,10 +150,7 @@ async def runs_get(args: argparse.Namespace) -> int:
         print(f"  error: {run['error']}")
     if (parent := run.get("parent")) is not None:
         print(f"  parent: run {parent['run_id']} step {parent['step']} key {parent['key']}")
-    if run.get("concurrency_key") is not None:
-        print(f"  concurrency key: {run['concurrency_key']!r}")
-    if run.get("waiting_for"):
-        print(f"  waiting for {run['waiting_for']}")
+    print_concurrency(run)
     print_steps(run.get("steps", []))
     children = run.get("children", [])
     if children:
@@ -197,8 +194,17 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
     print(f"run {run['id']}  {run['workflow']}  {run['status']}  as of seq {view['as_of']['seq']}")
     if run.get("error"):
         print(f"  error: {run['error']}")
+    print_concurrency(run)
     print_steps(view["steps"])
     return 0
+
+
+def print_concurrency(run: dict[str, Any]) -> None:
+    """A run's concurrency key, and what holds it while it waits for its key."""
+    if run.get("concurrency_key") is not None:
+        print(f"  concurrency key: {run['concurrency_key']!r}")
+    if run.get("waiting_for"):
+        print(f"  waiting for {run['waiting_for']}")
 
 
 def print_steps(steps: list[dict[str, Any]]) -> None:

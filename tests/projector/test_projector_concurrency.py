@@ -16,11 +16,12 @@ from typing import Any
 
 import psycopg
 from nats.aio.client import Client as NATS
-from projector_scenario import SINGLE_STEPS, W1, Writer, at
+from projector_scenario import SINGLE_STEPS, W1, Writer, at, read_all
 
 import eventstore
 import schemas
 from eventstore import Append
+from natchet.audit import as_of as as_of_view
 from natchet.dev.embedded import NatsServer
 from projector import Projector, dump_tables, get_run, list_runs
 from projector.replay import replay
@@ -213,3 +214,14 @@ async def test_runs_get_list_and_audit_show_the_key(
 
     out = await natchet(nats_server.url, dsn, "audit", r, "--tenant", tenant)
     assert "concurrency key 'u1' (max_runs 1, GROUP_ROUND_ROBIN)" in out
+
+    # --as-of folds the log: held then, admitted once its task is offered.
+    admitted_at = await w.put(task(r, "u1", 2))
+    view = as_of_view(tenant, r, await read_all(nc, tenant), seq=last)
+    assert view is not None and view["run"]["waiting_for"] == HELD
+    assert view["run"]["concurrency"]["max_runs"] == 1
+    view = as_of_view(tenant, r, await read_all(nc, tenant), seq=admitted_at)
+    assert view is not None and view["run"]["waiting_for"] is None
+    as_of = f"--as-of={last}"
+    out = await natchet(nats_server.url, dsn, "runs", "get", r, "--tenant", tenant, as_of)
+    assert f"  concurrency key: 'u1'\n  waiting for {HELD}\n" in out
