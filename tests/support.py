@@ -195,3 +195,19 @@ async def worker_process(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
+
+
+async def natchet_cli(nats_url: str, dsn: str, *args: str) -> str:
+    """``natchet ARGS`` as a process against that NATS and Postgres; its stdout (it must
+    succeed, without a traceback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
+    env.update(PYTHONPATH=str(ROOT), NATCHET_NATS_URL=nats_url, NATCHET_DATABASE_URL=dsn)
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "natchet.cli", *args],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+    return out.decode()

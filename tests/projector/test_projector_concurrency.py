@@ -6,12 +6,8 @@ written by hand, as the dispatcher would (it creates a held run with no task).""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,9 +24,9 @@ from projector.replay import replay
 from schemas import RunCreated, RunFinished, RunStatus, Task, WorkflowDef
 from schemas.concurrency import ConcurrencyDef, LimitStrategy
 from tests.conftest import eventually
+from tests.support import natchet_cli as natchet
 
 WAIT_S = 30.0
-ROOT = Path(__file__).resolve().parents[2]
 BY_USER = ConcurrencyDef("input.user_id", max_runs=1)
 NEWEST = ConcurrencyDef("input.user_id", 2, LimitStrategy.CANCEL_NEWEST)
 HELD = "concurrency key 'u1' (max_runs 1, GROUP_ROUND_ROBIN)"
@@ -166,21 +162,6 @@ async def test_a_malformed_concurrency_is_rejected(
         assert await get_run(conn, r, tenant=tenant) is None
     run = await get_run(conn, "r-good", tenant=tenant)
     assert run is not None and run["waiting_for"] == HELD
-
-
-async def natchet(nats_url: str, dsn: str, *args: str) -> str:
-    """The CLI as a process; its stdout (it must succeed, without a traceback)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    env.update(PYTHONPATH=str(ROOT), NATCHET_NATS_URL=nats_url, NATCHET_DATABASE_URL=dsn)
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "natchet.cli", *args],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
-    return out.decode()
 
 
 async def test_runs_get_list_and_audit_show_the_key(

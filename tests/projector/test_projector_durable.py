@@ -5,13 +5,9 @@ on to the end. Bad waits are rejected or ignored; a rebuild gives the live table
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,9 +24,9 @@ from projector import Projector, apply_records, dump_tables, get_run, migrate
 from projector.replay import replay
 from schemas import RunFinished, RunStatus, Task
 from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
+from tests.support import natchet_cli as natchet
 
 WAIT_S = 30.0
-ROOT = Path(__file__).resolve().parents[2]
 SLEEP_UNTIL = "2025-01-02T04:00:00+00:00"
 SAME_USER = "input.user_id == 42"
 FIRST_WAIT = f"sleep until {SLEEP_UNTIL}"
@@ -264,21 +260,6 @@ async def test_replay_verify_of_waits_finds_no_difference(
     async with await connect(dsn, autocommit=True) as live_db, await connect(dsn) as work:
         report = await replay(live_db, work, {tenant: nc}, "verified")
     assert report.differences == [] and report.rows > 0
-
-
-async def natchet(nats_url: str, dsn: str, *args: str) -> str:
-    """The CLI as a process; its stdout (it must succeed, without a traceback)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
-    env.update(PYTHONPATH=str(ROOT), NATCHET_NATS_URL=nats_url, NATCHET_DATABASE_URL=dsn)
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "natchet.cli", *args],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
-    return out.decode()
 
 
 async def test_runs_get_audit_and_as_of_show_the_waits(
