@@ -19,7 +19,7 @@ from eventstore.provision import task_consumer_name
 from natchet.engine import Engine
 from projector import list_runs
 from schemas import Scope, encode, stream_name
-from schemas.durable import StepWaiting, WaitCondition, WaitKind
+from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim, forged_result, log_nc
@@ -199,6 +199,18 @@ async def test_forged_durable_wait_for_other_tenant_run_is_refused(
         await append(attacker.nc, Append(subject, encode(forged)))
     runs = {r["id"]: r["status"] for r in await list_runs(tdb, tenant=victim.tenant)}
     assert runs[victim.pending_run] == "QUEUED"
+
+
+async def test_a_tenant_cannot_forge_the_engines_wake_of_its_own_durable_step(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    """``woken`` is the engine's: a tenant that could append one for its own run would wake
+    its step with any payload it likes (and the dispatcher folds it). Its own valid token,
+    its own subject: refused all the same, and its own work goes on."""
+    forged = StepWoken("r1", "say", 1, 0, 0, WaitKind.EVENT, event_key="k", payload={"x": 1})
+    subject = Scope(attacker.tenant).run("r1", "woken")
+    with pytest.raises(PermissionDeniedError):
+        await append(attacker.nc, Append(subject, encode(forged)))
 
 
 async def test_attacker_cannot_see_other_tenant_runs_in_its_own_fold(
