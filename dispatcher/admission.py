@@ -29,6 +29,8 @@ from schemas.concurrency import LimitStrategy
 def admissions(state: State, now: dt.datetime) -> list[list[Output]]:
     """The admissions and cancellations the changed groups call for, one decision per
     run, groups in order (scope, workflow, key), runs oldest first."""
+    if not state.groups.dirty:
+        return []  # the usual case, after every decision: no key's runs changed
     dirty, state.groups.dirty = state.groups.dirty, set()
     decisions: list[list[Output]] = []
     for gid in sorted(dirty, key=lambda g: (g[0].tenant, g[0].namespace, g[1], g[2])):

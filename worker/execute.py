@@ -219,7 +219,7 @@ class Attempt:
         except Suspended:
             self._stop_grace()
             assert writer is not None and keepalive is not None
-            await settle(self._finish_suspended(writer, keepalive))
+            await settle(self._finish(None, writer, keepalive))
             return
         self._stop_grace()
         assert writer is not None and keepalive is not None
@@ -283,16 +283,19 @@ class Attempt:
         return thread.result()
 
     async def _finish(
-        self, body: bytes, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
+        self, body: bytes | None, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
     ) -> None:
-        """Record the outcome (``body``: the encoded result), then ack: the step is done."""
+        """Record the outcome (``body``: the encoded result), then ack: the step is done.
+        Without a body the step waits (its ``waiting`` is in the log): the ack gives the task
+        and the slot back, with no result; the dispatcher queues it again once woken."""
         keepalive.cancel()
         await self._close_logs(writer)
-        await self.append("result", body, f"{self.key}:result")
-        self.outcome = "result"
+        if body is not None:
+            await self.append("result", body, f"{self.key}:result")
+        self.outcome = "result" if body is not None else "suspended"
         try:
             await self.delivery.ack()
-        except TransportError as exc:  # the task comes back; its result is in the log
+        except TransportError as exc:  # it comes back: its result, or its wait, is in the log
             log.warning("could not ack %s: %s", self.key, exc)
 
     async def _finish_cancelled(
@@ -337,19 +340,6 @@ class Attempt:
         msg_id = f"{t.run_id}:{t.step}:{t.attempt}:wait:{index}"
         await self.append("waiting", encode(waiting), msg_id)
         raise Suspended(index)
-
-    async def _finish_suspended(
-        self, writer: asyncio.Task[None], keepalive: asyncio.Task[None]
-    ) -> None:
-        """The step waits (its ``waiting`` is in the log): give the task and the slot back
-        by acking it, with no result; the dispatcher queues it again once woken."""
-        keepalive.cancel()
-        await self._close_logs(writer)
-        self.outcome = "suspended"
-        try:
-            await self.delivery.ack()
-        except TransportError as exc:  # redelivered: it reaches the same wait again
-            log.warning("could not ack %s: %s", self.key, exc)
 
     def _result(
         self,
