@@ -4,7 +4,6 @@ as the reader over nats-py's ``Msg``, on a real JetStream."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,7 +12,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from eventstore import ReadError, TransportError, read_to_end
+from eventstore import ReadError, read_to_end
 from eventstore.rawbatches import Delivered, RawBatches, Status, delivery, status_of
 from eventstore.records import Record, parse_ack
 
@@ -66,47 +65,6 @@ async def test_the_raw_read_gives_the_records_the_msg_read_gives(nc: NATS, strea
     subjects = [f"{stream}.e", f"{stream}.n.3"]
     filtered = [r async for r in read_to_end(nc, stream, subjects, raw=True, until_seq=end)]
     assert filtered == [r async for r in read_to_end(nc, stream, subjects, until_seq=end)]
-
-
-async def test_raw_batches_come_in_order_and_whole(nc: NATS, stream: str) -> None:
-    await put(nc, stream, *range(10))
-    batches = RawBatches(nc, stream, "c")
-    assert bodies(await batches.fetch_deliveries(4, 1.0)) == [0, 1, 2, 3]
-    assert bodies(await batches.fetch_deliveries(100, 1.0)) == [4, 5, 6, 7, 8, 9]
-    started = time.monotonic()
-    assert await batches.fetch_deliveries(5, 0.3) == []
-    assert 0.25 < time.monotonic() - started < 2.0
-    await batches.close()
-
-
-async def test_a_raw_fetch_waiting_returns_what_arrives(nc: NATS, stream: str) -> None:
-    batches = RawBatches(nc, stream, "c")
-    waiting = asyncio.create_task(batches.fetch_deliveries(10, 5.0))
-    await asyncio.sleep(0.2)
-    await put(nc, stream, 1)
-    assert bodies(await waiting) == [1]
-    await put(nc, stream, 2, 3, 4)
-    assert bodies(await batches.fetch_deliveries(10, 1.0)) == [2, 3, 4]
-    await batches.close()
-
-
-async def test_many_raw_fetches_lose_and_repeat_nothing(nc: NATS, stream: str) -> None:
-    batches = RawBatches(nc, stream, "c")
-    writer = asyncio.create_task(put(nc, stream, *range(500)))
-    seen: list[int] = []
-    deadline = time.monotonic() + 20
-    while len(seen) < 500 and time.monotonic() < deadline:
-        seen += bodies(await batches.fetch_deliveries(7, 0.2))
-    await writer
-    assert seen == list(range(500))
-    await batches.close()
-
-
-async def test_a_raw_read_of_a_consumer_gone_is_an_error_by_name(nc: NATS, stream: str) -> None:
-    batches = RawBatches(nc, f"{stream}-gone", "c")
-    with pytest.raises(TransportError, match="status 503"):
-        await batches.fetch_deliveries(1, 0.2)
-    await batches.close()
 
 
 async def test_other_subscriptions_of_the_connection_are_untouched(nc: NATS, stream: str) -> None:
