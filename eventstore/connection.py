@@ -74,6 +74,15 @@ def normalize_url(address: str) -> str:
     return f"nats://{address}"
 
 
+def server_urls(address: str) -> list[str]:
+    """A cluster's nodes, comma-separated (``h1:4222,h2:4222`` or NATS URLs): each one
+    normalized. The client connects to one and, when it dies, reconnects to another."""
+    urls = [normalize_url(part.strip()) for part in address.split(",") if part.strip()]
+    if not urls:
+        raise ConnectError(f"no NATS address in {address!r}")
+    return urls
+
+
 @attrs.frozen
 class NatsOptions:
     """How to reach NATS. ``tls`` is an ``ssl.SSLContext`` built by the caller, if any."""
@@ -184,7 +193,8 @@ async def connect(
     on_error: Callable[[Exception], Awaitable[None]] | None = None,
 ) -> NATS:
     """Connect (failing fast when the first connect fails), then reconnect forever."""
-    url = normalize_url(options.url)
+    servers = server_urls(options.url)
+    url = ",".join(servers)
 
     auth_failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
@@ -205,14 +215,14 @@ async def connect(
 
     async def disconnected_cb() -> None:
         if not (client and client[0].is_closed):  # a close we asked for is no news
-            log.warning("nats %s: disconnected from %s, reconnecting", options.name, url)
+            log.warning("nats %s: disconnected from %s, reconnecting", options.name, _at(client))
 
     async def reconnected_cb() -> None:
-        log.warning("nats %s: reconnected to %s", options.name, url)
+        log.warning("nats %s: reconnected to %s", options.name, _at(client))
 
     kwargs = {
         **_auth_kwargs(options),
-        "servers": [url],
+        "servers": servers,
         "name": options.name,
         "connect_timeout": options.connect_timeout_s,
         "allow_reconnect": True,
@@ -249,6 +259,12 @@ async def connect(
         await nc.close()
         raise
     return nc
+
+
+def _at(client: list[NATS]) -> str:
+    """The server a client is (or was last) connected to."""
+    server = client[0]._current_server if client else None
+    return server.uri.geturl() if server is not None else "?"
 
 
 def _auth_kwargs(options: NatsOptions) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from typing import Any
 import attrs
 
 from natchet.cli.connection import add_database_flag
-from natchet.config import DEFAULT_DATA_DIR, DEFAULT_TENANT, ROLES, EngineSettings, port_from
+from natchet.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_TENANT,
+    MAX_REPLICAS,
+    ROLES,
+    EngineSettings,
+    port_from,
+)
+from schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,14 @@ def add_parser(sub: Any) -> None:
         help="serve the dashboard on this port of 127.0.0.1 (default: a free one, printed)",
     )
     dev.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+    dev.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run NATS as a cluster of N nodes on this machine, every stream with N "
+        "replicas (docs/scaling.md; default: one server)",
+    )
     dev.set_defaults(handler=serve_dev, long_running=True)
 
     engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
@@ -95,6 +111,12 @@ def add_parser(sub: Any) -> None:
     engine.add_argument(
         "--dashboard-host",
         help="the dashboard's address (env NATCHET_DASHBOARD_HOST, default 127.0.0.1)",
+    )
+    engine.add_argument(
+        "--replicas",
+        type=int,
+        help="copies of each stream the engine creates, on a NATS cluster: 1 to 5 (env "
+        "NATCHET_STREAM_REPLICAS, default 1; existing streams are scaled up, never down)",
     )
     # The projector process natchet engine starts: stop when the parent (stdin) is gone.
     engine.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -144,6 +166,7 @@ async def serve_engine(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         ready_max_lag_s=args.ready_max_lag,
+        stream_replicas=args.replicas,
     )
     if args.with_parent:  # the parent serves the metrics (and the port is its own)
         settings = attrs.evolve(settings, metrics_port=None)
@@ -208,10 +231,18 @@ def _projector_argv(args: argparse.Namespace) -> list[str]:
         ("--nats-url", args.nats_url),
         ("--database-url", args.database_url),
         ("--tenants", args.tenants),
+        ("--replicas", None if args.replicas is None else str(args.replicas)),
     ):
         if value:
             argv += [flag, value]
     return argv
+
+
+def cluster_size(value: int) -> int:
+    """``--cluster``: 1 (one server) to 5 nodes (JetStream's most replicas)."""
+    if not 1 <= value <= MAX_REPLICAS:
+        raise ConfigError(f"--cluster: 1 to {MAX_REPLICAS} nodes, not {value}")
+    return value
 
 
 async def serve_dev(args: argparse.Namespace) -> int:
@@ -231,6 +262,7 @@ async def serve_dev(args: argparse.Namespace) -> int:
         dashboard_port=None
         if args.no_dashboard
         else port_from(args.dashboard_port, "--dashboard-port"),
+        cluster=cluster_size(args.cluster),
     ) as dev:
         print("natchet dev is up. A worker needs:\n")
         for key, value in dev.env.items():
@@ -241,6 +273,8 @@ async def serve_dev(args: argparse.Namespace) -> int:
         print("  natchet token nats-context $HATCHET_CLIENT_TOKEN")
         if dev.metrics_url:
             print(f"Metrics: {dev.metrics_url}/metrics  (health: /live, /ready)")
+        if args.cluster > 1:
+            print(f"NATS: a cluster of {args.cluster} nodes, every stream with as many replicas")
         if dev.nats_monitor_url:
             print(
                 f"NATS monitoring: {dev.nats_monitor_url} (/jsz?consumers=true: each "

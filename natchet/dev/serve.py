@@ -19,13 +19,15 @@ from natchet.config import DEV_ENV_FILE, EngineSettings, read_env_file, write_en
 from natchet.dev.stack import DevStack
 from natchet.dev.tenancy import OPERATOR_FILE, ensure_dev_tenant, ensure_operator
 from natchet.engine import Engine
+from schemas.errors import ConfigError
 
 T = TypeVar("T")
 
 
 def worker_env(settings: EngineSettings, tenant: str, token: str | None = None) -> dict[str, str]:
     """What a worker (and the CLI) needs to reach this engine."""
-    host_port = settings.nats_url.split("://", 1)[-1]
+    # A cluster's nodes, comma-separated: clients reconnect to another when theirs dies.
+    host_port = ",".join(url.split("://", 1)[-1] for url in settings.nats_url.split(","))
     env = {
         "HATCHET_CLIENT_HOST_PORT": host_port,
         "HATCHET_CLIENT_TENANT_ID": tenant,
@@ -85,17 +87,29 @@ async def dev_engine(
     nats_auth_file: str | None = None,
     metrics_port: int | None = None,
     dashboard_port: int | None = None,
+    cluster: int = 1,
 ) -> AsyncIterator[DevEngine]:
     """Start the servers not given (in ``data_dir``, which no other stack may be using),
         the engine on them and ``tenant`` with its token; write the worker environment to
         ``data_dir/dev.env`` (and ``env_file``); with ``metrics_port`` (0: a free one), serve
         the engine's metrics and health on 127.0.0.1; with ``dashboard_port`` (0: a free one), the
     dashboard on 127.0.0.1, and an operator credential for it in ``data_dir/operator.credential``.
-    On exit, stop all of it."""
+    With ``cluster`` > 1, NATS is a cluster of that many nodes and every stream has that
+    many replicas (docs/scaling.md). On exit, stop all of it."""
+    if cluster > 1 and nats_url is not None:
+        raise ConfigError(
+            "--cluster starts an embedded NATS cluster, --nats-url uses a server you run: "
+            "pass one of them (against your own cluster, set NATCHET_STREAM_REPLICAS)"
+        )
     # The embedded server authenticates tenants (auth callout); a server the user runs
     # does when its config has natchet's callout and NATCHET_NATS_AUTH_FILE is given.
     stack = DevStack(
-        data_dir, nats_url=nats_url, database_url=database_url, auth=nats_url is None, tls=tls
+        data_dir,
+        nats_url=nats_url,
+        database_url=database_url,
+        auth=nats_url is None,
+        tls=tls,
+        cluster=cluster,
     )
     try:
         await in_thread_to_the_end(stack.start)
@@ -107,6 +121,7 @@ async def dev_engine(
             discover_tenants=True,
             metrics_port=metrics_port,
             metrics_host="127.0.0.1",
+            stream_replicas=max(1, cluster),
         )
         engine = Engine(settings)
         try:
@@ -122,7 +137,7 @@ async def dev_engine(
             for path in files:
                 write_env_file(path, env)
             url = None if engine.health is None else engine.health.url
-            monitor = stack.nats.monitor_url if stack.nats is not None else None
+            monitor = stack.nats_monitor_url
             dashboard = None
             try:
                 board_url = operator = operator_file = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from natchet.dev.cluster import NatsCluster
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.dev.lock import DataDirLock
 
@@ -54,7 +55,8 @@ def ensure_database(server_url: str, name: str, *, wait_s: float = 30.0) -> None
 
 
 class DevStack:
-    """Starts what is not given: a NATS server and/or a PostgreSQL server."""
+    """Starts what is not given: a NATS server (``cluster`` > 1: a cluster of that many
+    nodes, docs/scaling.md) and/or a PostgreSQL server."""
 
     def __init__(
         self,
@@ -64,8 +66,11 @@ class DevStack:
         database_url: str | None = None,
         auth: bool = False,
         tls: bool = False,
+        cluster: int = 1,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.cluster_size = cluster
+        self.cluster: NatsCluster | None = None
         # With ``auth`` the embedded server authenticates tenants through the engine's auth
         # callout (docs/tenancy.md); ``tls`` adds a generated local CA. Both opt-in.
         self.auth = auth or tls
@@ -81,9 +86,20 @@ class DevStack:
     def nats_url(self) -> str:
         if self._nats_url:
             return self._nats_url
-        if self.nats is None:
+        if self.cluster is not None:
+            url = self.cluster.url
+        elif self.nats is not None:
+            url = self.nats.url
+        else:
             return ""
-        return self.nats.url.replace("nats://", "tls://") if self.tls else self.nats.url
+        return url.replace("nats://", "tls://") if self.tls else url
+
+    @property
+    def nats_monitor_url(self) -> str | None:
+        """The embedded server's monitoring endpoint (a cluster's first node's)."""
+        if self.cluster is not None:
+            return self.cluster.nodes[0].monitor_url
+        return self.nats.monitor_url if self.nats is not None else None
 
     @property
     def database_url(self) -> str:
@@ -95,7 +111,9 @@ class DevStack:
         data directory."""
         self._lock.acquire()
         try:
-            if self._nats_url is None:
+            if self._nats_url is None and self.cluster_size > 1:
+                self._start_cluster(self.data_dir / "nats")
+            elif self._nats_url is None:
                 nats_dir = self.data_dir / "nats"
                 _stop_stale(nats_dir / "nats-server.pid")
                 config = None
@@ -119,6 +137,19 @@ class DevStack:
             self.stop()
             raise
 
+    def _start_cluster(self, nats_dir: Path) -> None:
+        for i in range(self.cluster_size):
+            _stop_stale(nats_dir / f"node-{i + 1}" / "nats-server.pid")
+        configs = None
+        if self.auth:
+            from natchet.dev.tenancy import prepare_cluster_dirs
+
+            configs, self.auth_file = prepare_cluster_dirs(
+                nats_dir, self.cluster_size, tls=self.tls
+            )
+        self.cluster = NatsCluster(nats_dir, self.cluster_size, config_files=configs)
+        self.cluster.start()
+
     def stop(self) -> None:
         """Stop the servers this stack started, then free the data directory. Idempotent."""
         try:
@@ -126,5 +157,7 @@ class DevStack:
                 self.postgres.stop()
             if self.nats is not None:
                 self.nats.stop()
+            if self.cluster is not None:
+                self.cluster.stop()
         finally:
             self._lock.release()

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from eventstore import Connection
 from natchet.tenancy import admin
-from natchet.tenancy.serverconf import AUTH_FILE, NatsAuth, write_server_files
+from natchet.tenancy.serverconf import (
+    AUTH_FILE,
+    CONFIG_FILE,
+    RESOLVER_DIR,
+    NatsAuth,
+    server_config,
+    write_server_files,
+)
 from schemas.errors import ConfigError
 from schemas.tenancy import TokenError
 
@@ -32,6 +39,25 @@ def prepare_nats_dir(nats_dir: Path, *, tls: bool = False) -> tuple[Path, Path]:
             tls_files = generate_tls(nats_dir / "tls")
         auth = NatsAuth.generate(tls_files)
     return write_server_files(nats_dir, auth), auth_file
+
+
+def prepare_cluster_dirs(
+    nats_dir: Path, size: int, *, tls: bool = False
+) -> tuple[list[Path], Path]:
+    """:func:`prepare_nats_dir` for a cluster: one auth file (the keys), and a config per
+    node (``node-<i>/nats-server.conf``), each with a resolver directory of its own (the
+    full resolvers of a cluster's nodes share accounts pushed to any one of them)."""
+    _, auth_file = prepare_nats_dir(nats_dir, tls=tls)
+    auth = NatsAuth.load(auth_file)
+    configs = []
+    for i in range(size):
+        node_dir = nats_dir / f"node-{i + 1}"
+        (node_dir / RESOLVER_DIR).mkdir(parents=True, exist_ok=True)
+        config = node_dir / CONFIG_FILE
+        config.touch(mode=0o600)
+        config.write_text(server_config(auth, resolver_dir=node_dir / RESOLVER_DIR))
+        configs.append(config)
+    return configs, auth_file
 
 
 async def ensure_dev_tenant(nc: Connection, tenant: str, url: str, previous: str | None) -> str:
