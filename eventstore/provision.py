@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import attrs
@@ -45,11 +46,14 @@ DISPATCHER_ACK_WAIT_S = 5.0
 @attrs.frozen
 class StreamLimits:
     """A tenant's log quota: ``max_bytes`` (-1: none). A full log refuses new messages
-    (discard new) and never drops old ones."""
+    (discard new) and never drops old ones. ``replicas``: how many NATS cluster nodes hold
+    a copy of each of the tenant's streams (1 on a single server; 3 on a 3-node cluster
+    survives the loss of one node: docs/scaling.md)."""
 
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
     max_msg_size: int = 1024 * 1024
+    replicas: int = attrs.field(default=1, validator=attrs.validators.in_(range(1, 6)))
 
 
 LIVE_MAX_BYTES = 16 * 1024 * 1024
@@ -82,6 +86,7 @@ def log_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> Str
         allow_msg_ttl=False,
         allow_msg_schedules=False,
         allow_atomic=True,
+        num_replicas=limits.replicas,
     )
 
 
@@ -99,10 +104,11 @@ def tasks_stream_config(tenant: str, limits: StreamLimits = StreamLimits()) -> S
         sources=[StreamSource(name=stream_name(tenant), filter_subject=tasks_subjects(tenant))],
         deny_delete=True,
         deny_purge=True,
+        num_replicas=limits.replicas,
     )
 
 
-def live_stream_config(tenant: str) -> StreamConfig:
+def live_stream_config(tenant: str, replicas: int = 1) -> StreamConfig:
     """Worker heartbeats: the last one per worker, gone after its TTL. Not history."""
     return StreamConfig(
         name=live_stream_name(tenant),
@@ -115,10 +121,11 @@ def live_stream_config(tenant: str) -> StreamConfig:
         max_msgs_per_subject=1,
         allow_msg_ttl=True,
         allow_direct=True,
+        num_replicas=replicas,
     )
 
 
-def schedules_stream_config(tenant: str) -> StreamConfig:
+def schedules_stream_config(tenant: str, replicas: int = 1) -> StreamConfig:
     """The tenant's timers: one message schedule per pending cron tick or scheduled run,
     and the fires the server stores for them. Message schedules force rollups on and
     purges allowed: that is why they live here and never in the log. Engine only. The
@@ -133,6 +140,7 @@ def schedules_stream_config(tenant: str) -> StreamConfig:
         storage=StorageType.FILE,
         allow_msg_schedules=True,
         allow_rollup_hdrs=True,
+        num_replicas=replicas,
     )
 
 
@@ -191,13 +199,29 @@ async def log_guarantees(conn: Connection, tenant: str) -> LogGuarantees:
 
 
 async def _ensure(js: JetStreamContext, config: StreamConfig) -> StreamConfig:
-    """Create ``config``'s stream if missing; return the configuration the server stored."""
+    """Create ``config``'s stream if missing, or raise its replica count to ``config``'s;
+    return the configuration the server stored."""
     name = str(config.name)
     try:
         info = await js.stream_info(name)
     except NotFoundError:
         info = await js.add_stream(config)
-        log.info("created stream %s", name)
+        log.info("created stream %s (%d replicas)", name, info.config.num_replicas)
+        return info.config
+    return await scale(js, info.config, config.num_replicas or 1)
+
+
+async def scale(js: JetStreamContext, stored: StreamConfig, replicas: int) -> StreamConfig:
+    """Give a stream at least ``replicas`` copies (the server copies the data; nothing else
+    of its configuration changes). Never fewer: an engine started without the setting must
+    not take copies away from a cluster's streams (scaling down is an operator's act:
+    docs/scaling.md). A cluster with fewer nodes refuses it, and says so."""
+    if (stored.num_replicas or 1) >= replicas:
+        return stored
+    before = stored.num_replicas
+    stored.num_replicas = replicas
+    info = await js.update_stream(stored)
+    log.info("stream %s: %d replicas, was %d", stored.name, replicas, before)
     return info.config
 
 
@@ -210,7 +234,7 @@ async def ensure_tenant_stream(
     async with translated(f"setting up the streams of {tenant}"):
         await _ensure_tenant_stream(conn.jetstream(), tenant, limits)
     # Beside the log, never in it: snapshots are replaced, the log is append-only.
-    await ensure_snapshot_bucket(conn, tenant, limits.max_bytes)
+    await ensure_snapshot_bucket(conn, tenant, limits.max_bytes, limits.replicas)
 
 
 async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: StreamLimits) -> None:
@@ -226,8 +250,8 @@ async def _ensure_tenant_stream(js: JetStreamContext, tenant: str, limits: Strea
     await _quota(js, stored, expected)
     tasks = tasks_stream_config(tenant, limits)
     await _quota(js, await _ensure(js, tasks), tasks)
-    await _ensure(js, live_stream_config(tenant))
-    schedules = schedules_stream_config(tenant)
+    await _ensure(js, live_stream_config(tenant, limits.replicas))
+    schedules = schedules_stream_config(tenant, limits.replicas)
     stored_schedules = await _ensure(js, schedules)
     if not stored_schedules.allow_msg_schedules:
         raise StreamConfigError(
@@ -255,7 +279,7 @@ async def _add_subjects(
 async def _quota(js: JetStreamContext, stored: StreamConfig, expected: StreamConfig) -> None:
     """Apply a changed quota (the only setting natchet changes on a stream it made)."""
     if stored.max_bytes != expected.max_bytes:
-        await js.update_stream(expected)
+        await js.update_stream(dataclasses.replace(expected, num_replicas=stored.num_replicas))
         log.info("stream %s: quota now %s bytes", expected.name, expected.max_bytes)
 
 

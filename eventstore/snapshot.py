@@ -37,23 +37,28 @@ def snapshot_bucket(tenant: str) -> str:
     return f"snap-{check_tenant(tenant)}"
 
 
-def snapshot_bucket_config(tenant: str, max_bytes: int = -1) -> ObjectStoreConfig:
+def snapshot_bucket_config(
+    tenant: str, max_bytes: int = -1, replicas: int = 1
+) -> ObjectStoreConfig:
     return ObjectStoreConfig(
         bucket=snapshot_bucket(tenant),
         description=f"natchet snapshots of tenant {tenant}'s components (not history)",
         storage=StorageType.FILE,
         max_bytes=max_bytes,
+        replicas=replicas,
     )
 
 
 async def ensure_snapshot_bucket(
-    conn: Connection, tenant: str, max_bytes: int | None = None
+    conn: Connection, tenant: str, max_bytes: int | None = None, replicas: int | None = None
 ) -> None:
     """Create the tenant's snapshot bucket if missing (idempotent), with ``max_bytes``
-    (``-1``: no limit); apply a changed ``max_bytes`` to an existing one (``None``: leave
-    its limit as it is)."""
+    (``-1``: no limit) and ``replicas`` (default 1); apply a changed ``max_bytes``, and more
+    ``replicas`` (never fewer), to an existing one (``None``: leave it as it is)."""
     js = conn.jetstream()
-    config = snapshot_bucket_config(tenant, -1 if max_bytes is None else max_bytes)
+    config = snapshot_bucket_config(
+        tenant, -1 if max_bytes is None else max_bytes, 1 if replicas is None else replicas
+    )
     stream = f"OBJ_{snapshot_bucket(tenant)}"
     async with translated(f"setting up {stream}"):
         try:
@@ -61,8 +66,12 @@ async def ensure_snapshot_bucket(
         except nats.js.errors.NotFoundError:
             await js.create_object_store(snapshot_bucket(tenant), config)
             return
+        changed = False
         if max_bytes is not None and info.config.max_bytes != max_bytes:
-            info.config.max_bytes = max_bytes
+            info.config.max_bytes, changed = max_bytes, True
+        if replicas is not None and (info.config.num_replicas or 1) < replicas:
+            info.config.num_replicas, changed = replicas, True
+        if changed:
             await js.update_stream(info.config)
 
 

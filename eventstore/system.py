@@ -17,7 +17,7 @@ from schemas.tenancy import SYSTEM_STREAM, SYSTEM_SUBJECTS
 log = logging.getLogger(__name__)
 
 
-def system_stream_config() -> StreamConfig:
+def system_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=SYSTEM_STREAM,
         description="natchet tenants and tokens (token secrets are stored hashed)",
@@ -28,16 +28,25 @@ def system_stream_config() -> StreamConfig:
         duplicate_window=120.0,
         deny_delete=True,
         deny_purge=True,
+        num_replicas=replicas,
     )
 
 
-async def ensure_system_stream(nc: NATS) -> None:
+async def ensure_system_stream(nc: NATS, replicas: int | None = None) -> None:
+    """Create the system stream if missing. The engine passes its ``replicas`` (the CLI
+    does not: ``None``, 1 for a new stream): a stream with fewer is scaled up, so tenants
+    and tokens survive a node as the tenants' logs do."""
     js = nc.jetstream()
     try:
-        await js.stream_info(SYSTEM_STREAM)
+        info = await js.stream_info(SYSTEM_STREAM)
     except NotFoundError:
-        await js.add_stream(system_stream_config())
+        await js.add_stream(system_stream_config(replicas or 1))
         log.info("created stream %s", SYSTEM_STREAM)
+        return
+    if replicas is not None and (info.config.num_replicas or 1) < replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
+        log.info("stream %s: now %d replicas", SYSTEM_STREAM, replicas)
 
 
 async def system_last_seq(nc: NATS) -> int:

@@ -86,6 +86,22 @@ def seconds_from(value: str | float | None, what: str, default: float) -> float:
     return seconds
 
 
+MAX_REPLICAS = 5  # JetStream's limit
+
+
+def replicas_from(value: str | int | None, what: str) -> int:
+    """A stream replica count, 1 to 5 (JetStream's range); 1 when not set."""
+    if value is None or value == "":
+        return 1
+    try:
+        replicas = int(value)
+    except ValueError:
+        raise ConfigError(f"{what}: not a number of replicas: {value!r}") from None
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"{what}: streams have 1 to {MAX_REPLICAS} replicas, not {replicas}")
+    return replicas
+
+
 def tenants_from(value: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in value.split(",") if t.strip())
     try:
@@ -111,6 +127,8 @@ class EngineSettings:
     metrics_port: int | None = None
     metrics_host: str = DEFAULT_METRICS_HOST
     ready_max_lag_s: float = DEFAULT_READY_MAX_LAG_S
+    # How many NATS cluster nodes hold each stream the engine creates (docs/scaling.md).
+    stream_replicas: int = 1
 
     @property
     def dispatches(self) -> bool:
@@ -132,6 +150,7 @@ class EngineSettings:
         metrics_port: int | None = None,
         metrics_host: str | None = None,
         ready_max_lag_s: float | None = None,
+        stream_replicas: int | None = None,
     ) -> EngineSettings:
         env = layered_env() if env is None else env
         nats = nats_url or env.get("NATCHET_NATS_URL")
@@ -166,6 +185,12 @@ class EngineSettings:
                 else env.get("NATCHET_READY_MAX_LAG_S"),
                 "--ready-max-lag / NATCHET_READY_MAX_LAG_S",
                 DEFAULT_READY_MAX_LAG_S,
+            ),
+            stream_replicas=replicas_from(
+                stream_replicas
+                if stream_replicas is not None
+                else env.get("NATCHET_STREAM_REPLICAS"),
+                "--replicas / NATCHET_STREAM_REPLICAS",
             ),
         )
 

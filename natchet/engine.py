@@ -80,7 +80,9 @@ class Engine:
             health.start()
         self.nc = nc = await connect(self.settings.nats_options("natchet-engine"))
         auth = self.settings.nats_auth
-        self.provisioner = Provisioner(self.settings.nats_url, nc, auth)
+        self.provisioner = Provisioner(
+            self.settings.nats_url, nc, auth, replicas=self.settings.stream_replicas
+        )
         # Migrate before anything is projected, so readers never see a missing table.
         async with await psycopg.AsyncConnection.connect(self.settings.database_url) as conn:
             await migrate(conn)

@@ -32,8 +32,11 @@ def limits_of(created: TenantCreated) -> TenantLimits:
 class Provisioner:
     """Provisions tenants and keeps the engine's connection into each tenant's log."""
 
-    def __init__(self, url: str, nc: Connection, auth: NatsAuth | None) -> None:
+    def __init__(
+        self, url: str, nc: Connection, auth: NatsAuth | None, *, replicas: int = 1
+    ) -> None:
         self.url = url
+        self.replicas = replicas  # of every stream of every tenant (docs/scaling.md)
         self.nc = nc  # the engine's own connection (engine account, or the only account)
         self.auth = auth
         self.system: Connection | None = None
@@ -73,7 +76,8 @@ class Provisioner:
                 self.auth.options(self.url, f"natchet-engine:{tenant}", f"log:{tenant}")
             )
             self.logs[tenant] = conn
-        await ensure_tenant_stream(conn, tenant, StreamLimits(max_bytes=created.max_bytes))
+        limits = StreamLimits(max_bytes=created.max_bytes, replicas=self.replicas)
+        await ensure_tenant_stream(conn, tenant, limits)
         return conn
 
     async def close(self) -> None:

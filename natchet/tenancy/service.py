@@ -42,7 +42,7 @@ class TenancyService(Service):
         self.nc = nc
         self.answers_callout = callout
         self.provisioner = provisioner
-        self.view = TenancyView(nc)
+        self.view = TenancyView(nc, replicas=provisioner.replicas)
         self.callout: CalloutService | None = None
         self._on_tenant = on_tenant
         self.view.listeners.append(self._on_system)

@@ -38,9 +38,10 @@ class TenancyView(Service):
 
     name = "tenancy view"
 
-    def __init__(self, nc: Connection) -> None:
+    def __init__(self, nc: Connection, *, replicas: int | None = None) -> None:
         super().__init__()
         self.nc = nc
+        self.replicas = replicas  # of the system stream (None: leave it as it is)
         self.state = TenancyState()
         self.seq = 0
         self.ready = asyncio.Event()
@@ -55,7 +56,7 @@ class TenancyView(Service):
     async def _fold(self) -> None:
         self.state = TenancyState()
         self.seq = 0
-        await ensure_system_stream(self.nc)
+        await ensure_system_stream(self.nc, self.replicas)
         start_end = await system_last_seq(self.nc)
         if start_end == 0:
             self.ready.set()
