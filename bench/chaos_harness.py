@@ -21,6 +21,7 @@ import psycopg
 
 import eventstore
 from bench import chaos_check as check
+from bench import chaos_cluster as cluster
 from bench.chaos_load import Tracker, submit
 from bench.chaos_stack import Stack
 from bench.chaos_worker import STEPS
@@ -30,7 +31,17 @@ from worker import ClientSettings, Hatchet
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("worker_kill_9", "nats_restart", "postgres_restart", "engine_kill_9", "sigterm_worker")
+SCENARIOS = (
+    "worker_kill_9",
+    "nats_restart",
+    "postgres_restart",
+    "engine_kill_9",
+    "sigterm_worker",
+    "nats_node_kill_9",
+)
+# Run on a NATS cluster of 3 nodes, every stream with 3 replicas (docs/scaling.md).
+CLUSTER_SCENARIOS = ("nats_node_kill_9",)
+CLUSTER_NODES = 3
 
 
 @attrs.frozen
@@ -59,6 +70,15 @@ class Report:
     exit_codes: dict[str, int | None] = attrs.Factory(dict)
     violations: list[str] = attrs.Factory(list)
     duration_s: float = 0.0
+    # Cluster scenarios: the node killed and when, how long until runs started at the
+    # load's rate again, the longest pause between run starts, and the restarted node's
+    # catch-up (until it held a current copy of every stream of the tenant).
+    node_killed: str | None = None
+    killed_at: dt.datetime | None = None
+    recovered_s: float | None = None
+    max_start_gap_s: float | None = None
+    catch_up_s: float | None = None
+    replicas: dict[str, int] = attrs.Factory(dict)  # stream -> num_replicas as stored
 
     @property
     def max_redelivery_s(self) -> float | None:
@@ -130,12 +150,31 @@ async def sigterm_worker(s: Scenario) -> None:
     await s.strike_workers(signal.SIGTERM, s.config.sigterm_grace_s)
 
 
+async def nats_node_kill_9(s: Scenario) -> None:
+    """``kill -9`` the node leading the tenant's log, leave it down for ``outage_s``, start
+    it again (same ports, same store) and wait until it holds current copies again."""
+    nodes = s.stack.cluster
+    assert nodes is not None, "nats_node_kill_9 runs on a cluster stack"
+    nc, tenant = s.tracker.nc, s.stack.tenant
+    await s.tracker.taken_at_least(s.total_steps * 3 // 10)
+    leader = await cluster.stream_leader(nc, stream_name(tenant))
+    index = nodes.index_of(leader)
+    s.report.killed_at, s.report.node_killed = utcnow(), leader
+    await asyncio.to_thread(nodes.kill, index)
+    s.note(f"kill -9 nats node {leader} (the log's leader), down {s.config.outage_s:g}s")
+    await asyncio.sleep(s.config.outage_s)  # outage length: shapes the fault, syncs nothing
+    await asyncio.to_thread(nodes.start_node, index)
+    streams = cluster.tenant_streams(tenant)
+    s.report.catch_up_s = await cluster.caught_up(nc, streams, leader, timeout_s=60.0)
+
+
 FAULTS: dict[str, Callable[[Scenario], Awaitable[None]]] = {
     "worker_kill_9": worker_kill_9,
     "nats_restart": nats_restart,
     "postgres_restart": postgres_restart,
     "engine_kill_9": engine_kill_9,
     "sigterm_worker": sigterm_worker,
+    "nats_node_kill_9": nats_node_kill_9,
 }
 
 
@@ -193,6 +232,28 @@ async def verify(s: Scenario, nc: Any, runs: set[str]) -> None:
         report.violations += await check.check_attempts(conn, stack.tenant, view)
     report.redelivery_delays, bad = check.redelivery_delays(view, s.stops)
     report.violations += bad
+    report.violations += [
+        f"dedup id stored twice: {d}" for d in await cluster.duplicate_msg_ids(nc, stack.tenant)
+    ]
+    if report.killed_at is not None:
+        await measure_recovery(s, nc, runs)
+
+
+async def measure_recovery(s: Scenario, nc: Any, runs: set[str]) -> None:
+    """How the run rate came back after the node was killed, and what the server stored."""
+    report = s.report
+    assert report.killed_at is not None
+    rows = await query(
+        s.stack.database_url,
+        "SELECT started_at FROM runs WHERE id = ANY(%s) AND started_at IS NOT NULL",
+        (list(runs),),
+    )
+    recovery = cluster.rate_recovery(
+        [r[0] for r in rows or []], report.killed_at, s.config.rate_per_s
+    )
+    report.recovered_s, report.max_start_gap_s = recovery.recovered_s, recovery.max_gap_s
+    for stream in cluster.tenant_streams(s.stack.tenant):
+        report.replicas[stream] = (await cluster.replicas(nc, stream)).num_replicas
 
 
 async def run_scenario(name: str, config: Config, root: Path | None = None) -> Report:
@@ -200,7 +261,8 @@ async def run_scenario(name: str, config: Config, root: Path | None = None) -> R
     with contextlib.ExitStack() as cleanup:
         if root is None:
             root = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
-        stack = Stack(root / name)
+        nodes = CLUSTER_NODES if name in CLUSTER_SCENARIOS else 1
+        stack = Stack(root / name, nats_nodes=nodes)
         cleanup.callback(stack.close)
         return await _run(name, config, stack)
     raise AssertionError("unreachable")
@@ -214,8 +276,8 @@ async def _run(name: str, config: Config, stack: Stack) -> Report:
     for _ in range(config.workers):
         await asyncio.to_thread(stack.start_worker, grace)
     scope = Scope(stack.tenant, "default")
-    nc = await eventstore.connect(eventstore.NatsOptions(stack.nats.url, name="chaos-harness"))
-    hatchet = Hatchet(settings=ClientSettings(nats_url=stack.nats.url, tenant=stack.tenant))
+    nc = await eventstore.connect(eventstore.NatsOptions(stack.nats_url, name="chaos-harness"))
+    hatchet = Hatchet(settings=ClientSettings(nats_url=stack.nats_url, tenant=stack.tenant))
     try:
         tracker = Tracker(nc, scope)
         await tracker.start()

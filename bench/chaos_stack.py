@@ -1,6 +1,7 @@
-"""The processes a chaos scenario runs and breaks: nats-server and PostgreSQL (from their
-wheels, in a scratch directory, restarted on the same port and data), ``natchet engine``
-and worker subprocesses. Blocking: call it from a thread in async code."""
+"""The processes a chaos scenario runs and breaks: nats-server (or a cluster of them) and
+PostgreSQL (from their wheels, in a scratch directory, restarted on the same port and
+data), ``natchet engine`` and worker subprocesses. Blocking: call it from a thread in async
+code."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import attrs
 
+from natchet.dev.cluster import NatsCluster
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.dev.stack import DEV_DATABASE, ensure_database
 
 WORKER_SCRIPT = Path(__file__).with_name("chaos_worker.py")
+REPO = Path(__file__).resolve().parent.parent
 ENGINE_READY = "engine up"
 WORKER_READY = " started: "
 
@@ -62,13 +65,18 @@ class Proc:
 
 
 class Stack:
-    """nats-server, PostgreSQL, the engine and workers for one tenant, under ``root``."""
+    """nats-server, PostgreSQL, the engine and workers for one tenant, under ``root``.
+    ``nats_nodes`` > 1: a NATS cluster of that many nodes instead of one server, every
+    stream with as many replicas, every process given every node's URL."""
 
-    def __init__(self, root: Path, tenant: str = "chaos", *, worker_slots: int = 8) -> None:
+    def __init__(
+        self, root: Path, tenant: str = "chaos", *, worker_slots: int = 8, nats_nodes: int = 1
+    ) -> None:
         self.root = root
         self.tenant = tenant
         self.worker_slots = worker_slots
         self.nats = NatsServer(root / "nats")
+        self.cluster = NatsCluster(root / "nats", nats_nodes) if nats_nodes > 1 else None
         self.pg = EmbeddedPostgres(root / "pg")
         self.engine: Proc | None = None
         self.engines: list[Proc] = []  # every engine process started, in order
@@ -81,16 +89,28 @@ class Stack:
     def database_url(self) -> str:
         return self.pg.url(DEV_DATABASE)
 
+    @property
+    def nats_url(self) -> str:
+        """The server's URL, or every cluster node's, comma-separated."""
+        return self.cluster.url if self.cluster is not None else self.nats.url
+
+    @property
+    def replicas(self) -> int:
+        return len(self.cluster.nodes) if self.cluster is not None else 1
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NATCHET_", "HATCHET_"))}
         return env | {
-            "NATCHET_NATS_URL": self.nats.url,
+            "NATCHET_NATS_URL": self.nats_url,
             "NATCHET_DATABASE_URL": self.database_url,
             "NATCHET_TENANTS": self.tenant,
-            "HATCHET_CLIENT_HOST_PORT": f"127.0.0.1:{self.nats.port}",
+            "NATCHET_STREAM_REPLICAS": str(self.replicas),
+            "HATCHET_CLIENT_HOST_PORT": self.nats_url.replace("nats://", ""),
             "HATCHET_CLIENT_TENANT_ID": self.tenant,
             "HATCHET_CLIENT_NAMESPACE": "default",
             "PYTHONUNBUFFERED": "1",
+            # This tree's code, not whatever checkout the venv's editable install names.
+            "PYTHONPATH": str(REPO),
         }
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
@@ -108,7 +128,10 @@ class Stack:
         return Proc(name, popen, log)
 
     def start(self) -> None:
-        self.nats.start()
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            self.nats.start()
         self.pg.start()
         ensure_database(self.pg.url(), DEV_DATABASE)
         self.start_engine()
@@ -174,4 +197,7 @@ class Stack:
                 proc.popen.kill()
                 proc.popen.wait()
         self.pg.stop()
-        self.nats.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            self.nats.stop()
