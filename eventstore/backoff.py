@@ -25,5 +25,8 @@ class Backoff:
         return float(min(self.max_s, self.base_s * self.factor ** (failures - 1)))
 
 
-RETRY = Backoff()  # appends, fetches, reconnects: a tenth of a second, up to 5 s
+# Appends, fetches, reconnects: a tenth of a second, up to 1 s. Not more: on a NATS cluster
+# a consumer or stream whose leader died answers "no responders" until a new one is elected
+# (4-9 s), and a loop that had backed off to 5 s found it up to 4 s late (docs/scaling.md).
+RETRY = Backoff(max_s=1.0)
 RESTART = Backoff(base_s=0.5, max_s=10.0)  # a failed component started again

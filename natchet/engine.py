@@ -15,6 +15,7 @@ import psycopg
 from dispatcher import Dispatcher
 from dispatcher.gate import WorkerGate
 from eventstore import Append, Connection, NatchetError, append, close, connect
+from eventstore.sourcing import SourcingNudge
 from natchet.config import EngineSettings
 from natchet.health import HealthServer
 from natchet.metrics import EngineMetrics
@@ -60,6 +61,7 @@ class Engine:
         self.projectors: dict[str, Projector] = {}
         self.connections: dict[str, Connection] = {}  # tenant -> the connection to its log
         self.gates: dict[str, WorkerGate] = {}
+        self.nudges: dict[str, SourcingNudge] = {}  # replicated streams only (docs/scaling.md)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -117,7 +119,7 @@ class Engine:
         self.connections[tenant] = conn
         if tenant in self.dispatchers or tenant in self.projectors:
             return  # already served: the limits are applied
-        parts: list[tuple[str, Dispatcher | Projector | WorkerGate]] = []
+        parts: list[tuple[str, Dispatcher | Projector | WorkerGate | SourcingNudge]] = []
         if self.settings.dispatches:
             dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full, observer=self.metrics)
             self.dispatchers[tenant] = dispatcher
@@ -126,6 +128,10 @@ class Engine:
             gate = WorkerGate(conn, tenant, engine_version=natchet_version())
             self.gates[tenant] = gate
             parts.append((f"worker gate {tenant}", gate))
+            if self.settings.stream_replicas > 1:
+                nudge = SourcingNudge(conn, tenant)
+                self.nudges[tenant] = nudge
+                parts.append((f"sourcing nudge {tenant}", nudge))
         if self.settings.projects:
             projector = Projector(conn, self.settings.database_url, tenant)
             self.projectors[tenant] = projector
@@ -163,6 +169,7 @@ class Engine:
         await asyncio.gather(*(d.shutdown() for d in self.dispatchers.values()))
         await asyncio.gather(*(p.shutdown() for p in self.projectors.values()))
         await asyncio.gather(*(g.shutdown() for g in self.gates.values()))
+        await asyncio.gather(*(n.shutdown() for n in self.nudges.values()))
         _done, pending = await asyncio.wait(self._tasks, timeout=10) if self._tasks else ((), ())
         for task in pending:
             task.cancel()

@@ -1,0 +1,80 @@
+"""Tasks flowing again soon after the log's leader dies (a NATS cluster, docs/scaling.md).
+
+A tenant's task queues (``tasks-<t>``) are a work-queue stream *sourced* from its log: the
+server that leads the task queues reads the log through a consumer it creates on the log's
+leader. When that leader dies, the consumer dies with it, and the task queues notice only
+on their next 10-second health check of the source (nats-server's
+``sourceHealthCheckInterval``): measured, tasks stopped reaching workers for 12 s after a
+kill -9 of the log's leader, 6 s of them after the log had a new leader.
+
+:class:`SourcingNudge` listens for the advisory the server publishes when the log elects a
+leader and asks the task queues' leader to step down: the new leader sets its sourcing up
+at once, from where the stream's replicated state says it was (nothing skipped, nothing
+sourced twice). Measured the same way: 0.7 s after the log's election instead of 6 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import nats.errors
+from nats.aio.client import Client as Connection
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from eventstore.lifecycle import Service
+from schemas.subjects import stream_name, tasks_stream_name
+
+log = logging.getLogger(__name__)
+
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+STEP_DOWN = "$JS.API.STREAM.LEADER.STEPDOWN."
+STEP_DOWN_TIMEOUT_S = 2.0
+
+
+class SourcingNudge(Service):
+    """For one tenant, on a connection to its log's account: a new leader of the log makes
+    the task queues' leader step down, so their sourcing starts again at once."""
+
+    name = "sourcing nudge"
+
+    def __init__(self, conn: Connection, tenant: str) -> None:
+        super().__init__()
+        self.conn = conn
+        self.log = stream_name(tenant)
+        self.tasks = tasks_stream_name(tenant)
+        self.nudges = 0  # step-downs the task queues' leader accepted
+
+    async def _serve(self) -> None:
+        sub: Subscription = await self.conn.subscribe(LEADER_ELECTED + self.log, cb=self._elected)
+        try:
+            await self.stopping.wait()
+        finally:
+            # A closing connection takes the subscription with it.
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _elected(self, _msg: Msg) -> None:
+        try:
+            reply = await self.conn.request(
+                STEP_DOWN + self.tasks, b"", timeout=STEP_DOWN_TIMEOUT_S
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            # Without a leader (it died with the log's), the task queues elect one, which
+            # sets its sourcing up anyway.
+            why = exc or type(exc).__name__
+            log.info("%s has a new leader; %s not stepped down: %s", self.log, self.tasks, why)
+            return
+        if b'"success":true' in reply.data:
+            self.nudges += 1
+            log.info(
+                "%s has a new leader: %s stepped down to source it again", self.log, self.tasks
+            )
+        else:
+            log.info(
+                "%s has a new leader; %s did not step down: %s",
+                self.log,
+                self.tasks,
+                reply.data[:200],
+            )
