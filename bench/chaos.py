@@ -71,6 +71,12 @@ async def main(args: argparse.Namespace) -> int:
         reports.append(report)
         for fault in report.faults:
             print(f"   {fault}")
+        if report.killed_at is not None:
+            print(
+                f"   runs at the load's rate again {report.recovered_s}s after the kill "
+                f"(longest pause between run starts {report.max_start_gap_s}s); the node "
+                f"caught up {report.catch_up_s}s after its restart; replicas {report.replicas}"
+            )
         for violation in report.violations[:20]:
             print(f"   VIOLATION {violation}")
         more = len(report.violations) - 20

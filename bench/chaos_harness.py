@@ -26,7 +26,7 @@ from bench.chaos_load import Tracker, submit
 from bench.chaos_stack import Stack
 from bench.chaos_worker import STEPS
 from schemas import stream_name
-from schemas.subjects import Scope
+from schemas.subjects import Scope, tasks_stream_name
 from worker import ClientSettings, Hatchet
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,10 @@ SCENARIOS = (
     "engine_kill_9",
     "sigterm_worker",
     "nats_node_kill_9",
+    "nats_follower_kill_9",
 )
 # Run on a NATS cluster of 3 nodes, every stream with 3 replicas (docs/scaling.md).
-CLUSTER_SCENARIOS = ("nats_node_kill_9",)
+CLUSTER_SCENARIOS = ("nats_node_kill_9", "nats_follower_kill_9")
 CLUSTER_NODES = 3
 
 
@@ -151,21 +152,38 @@ async def sigterm_worker(s: Scenario) -> None:
 
 
 async def nats_node_kill_9(s: Scenario) -> None:
-    """``kill -9`` the node leading the tenant's log, leave it down for ``outage_s``, start
-    it again (same ports, same store) and wait until it holds current copies again."""
+    """``kill -9`` the node leading the tenant's log (the hard case), leave it down for
+    ``outage_s``, start it again (same ports, same store) and wait until it holds current
+    copies again."""
+    await _kill_node(s, leader=True)
+
+
+async def nats_follower_kill_9(s: Scenario) -> None:
+    """The same with a node that leads neither the log nor the task queues (if any)."""
+    await _kill_node(s, leader=False)
+
+
+async def _kill_node(s: Scenario, *, leader: bool) -> None:
     nodes = s.stack.cluster
-    assert nodes is not None, "nats_node_kill_9 runs on a cluster stack"
+    assert nodes is not None, "this scenario runs on a cluster stack"
     nc, tenant = s.tracker.nc, s.stack.tenant
     await s.tracker.taken_at_least(s.total_steps * 3 // 10)
-    leader = await cluster.stream_leader(nc, stream_name(tenant))
-    index = nodes.index_of(leader)
-    s.report.killed_at, s.report.node_killed = utcnow(), leader
+    log_leader = await cluster.stream_leader(nc, stream_name(tenant))
+    if leader:
+        node, what = log_leader, "the log's leader"
+    else:
+        busy = {log_leader, await cluster.stream_leader(nc, tasks_stream_name(tenant))}
+        spare = [n for n in nodes.server_names if n not in busy]
+        node = spare[0] if spare else next(n for n in nodes.server_names if n != log_leader)
+        what = "a follower of the log" + ("" if spare else " (leads the task queues)")
+    index = nodes.index_of(node)
+    s.report.killed_at, s.report.node_killed = utcnow(), node
     await asyncio.to_thread(nodes.kill, index)
-    s.note(f"kill -9 nats node {leader} (the log's leader), down {s.config.outage_s:g}s")
+    s.note(f"kill -9 nats node {node} ({what}), down {s.config.outage_s:g}s")
     await asyncio.sleep(s.config.outage_s)  # outage length: shapes the fault, syncs nothing
     await asyncio.to_thread(nodes.start_node, index)
     streams = cluster.tenant_streams(tenant)
-    s.report.catch_up_s = await cluster.caught_up(nc, streams, leader, timeout_s=60.0)
+    s.report.catch_up_s = await cluster.caught_up(nc, streams, node, timeout_s=60.0)
 
 
 FAULTS: dict[str, Callable[[Scenario], Awaitable[None]]] = {
@@ -175,6 +193,7 @@ FAULTS: dict[str, Callable[[Scenario], Awaitable[None]]] = {
     "engine_kill_9": engine_kill_9,
     "sigterm_worker": sigterm_worker,
     "nats_node_kill_9": nats_node_kill_9,
+    "nats_follower_kill_9": nats_follower_kill_9,
 }
 
 
