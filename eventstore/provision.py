@@ -320,8 +320,26 @@ async def ensure_task_consumer(
     )
     # Create, or update the editable settings (ack_wait) of an existing queue group.
     async with translated(f"creating queue group {name}"):
-        await conn.jetstream().add_consumer(tasks_stream_name(scope.tenant), config)
+        await create_or_keep(conn.jetstream(), tasks_stream_name(scope.tenant), config)
     return name
+
+
+async def create_or_keep(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable consumer, or update it when its filter or ``ack_wait`` differ;
+    leave it alone when they are the same. Creating is a request to the JetStream meta
+    leader, reading its info one to the consumer's own leader: on a NATS cluster that lost
+    its meta leader (docs/scaling.md), a restarted dispatcher finds its consumers without
+    waiting for a new one to be elected."""
+    try:
+        stored = (await js.consumer_info(stream, str(config.durable_name))).config
+    except NotFoundError:
+        stored = None
+    if (
+        stored is None
+        or stored.filter_subject != config.filter_subject
+        or stored.ack_wait != config.ack_wait
+    ):
+        await js.add_consumer(stream, config)
 
 
 def dispatcher_filters(tenant: str) -> list[str]:
@@ -402,5 +420,5 @@ async def ensure_fires_consumer(conn: Connection, tenant: str) -> str:
         max_deliver=-1,
     )
     async with translated(f"setting up the timer consumer of {tenant}"):
-        await conn.jetstream().add_consumer(schedules_stream_name(tenant), config)
+        await create_or_keep(conn.jetstream(), schedules_stream_name(tenant), config)
     return FIRES_CONSUMER
