@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.fault, pytest.mark.cluster]
 
 RUNS = 200
 CONFIG = Config(runs=RUNS, rate_per_s=10.0, outage_s=5.0, deadline_s=120.0)
-# What a leader's death costs on nats-server 2.15 (docs/scaling.md, measured): the
-# followers elect a new leader of the log after 4-9 s without its heartbeats (appends wait
-# meanwhile), and the task queues, sourced from the log, notice that their source went
-# quiet on a 10 s health check and source again. A correctness bound with slack.
+# What a leader's death costs on nats-server 2.15 (docs/scaling.md, measured 5.6-17.8 s on
+# this machine): the followers elect a new leader of the log after 4-9 s without its
+# heartbeats, and an append the dispatcher sent meanwhile is never answered (it restarts
+# after 10 s). The 10 s of the issue is the aim, not met every time: a correctness bound
+# with slack for a loaded machine, the figure printed.
 RECOVERY_BOUND_S = 30.0
 
 
