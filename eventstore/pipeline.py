@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 
 from eventstore.append import Append, _check_ack, _headers, _seq, _too_large
 from eventstore.errors import AppendError
+from eventstore.sourcing import new_leader
 
 NO_RESPONDERS = "503"
 
@@ -56,6 +57,7 @@ class Appender:
             await self._open()
         loop = asyncio.get_running_loop()
         waiting: list[tuple[Append, asyncio.Future[Msg]]] = []
+        elected = new_leader(self.conn)
         try:
             for item in items:
                 reply = f"{self._prefix}.{next(self._ids)}"
@@ -65,7 +67,7 @@ class Appender:
                 await self.conn.publish(
                     item.subject, item.body, reply=reply, headers=_headers(item) or None
                 )
-            return await asyncio.wait_for(self._acks(waiting), self.timeout_s)
+            return await asyncio.wait_for(self._acks_unless(waiting, elected), self.timeout_s)
         except nats.errors.MaxPayloadError:
             raise _too_large(self.conn, max(items, key=lambda i: len(i.body))) from None
         except nats.errors.Error as exc:
@@ -131,6 +133,29 @@ class Appender:
             return _seq(_check_ack(msg.data, item.subject))
         except AppendError as exc:
             return exc
+
+    async def _acks_unless(
+        self, waiting: list[tuple[Append, asyncio.Future[Msg]]], elected: asyncio.Event
+    ) -> list[int]:
+        """The acks, unless the log elects a new leader first (a NATS cluster: appends sent
+        while it had none are dropped unanswered; ``eventstore.sourcing``)."""
+        acks = asyncio.ensure_future(self._acks(waiting))
+        told = asyncio.ensure_future(elected.wait())
+        try:
+            await asyncio.wait({acks, told}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            acks.cancel()
+            raise
+        finally:
+            told.cancel()
+        if acks.done():
+            return acks.result()
+        acks.cancel()
+        await asyncio.gather(acks, return_exceptions=True)
+        raise AppendError(
+            f"the log elected a new leader with {len(waiting)} appends in flight: "
+            "some may be lost, recover from the log"
+        )
 
     async def _acks(self, waiting: list[tuple[Append, asyncio.Future[Msg]]]) -> list[int]:
         seqs: list[int] = []
