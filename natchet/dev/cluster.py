@@ -10,7 +10,6 @@ so a test can take a node away under load and watch it catch up.
 from __future__ import annotations
 
 import json
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -151,12 +150,6 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def kill_all(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGKILL)
-                node.proc.wait()
 
     def __enter__(self) -> Self:
         self.start()
