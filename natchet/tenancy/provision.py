@@ -12,7 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from eventstore import Connection, StreamLimits, close, connect, ensure_tenant_stream
+from eventstore import (
+    AppendRefusedError,
+    Connection,
+    StreamLimits,
+    close,
+    connect,
+    ensure_tenant_stream,
+)
 from natchet.tenancy.accounts import TenantLimits
 from natchet.tenancy.issuer import push_account, tenant_account_jwts
 from natchet.tenancy.serverconf import NatsAuth
@@ -27,6 +34,27 @@ def limits_of(created: TenantCreated) -> TenantLimits:
         max_connections=created.max_connections,
         max_consumers=created.max_consumers,
     )
+
+
+NOT_YET_KNOWN = "JetStream not enabled for account"
+KNOWN_WITHIN_S = 10.0
+
+
+async def _streams_once_known(conn: Connection, tenant: str, limits: StreamLimits) -> None:
+    """``ensure_tenant_stream``, again while the server says the account has no JetStream:
+    on a NATS cluster, an account pushed to one node reaches the node this connection is on
+    a moment later (seen with `natchet dev --cluster 3 --tls`)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + KNOWN_WITHIN_S
+    while True:
+        try:
+            await ensure_tenant_stream(conn, tenant, limits)
+            return
+        except AppendRefusedError as exc:
+            if NOT_YET_KNOWN not in str(exc) or loop.time() > end:
+                raise
+            log.info("tenant %s: its account is not known on every node yet; waiting", tenant)
+        await asyncio.sleep(0.2)
 
 
 class Provisioner:
@@ -77,7 +105,7 @@ class Provisioner:
             )
             self.logs[tenant] = conn
         limits = StreamLimits(max_bytes=created.max_bytes, replicas=self.replicas)
-        await ensure_tenant_stream(conn, tenant, limits)
+        await _streams_once_known(conn, tenant, limits)
         return conn
 
     async def close(self) -> None:
