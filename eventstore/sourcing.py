@@ -11,6 +11,9 @@ kill -9 of the log's leader, 6 s of them after the log had a new leader.
 leader and asks the task queues' leader to step down: the new leader sets its sourcing up
 at once, from where the stream's replicated state says it was (nothing skipped, nothing
 sourced twice). Measured the same way: 0.7 s after the log's election instead of 6 s.
+The new leader's first try can fail (when the cluster's meta leader died too), and the
+server then backs off for long (seen: 40 s): so for 30 s after an election it steps the
+task queues down again, every 3 s at most, while their source stays behind and silent.
 
 It also tells appenders on the same connection (:func:`new_leader`): an append sent while
 the log had no leader is dropped unanswered, and the dispatcher's :class:`~eventstore.
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
 STEP_DOWN = "$JS.API.STREAM.LEADER.STEPDOWN."
 STEP_DOWN_TIMEOUT_S = 2.0
+WATCH_S = 30.0  # how long after an election the task queues' sourcing is watched
+RETRY_S = 3.0  # at most one step-down this often
+STALLED_NS = 2_000_000_000  # a source behind and silent this long has stalled
 
 _elected: weakref.WeakKeyDictionary[Connection, asyncio.Event] = weakref.WeakKeyDictionary()
 
@@ -60,11 +66,12 @@ class SourcingNudge(Service):
         self.log = stream_name(tenant)
         self.tasks = tasks_stream_name(tenant)
         self.nudges = 0  # step-downs the task queues' leader accepted
+        self._wake = asyncio.Event()
 
     async def _serve(self) -> None:
         sub: Subscription = await self.conn.subscribe(LEADER_ELECTED + self.log, cb=self._elected)
         try:
-            await self.stopping.wait()
+            await self.until_stopping(self._watch())
         finally:
             # A closing connection takes the subscription with it.
             with contextlib.suppress(nats.errors.Error):
@@ -73,6 +80,38 @@ class SourcingNudge(Service):
     async def _elected(self, _msg: Msg) -> None:
         new_leader(self.conn).set()
         _elected[self.conn] = asyncio.Event()
+        self._wake.set()
+
+    async def _watch(self) -> None:
+        """After each election of the log: step the task queues' leader down, then, for
+        ``WATCH_S``, again (every ``RETRY_S`` at most) while their source stays stalled. A
+        new leader's first try may fail (seen: the cluster's meta leader had died too), and
+        the server then waits out a long backoff before it sources again (40 s)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._step_down()
+            end = loop.time() + WATCH_S
+            while loop.time() < end and not self._wake.is_set():
+                await asyncio.sleep(RETRY_S)  # the source's progress is polled, not pushed
+                if await self._stalled():
+                    await self._step_down()
+
+    async def _stalled(self) -> bool:
+        """The task queues' source is behind the log and has said nothing for a while."""
+        try:
+            info = await self.conn.jetstream().stream_info(self.tasks)
+        except (nats.errors.Error, TimeoutError):
+            return False  # no answer: no leader to step down either
+        for source in info.sources or ():
+            behind = (source.lag or 0) > 0
+            quiet = source.active is None or source.active < 0 or source.active > STALLED_NS
+            if source.error or (behind and quiet):
+                return True
+        return False
+
+    async def _step_down(self) -> None:
         try:
             reply = await self.conn.request(
                 STEP_DOWN + self.tasks, b"", timeout=STEP_DOWN_TIMEOUT_S
