@@ -176,6 +176,11 @@ def _due_in(
                 f"not picked up by any worker within {run.schedule_timeout_s:g}s "
                 "(schedule_timeout): is a worker for this workflow running?"
             )
+            if step.held:  # kept back by flow control all that time (dispatcher.holds)
+                reason = (
+                    f"held back for {run.schedule_timeout_s:g}s (schedule_timeout) and never "
+                    f"offered to a worker: {step.held_reason}"
+                )
             when = timed_out_at(since, run.schedule_timeout_s)
             return when, run.run_id, _step_failed(run, step, step.attempt, 1, reason, now)
     return None
@@ -209,12 +214,31 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
         resumed = [
             o
             for s in run.steps.values()
-            if s.wakes and s.resumed < len(s.wakes) and s.waiting is None and not s.terminal
+            if s.wakes
+            and s.resumed < len(s.wakes)
+            and s.waiting is None
+            and not s.terminal
+            and not s.held
             for o in _queue(run, s, s.attempt, now, s.wakes)
         ]
         if resumed and not run.failed_error:
             decisions.append(resumed)
+        decisions += held_again(state, run, now)
     return decisions
+
+
+def held_again(state: State, run: RunState, now: dt.datetime) -> list[list[Output]]:
+    """The tasks of the run's held steps (``held`` in the log) that are not held in
+    memory (a restart): made again as they were decided (same time, same dedup id), each
+    its own decision, to go through the gates again (``dispatcher.holds``)."""
+    return [
+        _queue(run, s, s.attempt, s.queued_at or now, s.wakes[: s.held_wakes])
+        for s in run.steps.values()
+        if s.held
+        and not s.terminal
+        and (s.on_failure or not run.failed_error)  # a failing run releases nothing more
+        and (run.run_id, s.spec.name) not in state.holds.tasks
+    ]
 
 
 def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> list[Output]:
@@ -473,6 +497,14 @@ def _step_failed(
     if failure is not None and failure.status is None:
         return [_said(run, verdict), *_queue(after_run, failure, 1, now)]
     return _finish(after_run, RunStatus.FAILED, after_run.failed_error, now, verdict)
+
+
+def fail_step(
+    run: RunState, step: StepState, attempt: int, error: str, now: dt.datetime
+) -> list[Output]:
+    """The step's attempt fails for good (it can never be offered: flow control's
+    ``Fail``), and what follows from that, as for any failed step."""
+    return _step_failed(run, step, attempt, 0, error, now)
 
 
 def finish_run(run: RunState, reason: str, now: dt.datetime) -> list[Output]:

@@ -30,7 +30,7 @@ from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
-from dispatcher.step import admit, decide_on, fit, fold_all
+from dispatcher.step import admit, decide_on, fit, fold_gated
 from dispatcher.tally import Observer, Tally, age_s, observe
 from dispatcher.traces import RunTraces
 from eventstore import (
@@ -85,7 +85,8 @@ _EXISTED = ("created", "rejected")
 # What the dispatcher appends that changes its state when folded.
 _OUTPUTS = """
 {t}.*.runs.*.created {t}.*.runs.*.rejected {t}.*.runs.*.queued {t}.*.runs.*.retry_scheduled
-{t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.runs.*.woken {t}.*.tasks.>
+{t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.runs.*.woken {t}.*.runs.*.held
+{t}.*.tasks.>
 {t}.*.crons.*.armed {t}.*.crons.*.fired {t}.*.crons.*.rejected
 {t}.*.schedules.*.fired {t}.*.schedules.*.rejected
 """
@@ -296,6 +297,10 @@ class Dispatcher(Service):
             fired, self._fires = self._fires, []
             decisions += [self._decide_fire(f) for f in fired]
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
+                # Held tasks whose recheck came first (``due`` decides on every run at
+                # once, and a release changes the run it offers a task of).
+                if self.state.holds.due(utc_now()):
+                    decisions.append(self._carry(None, self._settle(None, None, [])))
                 decisions += [
                     self._carry(None, self._settle(None, None, d))
                     for d in due(self.state, utc_now())
@@ -491,7 +496,7 @@ class Dispatcher(Service):
         outputs = fit(self.state, outputs, self._max_bytes, now)
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))
-        fold_all(self.state, scope, message, outputs, seq)
+        outputs = fold_gated(self.state, scope, message, outputs, now, seq)
         outputs += admit(self.state, self._max_bytes, now)
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs

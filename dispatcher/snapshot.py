@@ -55,6 +55,7 @@ from schemas.codec import encode
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, wakes
 from schemas.errors import NatchetError
+from schemas.holds import HoldKind
 from schemas.messages import (
     CronCreated,
     RunStatus,
@@ -203,6 +204,9 @@ def _step(s: StepState) -> dict[str, Any]:
         "waiting_seq": s.waiting_seq,
         "wakes": [orjson.loads(encode(w)) for w in s.wakes],
         "resumed": s.resumed,
+        "held": [str(k) for k in s.held],
+        "held_wakes": s.held_wakes,
+        "held_reason": s.held_reason,
     }
 
 
@@ -227,6 +231,10 @@ def _unstep(s: dict[str, Any]) -> StepState:
         waiting_seq=int(s.get("waiting_seq", 0)),
         wakes=wakes(s.get("wakes", ())),
         resumed=int(s.get("resumed", 0)),
+        # Snapshots from before flow control have none: no step was held then.
+        held=tuple(HoldKind(k) for k in s.get("held", ())),
+        held_wakes=int(s.get("held_wakes", 0)),
+        held_reason=s.get("held_reason"),
     )
 
 

@@ -11,12 +11,14 @@ import attrs
 
 from dispatcher.crons import TRIGGER_MESSAGES, Triggers, fold_trigger
 from dispatcher.groups import GroupId, Groups
+from dispatcher.held import Holds
 from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
 from dispatcher.waits import EventWaits, wait_problem, wake_at
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
+from schemas.holds import HoldKind, StepHeld
 from schemas.messages import (
     RunCreated,
     RunFinished,
@@ -57,6 +59,12 @@ class StepState:
     waiting_seq: int = 0  # the wait's stream sequence: only later events wake it
     wakes: tuple[StepWoken, ...] = ()
     resumed: int = 0
+    # Held back by flow control (:mod:`dispatcher.holds`): what held the current attempt's
+    # task (each kind once), for how many wakes (a durable step's task again), and the
+    # latest reason. QUEUED meanwhile; cleared when its task is offered.
+    held: tuple[HoldKind, ...] = ()
+    held_wakes: int = 0
+    held_reason: str | None = None
 
     def settle_deliveries(self) -> None:
         """RUNNING while a delivery newer than any handed back runs; back in the queue when
@@ -175,6 +183,9 @@ class State:
     event_waits: EventWaits = attrs.field(init=False, factory=EventWaits, eq=False, repr=False)
     # The runs of each concurrency key, admitted or waiting (an index, like ``deadlines``).
     groups: Groups = attrs.field(init=False, factory=Groups, eq=False, repr=False)
+    # The tasks held back, in memory (an index: the log holds each step's ``held``, and
+    # ``complete`` makes the tasks again after a restart).
+    holds: Holds = attrs.field(init=False, factory=Holds, eq=False, repr=False)
 
     @property
     def routes(self) -> EventRoutes:
@@ -265,6 +276,7 @@ def index_deadlines(state: State) -> None:
     state.deadlines_cap = 2 * len(state.deadlines) + _DEADLINES_SLACK
     state.event_waits.clear()
     state.groups.clear()
+    state.holds.clear()
     for run in state.runs.values():
         if run.group is not None:
             state.groups.add(run.group, run.run_id, run.admitted)
@@ -346,21 +358,29 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
                 watch(state, message.run_id, step)
         case StepWaiting() | StepWoken():
             _fold_wait(state, scope, message, seq)
+        case StepHeld():
+            _fold_held(state, scope, message)
         case StepFinished():
-            run = state.run(scope, message.run_id)
-            if run is not None:
-                fold_finished(run, message)
+            _fold_step_finished(state, scope, message)
         case RunFinished():
             if state.run(scope, message.run_id) is not None:
                 over = state.runs.pop(message.run_id)
                 _unlink(state, over)
                 if over.group is not None:
                     state.groups.remove(over.group, over.run_id)
+                state.holds.drop(message.run_id)
                 state.done.add(message.run_id)
         case _ if isinstance(message, TRIGGER_MESSAGES):
             fold_trigger(state.triggers, scope, message)
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
+
+
+def _fold_step_finished(state: State, scope: Scope, message: StepFinished) -> None:
+    run = state.run(scope, message.run_id)
+    if run is not None:
+        fold_finished(run, message)
+        state.holds.drop(message.run_id, message.step)  # a step held until it timed out
 
 
 def _link(state: State, child: RunState) -> None:
@@ -388,6 +408,7 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
     step.output = message.output
     step.error = message.error
     step.retry_due = None
+    step.held, step.held_wakes, step.held_reason = (), 0, None
     # Deliveries no longer matter once the step is over; forgetting them makes the state
     # the same whether a late assignment was folded before the verdict or after it.
     step.assigned = False
@@ -422,7 +443,44 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
         step.delivery = step.handed_back = offset
         step.handed_back_at = None
         step.retry_due = None
+        step.held, step.held_wakes, step.held_reason = (), 0, None
+        state.holds.drop(message.run_id, message.step)
         watch(state, message.run_id, step)  # its schedule timeout runs from now
+
+
+def _fold_held(state: State, scope: Scope, message: StepHeld) -> None:
+    """A ready step kept back (:mod:`dispatcher.holds`): its attempt is QUEUED (no task
+    yet, so nobody picks it; its schedule timeout runs from the first hold), held for
+    ``kind``. A later hold of the same attempt adds its kind and reason; a hold of an
+    attempt already offered (or over) changes nothing."""
+    step = _step(state, scope, message.run_id, message.step)
+    if step is None or step.terminal:
+        return
+    same = message.attempt == step.attempt
+    if same and step.held and message.wakes == step.held_wakes:
+        if message.kind not in step.held:
+            step.held = (*step.held, message.kind)
+        step.held_reason = message.reason
+        return
+    if message.attempt > step.attempt:  # a new attempt kept back (the first, a retry)
+        reset_waits(step)
+        step.delivery = step.handed_back = 0
+    elif not (
+        same
+        and message.wakes
+        and step.waiting is None
+        and step.resumed < message.wakes <= len(step.wakes)
+    ):
+        return  # not the step's next task: already offered, or stale
+    step.status = RunStatus.QUEUED
+    step.attempt = message.attempt
+    step.queued_at = parse_time(message.at)
+    step.assigned = False
+    step.handed_back = step.delivery  # deliveries so far count as handed back (a wake)
+    step.handed_back_at = None
+    step.retry_due = None
+    step.held, step.held_wakes, step.held_reason = (message.kind,), message.wakes, message.reason
+    watch(state, message.run_id, step)  # its schedule timeout runs from now
 
 
 def _fold_wait(state: State, scope: Scope, message: StepWaiting | StepWoken, seq: int) -> None:
@@ -493,6 +551,8 @@ def _queues(step: StepState, message: StepQueued | Task) -> bool:
         return False
     if message.attempt > step.attempt:
         return True
+    if step.held and message.attempt == step.attempt and isinstance(message, Task):
+        return len(message.wakes) == step.held_wakes  # the task held, offered at last
     return (
         isinstance(message, Task)
         and message.attempt == step.attempt

@@ -9,16 +9,21 @@ its state is rebuilt from what the log holds; tests and property checks call :fu
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from dispatcher.admission import admissions
 from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
+from dispatcher.holds import Gate, gate, release
 from dispatcher.policy import iso
 from dispatcher.replay import Replay, decide_replay
 from dispatcher.state import State, fold
 from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
+
+# Flow control's gates, in order (``dispatcher.holds``): every task offered passes them.
+GATES: Sequence[Gate] = ()
 
 
 def fold_all(
@@ -111,20 +116,36 @@ def settle(
     now: dt.datetime,
     seq: int = 0,
 ) -> list[Output]:
-    """Keep a decision storable (``fit``) and fold it, with its input, into state; return
-    what to append. The second half of :func:`step`, which the service calls after deciding
-    (a tick's decisions have no input: ``scope`` None)."""
+    """Keep a decision storable (``fit``) and fold it, with its input, into state, its
+    tasks through the gates; return what to append. The second half of :func:`step`, which
+    the service calls after deciding (a tick's decisions have no input: ``scope`` None)."""
     outputs = fit(state, outputs, max_bytes, now)
-    fold_all(state, scope, message, outputs, seq)
+    outputs = fold_gated(state, scope, message, outputs, now, seq)
     return outputs + admit(state, max_bytes, now)
+
+
+def fold_gated(
+    state: State,
+    scope: Scope | None,
+    message: object,
+    outputs: list[Output],
+    now: dt.datetime,
+    seq: int = 0,
+) -> list[Output]:
+    """Fold the input (if any), then the decision, each task through the gates
+    (``dispatcher.holds.gate``); return what to append."""
+    if scope is not None:
+        fold(state, scope, message, seq)
+    return gate(state, outputs, now, GATES)
 
 
 def admit(state: State, max_bytes: int, now: dt.datetime) -> list[Output]:
     """The admissions a folded decision makes room for (``dispatcher.admission``), kept
-    storable and folded in turn; appended after the decision that made the room."""
+    storable and folded in turn, then the held tasks that may go now (``release``);
+    appended after the decision that made the room."""
     out: list[Output] = []
     for decided in admissions(state, now):
-        decision = fit(state, decided, max_bytes, now)
-        fold_all(state, None, None, decision)
+        out += gate(state, fit(state, decided, max_bytes, now), now, GATES)
+    for decision in release(state, now, GATES):
         out += decision
     return out

@@ -42,6 +42,7 @@ from projector.plan import plan, waiting_for
 from projector.queries import held_by
 from schemas.codec import DecodeError, decode_as, decode_json, decode_subject
 from schemas.durable import StepWaiting, StepWoken, WaitKind
+from schemas.holds import StepHeld
 from schemas.messages import (
     RunCancelRequested,
     RunCreated,
@@ -226,6 +227,9 @@ def _about_step(m: Any) -> dict[str, Any]:
             return {"actor": actor_of(WORKER, m.worker_id, m.worker_name), "summary": summary}
         case StepWoken():
             return {"actor": actor_of(DISPATCHER), "summary": woken_summary(m)}
+        case StepHeld():
+            summary = f"held back ({m.kind}): {m.reason}"
+            return {"actor": actor_of(DISPATCHER), "summary": summary}
         case StepAssigned():
             actor = actor_of(WORKER, m.worker_id, m.worker_name)
             return {"actor": actor, "summary": f"started at {m.started_at}"}

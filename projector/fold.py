@@ -37,6 +37,8 @@ The rules (each a condition on the row as the preceding operations left it):
   does). ``waiting_for`` is cleared whenever the step leaves ``WAITING``. A run still
   ``QUEUED`` is ``RUNNING`` from a wait (its step ran), started at the wait's time if
   nothing said earlier (a ``waiting`` carries no start time); so is the step.
+- Flow control: a ``held`` of the step's attempt (not older than its latest, the step not
+  over) makes it ``QUEUED``, ``waiting_for`` the hold's reason, until its task comes.
 - A run is ``QUEUED`` when created, ``RUNNING`` from its first assignment, and takes its
   ``finished`` status; the first cancel request of a run still going is kept.
 """
@@ -151,6 +153,8 @@ class Fold:
                 self._waiting(op)
             case ops.Woken():
                 self._woken(op)
+            case ops.Held():
+                self._held(op)
             case ops.CronChange():
                 self._cron(op)
             case ops.ScheduleChange():
@@ -282,6 +286,18 @@ class Fold:
             return
         if step.status not in TERMINAL:
             step.status, step.waiting_for = QUEUED, None
+        if step.queued_at is None:
+            step.queued_at = op.at
+        step.attempt, step.retry_due_at = op.attempt, None
+        self._changed(step, op.seq)
+
+    def _held(self, op: ops.Held) -> None:
+        """A step kept back by flow control: ``QUEUED`` (not yet offered), its
+        ``waiting_for`` the hold's reason until its task comes (or a later hold's)."""
+        step = self._step(op.run_id, op.step, op.seq)
+        if step is None or step.status in TERMINAL or (step.attempt or 0) > op.attempt:
+            return
+        step.status, step.waiting_for = QUEUED, op.reason
         if step.queued_at is None:
             step.queued_at = op.at
         step.attempt, step.retry_due_at = op.attempt, None

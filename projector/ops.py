@@ -224,6 +224,19 @@ class Woken:
     at: dt.datetime
 
 
+@attrs.frozen
+class Held:
+    """A step's attempt kept back by flow control (``kind``), and why."""
+
+    seq: int
+    run_id: str
+    step: str
+    attempt: int
+    kind: str
+    reason: str
+    at: dt.datetime
+
+
 RunOp = (
     Created
     | Rejected
@@ -237,6 +250,7 @@ RunOp = (
     | Log
     | Waiting
     | Woken
+    | Held
 )
 
 

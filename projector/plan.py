@@ -27,6 +27,7 @@ from schemas import DecodeError, RunStatus, SubjectError
 from schemas.concurrency import MAX_KEY_CHARS, concurrency_problem
 from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
 from schemas.filters import filter_error
+from schemas.holds import StepHeld
 from schemas.messages import (
     CronArmed,
     CronCreated,
@@ -278,6 +279,13 @@ def _plan_woken(seq: int, run_id: str, ns: str, msg: StepWoken) -> list[ops.Op]:
     ]  # fmt: skip
 
 
+def _plan_held(seq: int, run_id: str, ns: str, msg: StepHeld) -> list[ops.Op]:
+    step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
+    v.count(msg.wakes, "wakes")
+    reason = v.text(msg.reason, "reason")
+    return [ops.Held(seq, run_id, step, attempt, str(msg.kind), reason, v.timestamp(msg.at, "at"))]
+
+
 # What each run message does, by its class: one lookup, not a chain of isinstance checks
 # (the chain was 8% of planning). Every planner checks its values in the order the chain
 # did, so a bad message keeps its rejection reason.
@@ -295,6 +303,7 @@ _RUN_PLANNERS: dict[type, Callable[[int, str, str, Any], list[ops.Op]]] = {
     schemas.StepLog: _plan_log,
     StepWaiting: _plan_waiting,
     StepWoken: _plan_woken,
+    StepHeld: _plan_held,
 }
 
 

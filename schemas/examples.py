@@ -11,6 +11,7 @@ import attrs
 import orjson
 
 from schemas import durable as d
+from schemas import holds as h
 from schemas import messages as m
 from schemas import tenancy as sys_
 from schemas.codec import encode
@@ -202,6 +203,16 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
         ),
     ),
     "woken": (_SLEPT, _CONFIRMED),
+    "held": (
+        h.StepHeld(
+            RUN,
+            "email",
+            1,
+            h.HoldKind.RATE_LIMIT,
+            "rate limit 'smtp' allows 10 units per 1s; next room at 2026-01-05T09:30:03.5+00:00",
+            at=at(2, 100),
+        ),
+    ),
     "retry_scheduled": (
         m.StepRetryScheduled(
             RUN, "email", 1, 2, at(10), error="SMTP 421: try again later", at=at(9)

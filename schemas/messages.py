@@ -16,6 +16,7 @@ import attrs
 
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, wakes
+from schemas.holds import StepHeld
 from schemas.structure import structure, utcnow
 
 
@@ -399,6 +400,7 @@ RunMessage = (
     | RunFinished
     | StepWaiting
     | StepWoken
+    | StepHeld
 )
 
 RUN_KINDS: dict[str, type[RunMessage]] = {
@@ -417,6 +419,7 @@ RUN_KINDS: dict[str, type[RunMessage]] = {
         RunFinished,
         StepWaiting,
         StepWoken,
+        StepHeld,
     )
 }
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import attrs
 
-from dispatcher import Event, Output, State, fit, fold, fold_all, step
+from dispatcher import Event, Output, State, complete, fold, step
 from dispatcher.policy import iso
-from dispatcher.step import admit
+from dispatcher.step import settle
 from schemas import (
     RunCancelRequested,
     RunRequested,
@@ -140,16 +140,21 @@ class Sim:
 
     def tick(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
+        if self.state.holds.due(self.now):  # the service's tick: held tasks rechecked first
+            self.record(settle(self.state, None, None, [], MAX_BYTES, self.now))
         for decided in checked_due(self.state, self.now):
-            decision = fit(self.state, decided, MAX_BYTES, self.now)
-            fold_all(self.state, None, None, decision)
-            self.record(decision + admit(self.state, MAX_BYTES, self.now))
+            self.record(settle(self.state, None, None, decided, MAX_BYTES, self.now))
 
     def restart(self) -> None:
         rebuilt = rebuild(self.log)
         assert rebuilt == self.state, "the state rebuilt from the log differs from the live one"
         assert_indexed(rebuilt)
         self.state = rebuilt
+        # As the service starts: what the log implies (held tasks made again, gated again).
+        for decided in complete(self.state, self.now):
+            outputs = settle(self.state, None, None, decided, MAX_BYTES, self.now)
+            if outputs:
+                self.record(outputs)
 
     # -- the world around it --------------------------------------------------------------
     def act(self, action: Action) -> None:
@@ -281,7 +286,7 @@ class Sim:
                 (run.run_id, s.spec.name, s)
                 for run in self.state.runs.values()
                 for s in run.steps.values()
-                if s.status in IN_FLIGHT and not s.waiting_retry
+                if s.status in IN_FLIGHT and not s.waiting_retry and not s.held
             ]
             if live:
                 run_id, name, step = live[0]
@@ -295,6 +300,13 @@ class Sim:
                 self.answer(run_id, name, step.attempt, outcome, fast=rounds % 2 == 1)
                 continue
             due_at = [s.retry_due for r in self.state.runs.values() for s in r.steps.values()]
+            due_at.append(self.state.holds.next_check)  # held tasks' next look
+            due_at += [  # a held step no gate will release times out
+                s.queued_at + dt.timedelta(seconds=r.schedule_timeout_s)
+                for r in self.state.runs.values()
+                for s in r.steps.values()
+                if s.held and s.queued_at is not None
+            ]
             pending = [d for d in due_at if d is not None]
             assert pending, f"runs stuck with nothing in flight: {self.state.runs}"
             self.tick(max((min(pending) - self.now).total_seconds(), 0.0))

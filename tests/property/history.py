@@ -30,6 +30,7 @@ from schemas import (
 )
 from schemas.concurrency import LimitStrategy
 from schemas.durable import StepWaiting, StepWoken, WaitKind
+from schemas.holds import StepHeld
 
 SCOPE = Scope("acme", "default")
 TIMED_OUT = "(schedule_timeout)"
@@ -65,6 +66,8 @@ class History:
         self.admitted: dict[str, dict[str, None]] = {}
         self.held: dict[str, dict[str, None]] = {}
         self.woken: dict[tuple[str, str, int], tuple[StepWoken, ...]] = {}
+        # Flow control: each step's latest attempt kept back (its ``held``), and when.
+        self.kept_back: dict[tuple[str, str], StepHeld] = {}
 
     # -- inputs ---------------------------------------------------------------------------
     def saw_input(self, message: Any) -> None:
@@ -131,6 +134,14 @@ class History:
                 if m.kind is WaitKind.SLEEP:
                     assert cond.until is not None and parse_time(cond.until) <= now
                 self.woken[key] = (*self.woken.get(key, ()), m)
+            case StepHeld():
+                key = (m.run_id, m.step)
+                assert key not in self.verdicts, f"{m!r} after the step's verdict"
+                prev = self.queued.get(key)
+                assert prev is None or prev.attempt <= m.attempt, f"{m!r} after {prev!r}"
+                first = self.kept_back.get(key)
+                if first is None or (first.attempt, first.wakes) != (m.attempt, m.wakes):
+                    self.kept_back[key] = m  # the attempt's first hold: its wait starts
             case StepFinished():
                 self._verdict(m, now)
             case RunFinished():
@@ -248,6 +259,15 @@ class History:
         assert m.status.terminal
         spec, on_failure = self.spec(*key)
         queued = self.queued.get(key)
+        kept = self.kept_back.get(key)
+        if TIMED_OUT in (m.error or "") and "held back" in (m.error or ""):
+            # Held back until its schedule timeout: never offered, so never taken.
+            assert kept is not None and kept.attempt == m.attempt, f"{m!r} never held"
+            assert queued is None or queued.attempt < m.attempt or kept.wakes, f"{m!r}"
+            timeout = dt.timedelta(seconds=self.created[m.run_id].schedule_timeout_s)
+            assert now - parse_time(kept.at) >= timeout, f"{m!r} before its timeout"
+            self.verdicts[key] = m
+            return
         if m.status is not RunStatus.CANCELLED:
             assert queued is not None and m.attempt == queued.attempt, f"{m!r} vs {queued!r}"
         reported = self.reported[(m.run_id, m.step, m.attempt)]
@@ -308,7 +328,10 @@ class History:
                     assert step.status is verdict.status, f"{run_id}/{name}: {step.status}"
                 else:
                     assert not step.terminal, f"{run_id}/{name} {step.status} without verdict"
-                if step.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                if step.held:  # kept back by flow control: its task not offered yet
+                    assert step.status is RunStatus.QUEUED and not step.assigned
+                    assert queued is None or queued.attempt <= step.attempt
+                elif step.status in (RunStatus.QUEUED, RunStatus.RUNNING):
                     assert queued is not None and step.attempt == queued.attempt
                 if step.status is None:
                     assert queued is None, f"{run_id}/{name} queued but waiting"

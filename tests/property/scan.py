@@ -45,6 +45,11 @@ def scan_due(state: State, now: dt.datetime) -> list[list[Output]]:
                     f"not picked up by any worker within {run.schedule_timeout_s:g}s "
                     "(schedule_timeout): is a worker for this workflow running?"
                 )
+                if step.held:
+                    reason = (
+                        f"held back for {run.schedule_timeout_s:g}s (schedule_timeout) and "
+                        f"never offered to a worker: {step.held_reason}"
+                    )
                 decisions.append(_step_failed(run, step, step.attempt, 1, reason, now))
                 break
     return decisions

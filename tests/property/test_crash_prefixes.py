@@ -9,7 +9,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher import complete, fit, fold_all, step
+from dispatcher import complete, step
+from dispatcher.step import settle
 from schemas import WorkflowDef
 from tests.property.harness import MAX_BYTES, Sim, rebuild
 from tests.property.history import SCOPE
@@ -39,9 +40,7 @@ def test_a_crash_between_any_two_appends_recovers_the_same_state(
     state = rebuild(in_log)  # the restart
     appended = []
     for unfinished in complete(state, decision.now):
-        finishing = fit(state, unfinished, MAX_BYTES, decision.now)
-        fold_all(state, None, None, finishing)
-        appended += finishing
+        appended += settle(state, None, None, unfinished, MAX_BYTES, decision.now)
     appended += step(state, SCOPE, decision.cause, decision.now, MAX_BYTES)  # redelivered
     new = [o.msg_id for o in appended if o.msg_id not in ids]
 
