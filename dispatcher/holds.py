@@ -106,7 +106,7 @@ def gate(
                 out += _hold(state, o, judged, now)
                 continue
             if judged is None:
-                continue  # its run ended earlier in this decision: nothing to offer
+                continue  # its run ended or failed earlier in this decision: not offered
             o = judged
         fold(state, parse(o.subject).scope, o.message)
         out.append(o)
@@ -165,6 +165,8 @@ def _judge(
     run, step = _step_of(state, o)
     if run is None or step is None:
         return None if state.known(task.run_id) else o
+    if run.failed_error and not step.on_failure and step.status is None:
+        return None  # a step failed (a gate's Fail) earlier in this decision: release no more
     subject = o.subject
     for g in gates:
         verdict = g(state, run, step, task, now)

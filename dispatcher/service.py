@@ -82,13 +82,15 @@ TICK_S = 0.25
 # A run that ever existed has one of these in the log.
 _EXISTED = ("created", "rejected")
 
-# What the dispatcher appends that changes its state when folded.
+# What the dispatcher appends that changes its state when folded (and the static rate
+# limits clients set: folded, nothing to decide).
 _OUTPUTS = """
 {t}.*.runs.*.created {t}.*.runs.*.rejected {t}.*.runs.*.queued {t}.*.runs.*.retry_scheduled
 {t}.*.runs.*.step_finished {t}.*.runs.*.finished {t}.*.runs.*.woken {t}.*.runs.*.held
 {t}.*.tasks.>
 {t}.*.crons.*.armed {t}.*.crons.*.fired {t}.*.crons.*.rejected
 {t}.*.schedules.*.fired {t}.*.schedules.*.rejected
+{t}.*.ratelimits.*
 """
 
 DEFAULT_SNAPSHOTS = SnapshotPolicy()
@@ -171,6 +173,7 @@ class Dispatcher(Service):
             f"{t}.*.tasks.>",
             f"{t}.*.crons.>",
             f"{t}.*.schedules.>",
+            f"{t}.*.ratelimits.*",
         ]
         async for rec in replay(
             self.nc, self.tenant, subjects, start_seq=start_seq, until_seq=until_seq

@@ -63,6 +63,7 @@ from schemas.messages import (
     StepDef,
     WorkflowDef,
 )
+from schemas.ratelimits import RateLimitSet
 from schemas.structure import structure
 from schemas.subjects import Scope
 
@@ -100,6 +101,22 @@ def dump(snapshot: Snapshot) -> bytes:
         "runs": [_run(run) for run in state.runs.values()],
         "done": sorted(state.done),
         "triggers": _triggers(state.triggers),
+        # Rate limits (``dispatcher.ratelimits``): the static limits set, and what offered
+        # tasks took of each limit within its window.
+        "rate_limits": [
+            {"tenant": scope.tenant, "namespace": scope.namespace, "set": attrs.asdict(m)}
+            for (scope, _key), m in state.rate_limits.items()
+        ],
+        "windows": [
+            {
+                "tenant": scope.tenant,
+                "namespace": scope.namespace,
+                "key": key,
+                "taken": [[i, when.isoformat(), n, w] for i, (when, n, w) in entries.items()],
+            }
+            for (scope, key), entries in state.windows.taken.items()
+            if entries
+        ],
     }
     try:
         return orjson.dumps(body)
@@ -128,6 +145,14 @@ def load(data: bytes) -> Snapshot:
             state.runs[run.run_id] = run
         state.done = {str(i) for i in body["done"]}
         state.triggers = _untriggers(body["triggers"])
+        # Snapshots from before rate limits have neither: no step used one then.
+        for r in body.get("rate_limits", ()):
+            m = structure(RateLimitSet, r["set"])
+            state.rate_limits[(Scope(r["tenant"], r["namespace"]), m.key)] = m
+        for w in body.get("windows", ()):
+            taken = state.windows.taken[(Scope(w["tenant"], w["namespace"]), str(w["key"]))] = {}
+            for i, when, n, window in w["taken"]:
+                taken[str(i)] = (dt.datetime.fromisoformat(when), int(n), float(window))
         index_deadlines(state)  # not stored: the runs hold every deadline
         return Snapshot(int(body["seq"]), state, int(body["forgot_through"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -158,6 +183,7 @@ def _run(run: RunState) -> dict[str, Any]:
         "concurrency": None if run.concurrency is None else attrs.asdict(run.concurrency),
         "key": run.key,
         "admitted": run.admitted,
+        "metadata": run.metadata,
     }
 
 
@@ -181,6 +207,7 @@ def _unrun(r: dict[str, Any]) -> RunState:
         else structure(ConcurrencyDef, r["concurrency"]),
         key=r.get("key"),
         admitted=bool(r.get("admitted", True)),
+        metadata={str(k): str(v) for k, v in r.get("metadata", {}).items()},
     )
 
 

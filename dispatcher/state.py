@@ -15,6 +15,7 @@ from dispatcher.held import Holds
 from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
 from dispatcher.waits import EventWaits, wait_problem, wake_at
+from dispatcher.windows import Windows
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
@@ -34,6 +35,7 @@ from schemas.messages import (
     TriggerKind,
     WorkflowDef,
 )
+from schemas.ratelimits import RateLimitSet, set_problem
 from schemas.subjects import Scope
 
 
@@ -113,6 +115,8 @@ class RunState:
     concurrency: ConcurrencyDef | None = None
     key: str | None = None
     admitted: bool = True
+    # The run's additional metadata (dynamic rate-limit keys read it, as CEL does).
+    metadata: dict[str, str] = attrs.Factory(dict)
 
     @property
     def group(self) -> GroupId | None:
@@ -174,6 +178,10 @@ class State:
     done: set[str] = attrs.Factory(set)
     # Crons and scheduled runs (``dispatcher.crons``).
     triggers: Triggers = attrs.Factory(Triggers)
+    # Static rate limits, the latest ``ratelimits.<key>`` of each (``dispatcher.ratelimits``).
+    rate_limits: dict[tuple[Scope, str], RateLimitSet] = attrs.Factory(dict)
+    # What rate limits' offered tasks took, by limit (folded from tasks; in snapshots).
+    windows: Windows = attrs.field(factory=Windows, eq=False, repr=False)
     deadlines: list[Deadline] = attrs.field(init=False, factory=list, eq=False, repr=False)
     # Drop stale entries from ``deadlines`` when it grows past this (see ``watch``).
     deadlines_cap: int = attrs.field(init=False, default=_DEADLINES_SLACK, eq=False, repr=False)
@@ -310,6 +318,7 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
         concurrency=created.concurrency,
         key=created.concurrency_key if created.concurrency is not None else None,
         admitted=created.concurrency is None or created.concurrency_key is None,
+        metadata=dict(created.additional_metadata),
     )
 
 
@@ -360,20 +369,31 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
             _fold_wait(state, scope, message, seq)
         case StepHeld():
             _fold_held(state, scope, message)
+        case RateLimitSet():
+            if (
+                set_problem(message) is None
+                and state.rate_limits.get((scope, message.key)) != message
+            ):
+                state.rate_limits[(scope, message.key)] = message
+                state.holds.dirty = True  # a step held for it may go now
         case StepFinished():
             _fold_step_finished(state, scope, message)
         case RunFinished():
-            if state.run(scope, message.run_id) is not None:
-                over = state.runs.pop(message.run_id)
-                _unlink(state, over)
-                if over.group is not None:
-                    state.groups.remove(over.group, over.run_id)
-                state.holds.drop(message.run_id)
-                state.done.add(message.run_id)
+            _fold_run_finished(state, scope, message)
         case _ if isinstance(message, TRIGGER_MESSAGES):
             fold_trigger(state.triggers, scope, message)
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
+
+
+def _fold_run_finished(state: State, scope: Scope, message: RunFinished) -> None:
+    if state.run(scope, message.run_id) is not None:
+        over = state.runs.pop(message.run_id)
+        _unlink(state, over)
+        if over.group is not None:
+            state.groups.remove(over.group, over.run_id)
+        state.holds.drop(message.run_id)
+        state.done.add(message.run_id)
 
 
 def _fold_step_finished(state: State, scope: Scope, message: StepFinished) -> None:
@@ -420,7 +440,13 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
 
 def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None:
     """A step's attempt queued (its task), or queued again after a durable wait. A run's
-    first task admits it (a run with a concurrency key waits for its turn until then)."""
+    first task admits it (a run with a concurrency key waits for its turn until then). What
+    it took of rate limits counts in their windows."""
+    if isinstance(message, Task) and message.rate_limits:
+        task_id = f"{message.run_id}:{message.step}:{message.attempt}:{len(message.wakes)}"
+        for use in message.rate_limits:
+            when = parse_time(use.at)
+            state.windows.add((scope, use.key), task_id, when, use.units, use.window_s)
     run = state.run(scope, message.run_id)
     if run is not None and not run.admitted:
         run.admitted = True

@@ -17,13 +17,14 @@ from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
 from dispatcher.holds import Gate, gate, release
 from dispatcher.policy import iso
+from dispatcher.ratelimits import rate_limit_gate
 from dispatcher.replay import Replay, decide_replay
 from dispatcher.state import State, fold
 from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
 
 # Flow control's gates, in order (``dispatcher.holds``): every task offered passes them.
-GATES: Sequence[Gate] = ()
+GATES: Sequence[Gate] = (rate_limit_gate,)
 
 
 def fold_all(

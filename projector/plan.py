@@ -38,6 +38,7 @@ from schemas.messages import (
     ScheduleRejected,
 )
 from schemas.metadata import metadata_of_headers
+from schemas.ratelimits import set_problem
 from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
 
@@ -65,6 +66,13 @@ def plan(tenant: str, record: Record) -> list[ops.Op]:
             return [_cron(record.seq, parsed, _decode(parsed, record.data))]
         if parsed.area == "schedules":
             return [_schedule(record.seq, parsed, _decode(parsed, record.data))]
+        if parsed.area == "ratelimits":
+            # A static rate limit set: the dispatcher's business (no table of them yet);
+            # one it cannot use is a rejection, as it ignores it.
+            problem = set_problem(_decode(parsed, record.data))
+            if problem is not None:
+                raise DecodeError(problem)
+            return []
         if parsed.area == "workers":
             # Heartbeats carry a message TTL and age out of the log: projecting them would
             # make a rebuild differ from the live projection.

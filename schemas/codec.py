@@ -20,6 +20,7 @@ from schemas.messages import (
     WorkerHeartbeat,
     WorkflowDef,
 )
+from schemas.ratelimits import RateLimitSet
 from schemas.structure import field_names, structure
 from schemas.subjects import ParsedSubject
 from schemas.upcast import upcast
@@ -106,6 +107,9 @@ def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
     elif parsed.area == "schedules":
         message = _decode_kind(SCHEDULE_KINDS, "schedule", parsed.kind, data)
         _agree(parsed, "schedule id", message.schedule_id, parsed.name)
+    elif parsed.area == "ratelimits":
+        message = decode_as(RateLimitSet, RateLimitSet.KIND, data)
+        _agree(parsed, "rate limit key", message.key, parsed.rest[0])
     elif parsed.area == "workers":
         message = decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, data)
         _agree(parsed, "worker id", message.worker_id, parsed.rest[0])

@@ -61,24 +61,33 @@ def concurrency_key(
 ) -> tuple[str | None, str | None]:
     """(the run's key, None), or (None, why the expression gave no key): an evaluation
     error, or a value that is not a string, a number or a boolean. Never raises."""
+    return expression_key(spec.expression, WHAT, payload, metadata)
+
+
+def expression_key(
+    expression: str, what: str, payload: Any, metadata: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """A key from a CEL expression over ``input`` and ``additional_metadata`` (``what``
+    names it in the reason): (key, None), or (None, why not: an evaluation error, or a
+    value that is not a string, a number or a boolean). Never raises."""
     try:
-        program = compile_filter(spec.expression, WHAT)
+        program = compile_filter(expression, what)
         value = program.evaluate(
             {"input": json_to_cel(payload), "additional_metadata": json_to_cel(dict(metadata))}
         )
     except Exception as exc:  # CELEvalError, or anything a hostile payload provokes
-        return None, f"{WHAT} {spec.expression!r} failed: {_one_line(exc)}"
+        return None, f"{what} {expression!r} failed: {_one_line(exc)}"
     if isinstance(value, Exception):
-        return None, f"{WHAT} {spec.expression!r} failed: {_one_line(value)}"
+        return None, f"{what} {expression!r} failed: {_one_line(value)}"
     if isinstance(value, bool):
         key = "true" if value else "false"
     elif isinstance(value, int | float | str):
         key = str(value)
     else:
         kind = type(value).__name__
-        return None, f"{WHAT} {spec.expression!r} gave a {kind}, not a string or number"
+        return None, f"{what} {expression!r} gave a {kind}, not a string or number"
     if len(key) > MAX_KEY_CHARS:
-        return None, f"{WHAT} {spec.expression!r} gave a key longer than {MAX_KEY_CHARS}"
+        return None, f"{what} {expression!r} gave a key longer than {MAX_KEY_CHARS}"
     return key, None
 
 

@@ -31,6 +31,8 @@ VERSIONED = (
 # Fields added after the first definitions: hashed only when set (not null), so a definition
 # without them keeps the version it always had.
 HASHED_WHEN_SET = frozenset({"on_success", "event_filter", "concurrency"})
+# The same for a step's fields (empty or null: not hashed).
+STEP_HASHED_WHEN_SET = frozenset({"rate_limits"})
 
 
 def workflow_version(definition: dict[str, Any]) -> str:
@@ -41,7 +43,22 @@ def workflow_version(definition: dict[str, Any]) -> str:
         if key not in HASHED_WHEN_SET or definition.get(key) is not None
     }
     body["steps"] = sorted(
-        ({**step, "parents": sorted(step.get("parents") or ())} for step in body["steps"] or ()),
+        (
+            {**_step(step), "parents": sorted(step.get("parents") or ())}
+            for step in body["steps"] or ()
+        ),
         key=lambda step: str(step.get("name")),
     )
+    if body.get("on_failure"):
+        body["on_failure"] = _step(body["on_failure"])
+    if body.get("on_success"):
+        body["on_success"] = _step(body["on_success"])
     return hashlib.sha256(rfc8785.dumps(body)).hexdigest()[:16]
+
+
+def _step(step: Any) -> Any:
+    """A step's definition as hashed: without the fields added later that it leaves
+    unset."""
+    if not isinstance(step, dict):
+        return step
+    return {k: v for k, v in step.items() if k not in STEP_HASHED_WHEN_SET or v}

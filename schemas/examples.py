@@ -13,6 +13,7 @@ import orjson
 from schemas import durable as d
 from schemas import holds as h
 from schemas import messages as m
+from schemas import ratelimits as rl
 from schemas import tenancy as sys_
 from schemas.codec import encode
 from schemas.definition import workflow_version
@@ -127,6 +128,19 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             queued_at=at(2, 1000),
             workflow_version=WORKFLOW.version,
             schedule_deadline="2026-01-05T09:35:02.001000+00:00",
+        ),
+        m.Task(  # offered once rate limit 'smtp' had room: what it took of it
+            RUN,
+            "Welcome",
+            "email",
+            1,
+            INPUT,
+            {"fetch": FETCHED},
+            60.0,
+            queued_at=at(2, 100),
+            workflow_version=WORKFLOW.version,
+            schedule_deadline="2026-01-05T09:35:02.000100+00:00",
+            rate_limits=(rl.RateLimitUse("smtp", 1, at(3, 500000), 1.0),),
         ),
         m.Task(
             RUN,
@@ -299,4 +313,5 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
         m.ScheduleRejected("s-1c9d4e7b", "trigger_at is not a time: 'tomorrow'", at=at(22, 10)),
     ),
     "timer": (m.TimerFired("cron", "nightly-welcome", "c-7f3a9e21", FIRE),),
+    "ratelimit": (rl.RateLimitSet("smtp", 10, rl.RateLimitDuration.SECOND, at=at(1)),),
 }

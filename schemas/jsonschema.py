@@ -26,6 +26,7 @@ from schemas import messages as m
 from schemas import tenancy as sys_
 from schemas.codec import encode
 from schemas.examples import EXAMPLES
+from schemas.ratelimits import RateLimitSet
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID = "https://natchet.dev/schemas/"
@@ -65,6 +66,8 @@ WIRE_KINDS: dict[str, tuple[type, str]] = {
         for kind, cls in m.SCHEDULE_KINDS.items()
     },
     m.TimerFired.KIND: (m.TimerFired, "<tenant>.<namespace>.fires.<cron|schedule>.<name>"),
+    # A static rate limit set by a client (docs/flow-control.md): the latest of a key wins.
+    RateLimitSet.KIND: (RateLimitSet, "<tenant>.<namespace>.ratelimits.<key>"),
 }
 
 

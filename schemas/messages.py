@@ -17,6 +17,7 @@ import attrs
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, wakes
 from schemas.holds import StepHeld
+from schemas.ratelimits import RateLimitDef, RateLimitUse, rate_limit_defs, rate_limit_uses
 from schemas.structure import structure, utcnow
 
 
@@ -62,6 +63,9 @@ class StepDef:
     retries: int = 0
     backoff_factor: float | None = None
     backoff_max_s: float | None = None
+    # The rate limits a run of the step takes units of (:mod:`schemas.ratelimits`); hashed
+    # into the workflow's version only when there are some.
+    rate_limits: tuple[RateLimitDef, ...] = attrs.field(default=(), converter=rate_limit_defs)
 
 
 def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, ...]:
@@ -259,6 +263,8 @@ class Task:
     # task's own delivery count (the attempt's deliveries before this task).
     wakes: tuple[StepWoken, ...] = attrs.field(default=(), converter=wakes)
     delivery_offset: int = 0
+    # What offering it took of rate limits (:mod:`schemas.ratelimits`): workers ignore it.
+    rate_limits: tuple[RateLimitUse, ...] = attrs.field(default=(), converter=rate_limit_uses)
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@
 | ``<t>.<ns>.workers.<worker_id>.refused``  | the engine refuses a worker (not kept) |
 | ``<t>.<ns>.crons.<name>.<kind>``          | a cron's history (created, armed, ...) |
 | ``<t>.<ns>.schedules.<id>.<kind>``        | a scheduled run's history              |
+| ``<t>.<ns>.ratelimits.<key>``             | a static rate limit set (latest wins)  |
 | ``<t>.<ns>.timers.<cron|schedule>.<name>``| a pending timer (``schedules-<t>``)    |
 | ``<t>.<ns>.fires.<cron|schedule>.<name>`` | a timer come due (``schedules-<t>``)   |
 """
@@ -135,6 +136,10 @@ class Scope:
         """One record of a scheduled run's history, in the log."""
         return f"{self.prefix}.schedules.{check_name('schedule id', schedule_id)}.{kind}"
 
+    def ratelimit(self, key: str) -> str:
+        """A static rate limit's definition, in the log (the latest record wins)."""
+        return f"{self.prefix}.ratelimits.{check_name('rate limit key', key)}"
+
     def timer(self, kind: str, name: str) -> str:
         """A cron's or schedule's pending timer: a message schedule in ``schedules-<t>``."""
         return f"{self.prefix}.timers.{kind}.{name}"
@@ -176,6 +181,7 @@ def log_subjects(tenant: str) -> list[str]:
         f"{t}.*.tasks.>",
         f"{t}.*.crons.*.*",
         f"{t}.*.schedules.*.*",
+        f"{t}.*.ratelimits.*",
     ]
 
 
@@ -220,7 +226,9 @@ class ParsedSubject:
         return self.rest[1]
 
 
-AREAS = frozenset({"events", "workflows", "tasks", "runs", "workers", "crons", "schedules"})
+AREAS = frozenset(
+    {"events", "workflows", "tasks", "runs", "workers", "crons", "schedules", "ratelimits"}
+)
 # Areas whose subjects are ``<area>.<id>.<kind>``.
 _ID_KIND_AREAS = frozenset({"runs", "crons", "schedules"})
 # Scopes already checked, by (tenant, namespace): a reader parses every subject of a log
@@ -257,4 +265,6 @@ def parse(subject: str) -> ParsedSubject:
     rest = tuple(parts[3:])
     if parts[2] in _ID_KIND_AREAS and len(rest) != 2:
         raise SubjectError(f"{parts[2]} subject needs <id>.<kind>: {subject!r}")
+    if parts[2] == "ratelimits" and len(rest) != 1:
+        raise SubjectError(f"ratelimits subject needs <key>: {subject!r}")
     return ParsedSubject(scope, parts[2], rest)

@@ -42,7 +42,7 @@ def kind_of(subject: str) -> str | None:
         return "refused" if parsed.rest[1:] == ("refused",) else "heartbeat"
     if parsed.area in ("crons", "schedules"):
         return f"{parsed.area[:-1]}_{parsed.rest[-1]}"
-    return {"workflows": "workflow", "tasks": "task"}.get(parsed.area)
+    return {"workflows": "workflow", "tasks": "task", "ratelimits": "ratelimit"}.get(parsed.area)
 
 
 def problems(subject: str, body: bytes) -> list[str]:

@@ -25,6 +25,7 @@ from worker.durable import OrGroup, SleepCondition, UserEventCondition, or_
 from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
 from worker.models import EmptyModel
 from worker.outcome import WorkflowRunError
+from worker.ratelimits import RateLimit, RateLimitDuration
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 from worker.tasks import Standalone, Task, TaskRunRef, Workflow
@@ -45,6 +46,8 @@ __all__ = [
     "NonRetryableError",
     "OrGroup",
     "PushedEvent",
+    "RateLimit",
+    "RateLimitDuration",
     "SleepCondition",
     "Standalone",
     "Task",

@@ -34,6 +34,7 @@ from worker.durable import require_async
 from worker.options import metadata_option
 from worker.outcome import wait_for_run
 from worker.portal import Portal
+from worker.ratelimits import RateLimit, RateLimitsClient, check_rate_limits
 from worker.runtime import Worker
 from worker.settings import ClientSettings, WorkerSettings
 from worker.spawn import ChildRun
@@ -285,6 +286,7 @@ class Hatchet:
         self.admin = AdminClient(self)
         self.cron = CronClient(self)
         self.scheduled = ScheduledClient(self)
+        self.rate_limits = RateLimitsClient(self)
 
     @property
     def settings(self) -> ClientSettings:
@@ -337,6 +339,7 @@ class Hatchet:
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
         event_filter: str | None = None,
+        rate_limits: Sequence[RateLimit] | None = None,
     ) -> Callable[[TaskFn], Standalone]:
         """``@hatchet.task(...)``: a workflow of one task, both named ``name`` (default: the
         function's); ``task.run(input)`` returns its output."""
@@ -352,6 +355,7 @@ class Hatchet:
                 retries=retries,
                 backoff_factor=backoff_factor,
                 backoff_max_seconds=backoff_max_seconds,
+                rate_limits=rate_limits,
             )(fn)
             return Standalone(wf, declared)
 
@@ -376,13 +380,17 @@ class Hatchet:
         retries: int = 0,
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
+        rate_limits: Sequence[RateLimit] | None = None,
     ) -> Callable[[F], F]:
+        """A step of a v0 workflow class. ``rate_limits``: the limits a run of it takes
+        units of (docs/flow-control.md)."""
         return declare.step(
             parents=parents,
             timeout=timeout,
             retries=retries,
             backoff_factor=backoff_factor,
             backoff_max_seconds=backoff_max_seconds,
+            rate_limits=check_rate_limits(rate_limits),
         )
 
     def on_failure_step(self, timeout: declare.Duration = 60) -> Callable[[F], F]:

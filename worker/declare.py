@@ -16,6 +16,7 @@ from schemas.concurrency import ConcurrencyDef
 from schemas.definition import workflow_version
 from schemas.filters import compile_filter
 from schemas.messages import StepDef, WorkflowDef
+from schemas.ratelimits import RateLimitDef
 from schemas.subjects import SubjectError, check_event_pattern, check_name
 
 STEP_ATTR = "_natchet_step"
@@ -56,6 +57,7 @@ class StepSpec:
     backoff_max_s: float | None
     on_failure: bool = False
     on_success: bool = False
+    rate_limits: tuple[RateLimitDef, ...] = ()
 
 
 def step(
@@ -64,6 +66,7 @@ def step(
     retries: int = 0,
     backoff_factor: float | None = None,
     backoff_max_seconds: float | None = None,
+    rate_limits: tuple[RateLimitDef, ...] = (),
 ) -> Callable[[F], F]:
     if retries < 0:
         raise ConfigError(f"retries must be >= 0, not {retries}")
@@ -73,6 +76,7 @@ def step(
         retries=retries,
         backoff_factor=backoff_factor,
         backoff_max_s=backoff_max_seconds,
+        rate_limits=rate_limits,
     )
 
     def mark(fn: F) -> F:
@@ -138,6 +142,7 @@ def _step_def(name: str, spec: StepSpec) -> StepDef:
         retries=spec.retries,
         backoff_factor=spec.backoff_factor,
         backoff_max_s=spec.backoff_max_s,
+        rate_limits=spec.rate_limits,
     )
 
 

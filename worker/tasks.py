@@ -28,6 +28,7 @@ from worker.declare import Duration, StepSpec, WorkflowSpec, seconds
 from worker.durable import require_async
 from worker.errors import InvalidInputError, NonRetryableError
 from worker.models import EmptyModel, dump_input, output_model, parse_input, parse_output
+from worker.ratelimits import RateLimit, check_rate_limits
 
 
 class WorkflowRunRef(Protocol):
@@ -173,12 +174,15 @@ class Workflow:
         retries: int = 0,
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
+        rate_limits: Sequence[RateLimit] | None = None,
     ) -> Callable[[TaskFn], Task]:
-        """A task of this workflow, run once its ``parents`` (tasks of it) succeeded."""
+        """A task of this workflow, run once its ``parents`` (tasks of it) succeeded;
+        ``rate_limits``: the limits a run of it takes units of (docs/flow-control.md)."""
         self.name  # noqa: B018 -- a v1 workflow has a name: say so at the first task, not at registration
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, not {retries}")
         timeout_s = seconds(execution_timeout, "execution_timeout")
+        limits = check_rate_limits(rate_limits)
 
         def mark(fn: TaskFn) -> Task:
             task_name = name or fn.__name__
@@ -188,6 +192,7 @@ class Workflow:
                 retries=retries,
                 backoff_factor=backoff_factor,
                 backoff_max_s=backoff_max_seconds,
+                rate_limits=limits,
             )
             return self._add(task_name, fn, spec)
 
@@ -201,13 +206,20 @@ class Workflow:
         retries: int = 0,
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
+        rate_limits: Sequence[RateLimit] | None = None,
     ) -> Callable[[TaskFn], Task]:
         """A task that may wait without holding a slot (``ctx.aio_sleep_for``,
         ``ctx.aio_wait_for_event``, ``ctx.aio_wait_for``; docs/durable.md): an async
         function, run again from its start once woken. ``execution_timeout`` bounds each
         run between waits, not the waits."""
         plain = self.task(
-            name, parents, execution_timeout, retries, backoff_factor, backoff_max_seconds
+            name,
+            parents,
+            execution_timeout,
+            retries,
+            backoff_factor,
+            backoff_max_seconds,
+            rate_limits,
         )
 
         def mark(fn: TaskFn) -> Task:

@@ -62,6 +62,7 @@ def tenant_grants(tenant: str) -> list[Grant]:
         Grant(f"{t}.*.runs.*.result", "service", name="report results"),
         Grant(f"{t}.*.runs.*.log", "service", name="report log lines"),
         Grant(f"{t}.*.runs.*.waiting", "service", name="report durable waits"),
+        Grant(f"{t}.*.ratelimits.*", "service", name="set rate limits"),
         # Crons and scheduled runs: a tenant asks (created, deleted); the engine alone
         # answers (armed, fired, rejected) and sets the timers, in a stream of its own.
         Grant(f"{t}.*.crons.*.created", "service", name="create crons"),

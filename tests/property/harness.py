@@ -29,9 +29,12 @@ from schemas import (
     parse,
 )
 from schemas.durable import StepWaiting, WaitCondition, WaitKind
+from schemas.ratelimits import RateLimitDuration, RateLimitSet
 from tests.property.history import SCOPE, History
 from tests.property.scan import assert_indexed, checked_due
 from tests.property.strategies import (
+    STATIC_KEY,
+    STATIC_LIMIT,
     Action,
     Again,
     Assign,
@@ -77,6 +80,8 @@ def subject_of(message: Any) -> str:
         return SCOPE.workflow(message.name)
     if isinstance(message, Event):
         return SCOPE.event(message.key)
+    if isinstance(message, RateLimitSet):
+        return SCOPE.ratelimit(message.key)
     return SCOPE.run(message.run_id, message.KIND)
 
 
@@ -110,6 +115,7 @@ class Sim:
         # tick), its outputs, and the time it was made.
         self.decisions: list[Decision] = []
         self.feed(wf)
+        self.feed(RateLimitSet(STATIC_KEY, STATIC_LIMIT, RateLimitDuration.SECOND, at=iso(T0)))
 
     # -- the service's loop ---------------------------------------------------------------
     def feed(self, message: Any, *, again: bool = False) -> list[Any]:
@@ -193,6 +199,8 @@ class Sim:
         keys = self.history.queued_order
         if not late:
             keys = [k for k in keys if getattr(self.step(*k), "status", None) in IN_FLIGHT]
+        # A held step's task is not offered (flow control): no worker can take it.
+        keys = [k for k in keys if not getattr(self.step(*k), "held", ())]
         if retried:
             keys = [k for k in keys if self.history.queued[k].attempt > 1] or keys
         if not keys:
@@ -309,7 +317,9 @@ class Sim:
             ]
             pending = [d for d in due_at if d is not None]
             assert pending, f"runs stuck with nothing in flight: {self.state.runs}"
-            self.tick(max((min(pending) - self.now).total_seconds(), 0.0))
+            # A retry of a failing run stays due and is never released: look further.
+            later = [d for d in pending if d > self.now] or pending
+            self.tick(max((min(later) - self.now).total_seconds(), 0.0))
         raise AssertionError(f"runs not finished after {DRAIN_LIMIT} rounds: {self.state.runs}")
 
 

@@ -31,6 +31,7 @@ from schemas import (
 from schemas.concurrency import LimitStrategy
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.holds import StepHeld
+from tests.property.strategies import STATIC_KEY, STATIC_LIMIT
 
 SCOPE = Scope("acme", "default")
 TIMED_OUT = "(schedule_timeout)"
@@ -68,6 +69,8 @@ class History:
         self.woken: dict[tuple[str, str, int], tuple[StepWoken, ...]] = {}
         # Flow control: each step's latest attempt kept back (its ``held``), and when.
         self.kept_back: dict[tuple[str, str], StepHeld] = {}
+        # Rate limits: the units each limit's offered tasks took, and when, in order.
+        self.taken: dict[str, list[tuple[dt.datetime, int]]] = {}
 
     # -- inputs ---------------------------------------------------------------------------
     def saw_input(self, message: Any) -> None:
@@ -110,6 +113,7 @@ class History:
         assert parsed.scope == SCOPE
         if isinstance(m, Task):  # the task is its step queued
             self._task(out, m)
+            self._rate_limits(m)
             self._queued(m)
         else:
             assert (parsed.area, parsed.run_id, parsed.run_kind) == ("runs", m.run_id, m.KIND)
@@ -172,6 +176,30 @@ class History:
                 if r == task.run_id and v.status is RunStatus.FAILED
             }
             assert task.step_errors == errors
+
+    def _rate_limits(self, m: Task) -> None:
+        """A task takes units of every limit its step uses, and no limit ever has more than
+        its units taken in any window (checked at each offer: a window's sum is largest
+        at one)."""
+        spec, _on_failure = self.spec(m.run_id, m.step)
+        units: dict[str, int] = {}  # what the step takes of each key (one key may repeat)
+        limits: dict[str, int] = {}
+        for d in spec.rate_limits:
+            key = d.static_key or next(u.key for u in m.rate_limits if u.key != STATIC_KEY)
+            units[key] = units.get(key, 0) + d.units
+            most = STATIC_LIMIT if d.static_key is not None else d.limit
+            assert most is not None
+            limits.setdefault(key, most)
+        assert {u.key: u.units for u in m.rate_limits} == units, f"{m!r} for {spec!r}"
+        for use in m.rate_limits:
+            most = limits[use.key]
+            when = parse_time(use.at)
+            taken = self.taken.setdefault(use.key, [])
+            assert not taken or taken[-1][0] <= when, f"{use!r} before {taken[-1]}"
+            taken.append((when, use.units))
+            since = when - dt.timedelta(seconds=use.window_s)
+            used = sum(n for t, n in taken if t > since)
+            assert used <= most, f"limit {use.key!r}: {used} units within {use.window_s}s"
 
     def _admit(self, m: Task) -> None:
         """A keyed run's first task admits it: oldest first within its key, and never more
@@ -266,6 +294,12 @@ class History:
             assert queued is None or queued.attempt < m.attempt or kept.wakes, f"{m!r}"
             timeout = dt.timedelta(seconds=self.created[m.run_id].schedule_timeout_s)
             assert now - parse_time(kept.at) >= timeout, f"{m!r} before its timeout"
+            self.verdicts[key] = m
+            return
+        if "can never run" in (m.error or "") and m.status is RunStatus.FAILED:
+            # A rate limit the step takes more units of than it allows: failed unoffered.
+            assert spec.rate_limits and m.error and m.error.startswith("rate limit "), f"{m!r}"
+            assert queued is None or queued.attempt < m.attempt, f"{m!r} after {queued!r}"
             self.verdicts[key] = m
             return
         if m.status is not RunStatus.CANCELLED:

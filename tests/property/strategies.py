@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 
 from schemas import StepDef, WorkflowDef
 from schemas.concurrency import ConcurrencyDef, LimitStrategy
+from schemas.ratelimits import RateLimitDef, RateLimitDuration
 
 NAMES = ("a", "b", "c", "d", "e", "f")
 ON_FAILURE = "on_fail"
 REGISTERED_AT = "2026-01-01T00:00:00.000000+00:00"
+# Rate limits: the static one every Sim sets (``STATIC_LIMIT`` units per second), and a
+# dynamic one per request (events share one).
+STATIC_KEY, STATIC_LIMIT = "k", 2
+DYNAMIC_KEY = 'has(input.i) ? string(input.i) : "event"'
 
 
 class Outcome(enum.Enum):
@@ -114,6 +119,23 @@ SECONDS = (0.1, 0.5, 1.0, 2.0, 4.0, 10.0, 31.0, 120.0, 301.0)
 waits = st.builds(Wait, st.sampled_from(SECONDS[:5])) | st.builds(Wait, st.sampled_from(SECONDS))
 
 
+static_limits = st.builds(
+    RateLimitDef, static_key=st.just(STATIC_KEY), units=st.integers(1, STATIC_LIMIT)
+)
+# One definition for the dynamic key: a key's windows are kept as long as the window of
+# the uses recorded, so steps sharing a key declare the same limit (docs/flow-control.md).
+dynamic_limits = st.just(
+    RateLimitDef(dynamic_key=DYNAMIC_KEY, units=1, limit=2, duration=RateLimitDuration.MINUTE)
+)
+# Most steps use none.
+rate_limits = st.one_of(
+    st.just(()),
+    st.just(()),
+    st.just(()),
+    st.lists(static_limits | dynamic_limits, min_size=1, max_size=2).map(tuple),
+)
+
+
 def step_defs(name: str, earlier: tuple[str, ...]) -> st.SearchStrategy[StepDef]:
     return st.builds(
         StepDef,
@@ -125,6 +147,7 @@ def step_defs(name: str, earlier: tuple[str, ...]) -> st.SearchStrategy[StepDef]
         retries=st.integers(0, 2),
         backoff_factor=st.none() | st.sampled_from([0.5, 1.0, 2.0, 10.0]),
         backoff_max_s=st.none() | st.sampled_from([1.0, 30.0]),
+        rate_limits=rate_limits,
     )
 
 

@@ -137,6 +137,8 @@ async def assert_agrees_with_dispatcher(conn: Conn, sim: Sim) -> None:
             verdict = h.verdicts.get((run_id, name))
             if verdict is not None:
                 assert steps[(run_id, name)] == verdict.status, (run_id, name)
+            elif (run_id, name) in h.kept_back:  # held back by flow control, never offered
+                assert steps[(run_id, name)] == "QUEUED", (run_id, name)
             elif (run_id, name) not in h.queued:
                 assert steps[(run_id, name)] == "PENDING", (run_id, name)
     cur = await conn.execute(

@@ -49,6 +49,7 @@ def subject_for(kind: str, body: dict[str, Any]) -> str:
         "<name>": body.get("name"),
         "<schedule_id>": body.get("schedule_id"),
         "<cron|schedule>": body.get("kind"),
+        "<key>": body.get("key"),
     }
     subject = str(message_schema(kind)["x-subject"])
     for placeholder, name in names.items():

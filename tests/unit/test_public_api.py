@@ -163,6 +163,8 @@ PUBLIC = {
         "NonRetryableError",
         "OrGroup",
         "PushedEvent",
+        "RateLimit",
+        "RateLimitDuration",
         "SleepCondition",
         "Standalone",
         "Task",
