@@ -7,7 +7,8 @@ function of the parsed arguments that returns the exit code):
 * :mod:`natchet.cli.runs`: ``runs list|get|cancel`` (:mod:`natchet.cli.bulk`: acting on
   the runs filters select); :mod:`natchet.cli.events`:
   ``events list``; :mod:`natchet.cli.event`: ``event push``; :mod:`natchet.cli.triggers`:
-  ``cron`` and ``schedule`` (``create|list|delete``);
+  ``cron`` and ``schedule`` (``create|list|delete``); :mod:`natchet.cli.ratelimits`:
+  ``ratelimits put|list``;
   :mod:`natchet.cli.workers`: ``workers list``; :mod:`natchet.cli.version`: ``version``;
   :mod:`natchet.cli.audit`: ``audit``
   (a run's history from the log, not Postgres); :mod:`natchet.cli.replay`: ``replay``
@@ -38,6 +39,7 @@ from natchet.cli import (
     dashboard,
     event,
     events,
+    ratelimits,
     replay,
     runs,
     schema_export,
@@ -63,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups = (serve, dashboard, runs, audit, replay, events, workers, event, triggers, tenancy)
-    for group in (*groups, version, schema_export):
+    groups = (serve, dashboard, runs, audit, replay, events, workers, event, triggers)
+    for group in (*groups, ratelimits, tenancy, version, schema_export):
         group.add_parser(sub)
     return p
 

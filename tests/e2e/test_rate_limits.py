@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -202,7 +203,11 @@ async def test_a_held_step_says_why_and_holds_no_slot(
 
 
 async def test_an_undefined_key_waits_until_put_and_a_step_over_its_limit_fails(
-    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
 ) -> None:
     hatchet = hatchet_for(nats_server, tenant_name)
     wf = hatchet.workflow(name="Later")
@@ -220,8 +225,16 @@ async def test_an_undefined_key_waits_until_put_and_a_step_over_its_limit_fails(
 
         why = await eventually(waiting, timeout_s=30)
         assert why.startswith("rate limit 'later' is not defined: hatchet.rate_limits.put(")
-        await hatchet.rate_limits.aio_put("later", 5, RateLimitDuration.SECOND)
+        cli = (nats_server.url, dsn)
+        said = await natchet(
+            *cli, "ratelimits", "put", "later", "5", "second", "--tenant", tenant_name
+        )
+        assert said == "rate limit 'later': 5 units per SECOND\n"
         assert await asyncio.wait_for(ref.aio_result(), 30) == {"call": "ok"}
+        listed = await natchet(*cli, "ratelimits", "list", "--json", "--tenant", tenant_name)
+        assert [(r["key"], r["limit"], r["duration"]) for r in json.loads(listed)] == [
+            ("later", 5, "SECOND")
+        ]
         await hatchet.rate_limits.aio_put("later", 1, RateLimitDuration.SECOND)
         too_big = await wf.aio_run_no_wait({})
         with pytest.raises(Exception, match="takes 2: it can never run"):
