@@ -29,3 +29,21 @@ def test_the_example_with_a_concurrency_hashes_to_the_version_the_page_shows() -
     wire = orjson.loads(schemas.encode(schemas.WorkflowDef(**body)))
     assert wire["concurrency"] == concurrency
     assert workflow_version(wire) == said.group(2)
+
+
+def test_the_example_with_a_rate_limit_hashes_to_the_version_the_page_shows() -> None:
+    block = re.search(r"Append a `workflow` message.*?```json\n(.*?)```", PROTOCOL, re.S)
+    said = re.search(
+        r"With `\"rate_limits\": (\[.*?\])` added to step `left`, the example above hashes to "
+        r"`([0-9a-f]{16})`",
+        " ".join(PROTOCOL.split()),
+    )
+    assert block is not None and said is not None
+    body = orjson.loads(block.group(1))
+    limits = orjson.loads(said.group(1))
+    limited = {**body, "steps": [body["steps"][0], {**body["steps"][1], "rate_limits": limits}]}
+    assert workflow_version(limited) == said.group(2) != workflow_version(body)
+    # What a Python worker sends: the same five keys, so the same version.
+    wire = orjson.loads(schemas.encode(schemas.WorkflowDef(**limited)))
+    assert wire["steps"][1]["rate_limits"] == limits
+    assert workflow_version(wire) == said.group(2)
