@@ -8,11 +8,15 @@ protocols it accepts; the worker stops and exits non-zero with that line. The an
 not stored anywhere: it goes again at each heartbeat until the worker has gone, so a worker
 that subscribed late still hears it. A worker it accepts hears nothing (an older engine,
 without a gate, says nothing either: silence never stops a worker).
+
+The beats of workers it accepts go on to ``on_beat`` (the dispatcher's registry of live
+workers, :mod:`dispatcher.workers`), so the engine listens to heartbeats once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from eventstore import (
     Connection,
@@ -23,7 +27,15 @@ from eventstore import (
     publish,
     subscribe,
 )
-from schemas import DecodeError, SubjectError, WorkerHeartbeat, WorkerRefused, encode, parse
+from schemas import (
+    DecodeError,
+    Scope,
+    SubjectError,
+    WorkerHeartbeat,
+    WorkerRefused,
+    encode,
+    parse,
+)
 from schemas.codec import decode_as
 from schemas.protocol import accepted, accepts, refusal
 from schemas.subjects import live_subjects
@@ -36,8 +48,16 @@ REMEMBERED = 10_000  # refused workers remembered, so each is logged once
 class WorkerGate(Service):
     """Refuses, per tenant, workers speaking a protocol the engine cannot serve."""
 
-    def __init__(self, nc: Connection, tenant: str, *, engine_version: str = "") -> None:
+    def __init__(
+        self,
+        nc: Connection,
+        tenant: str,
+        *,
+        engine_version: str = "",
+        on_beat: Callable[[Scope, WorkerHeartbeat], object] | None = None,
+    ) -> None:
         super().__init__()
+        self.on_beat = on_beat
         self.name = f"worker gate {tenant}"
         self.nc = nc
         self.tenant = tenant
@@ -60,7 +80,11 @@ class WorkerGate(Service):
                 "worker gate %s: unreadable heartbeat on %s: %s", self.tenant, msg.subject, exc
             )
             return
-        if beat.worker_id != parsed.rest[0] or accepts(beat.protocol):
+        if beat.worker_id != parsed.rest[0]:
+            return
+        if accepts(beat.protocol):
+            if self.on_beat is not None:
+                self.on_beat(parsed.scope, beat)
             return
         reason = refusal(beat.protocol, beat.sdk_version)
         if beat.worker_id not in self.refused:

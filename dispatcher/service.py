@@ -33,6 +33,7 @@ from dispatcher.state import State, fold
 from dispatcher.step import admit, decide_on, fit, fold_gated
 from dispatcher.tally import Observer, Tally, age_s, observe
 from dispatcher.traces import RunTraces
+from dispatcher.workers import Workers
 from eventstore import (
     RETRY,
     Append,
@@ -65,6 +66,7 @@ from schemas import (
     RunRequested,
     Scope,
     SubjectError,
+    WorkerHeartbeat,
     WorkflowDef,
     parse,
     stream_name,
@@ -160,6 +162,15 @@ class Dispatcher(Service):
         self._timers = Timers(nc, tenant)
         self._timer_ops: list[TimerOp] = []
         self._fires: list[Delivery] = []
+        # Live workers, from their heartbeats (an outside input, like time: not from the
+        # log, kept across restarts of the service, never snapshotted).
+        self.workers = Workers()
+
+    def heard(self, scope: Scope, beat: WorkerHeartbeat) -> None:
+        """A heartbeat of a worker the engine serves (``dispatcher.gate`` passes them on);
+        ``self.workers.generation`` grows when it changes what placement could decide."""
+        if scope.tenant == self.tenant:
+            self.workers.heard(scope, beat)
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
         """Fold the registry, every run's history and every task offered, from ``start_seq``

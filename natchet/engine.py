@@ -125,7 +125,10 @@ class Engine:
             self.dispatchers[tenant] = dispatcher
             parts.append((f"dispatcher {tenant}", dispatcher))
             # Refuses workers speaking a wire protocol this engine cannot serve.
-            gate = WorkerGate(conn, tenant, engine_version=natchet_version())
+            # ... and tells the dispatcher who is alive (placement, issue 15).
+            gate = WorkerGate(
+                conn, tenant, engine_version=natchet_version(), on_beat=dispatcher.heard
+            )
             self.gates[tenant] = gate
             parts.append((f"worker gate {tenant}", gate))
             if self.settings.stream_replicas > 1:

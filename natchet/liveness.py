@@ -1,20 +1,8 @@
-"""When a worker counts as alive, from its heartbeats (``natchet workers list`` and the
-engine's worker-slot gauges agree on it)."""
+"""When a worker counts as alive, from its heartbeats: the rule lives with the dispatcher
+(:mod:`dispatcher.liveness`), which places tasks on live workers; kept here for the CLI."""
 
 from __future__ import annotations
 
-import datetime as dt
+from dispatcher.liveness import DEAD_AFTER_S, alive, seconds_since
 
-from schemas import WorkerHeartbeat, WorkerStatus
-
-# A worker beats every 2 s; three missed beats and it is presumed dead.
-DEAD_AFTER_S = 6.0
-
-
-def seconds_since(hb: WorkerHeartbeat, now: dt.datetime) -> float:
-    return (now - dt.datetime.fromisoformat(hb.at)).total_seconds()
-
-
-def alive(hb: WorkerHeartbeat, now: dt.datetime) -> bool:
-    """Not stopped, and heard from within ``DEAD_AFTER_S``."""
-    return hb.status is not WorkerStatus.STOPPED and seconds_since(hb, now) <= DEAD_AFTER_S
+__all__ = ["DEAD_AFTER_S", "alive", "seconds_since"]

@@ -258,6 +258,8 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
             at=at(5),
             sdk_version="0.1.0",
             protocol=1,
+            labels={"gpu": "a100", "memory": 64},
+            directed=True,
         ),
     ),
     "tenant_created": (sys_.TenantCreated("acme", max_bytes=1 << 30, created_at=at(0)),),

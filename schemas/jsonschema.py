@@ -116,6 +116,8 @@ class _Builder:
             return dict(_SCALARS[hint])
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         if origin in (types.UnionType, typing.Union):
+            if type(None) not in args and all(a in _SCALARS and a is not Any for a in args):
+                return {"type": [_SCALARS[a]["type"] for a in args]}  # e.g. a label: str | int
             rest = [a for a in args if a is not type(None)]
             if len(rest) != 1 or len(args) != 2:
                 raise TypeError(f"only X | None unions have a schema, not {hint!r}")

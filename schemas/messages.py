@@ -18,6 +18,7 @@ from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, wakes
 from schemas.holds import StepHeld
 from schemas.ratelimits import RateLimitDef, RateLimitUse, rate_limit_defs, rate_limit_uses
+from schemas.labels import LabelValue, label_map
 from schemas.structure import structure, utcnow
 
 
@@ -454,6 +455,12 @@ class WorkerHeartbeat:
     sdk_version: str = ""
     protocol: int = 0
     v: int = 1
+    # Issue 15: what the worker says about itself (:mod:`schemas.labels`), matched against
+    # steps' desired labels; and whether it reads its own directed consumer
+    # (``<t>.<ns>.tasks._direct.<worker_id>.>``), so the engine may place a task on it.
+    # A worker that does not say so (an older SDK) is never sent a directed task.
+    labels: dict[str, LabelValue] = attrs.field(factory=dict, converter=label_map)
+    directed: bool = False
 
 
 @attrs.frozen

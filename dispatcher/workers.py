@@ -1,0 +1,144 @@
+"""The registry of live workers, per scope, folded from their heartbeats (issue 15).
+
+It is an outside input, like time: it is NOT folded from the log, and never snapshotted. A
+decision it informs (a task placed on one worker) is recorded in the log by that decision
+itself (the task's subject), so replaying the log never needs the registry.
+
+Each worker's latest heartbeat (``<t>.<ns>.workers.<id>``) is kept, with the directed
+tasks this dispatcher sent it since that beat (``sent``): its free slots are the beat's
+``slots - running`` less those, so two placements in a row between beats do not both count
+the same free slot. A worker counts as alive by :mod:`dispatcher.liveness`'s rule (not
+``STOPPED``, heard from within ``DEAD_AFTER_S``). :meth:`Workers.generation` grows whenever
+something a placement could depend on changes (a worker appears, goes, or its labels,
+actions, slots, running or status change), so the service knows when to look again at
+tasks held for want of a worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import attrs
+
+from dispatcher.liveness import alive
+from schemas import Scope, WorkerHeartbeat
+from schemas.labels import LabelValue
+
+
+@attrs.frozen
+class LiveWorker:
+    """One worker as its latest heartbeat describes it, with the directed tasks sent to it
+    since (``sent``)."""
+
+    beat: WorkerHeartbeat
+    sent: int = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.beat.worker_id
+
+    @property
+    def name(self) -> str:
+        return self.beat.name
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return self.beat.actions
+
+    @property
+    def labels(self) -> Mapping[str, LabelValue]:
+        return self.beat.labels
+
+    @property
+    def directed(self) -> bool:
+        """Whether it reads its own directed consumer (may be sent a placed task)."""
+        return self.beat.directed
+
+    @property
+    def slots(self) -> int:
+        return self.beat.slots
+
+    @property
+    def free(self) -> int:
+        """Free slots: the beat's, less the directed tasks sent since."""
+        return max(0, self.beat.slots - self.beat.running - self.sent)
+
+    def runs(self, workflow: str, step: str | None = None) -> bool:
+        """Whether it registered ``workflow`` (its step ``step``, when given)."""
+        if step is not None:
+            return f"{workflow}:{step}" in self.beat.actions
+        return any(a.startswith(f"{workflow}:") for a in self.beat.actions)
+
+
+def _same(a: WorkerHeartbeat, b: WorkerHeartbeat) -> bool:
+    """Whether two beats of one worker say the same for placement."""
+    return (
+        a.actions == b.actions
+        and a.slots == b.slots
+        and a.running == b.running
+        and a.status == b.status
+        and a.labels == b.labels
+        and a.directed == b.directed
+    )
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Workers:
+    """Live workers per scope, from heartbeats (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[Scope, dict[str, LiveWorker]] = {}
+        self.generation = 0
+
+    def heard(self, scope: Scope, beat: WorkerHeartbeat) -> bool:
+        """Take a heartbeat; return whether placement could now decide differently. A beat
+        older than the one kept (out of order) is ignored."""
+        workers = self._scopes.setdefault(scope, {})
+        known = workers.get(beat.worker_id)
+        if known is not None and beat.at < known.beat.at:
+            return False
+        workers[beat.worker_id] = LiveWorker(beat)
+        changed = known is None or known.sent > 0 or not _same(known.beat, beat)
+        if changed:
+            self.generation += 1
+        return changed
+
+    def sent(self, scope: Scope, worker_id: str) -> None:
+        """This dispatcher sent a directed task to ``worker_id`` (one slot less until its
+        next beat)."""
+        worker = self._scopes.get(scope, {}).get(worker_id)
+        if worker is not None:
+            self._scopes[scope][worker_id] = attrs.evolve(worker, sent=worker.sent + 1)
+
+    def forget_dead(self, now: dt.datetime) -> bool:
+        """Drop workers no longer alive; return whether any went."""
+        gone = False
+        for scope, workers in list(self._scopes.items()):
+            for worker_id in [w for w, lw in workers.items() if not alive(lw.beat, now)]:
+                del workers[worker_id]
+                gone = True
+            if not workers:
+                del self._scopes[scope]
+        if gone:
+            self.generation += 1
+        return gone
+
+    def live(self, scope: Scope, now: dt.datetime) -> list[LiveWorker]:
+        """The scope's live workers, by worker id."""
+        workers = self._scopes.get(scope, {})
+        return [workers[w] for w in sorted(workers) if alive(workers[w].beat, now)]
+
+    def get(self, scope: Scope, worker_id: str, now: dt.datetime) -> LiveWorker | None:
+        """``worker_id`` if it is alive in ``scope``."""
+        worker = self._scopes.get(scope, {}).get(worker_id)
+        return worker if worker is not None and alive(worker.beat, now) else None
+
+    def capacity(self, scope: Scope, workflow: str, now: dt.datetime | None = None) -> int:
+        """The slots of the live workers of ``scope`` that registered any step of
+        ``workflow`` (free or not): how many of its tasks could run at once."""
+        at = _utc_now() if now is None else now
+        return sum(w.slots for w in self.live(scope, at) if w.runs(workflow))
