@@ -27,12 +27,14 @@ VERSIONED = (
     "on_success",
     "event_filter",
     "concurrency",
+    "sticky",
 )
 # Fields added after the first definitions: hashed only when set (not null), so a definition
 # without them keeps the version it always had.
-HASHED_WHEN_SET = frozenset({"on_success", "event_filter", "concurrency"})
-# The same for a step's fields (empty or null: not hashed).
-STEP_HASHED_WHEN_SET = frozenset({"rate_limits"})
+HASHED_WHEN_SET = frozenset({"on_success", "event_filter", "concurrency", "sticky"})
+# The same for a step's fields (of ``steps``, ``on_failure`` and ``on_success``): hashed only
+# when set (not null, not empty).
+STEP_HASHED_WHEN_SET = frozenset({"rate_limits", "desired_worker_labels"})
 
 
 def workflow_version(definition: dict[str, Any]) -> str:
@@ -49,16 +51,18 @@ def workflow_version(definition: dict[str, Any]) -> str:
         ),
         key=lambda step: str(step.get("name")),
     )
-    if body.get("on_failure"):
-        body["on_failure"] = _step(body["on_failure"])
-    if body.get("on_success"):
-        body["on_success"] = _step(body["on_success"])
+    for special in ("on_failure", "on_success"):
+        value = body.get(special)
+        if isinstance(value, dict):
+            body[special] = _step(value)
     return hashlib.sha256(rfc8785.dumps(body)).hexdigest()[:16]
 
 
-def _step(step: Any) -> Any:
+def _step(step: dict[str, Any]) -> dict[str, Any]:
     """A step's definition as hashed: without the fields added later that it leaves
     unset."""
-    if not isinstance(step, dict):
-        return step
-    return {k: v for k, v in step.items() if k not in STEP_HASHED_WHEN_SET or v}
+    return {
+        key: value
+        for key, value in step.items()
+        if key not in STEP_HASHED_WHEN_SET or value not in (None, {}, [])
+    }

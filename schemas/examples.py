@@ -12,6 +12,7 @@ import orjson
 
 from schemas import durable as d
 from schemas import holds as h
+from schemas import labels as lb
 from schemas import messages as m
 from schemas import ratelimits as rl
 from schemas import tenancy as sys_
@@ -52,6 +53,29 @@ def _workflow() -> m.WorkflowDef:
 
 
 WORKFLOW = _workflow()
+
+
+def _placed() -> m.WorkflowDef:
+    """Issue 15: a step that needs a GPU and prefers memory, its runs sticky."""
+    infer = m.StepDef(
+        "infer",
+        desired_worker_labels={
+            "gpu": lb.DesiredWorkerLabel("a100", required=True),
+            "memory": lb.DesiredWorkerLabel(
+                64, weight=50, comparator=lb.WorkerLabelComparator.GREATER_THAN_OR_EQUAL
+            ),
+        },
+    )
+    wf = m.WorkflowDef(
+        "Inference",
+        "",
+        (FETCH, attrs.evolve(infer, parents=("fetch",))),
+        sticky=lb.StickyStrategy.SOFT,
+        registered_at=at(0),
+    )
+    return attrs.evolve(wf, version=workflow_version(orjson.loads(encode(wf))))
+
+
 _CANCELLED = m.StepFinished(
     RUN, "email", 1, 1, m.RunStatus.CANCELLED, error="the run was cancelled", at=at(12)
 )
@@ -76,7 +100,7 @@ _EMAILED = m.StepFinished(
 )
 
 EXAMPLES: dict[str, tuple[Any, ...]] = {
-    "workflow": (WORKFLOW,),
+    "workflow": (WORKFLOW, _placed()),
     "requested": (
         m.RunRequested(RUN, "Welcome", INPUT, requested_at=at(1)),
         attrs.evolve(m.RunRequested.of_replay(REPLAY, RUN, "email"), requested_at=at(19)),

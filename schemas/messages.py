@@ -17,8 +17,15 @@ import attrs
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, wakes
 from schemas.holds import StepHeld
+from schemas.labels import (
+    DesiredWorkerLabel,
+    LabelValue,
+    StickyStrategy,
+    desired_labels,
+    label_map,
+    opt_sticky,
+)
 from schemas.ratelimits import RateLimitDef, RateLimitUse, rate_limit_defs, rate_limit_uses
-from schemas.labels import LabelValue, label_map
 from schemas.structure import structure, utcnow
 
 
@@ -67,6 +74,11 @@ class StepDef:
     # The rate limits a run of the step takes units of (:mod:`schemas.ratelimits`); hashed
     # into the workflow's version only when there are some.
     rate_limits: tuple[RateLimitDef, ...] = attrs.field(default=(), converter=rate_limit_defs)
+    # What the step wants of its worker's labels (:mod:`schemas.labels`); hashed into the
+    # workflow's version only when not empty.
+    desired_worker_labels: dict[str, DesiredWorkerLabel] = attrs.field(
+        factory=dict, converter=desired_labels
+    )
 
 
 def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, ...]:
@@ -107,6 +119,8 @@ class WorkflowDef:
     event_filter: str | None = None
     # At most ``max_runs`` runs in flight per concurrency key (:mod:`schemas.concurrency`).
     concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
+    # Keep a run's steps on the worker that ran its first step (:mod:`schemas.labels`).
+    sticky: StickyStrategy | None = attrs.field(default=None, converter=opt_sticky)
 
     def step(self, name: str) -> StepDef:
         for s in self.steps:
