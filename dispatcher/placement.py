@@ -13,7 +13,7 @@ the task itself (its subject and ``worker_id``), so replaying the log never plac
 - No candidate at all: the step waits (:class:`Wait`, kind ``labels``) with a reason naming
   the labels; candidates all busy: it waits for a free slot. With only preferences and no
   worker taking directed tasks (workers of another SDK), it goes to the shared queue.
-- Sticky: the run's worker is the first the run was placed on or assigned to
+- Sticky: the run's worker is the first the run was placed on
   (``RunState.worker``). ``SOFT`` sends the step there when that worker is alive, fits and
   has a free slot, and places it as above otherwise (the shared queue when nothing can be
   placed). ``HARD`` sends it there or nowhere: it waits (kind ``sticky``) while the worker

@@ -52,6 +52,7 @@ from eventstore import (
     direct_history,
     direct_last,
     dispatcher_filters,
+    ensure_directed_consumer,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     last_seq,
@@ -67,6 +68,7 @@ from schemas import (
     Scope,
     SubjectError,
     WorkerHeartbeat,
+    WorkerStatus,
     WorkflowDef,
     parse,
     stream_name,
@@ -75,7 +77,7 @@ from schemas.codec import decode_as, decode_json, decode_subject
 from schemas.filters import filter_error
 from schemas.messages import TimerFired
 from schemas.metadata import metadata_of_headers
-from schemas.subjects import schedules_stream_name
+from schemas.subjects import NAME_RE, schedules_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +167,34 @@ class Dispatcher(Service):
         # Live workers, from their heartbeats (an outside input, like time: not from the
         # log, kept across restarts of the service, never snapshotted).
         self.workers = Workers()
+        self._directed: set[tuple[Scope, str]] = set()  # workers whose consumer was made
+        self._spawned: set[asyncio.Task[None]] = set()
 
     def heard(self, scope: Scope, beat: WorkerHeartbeat) -> None:
         """A heartbeat of a worker the engine serves (``dispatcher.gate`` passes them on);
-        ``self.workers.generation`` grows when it changes what placement could decide."""
-        if scope.tenant == self.tenant:
-            self.workers.heard(scope, beat)
+        ``self.workers.generation`` grows when it changes what placement could decide. A
+        worker that takes directed tasks gets its consumer (once; again if that failed)."""
+        if scope.tenant != self.tenant or not NAME_RE.match(beat.worker_id):
+            return
+        self.workers.heard(scope, beat)
+        key = (scope, beat.worker_id)
+        if beat.directed and beat.status is WorkerStatus.ACTIVE and key not in self._directed:
+            self._directed.add(key)
+            task = asyncio.create_task(self._ensure_directed(scope, beat.worker_id))
+            self._spawned.add(task)
+            task.add_done_callback(self._spawned.discard)
+
+    async def _ensure_directed(self, scope: Scope, worker_id: str) -> None:
+        try:
+            await ensure_directed_consumer(self.nc, scope, worker_id)
+        except NatchetError as exc:
+            log.warning(
+                "dispatcher %s: no directed consumer for worker %s yet: %s",
+                self.tenant, worker_id, exc,
+            )  # fmt: skip
+            self._directed.discard((scope, worker_id))  # the next beat tries again
+            return
+        self.workers.consumer_ready(scope, worker_id)
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
         """Fold the registry, every run's history and every task offered, from ``start_seq``

@@ -184,6 +184,7 @@ def _run(run: RunState) -> dict[str, Any]:
         "key": run.key,
         "admitted": run.admitted,
         "metadata": run.metadata,
+        "worker": run.worker,
     }
 
 
@@ -208,6 +209,8 @@ def _unrun(r: dict[str, Any]) -> RunState:
         key=r.get("key"),
         admitted=bool(r.get("admitted", True)),
         metadata={str(k): str(v) for k, v in r.get("metadata", {}).items()},
+        # Snapshots from before placement have none: no run was sticky then.
+        worker=r.get("worker"),
     )
 
 

@@ -117,6 +117,9 @@ class RunState:
     admitted: bool = True
     # The run's additional metadata (dynamic rate-limit keys read it, as CEL does).
     metadata: dict[str, str] = attrs.Factory(dict)
+    # The worker the run's first placed task went to: where a sticky run's steps go
+    # (:mod:`dispatcher.placement`; a sticky run's tasks are all placed when they can be).
+    worker: str | None = None
 
     @property
     def group(self) -> GroupId | None:
@@ -448,6 +451,8 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
             when = parse_time(use.at)
             state.windows.add((scope, use.key), task_id, when, use.units, use.window_s)
     run = state.run(scope, message.run_id)
+    if isinstance(message, Task) and message.worker_id is not None:
+        _stick(run, message)
     if run is not None and not run.admitted:
         run.admitted = True
         if run.group is not None:
@@ -507,6 +512,13 @@ def _fold_held(state: State, scope: Scope, message: StepHeld) -> None:
     step.retry_due = None
     step.held, step.held_wakes, step.held_reason = (message.kind,), message.wakes, message.reason
     watch(state, message.run_id, step)  # its schedule timeout runs from now
+
+
+def _stick(run: RunState | None, task: Task) -> None:
+    """The run's worker, once: the first worker a task of it was placed on (the dispatcher's
+    own decision, so the fold does not depend on the order workers' messages land in)."""
+    if run is not None and run.worker is None:
+        run.worker = task.worker_id
 
 
 def _fold_wait(state: State, scope: Scope, message: StepWaiting | StepWoken, seq: int) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import attrs
 
 from dispatcher.liveness import alive
-from schemas import Scope, WorkerHeartbeat
+from schemas import Scope, WorkerHeartbeat, WorkerStatus
 from schemas.labels import LabelValue
 
 
@@ -33,6 +33,7 @@ class LiveWorker:
 
     beat: WorkerHeartbeat
     sent: int = 0
+    ready: bool = False  # the engine created its directed consumer
 
     @property
     def worker_id(self) -> str:
@@ -52,8 +53,9 @@ class LiveWorker:
 
     @property
     def directed(self) -> bool:
-        """Whether it reads its own directed consumer (may be sent a placed task)."""
-        return self.beat.directed
+        """Whether it may be sent a placed task: it reads its own directed consumer, and
+        the engine created that consumer, and it is not stopping."""
+        return self.beat.directed and self.ready and self.beat.status is WorkerStatus.ACTIVE
 
     @property
     def slots(self) -> int:
@@ -101,11 +103,19 @@ class Workers:
         known = workers.get(beat.worker_id)
         if known is not None and beat.at < known.beat.at:
             return False
-        workers[beat.worker_id] = LiveWorker(beat)
+        ready = known is not None and known.ready
+        workers[beat.worker_id] = LiveWorker(beat, ready=ready)
         changed = known is None or known.sent > 0 or not _same(known.beat, beat)
         if changed:
             self.generation += 1
         return changed
+
+    def consumer_ready(self, scope: Scope, worker_id: str) -> None:
+        """The engine created ``worker_id``'s directed consumer: it may be sent tasks."""
+        worker = self._scopes.get(scope, {}).get(worker_id)
+        if worker is not None and not worker.ready:
+            self._scopes[scope][worker_id] = attrs.evolve(worker, ready=True)
+            self.generation += 1
 
     def sent(self, scope: Scope, worker_id: str) -> None:
         """This dispatcher sent a directed task to ``worker_id`` (one slot less until its

@@ -17,6 +17,7 @@ from eventstore.connection import (
     tls_context,
 )
 from eventstore.consume import Inputs
+from eventstore.directed import directed_consumer_name, ensure_directed_consumer
 from eventstore.errors import (
     AppendError,
     AppendRefusedError,
@@ -123,8 +124,10 @@ __all__ = [
     "direct_get",
     "direct_history",
     "direct_last",
+    "directed_consumer_name",
     "dispatcher_ack_floor",
     "dispatcher_filters",
+    "ensure_directed_consumer",
     "ensure_dispatcher_consumer",
     "ensure_snapshot_bucket",
     "ensure_task_consumer",

@@ -147,6 +147,8 @@ def _step_def(value: Any) -> tuple[str, list[str]]:
     if type(value) is not dict or "name" not in value:
         raise _NotUsual
     check(StepDef, value)
+    if value.get("desired_worker_labels", {}) != {}:
+        raise _NotUsual  # a step wanting labels (issue 15): plan() checks them
     parents = value.get("parents", [])
     if type(parents) is not list:
         raise _NotUsual
@@ -253,6 +255,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
         b = _body(_TASK_KIND, record.data)
         if not b.keys() >= _TASK_REQUIRED or b.get("wakes", []) != [] or _offset(b) != 0:
             raise _NotUsual  # a durable step's task again after a wait: plan() checks it
+        if b.get("worker_id") is not None:
+            raise _NotUsual  # placed on one worker (issue 15): plan() checks its subject
         check(schemas.Task, b)
         if f"{b['workflow']}.{b['step']}" != ".".join(parts[3:]):
             raise _NotUsual

@@ -22,7 +22,7 @@ from schemas.messages import (
 )
 from schemas.ratelimits import RateLimitSet
 from schemas.structure import field_names, structure
-from schemas.subjects import ParsedSubject
+from schemas.subjects import DIRECT, ParsedSubject
 from schemas.upcast import upcast
 
 T = TypeVar("T")
@@ -100,7 +100,15 @@ def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
         _agree(parsed, "workflow", message.name, parsed.rest[0])
     elif parsed.area == "tasks":
         message = decode_as(Task, Task.KIND, data)
-        _agree(parsed, "task", f"{message.workflow}.{message.step}", ".".join(parsed.rest))
+        rest = parsed.rest
+        if rest[0] == DIRECT:  # placed on one worker: ~direct.<worker_id>.<workflow>.<step>
+            if len(rest) != 4:
+                raise DecodeError(f"a directed task's subject needs 4 tokens after tasks: {rest}")
+            _agree(parsed, "worker id", message.worker_id, rest[1])
+            rest = rest[2:]
+        else:
+            _agree(parsed, "worker id", message.worker_id, None)
+        _agree(parsed, "task", f"{message.workflow}.{message.step}", ".".join(rest))
     elif parsed.area == "crons":
         message = _decode_kind(CRON_KINDS, "cron", parsed.kind, data)
         _agree(parsed, "cron name", message.name, parsed.name)
@@ -118,7 +126,7 @@ def decode_subject(parsed: ParsedSubject, data: bytes) -> Any:
     return message
 
 
-def _agree(parsed: ParsedSubject, what: str, body: object, subject: str) -> None:
+def _agree(parsed: ParsedSubject, what: str, body: object, subject: str | None) -> None:
     if body != subject:
         raise DecodeError(
             f"the body's {what} {body!r} differs from the subject's {subject!r} "

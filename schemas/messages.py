@@ -256,7 +256,8 @@ class StepQueued:
 
 @attrs.frozen
 class Task:
-    """``tasks.<workflow>.<step>``: the offer a worker pulls from the shared consumer."""
+    """``tasks.<workflow>.<step>``: the offer a worker pulls from the shared consumer (or
+    ``tasks.~direct.<worker_id>.<workflow>.<step>``: placed on that worker)."""
 
     KIND = "task"
     run_id: str
@@ -280,6 +281,9 @@ class Task:
     delivery_offset: int = 0
     # What offering it took of rate limits (:mod:`schemas.ratelimits`): workers ignore it.
     rate_limits: tuple[RateLimitUse, ...] = attrs.field(default=(), converter=rate_limit_uses)
+    # Placed on one worker (issue 15, :mod:`dispatcher.placement`): the task's subject is
+    # then ``tasks.~direct.<worker_id>.<workflow>.<step>``, which only it reads.
+    worker_id: str | None = None
 
 
 @attrs.frozen

@@ -5,6 +5,7 @@
 | ``<t>.<ns>.events.<key...>``              | a user event (raw JSON body)           |
 | ``<t>.<ns>.workflows.<workflow>``         | a workflow definition from a worker    |
 | ``<t>.<ns>.tasks.<workflow>.<step>``      | a ready step offered to the queue group|
+| ``<t>.<ns>.tasks.~direct.<worker>.<wf>.<step>`` | a step placed on one worker        |
 | ``<t>.<ns>.runs.<run_id>.<kind>``         | one run's own history                  |
 | ``<t>.<ns>.workers.<worker_id>``          | a worker's heartbeat (message TTL)     |
 | ``<t>.<ns>.workers.<worker_id>.refused``  | the engine refuses a worker (not kept) |
@@ -24,6 +25,9 @@ import attrs
 from schemas.errors import NatchetError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The token after ``tasks`` of a task placed on one worker (issue 15): no workflow name can
+# be it (``~`` is in no name), so a worker's directed consumer never overlaps a queue group.
+DIRECT = "~direct"
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # An event key is one or more subject tokens; ':' is allowed (``user:create``).
 EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_:\-]+(\.[A-Za-z0-9_:\-]+)*$")
@@ -113,6 +117,16 @@ class Scope:
 
     def tasks_filter(self, workflow: str) -> str:
         return f"{self.prefix}.tasks.{check_name('workflow', workflow)}.>"
+
+    def directed_task(self, worker_id: str, workflow: str, step: str) -> str:
+        """A task placed on one worker: only that worker's consumer reads it."""
+        return (
+            f"{self.prefix}.tasks.{DIRECT}.{check_name('worker id', worker_id)}.{workflow}.{step}"
+        )
+
+    def directed_filter(self, worker_id: str) -> str:
+        """What one worker's directed consumer reads."""
+        return f"{self.prefix}.tasks.{DIRECT}.{check_name('worker id', worker_id)}.>"
 
     def run(self, run_id: str, kind: str) -> str:
         return f"{self.prefix}.runs.{run_id}.{kind}"

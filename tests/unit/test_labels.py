@@ -96,3 +96,26 @@ def test_placement_fields_round_trip() -> None:
     back = decode_as(WorkflowDef, WorkflowDef.KIND, encode(wf))
     assert back == wf and back.sticky is StickyStrategy.SOFT
     assert back.steps[0].desired_worker_labels["m"].comparator is C.LESS_THAN
+
+
+def test_a_directed_task_names_its_worker_in_subject_and_body() -> None:
+    from schemas import Scope, parse
+    from schemas.codec import decode_subject
+    from schemas.messages import Task
+
+    scope = Scope("acme")
+    task = Task("r1", "wf", "s", 1, {}, {}, 60.0, worker_id="w1")
+    subject = scope.directed_task("w1", "wf", "s")
+    assert subject == "acme.default.tasks.~direct.w1.wf.s"
+    assert decode_subject(parse(subject), encode(task)) == task
+    for wrong in (
+        scope.directed_task("w2", "wf", "s"),  # another worker than the body's
+        scope.task("wf", "s"),  # a shared subject for a placed task
+        "acme.default.tasks.~direct.w1.wf",  # too short
+    ):
+        with pytest.raises(DecodeError):
+            decode_subject(parse(wrong), encode(task))
+    shared = attrs.evolve(task, worker_id=None)
+    with pytest.raises(DecodeError):
+        decode_subject(parse(subject), encode(shared))
+    assert scope.directed_filter("w1") == "acme.default.tasks.~direct.w1.>"

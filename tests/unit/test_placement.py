@@ -41,7 +41,7 @@ def w(
         labels=labels or {},
         directed=directed,
     )
-    return LiveWorker(beat, sent)
+    return LiveWorker(beat, sent, ready=True)
 
 
 GPU = {"gpu": D("a100", required=True)}

@@ -43,12 +43,17 @@ def beat(
 def test_a_worker_heard_is_live_until_it_misses_three_beats() -> None:
     reg = Workers()
     assert reg.heard(S, beat(labels={"gpu": "a100"}))
+    assert not reg.live(S, T0)[0].directed  # not before the engine made its consumer
+    g = reg.generation
+    reg.consumer_ready(S, "w1")
+    assert reg.generation == g + 1
+    reg.heard(S, beat(at_s=1, labels={"gpu": "a100"}))  # ready stays across beats
     (w,) = reg.live(S, T0 + dt.timedelta(seconds=1))
     assert (w.worker_id, w.labels, w.directed, w.free) == ("w1", {"gpu": "a100"}, True, 4)
-    assert reg.live(S, T0 + dt.timedelta(seconds=7)) == []
-    assert reg.get(S, "w1", T0 + dt.timedelta(seconds=7)) is None
-    assert reg.forget_dead(T0 + dt.timedelta(seconds=7))
-    assert not reg.forget_dead(T0 + dt.timedelta(seconds=8))
+    assert reg.live(S, T0 + dt.timedelta(seconds=8)) == []
+    assert reg.get(S, "w1", T0 + dt.timedelta(seconds=8)) is None
+    assert reg.forget_dead(T0 + dt.timedelta(seconds=8))
+    assert not reg.forget_dead(T0 + dt.timedelta(seconds=9))
 
 
 def test_a_stopped_worker_is_not_live() -> None:
