@@ -23,6 +23,7 @@ from worker.concurrency import ConcurrencyExpression, ConcurrencyLimitStrategy
 from worker.context import Context
 from worker.durable import OrGroup, SleepCondition, UserEventCondition, or_
 from worker.errors import InvalidInputError, NonRetryableError, WorkerFatalError
+from worker.labels import DesiredWorkerLabel, StickyStrategy, WorkerContext, WorkerLabelComparator
 from worker.models import EmptyModel
 from worker.outcome import WorkflowRunError
 from worker.ratelimits import RateLimit, RateLimitDuration
@@ -38,6 +39,7 @@ __all__ = [
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
     "Context",
+    "DesiredWorkerLabel",
     "DurableContext",
     "EmptyModel",
     "EventClient",
@@ -50,11 +52,14 @@ __all__ = [
     "RateLimitDuration",
     "SleepCondition",
     "Standalone",
+    "StickyStrategy",
     "Task",
     "TaskRunRef",
     "UserEventCondition",
     "Worker",
+    "WorkerContext",
     "WorkerFatalError",
+    "WorkerLabelComparator",
     "WorkerSettings",
     "Workflow",
     "WorkflowRunError",

@@ -31,6 +31,7 @@ from worker import bulk, declare, spawn
 from worker import logs as step_logs
 from worker.concurrency import ConcurrencyExpression
 from worker.durable import require_async
+from worker.labels import DesiredWorkerLabel, StickyStrategy, check_labels
 from worker.options import metadata_option
 from worker.outcome import wait_for_run
 from worker.portal import Portal
@@ -308,6 +309,7 @@ class Hatchet:
         event_filter: str | None = None,
         on_crons: Sequence[str] = (),
         concurrency: ConcurrencyExpression | None = None,
+        sticky: StickyStrategy | None = None,
     ) -> Workflow:
         """A workflow: v1, declare its tasks with ``@wf.task(...)``
         (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
@@ -316,7 +318,8 @@ class Hatchet:
         ``additional_metadata`` and ``event_key`` that an event must satisfy to start it;
         ``on_crons``: cron expressions (UTC) the workflow runs at, kept as crons named
         ``<workflow>-cron-<i>`` by its workers when they register it (docs/triggers.md);
-        ``concurrency``: at most ``max_runs`` runs in flight per key (docs/flow-control.md)."""
+        ``concurrency``: at most ``max_runs`` runs in flight per key; ``sticky``: keep a
+        run's steps on the worker of its first step (docs/flow-control.md)."""
         return Workflow(
             self,
             name,
@@ -326,6 +329,7 @@ class Hatchet:
             event_filter,
             on_crons,
             concurrency,
+            sticky,
         )
 
     def task(
@@ -340,6 +344,7 @@ class Hatchet:
         backoff_max_seconds: float | None = None,
         event_filter: str | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
+        desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
     ) -> Callable[[TaskFn], Standalone]:
         """``@hatchet.task(...)``: a workflow of one task, both named ``name`` (default: the
         function's); ``task.run(input)`` returns its output."""
@@ -356,6 +361,7 @@ class Hatchet:
                 backoff_factor=backoff_factor,
                 backoff_max_seconds=backoff_max_seconds,
                 rate_limits=rate_limits,
+                desired_worker_labels=desired_worker_labels,
             )(fn)
             return Standalone(wf, declared)
 
@@ -381,6 +387,7 @@ class Hatchet:
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
+        desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
     ) -> Callable[[F], F]:
         """A step of a v0 workflow class. ``rate_limits``: the limits a run of it takes
         units of (docs/flow-control.md)."""
@@ -391,6 +398,7 @@ class Hatchet:
             backoff_factor=backoff_factor,
             backoff_max_seconds=backoff_max_seconds,
             rate_limits=check_rate_limits(rate_limits),
+            desired_worker_labels=desired_worker_labels,
         )
 
     def on_failure_step(self, timeout: declare.Duration = 60) -> Callable[[F], F]:
@@ -410,10 +418,14 @@ class Hatchet:
         slots: int | None = None,
         workflows: Sequence[object] = (),
         grace_seconds: float | None = None,
+        labels: Mapping[str, str | int] | None = None,
     ) -> Worker:
         """A worker running at most ``max_runs`` steps at once (``slots``: Hatchet v1's name
         for it), with ``workflows`` registered on it. On SIGTERM it lets running steps
-        finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS)."""
+        finish for ``grace_seconds`` (default 30, or NATCHET_WORKER_GRACE_SECONDS).
+        ``labels`` say what it is (``{"gpu": "a100", "memory": 64}``): steps that want
+        labels are placed on workers that have them (docs/flow-control.md)."""
+        labels = check_labels(labels)  # a bad label says so first
         if slots is not None and max_runs is not None and slots != max_runs:
             raise ConfigError(f"slots={slots} and max_runs={max_runs}: give one of them")
         settings = WorkerSettings.resolve(
@@ -423,7 +435,7 @@ class Hatchet:
             grace_s=grace_seconds,
             env=self._env,
         )
-        worker = Worker(settings, self.connect)
+        worker = Worker(settings, self.connect, labels)
         worker.register_workflows(workflows)
         return worker
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.messages import Task
 from worker.declare import Duration
 from worker.durable import Condition, SleepCondition, Suspend, UserEventCondition, Waits
+from worker.labels import WorkerContext
 from worker.models import parse_output
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class Context:
         self._log_sink = log_sink
         self._cancel = threading.Event()
         self.cancel_reason: str | None = None
+        # The worker it runs on (``ctx.worker.upsert_labels``, ``ctx.worker.id()``).
+        self.worker: WorkerContext | None = None
 
     def workflow_input(self) -> Any:
         return self._task.input

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -15,9 +15,11 @@ from eventstore.cronexpr import expression_problem
 from schemas.concurrency import ConcurrencyDef
 from schemas.definition import workflow_version
 from schemas.filters import compile_filter
+from schemas.labels import DesiredWorkerLabel, StickyStrategy
 from schemas.messages import StepDef, WorkflowDef
 from schemas.ratelimits import RateLimitDef
 from schemas.subjects import SubjectError, check_event_pattern, check_name
+from worker.labels import check_desired
 
 STEP_ATTR = "_natchet_step"
 WORKFLOW_ATTR = "_natchet_workflow"
@@ -58,6 +60,7 @@ class StepSpec:
     on_failure: bool = False
     on_success: bool = False
     rate_limits: tuple[RateLimitDef, ...] = ()
+    desired_worker_labels: dict[str, DesiredWorkerLabel] = attrs.field(factory=dict)
 
 
 def step(
@@ -67,6 +70,7 @@ def step(
     backoff_factor: float | None = None,
     backoff_max_seconds: float | None = None,
     rate_limits: tuple[RateLimitDef, ...] = (),
+    desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
 ) -> Callable[[F], F]:
     if retries < 0:
         raise ConfigError(f"retries must be >= 0, not {retries}")
@@ -77,6 +81,7 @@ def step(
         backoff_factor=backoff_factor,
         backoff_max_s=backoff_max_seconds,
         rate_limits=rate_limits,
+        desired_worker_labels=check_desired(desired_worker_labels, "step"),
     )
 
     def mark(fn: F) -> F:
@@ -143,6 +148,7 @@ def _step_def(name: str, spec: StepSpec) -> StepDef:
         backoff_factor=spec.backoff_factor,
         backoff_max_s=spec.backoff_max_s,
         rate_limits=spec.rate_limits,
+        desired_worker_labels=spec.desired_worker_labels,
     )
 
 
@@ -186,6 +192,7 @@ def definition_of(
     schedule_timeout_s: float,
     event_filter: str | None = None,
     concurrency: ConcurrencyDef | None = None,
+    sticky: StickyStrategy | None = None,
 ) -> WorkflowDef:
     """The wire definition of workflow ``name`` from its steps' specs (the on-failure and
     on-success steps among them, marked): the same for a v0 class and a v1
@@ -207,6 +214,7 @@ def definition_of(
         "on_success": attrs.asdict(on_success) if on_success else None,
         "event_filter": event_filter,
         "concurrency": attrs.asdict(concurrency) if concurrency else None,
+        "sticky": None if sticky is None else str(sticky),
     }
     return WorkflowDef(
         name=name,
@@ -218,6 +226,7 @@ def definition_of(
         on_success=on_success,
         event_filter=event_filter,
         concurrency=concurrency,
+        sticky=sticky,
     )
 
 
@@ -271,6 +280,7 @@ def workflow(
     event_filter: str | None = None,
     on_crons: Sequence[str] = (),
     concurrency: ConcurrencyDef | None = None,
+    sticky: StickyStrategy | None = None,
 ) -> Callable[[C], C]:
     events = check_events(on_events)
     event_filter = check_event_filter(event_filter, events)
@@ -293,7 +303,7 @@ def workflow(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
         definition = definition_of(
-            wf_name, specs, events, schedule_timeout_s, event_filter, concurrency
+            wf_name, specs, events, schedule_timeout_s, event_filter, concurrency, sticky
         )
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions, crons))
         return cls

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from eventstore import Append, Connection, NatchetError, append
 from schemas import WorkerHeartbeat, WorkerStatus, encode, utcnow
+from schemas.labels import LabelValue
 from schemas.subjects import Scope
 from worker import version
 
@@ -36,6 +37,9 @@ class Heartbeat:
         actions: list[str],
         slots: int,
         running: Callable[[], int],
+        labels: Callable[[], dict[str, LabelValue]] | None = None,
+        *,
+        directed: bool = False,
     ) -> None:
         self.conn = conn
         self.subject = scope.worker(worker_id)
@@ -44,6 +48,8 @@ class Heartbeat:
         self.actions = tuple(actions)
         self.slots = slots
         self.running = running
+        self.labels = labels or dict
+        self.directed = directed
         self.started_at = utcnow()
         self.sdk_version = version.sdk_version()
         self.status = WorkerStatus.ACTIVE
@@ -61,6 +67,8 @@ class Heartbeat:
             started_at=self.started_at,
             sdk_version=self.sdk_version,
             protocol=version.announced_protocol(),
+            labels=self.labels(),
+            directed=self.directed,
         )
         try:
             await append(self.conn, Append(self.subject, encode(message), ttl_s=TTL_S), timeout_s=2)
@@ -76,6 +84,10 @@ class Heartbeat:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"heartbeat:{self.name}")
+
+    def now(self) -> None:
+        """Something the engine places by changed (the labels): beat at once."""
+        self._changed.set()
 
     def stopping(self) -> None:
         """A shutdown began: say so at once, and keep beating."""

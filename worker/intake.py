@@ -29,6 +29,7 @@ from worker.declare import WorkflowSpec
 from worker.ended import RunEnds
 from worker.execute import Attempt
 from worker.inflight import Holding
+from worker.labels import WorkerContext
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.settle import settle
@@ -48,8 +49,10 @@ class Intake:
         closing: asyncio.Event,
         ends: RunEnds | None = None,
         metrics: WorkerMetrics | None = None,
+        worker_context: WorkerContext | None = None,
     ) -> None:
         self.conn = conn
+        self.worker_context = worker_context
         self.metrics = metrics
         self.ends = ends
         self.settings = settings
@@ -121,7 +124,7 @@ class Intake:
 
     def _attempt(self, task: Task, delivery: Delivery) -> Attempt:
         s = self.settings
-        return Attempt(
+        attempt = Attempt(
             self.conn,
             s.scope,
             self.worker_id,
@@ -132,6 +135,8 @@ class Intake:
             max_msg_bytes=max_message_bytes(self.conn),
             closing=self.closing,
         )
+        attempt.context.worker = self.worker_context
+        return attempt
 
     async def _run_over(self, task: Task, delivered: int) -> bool:
         """Whether the run already finished (cancelled, say): as the run ends this worker

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -39,6 +39,7 @@ from eventstore import (
     TaskPuller,
     close,
     connect,
+    directed_consumer_name,
     logs,
     subscribe,
     task_consumer_name,
@@ -46,6 +47,7 @@ from eventstore import (
 from eventstore.connection import CONNECTION_LIMIT, is_auth_error
 from schemas import WorkerRefused
 from schemas.codec import DecodeError, decode_as
+from schemas.labels import LabelValue
 from schemas.subjects import tasks_stream_name
 from worker import version
 from worker.declare import WorkflowSpec, spec_of
@@ -56,6 +58,7 @@ from worker.healthserver import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.intake import Intake
+from worker.labels import WorkerContext, check_labels
 from worker.metrics import WorkerMetrics
 from worker.register import declare_crons, register
 from worker.settings import WorkerSettings
@@ -78,10 +81,17 @@ class Worker:
     ``connect`` opens its NATS connection (given the connection's name); by default from
     ``settings.client``."""
 
-    def __init__(self, settings: WorkerSettings, connect: Connect | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        connect: Connect | None = None,
+        labels: Mapping[str, LabelValue] | None = None,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.id = uuid.uuid4().hex[:12]
+        # Its labels (issue 15): sent in every heartbeat, changed by ``ctx.worker``.
+        self.worker_context = WorkerContext(self.id, check_labels(labels))
         self.max_runs = settings.max_runs
         self._connect = connect or self._connect_with_settings
         self.workflows: dict[str, tuple[WorkflowSpec, object]] = {}
@@ -267,14 +277,26 @@ class Worker:
         s = self.settings
         closing = asyncio.Event()
         ends = RunEnds(conn)
-        intake = self._intake = Intake(conn, s, self.id, self.workflows, closing, ends, metrics)
+        intake = self._intake = Intake(
+            conn, s, self.id, self.workflows, closing, ends, metrics, self.worker_context
+        )
         inflight = InFlight(slots, intake.take, f"{self.name}:{self.id}")
         steps = [
             f"{wf}:{step}" for wf, (spec, _) in self.workflows.items() for step in spec.functions
         ]
+        labels = self.worker_context
         heartbeat = Heartbeat(
-            conn, s.scope, self.id, self.name, steps, s.max_runs, lambda: slots.running
+            conn,
+            s.scope,
+            self.id,
+            self.name,
+            steps,
+            s.max_runs,
+            lambda: slots.running,
+            labels.labels,
+            directed=True,
         )
+        labels.on_change(heartbeat.now, asyncio.get_running_loop())
         pulling: list[asyncio.Task[None]] = []
         refusals = await subscribe(conn, s.scope.worker_refused(self.id), self._on_refused)
         try:
@@ -294,6 +316,12 @@ class Worker:
                 )
                 for wf in self.workflows
             ]
+            # Tasks the engine placed on this worker (labels, sticky runs): the same slots.
+            pullers.append(
+                TaskPuller(
+                    conn, stream, directed_consumer_name(s.scope, self.id), slots, inflight.spawn
+                )
+            )
 
             async def on_run_ended(msg: Message) -> None:
                 ends.heard(msg.subject.split(".")[-2])

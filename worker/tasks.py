@@ -14,7 +14,7 @@ runs; input that does not fit fails the step at once, non-retryable, naming the 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -27,6 +27,7 @@ from worker.context import Context
 from worker.declare import Duration, StepSpec, WorkflowSpec, seconds
 from worker.durable import require_async
 from worker.errors import InvalidInputError, NonRetryableError
+from worker.labels import DesiredWorkerLabel, StickyStrategy, check_desired, check_sticky
 from worker.models import EmptyModel, dump_input, output_model, parse_input, parse_output
 from worker.ratelimits import RateLimit, check_rate_limits
 
@@ -112,9 +113,11 @@ class Workflow:
         event_filter: str | None = None,
         on_crons: Sequence[str] = (),
         concurrency: ConcurrencyExpression | None = None,
+        sticky: StickyStrategy | None = None,
     ) -> None:
         self._hatchet = hatchet
         self.concurrency = check_concurrency(concurrency)
+        self.sticky = check_sticky(sticky)
         self.crons = declare.check_crons(on_crons)
         self._name = name
         self._on_events = on_events
@@ -161,6 +164,7 @@ class Workflow:
             event_filter=self.event_filter,
             on_crons=self.crons,
             concurrency=self.concurrency,
+            sticky=self.sticky,
         )
         return mark(cls)
 
@@ -175,14 +179,17 @@ class Workflow:
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
+        desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
     ) -> Callable[[TaskFn], Task]:
         """A task of this workflow, run once its ``parents`` (tasks of it) succeeded;
-        ``rate_limits``: the limits a run of it takes units of (docs/flow-control.md)."""
+        ``rate_limits``: the limits a run of it takes units of (docs/flow-control.md);
+        ``desired_worker_labels``: the labels of the workers it may run on, or prefers."""
         self.name  # noqa: B018 -- a v1 workflow has a name: say so at the first task, not at registration
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, not {retries}")
         timeout_s = seconds(execution_timeout, "execution_timeout")
         limits = check_rate_limits(rate_limits)
+        desired = check_desired(desired_worker_labels, f"workflow {self.name}")
 
         def mark(fn: TaskFn) -> Task:
             task_name = name or fn.__name__
@@ -193,6 +200,7 @@ class Workflow:
                 backoff_factor=backoff_factor,
                 backoff_max_s=backoff_max_seconds,
                 rate_limits=limits,
+                desired_worker_labels=desired,
             )
             return self._add(task_name, fn, spec)
 
@@ -207,6 +215,7 @@ class Workflow:
         backoff_factor: float | None = None,
         backoff_max_seconds: float | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
+        desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
     ) -> Callable[[TaskFn], Task]:
         """A task that may wait without holding a slot (``ctx.aio_sleep_for``,
         ``ctx.aio_wait_for_event``, ``ctx.aio_wait_for``; docs/durable.md): an async
@@ -220,6 +229,7 @@ class Workflow:
             backoff_factor,
             backoff_max_seconds,
             rate_limits,
+            desired_worker_labels,
         )
 
         def mark(fn: TaskFn) -> Task:
@@ -298,6 +308,7 @@ class Workflow:
                 self.schedule_timeout_s,
                 self.event_filter,
                 self.concurrency,
+                self.sticky,
             )
             functions = {n: t.runner() for n, t in self.tasks.items()}
             self._spec = WorkflowSpec(definition, functions, self.crons)
