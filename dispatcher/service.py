@@ -167,6 +167,8 @@ class Dispatcher(Service):
         # Live workers, from their heartbeats (an outside input, like time: not from the
         # log, kept across restarts of the service, never snapshotted).
         self.workers = Workers()
+        self.state.workers = self.workers
+        self._generation = 0  # of ``workers`` when held tasks were last marked to recheck
         self._directed: set[tuple[Scope, str]] = set()  # workers whose consumer was made
         self._spawned: set[asyncio.Task[None]] = set()
 
@@ -183,6 +185,16 @@ class Dispatcher(Service):
             task = asyncio.create_task(self._ensure_directed(scope, beat.worker_id))
             self._spawned.add(task)
             task.add_done_callback(self._spawned.discard)
+
+    def _workers_changed(self) -> None:
+        """Forget dead workers; if the live workers changed since the last look, have the
+        held tasks looked at again (``release``: a worker with the labels came, one freed a
+        slot, a sticky run's worker went)."""
+        for gone in self.workers.forget_dead(utc_now()):
+            self._directed.discard(gone)  # should it beat again: its consumer is made again
+        if self.workers.generation != self._generation:
+            self._generation = self.workers.generation
+            self.state.holds.dirty = True
 
     async def _ensure_directed(self, scope: Scope, worker_id: str) -> None:
         try:
@@ -285,6 +297,7 @@ class Dispatcher(Service):
             )
             snapshot, checkpoints.forgot_through = None, 0
         self.state = State() if snapshot is None else snapshot.state
+        self.state.workers = self.workers  # an outside input: the one registry, kept
         start = 1 if snapshot is None else snapshot.seq + 1
         end = await last_seq(self.nc, self.tenant)
         folded = await self.rebuild(start, end)
@@ -337,6 +350,7 @@ class Dispatcher(Service):
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
                 # Held tasks whose recheck came first (``due`` decides on every run at
                 # once, and a release changes the run it offers a task of).
+                self._workers_changed()
                 if self.state.holds.due(utc_now()):
                     decisions.append(self._carry(None, self._settle(None, None, [])))
                 decisions += [

@@ -16,6 +16,7 @@ from dispatcher.matching import EventRoutes
 from dispatcher.policy import parse_time
 from dispatcher.waits import EventWaits, wait_problem, wake_at
 from dispatcher.windows import Windows
+from dispatcher.workers import Workers
 from schemas.concurrency import ConcurrencyDef
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
@@ -197,6 +198,10 @@ class State:
     # The tasks held back, in memory (an index: the log holds each step's ``held``, and
     # ``complete`` makes the tasks again after a restart).
     holds: Holds = attrs.field(init=False, factory=Holds, eq=False, repr=False)
+    # The live workers, from their heartbeats (:mod:`dispatcher.workers`): an outside input,
+    # like time, never folded from the log nor snapshotted; the service keeps one registry
+    # across restarts of its state and sets it here. Placement reads it.
+    workers: Workers = attrs.field(init=False, factory=Workers, eq=False, repr=False)
 
     @property
     def routes(self) -> EventRoutes:

@@ -16,6 +16,7 @@ from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
 from dispatcher.holds import Gate, gate, release
+from dispatcher.placing import placement_gate
 from dispatcher.policy import iso
 from dispatcher.ratelimits import rate_limit_gate
 from dispatcher.replay import Replay, decide_replay
@@ -24,7 +25,9 @@ from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
 
 # Flow control's gates, in order (``dispatcher.holds``): every task offered passes them.
-GATES: Sequence[Gate] = (rate_limit_gate,)
+# Rate limits first (a task they hold is not placed), placement last: the worker it picks
+# is the task's final subject.
+GATES: Sequence[Gate] = (rate_limit_gate, placement_gate)
 
 
 def fold_all(

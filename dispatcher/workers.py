@@ -124,13 +124,13 @@ class Workers:
         if worker is not None:
             self._scopes[scope][worker_id] = attrs.evolve(worker, sent=worker.sent + 1)
 
-    def forget_dead(self, now: dt.datetime) -> bool:
-        """Drop workers no longer alive; return whether any went."""
-        gone = False
+    def forget_dead(self, now: dt.datetime) -> list[tuple[Scope, str]]:
+        """Drop workers no longer alive; return which went."""
+        gone: list[tuple[Scope, str]] = []
         for scope, workers in list(self._scopes.items()):
             for worker_id in [w for w, lw in workers.items() if not alive(lw.beat, now)]:
                 del workers[worker_id]
-                gone = True
+                gone.append((scope, worker_id))
             if not workers:
                 del self._scopes[scope]
         if gone:
