@@ -165,7 +165,11 @@ class History:
             )
 
     def _task(self, out: Output, task: Task) -> None:
-        assert out.subject == SCOPE.task(self.created[task.run_id].workflow, task.step)
+        workflow = self.created[task.run_id].workflow
+        if task.worker_id is None:
+            assert out.subject == SCOPE.task(workflow, task.step)
+        else:  # placed on one worker (issue 15)
+            assert out.subject == SCOPE.directed_task(task.worker_id, workflow, task.step)
         spec, on_failure = self.spec(task.run_id, task.step)
         parents = {p: self.verdicts[(task.run_id, p)].output for p in spec.parents}
         assert task.parent_outputs == ({} if on_failure else parents)

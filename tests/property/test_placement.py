@@ -1,0 +1,140 @@
+"""Placement (``dispatcher.placing``) under arbitrary runs, results, waits, crashes and
+restarts, over arbitrary sets of live workers: a HARD sticky run never has a task placed on
+two workers; every placed task went to a live worker that takes directed tasks, has the
+step and satisfies its required labels; nothing is lost (every run ends, held steps by
+their schedule timeout); and the state rebuilt from the log (the runs' workers included) is
+the live one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispatcher import State
+from dispatcher.holds import Verdict
+from dispatcher.placement import fits
+from dispatcher.placing import placement_gate
+from dispatcher.state import RunState, StepState
+from dispatcher.workers import Workers
+from schemas import Task, WorkerHeartbeat, WorkerStatus, WorkflowDef
+from schemas.labels import DesiredWorkerLabel, StickyStrategy
+from tests.property.harness import T0, Sim, rebuild
+from tests.property.history import SCOPE
+from tests.property.strategies import NAMES, Action, Outcome, drain_outcomes, scripts, workflows
+
+dstep = importlib.import_module("dispatcher.step")
+PURE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@attrs.frozen
+class Spec:
+    worker_id: str
+    gpu: bool
+    slots: int
+    steps: frozenset[str]
+
+
+specs = st.lists(
+    st.builds(
+        Spec,
+        st.sampled_from(["w0", "w1", "w2", "w3"]),
+        st.booleans(),
+        st.integers(1, 3),
+        st.frozensets(st.sampled_from(NAMES), min_size=3),
+    ),
+    max_size=4,
+    unique_by=lambda s: s.worker_id,
+)
+
+
+def registry(workers: list[Spec], wf: WorkflowDef) -> Workers:
+    reg = Workers()
+    for s in workers:
+        at = (T0 - dt.timedelta(seconds=1)).isoformat()
+        actions = (*(f"{wf.name}:{n}" for n in sorted(s.steps)), f"{wf.name}:x")
+        beat = WorkerHeartbeat(
+            s.worker_id, s.worker_id, actions, s.slots, 0, WorkerStatus.ACTIVE, at, at=at,
+            labels={"gpu": "a100"} if s.gpu else {}, directed=True,
+        )  # fmt: skip
+        reg.heard(SCOPE, beat)
+        reg.consumer_ready(SCOPE, s.worker_id)
+    return reg
+
+
+@contextmanager
+def placed_over(reg: Workers) -> Iterator[None]:
+    """The placement gate, over ``reg`` (the service sets its registry on every state it
+    restores; so does this, around the gate)."""
+
+    def gate(state: State, run: RunState, step: StepState, task: Task, now: dt.datetime) -> Verdict:
+        state.workers = reg
+        return placement_gate(state, run, step, task, now)
+
+    saved = dstep.GATES
+    dstep.GATES = (gate,)
+    try:
+        yield
+    finally:
+        dstep.GATES = saved
+
+
+GPU = {"gpu": DesiredWorkerLabel("a100", required=True)}
+
+
+@PURE
+@given(
+    workflows(),
+    st.sampled_from(list(StickyStrategy)) | st.none(),
+    st.frozensets(st.sampled_from(NAMES)),
+    specs,
+    scripts,
+    drain_outcomes,
+)
+def test_placed_tasks_keep_the_rules_and_hard_sticky_runs_stay_on_one_worker(
+    wf: WorkflowDef,
+    sticky: StickyStrategy | None,
+    wanting_gpu: frozenset[str],
+    workers: list[Spec],
+    script: list[Action],
+    answers: list[Outcome],
+) -> None:
+    steps = tuple(
+        attrs.evolve(s, desired_worker_labels=GPU if s.name in wanting_gpu else {})
+        for s in wf.steps
+    )
+    wf = attrs.evolve(wf, steps=steps, sticky=sticky)
+    reg = registry(workers, wf)
+    by_id = {s.worker_id: s for s in workers}
+    with placed_over(reg):
+        sim = Sim(wf)
+        for action in script:
+            sim.act(action)
+        sim.drain(answers)
+        assert not sim.state.runs and not sim.state.holds.tasks
+        assert rebuild(sim.log) == sim.state
+    placed: dict[str, set[str]] = defaultdict(set)
+    for entry in sim.log:
+        task = entry.message
+        if not isinstance(task, Task):
+            continue
+        desired = wf.step(task.step).desired_worker_labels if task.step in NAMES else {}
+        if task.worker_id is None:
+            assert not desired, f"a task wanting labels went to the shared queue: {task}"
+            assert sticky is not StickyStrategy.HARD, f"a HARD run's task was not placed: {task}"
+            assert entry.subject == SCOPE.task(task.workflow, task.step)
+            continue
+        assert entry.subject == SCOPE.directed_task(task.worker_id, task.workflow, task.step)
+        spec = by_id[task.worker_id]
+        assert task.step in spec.steps or task.step not in NAMES
+        worker = reg.get(SCOPE, task.worker_id, T0)
+        assert worker is not None and fits(worker, desired)
+        placed[task.run_id].add(task.worker_id)
+    if sticky is StickyStrategy.HARD:
+        assert all(len(ws) == 1 for ws in placed.values()), placed
