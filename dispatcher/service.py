@@ -28,12 +28,12 @@ from collections.abc import Awaitable, Callable
 from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
+from dispatcher.hearing import Hearing
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
 from dispatcher.step import admit, decide_on, fit, fold_gated
 from dispatcher.tally import Observer, Tally, age_s, observe
 from dispatcher.traces import RunTraces
-from dispatcher.workers import Workers
 from eventstore import (
     RETRY,
     Append,
@@ -52,7 +52,6 @@ from eventstore import (
     direct_history,
     direct_last,
     dispatcher_filters,
-    ensure_directed_consumer,
     ensure_dispatcher_consumer,
     ensure_task_consumer,
     last_seq,
@@ -67,8 +66,6 @@ from schemas import (
     RunRequested,
     Scope,
     SubjectError,
-    WorkerHeartbeat,
-    WorkerStatus,
     WorkflowDef,
     parse,
     stream_name,
@@ -77,7 +74,7 @@ from schemas.codec import decode_as, decode_json, decode_subject
 from schemas.filters import filter_error
 from schemas.messages import TimerFired
 from schemas.metadata import metadata_of_headers
-from schemas.subjects import NAME_RE, schedules_stream_name
+from schemas.subjects import schedules_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -165,48 +162,11 @@ class Dispatcher(Service):
         self._timer_ops: list[TimerOp] = []
         self._fires: list[Delivery] = []
         # Live workers, from their heartbeats (an outside input, like time: not from the
-        # log, kept across restarts of the service, never snapshotted).
-        self.workers = Workers()
+        # log, kept across restarts of the service, never snapshotted): ``dispatcher.hearing``.
+        self.hearing = Hearing(nc, tenant)
+        self.workers = self.hearing.workers
         self.state.workers = self.workers
-        self._generation = 0  # of ``workers`` when held tasks were last marked to recheck
-        self._directed: set[tuple[Scope, str]] = set()  # workers whose consumer was made
-        self._spawned: set[asyncio.Task[None]] = set()
-
-    def heard(self, scope: Scope, beat: WorkerHeartbeat) -> None:
-        """A heartbeat of a worker the engine serves (``dispatcher.gate`` passes them on);
-        ``self.workers.generation`` grows when it changes what placement could decide. A
-        worker that takes directed tasks gets its consumer (once; again if that failed)."""
-        if scope.tenant != self.tenant or not NAME_RE.match(beat.worker_id):
-            return
-        self.workers.heard(scope, beat)
-        key = (scope, beat.worker_id)
-        if beat.directed and beat.status is WorkerStatus.ACTIVE and key not in self._directed:
-            self._directed.add(key)
-            task = asyncio.create_task(self._ensure_directed(scope, beat.worker_id))
-            self._spawned.add(task)
-            task.add_done_callback(self._spawned.discard)
-
-    def _workers_changed(self) -> None:
-        """Forget dead workers; if the live workers changed since the last look, have the
-        held tasks looked at again (``release``: a worker with the labels came, one freed a
-        slot, a sticky run's worker went)."""
-        for gone in self.workers.forget_dead(utc_now()):
-            self._directed.discard(gone)  # should it beat again: its consumer is made again
-        if self.workers.generation != self._generation:
-            self._generation = self.workers.generation
-            self.state.holds.dirty = True
-
-    async def _ensure_directed(self, scope: Scope, worker_id: str) -> None:
-        try:
-            await ensure_directed_consumer(self.nc, scope, worker_id)
-        except NatchetError as exc:
-            log.warning(
-                "dispatcher %s: no directed consumer for worker %s yet: %s",
-                self.tenant, worker_id, exc,
-            )  # fmt: skip
-            self._directed.discard((scope, worker_id))  # the next beat tries again
-            return
-        self.workers.consumer_ready(scope, worker_id)
+        self.heard = self.hearing.heard  # the worker gate's ``on_beat``
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
         """Fold the registry, every run's history and every task offered, from ``start_seq``
@@ -248,6 +208,7 @@ class Dispatcher(Service):
             await ensure_fires_consumer(self.nc, self.tenant)
             floor = await inputs.ack_floor()
             await self._restore(floor)
+            await self.hearing.hear_kept_beats()
             self._queues.clear()
             for scope, workflow in list(self.state.workflows):
                 await self._ensure_queue(scope, workflow)
@@ -350,7 +311,7 @@ class Dispatcher(Service):
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
                 # Held tasks whose recheck came first (``due`` decides on every run at
                 # once, and a release changes the run it offers a task of).
-                self._workers_changed()
+                self.hearing.look(self.state.holds, utc_now())
                 if self.state.holds.due(utc_now()):
                     decisions.append(self._carry(None, self._settle(None, None, [])))
                 decisions += [

@@ -51,6 +51,8 @@ def worker_row(
         "protocol": spoken(hb.protocol),
         "outdated": outdated(hb.protocol, hb.sdk_version, current),
         "refused": not accepts(hb.protocol),
+        "labels": dict(hb.labels),
+        "directed": hb.directed,
     }
 
 
@@ -86,10 +88,11 @@ async def workers_list(args: argparse.Namespace) -> int:
         for r in rows:
             slots = f"{r['running']}/{r['slots']}"
             flag = " REFUSED" if r["refused"] else " OUTDATED" if r["outdated"] else ""
+            labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
             print(
                 f"{r['name']:20} {r['id']:12} {r['status']:8} {slots:>9}  "
                 f"{r['sdk_version'] or '-':10} {r['protocol']:>5}  "
-                f"{r['seconds_since_heartbeat']}s ago{flag}"
+                f"{r['seconds_since_heartbeat']}s ago{flag}{'  ' + labels if labels else ''}"
             )
         old = sum(r["outdated"] or r["refused"] for r in rows)
         if old:
