@@ -32,16 +32,21 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def _directed(engine: Engine, tenant: str, *names: str) -> bool:
+async def _directed(engine: Engine, tenant: str, *names: str, ns: str = "default") -> bool:
     """The engine's dispatcher may place tasks on every worker named (its consumer made)."""
-    live = engine.dispatchers[tenant].workers.live(Scope(tenant), _now())
+    live = engine.dispatchers[tenant].workers.live(Scope(tenant, ns), _now())
     return {w.name for w in live if w.directed} >= set(names)
 
 
+@pytest.mark.parametrize("ns", ["default", "staging"])
 async def test_a_step_requiring_a_label_waits_until_a_worker_with_it_starts(
-    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    tenant_name: str,
+    ns: str,
 ) -> None:
-    hatchet = hatchet_for(nats_server, tenant_name)
+    hatchet = hatchet_for(nats_server, tenant_name, ns)
     wf = hatchet.workflow(name="Infer")
 
     @wf.task(desired_worker_labels=GPU)
@@ -53,7 +58,7 @@ async def test_a_step_requiring_a_label_waits_until_a_worker_with_it_starts(
         cpu = await stack.enter_async_context(
             running(hatchet.worker("cpu", slots=2, workflows=[wf]))
         )
-        await eventually(lambda: _directed(engine, tenant_name, "cpu"))
+        await eventually(lambda: _directed(engine, tenant_name, "cpu", ns=ns))
         ref = await wf.aio_run_no_wait({})
 
         async def held() -> dict[str, Any] | None:
