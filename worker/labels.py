@@ -24,6 +24,7 @@ from schemas.labels import (
     desired_labels,
     labels_problem,
 )
+from schemas.messages import WorkflowDef
 
 __all__ = [
     "DesiredWorkerLabel",
@@ -33,6 +34,7 @@ __all__ = [
     "check_desired",
     "check_labels",
     "check_sticky",
+    "placed",
 ]
 
 
@@ -66,6 +68,16 @@ def check_sticky(value: StickyStrategy | str | None) -> StickyStrategy | None:
         raise ConfigError(
             f"sticky must be one of {', '.join(StickyStrategy)}, not {value!r}"
         ) from None
+
+
+def placed(definition: WorkflowDef) -> bool:
+    """Whether the engine places any step of ``definition`` on a chosen worker (a step with
+    desired labels, or a sticky workflow): only workers with such a step take directed
+    tasks."""
+    if definition.sticky is not None:
+        return True
+    steps = [*definition.steps, definition.on_failure, definition.on_success]
+    return any(s is not None and s.desired_worker_labels for s in steps)
 
 
 class WorkerContext:

@@ -58,7 +58,7 @@ from worker.healthserver import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.intake import Intake
-from worker.labels import WorkerContext, check_labels
+from worker.labels import WorkerContext, check_labels, placed
 from worker.metrics import WorkerMetrics
 from worker.register import declare_crons, register
 from worker.settings import WorkerSettings
@@ -285,6 +285,9 @@ class Worker:
             f"{wf}:{step}" for wf, (spec, _) in self.workflows.items() for step in spec.functions
         ]
         labels = self.worker_context
+        # Only a worker with a step the engine places (desired labels, a sticky workflow)
+        # takes directed tasks: the others keep all their slots for their queue groups.
+        directed = any(placed(spec.definition) for spec, _ in self.workflows.values())
         heartbeat = Heartbeat(
             conn,
             s.scope,
@@ -294,7 +297,7 @@ class Worker:
             s.max_runs,
             lambda: slots.running,
             labels.labels,
-            directed=True,
+            directed=directed,
         )
         labels.on_change(heartbeat.now, asyncio.get_running_loop())
         pulling: list[asyncio.Task[None]] = []
@@ -316,12 +319,16 @@ class Worker:
                 )
                 for wf in self.workflows
             ]
-            # Tasks the engine placed on this worker (labels, sticky runs): the same slots.
-            pullers.append(
-                TaskPuller(
-                    conn, stream, directed_consumer_name(s.scope, self.id), slots, inflight.spawn
+            if directed:  # tasks the engine placed on this worker: the same slots
+                pullers.append(
+                    TaskPuller(
+                        conn,
+                        stream,
+                        directed_consumer_name(s.scope, self.id),
+                        slots,
+                        inflight.spawn,
+                    )
                 )
-            )
 
             async def on_run_ended(msg: Message) -> None:
                 ends.heard(msg.subject.split(".")[-2])

@@ -15,7 +15,7 @@ from natchet.engine import Engine
 from schemas import Scope
 from tests.conftest import eventually, running
 from tests.support import hatchet_for
-from worker import Context
+from worker import Context, DesiredWorkerLabel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,6 +40,7 @@ async def test_the_dispatcher_hears_live_workers_and_their_capacity(
         await eventually(lambda: registry.capacity(scope, "Cap", now()) == 3)
         (live,) = registry.live(scope, now())
         assert live.name == "w1" and live.runs("Cap", "work")
+        assert not live.beat.directed  # no step of it is placed: no directed tasks
         assert registry.capacity(scope, "Other", now()) == 0
     # The last beat says STOPPED: the worker is gone at once.
     await eventually(lambda: registry.capacity(scope, "Cap", now()) == 0)
@@ -54,7 +55,7 @@ async def test_a_new_dispatcher_knows_the_live_workers_from_their_kept_beats(
     hatchet = hatchet_for(nats_server, tenant_name)
     wf = hatchet.workflow(name="Kept")
 
-    @wf.task()
+    @wf.task(desired_worker_labels={"gpu": DesiredWorkerLabel("a100")})  # placed: directed
     async def work(input: Any, ctx: Context) -> int:
         return 1
 

@@ -104,3 +104,18 @@ def test_a_worker_has_its_labels_and_upserts_them() -> None:
     with pytest.raises(ConfigError, match="string or a whole number"):
         ctx.upsert_labels({"gpu": 1.5})  # type: ignore[dict-item]
     assert ctx.labels() == {"gpu": "a100", "memory": 64} and not heard
+
+
+def test_only_workflows_with_placed_steps_make_a_worker_take_directed_tasks() -> None:
+    from worker.labels import placed
+
+    plain, labelled = hatchet.workflow(name="P"), hatchet.workflow(name="L")
+    sticky = hatchet.workflow(name="S", sticky=StickyStrategy.SOFT)
+
+    for wf, desired in ((plain, None), (labelled, GPU), (sticky, None)):
+
+        @wf.task(desired_worker_labels=desired)
+        def t(input: Any, ctx: Context) -> int:
+            return 1
+
+    assert [placed(w.definition) for w in (plain, labelled, sticky)] == [False, True, True]
