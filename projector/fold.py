@@ -30,8 +30,10 @@ The rules (each a condition on the row as the preceding operations left it):
   ``QUEUED`` or ``RUNNING``, makes the step ``WAITING`` (``waiting_for`` says for what),
   its delivery's attempt row ``SUSPENDED`` (finished at the wait's time; created if no
   ``assigned`` came: a step that waits at once has none) and adds the wait's row, keyed
-  by (step, attempt, index), the first of a key staying; a waiting of any other step,
-  attempt or state, or of a delivery that already ended, changes nothing. Its ``woken``
+  by (step, attempt, index), the first of a key staying. A waiting of any other step,
+  attempt or state changes nothing but its own delivery's row, ``SUSPENDED`` if it was
+  ``RUNNING`` (that delivery stopped there: a late delivery of an attempt whose retry is
+  scheduled waits for nothing); one of a delivery that already ended, nothing. Its ``woken``
   fills that row's wake once (which condition, the event); the step stays ``WAITING``
   until its task comes again (a task of the same attempt queues it again, as any task
   does). ``waiting_for`` is cleared whenever the step leaves ``WAITING``. A run still
@@ -420,15 +422,20 @@ class Fold:
         """A delivery of the step's current attempt waits (see the module's rules)."""
         step = self._step(op.run_id, op.step, op.seq)
         run = self.runs.get(op.run_id)
+        attempts = self.attempts.setdefault(op.run_id, {})
+        mine = attempts.get((op.step, op.attempt, op.delivery))
         if (
             run is None
             or step is None
             or step.status not in (QUEUED, RUNNING)
             or step.attempt != op.attempt
         ):
+            # The step moved on (a late delivery of an attempt whose retry is scheduled, say):
+            # the wait wakes nothing, but that delivery stopped running there and then.
+            if mine is not None and mine.status == RUNNING and mine.last_seq < op.seq:
+                mine.status, mine.finished_at = SUSPENDED, op.at
+                self._changed(mine, op.seq)
             return
-        attempts = self.attempts.setdefault(op.run_id, {})
-        mine = attempts.get((op.step, op.attempt, op.delivery))
         if mine is not None and (mine.status != RUNNING or mine.last_seq >= op.seq):
             return  # that delivery already ended (reported, lost, cancelled, waited)
         if mine is None:
