@@ -70,7 +70,7 @@ def registry(workers: list[Spec], wf: WorkflowDef) -> Workers:
 
 @contextmanager
 def placed_over(reg: Workers) -> Iterator[None]:
-    """The placement gate, over ``reg`` (the service sets its registry on every state it
+    """The gates, placement's over ``reg`` (the service sets its registry on every state it
     restores; so does this, around the gate)."""
 
     def gate(state: State, run: RunState, step: StepState, task: Task, now: dt.datetime) -> Verdict:
@@ -78,7 +78,8 @@ def placed_over(reg: Workers) -> Iterator[None]:
         return placement_gate(state, run, step, task, now)
 
     saved = dstep.GATES
-    dstep.GATES = (gate,)
+    # The other gates as they are (the workflows may use rate limits): placement last.
+    dstep.GATES = (*(g for g in saved if g is not placement_gate), gate)
     try:
         yield
     finally:
