@@ -46,6 +46,7 @@ from schemas.messages import (
     Trigger,
     WorkflowDef,
 )
+from schemas.priority import priority_problem
 from schemas.subjects import Scope
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class Event:
     seq: int
     payload: Any
     metadata: dict[str, str] = attrs.Factory(dict)
+    # Its ``Natchet-Priority`` header's (:mod:`schemas.priority`), and why that header was
+    # refused (the runs it would start are rejected with that reason).
+    priority: int | None = None
+    priority_error: str | None = None
 
 
 def event_run_id(scope: Scope, event_seq: int, workflow: str) -> str:
@@ -256,8 +261,13 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
         run_id = event_run_id(scope, event.seq, wf.name)
         if state.known(run_id):
             continue
+        if event.priority_error is not None:
+            out += reject(scope, run_id, wf.name, event.priority_error, now)
+            continue
         trigger = Trigger.of_event(event.key, str(event.seq))
-        out += create(scope, wf, run_id, event.payload, trigger, now, metadata=event.metadata)
+        out += create(
+            scope, wf, run_id, event.payload, trigger, now, event.metadata, event.priority
+        )
     for run, step, woken in woken_by_event(
         state, scope, (event.key, event.seq, event.payload, event.metadata), now
     ):
@@ -278,7 +288,9 @@ def _on_requested(state: State, scope: Scope, req: RunRequested, now: dt.datetim
     if wf is None:
         reason = f"no worker has registered workflow {req.workflow!r} in {scope.prefix}"
         return reject(scope, req.run_id, req.workflow, reason, now)
-    return create(scope, wf, req.run_id, req.input, trigger, now, metadata=req.additional_metadata)
+    return create(
+        scope, wf, req.run_id, req.input, trigger, now, req.additional_metadata, req.priority
+    )
 
 
 def reject(scope: Scope, run_id: str, workflow: str, reason: str, now: dt.datetime) -> list[Output]:
@@ -294,14 +306,19 @@ def create(
     payload: Any,
     trigger: Trigger | None,
     now: dt.datetime,
-    kept: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
+    priority: int | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> list[Output]:
     """Create the run and offer its ready steps (``kept``: a replay's steps carried over,
     already SUCCEEDED; ``metadata``: the additional metadata it carries). A run of a
     workflow with concurrency gets its key and waits for admission (``dispatcher.admission``:
     its ready steps are offered once its key has room); one whose key cannot be evaluated
-    is rejected, with why."""
+    is rejected, with why. Its priority is ``priority`` (its trigger's), else the
+    workflow's default (one outside 1..3 rejects the run)."""
+    problem = priority_problem(priority)
+    if problem is not None:
+        return reject(scope, run_id, wf.name, problem, now)
     key = None
     if wf.concurrency is not None:
         key, why = concurrency_key(wf.concurrency, payload, metadata or {})
@@ -322,6 +339,7 @@ def create(
         additional_metadata=metadata or {},
         concurrency=wf.concurrency,
         concurrency_key=key,
+        priority=priority if priority is not None else wf.default_priority,
     )
     run = new_run(scope, created)
     out = [Output(scope.run(run_id, "created"), created, f"{run_id}:created")]
@@ -356,6 +374,7 @@ def _queue(
         schedule_deadline=iso(after(now, run.schedule_timeout_s)),
         wakes=wakes,
         delivery_offset=step.delivery if wakes else 0,
+        priority=run.priority,
     )
     msg_id = f"{run.run_id}:{name}:{attempt}:task" + (f":{len(wakes)}" if wakes else "")
     return [Output(run.scope.task(run.workflow, name), task, msg_id)]

@@ -123,7 +123,7 @@ def decide_replay(state: State, scope: Scope, replay: Replay, now: dt.datetime) 
         return reject(scope, req.run_id, workflow, kept, now)
     trigger = Trigger.of_replay(target, req.from_step)
     metadata = {**original.metadata, **req.additional_metadata}
-    return create(scope, wf, req.run_id, original.input, trigger, now, kept, metadata)
+    return create(scope, wf, req.run_id, original.input, trigger, now, metadata, req.priority, kept)
 
 
 def _kept(wf: WorkflowDef, original: Original, from_step: str | None) -> dict[str, Any] | str:

@@ -74,6 +74,8 @@ from schemas.codec import decode_as, decode_json, decode_subject
 from schemas.filters import filter_error
 from schemas.messages import TimerFired
 from schemas.metadata import metadata_of_headers
+from schemas.priority import HEADER as PRIORITY_HEADER
+from schemas.priority import header_priority
 from schemas.subjects import schedules_stream_name
 
 log = logging.getLogger(__name__)
@@ -404,7 +406,10 @@ class Dispatcher(Service):
                 log.warning("event %s at seq %d rejected: %s", delivery.subject, delivery.seq, exc)
                 return None
             metadata = metadata_of_headers(delivery.headers)
-            return parsed.scope, Event(parsed.event_key, delivery.seq, payload, metadata)
+            raw = None if delivery.headers is None else delivery.headers.get(PRIORITY_HEADER)
+            priority, bad = header_priority(raw)
+            event = Event(parsed.event_key, delivery.seq, payload, metadata, priority, bad)
+            return parsed.scope, event
         return parsed.scope, decode_subject(parsed, delivery.data)
 
     async def _decide_on(self, delivery: Delivery, logged: set[str]) -> list[Output]:

@@ -185,6 +185,7 @@ def _run(run: RunState) -> dict[str, Any]:
         "admitted": run.admitted,
         "metadata": run.metadata,
         "worker": run.worker,
+        "priority": run.priority,
     }
 
 
@@ -211,6 +212,7 @@ def _unrun(r: dict[str, Any]) -> RunState:
         metadata={str(k): str(v) for k, v in r.get("metadata", {}).items()},
         # Snapshots from before placement have none: no run was sticky then.
         worker=r.get("worker"),
+        priority=r.get("priority"),  # None in snapshots from before priority
     )
 
 

@@ -121,6 +121,8 @@ class RunState:
     # The worker the run's first placed task went to: where a sticky run's steps go
     # (:mod:`dispatcher.placement`; a sticky run's tasks are all placed when they can be).
     worker: str | None = None
+    # Its priority (1..3, :mod:`schemas.priority`), None when it has none.
+    priority: int | None = None
 
     @property
     def group(self) -> GroupId | None:
@@ -327,6 +329,7 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
         key=created.concurrency_key if created.concurrency is not None else None,
         admitted=created.concurrency is None or created.concurrency_key is None,
         metadata=dict(created.additional_metadata),
+        priority=created.priority,
     )
 
 

@@ -28,13 +28,16 @@ VERSIONED = (
     "event_filter",
     "concurrency",
     "sticky",
+    "default_priority",
 )
 # Fields added after the first definitions: hashed only when set (not null), so a definition
 # without them keeps the version it always had.
-HASHED_WHEN_SET = frozenset({"on_success", "event_filter", "concurrency", "sticky"})
+HASHED_WHEN_SET = frozenset(
+    {"on_success", "event_filter", "concurrency", "sticky", "default_priority"}
+)
 # The same for a step's fields (of ``steps``, ``on_failure`` and ``on_success``): hashed only
 # when set (not null, not empty).
-STEP_HASHED_WHEN_SET = frozenset({"rate_limits", "desired_worker_labels"})
+STEP_HASHED_WHEN_SET = frozenset({"rate_limits", "desired_worker_labels", "concurrency"})
 
 
 def workflow_version(definition: dict[str, Any]) -> str:

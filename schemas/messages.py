@@ -63,6 +63,12 @@ def _tuple_of_int(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _opt_concurrency(value: ConcurrencyDef | Mapping[str, Any] | None) -> ConcurrencyDef | None:
+    if value is None or isinstance(value, ConcurrencyDef):
+        return value
+    return structure(ConcurrencyDef, value)
+
+
 @attrs.frozen
 class StepDef:
     name: str
@@ -79,16 +85,13 @@ class StepDef:
     desired_worker_labels: dict[str, DesiredWorkerLabel] = attrs.field(
         factory=dict, converter=desired_labels
     )
+    # At most ``max_runs`` tasks of this step in flight per key (issue 15): the key is the
+    # CEL expression evaluated on the run's input and metadata. Hashed only when set.
+    concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
 
 
 def _step_defs(value: Iterable[StepDef | Mapping[str, Any]]) -> tuple[StepDef, ...]:
     return tuple(v if isinstance(v, StepDef) else structure(StepDef, v) for v in value)
-
-
-def _opt_concurrency(value: ConcurrencyDef | Mapping[str, Any] | None) -> ConcurrencyDef | None:
-    if value is None or isinstance(value, ConcurrencyDef):
-        return value
-    return structure(ConcurrencyDef, value)
 
 
 def _opt_step_def(value: StepDef | Mapping[str, Any] | None) -> StepDef | None:
@@ -121,6 +124,9 @@ class WorkflowDef:
     concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
     # Keep a run's steps on the worker that ran its first step (:mod:`schemas.labels`).
     sticky: StickyStrategy | None = attrs.field(default=None, converter=opt_sticky)
+    # The priority (1 low .. 3 high, :mod:`schemas.priority`) of a run not given one by its
+    # trigger; None: the workflow does not use priority (its tasks are never held back).
+    default_priority: int | None = None
 
     def step(self, name: str) -> StepDef:
         for s in self.steps:
@@ -194,6 +200,8 @@ class RunRequested:
     v: int = 1
     # Key-value strings the run carries (Hatchet's ``additional_metadata``), copied onto it.
     additional_metadata: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
+    # The run's priority (1..3, :mod:`schemas.priority`); None: its workflow's default.
+    priority: int | None = None
 
     @classmethod
     def of_replay(cls, run_id: str, replay_of: str, from_step: str | None) -> RunRequested:
@@ -228,6 +236,9 @@ class RunCreated:
     # is admitted (its first tasks offered) only while its key has room.
     concurrency: ConcurrencyDef | None = attrs.field(default=None, converter=_opt_concurrency)
     concurrency_key: str | None = None
+    # The run's priority (1..3): its trigger's, else its workflow's ``default_priority``;
+    # None when neither has one (the run is not windowed, :mod:`dispatcher.priority`).
+    priority: int | None = None
 
 
 @attrs.frozen
@@ -284,6 +295,8 @@ class Task:
     # Placed on one worker (issue 15, :mod:`dispatcher.placement`): the task's subject is
     # then ``tasks.~direct.<worker_id>.<workflow>.<step>``, which only it reads.
     worker_id: str | None = None
+    # Its run's priority (1..3), None when the run has none.
+    priority: int | None = None
 
 
 @attrs.frozen

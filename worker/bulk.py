@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 from eventstore import Append, Appender, AppendError, Connection, NatchetError
 from schemas import ConfigError, RunRequested, Scope, encode, encode_json
 from schemas.metadata import metadata_headers
+from schemas.priority import HEADER as PRIORITY_HEADER
 from schemas.subjects import SubjectError, check_name
-from worker.options import metadata_option
+from worker.options import metadata_option, priority_option
 
 BATCH = 256  # appends in flight at once
 _SHOWN = 5  # failures named in the error's message (all are in ``failures``)
@@ -110,7 +111,11 @@ async def bulk_push(
             {"additional_metadata": _field(item, "additional_metadata")}, "event"
         )
         body = encode_json(_field(item, "payload"))
-        return Append(scope.event(key), body, uuid.uuid4().hex, headers=metadata_headers(meta))
+        headers = metadata_headers(meta)
+        priority = priority_option(_field(item, "options"), "options")
+        if priority is not None:
+            headers = (*headers, (PRIORITY_HEADER, str(priority)))
+        return Append(scope.event(key), body, uuid.uuid4().hex, headers=headers)
 
     prepared: list[Append | str] = []
     for item in events:
@@ -135,7 +140,10 @@ async def run_workflows(
         payload = _field(item, "input")
         encode_json(payload)  # JSON only: the error says what it cannot carry
         meta = metadata_option(_field(item, "options"), "options")
-        req = RunRequested(run_id=run_id, workflow=name, input=payload, additional_metadata=meta)
+        priority = priority_option(_field(item, "options"), "options")
+        req = RunRequested(
+            run_id=run_id, workflow=name, input=payload, additional_metadata=meta, priority=priority
+        )
         return Append(scope.run(run_id, "requested"), encode(req), f"{run_id}:requested")
 
     prepared = [

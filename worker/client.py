@@ -26,13 +26,14 @@ from schemas.messages import (
     RunRequested,
 )
 from schemas.metadata import metadata_headers
+from schemas.priority import HEADER as PRIORITY_HEADER
 from schemas.subjects import NAME_RE, SubjectError
 from worker import bulk, declare, spawn
 from worker import logs as step_logs
-from worker.concurrency import ConcurrencyExpression
+from worker.concurrency import ConcurrencyExpression, check_step_concurrency
 from worker.durable import require_async
 from worker.labels import DesiredWorkerLabel, StickyStrategy, check_labels
-from worker.options import metadata_option
+from worker.options import metadata_option, priority_option
 from worker.outcome import wait_for_run
 from worker.portal import Portal
 from worker.ratelimits import RateLimit, RateLimitsClient, check_rate_limits
@@ -64,6 +65,9 @@ class EventClient:
         except SubjectError as exc:
             raise NatchetError(str(exc)) from None
         meta = metadata_headers(metadata_option(options))
+        priority = priority_option(options)
+        if priority is not None:
+            meta = (*meta, (PRIORITY_HEADER, str(priority)))
         nc = await self._h.portal.nc()
         attributes = {"natchet.tenant": scope.tenant, "natchet.event_key": key}
         with tracing.producing(f"natchet.event {key}", attributes) as headers:
@@ -149,7 +153,11 @@ class AdminClient:
         run_id = run_id or str(uuid.uuid4())
         metadata = metadata_option(options)
         req = RunRequested(
-            run_id=run_id, workflow=workflow, input=payload, additional_metadata=metadata
+            run_id=run_id,
+            workflow=workflow,
+            input=payload,
+            additional_metadata=metadata,
+            priority=priority_option(options),
         )
         encode_json(payload)  # fail here, clearly, on input JSON cannot carry
         nc = await self._h.portal.nc()
@@ -173,8 +181,8 @@ class AdminClient:
         a step (and without ``run_id``), the run is a child of the step (``worker.spawn``)."""
         spawner = spawn.current()
         if spawner is not None and run_id is None:
-            metadata = metadata_option(options)
-            return spawner.blocking(spawner.spawn(workflow_name, input, metadata=metadata))
+            metadata, priority = metadata_option(options), priority_option(options)
+            return spawner.blocking(spawner.spawn(workflow_name, input, None, metadata, priority))
         return self._h.portal.call(self._run(workflow_name, input, run_id, options))
 
     async def aio_run_workflow(
@@ -187,8 +195,8 @@ class AdminClient:
     ) -> WorkflowRunRef | ChildRun:
         spawner = spawn.current()
         if spawner is not None and run_id is None:
-            metadata = metadata_option(options)
-            return await spawner.spawn(workflow_name, input, metadata=metadata)
+            metadata, priority = metadata_option(options), priority_option(options)
+            return await spawner.spawn(workflow_name, input, None, metadata, priority)
         return await self._h.portal.run(self._run(workflow_name, input, run_id, options))
 
     async def _bulk(self, runs: Sequence[Any]) -> list[WorkflowRunRef]:
@@ -310,6 +318,7 @@ class Hatchet:
         on_crons: Sequence[str] = (),
         concurrency: ConcurrencyExpression | None = None,
         sticky: StickyStrategy | None = None,
+        default_priority: int | None = None,
     ) -> Workflow:
         """A workflow: v1, declare its tasks with ``@wf.task(...)``
         (:class:`~worker.tasks.Workflow`); v0, apply it to a class of ``@hatchet.step``
@@ -319,7 +328,8 @@ class Hatchet:
         ``on_crons``: cron expressions (UTC) the workflow runs at, kept as crons named
         ``<workflow>-cron-<i>`` by its workers when they register it (docs/triggers.md);
         ``concurrency``: at most ``max_runs`` runs in flight per key; ``sticky``: keep a
-        run's steps on the worker of its first step (docs/flow-control.md)."""
+        run's steps on the worker of its first step; ``default_priority``: 1 (low) to 3
+        (high), the priority of a run not given one (docs/flow-control.md)."""
         return Workflow(
             self,
             name,
@@ -330,6 +340,7 @@ class Hatchet:
             on_crons,
             concurrency,
             sticky,
+            default_priority,
         )
 
     def task(
@@ -388,9 +399,11 @@ class Hatchet:
         backoff_max_seconds: float | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
         desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
+        concurrency: ConcurrencyExpression | None = None,
     ) -> Callable[[F], F]:
         """A step of a v0 workflow class. ``rate_limits``: the limits a run of it takes
-        units of (docs/flow-control.md)."""
+        units of; ``concurrency``: at most ``max_runs`` of its tasks in flight per key
+        (docs/flow-control.md)."""
         return declare.step(
             parents=parents,
             timeout=timeout,
@@ -399,6 +412,7 @@ class Hatchet:
             backoff_max_seconds=backoff_max_seconds,
             rate_limits=check_rate_limits(rate_limits),
             desired_worker_labels=desired_worker_labels,
+            concurrency=check_step_concurrency(concurrency, "@hatchet.step"),
         )
 
     def on_failure_step(self, timeout: declare.Duration = 60) -> Callable[[F], F]:

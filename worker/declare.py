@@ -17,6 +17,7 @@ from schemas.definition import workflow_version
 from schemas.filters import compile_filter
 from schemas.labels import DesiredWorkerLabel, StickyStrategy
 from schemas.messages import StepDef, WorkflowDef
+from schemas.priority import priority_problem
 from schemas.ratelimits import RateLimitDef
 from schemas.subjects import SubjectError, check_event_pattern, check_name
 from worker.labels import check_desired
@@ -61,6 +62,7 @@ class StepSpec:
     on_success: bool = False
     rate_limits: tuple[RateLimitDef, ...] = ()
     desired_worker_labels: dict[str, DesiredWorkerLabel] = attrs.field(factory=dict)
+    concurrency: ConcurrencyDef | None = None  # the step's own (checked), issue 15
 
 
 def step(
@@ -71,6 +73,7 @@ def step(
     backoff_max_seconds: float | None = None,
     rate_limits: tuple[RateLimitDef, ...] = (),
     desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
+    concurrency: ConcurrencyDef | None = None,
 ) -> Callable[[F], F]:
     if retries < 0:
         raise ConfigError(f"retries must be >= 0, not {retries}")
@@ -82,6 +85,7 @@ def step(
         backoff_max_s=backoff_max_seconds,
         rate_limits=rate_limits,
         desired_worker_labels=check_desired(desired_worker_labels, "step"),
+        concurrency=concurrency,
     )
 
     def mark(fn: F) -> F:
@@ -149,7 +153,15 @@ def _step_def(name: str, spec: StepSpec) -> StepDef:
         backoff_max_s=spec.backoff_max_s,
         rate_limits=spec.rate_limits,
         desired_worker_labels=spec.desired_worker_labels,
+        concurrency=spec.concurrency,
     )
+
+
+def check_priority(value: int | None, what: str = "default_priority") -> int | None:
+    problem = priority_problem(value, what)
+    if problem is not None:
+        raise ConfigError(problem)
+    return value
 
 
 @attrs.frozen
@@ -193,6 +205,7 @@ def definition_of(
     event_filter: str | None = None,
     concurrency: ConcurrencyDef | None = None,
     sticky: StickyStrategy | None = None,
+    default_priority: int | None = None,
 ) -> WorkflowDef:
     """The wire definition of workflow ``name`` from its steps' specs (the on-failure and
     on-success steps among them, marked): the same for a v0 class and a v1
@@ -215,6 +228,7 @@ def definition_of(
         "event_filter": event_filter,
         "concurrency": attrs.asdict(concurrency) if concurrency else None,
         "sticky": None if sticky is None else str(sticky),
+        "default_priority": default_priority,
     }
     return WorkflowDef(
         name=name,
@@ -227,6 +241,7 @@ def definition_of(
         event_filter=event_filter,
         concurrency=concurrency,
         sticky=sticky,
+        default_priority=default_priority,
     )
 
 
@@ -281,7 +296,9 @@ def workflow(
     on_crons: Sequence[str] = (),
     concurrency: ConcurrencyDef | None = None,
     sticky: StickyStrategy | None = None,
+    default_priority: int | None = None,
 ) -> Callable[[C], C]:
+    default_priority = check_priority(default_priority)
     events = check_events(on_events)
     event_filter = check_event_filter(event_filter, events)
     crons = check_crons(on_crons)
@@ -303,7 +320,14 @@ def workflow(
                 f"workflow {wf_name} has no steps: decorate methods with @hatchet.step()"
             )
         definition = definition_of(
-            wf_name, specs, events, schedule_timeout_s, event_filter, concurrency, sticky
+            wf_name,
+            specs,
+            events,
+            schedule_timeout_s,
+            event_filter,
+            concurrency,
+            sticky,
+            default_priority,
         )
         setattr(cls, WORKFLOW_ATTR, WorkflowSpec(definition, functions, crons))
         return cls

@@ -1,7 +1,7 @@
 """The ``options`` of ``event.push`` and ``admin.run_workflow`` (Hatchet's
 ``PushEventOptions`` and ``TriggerWorkflowOptions``): a mapping, or an object with the same
-attributes. natchet reads ``additional_metadata``; any other option is refused by name
-rather than silently ignored."""
+attributes. natchet reads ``additional_metadata`` and ``priority`` (1..3); any other option
+is refused by name rather than silently ignored."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 from eventstore import ConfigError
 from schemas.metadata import check_metadata
+from schemas.priority import priority_problem
 
-KNOWN = frozenset({"additional_metadata"})
+KNOWN = frozenset({"additional_metadata", "priority"})
 
 
 def metadata_option(options: Any, what: str = "options") -> dict[str, str]:
@@ -23,9 +24,23 @@ def metadata_option(options: Any, what: str = "options") -> dict[str, str]:
         if unknown:
             raise ConfigError(
                 f"{what}: natchet does not support {', '.join(unknown)} (it reads "
-                "additional_metadata)"
+                "additional_metadata and priority)"
             )
         metadata = options.get("additional_metadata")
     else:
         metadata = getattr(options, "additional_metadata", None)
     return check_metadata(metadata, f"{what}.additional_metadata")
+
+
+def priority_option(options: Any, what: str = "options") -> int | None:
+    """The checked ``priority`` of ``options`` (None without it); ConfigError outside 1..3."""
+    if options is None:
+        return None
+    if isinstance(options, Mapping):
+        value = options.get("priority")
+    else:
+        value = getattr(options, "priority", None)
+    problem = priority_problem(value, f"{what}.priority")
+    if problem is not None:
+        raise ConfigError(problem)
+    return value

@@ -119,10 +119,11 @@ class Spawner:
         input: Any = None,
         key: object = None,
         metadata: dict[str, str] | None = None,
+        priority: int | None = None,
     ) -> ChildRun:
         """Request the child run (once: the same key names the same child), carrying
-        ``metadata`` (``additional_metadata``)."""
-        return await self._request(workflow, input, self._key(key), metadata)
+        ``metadata`` (``additional_metadata``) and ``priority`` (None: its workflow's)."""
+        return await self._request(workflow, input, self._key(key), metadata, priority)
 
     async def spawn_many(self, specs: list[tuple[str, Any, object]]) -> list[ChildRun]:
         """Request several children, keyed in order, their requests appended together."""
@@ -130,7 +131,12 @@ class Spawner:
         return list(await asyncio.gather(*(self._request(w, i, k) for w, i, k in keyed)))
 
     async def _request(
-        self, workflow: str, input: Any, key: str, metadata: dict[str, str] | None = None
+        self,
+        workflow: str,
+        input: Any,
+        key: str,
+        metadata: dict[str, str] | None = None,
+        priority: int | None = None,
     ) -> ChildRun:
         t = self.task
         payload = to_json(input)
@@ -143,6 +149,7 @@ class Spawner:
             input=payload,
             trigger=trigger,
             additional_metadata=metadata or {},
+            priority=priority,
         )
         subject = self.scope.run(run_id, "requested")
         await self.on_loop(append(self.conn, Append(subject, encode(req), f"{run_id}:requested")))

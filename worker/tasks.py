@@ -22,7 +22,11 @@ from pydantic import BaseModel
 from eventstore import ConfigError
 from schemas.messages import WorkflowDef
 from worker import declare
-from worker.concurrency import ConcurrencyExpression, check_concurrency
+from worker.concurrency import (
+    ConcurrencyExpression,
+    check_concurrency,
+    check_step_concurrency,
+)
 from worker.context import Context
 from worker.declare import Duration, StepSpec, WorkflowSpec, seconds
 from worker.durable import require_async
@@ -43,9 +47,13 @@ class WorkflowRunRef(Protocol):
 
 
 class Admin(Protocol):
-    def run_workflow(self, workflow_name: str, input: Any = None) -> WorkflowRunRef: ...
+    def run_workflow(
+        self, workflow_name: str, input: Any = None, options: Any = None
+    ) -> WorkflowRunRef: ...
 
-    async def aio_run_workflow(self, workflow_name: str, input: Any = None) -> WorkflowRunRef: ...
+    async def aio_run_workflow(
+        self, workflow_name: str, input: Any = None, options: Any = None
+    ) -> WorkflowRunRef: ...
 
 
 class Client(Protocol):
@@ -114,10 +122,12 @@ class Workflow:
         on_crons: Sequence[str] = (),
         concurrency: ConcurrencyExpression | None = None,
         sticky: StickyStrategy | None = None,
+        default_priority: int | None = None,
     ) -> None:
         self._hatchet = hatchet
         self.concurrency = check_concurrency(concurrency)
         self.sticky = check_sticky(sticky)
+        self.default_priority = declare.check_priority(default_priority)
         self.crons = declare.check_crons(on_crons)
         self._name = name
         self._on_events = on_events
@@ -165,6 +175,7 @@ class Workflow:
             on_crons=self.crons,
             concurrency=self.concurrency,
             sticky=self.sticky,
+            default_priority=self.default_priority,
         )
         return mark(cls)
 
@@ -180,10 +191,12 @@ class Workflow:
         backoff_max_seconds: float | None = None,
         rate_limits: Sequence[RateLimit] | None = None,
         desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None,
+        concurrency: ConcurrencyExpression | None = None,
     ) -> Callable[[TaskFn], Task]:
         """A task of this workflow, run once its ``parents`` (tasks of it) succeeded;
-        ``rate_limits``: the limits a run of it takes units of (docs/flow-control.md);
-        ``desired_worker_labels``: the labels of the workers it may run on, or prefers."""
+        ``rate_limits``: the limits a run of it takes units of; ``desired_worker_labels``:
+        the labels of the workers it may run on, or prefers; ``concurrency``: at most
+        ``max_runs`` of its tasks in flight per key (docs/flow-control.md)."""
         self.name  # noqa: B018 -- a v1 workflow has a name: say so at the first task, not at registration
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, not {retries}")
@@ -201,6 +214,7 @@ class Workflow:
                 backoff_max_s=backoff_max_seconds,
                 rate_limits=limits,
                 desired_worker_labels=desired,
+                concurrency=check_step_concurrency(concurrency, task_name),
             )
             return self._add(task_name, fn, spec)
 
@@ -309,6 +323,7 @@ class Workflow:
                 self.event_filter,
                 self.concurrency,
                 self.sticky,
+                self.default_priority,
             )
             functions = {n: t.runner() for n, t in self.tasks.items()}
             self._spec = WorkflowSpec(definition, functions, self.crons)
@@ -328,19 +343,21 @@ class Workflow:
         except ValueError as exc:
             raise InvalidInputError(f"workflow {self.name}: {exc}") from None
 
-    def run_no_wait(self, input: Any = None) -> WorkflowRunRef:
-        """Start a run; returns at once with its reference (``await ref.aio_result()``)."""
-        return self._hatchet.admin.run_workflow(self.name, self._input(input))
+    def run_no_wait(self, input: Any = None, options: Any = None) -> WorkflowRunRef:
+        """Start a run; returns at once with its reference (``await ref.aio_result()``).
+        ``options``: ``{"additional_metadata": {...}, "priority": 1..3}`` (or Hatchet's
+        ``TriggerWorkflowOptions``)."""
+        return self._hatchet.admin.run_workflow(self.name, self._input(input), options)
 
-    async def aio_run_no_wait(self, input: Any = None) -> WorkflowRunRef:
-        return await self._hatchet.admin.aio_run_workflow(self.name, self._input(input))
+    async def aio_run_no_wait(self, input: Any = None, options: Any = None) -> WorkflowRunRef:
+        return await self._hatchet.admin.aio_run_workflow(self.name, self._input(input), options)
 
-    def run(self, input: Any = None) -> dict[str, Any]:
+    def run(self, input: Any = None, options: Any = None) -> dict[str, Any]:
         """Run it and wait: ``{task name: output}``; raises ``WorkflowRunError`` if it fails."""
-        return self.run_no_wait(input).sync_result()
+        return self.run_no_wait(input, options).sync_result()
 
-    async def aio_run(self, input: Any = None) -> dict[str, Any]:
-        return await (await self.aio_run_no_wait(input)).aio_result()
+    async def aio_run(self, input: Any = None, options: Any = None) -> dict[str, Any]:
+        return await (await self.aio_run_no_wait(input, options)).aio_result()
 
 
 class TaskRunRef:
@@ -384,15 +401,16 @@ class Standalone:
     def input_validator(self) -> type[BaseModel]:
         return self.workflow.input_validator
 
-    def run_no_wait(self, input: Any = None) -> TaskRunRef:
-        return TaskRunRef(self.workflow.run_no_wait(input), self.name, self.task.output_model)
-
-    async def aio_run_no_wait(self, input: Any = None) -> TaskRunRef:
-        ref = await self.workflow.aio_run_no_wait(input)
+    def run_no_wait(self, input: Any = None, options: Any = None) -> TaskRunRef:
+        ref = self.workflow.run_no_wait(input, options)
         return TaskRunRef(ref, self.name, self.task.output_model)
 
-    def run(self, input: Any = None) -> Any:
-        return self.run_no_wait(input).result()
+    async def aio_run_no_wait(self, input: Any = None, options: Any = None) -> TaskRunRef:
+        ref = await self.workflow.aio_run_no_wait(input, options)
+        return TaskRunRef(ref, self.name, self.task.output_model)
 
-    async def aio_run(self, input: Any = None) -> Any:
-        return await (await self.aio_run_no_wait(input)).aio_result()
+    def run(self, input: Any = None, options: Any = None) -> Any:
+        return self.run_no_wait(input, options).result()
+
+    async def aio_run(self, input: Any = None, options: Any = None) -> Any:
+        return await (await self.aio_run_no_wait(input, options)).aio_result()
