@@ -324,6 +324,12 @@ def create(
         key, why = concurrency_key(wf.concurrency, payload, metadata or {})
         if key is None:
             return reject(scope, run_id, wf.name, f"no concurrency key: {why}", now)
+    for spec in wf.steps:
+        if spec.concurrency is not None:
+            _key, why = concurrency_key(spec.concurrency, payload, metadata or {})
+            if why is not None:
+                reason = f"no concurrency key for step {spec.name!r}: {why}"
+                return reject(scope, run_id, wf.name, reason, now)
     created = RunCreated(
         run_id=run_id,
         workflow=wf.name,

@@ -186,6 +186,7 @@ def _run(run: RunState) -> dict[str, Any]:
         "metadata": run.metadata,
         "worker": run.worker,
         "priority": run.priority,
+        "step_keys": run.step_keys,
     }
 
 
@@ -213,6 +214,7 @@ def _unrun(r: dict[str, Any]) -> RunState:
         # Snapshots from before placement have none: no run was sticky then.
         worker=r.get("worker"),
         priority=r.get("priority"),  # None in snapshots from before priority
+        step_keys={str(k): str(v) for k, v in (r.get("step_keys") or {}).items()},
     )
 
 

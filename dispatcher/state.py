@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import heapq
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from dispatcher.crons import TRIGGER_MESSAGES, Triggers, fold_trigger
+from dispatcher.flowindex import FlowIndex, track
 from dispatcher.groups import GroupId, Groups
 from dispatcher.held import Holds
 from dispatcher.matching import EventRoutes
@@ -17,7 +19,7 @@ from dispatcher.policy import parse_time
 from dispatcher.waits import EventWaits, wait_problem, wake_at
 from dispatcher.windows import Windows
 from dispatcher.workers import Workers
-from schemas.concurrency import ConcurrencyDef
+from schemas.concurrency import ConcurrencyDef, concurrency_key
 from schemas.durable import StepWaiting, StepWoken, WaitKind
 from schemas.filters import filter_error
 from schemas.holds import HoldKind, StepHeld
@@ -123,6 +125,8 @@ class RunState:
     worker: str | None = None
     # Its priority (1..3, :mod:`schemas.priority`), None when it has none.
     priority: int | None = None
+    # The key of each of its steps that has its own concurrency (fixed at creation).
+    step_keys: dict[str, str] = attrs.Factory(dict)
 
     @property
     def group(self) -> GroupId | None:
@@ -204,6 +208,14 @@ class State:
     # like time, never folded from the log nor snapshotted; the service keeps one registry
     # across restarts of its state and sets it here. Placement reads it.
     workers: Workers = attrs.field(init=False, factory=Workers, eq=False, repr=False)
+    # What priority and step concurrency count (``dispatcher.flowindex``; an index).
+    flow: FlowIndex = attrs.field(init=False, factory=FlowIndex, eq=False, repr=False)
+    # How many tasks of a workflow its live workers can run at once (the service's registry
+    # of workers, ``dispatcher.workers``): an outside input, like time; None: not known
+    # (then priority holds nothing back).
+    capacity: Callable[[Scope, str, dt.datetime], int] | None = attrs.field(
+        init=False, default=None, eq=False, repr=False
+    )
 
     @property
     def routes(self) -> EventRoutes:
@@ -295,9 +307,12 @@ def index_deadlines(state: State) -> None:
     state.event_waits.clear()
     state.groups.clear()
     state.holds.clear()
+    state.flow.clear()
     for run in state.runs.values():
         if run.group is not None:
             state.groups.add(run.group, run.run_id, run.admitted)
+        if run.priority is not None or run.step_keys:
+            state.flow.index(run)
         for name, step in run.steps.items():
             if step.waiting is not None and not step.terminal:
                 state.event_waits.add(run.scope, run.run_id, name)
@@ -330,7 +345,23 @@ def new_run(scope: Scope, created: RunCreated) -> RunState:
         admitted=created.concurrency is None or created.concurrency_key is None,
         metadata=dict(created.additional_metadata),
         priority=created.priority,
+        step_keys=step_keys(created),
     )
+
+
+def step_keys(created: RunCreated) -> dict[str, str]:
+    """The concurrency key of each step of the run that has its own concurrency: its
+    expression on the run's input and metadata (a step whose key cannot be evaluated has
+    none here; ``decide.create`` rejects such a run before it is created)."""
+    keys: dict[str, str] = {}
+    for spec in created.steps:
+        if spec.concurrency is not None:
+            key, _why = concurrency_key(
+                spec.concurrency, created.input, created.additional_metadata
+            )
+            if key is not None:
+                keys[spec.name] = key
+    return keys
 
 
 def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
@@ -395,6 +426,7 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
             fold_trigger(state.triggers, scope, message)
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
+    track(state, scope, message)
 
 
 def _fold_run_finished(state: State, scope: Scope, message: RunFinished) -> None:

@@ -47,3 +47,22 @@ def test_the_example_with_a_rate_limit_hashes_to_the_version_the_page_shows() ->
     wire = orjson.loads(schemas.encode(schemas.WorkflowDef(**limited)))
     assert wire["steps"][1]["rate_limits"] == limits
     assert workflow_version(wire) == said.group(2)
+
+
+def test_the_examples_with_a_default_priority_or_a_step_concurrency_hash_as_the_page_says() -> None:
+    block = re.search(r"Append a `workflow` message.*?```json\n(.*?)```", PROTOCOL, re.S)
+    text = " ".join(PROTOCOL.split())
+    prio = re.search(
+        r'With `"default_priority": 2` added, the example above hashes to `(\w+)`', text
+    )
+    step = re.search(
+        r'[Ww]ith `"concurrency": (\{.*?\})` on step `left`, the example above hashes to `(\w+)`',
+        text,
+    )
+    assert block is not None and prio is not None and step is not None
+    body = orjson.loads(block.group(1))
+    assert workflow_version({**body, "default_priority": 2}) == prio.group(1)
+    body["steps"][1]["concurrency"] = orjson.loads(step.group(1))
+    assert workflow_version(body) == step.group(2)
+    wire = orjson.loads(schemas.encode(schemas.WorkflowDef(**body)))
+    assert workflow_version(wire) == step.group(2)
