@@ -168,6 +168,7 @@ class Dispatcher(Service):
         self.hearing = Hearing(nc, tenant)
         self.workers = self.hearing.workers
         self.state.workers = self.workers
+        self.state.capacity = self.workers.capacity  # priority's window (dispatcher.flowgates)
         self.heard = self.hearing.heard  # the worker gate's ``on_beat``
 
     async def rebuild(self, start_seq: int = 1, until_seq: int | None = None) -> int:
@@ -261,6 +262,7 @@ class Dispatcher(Service):
             snapshot, checkpoints.forgot_through = None, 0
         self.state = State() if snapshot is None else snapshot.state
         self.state.workers = self.workers  # an outside input: the one registry, kept
+        self.state.capacity = self.workers.capacity  # priority's window (dispatcher.flowgates)
         start = 1 if snapshot is None else snapshot.seq + 1
         end = await last_seq(self.nc, self.tenant)
         folded = await self.rebuild(start, end)

@@ -15,6 +15,7 @@ from dispatcher.admission import admissions
 from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
+from dispatcher.flowgates import FLOW_GATES
 from dispatcher.holds import Gate, gate, release
 from dispatcher.placing import placement_gate
 from dispatcher.policy import iso
@@ -25,9 +26,10 @@ from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
 
 # Flow control's gates, in order (``dispatcher.holds``): every task offered passes them.
-# Rate limits first (a task they hold is not placed), placement last: the worker it picks
-# is the task's final subject.
-GATES: Sequence[Gate] = (rate_limit_gate, placement_gate)
+# The order matters: step concurrency and priority (``dispatcher.flowgates``), then rate
+# limits (a task they hold takes no units: units are taken when its task is folded), then
+# placement last (it counts the slot it takes on the worker it picks as it lets the task go).
+GATES: Sequence[Gate] = (*FLOW_GATES, rate_limit_gate, placement_gate)
 
 
 def fold_all(

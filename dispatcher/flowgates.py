@@ -1,0 +1,105 @@
+"""Priority and step-level concurrency as gates (issue 15, ``dispatcher.holds``). Pure:
+verdicts over the folded state and what ``dispatcher.flowindex`` counts in it.
+
+**Step concurrency** (:func:`step_concurrency`): a step that declares ``concurrency``
+has, per run, a key fixed when the run was created (``RunState.step_keys``). At most
+``max_runs`` runs have that step in flight per (namespace, workflow, step, key): offered,
+running, or in a durable wait, until its result is folded. A task over that is held; a new
+task of a key that already has tasks held waits behind them, so each key's tasks go oldest
+first (higher priority first when they have one). Keys are independent: one key's tasks
+never wait for another's room.
+
+**Priority** (:func:`priority`): the tasks of a run with a priority (its trigger's or its
+workflow's ``default_priority``) are windowed: they go to the workers only while fewer
+tasks of the workflow's prioritized runs are out with them (offered, result not folded)
+than the live workers of the workflow have slots (``state.capacity``, from their
+heartbeats). Beyond that the dispatcher keeps the backlog itself, and as results come in
+it offers the held tasks highest priority first, oldest first within a priority
+(``dispatcher.held``'s line). A new task also waits while tasks of its workflow of its
+priority or higher are held (they were first). With no live worker the capacity is 0:
+the task waits in the dispatcher until one starts, or its ``schedule_timeout`` fails it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dispatcher.holds import Go, Hold, Verdict
+from dispatcher.state import RunState, State, StepState
+from schemas.holds import HoldKind
+from schemas.messages import Task
+
+_GO = Go()
+
+
+def step_concurrency(
+    state: State, run: RunState, step: StepState, task: Task, now: dt.datetime
+) -> Verdict:
+    """Hold the task while its step's key has ``max_runs`` in flight, or older tasks of
+    the key are held."""
+    spec = step.spec.concurrency
+    key = run.step_keys.get(step.spec.name)
+    if spec is None or key is None:
+        return _GO
+    kid = (run.scope, run.workflow, step.spec.name, key)
+    busy = state.flow.in_flight(kid, run.run_id)
+    if busy >= spec.max_runs:
+        return Hold(
+            HoldKind.CONCURRENCY,
+            f"step concurrency key {key!r} has {busy} of {spec.max_runs} in flight",
+        )
+    if not step.held:  # a new task: behind the key's tasks already held
+        ahead = state.flow.others_held(kid, run.run_id)
+        if ahead:
+            return Hold(
+                HoldKind.CONCURRENCY,
+                f"step concurrency key {key!r}: {ahead} earlier task(s) of the key first",
+            )
+    return _GO
+
+
+def priority(state: State, run: RunState, step: StepState, task: Task, now: dt.datetime) -> Verdict:
+    """Hold the task of a prioritized run while the workflow's tasks out with its
+    workers fill their slots, or held tasks of its priority or higher come first."""
+    if run.priority is None or state.capacity is None:
+        return _GO
+    wid = (run.scope, run.workflow)
+    ref = (run.run_id, step.spec.name)
+    capacity = state.capacity(run.scope, run.workflow, now)
+    out = state.flow.outstanding(wid, ref)
+    if out < capacity and (step.held or not _ahead(state, run, ref)):
+        return _GO  # a held task goes in line (``Holds.in_line``), a new one behind them
+    if capacity == 0:
+        why = (
+            f"priority {run.priority}: no live worker runs workflow {run.workflow!r} "
+            "(capacity 0): waits for one, or its schedule_timeout"
+        )
+    else:
+        ahead = state.flow.held_at_least(wid, run.priority, ref)
+        why = (
+            f"priority {run.priority}: {ahead} step(s) of this workflow of priority "
+            f"{run.priority} or higher ahead; {out} out with workers, capacity {capacity}"
+        )
+    return Hold(HoldKind.PRIORITY, why)
+
+
+def _ahead(state: State, run: RunState, ref: tuple[str, str]) -> bool:
+    """Whether a task of the run's workflow of its priority or higher is held for
+    priority (not for its key, say): a new task lets those go first. The index answers
+    "none" at once in the usual case; only then are the held tasks looked at."""
+    assert run.priority is not None
+    if not state.flow.held_at_least((run.scope, run.workflow), run.priority, ref):
+        return False
+    return any(
+        held.kind is HoldKind.PRIORITY
+        and held.priority >= run.priority
+        and held.scope == run.scope
+        and held.output.message.workflow == run.workflow
+        and key != ref
+        for key, held in state.holds.tasks.items()
+    )
+
+
+# In order: a step's key first (a task held for its key takes no window slot), then
+# priority.
+FLOW_GATES = (step_concurrency, priority)
