@@ -67,7 +67,13 @@ def priority(state: State, run: RunState, step: StepState, task: Task, now: dt.d
     ref = (run.run_id, step.spec.name)
     capacity = state.capacity(run.scope, run.workflow, now)
     out = state.flow.outstanding(wid, ref)
-    if out < capacity and (step.held or not _ahead(state, run, ref)):
+    in_line = ref in state.holds.tasks  # released from the line, in its order
+    if step.held and not in_line:
+        # Held before a restart, made again by ``complete`` in no particular order: it
+        # takes its place in line first, and goes from there (at once, if it is first).
+        why = f"priority {run.priority}: back in line after a restart"
+        return Hold(HoldKind.PRIORITY, why, recheck_at=now)
+    if out < capacity and (in_line or not _ahead(state, run, ref)):
         return _GO  # a held task goes in line (``Holds.in_line``), a new one behind them
     if capacity == 0:
         why = (

@@ -188,6 +188,10 @@ class FlowSim:
         for subject, message in self.log:
             fold(state, parse(subject).scope, message)
         self.state = state
+        # The line is in memory: ``complete`` makes the held tasks again in the order of
+        # their runs' creation, and that is their order in line from now on.
+        again = sorted(self.held, key=lambda ref: (int(ref[0][1:]), ref[1]))
+        self.held = {ref: next(self.counter) for ref in again}
         for decision in complete(state, self.now):
             self._record(settle(state, None, None, decision, MAX_BYTES, self.now), None)
         self._record(settle(state, None, None, [], MAX_BYTES, self.now), None)
