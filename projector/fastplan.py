@@ -235,6 +235,13 @@ def _offset(b: Body) -> Any:
     return offset if type(offset) is int else None
 
 
+def _step_concurrency(b: dict[str, Any]) -> bool:
+    """Whether a ``created`` names a step with a ``concurrency`` (issue 15)."""
+    steps = b.get("steps")
+    specs = [*(steps if isinstance(steps, list) else []), b.get("on_failure"), b.get("on_success")]
+    return any(isinstance(s, dict) and s.get("concurrency") is not None for s in specs)
+
+
 def _fast(tenant: str, record: Record) -> list[ops.Op]:
     subject = record.subject
     parts = subject.split(".")
@@ -249,6 +256,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
             raise _NotUsual
         if kind == "created" and (b.get("concurrency"), b.get("concurrency_key")) != (None, None):
             raise _NotUsual  # a run with a concurrency key: plan() checks and keeps it
+        if kind == "created" and _step_concurrency(b):
+            raise _NotUsual  # a step with its own concurrency: plan() checks it
         check(cls, b)
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:
