@@ -144,8 +144,8 @@ def _rejected(seq: int, run_id: str, ns: str, b: Body) -> list[ops.Op]:
 
 def _step_def(value: Any) -> tuple[str, list[str]]:
     """A step of ``created``: its name and parents, as ``StepDef`` would hold them."""
-    if type(value) is not dict or "name" not in value:
-        raise _NotUsual
+    if type(value) is not dict or "name" not in value or value.get("rate_limits", []) != []:
+        raise _NotUsual  # a step with rate limits: plan() checks them
     check(StepDef, value)
     if value.get("desired_worker_labels", {}) != {}:
         raise _NotUsual  # a step wanting labels (issue 15): plan() checks them
@@ -266,6 +266,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
             raise _NotUsual  # a durable step's task again after a wait: plan() checks it
         if b.get("worker_id") is not None:
             raise _NotUsual  # placed on one worker (issue 15): plan() checks its subject
+        if b.get("rate_limits", []) != []:
+            raise _NotUsual  # what it took of rate limits: plan() checks it
         check(schemas.Task, b)
         if f"{b['workflow']}.{b['step']}" != ".".join(parts[3:]):
             raise _NotUsual
