@@ -32,7 +32,7 @@ from dispatcher.hearing import Hearing
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
 from dispatcher.step import admit, decide_on, fit, fold_gated
-from dispatcher.tally import Observer, Tally, age_s, observe
+from dispatcher.tally import Observer, Tally, age_s, held, observe
 from dispatcher.traces import RunTraces
 from eventstore import (
     RETRY,
@@ -518,6 +518,8 @@ class Dispatcher(Service):
             self._tally.add(observe(self.state, message, outputs))
         outputs = fold_gated(self.state, scope, message, outputs, now, seq)
         outputs += admit(self.state, self._max_bytes, now)
+        if self.observer is not None:
+            self._tally.add(held(self.state, outputs))
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs
 

@@ -14,6 +14,9 @@ log holds and agree with the read model the projector folds from the same messag
   picked up within the workflow's ``schedule_timeout``.
 - ``reassigned``: a worker took a later delivery of an attempt another worker had taken (a
   dead worker's task redelivered, or a task handed back on shutdown).
+- ``held``: a task kept back by flow control (``runs.<id>.held``: a rate limit with no
+  room, ...), once per attempt and reason; it is counted ``created`` (or ``retried``) when
+  decided, held or not.
 - ``waits``: for each attempt's first assignment, the seconds from its task being queued to
   a worker starting it.
 
@@ -32,6 +35,7 @@ import attrs
 from dispatcher.decide import Output
 from dispatcher.policy import parse_time
 from dispatcher.state import State
+from schemas.holds import StepHeld
 from schemas.messages import (
     RunFinished,
     RunStatus,
@@ -110,6 +114,17 @@ def observe(state: State, message: object, outputs: Iterable[Output]) -> Tally:
                     count["timed_out", namespace, workflow] += 1
     if isinstance(message, StepAssigned | StepResult):
         _taken(state, message, tally)
+    return tally
+
+
+def held(state: State, outputs: Iterable[Output]) -> Tally:
+    """The ``held`` records among a decision's outputs, after the gates
+    (``dispatcher.holds``), by namespace and workflow."""
+    tally = Tally()
+    for out in outputs:
+        if isinstance(out.message, StepHeld):
+            workflow = _workflow(state, out.message.run_id)
+            tally.counts["held", _namespace(out.subject), workflow] += 1
     return tally
 
 

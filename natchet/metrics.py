@@ -49,6 +49,11 @@ _TASK_COUNTERS = {
     "failed": ("hatchet_failed_tasks", "Tasks that failed for good (retries not counted)"),
     "retried": ("hatchet_retried_tasks", "Retries decided (one per new attempt)"),
     "cancelled": ("hatchet_cancelled_tasks", "Tasks cancelled (a step offered, then cancelled)"),
+    "held": (
+        "natchet_held_tasks",
+        "Tasks held back by flow control (a rate limit with no room...), once per attempt "
+        "and reason",
+    ),
 }
 # Hatchet's counters spelled without ``_total``.
 _EXACT = {

@@ -15,6 +15,7 @@ import pytest
 from dispatcher import State, due, fold
 from dispatcher.decide import Output
 from dispatcher.snapshot import Snapshot, dump, load
+from dispatcher.tally import held as held_tally
 from schemas import (
     RunFinished,
     RunRequested,
@@ -240,3 +241,11 @@ def test_the_sdk_declares_rate_limits_v0_and_v1() -> None:
         def call(self, ctx: Any) -> None: ...
 
     assert spec_of(V0).definition.steps[0].rate_limits[0].static_key == "openai"
+
+
+def test_a_held_step_is_counted_once_for_the_metrics() -> None:
+    state = registered(workflow(STATIC), limit=1)
+    request(state, 0, at(0))
+    out = request(state, 1, at(0))
+    assert held_tally(state, out).counts == {("held", "default", "Calls"): 1}
+    assert held_tally(state, tick(state, at(0.5))).counts == {}  # held already: not again
