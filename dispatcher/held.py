@@ -3,8 +3,8 @@ not state. The log holds only each step's ``held`` record; after a restart ``com
 makes the held tasks again from it, and they go through the gates again.
 
 Held tasks are kept per run and step (a step has one task at a time), each with its place
-in line: tasks of one (scope, workflow) are retried by priority (higher first), then in
-the order they were first held. ``dirty`` says something a gate reads changed (a rate
+in line: they are retried by priority (higher first), then in the order they were first
+held (so also within each (scope, workflow)). ``dirty`` says something a gate reads changed (a rate
 limit set, a worker's labels): retry them all at the next pass; ``recheck_at`` is the
 earliest time a gate said to look again.
 """
@@ -37,10 +37,12 @@ class HeldTask:
     order: int = 0
 
     @property
-    def line(self) -> tuple[str, str, str, int, int]:
-        """Its place: (tenant, namespace, workflow), then priority (desc), first held."""
-        task = self.output.message
-        return (self.scope.tenant, self.scope.namespace, task.workflow, -self.priority, self.order)
+    def line(self) -> tuple[int, int]:
+        """Its place: priority (desc), then first held. One line for every workflow: tasks
+        of several workflows waiting for one rate limit take turns in the order they came
+        (a line per workflow, tried workflow after workflow, would let one starve another);
+        within a (scope, workflow), the same order."""
+        return (-self.priority, self.order)
 
 
 @attrs.define

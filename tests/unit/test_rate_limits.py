@@ -249,3 +249,13 @@ def test_a_held_step_is_counted_once_for_the_metrics() -> None:
     out = request(state, 1, at(0))
     assert held_tally(state, out).counts == {("held", "default", "Calls"): 1}
     assert held_tally(state, tick(state, at(0.5))).counts == {}  # held already: not again
+
+
+def test_workflows_sharing_a_limit_take_turns_in_the_order_they_came() -> None:
+    state = registered(workflow(STATIC, name="A"), workflow(STATIC, name="B"), limit=1)
+    request(state, 0, at(0), "B")  # takes the unit
+    request(state, 1, at(0.1), "B")  # held first
+    request(state, 2, at(0.2), "A")  # held second: A sorts first by name, not by turn
+    request(state, 3, at(0.3), "B")
+    got = [t.run_id for s in (1.0, 2.0, 3.0) for t in tasks(tick(state, at(s)))]
+    assert got == ["r1", "r2", "r3"]
