@@ -20,6 +20,8 @@ from natchet.engine import Engine
 from projector import list_runs
 from schemas import Scope, encode, stream_name
 from schemas.durable import StepWaiting, StepWoken, WaitCondition, WaitKind
+from schemas.holds import HoldKind, StepHeld
+from schemas.ratelimits import RateLimitDuration, RateLimitSet
 from schemas.subjects import tasks_stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim, forged_result, log_nc
@@ -211,6 +213,23 @@ async def test_a_tenant_cannot_forge_the_engines_wake_of_its_own_durable_step(
     subject = Scope(attacker.tenant).run("r1", "woken")
     with pytest.raises(PermissionDeniedError):
         await append(attacker.nc, Append(subject, encode(forged)))
+
+
+async def test_a_tenant_cannot_forge_the_engines_hold_of_its_own_step(
+    attacker: Attacker, victim: Victim, untouched: None
+) -> None:
+    """``held`` is the engine's (flow control): a tenant that could append one would park
+    a step of its own QUEUED with no task (the dispatcher folds it). Refused all the same;
+    setting a rate limit (``ratelimits.<key>``) is the tenant's to do, and it may. Nor can
+    it set another tenant's rate limit."""
+    forged = StepHeld("r1", "say", 1, HoldKind.RATE_LIMIT, "forged")
+    subject = Scope(attacker.tenant).run("r1", "held")
+    with pytest.raises(PermissionDeniedError):
+        await append(attacker.nc, Append(subject, encode(forged)))
+    limit = RateLimitSet("openai", 10, RateLimitDuration.SECOND)
+    await append(attacker.nc, Append(Scope(attacker.tenant).ratelimit("openai"), encode(limit)))
+    with pytest.raises(PermissionDeniedError):
+        await append(attacker.nc, Append(Scope(victim.tenant).ratelimit("openai"), encode(limit)))
 
 
 async def test_attacker_cannot_see_other_tenant_runs_in_its_own_fold(
