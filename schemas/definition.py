@@ -67,5 +67,5 @@ def _step(step: dict[str, Any]) -> dict[str, Any]:
     return {
         key: value
         for key, value in step.items()
-        if key not in STEP_HASHED_WHEN_SET or value not in (None, {}, [])
+        if key not in STEP_HASHED_WHEN_SET or value  # null, empty (a list, a tuple, a map): out
     }

@@ -56,3 +56,33 @@ def test_the_protocol_pages_example_hashes_to_the_version_it_shows() -> None:
     assert block is not None
     body = orjson.loads(block.group(1))
     assert workflow_version(body) == body["version"]
+
+
+def test_an_sdk_declared_workflow_without_flow_control_hashes_as_the_bare_definition() -> None:
+    """The SDK builds its definition from attrs values (a step's unset ``rate_limits`` is an
+    empty tuple, not a list): the fields added since are left out all the same, so the
+    version is the one a worker in another language computes from the six-key steps."""
+    from worker import Hatchet
+    from worker.declare import spec_of
+    from worker.settings import ClientSettings
+
+    hatchet = Hatchet(settings=ClientSettings(nats_url="nats://127.0.0.1:1", tenant="t1"))
+    wf = hatchet.workflow(name="Diamond", on_events=[])
+
+    @wf.task()
+    def start(input: object, ctx: object) -> None: ...
+
+    @wf.task(parents=[start])
+    def left(input: object, ctx: object) -> None: ...
+
+    @wf.task(parents=[start])
+    def right(input: object, ctx: object) -> None: ...
+
+    @wf.task(parents=[left, right])
+    def join(input: object, ctx: object) -> None: ...
+
+    definition = spec_of(wf).definition
+    bare = _diamond(["start", "left", "right", "join"])
+    bare["schedule_timeout_s"] = definition.schedule_timeout_s
+    assert definition.version == workflow_version(bare)
+    hatchet.close()
