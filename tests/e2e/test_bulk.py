@@ -111,7 +111,7 @@ async def test_run_workflows_requests_every_run_in_order_and_names_a_bad_one(
 
     mixed: list[Any] = [{"workflow_name": "Bulk", "input": {"i": i}} for i in range(5)]
     mixed[2] = {"workflow_name": "no such/name", "input": {}}
-    mixed[4] = {"workflow_name": "Bulk", "input": {}, "options": {"priority": 3}}
+    mixed[4] = {"workflow_name": "Bulk", "input": {}, "options": {"priority": 7}}
     with pytest.raises(BulkError) as caught:
         await hatchet.admin.aio_run_workflows(mixed)
     assert sorted(caught.value.failures) == [2, 4]
