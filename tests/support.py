@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import itertools
 import os
 import signal
 import sys
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from natchet.dev.embedded import NatsServer
 from projector import get_run
-from tests.conftest import eventually
+from tests.conftest import eventually, running
 from worker import ClientSettings, Hatchet
 
 
@@ -211,3 +214,35 @@ async def natchet_cli(nats_url: str, dsn: str, *args: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
     return out.decode()
+
+
+async def run_all_on_workers(
+    hatchet: Hatchet, wf: Any, runs: list[dict[str, Any]], *, workers: int = 4, slots: int = 2
+) -> None:
+    """Run ``runs`` (bulk items for ``wf``) to their ends on ``workers`` in-process workers
+    of ``slots`` each, then close ``hatchet``."""
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(workers):
+            await stack.enter_async_context(
+                running(hatchet.worker(f"w{i}", slots=slots, workflows=[wf]))
+            )
+        refs = await hatchet.admin.aio_run_workflows(runs)
+        for ref in refs:
+            await asyncio.wait_for(ref.aio_result(), 120)
+    hatchet.close()
+
+
+def assert_one_at_a_time(
+    rows: list[tuple[str, dt.datetime, dt.datetime, str]], keys: list[str], what: str
+) -> None:
+    """``rows`` (key, started, finished, worker name) never overlap within a key, cover
+    exactly ``keys``, and were run by more than one worker."""
+    by_key: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    for key, started, finished, _worker in rows:
+        by_key[key].append((started, finished))
+    assert sorted(by_key) == sorted(keys)
+    for key, spans in by_key.items():
+        spans.sort()
+        for (_s0, f0), (s1, _f1) in itertools.pairwise(spans):
+            assert s1 >= f0, f"key {key}: {what} started at {s1} while another ran until {f0}"
+    assert len({r[3] for r in rows}) > 1, "one worker ran everything"

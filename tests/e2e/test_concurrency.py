@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
-from collections import defaultdict
-from contextlib import AsyncExitStack
 from typing import Any
 
 import psycopg
@@ -19,7 +16,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
-from tests.support import hatchet_for, run_ends
+from tests.support import assert_one_at_a_time, hatchet_for, run_all_on_workers, run_ends
 from worker import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
@@ -52,15 +49,7 @@ async def test_three_keys_of_fifty_runs_never_run_two_of_a_key_at_once_across_fo
         for n in range(PER_KEY)
         for k in range(KEYS)
     ]
-    async with AsyncExitStack() as stack:
-        for i in range(4):
-            await stack.enter_async_context(
-                running(hatchet.worker(f"w{i}", slots=2, workflows=[wf]))
-            )
-        refs = await hatchet.admin.aio_run_workflows(runs)
-        for ref in refs:
-            await asyncio.wait_for(ref.aio_result(), 120)
-    hatchet.close()
+    await run_all_on_workers(hatchet, wf, runs)
 
     async def projected() -> list[tuple[str, dt.datetime, dt.datetime, str]] | None:
         cur = await db.execute(
@@ -73,15 +62,7 @@ async def test_three_keys_of_fifty_runs_never_run_two_of_a_key_at_once_across_fo
         return rows if len(rows) == KEYS * PER_KEY else None
 
     rows = await eventually(projected, timeout_s=60)
-    by_key: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
-    for key, started, finished, _worker in rows:
-        by_key[key].append((started, finished))
-    assert sorted(by_key) == [f"u{k}" for k in range(KEYS)]
-    for key, spans in by_key.items():
-        spans.sort()
-        for (_s0, f0), (s1, _f1) in itertools.pairwise(spans):
-            assert s1 >= f0, f"key {key}: a run started at {s1} while another ran until {f0}"
-    assert len({r[3] for r in rows}) > 1, "one worker ran everything"
+    assert_one_at_a_time(rows, [f"u{k}" for k in range(KEYS)], "a run")
 
 
 def holder(hatchet: Hatchet, name: str, strategy: ConcurrencyLimitStrategy) -> Any:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
-from collections import defaultdict
-from contextlib import AsyncExitStack
 from typing import Any
 
 import psycopg
@@ -19,7 +16,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
-from tests.support import hatchet_for
+from tests.support import assert_one_at_a_time, hatchet_for, run_all_on_workers
 from worker import ConcurrencyExpression, Context
 
 pytestmark = pytest.mark.timeout(180)
@@ -47,15 +44,7 @@ async def test_a_keyed_step_never_runs_twice_at_once_per_key_across_four_workers
         for n in range(PER_KEY)
         for k in range(KEYS)
     ]
-    async with AsyncExitStack() as stack:
-        for i in range(4):
-            await stack.enter_async_context(
-                running(hatchet.worker(f"w{i}", slots=2, workflows=[wf]))
-            )
-        refs = await hatchet.admin.aio_run_workflows(runs)
-        for ref in refs:
-            await asyncio.wait_for(ref.aio_result(), 120)
-    hatchet.close()
+    await run_all_on_workers(hatchet, wf, runs)
 
     async def projected() -> list[tuple[Any, dt.datetime, dt.datetime, str]] | None:
         cur = await db.execute(
@@ -68,15 +57,8 @@ async def test_a_keyed_step_never_runs_twice_at_once_per_key_across_four_workers
         return rows if len(rows) == KEYS * PER_KEY else None
 
     rows = await eventually(projected, timeout_s=60)
-    by_key: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
-    for payload, started, finished, _worker in rows:
-        by_key[payload["user"]].append((started, finished))
-    assert sorted(by_key) == [f"u{k}" for k in range(KEYS)]
-    for key, spans in by_key.items():
-        spans.sort()
-        for (_s0, f0), (s1, _f1) in itertools.pairwise(spans):
-            assert s1 >= f0, f"key {key}: a step started at {s1} while another ran until {f0}"
-    assert len({r[3] for r in rows}) > 1, "one worker ran everything"
+    keyed = [(p["user"], started, finished, w) for p, started, finished, w in rows]
+    assert_one_at_a_time(keyed, [f"u{k}" for k in range(KEYS)], "a keyed step")
 
 
 async def test_a_step_held_for_its_key_says_why_and_runs_once_the_key_has_room(
