@@ -11,9 +11,8 @@ worker: after ``inactive_s`` without a pull request the server deletes it.
 from __future__ import annotations
 
 from nats.aio.client import Client as Connection
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from eventstore.provision import TaskConsumerSettings
+from eventstore.provision import TaskConsumerSettings, task_consumer_config
 from eventstore.snapshot import translated
 from schemas.subjects import Scope, check_name, tasks_stream_name
 
@@ -37,18 +36,10 @@ async def ensure_directed_consumer(
 ) -> str:
     """Create (or keep) ``worker_id``'s directed consumer; return its name."""
     name = directed_consumer_name(scope, worker_id)
-    config = ConsumerConfig(
-        durable_name=name,
-        description=f"tasks placed on worker {worker_id} in {scope.prefix}",
-        filter_subject=scope.directed_filter(worker_id),
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=-1,
-        max_waiting=64,
-        max_ack_pending=-1,
-        inactive_threshold=inactive_s,
-    )
+    config = task_consumer_config(
+        name, f"tasks placed on worker {worker_id} in {scope.prefix}",
+        scope.directed_filter(worker_id), settings, max_waiting=64, inactive_s=inactive_s,
+    )  # fmt: skip
     async with translated(f"creating the directed consumer of worker {worker_id}"):
         await conn.jetstream().add_consumer(tasks_stream_name(scope.tenant), config)
     return name

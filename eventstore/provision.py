@@ -307,21 +307,39 @@ async def ensure_task_consumer(
     the tenant's task queues. The engine creates it when it sees the workflow registered
     (tenants cannot create consumers); tasks offered before that wait in the work queue."""
     name = task_consumer_name(scope, workflow)
-    config = ConsumerConfig(
-        durable_name=name,
-        description=f"queue group of workflow {workflow} in {scope.prefix}",
-        filter_subject=scope.tasks_filter(workflow),
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=settings.ack_wait_s,
-        max_deliver=-1,
-        max_waiting=1024,
-        max_ack_pending=-1,
-    )
+    config = task_consumer_config(
+        name, f"queue group of workflow {workflow} in {scope.prefix}",
+        scope.tasks_filter(workflow), settings, max_waiting=1024,
+    )  # fmt: skip
     # Create, or update the editable settings (ack_wait) of an existing queue group.
     async with translated(f"creating queue group {name}"):
         await create_or_keep(conn.jetstream(), tasks_stream_name(scope.tenant), config)
     return name
+
+
+def task_consumer_config(
+    name: str,
+    description: str,
+    filter_subject: str,
+    settings: TaskConsumerSettings,
+    *,
+    max_waiting: int,
+    inactive_s: float | None = None,
+) -> ConsumerConfig:
+    """A consumer of tasks (a workflow's queue group, or one worker's directed tasks): each
+    task acknowledged on its own, redelivered after ``ack_wait_s`` of silence, forever."""
+    return ConsumerConfig(
+        durable_name=name,
+        description=description,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=-1,
+        max_waiting=max_waiting,
+        max_ack_pending=-1,
+        inactive_threshold=inactive_s,
+    )
 
 
 async def create_or_keep(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
