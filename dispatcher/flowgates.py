@@ -48,13 +48,27 @@ def step_concurrency(
             HoldKind.CONCURRENCY,
             f"step concurrency key {key!r} has {busy} of {spec.max_runs} in flight",
         )
-    if not step.held:  # a new task: behind the key's tasks already held
-        ahead = state.flow.others_held(kid, run.run_id)
-        if ahead:
-            return Hold(
-                HoldKind.CONCURRENCY,
-                f"step concurrency key {key!r}: {ahead} earlier task(s) of the key first",
-            )
+    ref = (run.run_id, step.spec.name)
+    mine = state.holds.tasks.get(ref)
+    if step.held and mine is None:
+        # Held before a restart, made again by ``complete`` in no particular order: it
+        # takes its place in line first, and goes from there.
+        why = f"step concurrency key {key!r}: back in line after a restart"
+        return Hold(HoldKind.CONCURRENCY, why, recheck_at=now)
+    # A new task waits behind the key's tasks held; a held one behind those ahead of it in
+    # line (one held for another gate, e.g. priority's window, still goes first).
+    ahead = state.flow.others_held(kid, run.run_id)
+    if ahead and mine is not None:
+        ahead = sum(
+            1
+            for other in state.flow.key_held.get(kid, ())
+            if other != run.run_id
+            and (held := state.holds.tasks.get((other, step.spec.name))) is not None
+            and held.line < mine.line
+        )
+    if ahead:
+        why = f"step concurrency key {key!r}: {ahead} earlier task(s) of the key first"
+        return Hold(HoldKind.CONCURRENCY, why)
     return _GO
 
 

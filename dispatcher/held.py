@@ -33,7 +33,7 @@ class HeldTask:
     kind: HoldKind
     reason: str
     recheck_at: dt.datetime | None
-    priority: int = 0
+    priority: int = 1  # a run without one is of priority 1 (low), the default
     order: int = 0
 
     @property

@@ -174,7 +174,7 @@ def _judge(
             return verdict
         if isinstance(verdict, Hold):
             scope = run.scope
-            priority = getattr(o.message, "priority", 0) or 0
+            priority = getattr(o.message, "priority", None) or 1  # none: 1, the default
             return HeldTask(scope, o, verdict.kind, verdict.reason, verdict.recheck_at, priority)
         subject = verdict.subject or subject
         task = verdict.task or task
