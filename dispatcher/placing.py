@@ -50,7 +50,7 @@ def placement_gate(
     if isinstance(got, Wait):
         return Hold(_KINDS[got.kind], got.reason)
     if isinstance(got, Placed):
-        state.workers.sent(run.scope, got.worker_id)
+        state.workers.sent(run.scope, got.worker_id, task.run_id, task.step, task.attempt)
         subject = run.scope.directed_task(got.worker_id, task.workflow, task.step)
         return Go(subject=subject, task=attrs.evolve(task, worker_id=got.worker_id))
     return Go()

@@ -312,12 +312,16 @@ class Dispatcher(Service):
             decisions = [await self._decide_on(d, logged) for d in deliveries]
             fired, self._fires = self._fires, []
             decisions += [self._decide_fire(f) for f in fired]
-            if loop.time() >= next_tick:  # timers fire to the tick, not per batch
-                # Held tasks whose recheck came first (``due`` decides on every run at
-                # once, and a release changes the run it offers a task of).
+            tick = loop.time() >= next_tick  # timers fire to the tick, not per batch
+            if tick:
                 self.hearing.look(self.state.holds, utc_now())
-                if self.state.holds.due(utc_now()):
-                    decisions.append(self._carry(None, self._settle(None, None, [])))
+            # Held tasks whose recheck came first (``due`` decides on every run at once,
+            # and a release changes the run it offers a task of). Not only at a tick: a
+            # result that made room (``holds.dirty``) lets the next held task go with this
+            # batch, or a full window would pass on at most its capacity per tick.
+            if self.state.holds.due(utc_now()):
+                decisions.append(self._carry(None, self._settle(None, None, [])))
+            if tick:
                 decisions += [
                     self._carry(None, self._settle(None, None, d))
                     for d in due(self.state, utc_now())

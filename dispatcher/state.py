@@ -427,6 +427,41 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
         case _:
             pass  # logs and requests are inputs: decide() acts on them (and on results)
     track(state, scope, message)
+    _settle_placed(state, message)
+
+
+# What can end a placed task's hold on its worker's slot (``Workers.settle``).
+_SLOT_FREEING = (StepFinished, StepRetryScheduled, StepWaiting, RunFinished)
+
+
+def _settle_placed(state: State, message: object) -> None:
+    """After a message that can free a placed task's slot: free those it did."""
+    if not isinstance(message, _SLOT_FREEING):
+        return
+    if state.workers.settle(message.run_id, _placed_out(state, message.run_id)):
+        state.holds.dirty = True  # a worker's slot freed: a task held for one may go
+
+
+def _placed_out(state: State, run_id: str) -> Callable[[str, int], bool]:
+    """Whether a placed task of the run (its step's attempt) is still out with its worker:
+    its task not folded yet (placed by the decision being folded), or the attempt is the
+    step's current one, not over, and not in a durable wait (which gave its slot back)."""
+
+    def out(name: str, attempt: int) -> bool:
+        run = state.runs.get(run_id)
+        step = None if run is None else run.steps.get(name)
+        if step is None:
+            return False
+        if step.attempt < attempt:
+            return True
+        return (
+            step.attempt == attempt
+            and step.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+            and step.waiting is None
+            and step.retry_due is None
+        )
+
+    return out
 
 
 def _fold_run_finished(state: State, scope: Scope, message: RunFinished) -> None:

@@ -5,10 +5,19 @@ decision it informs (a task placed on one worker) is recorded in the log by that
 itself (the task's subject), so replaying the log never needs the registry.
 
 Each worker's latest heartbeat (``<t>.<ns>.workers.<id>``) is kept, with the directed
-tasks this dispatcher sent it since that beat (``sent``): its free slots are the beat's
-``slots - running`` less those, so two placements in a row between beats do not both count
-the same free slot. A worker counts as alive by :mod:`dispatcher.liveness`'s rule (not
-``STOPPED``, heard from within ``DEAD_AFTER_S``). :meth:`Workers.generation` grows whenever
+tasks this dispatcher placed on it that are still out (``out``: offered, and their attempt
+not over in the folded state, :meth:`Workers.settle`), and how many were out when the beat
+came (``at_beat``). Its free slots are ``slots``, less the beat's running tasks that were
+not placed ones (``running - at_beat``, the shared queue's), less the placed ones out now:
+two placements in a row between beats do not both count the same free slot, and a placed
+task that ends frees its slot at once, not at the next beat (which would cap placed tasks
+at a worker's slots per heartbeat period). It is an estimate between beats: a placed task
+offered but not yet pulled at the beat is not in its ``running``, so the shared queue's
+share can be undercounted by those until the next beat (the worker then takes the extra
+task when a slot frees; it never runs more than its slots).
+
+A worker counts as alive by :mod:`dispatcher.liveness`'s rule (not ``STOPPED``, heard from
+within ``DEAD_AFTER_S``). :meth:`Workers.generation` grows whenever
 something a placement could depend on changes (a worker appears, goes, or its labels,
 actions, slots, running or status change), so the service knows when to look again at
 tasks held for want of a worker.
@@ -17,7 +26,7 @@ tasks held for want of a worker.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -25,15 +34,19 @@ from dispatcher.liveness import alive
 from schemas import Scope, WorkerHeartbeat, WorkerStatus
 from schemas.labels import LabelValue
 
+WorkerId = tuple[Scope, str]  # (scope, worker id)
+TaskRef = tuple[str, str, int]  # (run id, step, attempt)
+
 
 @attrs.frozen
 class LiveWorker:
-    """One worker as its latest heartbeat describes it, with the directed tasks sent to it
-    since (``sent``)."""
+    """One worker as its latest heartbeat describes it, with the directed tasks placed on it
+    that are out now (``out``) and were out when the beat came (``at_beat``)."""
 
     beat: WorkerHeartbeat
-    sent: int = 0
+    out: int = 0
     ready: bool = False  # the engine created its directed consumer
+    at_beat: int = 0
 
     @property
     def worker_id(self) -> str:
@@ -63,8 +76,10 @@ class LiveWorker:
 
     @property
     def free(self) -> int:
-        """Free slots: the beat's, less the directed tasks sent since."""
-        return max(0, self.beat.slots - self.beat.running - self.sent)
+        """Free slots: ``slots`` less the shared queue's running tasks (the beat's, less
+        the placed ones it counted) and the placed tasks out now."""
+        shared = max(0, self.beat.running - self.at_beat)
+        return max(0, self.beat.slots - shared - self.out)
 
     def runs(self, workflow: str, step: str | None = None) -> bool:
         """Whether it registered ``workflow`` (its step ``step``, when given)."""
@@ -95,6 +110,9 @@ class Workers:
     def __init__(self) -> None:
         self._scopes: dict[Scope, dict[str, LiveWorker]] = {}
         self.generation = 0
+        # The placed tasks out, per worker and per run: (step, attempt) of a run -> worker.
+        self._out: dict[WorkerId, set[TaskRef]] = {}
+        self._placed: dict[str, dict[tuple[str, int], WorkerId]] = {}
 
     def heard(self, scope: Scope, beat: WorkerHeartbeat) -> bool:
         """Take a heartbeat; return whether placement could now decide differently. A beat
@@ -104,8 +122,9 @@ class Workers:
         if known is not None and beat.at < known.beat.at:
             return False
         ready = known is not None and known.ready
-        workers[beat.worker_id] = LiveWorker(beat, ready=ready)
-        changed = known is None or known.sent > 0 or not _same(known.beat, beat)
+        out = len(self._out.get((scope, beat.worker_id), ()))
+        workers[beat.worker_id] = LiveWorker(beat, out, ready, at_beat=out)
+        changed = known is None or known.at_beat != out or not _same(known.beat, beat)
         if changed:
             self.generation += 1
         return changed
@@ -117,12 +136,44 @@ class Workers:
             self._scopes[scope][worker_id] = attrs.evolve(worker, ready=True)
             self.generation += 1
 
-    def sent(self, scope: Scope, worker_id: str) -> None:
-        """This dispatcher sent a directed task to ``worker_id`` (one slot less until its
-        next beat)."""
+    def sent(self, scope: Scope, worker_id: str, run_id: str, step: str, attempt: int) -> None:
+        """This dispatcher placed the task of ``run_id``'s ``step`` (its ``attempt``) on
+        ``worker_id``: one slot less until :meth:`settle` sees that attempt over."""
         worker = self._scopes.get(scope, {}).get(worker_id)
-        if worker is not None:
-            self._scopes[scope][worker_id] = attrs.evolve(worker, sent=worker.sent + 1)
+        if worker is None:
+            return
+        wid = (scope, worker_id)
+        previous = self._placed.setdefault(run_id, {}).get((step, attempt))
+        if previous is not None:  # placed again (a wake of a durable step): moved here
+            self._out.get(previous, set()).discard((run_id, step, attempt))
+        self._placed[run_id][(step, attempt)] = wid
+        self._out.setdefault(wid, set()).add((run_id, step, attempt))
+        self._scopes[scope][worker_id] = attrs.evolve(worker, out=len(self._out[wid]))
+
+    def settle(self, run_id: str, out: Callable[[str, int], bool]) -> bool:
+        """After a message of run ``run_id`` was folded: take its placed tasks whose attempt
+        is no longer ``out`` (``out(step, attempt)``) off their workers; return whether one
+        was (a slot freed: tasks held for want of one may go)."""
+        placed = self._placed.get(run_id)
+        if not placed:
+            return False
+        freed = False
+        for (step, attempt), wid in list(placed.items()):
+            if out(step, attempt):
+                continue
+            del placed[(step, attempt)]
+            refs = self._out.get(wid)
+            if refs is not None:
+                refs.discard((run_id, step, attempt))
+                worker = self._scopes.get(wid[0], {}).get(wid[1])
+                if worker is not None:
+                    self._scopes[wid[0]][wid[1]] = attrs.evolve(worker, out=len(refs))
+            freed = True
+        if not placed:
+            del self._placed[run_id]
+        if freed:
+            self.generation += 1
+        return freed
 
     def forget_dead(self, now: dt.datetime) -> list[tuple[Scope, str]]:
         """Drop workers no longer alive; return which went."""
@@ -131,6 +182,11 @@ class Workers:
             for worker_id in [w for w, lw in workers.items() if not alive(lw.beat, now)]:
                 del workers[worker_id]
                 gone.append((scope, worker_id))
+                for run_id, step, attempt in self._out.pop((scope, worker_id), ()):
+                    placed = self._placed.get(run_id, {})
+                    placed.pop((step, attempt), None)
+                    if not placed:
+                        self._placed.pop(run_id, None)
             if not workers:
                 del self._scopes[scope]
         if gone:

@@ -90,16 +90,37 @@ def test_generation_grows_only_when_placement_could_change() -> None:
     assert reg.live(S, T0 + dt.timedelta(seconds=6))[0].slots == 8
 
 
-def test_sent_directed_tasks_take_free_slots_until_the_next_beat() -> None:
+def test_placed_tasks_take_free_slots_until_their_attempt_is_over_not_the_next_beat() -> None:
     reg = Workers()
-    reg.heard(S, beat(slots=2, running=1))
-    reg.sent(S, "w1")
-    reg.sent(S, "w1")
-    assert reg.get(S, "w1", T0) is not None
+    reg.heard(S, beat(slots=3, running=1))  # one shared-queue task running
+    reg.sent(S, "w1", "r1", "s", 1)
+    reg.sent(S, "w1", "r2", "s", 1)
     assert reg.get(S, "w1", T0).free == 0  # type: ignore[union-attr]
-    reg.sent(S, "nobody")  # a worker unknown: nothing
-    assert reg.heard(S, beat(at_s=2, slots=2, running=2))  # the beat counts them now
+    reg.sent(S, "nobody", "r3", "s", 1)  # a worker unknown: nothing
+    # The next beat counts the two placed tasks running: still no free slot.
+    assert reg.heard(S, beat(at_s=2, slots=3, running=3))
     assert reg.get(S, "w1", T0).free == 0  # type: ignore[union-attr]
+    # r1's attempt is over (its result folded): its slot is free at once, before any beat.
+    g = reg.generation
+    assert reg.settle("r1", lambda step, attempt: False)
+    assert reg.generation == g + 1
+    assert reg.get(S, "w1", T0).free == 1  # type: ignore[union-attr]
+    assert not reg.settle("r1", lambda step, attempt: False)  # once
+    assert not reg.settle("r2", lambda step, attempt: True)  # still out: nothing
+    assert reg.get(S, "w1", T0).free == 1  # type: ignore[union-attr]
+    # A beat after r1 ended: one shared and r2 running; the estimate agrees.
+    reg.heard(S, beat(at_s=4, slots=3, running=2))
+    assert reg.get(S, "w1", T0).free == 1  # type: ignore[union-attr]
+
+
+def test_a_dead_workers_placed_tasks_are_forgotten_with_it() -> None:
+    reg = Workers()
+    reg.heard(S, beat(slots=2))
+    reg.sent(S, "w1", "r1", "s", 1)
+    assert reg.forget_dead(T0 + dt.timedelta(seconds=60)) == [(S, "w1")]
+    assert not reg.settle("r1", lambda step, attempt: False)  # nothing left to free
+    reg.heard(S, beat(at_s=61, slots=2))
+    assert reg.get(S, "w1", T0 + dt.timedelta(seconds=61)).free == 2  # type: ignore[union-attr]
 
 
 def test_capacity_sums_the_slots_of_live_workers_of_the_workflow() -> None:
