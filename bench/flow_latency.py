@@ -1,8 +1,12 @@
 """Event -> step start latency at a steady event rate, with and without flow control
-(issue 15): a workflow without priority (its tasks go straight to the workers) and the
-same workflow with ``default_priority`` set (every task through the priority window).
+(issue 15): the same one-step workflow without flow control (its tasks go straight to the
+workers' shared queue) and with each kind of flow control in turn, set so that it never
+actually holds a task back (the cost of the gate, not of waiting): ``default_priority``
+(every task through the priority window), a run concurrency key, a static rate limit,
+a required worker label (every task placed on one worker's directed consumer) and a SOFT
+sticky run.
 
-    .venv/bin/python -m bench.priority_latency [--rate 100] [--seconds 20] [--workers 2]
+    .venv/bin/python -m bench.flow_latency [--rate 100] [--seconds 20] [--workers 2]
 
 Starts its own NATS and PostgreSQL (``natchet.dev.embedded``), the engine in this process
 and SDK workers in this loop, publishes events at ``--rate`` a second with a bare NATS
@@ -30,16 +34,54 @@ from nats.aio.client import Client as NATS
 from natchet.config import EngineSettings
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
-from worker import Context, Hatchet
+from worker import (
+    ConcurrencyExpression,
+    Context,
+    DesiredWorkerLabel,
+    Hatchet,
+    RateLimit,
+    RateLimitDuration,
+    StickyStrategy,
+)
 from worker.settings import ClientSettings
+
+# (workflow name, what the line says, workflow options, task options)
+VARIANTS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    ("Plain", "without flow control", {}, {}),
+    ("Prio", "priority (default_priority=2)", {"default_priority": 2}, {}),
+    (
+        "Keyed",
+        "run concurrency key (max_runs=1000)",
+        {"concurrency": ConcurrencyExpression("string(input.i % 10)", max_runs=1000)},
+        {},
+    ),
+    (
+        "Limited",
+        "static rate limit (10^6/min)",
+        {},
+        {"rate_limits": [RateLimit(static_key="bench", units=1)]},
+    ),
+    (
+        "Labelled",
+        "required worker label (placed)",
+        {},
+        {"desired_worker_labels": {"gpu": DesiredWorkerLabel("a100", required=True)}},
+    ),
+    ("Sticky", "sticky SOFT (placed)", {"sticky": StickyStrategy.SOFT}, {}),
+]
 
 
 def _workflow(
-    hatchet: Hatchet, name: str, priority: int | None, lat: list[float], done: asyncio.Event, n: int
+    hatchet: Hatchet,
+    variant: tuple[str, str, dict[str, Any], dict[str, Any]],
+    lat: list[float],
+    done: asyncio.Event,
+    n: int,
 ) -> Any:
-    wf = hatchet.workflow(name=name, on_events=[f"{name.lower()}:go"], default_priority=priority)
+    name, _what, wf_options, task_options = variant
+    wf = hatchet.workflow(name=name, on_events=[f"{name.lower()}:go"], **wf_options)
 
-    @wf.task()
+    @wf.task(**task_options)
     async def step(input: Any, ctx: Context) -> None:
         lat.append(time.time() - float(ctx.workflow_input()["t"]))
         if len(lat) >= n:
@@ -79,16 +121,16 @@ async def main(rate: float, seconds: float, workers: int) -> None:
             settings = EngineSettings(server.url, pg.url(), (tenant,))
             async with Engine(settings), AsyncExitStack() as stack:
                 hatchet = Hatchet(settings=ClientSettings(nats_url=server.url, tenant=tenant))
-                plain: list[float] = []
-                prio: list[float] = []
+                await hatchet.rate_limits.aio_put("bench", 1_000_000, RateLimitDuration.MINUTE)
                 n = round(rate * seconds)
-                dones = (asyncio.Event(), asyncio.Event())
+                lats: list[list[float]] = [[] for _ in VARIANTS]
+                dones = [asyncio.Event() for _ in VARIANTS]
                 flows = [
-                    _workflow(hatchet, "Plain", None, plain, dones[0], n),
-                    _workflow(hatchet, "Prio", 2, prio, dones[1], n),
+                    _workflow(hatchet, v, lat, done, n)
+                    for v, lat, done in zip(VARIANTS, lats, dones, strict=True)
                 ]
                 for i in range(workers):
-                    w = hatchet.worker(f"w{i}", slots=8, workflows=flows)
+                    w = hatchet.worker(f"w{i}", slots=8, workflows=flows, labels={"gpu": "a100"})
                     task = asyncio.create_task(w.async_start())
                     stack.push_async_callback(w.shutdown)
                     stack.callback(task.cancel)
@@ -96,15 +138,14 @@ async def main(rate: float, seconds: float, workers: int) -> None:
                 await asyncio.sleep(2)  # the engine hears the workers' heartbeats
                 nc = NATS()
                 await nc.connect(server.url)
-                for wf, done in zip(flows, dones, strict=True):
+                print(f"{rate:g} events/s for {seconds:g}s, {workers} workers x 8 slots")
+                for wf, done, variant, lat in zip(flows, dones, VARIANTS, lats, strict=True):
                     subject = f"{tenant}.default.events.{wf.name.lower()}:go"
                     await _publish(nc, subject, rate, seconds)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(done.wait(), 30)
+                    print(_line(variant[1], lat), flush=True)
                 await nc.close()
-                print(f"{rate:g} events/s for {seconds:g}s, {workers} workers x 8 slots")
-                print(_line("without flow control", plain))
-                print(_line("with priority (default_priority=2)", prio))
                 hatchet.close()
 
 
