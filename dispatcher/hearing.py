@@ -66,15 +66,18 @@ class Hearing:
             if beat.worker_id == parsed.rest[0] and accepts(beat.protocol):
                 self.heard(parsed.scope, beat)
 
-    def look(self, holds: Holds, now: dt.datetime) -> None:
+    def look(self, holds: Holds, now: dt.datetime) -> bool:
         """Forget dead workers; if the live workers changed since the last look, mark the
         held tasks to be looked at again (``release``: a worker with the labels came, one
-        freed a slot, a sticky run's worker went)."""
+        freed a slot, a sticky run's worker went) and return True (the tasks placed on a
+        worker that went or is stopping move: ``dispatcher.moved``)."""
         for gone in self.workers.forget_dead(now):
             self._directed.discard(gone)  # should it beat again: its consumer is made again
         if self.workers.generation != self._generation:
             self._generation = self.workers.generation
             holds.dirty = True
+            return True
+        return False
 
     async def _ensure_directed(self, scope: Scope, worker_id: str) -> None:
         try:
