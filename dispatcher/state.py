@@ -503,6 +503,7 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
     it took of rate limits counts in their windows."""
     if isinstance(message, Task) and message.rate_limits:
         task_id = f"{message.run_id}:{message.step}:{message.attempt}:{len(message.wakes)}"
+        task_id += f":moved:{message.moves}" if message.moves else ""  # runs again: takes again
         for use in message.rate_limits:
             when = parse_time(use.at)
             state.windows.add((scope, use.key), task_id, when, use.units, use.window_s)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dispatcher import Output, State, due
-from dispatcher.decide import queue_task, _step_failed, _wake
+from dispatcher.decide import _step_failed, _wake, queue_task
 from dispatcher.policy import after
 from dispatcher.snapshot import Snapshot, dump, load
 from dispatcher.state import deadlines_of
