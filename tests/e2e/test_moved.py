@@ -3,7 +3,7 @@ placed on a worker (labels, sticky) only that worker can pull; when it is killed
 mid-step, the step is offered again, in its attempt, and another worker with the labels
 finishes it within the liveness window and a margin; a SOFT sticky run moves on to another
 worker; a HARD sticky run's step is held, saying which worker went, and the run fails at its
-schedule timeout."""
+schedule timeout; a worker stopping gracefully hands its step back and it moves at once."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from schemas import Scope
-from tests.conftest import eventually
+from tests.conftest import eventually, running
 from tests.support import hatchet_for, run_ends, worker_process
+from worker import Context, DesiredWorkerLabel
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -221,3 +222,37 @@ async def test_a_hard_sticky_runs_step_waits_for_its_killed_worker_then_the_run_
     assert "held back for 5s (schedule_timeout)" in run["error"]
     two = next(s for s in run["steps"] if s["name"] == "two")
     assert all(x["worker_name"] == "a" for x in two["attempts"]), two
+
+
+async def test_a_stopping_workers_handed_back_step_moves_without_waiting_for_liveness(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    wf = hatchet.workflow(name="Infer")
+    never = asyncio.Event()
+
+    @wf.task(desired_worker_labels={"gpu": DesiredWorkerLabel("a100", required=True)})
+    async def gpu_step(input: Any, ctx: Context) -> str:
+        assert ctx.worker is not None
+        if ctx.worker.id() == a.id:
+            await never.wait()  # past its grace: handed back
+        return ctx.worker.id()
+
+    a = hatchet.worker("a", slots=2, labels={"gpu": "a100"}, workflows=[wf], grace_seconds=0.5)
+    a_task = asyncio.create_task(a.async_start())
+    await asyncio.wait_for(a.ready.wait(), 30)
+    await eventually(lambda: _directed(engine, tenant_name, "a"), timeout_s=30)
+    ref = await wf.aio_run_no_wait({})
+    await _running_on(db, tenant_name, ref.workflow_run_id, "gpu_step", "a")
+    b = hatchet.worker("b", slots=2, labels={"gpu": "a100"}, workflows=[wf])
+    async with running(b):
+        await eventually(lambda: _directed(engine, tenant_name, "b"), timeout_s=30)
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        await a.shutdown()  # STOPPING, 0.5 s of grace, hands the step back, STOPPED
+        await asyncio.wait_for(a_task, 30)
+        result = await asyncio.wait_for(ref.aio_result(), BOUND_S)
+        took = loop.time() - stopped_at
+    hatchet.close()
+    assert result == {"gpu_step": b.id}
+    assert took < DEAD_AFTER_S, took  # moved at the hand-back, not once a was presumed dead
