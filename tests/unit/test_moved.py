@@ -15,6 +15,7 @@ from dispatcher.decide import Output
 from dispatcher.moved import moves
 from dispatcher.policy import iso
 from dispatcher.step import settle
+from dispatcher.tally import observe
 from schemas import (
     RunRequested,
     RunStatus,
@@ -275,3 +276,14 @@ def test_hard_sticky_step_goes_back_to_its_worker_when_it_returns() -> None:
     world.run(x, "b", 2)
     assert world.state.runs["r1"].steps["b"].status is RunStatus.SUCCEEDED
     assert world.rebuilt() == world.state
+
+
+def test_a_move_is_counted_moved_not_created_again() -> None:
+    world = World(wf())
+    x = started(world, "wa", "wb")
+    world.assign(x, "a", 1)
+    world.tick(7)
+    world.beat("wb" if x == "wa" else "wa")
+    (decision,) = moves(world.state, world.now)
+    counts = observe(world.state, None, decision).counts
+    assert counts == {("moved", "default", "wf"): 1}
