@@ -30,8 +30,9 @@ A SOFT sticky run whose worker went follows its moved task: the worker the moved
 placed on becomes the run's worker (``dispatcher.state``), so its later steps go there.
 
 Once a move is folded the step's worker is the new one (or none: held, or the shared
-queue), so a worker's loss moves each of its steps exactly once. Moves are looked for only
-when the live workers changed (``Workers.generation``) and after a restart.
+queue), so a worker's loss moves each of its steps exactly once. Moves are looked for (a
+scan of the runs in flight) only when a worker went or began stopping
+(``Workers.departures``), and after a restart.
 """
 
 from __future__ import annotations

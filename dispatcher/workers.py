@@ -11,7 +11,9 @@ the same free slot. A worker counts as alive by :mod:`dispatcher.liveness`'s rul
 ``STOPPED``, heard from within ``DEAD_AFTER_S``). :meth:`Workers.generation` grows whenever
 something a placement could depend on changes (a worker appears, goes, or its labels,
 actions, slots, running or status change), so the service knows when to look again at
-tasks held for want of a worker.
+tasks held for want of a worker; :attr:`Workers.departures` grows only when a worker goes
+(forgotten) or starts stopping, when the tasks placed on it may have to move
+(:mod:`dispatcher.moved`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Workers:
     def __init__(self) -> None:
         self._scopes: dict[Scope, dict[str, LiveWorker]] = {}
         self.generation = 0
+        self.departures = 0
 
     def heard(self, scope: Scope, beat: WorkerHeartbeat) -> bool:
         """Take a heartbeat; return whether placement could now decide differently. A beat
@@ -105,6 +108,9 @@ class Workers:
             return False
         ready = known is not None and known.ready
         workers[beat.worker_id] = LiveWorker(beat, ready=ready)
+        stopping = beat.status is not WorkerStatus.ACTIVE
+        if known is not None and known.beat.status is WorkerStatus.ACTIVE and stopping:
+            self.departures += 1  # it stops: what waits for it there must move
         changed = known is None or known.sent > 0 or not _same(known.beat, beat)
         if changed:
             self.generation += 1
@@ -135,6 +141,7 @@ class Workers:
                 del self._scopes[scope]
         if gone:
             self.generation += 1
+            self.departures += len(gone)
         return gone
 
     def live(self, scope: Scope, now: dt.datetime) -> list[LiveWorker]:
