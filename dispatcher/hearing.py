@@ -30,7 +30,7 @@ class Hearing:
     def __init__(self, nc: Connection, tenant: str) -> None:
         self.nc = nc
         self.tenant = tenant
-        self.workers = Workers()
+        self.workers = Workers(since=dt.datetime.now(dt.UTC))
         self._generation = 0  # of ``workers`` when held tasks were last marked to recheck
         self._departures = 0  # of ``workers`` when moves were last looked for
         self._directed: set[tuple[Scope, str]] = set()  # workers whose consumer was asked for
@@ -66,6 +66,8 @@ class Hearing:
                 continue
             if beat.worker_id == parsed.rest[0] and accepts(beat.protocol):
                 self.heard(parsed.scope, beat)
+        self.workers.since = None  # every live worker's latest beat heard: a worker unknown
+        # now is gone (``Workers.settled``; not read, it waits for their next beats)
 
     def look(self, holds: Holds, now: dt.datetime) -> bool:
         """Forget dead workers; if the live workers changed since the last look, mark the

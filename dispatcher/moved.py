@@ -32,7 +32,9 @@ placed on becomes the run's worker (``dispatcher.state``), so its later steps go
 Once a move is folded the step's worker is the new one (or none: held, or the shared
 queue), so a worker's loss moves each of its steps exactly once. Moves are looked for (a
 scan of the runs in flight) only when a worker went or began stopping
-(``Workers.departures``), and after a restart.
+(``Workers.departures``), and after a restart; and never before the registry has listened
+``DEAD_AFTER_S`` (a process just started, its liveness stream unread: a worker not heard
+yet is not a gone one).
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ def move(run: RunState, step: StepState, now: dt.datetime) -> list[Output]:
 
 def moves(state: State, now: dt.datetime) -> list[list[Output]]:
     """The moves the live workers call for now, one decision per step, by run and step
-    (each to be folded, through the gates, before the next is made)."""
+    (each to be folded, through the gates, before the next is made). None while the
+    registry may not have heard every live worker yet (``Workers.settled``)."""
+    if not state.workers.settled(now):
+        return []
     return [
         move(run, step, now)
         for run in list(state.runs.values())

@@ -317,7 +317,8 @@ class Dispatcher(Service):
             if loop.time() >= next_tick:  # timers fire to the tick, not per batch
                 # Held tasks whose recheck came first (``due`` decides on every run at
                 # once, and a release changes the run it offers a task of).
-                if self.hearing.look(self.state.holds, utc_now()) or look_for_moves:
+                departed = self.hearing.look(self.state.holds, utc_now())
+                if (departed or look_for_moves) and self.workers.settled(utc_now()):
                     look_for_moves = False  # tasks placed on a worker that went: moved
                     decisions += [
                         self._carry(None, self._settle(None, None, d))

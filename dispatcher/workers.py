@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from dispatcher.liveness import alive
+from dispatcher.liveness import DEAD_AFTER_S, alive
 from schemas import Scope, WorkerHeartbeat, WorkerStatus
 from schemas.labels import LabelValue
 
@@ -94,10 +94,18 @@ def _utc_now() -> dt.datetime:
 class Workers:
     """Live workers per scope, from heartbeats (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: dt.datetime | None = None) -> None:
         self._scopes: dict[Scope, dict[str, LiveWorker]] = {}
         self.generation = 0
         self.departures = 0
+        # When it began listening (None: long enough ago, or the liveness stream's latest
+        # beats were read): before ``DEAD_AFTER_S`` has passed, a live worker may not have
+        # beaten yet, so an unknown worker is not yet a gone one.
+        self.since = since
+
+    def settled(self, now: dt.datetime) -> bool:
+        """Whether every live worker has been heard by ``now``."""
+        return self.since is None or (now - self.since).total_seconds() > DEAD_AFTER_S
 
     def heard(self, scope: Scope, beat: WorkerHeartbeat) -> bool:
         """Take a heartbeat; return whether placement could now decide differently. A beat

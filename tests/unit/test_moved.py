@@ -16,6 +16,7 @@ from dispatcher.moved import moves
 from dispatcher.policy import iso
 from dispatcher.step import settle
 from dispatcher.tally import observe
+from dispatcher.workers import Workers
 from schemas import (
     RunRequested,
     RunStatus,
@@ -287,3 +288,19 @@ def test_a_move_is_counted_moved_not_created_again() -> None:
     (decision,) = moves(world.state, world.now)
     counts = observe(world.state, None, decision).counts
     assert counts == {("moved", "default", "wf"): 1}
+
+
+def test_a_fresh_registry_moves_nothing_until_every_live_worker_could_have_beaten() -> None:
+    world = World(wf())
+    x = started(world, "wa", "wb")
+    y = "wb" if x == "wa" else "wa"
+    world.assign(x, "a", 1)
+    # A process started, its liveness stream not read: it has heard only y so far.
+    world.state.workers = Workers(since=world.now)
+    world.beat(y)
+    world.tick(2)
+    assert world.moves() == []  # x may be alive, its beat not heard yet
+    world.tick(5)
+    world.beat(y)
+    (moved,) = world.moves()
+    assert (moved.worker_id, moved.moved_from) == (y, x)
