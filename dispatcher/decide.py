@@ -119,7 +119,7 @@ def cancel_run(state: State, run: RunState, reason: str, now: dt.datetime) -> li
 
 def offer_ready(run: RunState, now: dt.datetime) -> list[Output]:
     """Offer every step of the run ready to run (its first tasks: a run admitted)."""
-    return [o for s in run.dag() if run.ready(s) for o in _queue(run, s, 1, now)]
+    return [o for s in run.dag() if run.ready(s) for o in queue_task(run, s, 1, now)]
 
 
 def due(state: State, now: dt.datetime) -> list[list[Output]]:
@@ -169,7 +169,7 @@ def _due_in(
             and not step.terminal
             and not run.failed_error  # a failing run releases nothing more
         ):
-            return step.retry_due, run.run_id, _queue(run, step, step.next_attempt, now)
+            return step.retry_due, run.run_id, queue_task(run, step, step.next_attempt, now)
         wake = woken_by_time(run, step, now)
         if wake is not None:
             return wake[0], run.run_id, _wake(run, step, wake[1], now)
@@ -203,13 +203,13 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
         if run.failed_error:
             failure = run.failure_step()
             if failure is not None and failure.status is None:
-                decisions.append(_queue(run, failure, 1, now))
+                decisions.append(queue_task(run, failure, 1, now))
             elif failure is None or failure.terminal:
                 decisions.append(_finish(run, RunStatus.FAILED, run.failed_error, now))
         elif all(s.status is RunStatus.SUCCEEDED for s in run.dag()):
             success = run.success_step()
             if success is not None and success.status is None:
-                decisions.append(_queue(run, success, 1, now))
+                decisions.append(queue_task(run, success, 1, now))
             elif success is None or success.status is RunStatus.SUCCEEDED:
                 decisions.append(_finish(run, RunStatus.SUCCEEDED, None, now))
         elif run.admitted:  # a run waiting for its concurrency key: the admissions' turn
@@ -224,7 +224,7 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
             and s.waiting is None
             and not s.terminal
             and not s.held
-            for o in _queue(run, s, s.attempt, now, s.wakes)
+            for o in queue_task(run, s, s.attempt, now, s.wakes)
         ]
         if resumed and not run.failed_error:
             decisions.append(resumed)
@@ -237,7 +237,15 @@ def held_again(state: State, run: RunState, now: dt.datetime) -> list[list[Outpu
     memory (a restart): made again as they were decided (same time, same dedup id), each
     its own decision, to go through the gates again (``dispatcher.holds``)."""
     return [
-        _queue(run, s, s.attempt, s.queued_at or now, s.wakes[: s.held_wakes])
+        queue_task(
+            run,
+            s,
+            s.attempt,
+            s.queued_at or now,
+            s.wakes[: s.held_wakes],
+            moves=s.moves,
+            moved_from=s.moved_from,
+        )
         for s in run.steps.values()
         if s.held
         and not s.terminal
@@ -354,16 +362,20 @@ def create(
     return out + offer_ready(run, now)
 
 
-def _queue(
+def queue_task(
     run: RunState,
     step: StepState,
     attempt: int,
     now: dt.datetime,
     wakes: tuple[StepWoken, ...] = (),
+    *,
+    moves: int = 0,
+    moved_from: str | None = None,
 ) -> list[Output]:
     """Offer the step's attempt: its task is also the record that it was queued (one
     message, so a decision cut short never leaves a step queued without a task). A durable
-    step's attempt is offered again with each wake (``wakes``: all of the attempt's)."""
+    step's attempt is offered again with each wake (``wakes``: all of the attempt's), and
+    a placed one whose worker went, moved (``moves``: its count, ``dispatcher.moved``)."""
     name = step.spec.name
     parents = [s.spec.name for s in run.dag()] if step.on_success else step.spec.parents
     task = Task(
@@ -379,10 +391,14 @@ def _queue(
         step_errors=run.step_errors() if step.on_failure else {},
         schedule_deadline=iso(after(now, run.schedule_timeout_s)),
         wakes=wakes,
-        delivery_offset=step.delivery if wakes else 0,
+        delivery_offset=step.delivery if wakes or moves else 0,
         priority=run.priority,
+        moves=moves,
+        moved_from=moved_from,
     )
     msg_id = f"{run.run_id}:{name}:{attempt}:task" + (f":{len(wakes)}" if wakes else "")
+    if moves:
+        msg_id += f":moved:{moves}"
     return [Output(run.scope.task(run.workflow, name), task, msg_id)]
 
 
@@ -392,7 +408,7 @@ def _wake(run: RunState, step: StepState, woken: StepWoken, now: dt.datetime) ->
     name = step.spec.name
     msg_id = f"{run.run_id}:{name}:{woken.attempt}:woken:{woken.index}"
     said = Output(run.scope.run(run.run_id, "woken"), woken, msg_id)
-    return [said, *_queue(run, step, woken.attempt, now, (*step.wakes, woken))]
+    return [said, *queue_task(run, step, woken.attempt, now, (*step.wakes, woken))]
 
 
 def _on_waiting(state: State, scope: Scope, waiting: StepWaiting, now: dt.datetime) -> list[Output]:
@@ -417,6 +433,8 @@ def _on_result(state: State, scope: Scope, result: StepResult, now: dt.datetime)
         return []  # a late duplicate for a step or run that is over, or a stray message
     if result.attempt != step.attempt or step.waiting_retry or result.handed_back:
         return []  # stale, already being retried, or handed back (another delivery follows)
+    if result.delivery <= step.lost or (step.held and step.moves):
+        return []  # of a delivery lost when its task moved off its worker (dispatcher.moved)
     if result.ok:
         return _step_succeeded(run, step, result, now)
     error = result.error or "failed"
@@ -431,7 +449,7 @@ def _retry(
 ) -> list[Output]:
     delay = backoff_s(step.spec, attempt)
     if delay <= 0:
-        return _queue(run, step, attempt + 1, now)
+        return queue_task(run, step, attempt + 1, now)
     scheduled = StepRetryScheduled(
         run_id=run.run_id,
         step=step.spec.name,
@@ -500,12 +518,12 @@ def _step_succeeded(
     if all(s.status is RunStatus.SUCCEEDED for s in after_run.dag()):
         success = after_run.success_step()
         if success is not None and success.status is None:
-            return [_said(run, verdict), *_queue(after_run, success, 1, now)]
+            return [_said(run, verdict), *queue_task(after_run, success, 1, now)]
         return _finish(after_run, RunStatus.SUCCEEDED, None, now, verdict)
     out = [_said(run, verdict)]
     for child in after_run.children_of(step.spec.name):
         if after_run.ready(child):
-            out += _queue(after_run, child, 1, now)
+            out += queue_task(after_run, child, 1, now)
     return out
 
 
@@ -520,7 +538,7 @@ def _step_failed(
         return [_said(run, verdict)]  # already failing; the on-failure step is under way
     failure = after_run.failure_step()
     if failure is not None and failure.status is None:
-        return [_said(run, verdict), *_queue(after_run, failure, 1, now)]
+        return [_said(run, verdict), *queue_task(after_run, failure, 1, now)]
     return _finish(after_run, RunStatus.FAILED, after_run.failed_error, now, verdict)
 
 

@@ -30,8 +30,9 @@ class Hearing:
     def __init__(self, nc: Connection, tenant: str) -> None:
         self.nc = nc
         self.tenant = tenant
-        self.workers = Workers()
+        self.workers = Workers(since=dt.datetime.now(dt.UTC))
         self._generation = 0  # of ``workers`` when held tasks were last marked to recheck
+        self._departures = 0  # of ``workers`` when moves were last looked for
         self._directed: set[tuple[Scope, str]] = set()  # workers whose consumer was asked for
         self._spawned: set[asyncio.Task[None]] = set()
 
@@ -65,16 +66,22 @@ class Hearing:
                 continue
             if beat.worker_id == parsed.rest[0] and accepts(beat.protocol):
                 self.heard(parsed.scope, beat)
+        self.workers.since = None  # every live worker's latest beat heard: a worker unknown
+        # now is gone (``Workers.settled``; not read, it waits for their next beats)
 
-    def look(self, holds: Holds, now: dt.datetime) -> None:
+    def look(self, holds: Holds, now: dt.datetime) -> bool:
         """Forget dead workers; if the live workers changed since the last look, mark the
         held tasks to be looked at again (``release``: a worker with the labels came, one
-        freed a slot, a sticky run's worker went)."""
+        freed a slot, a sticky run's worker went). Return whether a worker went or began
+        stopping since the last look (the tasks placed on it move: ``dispatcher.moved``)."""
         for gone in self.workers.forget_dead(now):
             self._directed.discard(gone)  # should it beat again: its consumer is made again
         if self.workers.generation != self._generation:
             self._generation = self.workers.generation
             holds.dirty = True
+        departed = self.workers.departures != self._departures
+        self._departures = self.workers.departures
+        return departed
 
     async def _ensure_directed(self, scope: Scope, worker_id: str) -> None:
         try:

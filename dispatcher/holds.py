@@ -153,6 +153,7 @@ def _still_held(step: StepState, task: Task) -> bool:
         and not step.terminal
         and step.attempt == task.attempt
         and step.held_wakes == len(task.wakes)
+        and step.moves == task.moves
     )
 
 
@@ -198,8 +199,11 @@ def _hold(state: State, o: Output, held: HeldTask, now: dt.datetime) -> list[Out
             reason=held.reason,
             at=iso(now),
             wakes=len(task.wakes),
+            moves=task.moves,
+            moved_from=task.moved_from,
         )
         suffix = f":{len(task.wakes)}" if task.wakes else ""
+        suffix += f":moved:{task.moves}" if task.moves else ""
         msg_id = f"{task.run_id}:{task.step}:{task.attempt}:held:{held.kind}{suffix}"
         said = Output(run.scope.run(task.run_id, "held"), record, msg_id)
         fold(state, run.scope, record)

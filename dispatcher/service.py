@@ -29,6 +29,7 @@ from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
 from dispatcher.hearing import Hearing
+from dispatcher.moved import moves
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State, fold
 from dispatcher.step import admit, decide_on, fit, fold_gated
@@ -294,6 +295,7 @@ class Dispatcher(Service):
         failures = 0
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
+        look_for_moves = True  # state rebuilt: a worker may have gone meanwhile
         while not self.stopping.is_set():
             try:
                 deliveries = await inputs.fetch(self.fetch_batch, TICK_S)
@@ -314,7 +316,13 @@ class Dispatcher(Service):
             decisions += [self._decide_fire(f) for f in fired]
             tick = loop.time() >= next_tick  # timers fire to the tick, not per batch
             if tick:
-                self.hearing.look(self.state.holds, utc_now())
+                departed = self.hearing.look(self.state.holds, utc_now())
+                if (departed or look_for_moves) and self.workers.settled(utc_now()):
+                    look_for_moves = False  # tasks placed on a worker that went: moved
+                    decisions += [
+                        self._carry(None, self._settle(None, None, d))
+                        for d in moves(self.state, utc_now())
+                    ]
             # Held tasks whose recheck came first (``due`` decides on every run at once,
             # and a release changes the run it offers a task of). Not only at a tick: a
             # result that made room (``holds.dirty``) lets the next held task go with this

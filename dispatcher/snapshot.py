@@ -241,6 +241,10 @@ def _step(s: StepState) -> dict[str, Any]:
         "held": [str(k) for k in s.held],
         "held_wakes": s.held_wakes,
         "held_reason": s.held_reason,
+        "worker": s.worker,
+        "moves": s.moves,
+        "moved_from": s.moved_from,
+        "lost": s.lost,
     }
 
 
@@ -269,6 +273,11 @@ def _unstep(s: dict[str, Any]) -> StepState:
         held=tuple(HoldKind(k) for k in s.get("held", ())),
         held_wakes=int(s.get("held_wakes", 0)),
         held_reason=s.get("held_reason"),
+        # Snapshots from before moved tasks: steps whose worker is not known never move.
+        worker=s.get("worker"),
+        moves=int(s.get("moves", 0)),
+        moved_from=s.get("moved_from"),
+        lost=int(s.get("lost", 0)),
     )
 
 

@@ -70,6 +70,14 @@ class StepState:
     held: tuple[HoldKind, ...] = ()
     held_wakes: int = 0
     held_reason: str | None = None
+    # Placement (issue 15): the worker its current task was placed on (None: the shared
+    # queue, or no task out); moved (:mod:`dispatcher.moved`): how many times that task
+    # moved off a worker that went, the last one it moved off, and the deliveries it lost
+    # (up to ``lost``: their late results count for nothing).
+    worker: str | None = None
+    moves: int = 0
+    moved_from: str | None = None
+    lost: int = 0
 
     def settle_deliveries(self) -> None:
         """RUNNING while a delivery newer than any handed back runs; back in the queue when
@@ -386,7 +394,14 @@ def fold(state: State, scope: Scope, message: object, seq: int = 0) -> None:
             # deadline to index: taking the step ends its wait in the queue, or (a delivery
             # already handed back) leaves it waiting since the hand-back.
             step = _step(state, scope, message.run_id, message.step)
-            if step is not None and message.attempt == step.attempt and not step.terminal:
+            # A step moved off its worker and kept back has no task out: what comes is of a
+            # delivery lost with the move (``dispatcher.moved``).
+            if (
+                step is not None
+                and message.attempt == step.attempt
+                and not step.terminal
+                and not (step.held and step.moves)
+            ):
                 step.delivery = max(step.delivery, message.delivery)
                 # Handed back: the task is back in the queue, to be picked up again in time.
                 if (
@@ -512,6 +527,7 @@ def fold_finished(run: RunState, message: StepFinished) -> None:
     step.assigned = False
     step.delivery = step.handed_back = 0
     step.handed_back_at = None
+    step.worker, step.moves, step.moved_from, step.lost = None, 0, None, 0
     if message.status is RunStatus.FAILED and not step.on_failure and run.failed_error is None:
         run.failed_error = f"step {message.step!r} failed: {message.error}"
 
@@ -522,12 +538,15 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
     it took of rate limits counts in their windows."""
     if isinstance(message, Task) and message.rate_limits:
         task_id = f"{message.run_id}:{message.step}:{message.attempt}:{len(message.wakes)}"
+        task_id += f":moved:{message.moves}" if message.moves else ""  # runs again: takes again
         for use in message.rate_limits:
             when = parse_time(use.at)
             state.windows.add((scope, use.key), task_id, when, use.units, use.window_s)
     run = state.run(scope, message.run_id)
     if isinstance(message, Task) and message.worker_id is not None:
         _stick(run, message)
+        if run is not None and message.moves and run.worker == message.moved_from:
+            run.worker = message.worker_id  # its worker went: the run sticks to the new one
     if run is not None and not run.admitted:
         run.admitted = True
         if run.group is not None:
@@ -535,18 +554,20 @@ def _fold_queued(state: State, scope: Scope, message: StepQueued | Task) -> None
     step = _step(state, scope, message.run_id, message.step)
     if step is not None and _queues(step, message):
         offset = 0
-        if message.attempt > step.attempt:
+        fresh = message.attempt > step.attempt
+        if fresh:
             reset_waits(step)
-        elif isinstance(message, Task):  # a durable step queued again, woken
+        elif isinstance(message, Task):  # a durable step queued again (woken), or moved
             step.resumed = len(message.wakes)
-            # Deliveries before the wake count as handed back: only a later one
-            # (offset + its own count) means a worker took the step again.
+            # Deliveries before the wake (or the move) count as handed back: only a later
+            # one (offset + its own count) means a worker took the step again.
             offset = message.delivery_offset
         step.status = RunStatus.QUEUED
         step.attempt = message.attempt
         step.queued_at = parse_time(message.queued_at)
         step.assigned = False
         step.delivery = step.handed_back = offset
+        _placed(step, message, fresh)
         step.handed_back_at = None
         step.retry_due = None
         step.held, step.held_wakes, step.held_reason = (), 0, None
@@ -563,14 +584,24 @@ def _fold_held(state: State, scope: Scope, message: StepHeld) -> None:
     if step is None or step.terminal:
         return
     same = message.attempt == step.attempt
-    if same and step.held and message.wakes == step.held_wakes:
+    if same and step.held and message.wakes == step.held_wakes and message.moves == step.moves:
         if message.kind not in step.held:
             step.held = (*step.held, message.kind)
         step.held_reason = message.reason
         return
+    moved = (
+        same
+        and message.moves > step.moves
+        and message.wakes == step.resumed
+        and step.waiting is None
+        and not step.held
+    )
     if message.attempt > step.attempt:  # a new attempt kept back (the first, a retry)
         reset_waits(step)
         step.delivery = step.handed_back = 0
+        step.lost = 0
+    elif moved:  # its task moved off a worker that went, and kept back
+        step.lost = step.delivery
     elif not (
         same
         and message.wakes
@@ -586,7 +617,20 @@ def _fold_held(state: State, scope: Scope, message: StepHeld) -> None:
     step.handed_back_at = None
     step.retry_due = None
     step.held, step.held_wakes, step.held_reason = (message.kind,), message.wakes, message.reason
+    step.worker, step.moves, step.moved_from = None, message.moves, message.moved_from
     watch(state, message.run_id, step)  # its schedule timeout runs from now
+
+
+def _placed(step: StepState, message: StepQueued | Task, fresh: bool) -> None:
+    """Where the step's task went, and what moving it lost (:mod:`dispatcher.moved`)."""
+    task = message if isinstance(message, Task) else None
+    step.worker = None if task is None else task.worker_id
+    step.moves = 0 if task is None else task.moves
+    step.moved_from = None if task is None else task.moved_from
+    if task is not None and task.moves:
+        step.lost = task.delivery_offset
+    elif fresh:
+        step.lost = 0
 
 
 def _stick(run: RunState | None, task: Task) -> None:
@@ -665,12 +709,16 @@ def _queues(step: StepState, message: StepQueued | Task) -> bool:
     if message.attempt > step.attempt:
         return True
     if step.held and message.attempt == step.attempt and isinstance(message, Task):
-        return len(message.wakes) == step.held_wakes  # the task held, offered at last
+        # the task held, offered at last
+        return len(message.wakes) == step.held_wakes and message.moves == step.moves
     return (
         isinstance(message, Task)
         and message.attempt == step.attempt
         and step.waiting is None
-        and step.resumed < len(message.wakes) <= len(step.wakes)
+        and (
+            step.resumed < len(message.wakes) <= len(step.wakes)
+            or (len(message.wakes) == step.resumed and message.moves > step.moves)  # moved
+        )
     )
 
 

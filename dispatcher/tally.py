@@ -14,6 +14,8 @@ log holds and agree with the read model the projector folds from the same messag
   picked up within the workflow's ``schedule_timeout``.
 - ``reassigned``: a worker took a later delivery of an attempt another worker had taken (a
   dead worker's task redelivered, or a task handed back on shutdown).
+- ``moved``: a placed task offered again, same attempt, because its worker went
+  (:mod:`dispatcher.moved`); not counted ``created`` or ``retried`` again.
 - ``held``: a task kept back by flow control (``runs.<id>.held``: a rate limit with no
   room, ...), once per attempt and reason; it is counted ``created`` (or ``retried``) when
   decided, held or not.
@@ -94,7 +96,9 @@ def observe(state: State, message: object, outputs: Iterable[Output]) -> Tally:
         m = out.message
         namespace = _namespace(out.subject)
         if isinstance(m, Task):
-            if m.attempt == 1:
+            if m.moves:
+                count["moved", namespace, m.workflow] += 1
+            elif m.attempt == 1:
                 count["created", namespace, m.workflow] += 1
             else:
                 run = state.runs.get(m.run_id)

@@ -20,7 +20,9 @@ A worker counts as alive by :mod:`dispatcher.liveness`'s rule (not ``STOPPED``, 
 within ``DEAD_AFTER_S``). :meth:`Workers.generation` grows whenever
 something a placement could depend on changes (a worker appears, goes, or its labels,
 actions, slots, running or status change), so the service knows when to look again at
-tasks held for want of a worker.
+tasks held for want of a worker; :attr:`Workers.departures` grows only when a worker goes
+(forgotten) or starts stopping, when the tasks placed on it may have to move
+(:mod:`dispatcher.moved`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from dispatcher.liveness import alive
+from dispatcher.liveness import DEAD_AFTER_S, alive
 from schemas import Scope, WorkerHeartbeat, WorkerStatus
 from schemas.labels import LabelValue
 
@@ -107,12 +109,21 @@ def _utc_now() -> dt.datetime:
 class Workers:
     """Live workers per scope, from heartbeats (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: dt.datetime | None = None) -> None:
         self._scopes: dict[Scope, dict[str, LiveWorker]] = {}
         self.generation = 0
         # The placed tasks out, per worker and per run: (step, attempt) of a run -> worker.
         self._out: dict[WorkerId, set[TaskRef]] = {}
         self._placed: dict[str, dict[tuple[str, int], WorkerId]] = {}
+        self.departures = 0
+        # When it began listening (None: long enough ago, or the liveness stream's latest
+        # beats were read): before ``DEAD_AFTER_S`` has passed, a live worker may not have
+        # beaten yet, so an unknown worker is not yet a gone one.
+        self.since = since
+
+    def settled(self, now: dt.datetime) -> bool:
+        """Whether every live worker has been heard by ``now``."""
+        return self.since is None or (now - self.since).total_seconds() > DEAD_AFTER_S
 
     def heard(self, scope: Scope, beat: WorkerHeartbeat) -> bool:
         """Take a heartbeat; return whether placement could now decide differently. A beat
@@ -124,6 +135,9 @@ class Workers:
         ready = known is not None and known.ready
         out = len(self._out.get((scope, beat.worker_id), ()))
         workers[beat.worker_id] = LiveWorker(beat, out, ready, at_beat=out)
+        stopping = beat.status is not WorkerStatus.ACTIVE
+        if known is not None and known.beat.status is WorkerStatus.ACTIVE and stopping:
+            self.departures += 1  # it stops: what waits for it there must move
         changed = known is None or known.at_beat != out or not _same(known.beat, beat)
         if changed:
             self.generation += 1
@@ -191,6 +205,7 @@ class Workers:
                 del self._scopes[scope]
         if gone:
             self.generation += 1
+            self.departures += len(gone)
         return gone
 
     def live(self, scope: Scope, now: dt.datetime) -> list[LiveWorker]:

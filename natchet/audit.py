@@ -221,6 +221,15 @@ def _about_step(m: Any) -> dict[str, Any]:
                     f"task offered again to {m.workflow}'s workers after {len(m.wakes)}"
                     f" wait(s) woken, deliveries counted from {m.delivery_offset + 1}{deadline}"
                 )
+            if m.moves:
+                where = f"worker {m.worker_id}" if m.worker_id else f"{m.workflow}'s workers"
+                summary = (
+                    f"task moved off worker {m.moved_from} (gone or stopping) and offered again"
+                    f" to {where}, same attempt, deliveries counted from"
+                    f" {m.delivery_offset + 1}{deadline}"
+                )
+            elif m.worker_id:
+                summary += f" (placed on worker {m.worker_id})"
             return {"actor": actor_of(DISPATCHER), "summary": summary}
         case StepWaiting():
             summary = f"wait {m.index}: waiting for {waiting_for(m.conditions)}; slot given back"
@@ -229,6 +238,8 @@ def _about_step(m: Any) -> dict[str, Any]:
             return {"actor": actor_of(DISPATCHER), "summary": woken_summary(m)}
         case StepHeld():
             summary = f"held back ({m.kind}): {m.reason}"
+            if m.moves:
+                summary = f"task moved off worker {m.moved_from}, {summary}"
             return {"actor": actor_of(DISPATCHER), "summary": summary}
         case StepAssigned():
             actor = actor_of(WORKER, m.worker_id, m.worker_name)
@@ -313,6 +324,12 @@ class Attempts:
             status = "SUCCEEDED" if message.ok else "FAILED"
             status = "HANDED_BACK" if message.handed_back else status
             row.update(finished_at=message.finished_at, status=status, error=message.error)
+        elif isinstance(message, (Task, StepHeld)) and message.moves:
+            for row in self.rows.values():  # its worker went: what still ran there is lost
+                same = (row["step"], row["attempt"]) == (message.step, message.attempt)
+                if same and row["status"] == "RUNNING":
+                    why = f"no result: its worker went, the task moved off {message.moved_from}"
+                    row.update(status="LOST", error=why)
         elif isinstance(message, StepWaiting):  # the delivery waited: it ends suspended
             row = self._row(message)
             if row["assignment_from"] is None:

@@ -54,6 +54,11 @@ _TASK_COUNTERS = {
         "Tasks held back by flow control (a rate limit with no room...), once per attempt "
         "and reason",
     ),
+    "moved": (
+        "natchet_moved_tasks",
+        "Tasks moved off a worker that went (dead, or stopping) before their step ended, "
+        "offered again in the same attempt",
+    ),
 }
 # Hatchet's counters spelled without ``_total``.
 _EXACT = {

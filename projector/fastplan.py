@@ -264,8 +264,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
         b = _body(_TASK_KIND, record.data)
         if not b.keys() >= _TASK_REQUIRED or b.get("wakes", []) != [] or _offset(b) != 0:
             raise _NotUsual  # a durable step's task again after a wait: plan() checks it
-        if b.get("worker_id") is not None:
-            raise _NotUsual  # placed on one worker (issue 15): plan() checks its subject
+        if b.get("worker_id") is not None or b.get("moves", 0) != 0:
+            raise _NotUsual  # placed on one worker, or moved (issue 15): plan() checks it
         if b.get("rate_limits", []) != []:
             raise _NotUsual  # what it took of rate limits: plan() checks it
         check(schemas.Task, b)

@@ -41,6 +41,9 @@ The rules (each a condition on the row as the preceding operations left it):
   nothing said earlier (a ``waiting`` carries no start time); so is the step.
 - Flow control: a ``held`` of the step's attempt (not older than its latest, the step not
   over) makes it ``QUEUED``, ``waiting_for`` the hold's reason, until its task comes.
+- Moved tasks (a task, or a ``held``, that names ``moved_from``): the step's attempt is
+  queued again (as any task of it does: ``QUEUED``, same attempt), and its deliveries still
+  ``RUNNING`` are ``LOST`` (their worker went; a later result of one still wins).
 - A run is ``QUEUED`` when created, ``RUNNING`` from its first assignment, and takes its
   ``finished`` status; the first cancel request of a run still going is kept.
 """
@@ -292,6 +295,15 @@ class Fold:
             step.queued_at = op.at
         step.attempt, step.retry_due_at = op.attempt, None
         self._changed(step, op.seq)
+        if op.moved_from is not None:
+            self._lost(op.run_id, op.step, op.attempt, op.at, op.seq)
+
+    def _lost(self, run_id: str, name: str, attempt: int, at: dt.datetime, seq: int) -> None:
+        """The attempt's task moved off its worker: its deliveries still running are lost."""
+        for (step, number, _delivery), row in self.attempts.get(run_id, {}).items():
+            if step == name and number == attempt and row.status == RUNNING and row.last_seq < seq:
+                row.status, row.error, row.finished_at = "LOST", ops.MOVED, at
+                self._changed(row, seq)
 
     def _held(self, op: ops.Held) -> None:
         """A step kept back by flow control: ``QUEUED`` (not yet offered), its
@@ -304,6 +316,8 @@ class Fold:
             step.queued_at = op.at
         step.attempt, step.retry_due_at = op.attempt, None
         self._changed(step, op.seq)
+        if op.moved_from is not None:
+            self._lost(op.run_id, op.step, op.attempt, op.at, op.seq)
 
     def _retry_scheduled(self, op: ops.RetryScheduled) -> None:
         step = self._step(op.run_id, op.step, op.seq)

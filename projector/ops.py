@@ -16,6 +16,7 @@ import attrs
 LOST = "no result: the task was redelivered to another worker (worker presumed dead)"
 HANDED_BACK = "handed back: the worker shut down before finishing"
 RUN_ENDED = "the run ended before this attempt reported"
+MOVED = "no result: its worker went, and the task was moved (offered again)"
 
 
 @attrs.frozen
@@ -121,6 +122,8 @@ class Queued:
     step: str
     attempt: int
     at: dt.datetime
+    # A moved task (``Task.moved_from``): the worker it moved off, whose delivery is lost.
+    moved_from: str | None = None
 
 
 @attrs.frozen
@@ -235,6 +238,7 @@ class Held:
     kind: str
     reason: str
     at: dt.datetime
+    moved_from: str | None = None  # a moved task held (``StepHeld.moved_from``)
 
 
 RunOp = (

@@ -141,13 +141,22 @@ def _task(seq: int, task: schemas.Task) -> ops.Queued:
     for wake in task.wakes:
         _woken_values(wake)  # checked (a bad one rejects the task), not stored
     v.count(task.delivery_offset, "delivery_offset")
+    v.count(task.moves, "moves")
     return ops.Queued(
         seq,
         v.text(task.run_id, "run_id"),
         v.text(task.step, "step"),
         v.count(task.attempt, "attempt"),
         v.timestamp(task.queued_at, "queued_at"),
+        _moved_from(task.moves, task.moved_from),
     )
+
+
+def _moved_from(moves: int, moved_from: str | None) -> str | None:
+    """The worker a moved task moved off (None: not moved)."""
+    if not moves:
+        return None
+    return v.text(moved_from or "", "moved_from")
 
 
 def _run_message(seq: int, parsed: ParsedSubject, msg: Any) -> list[ops.Op]:
@@ -290,8 +299,11 @@ def _plan_woken(seq: int, run_id: str, ns: str, msg: StepWoken) -> list[ops.Op]:
 def _plan_held(seq: int, run_id: str, ns: str, msg: StepHeld) -> list[ops.Op]:
     step, attempt = v.text(msg.step, "step"), v.count(msg.attempt, "attempt")
     v.count(msg.wakes, "wakes")
+    v.count(msg.moves, "moves")
     reason = v.text(msg.reason, "reason")
-    return [ops.Held(seq, run_id, step, attempt, str(msg.kind), reason, v.timestamp(msg.at, "at"))]
+    moved_from = _moved_from(msg.moves, msg.moved_from)
+    at = v.timestamp(msg.at, "at")
+    return [ops.Held(seq, run_id, step, attempt, str(msg.kind), reason, at, moved_from)]
 
 
 # What each run message does, by its class: one lookup, not a chain of isinstance checks

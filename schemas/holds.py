@@ -45,3 +45,7 @@ class StepHeld:
     at: str = attrs.field(factory=utcnow)
     wakes: int = 0
     v: int = 1
+    # The held task is a moved one (``Task.moves``, ``Task.moved_from``): dedup id
+    # ``...:held:<kind>[:<wakes>]:moved:<moves>``.
+    moves: int = 0
+    moved_from: str | None = None

@@ -297,6 +297,12 @@ class Task:
     worker_id: str | None = None
     # Its run's priority (1..3), None when the run has none.
     priority: int | None = None
+    # Moved (``dispatcher.moved``): the attempt's task offered again because the worker it
+    # was placed on went (dead, or stopping) before the step ended: how many times this
+    # task of the attempt (after its ``wakes``) was moved, and the worker it moved off.
+    # Deliveries up to ``delivery_offset`` are lost: their late results count for nothing.
+    moves: int = 0
+    moved_from: str | None = None
 
 
 @attrs.frozen

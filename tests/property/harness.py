@@ -16,8 +16,10 @@ from typing import Any
 import attrs
 
 from dispatcher import Event, Output, State, complete, fold, step
+from dispatcher.moved import moves
 from dispatcher.policy import iso
 from dispatcher.step import settle
+from dispatcher.workers import Workers
 from schemas import (
     RunCancelRequested,
     RunRequested,
@@ -99,9 +101,13 @@ def rebuild(log: Iterable[Logged]) -> State:
 
 
 class Sim:
-    def __init__(self, wf: WorkflowDef) -> None:
+    def __init__(self, wf: WorkflowDef, workers: Workers | None = None) -> None:
         self.wf = wf
         self.state = State()
+        # The live workers (an outside input, like time): the service sets its one registry
+        # on every state it restores; so does this.
+        self.workers = Workers() if workers is None else workers
+        self.state.workers = self.workers
         self.now = T0
         self.log: list[Logged] = []
         self.inputs: list[Any] = []
@@ -146,6 +152,8 @@ class Sim:
 
     def tick(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
+        for moved in moves(self.state, self.now):  # placed on a worker that went since
+            self.record(settle(self.state, None, None, moved, MAX_BYTES, self.now))
         if self.state.holds.due(self.now):  # the service's tick: held tasks rechecked first
             self.record(settle(self.state, None, None, [], MAX_BYTES, self.now))
         for decided in checked_due(self.state, self.now):
@@ -156,6 +164,7 @@ class Sim:
         assert rebuilt == self.state, "the state rebuilt from the log differs from the live one"
         assert_indexed(rebuilt)
         self.state = rebuilt
+        self.state.workers = self.workers
         # As the service starts: what the log implies (held tasks made again, gated again).
         for decided in complete(self.state, self.now):
             outputs = settle(self.state, None, None, decided, MAX_BYTES, self.now)

@@ -243,6 +243,15 @@ class History:
         spec, on_failure = self.spec(*key)
         assert key not in self.verdicts, f"{m!r} after the step's verdict"
         prev = self.queued.get(key)
+        if m.moves:  # placed on a worker that went: the same task, moved (dispatcher.moved)
+            assert prev is not None and m.attempt == prev.attempt, f"{m!r} after {prev!r}"
+            assert m.wakes == prev.wakes and m.moves == prev.moves + 1, f"{m!r} after {prev!r}"
+            assert prev.worker_id is not None and m.moved_from == prev.worker_id, f"{m!r}"
+            attempt = (m.run_id, m.step, m.attempt)
+            assert m.delivery_offset == self.deliveries.get(attempt, 0), f"{m!r}: offset"
+            self.handed_back[attempt] = max(self.handed_back.get(attempt, 0), m.delivery_offset)
+            self.queued[key] = m
+            return
         if m.wakes:  # a durable step's attempt queued again, woken: one wake more each time
             assert prev is not None and m.attempt == prev.attempt, f"{m!r} after {prev!r}"
             assert len(m.wakes) == len(prev.wakes) + 1 and m.wakes[:-1] == prev.wakes
@@ -295,7 +304,9 @@ class History:
         if TIMED_OUT in (m.error or "") and "held back" in (m.error or ""):
             # Held back until its schedule timeout: never offered, so never taken.
             assert kept is not None and kept.attempt == m.attempt, f"{m!r} never held"
-            assert queued is None or queued.attempt < m.attempt or kept.wakes, f"{m!r}"
+            assert queued is None or queued.attempt < m.attempt or kept.wakes or kept.moves, (
+                f"{m!r}"
+            )
             timeout = dt.timedelta(seconds=self.created[m.run_id].schedule_timeout_s)
             assert now - parse_time(kept.at) >= timeout, f"{m!r} before its timeout"
             self.verdicts[key] = m

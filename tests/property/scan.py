@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dispatcher import Output, State, due
-from dispatcher.decide import _queue, _step_failed, _wake
+from dispatcher.decide import _step_failed, _wake, queue_task
 from dispatcher.policy import after
 from dispatcher.snapshot import Snapshot, dump, load
 from dispatcher.state import deadlines_of
@@ -31,7 +31,7 @@ def scan_due(state: State, now: dt.datetime) -> list[list[Output]]:
                 and not step.terminal
                 and not run.failed_error  # a failing run releases nothing more
             ):
-                decisions.append(_queue(run, step, step.next_attempt, now))
+                decisions.append(queue_task(run, step, step.next_attempt, now))
                 break
             wake = woken_by_time(run, step, now)  # a durable wait's sleep is over
             if wake is not None:

@@ -156,3 +156,16 @@ def test_a_heartbeat_with_malformed_labels_is_refused(labels: str) -> None:
     )
     with pytest.raises(DecodeError, match="label"):
         decode_as(WorkerHeartbeat, WorkerHeartbeat.KIND, body.encode())
+
+
+def test_departures_grow_when_a_worker_starts_stopping_or_is_forgotten() -> None:
+    reg = Workers()
+    reg.heard(S, beat())
+    reg.heard(S, beat(at_s=1, running=2))  # busier: placement may differ, nobody left
+    assert reg.departures == 0
+    reg.heard(S, beat(at_s=2, status=WorkerStatus.STOPPING))
+    assert reg.departures == 1
+    reg.heard(S, beat(at_s=3, status=WorkerStatus.STOPPED))  # gone: forgotten at the look
+    assert reg.departures == 1
+    assert reg.forget_dead(T0 + dt.timedelta(seconds=3)) == [(S, "w1")]
+    assert reg.departures == 2
