@@ -40,7 +40,7 @@ import attrs
 from dispatcher.decide import Output, fail_step
 from dispatcher.held import HeldTask
 from dispatcher.policy import iso
-from dispatcher.state import RunState, State, StepState, fold
+from dispatcher.state import RunState, State, StepState, fold, timed_out_at
 from schemas.holds import HoldKind, StepHeld
 from schemas.messages import Task
 from schemas.subjects import parse
@@ -130,6 +130,9 @@ def release(state: State, now: dt.datetime, gates: Sequence[Gate]) -> list[list[
         if run.failed_error and not step.on_failure:
             holds.drop(*key)  # a failing run releases nothing more (but its on-failure step)
             continue
+        since = step.waiting_since
+        if since is not None and timed_out_at(since, run.schedule_timeout_s) <= now:
+            continue  # its schedule_timeout is due: that fails it (a due pass), not offered
         output = held.output
         if step.on_failure:  # the steps that failed meanwhile: as if decided now
             task = attrs.evolve(output.message, step_errors=run.step_errors())

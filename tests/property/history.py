@@ -144,8 +144,10 @@ class History:
                 prev = self.queued.get(key)
                 assert prev is None or prev.attempt <= m.attempt, f"{m!r} after {prev!r}"
                 first = self.kept_back.get(key)
-                if first is None or (first.attempt, first.wakes) != (m.attempt, m.wakes):
-                    self.kept_back[key] = m  # the attempt's first hold: its wait starts
+                if first is None or (first.attempt, first.wakes, first.moves) != (
+                    m.attempt, m.wakes, m.moves,
+                ):  # fmt: skip
+                    self.kept_back[key] = m  # the attempt's (or move's) first hold: its wait starts
             case StepFinished():
                 self._verdict(m, now)
             case RunFinished():
