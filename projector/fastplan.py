@@ -258,6 +258,8 @@ def _fast(tenant: str, record: Record) -> list[ops.Op]:
             raise _NotUsual  # a run with a concurrency key: plan() checks and keeps it
         if kind == "created" and _step_concurrency(b):
             raise _NotUsual  # a step with its own concurrency: plan() checks it
+        if kind == "created" and b.get("priority") is not None:
+            raise _NotUsual  # a prioritized run: plan() checks and keeps its priority
         check(cls, b)
         return planner(record.seq, run_id, parts[1], b)
     if area == "tasks" and len(parts) >= 4:

@@ -241,7 +241,8 @@ class Fold:
                          op.event_key, op.event_id, op.replay_of,
                          op.replay_from_step, op.parent_run_id, op.parent_step,
                          op.child_key, op.additional_metadata, op.cron, op.schedule_id,
-                         op.fire_at, op.concurrency_key, op.concurrency)  # fmt: skip
+                         op.fire_at, op.concurrency_key, op.concurrency,
+                         op.priority)  # fmt: skip
             self.runs[op.run_id] = run
             self._changed(run, op.seq)
         steps = self.steps.setdefault(op.run_id, {})

@@ -44,7 +44,8 @@ DEFAULT_SCHEMA = "public"
 #    step_waits (each wait and its wake); attempts may be SUSPENDED (no column changed).
 # 8 (concurrency keys, issue 15): runs.concurrency_key and runs.concurrency (the
 #    workflow's expression, max_runs and limit strategy), runs_concurrency_key.
-SCHEMA_VERSION = 8
+# 9 (priority, issue 15): runs.priority (its trigger's or its workflow's default; NULL: none).
+SCHEMA_VERSION = 9
 
 # Every projection table and the columns that order its rows (its primary key). The version
 # table is not one: it says how the others are laid out, and holds nothing from the log.

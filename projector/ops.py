@@ -83,6 +83,7 @@ class Created:
     fire_at: dt.datetime | None = None
     concurrency_key: str | None = None  # its key (issue 15), and its workflow's
     concurrency: str | None = None  # concurrency as JSON text: expression, max_runs, strategy
+    priority: int | None = None  # 1..3 (issue 15); None: the run has none
 
 
 @attrs.frozen

@@ -38,6 +38,7 @@ from schemas.messages import (
     ScheduleRejected,
 )
 from schemas.metadata import metadata_of_headers
+from schemas.priority import priority_problem
 from schemas.ratelimits import set_problem
 from schemas.subjects import REPLAY_OF_HEADER, ParsedSubject, sequence
 
@@ -370,10 +371,13 @@ def _created(seq: int, run_id: str, ns: str, msg: schemas.RunCreated) -> ops.Cre
     )
     metadata = v.json_text(msg.additional_metadata) if msg.additional_metadata else None
     key, concurrency = _concurrency(msg)
+    problem = priority_problem(msg.priority)
+    if problem is not None:
+        raise DecodeError(problem)
     return ops.Created(
         seq, run_id, ns, workflow, version, input_, event_key, event_id, created_at, steps,
         replay_of, from_step, parent, parent_step, child_key, metadata, cron, schedule,
-        fire_at, key, concurrency,
+        fire_at, key, concurrency, msg.priority,
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ _RUN_COLUMNS = (
     " triggered_by_event_id, error, created_at, started_at, finished_at, cancel_requested_at,"
     " cancel_reason, replay_of, replay_from_step, parent_run_id, parent_step, child_key,"
     " additional_metadata, triggered_by_cron, triggered_by_schedule, trigger_fire_at,"
-    " concurrency_key, concurrency"
+    " concurrency_key, concurrency, priority"
 )
 
 

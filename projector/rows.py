@@ -45,6 +45,7 @@ class RunRow:
     trigger_fire_at: dt.datetime | None = None
     concurrency_key: str | None = None
     concurrency: str | None = None  # JSON text: expression, max_runs, limit_strategy
+    priority: int | None = None
     dirty: bool = False
 
 

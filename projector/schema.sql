@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS runs (
     trigger_fire_at       timestamptz,  -- ... the tick, or when the schedule was due
     concurrency_key       text,    -- its concurrency key (layout 8; NULL: the workflow has none)
     concurrency           jsonb,   -- ... the workflow's {expression, max_runs, limit_strategy}
+    priority              smallint, -- its priority 1..3 (layout 9; NULL: none, not windowed)
     PRIMARY KEY (tenant, id)
 );
 -- The run list (projector.queries.list_runs) is newest first, (created_at DESC, id, tenant),

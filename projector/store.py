@@ -99,7 +99,7 @@ RUNS = Table(
      Col("replay_of"), Col("replay_from_step"), Col("parent_run_id"), Col("parent_step"),
      Col("child_key"), Col("additional_metadata", cast=_JSON), Col("triggered_by_cron"),
      Col("triggered_by_schedule"), Col("trigger_fire_at", _TS), Col("concurrency_key"),
-     Col("concurrency", cast=_JSON)),
+     Col("concurrency", cast=_JSON), Col("priority", "smallint")),
     _newer("runs", "tenant, id", _RUN_CHANGES),
 )  # fmt: skip
 _STEP_CHANGES: tuple[LiteralString, ...] = ("status", "output", "error", "queued_at",

@@ -201,6 +201,8 @@ async def _run_as_of(args: argparse.Namespace, tenant: str) -> int:
 
 def print_concurrency(run: dict[str, Any]) -> None:
     """A run's concurrency key, and what holds it while it waits for its key."""
+    if run.get("priority") is not None:
+        print(f"  priority: {run['priority']}")
     if run.get("concurrency_key") is not None:
         print(f"  concurrency key: {run['concurrency_key']!r}")
     if run.get("waiting_for"):

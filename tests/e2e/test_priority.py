@@ -16,7 +16,7 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
-from tests.support import hatchet_for
+from tests.support import hatchet_for, natchet_cli
 from worker import Context
 
 pytestmark = pytest.mark.timeout(180)
@@ -40,7 +40,11 @@ async def _started(
 
 
 async def test_high_priority_runs_queued_last_start_before_the_low_ones_queued_first(
-    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
 ) -> None:
     hatchet = hatchet_for(nats_server, tenant_name)
     release = asyncio.Event()
@@ -83,6 +87,14 @@ async def test_high_priority_runs_queued_last_start_before_the_low_ones_queued_f
     assert waiting["status"] == "QUEUED"
     reason = waiting["steps"][0]["waiting_for"]
     assert reason.startswith("priority 3: ") and "capacity 1" in reason, reason
+    # the read model keeps each run's priority: the trigger's, else the workflow's default
+    assert waiting["priority"] == 3
+    low_run = await get_run(db, low[0].workflow_run_id, tenant=tenant_name)
+    assert low_run is not None and low_run["priority"] == 1
+    out = await natchet_cli(
+        nats_server.url, dsn, "runs", "get", high[0].workflow_run_id, "--tenant", tenant_name
+    )
+    assert "  priority: 3\n" in out, out
 
 
 async def test_equal_priorities_still_spread_over_the_workers(

@@ -463,6 +463,7 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
         "fired_by": None,
         "concurrency_key": None,
         "concurrency": None,
+        "priority": None,
         "waiting_for": None,
         "steps": [
             step(
