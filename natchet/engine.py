@@ -130,6 +130,8 @@ class Engine:
                 timing=self.lease_timing,
                 replicas=self.settings.stream_replicas,
             )
+            leases = self.leases
+            self.metrics.leases_held = lambda: [(u.tenant, u.component) for u in leases.owned()]
             keeping = supervise("leases", self.leases.run, self._stop)
             self._tasks.append(asyncio.create_task(keeping))
         for tenant in self.settings.tenants:
