@@ -134,9 +134,11 @@ class Leases(Service):
         timing: LeaseTiming | None = None,
         replicas: int = 1,
         holder: str | None = None,
+        bucket: str = BUCKET,
     ) -> None:
         super().__init__()
         self.nc = nc
+        self.bucket = bucket
         self.components = components
         self.holder = holder or new_holder()
         self.timing = timing or LeaseTiming()
@@ -183,7 +185,7 @@ class Leases(Service):
         loop = asyncio.get_running_loop()
         kv = await LeaseBucket.open(
             self.nc,
-            BUCKET,
+            self.bucket,
             ttl_s=self.timing.ttl_s,
             replicas=self.replicas,
             description="natchet: which engine runs which tenant's dispatcher and projector",
@@ -218,9 +220,13 @@ class Leases(Service):
     def _saw(self, entry: KeySeen, now: float) -> None:
         key = entry.key
         unit = Unit.of_key(key)
+        # A change older than what this engine stored (a marker it claimed over, delivered
+        # late) says nothing about its lease.
+        mine = self.held.get(unit) if unit is not None else None
+        stale = mine is not None and entry.revision <= mine.revision
         if entry.value is None:
             self._seen.pop(key, None)
-            if unit is not None and unit in self.held:
+            if unit is not None and mine is not None and not stale:
                 self._fence(unit, "the server expired it")
             elif unit in self.wanted:
                 self._wake.set()  # a lease handed back or expired: claim it now
@@ -233,7 +239,7 @@ class Leases(Service):
             log.warning("leases: unreadable value of %s ignored", key)
             return
         self._seen[key] = _Seen(holder, components, now)
-        if unit is not None and unit in self.held and holder != self.holder:
+        if unit is not None and mine is not None and not stale and holder != self.holder:
             self._fence(unit, "another engine holds it")  # cannot be, unless expired
 
     async def _round(self, kv: LeaseBucket, now: float) -> None:
