@@ -148,6 +148,10 @@ class Leases(Service):
         self.held: dict[Unit, _Held] = {}
         self._seen: dict[str, _Seen] = {}  # key -> last value seen
         self._free_since: dict[Unit, float] = {}
+        # Units fenced at this revision: if the key is still at it (NATS was away, say a
+        # leader election, and came back before the ttl), nobody claimed it since, and
+        # this engine takes it back with a CAS instead of waiting for it to expire.
+        self._lapsed: dict[Unit, int] = {}
         self._wake = asyncio.Event()
         self._rounds = 0
         self._round_done = asyncio.Condition()
@@ -289,6 +293,7 @@ class Leases(Service):
             return
         if held.fence is not None:
             held.fence.cancel()
+        self._lapsed[unit] = held.revision
         log.warning("leases: lost %s (%s): stopping it", unit.key, why)
         self._fenced(unit)
         self._wake.set()
@@ -335,9 +340,16 @@ class Leases(Service):
 
     async def _claim(self, kv: LeaseBucket, unit: Unit) -> bool:
         sent = asyncio.get_running_loop().time()
+        lapsed = self._lapsed.pop(unit, None)
         try:
-            revision = await kv.create(unit.key, self._value)
+            revision = None
+            if lapsed is not None:
+                revision = await kv.update(unit.key, self._value, lapsed)
+            if revision is None:
+                revision = await kv.create(unit.key, self._value)
         except LeaseStoreError as exc:
+            if lapsed is not None:
+                self._lapsed[unit] = lapsed  # try again next round
             log.warning("leases: could not claim %s: %s", unit.key, exc)
             return False
         if revision is None:

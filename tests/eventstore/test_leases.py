@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 import eventstore
+from eventstore.leasekv import LeaseBucket, LeaseStoreError
 from natchet.dev.embedded import NatsServer
 from natchet.leases import Leases, LeaseTiming, Unit
 from tests.conftest import eventually
@@ -127,3 +128,42 @@ async def test_a_silent_holder_stops_its_units_before_another_claims_them(
     never_two(a.recorder.log)
     fences = [e for e in a.recorder.log if e[2] == "fenced"]
     assert len(fences) == 2
+
+
+async def test_a_holder_whose_renewals_failed_a_while_takes_its_lease_back_with_a_cas(
+    nats_server: NatsServer, nc: eventstore.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals failing for longer than the fence allows but shorter than the ttl (a
+    leader election of the bucket): the units stop, then come back to the same holder as
+    soon as it can write again, without waiting for the ttl (nobody wrote the keys since)."""
+    timing = LeaseTiming(ttl_s=6.0, renew_s=0.5, margin_s=3.0, spread_s=1.0)
+    rec = Recorder("a", [])
+    leases = Leases(
+        nc,
+        ("dispatch",),
+        gained=rec.gained,
+        fenced=rec.fenced,
+        released=rec.released,
+        timing=timing,
+        bucket=f"leases_{uuid.uuid4().hex[:8]}",
+    )
+    leases.want(f"t{uuid.uuid4().hex[:8]}")
+    async with leases:
+        await leases.settled()
+        assert len(rec.running) == 1
+        loop = asyncio.get_running_loop()
+        update = LeaseBucket.update
+        broken_until = loop.time() + timing.ttl_s - timing.margin_s + 0.5
+
+        async def flaky(self: LeaseBucket, key: str, value: bytes, last: int) -> int | None:
+            if loop.time() < broken_until:
+                raise LeaseStoreError("no leader")
+            return await update(self, key, value, last)
+
+        monkeypatch.setattr(LeaseBucket, "update", flaky)
+        await eventually(lambda: not rec.running, timeout_s=timing.ttl_s)
+        fenced_at = loop.time()
+        await eventually(lambda: rec.running, timeout_s=timing.ttl_s)
+        # Back well before the key could have expired (3 s after the fence).
+        assert loop.time() - fenced_at < 1.5
+    assert [what for _t, _n, what, _u in rec.log] == ["gained", "fenced", "gained", "released"]
