@@ -102,6 +102,18 @@ def replicas_from(value: str | int | None, what: str) -> int:
     return replicas
 
 
+def flag_from(value: str | None, what: str, *, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off; ``default`` when not set."""
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{what}: 1 or 0 (true/false, yes/no, on/off), not {value!r}")
+
+
 def tenants_from(value: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in value.split(",") if t.strip())
     try:
@@ -129,6 +141,10 @@ class EngineSettings:
     ready_max_lag_s: float = DEFAULT_READY_MAX_LAG_S
     # How many NATS cluster nodes hold each stream the engine creates (docs/scaling.md).
     stream_replicas: int = 1
+    # Run a tenant's dispatcher and projector only while holding its lease, so several
+    # engines can serve the same tenants (natchet.leases, docs/scaling.md). Off: this
+    # engine runs every unit of its tenants, and must be the only one.
+    leases: bool = True
 
     @property
     def dispatches(self) -> bool:
@@ -192,6 +208,7 @@ class EngineSettings:
                 else env.get("NATCHET_STREAM_REPLICAS"),
                 "--replicas / NATCHET_STREAM_REPLICAS",
             ),
+            leases=flag_from(env.get("NATCHET_LEASES"), "NATCHET_LEASES", default=True),
         )
 
     @property

@@ -1,7 +1,13 @@
 """The engine: per tenant, a dispatcher and a projector, each restarted if it fails; or one
 of the two (``EngineSettings.role``), when the other runs in another process. Its metrics
 (``natchet.metrics``) are always kept; with ``settings.metrics_port`` it serves them, with
-``/live`` and ``/ready``, on that port (``natchet.health``)."""
+``/live`` and ``/ready``, on that port (``natchet.health``).
+
+With ``settings.leases`` (the default) several engines may serve the same tenants: a
+tenant's dispatcher (with its worker gate and sourcing nudge) and its projector each run
+only in the engine holding that unit's lease (``natchet.leases``), are started when the
+lease is won, stopped gracefully when it is handed back, and cancelled at once when it is
+lost (the fence)."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import logging
 from types import TracebackType
 from typing import Self
 
+import attrs
 import psycopg
 
 from dispatcher import Dispatcher
@@ -18,6 +25,7 @@ from eventstore import Append, Connection, NatchetError, append, close, connect
 from eventstore.sourcing import SourcingNudge
 from natchet.config import EngineSettings
 from natchet.health import HealthServer
+from natchet.leases import Leases, LeaseTiming, Unit
 from natchet.metrics import EngineMetrics
 from natchet.probe import Probe
 from natchet.supervise import supervise
@@ -41,12 +49,33 @@ async def _started(task: asyncio.Task[None], ready: asyncio.Event) -> None:
         raise RuntimeError("the tenancy service stopped before it was ready")
 
 
+Part = Dispatcher | Projector | WorkerGate | SourcingNudge
+
+
+@attrs.define
+class _Running:
+    """One unit of work started in this engine: its services and their supervisors."""
+
+    parts: list[tuple[str, Part]]
+    stop: asyncio.Event = attrs.Factory(asyncio.Event)
+    tasks: list[asyncio.Task[None]] = attrs.Factory(list)
+
+
 class Engine:
     """``watch_projector``: whether ``/ready`` and the lag metrics answer for the projector
-    (default: when this process projects; ``natchet engine`` also when its child does)."""
+    (default: when this process projects; ``natchet engine`` also when its child does).
+    ``lease_timing``: the leases' timing (``natchet.leases.LeaseTiming``), when leases are on.
+    """
 
-    def __init__(self, settings: EngineSettings, *, watch_projector: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        watch_projector: bool | None = None,
+        lease_timing: LeaseTiming | None = None,
+    ) -> None:
         self.settings = settings
+        self.lease_timing = lease_timing
         self.metrics = EngineMetrics()
         self.probe = Probe(
             self,
@@ -62,6 +91,9 @@ class Engine:
         self.connections: dict[str, Connection] = {}  # tenant -> the connection to its log
         self.gates: dict[str, WorkerGate] = {}
         self.nudges: dict[str, SourcingNudge] = {}  # replicated streams only (docs/scaling.md)
+        self.leases: Leases | None = None
+        self._tenants: set[str] = set()
+        self._units: dict[Unit, _Running] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -88,6 +120,20 @@ class Engine:
         # Migrate before anything is projected, so readers never see a missing table.
         async with await psycopg.AsyncConnection.connect(self.settings.database_url) as conn:
             await migrate(conn)
+        if self.settings.leases:
+            self.leases = Leases(
+                nc,
+                self.components,
+                gained=self._gained,
+                fenced=self._fenced,
+                released=self._released,
+                timing=self.lease_timing,
+                replicas=self.settings.stream_replicas,
+            )
+            leases = self.leases
+            self.metrics.leases_held = lambda: [(u.tenant, u.component) for u in leases.owned()]
+            keeping = supervise("leases", self.leases.run, self._stop)
+            self._tasks.append(asyncio.create_task(keeping))
         for tenant in self.settings.tenants:
             await self.start_tenant(TenantCreated(tenant=tenant))
         if auth is not None or self.settings.discover_tenants:
@@ -103,10 +149,29 @@ class Engine:
                 on_decision=self.metrics.callout_decided,
             )
             await _started(self.tenancy.start(), self.tenancy.ready)
-        await asyncio.gather(*(d.ready.wait() for d in self.dispatchers.values()))
+        if self.leases is not None:
+            await self.leases.settled()  # a round of claims over every tenant known now
+        await asyncio.gather(*(d.ready.wait() for d in list(self.dispatchers.values())))
         self.ready.set()
-        served = sorted({*self.dispatchers, *self.projectors})
-        log.info("engine up (%s): tenants %s", self.settings.role, ", ".join(served))
+        if self.leases is None:
+            served = sorted({*self.dispatchers, *self.projectors})
+            log.info("engine up (%s): tenants %s", self.settings.role, ", ".join(served))
+        else:
+            log.info(
+                "engine up (%s, holder %s): tenants %s; holds %s",
+                self.settings.role,
+                self.leases.holder,
+                ", ".join(sorted(self._tenants)),
+                ", ".join(u.key for u in self.leases.owned()) or "nothing yet",
+            )
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The units this engine may run per tenant (``natchet.leases.COMPONENTS``)."""
+        settings = self.settings
+        return tuple(
+            c for c, on in (("dispatch", settings.dispatches), ("project", settings.projects)) if on
+        )
 
     async def start_tenant(self, created: TenantCreated) -> None:
         """Set ``created.tenant`` up on the server (accounts, streams, with its current
@@ -117,10 +182,22 @@ class Engine:
         assert self.provisioner is not None
         conn = await self.provisioner.provision(created)
         self.connections[tenant] = conn
-        if tenant in self.dispatchers or tenant in self.projectors:
+        if tenant in self._tenants:
             return  # already served: the limits are applied
-        parts: list[tuple[str, Dispatcher | Projector | WorkerGate | SourcingNudge]] = []
-        if self.settings.dispatches:
+        self._tenants.add(tenant)
+        if self.leases is not None:
+            self.leases.want(tenant)  # started if and when this engine wins a lease
+        else:
+            for component in self.components:
+                self._start_unit(Unit(tenant, component))
+        if self.ready.is_set():
+            log.info("engine: now serving tenant %s", tenant)
+
+    def _start_unit(self, unit: Unit) -> None:
+        """Start ``unit``'s services, each under a supervisor."""
+        tenant, conn = unit.tenant, self.connections[unit.tenant]
+        parts: list[tuple[str, Part]] = []
+        if unit.component == "dispatch":
             dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full, observer=self.metrics)
             self.dispatchers[tenant] = dispatcher
             parts.append((f"dispatcher {tenant}", dispatcher))
@@ -135,14 +212,49 @@ class Engine:
                 nudge = SourcingNudge(conn, tenant)
                 self.nudges[tenant] = nudge
                 parts.append((f"sourcing nudge {tenant}", nudge))
-        if self.settings.projects:
+        else:
             projector = Projector(conn, self.settings.database_url, tenant)
             self.projectors[tenant] = projector
             parts.append((f"projector {tenant}", projector))
+        running = _Running(parts)
         for what, service in parts:
-            self._tasks.append(asyncio.create_task(supervise(what, service.run, self._stop)))
-        if self.ready.is_set():
-            log.info("engine: now serving tenant %s", tenant)
+            running.tasks.append(asyncio.create_task(supervise(what, service.run, running.stop)))
+        self._units[unit] = running
+
+    def _forget(self, unit: Unit, running: _Running) -> None:
+        if self._units.get(unit) is running:
+            del self._units[unit]
+        for registry in (self.dispatchers, self.projectors, self.gates, self.nudges):
+            part = registry.get(unit.tenant)
+            if any(part is p for _, p in running.parts):
+                del registry[unit.tenant]
+
+    async def _gained(self, unit: Unit) -> None:
+        self._start_unit(unit)
+
+    def _fenced(self, unit: Unit) -> None:
+        """The lease is lost: stop ``unit`` now (cancelled: no append after this)."""
+        running = self._units.get(unit)
+        if running is None:
+            return
+        running.stop.set()
+        for task in running.tasks:
+            task.cancel()
+        self._forget(unit, running)
+
+    async def _released(self, unit: Unit) -> None:
+        """Stop ``unit`` cleanly (what it holds stored and acked), then return."""
+        running = self._units.get(unit)
+        if running is None:
+            return
+        running.stop.set()
+        for _, part in running.parts:  # the dispatcher first: it stops deciding
+            await part.shutdown()
+        _done, pending = await asyncio.wait(running.tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*running.tasks, return_exceptions=True)
+        self._forget(unit, running)
 
     async def _log_full(self, tenant: str, reason: str) -> None:
         """Record in the engine's own log that ``tenant``'s log is full (shown by
@@ -167,12 +279,11 @@ class Engine:
             await self.health.shutdown()
         if self.tenancy is not None:
             await self.tenancy.shutdown()
-        # Each kind at once across tenants: one after another, the tests' engine serving the
+        if self.leases is not None:
+            await self.leases.shutdown()  # each unit stopped, then its lease handed back
+        # Units at once across tenants: one after another, the tests' engine serving the
         # ~60 tenants of tests/tenancy took 22 s to stop; at once, under 4 s.
-        await asyncio.gather(*(d.shutdown() for d in self.dispatchers.values()))
-        await asyncio.gather(*(p.shutdown() for p in self.projectors.values()))
-        await asyncio.gather(*(g.shutdown() for g in self.gates.values()))
-        await asyncio.gather(*(n.shutdown() for n in self.nudges.values()))
+        await asyncio.gather(*(self._released(u) for u in list(self._units)))
         _done, pending = await asyncio.wait(self._tasks, timeout=10) if self._tasks else ((), ())
         for task in pending:
             task.cancel()

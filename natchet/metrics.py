@@ -28,7 +28,7 @@ workers), and fixed words (outcome, reason). Never run, step-attempt or worker i
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -129,6 +129,8 @@ class EngineMetrics:
             registry=r,
         )
         self.sampled = Sampled()
+        # The units this engine holds the lease of, as (tenant, component) (natchet.leases).
+        self.leases_held: Callable[[], Iterable[tuple[str, str]]] = list
         r.register(_Collected(self))
 
     # dispatcher.tally.Observer
@@ -175,6 +177,13 @@ class _Collected(Collector):
                         name, {"tenant": tenant, "namespace": namespace, "workflow": workflow}, n
                     )
             yield family
+        yield _gauge(
+            "natchet_lease_held",
+            "1 for each unit (a tenant's dispatch or project) whose lease this process holds "
+            "and so runs (natchet engine: its projector process holds the project leases)",
+            ("tenant", "component"),
+            [(unit, 1) for unit in m.leases_held()],
+        )
         s = m.sampled
         yield _gauge(
             "natchet_queue_depth",

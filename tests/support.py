@@ -159,14 +159,16 @@ async def start_natchet_dev(cwd: Path, data: Path) -> tuple[asyncio.subprocess.P
 
 
 async def start_engine_process(
-    server: NatsServer, dsn: str, tenant: str, log: Path
+    server: NatsServer | str, dsn: str, tenant: str, log: Path, *args: str
 ) -> asyncio.subprocess.Process:
-    """``natchet engine`` for ``tenant`` as a process of its own (to kill -9 and start again),
-    its output appended to ``log``."""
+    """``natchet engine`` for ``tenant`` (or several, comma-separated) as a process of its
+    own (to kill -9 and start again), on ``server`` (or a URL list, for a cluster), with
+    ``args``, its output appended to ``log``."""
+    url = server if isinstance(server, str) else server.url
     with log.open("ab") as out:  # the child keeps its own descriptor
         return await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "natchet.cli", "engine"],
-            *["--nats-url", server.url, "--database-url", dsn, "--tenants", tenant],
+            *["--nats-url", url, "--database-url", dsn, "--tenants", tenant, *args],
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=out,

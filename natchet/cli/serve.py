@@ -191,9 +191,12 @@ async def serve_engine(args: argparse.Namespace) -> int:
     finally:
         if dashboard is not None:
             await dashboard.shutdown()
-        await engine.shutdown()
-        if child is not None:
-            await child.shutdown()
+        # At once: each hands its leases back as it stops (docs/scaling.md), and the
+        # projector's handover need not wait for the dispatcher's.
+        stops = [engine.shutdown(), *([] if child is None else [child.shutdown()])]
+        for result in await asyncio.gather(*stops, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
     return 0
 
 

@@ -239,6 +239,14 @@ async def test_live_and_ready_answer_and_unknown_paths_are_404(metered: Engine) 
     assert (await http_get(f"{url}/nope"))[0] == 404
 
 
+async def test_the_units_this_engine_holds_the_lease_of_are_a_gauge(
+    metered: Engine, tenant_name: str
+) -> None:
+    samples = await scrape(url_of(metered))
+    for component in ("dispatch", "project"):
+        assert total(samples, "natchet_lease_held", tenant=tenant_name, component=component) == 1
+
+
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Any:
     """A PostgreSQL of this test's own, to stop and start (never the session's)."""

@@ -1,0 +1,80 @@
+"""The engines' leases (``natchet.leases``: which engine runs which tenant's dispatcher and
+projector) live in a KV bucket of the engine's own account. A tenant holding a valid token
+can neither read nor write them: not by subscribing, publishing, relaying a pub ack, nor
+through the JetStream API; and the victim's lease stays with the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+
+from eventstore import Append, PermissionDeniedError, append
+from eventstore.connection import request
+from natchet.engine import Engine
+from natchet.leases import BUCKET
+from schemas import Scope
+from tests.conftest import eventually
+from tests.tenancy.conftest import Attacker, Victim
+
+pytestmark = pytest.mark.timeout(120)
+
+STREAM = f"KV_{BUCKET}"
+
+
+async def lease_of(admin_nc: NATS, key: str) -> tuple[str, int] | None:
+    """(holder, revision) of ``key``, read through the engine's own account."""
+    kv = await admin_nc.jetstream().key_value(BUCKET)
+    entry = await kv.get(key)
+    if not entry.value or entry.revision is None:
+        return None
+    return str(orjson.loads(entry.value)["holder"]), entry.revision
+
+
+async def test_a_tenant_cannot_read_or_write_the_engines_leases(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine, admin_nc: NATS
+) -> None:
+    assert tenancy_engine.leases is not None
+    holder = tenancy_engine.leases.holder
+    key = f"dispatch.{victim.tenant}"
+    held = await eventually(lambda: lease_of(admin_nc, key))
+    assert held[0] == holder
+
+    got: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        got.append(msg)
+
+    sub = await attacker.nc.subscribe(f"$KV.{BUCKET}.>", cb=collect)
+    forged = orjson.dumps({"holder": "attacker", "host": "x", "pid": 1})
+    for subject in (f"$KV.{BUCKET}.{key}", f"$KV.{BUCKET}.dispatch.{attacker.tenant}"):
+        with pytest.raises(PermissionDeniedError):
+            await append(attacker.nc, Append(subject, forged))
+        # ... nor relayed: a pub ack of its own event aimed at the lease's subject.
+        await attacker.nc.publish(Scope(attacker.tenant).event("x"), b"{}", reply=subject)
+    for api in (
+        f"$JS.API.STREAM.INFO.{STREAM}",
+        f"$JS.API.STREAM.PURGE.{STREAM}",
+        f"$JS.API.STREAM.DELETE.{STREAM}",
+        f"$JS.API.DIRECT.GET.{STREAM}.$KV.{BUCKET}.{key}",
+        f"$JS.API.CONSUMER.CREATE.{STREAM}",
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, api, b"{}", timeout_s=3)
+
+    async def refused() -> bool:
+        # nats-py lowercases the server's error line
+        return any(f'subscription to "$kv.{BUCKET}.>"' in v for v in attacker.violations())
+
+    await eventually(refused, timeout_s=5)
+    await attacker.nc.flush()
+    await sub.unsubscribe()
+    assert got == []
+    # Still the engine's, renewed (a newer revision), and its dispatcher still runs.
+    after = await lease_of(admin_nc, key)
+    assert after is not None and after[0] == holder and after[1] >= held[1]
+    assert victim.tenant in tenancy_engine.dispatchers
+    attackers = await lease_of(admin_nc, f"dispatch.{attacker.tenant}")
+    assert attackers is not None and attackers[0] == holder
