@@ -109,6 +109,18 @@ Fenced = Callable[[Unit], None]
 Released = Callable[[Unit], Awaitable[None]]
 
 
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling it again if a cancellation was
+    lost: before Python 3.12, ``asyncio.wait_for`` (which nats-py's watcher waits in) can
+    swallow one that arrives as its inner future completes, and an engine stopped just
+    after it started (its watcher taking the bucket's first values) then never stopped."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("leases: the watcher ended with %r", task.exception())
+
+
 def new_holder() -> str:
     """An engine's name in the bucket: unique per process start."""
     return uuid.uuid4().hex[:16]
@@ -211,9 +223,7 @@ class Leases(Service):
                 with contextlib.suppress(TimeoutError):
                     await self.until_stopping(asyncio.wait_for(wake, self.timing.renew_s))
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            await cancel_and_wait(watching)
             await self._release_all(kv)
 
     async def _watch(self, kv: LeaseBucket) -> None:

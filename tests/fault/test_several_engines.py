@@ -32,7 +32,10 @@ TIMING = LeaseTiming()  # what `natchet engine` uses
 # kill -9: the server expires the lease ttl after its last renewal (which was up to renew_s
 # before the kill); the watcher hears the expiry marker at once. Slack for a loaded box.
 KILL_BOUND_S = TIMING.ttl_s + 5.0
-SIGTERM_BOUND_S = 3.0  # the unit stops cleanly (a batch, a snapshot), then the key goes
+# Handed over, not expired: the unit stops cleanly (a batch, a snapshot), then the key is
+# deleted. Without a release the key could go no sooner than ttl - renew after the signal
+# (its last renewal at most renew_s before); a loaded machine's clean stop stays under that.
+SIGTERM_BOUND_S = TIMING.ttl_s - TIMING.renew_s
 
 
 def new_tenants(n: int) -> list[str]:
