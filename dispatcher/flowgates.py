@@ -56,19 +56,21 @@ def step_concurrency(
         why = f"step concurrency key {key!r}: back in line after a restart"
         return Hold(HoldKind.CONCURRENCY, why, recheck_at=now)
     # A new task waits behind the key's tasks held; a held one behind those ahead of it in
-    # line (one held for another gate, e.g. priority's window, still goes first).
+    # line (one held for another gate, e.g. priority's window, still goes first). ``any``
+    # stops at the first found: a pass over a key's k held tasks looks at about k log k.
     ahead = state.flow.others_held(kid, run.run_id)
-    if ahead and mine is not None:
-        ahead = sum(
-            1
-            for other in state.flow.key_held.get(kid, ())
-            if other != run.run_id
-            and (held := state.holds.tasks.get((other, step.spec.name))) is not None
-            and held.line < mine.line
-        )
-    if ahead:
+    if not ahead:
+        return _GO
+    if mine is None:
         why = f"step concurrency key {key!r}: {ahead} earlier task(s) of the key first"
         return Hold(HoldKind.CONCURRENCY, why)
+    if any(
+        other != run.run_id
+        and (held := state.holds.tasks.get((other, step.spec.name))) is not None
+        and held.line < mine.line
+        for other in state.flow.key_held.get(kid, ())
+    ):
+        return Hold(HoldKind.CONCURRENCY, f"step concurrency key {key!r}: earlier task(s) first")
     return _GO
 
 
