@@ -15,7 +15,7 @@ from eventstore import Append, PermissionDeniedError, append
 from eventstore.connection import request
 from natchet.engine import Engine
 from natchet.leases import BUCKET
-from schemas import Scope
+from schemas import Scope, stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim
 
@@ -78,3 +78,45 @@ async def test_a_tenant_cannot_read_or_write_the_engines_leases(
     assert victim.tenant in tenancy_engine.dispatchers
     attackers = await lease_of(admin_nc, f"dispatch.{attacker.tenant}")
     assert attackers is not None and attackers[0] == holder
+
+
+async def test_a_jetstream_answer_aimed_at_a_lease_does_not_land_there(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine, admin_nc: NATS
+) -> None:
+    """A asks the JetStream API of its own log (a direct get, a message get, its stream's
+    info: answers the server publishes itself, in the account that serves A's log) with the
+    victim's lease subject as the reply: none of them is stored in the engine's bucket,
+    and the victim's dispatcher keeps its lease."""
+    assert tenancy_engine.leases is not None
+    holder = tenancy_engine.leases.holder
+    key = f"dispatch.{victim.tenant}"
+    held = await eventually(lambda: lease_of(admin_nc, key))
+    own = stream_name(attacker.tenant)
+    await append(attacker.nc, Append(Scope(attacker.tenant).event("own"), b'{"x": 1}'))
+    # Everything published on the lease's subject in the engine's account while A tries.
+    landed: list[bytes] = []
+
+    async def collect(msg: Any) -> None:
+        landed.append(msg.data)
+
+    reply = f"$KV.{BUCKET}.{key}"
+    watch = await admin_nc.subscribe(reply, cb=collect)
+    await admin_nc.flush()
+    for api, body in (
+        (f"$JS.API.DIRECT.GET.{own}", b'{"seq": 1}'),
+        (f"$JS.API.STREAM.MSG.GET.{own}", b'{"seq": 1}'),
+        (f"$JS.API.STREAM.INFO.{own}", b""),
+    ):
+        await attacker.nc.publish(api, body, reply=reply)
+    await attacker.nc.flush()
+    # A round trip through A's log after them: the server has answered them by then.
+    await append(attacker.nc, Append(Scope(attacker.tenant).event("own"), b'{"x": 2}'))
+    await admin_nc.flush()
+    await watch.unsubscribe()
+    # Only the engine's renewals (a forged answer would be a message body or an API reply).
+    for data in landed:
+        value = orjson.loads(data)
+        assert value["holder"] == holder and set(value) == {"holder", "host", "pid"}, data
+    after = await lease_of(admin_nc, key)
+    assert after is not None and after[0] == holder and after[1] >= held[1]
+    assert victim.tenant in tenancy_engine.dispatchers
