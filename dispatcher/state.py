@@ -451,8 +451,8 @@ _SLOT_FREEING = (StepFinished, StepRetryScheduled, StepWaiting, RunFinished)
 
 def _settle_placed(state: State, message: object) -> None:
     """After a message that can free a placed task's slot: free those it did."""
-    if not isinstance(message, _SLOT_FREEING):
-        return
+    if not isinstance(message, _SLOT_FREEING) or not state.workers.placed(message.run_id):
+        return  # the usual case: no task of the run out on a worker's own consumer
     if state.workers.settle(message.run_id, _placed_out(state, message.run_id)):
         state.holds.dirty = True  # a worker's slot freed: a task held for one may go
 

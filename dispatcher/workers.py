@@ -164,6 +164,10 @@ class Workers:
         self._out.setdefault(wid, set()).add((run_id, step, attempt))
         self._scopes[scope][worker_id] = attrs.evolve(worker, out=len(self._out[wid]))
 
+    def placed(self, run_id: str) -> bool:
+        """Whether a task of run ``run_id`` is counted out on a worker."""
+        return run_id in self._placed
+
     def settle(self, run_id: str, out: Callable[[str, int], bool]) -> bool:
         """After a message of run ``run_id`` was folded: take its placed tasks whose attempt
         is no longer ``out`` (``out(step, attempt)``) off their workers; return whether one
