@@ -8,7 +8,9 @@ schedule timeout; a worker stopping gracefully hands its step back and it moves 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,32 @@ async def _running_on(
     return await eventually(check, timeout_s=30)
 
 
+@contextlib.asynccontextmanager
+async def _running_on_a_then_b(
+    nats_server: NatsServer,
+    nc: NATS,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    tenant: str,
+    tmp_path: Path,
+    workflow: str,
+    step: str,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Any, dict[str, Any]]]:
+    """Worker process "a" runs (and blocks in) ``step`` of a new run of ``workflow``, then
+    worker "b" is up and placeable: yields a's process (to kill), the run's reference and
+    a's attempt row."""
+    hatchet = hatchet_for(nats_server, tenant)
+    async with worker_process(nats_server, tenant, "a", tmp_path, WORKER) as a:
+        await eventually(lambda: _registered(nc, tenant), timeout_s=30)
+        await eventually(lambda: _directed(engine, tenant, "a"), timeout_s=30)
+        ref = await hatchet.admin.aio_run_workflow(workflow, {})
+        row = await _running_on(db, tenant, ref.workflow_run_id, step, "a")
+        async with worker_process(nats_server, tenant, "b", tmp_path, WORKER):
+            await eventually(lambda: _directed(engine, tenant, "b"), timeout_s=30)
+            yield a, ref, row
+    hatchet.close()
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> float:
     """SIGKILL; return when (the loop's clock)."""
     proc.kill()
@@ -139,19 +167,12 @@ async def test_a_killed_workers_labelled_step_moves_to_another_worker_with_the_l
     tenant_name: str,
     tmp_path: Path,
 ) -> None:
-    hatchet = hatchet_for(nats_server, tenant_name)
-    async with worker_process(nats_server, tenant_name, "a", tmp_path, WORKER) as a:
-        await eventually(lambda: _registered(nc, tenant_name), timeout_s=30)
-        await eventually(lambda: _directed(engine, tenant_name, "a"), timeout_s=30)
-        ref = await hatchet.admin.aio_run_workflow("Infer", {})
+    setup = nats_server, nc, engine, db, tenant_name, tmp_path
+    async with _running_on_a_then_b(*setup, "Infer", "gpu_step") as (a, ref, lost):
+        killed_at = await _kill(a)
         run_id = ref.workflow_run_id
-        lost = await _running_on(db, tenant_name, run_id, "gpu_step", "a")
-        async with worker_process(nats_server, tenant_name, "b", tmp_path, WORKER):
-            await eventually(lambda: _directed(engine, tenant_name, "b"), timeout_s=30)
-            killed_at = await _kill(a)
-            run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=BOUND_S)
-            took = asyncio.get_running_loop().time() - killed_at
-    hatchet.close()
+        run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=BOUND_S)
+        took = asyncio.get_running_loop().time() - killed_at
     assert run["status"] == "SUCCEEDED", run
     assert took < BOUND_S
     (step,) = run["steps"]
@@ -170,18 +191,11 @@ async def test_a_soft_sticky_run_whose_worker_is_killed_finishes_on_another_work
     tenant_name: str,
     tmp_path: Path,
 ) -> None:
-    hatchet = hatchet_for(nats_server, tenant_name)
-    async with worker_process(nats_server, tenant_name, "a", tmp_path, WORKER) as a:
-        await eventually(lambda: _registered(nc, tenant_name), timeout_s=30)
-        await eventually(lambda: _directed(engine, tenant_name, "a"), timeout_s=30)
-        ref = await hatchet.admin.aio_run_workflow("Soft", {})
-        run_id = ref.workflow_run_id
-        await _running_on(db, tenant_name, run_id, "second", "a")  # stuck to a, mid-step
-        async with worker_process(nats_server, tenant_name, "b", tmp_path, WORKER):
-            await eventually(lambda: _directed(engine, tenant_name, "b"), timeout_s=30)
-            await _kill(a)
-            out = await asyncio.wait_for(ref.aio_result(), BOUND_S)
-    hatchet.close()
+    setup = nats_server, nc, engine, db, tenant_name, tmp_path
+    # stuck to a, mid-step
+    async with _running_on_a_then_b(*setup, "Soft", "second") as (a, ref, _row):
+        await _kill(a)
+        out = await asyncio.wait_for(ref.aio_result(), BOUND_S)
     # second moved to b, and the run followed it: third ran on b too.
     assert out == {"first": "a", "second": "b", "third": "b"}, out
 
@@ -194,29 +208,22 @@ async def test_a_hard_sticky_runs_step_waits_for_its_killed_worker_then_the_run_
     tenant_name: str,
     tmp_path: Path,
 ) -> None:
-    hatchet = hatchet_for(nats_server, tenant_name)
-    async with worker_process(nats_server, tenant_name, "a", tmp_path, WORKER) as a:
-        await eventually(lambda: _registered(nc, tenant_name), timeout_s=30)
-        await eventually(lambda: _directed(engine, tenant_name, "a"), timeout_s=30)
-        ref = await hatchet.admin.aio_run_workflow("Hard", {})
+    setup = nats_server, nc, engine, db, tenant_name, tmp_path
+    async with _running_on_a_then_b(*setup, "Hard", "two") as (a, ref, row):
         run_id = ref.workflow_run_id
-        row = await _running_on(db, tenant_name, run_id, "two", "a")
         gone = f"worker {row['worker_id']}, which the run's first step went to, is gone"
-        async with worker_process(nats_server, tenant_name, "b", tmp_path, WORKER):
-            await eventually(lambda: _directed(engine, tenant_name, "b"), timeout_s=30)
-            await _kill(a)
+        await _kill(a)
 
-            async def held() -> dict[str, Any] | None:
-                run = await get_run(db, run_id, tenant=tenant_name)
-                step = next((s for s in (run or {}).get("steps", []) if s["name"] == "two"), {})
-                return step if gone in (step.get("waiting_for") or "") else None
+        async def held() -> dict[str, Any] | None:
+            run = await get_run(db, run_id, tenant=tenant_name)
+            step = next((s for s in (run or {}).get("steps", []) if s["name"] == "two"), {})
+            return step if gone in (step.get("waiting_for") or "") else None
 
-            step = await eventually(held, timeout_s=BOUND_S)
-            assert step["status"] == "QUEUED"
-            assert [a["status"] for a in step["attempts"]] == ["LOST"]
-            # 5 s of schedule_timeout from the hold; b never takes it.
-            run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=20)
-    hatchet.close()
+        step = await eventually(held, timeout_s=BOUND_S)
+        assert step["status"] == "QUEUED"
+        assert [a["status"] for a in step["attempts"]] == ["LOST"]
+        # 5 s of schedule_timeout from the hold; b never takes it.
+        run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=20)
     assert run["status"] == "FAILED", run
     assert gone in (run["error"] or ""), run["error"]
     assert "held back for 5s (schedule_timeout)" in run["error"]
