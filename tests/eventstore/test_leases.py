@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 import eventstore
+from eventstore import Connection
 from eventstore.leasekv import LeaseBucket, LeaseStoreError
 from natchet.dev.embedded import NatsServer
 from natchet.leases import Leases, LeaseTiming, Unit
@@ -46,6 +47,18 @@ class Recorder:
         self.running.discard(unit)
         self._note("released", unit)
 
+    def leases(self, nc: Connection, timing: LeaseTiming, bucket: str) -> Leases:
+        """A ``Leases`` of dispatchers on ``bucket`` that tells this recorder."""
+        return Leases(
+            nc,
+            ("dispatch",),
+            gained=self.gained,
+            fenced=self.fenced,
+            released=self.released,
+            timing=timing,
+            bucket=bucket,
+        )
+
 
 @attrs.define
 class Holder:
@@ -63,15 +76,7 @@ async def pair(nats_server: NatsServer) -> AsyncIterator[tuple[Holder, Holder, l
     for name in ("a", "b"):
         nc = await eventstore.connect(eventstore.NatsOptions(nats_server.url, name=name))
         rec = Recorder(name, log)
-        leases = Leases(
-            nc,
-            ("dispatch",),
-            gained=rec.gained,
-            fenced=rec.fenced,
-            released=rec.released,
-            timing=FAST,
-            bucket=bucket,
-        )
+        leases = rec.leases(nc, FAST, bucket)
         for t in tenants:
             leases.want(t)
         holders.append(Holder(rec, leases, nc))
@@ -138,15 +143,7 @@ async def test_a_holder_whose_renewals_failed_a_while_takes_its_lease_back_with_
     soon as it can write again, without waiting for the ttl (nobody wrote the keys since)."""
     timing = LeaseTiming(ttl_s=6.0, renew_s=0.5, margin_s=3.0, spread_s=1.0)
     rec = Recorder("a", [])
-    leases = Leases(
-        nc,
-        ("dispatch",),
-        gained=rec.gained,
-        fenced=rec.fenced,
-        released=rec.released,
-        timing=timing,
-        bucket=f"leases_{uuid.uuid4().hex[:8]}",
-    )
+    leases = rec.leases(nc, timing, f"leases_{uuid.uuid4().hex[:8]}")
     leases.want(f"t{uuid.uuid4().hex[:8]}")
     async with leases:
         await leases.settled()
