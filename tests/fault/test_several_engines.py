@@ -20,8 +20,11 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 
 from bench.chaos_check import read_log
 from bench.chaos_cluster import duplicate_msg_ids
+from bench.chaos_load import persist
+from eventstore import Append, append
 from natchet.dev.embedded import NatsServer
 from natchet.leases import BUCKET, LeaseTiming
+from schemas import Scope
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, runs_of, start_engine_process, stop
 from worker import Context, Hatchet
@@ -122,11 +125,18 @@ def echo(hatchet: Hatchet, step_s: float = 0.05) -> Any:
 
 
 async def publish(nc: NATS, tenant: str, numbers: range, every_s: float = 0.0) -> None:
-    js = nc.jetstream()
+    """The events, each retried until stored (a node of a cluster may be down a while),
+    with a dedup id so that a retry of one stored already adds nothing."""
+    subject = Scope(tenant).event("echo")
     for n in numbers:
-        await js.publish(f"{tenant}.default.events.echo", orjson.dumps({"n": n}))
+        item = Append(subject, orjson.dumps({"n": n}), f"several-engines-{tenant}-{n}")
+
+        async def one(item: Append = item) -> int:
+            return await append(nc, item)
+
+        await persist(f"event {n}", one)
         if every_s:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # pacing: it synchronizes nothing
 
 
 async def all_succeed(dsn: str, tenant: str, count: int, timeout_s: float = 90) -> None:
