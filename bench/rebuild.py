@@ -134,8 +134,11 @@ async def rebuild_once(dsn: str, nc: Connection, batch: int, *, show_rows: bool 
 
 @contextlib.contextmanager
 def py_spy(out: Path) -> Any:
+    exe = Path(sys.executable).parent / "py-spy"
+    if not exe.exists():
+        raise SystemExit(f"--profile needs py-spy: {exe.parent}/pip install py-spy")
     spy = subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(os.getpid()),
+        [str(exe), "record", "-p", str(os.getpid()),
          "-r", "100", "--idle", "-f", "raw", "-o", str(out)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+import pytest
 from nats.aio.client import Client as NATS
 from projector_scenario import Writer, read_all, write_history
 
 import eventstore
+import projector.rebuild
 import schemas
 from projector import Projector, apply_records, dump_tables, list_runs, migrate, read_checkpoint
 
@@ -58,3 +62,57 @@ async def test_two_tenants_share_one_database(
     assert len(await list_runs(conn, tenant=tenant)) == 8
     assert len(await list_runs(conn, tenant=other)) == 8
     assert len((await dump_tables(conn))["projector_checkpoints"]) == 2
+
+
+async def test_rebuild_reads_ahead_in_chunks_and_applies_whole_batches(
+    nc: NATS,
+    tenant: str,
+    conn: psycopg.AsyncConnection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rebuild's reader hands records over in chunks that do not line up with the
+    batches (2 and 3 here): every batch but the last holds ``batch_size`` records, and the
+    tables are the ones applying the whole log at once gives."""
+    await write_history(nc, tenant)
+    records = await read_all(nc, tenant)
+    await migrate(conn, "whole")
+    await apply_records(conn, tenant, records, schema="whole")
+
+    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
+    sizes: list[int] = []
+    await migrate(conn, "chunked")
+    await projector.rebuild.rebuild(
+        conn, nc, tenant, "chunked", until_seq=records[-1].seq, batch_size=3,
+        on_batch=sizes.append,
+    )  # fmt: skip
+    assert sum(sizes) == len(records) and set(sizes[:-1]) == {3} and 0 < sizes[-1] <= 3
+    assert await dump_tables(conn, "chunked") == await dump_tables(conn, "whole")
+
+
+async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
+    nc: NATS,
+    tenant: str,
+    conn: psycopg.AsyncConnection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error reading the log (after some records were read) is the rebuild's error, and
+    no reading task outlives it."""
+    await write_history(nc, tenant)
+    end = await eventstore.last_seq(nc, tenant)
+    real = eventstore.read_to_end
+
+    async def breaks(*args: Any, **kwargs: Any) -> AsyncIterator[eventstore.Record]:
+        n = 0
+        async for record in real(*args, **kwargs):
+            if n == 5:
+                raise eventstore.TransportError("the connection went away")
+            n += 1
+            yield record
+
+    monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", breaks)
+    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
+    await migrate(conn, "broken")
+    before = asyncio.all_tasks()
+    with pytest.raises(eventstore.TransportError, match="went away"):
+        await projector.rebuild.rebuild(conn, nc, tenant, "broken", until_seq=end, batch_size=3)
+    assert asyncio.all_tasks() - before == set()
