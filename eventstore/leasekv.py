@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import attrs
 import nats.errors
@@ -26,6 +26,16 @@ _DELETED = ("DEL", "PURGE")
 
 class LeaseStoreError(NatchetError):
     """The lease bucket did not answer, or refused for a reason other than a revision."""
+
+
+@contextlib.contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """nats-py's errors and timeouts as a :class:`LeaseStoreError` about ``what``; the
+    outcomes a caller expects (a wrong revision) are caught inside, before these."""
+    try:
+        yield
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise LeaseStoreError(f"{what}: {exc or 'timeout'}") from exc
 
 
 @attrs.frozen
@@ -52,7 +62,7 @@ class LeaseBucket:
         """The bucket, created with ``ttl_s`` if missing (an existing one keeps its own:
         read :meth:`ttl_s`)."""
         js = nc.jetstream()
-        try:
+        with _store_errors(f"the lease bucket {bucket}"):
             try:
                 return cls(await js.key_value(bucket), ttl_s / 4)
             except nats.js.errors.BucketNotFoundError:
@@ -68,65 +78,56 @@ class LeaseBucket:
                 )
                 return cls(kv, ttl_s / 4)
             return cls(await js.key_value(bucket), ttl_s / 4)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(f"the lease bucket {bucket}: {exc or 'timeout'}") from exc
 
     async def ttl_s(self) -> float | None:
-        try:
+        with _store_errors("the lease bucket's status"):
             status = await asyncio.wait_for(self.kv.status(), self.timeout_s)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(f"the lease bucket's status: {exc or 'timeout'}") from exc
         return status.ttl or None
 
     async def create(self, key: str, value: bytes) -> int | None:
         """Store ``value`` if ``key`` has none (never written, deleted or expired)."""
-        revision = await self._conditional(self.kv.create(key, value))
+        revision = await self._conditional(key, self.kv.create(key, value))
         if revision is not None:
             return revision
         # nats-py's create handles a delete marker, not the server's expiry marker (a
         # message with ``Nats-Marker-Reason: MaxAge`` and no body, kept for the marker's
         # own ttl): measured, a key that expired after 8 s was claimable only at 16.6 s.
-        try:
-            entry = await asyncio.wait_for(self.kv.get(key), self.timeout_s)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None  # gone meanwhile: the next round creates it
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(str(exc) or "timeout") from exc
+        with _store_errors(f"create {key}"):
+            try:
+                entry = await asyncio.wait_for(self.kv.get(key), self.timeout_s)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None  # gone meanwhile: the next round creates it
         if entry.value or not entry.revision:
             return None  # a value: somebody holds it
         return await self.update(key, value, entry.revision)
 
     async def update(self, key: str, value: bytes, last: int) -> int | None:
         """Store ``value`` if ``key`` is still at revision ``last``."""
-        return await self._conditional(self.kv.update(key, value, last=last))
+        return await self._conditional(key, self.kv.update(key, value, last=last))
 
     async def put(self, key: str, value: bytes) -> int:
-        try:
+        with _store_errors(f"put {key}"):
             return await asyncio.wait_for(self.kv.put(key, value), self.timeout_s)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(f"put {key}: {exc or 'timeout'}") from exc
 
     async def delete(self, key: str, last: int) -> bool:
         """Delete ``key`` if still at revision ``last``; False if it was not."""
-        try:
-            await asyncio.wait_for(self.kv.delete(key, last=last), self.timeout_s)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in (10071, 10164):  # wrong last sequence
+        with _store_errors(f"delete {key}"):
+            try:
+                await asyncio.wait_for(self.kv.delete(key, last=last), self.timeout_s)
+            except nats.js.errors.KeyWrongLastSequenceError:
                 return False
-            raise LeaseStoreError(f"delete {key}: {exc}") from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(f"delete {key}: {exc or 'timeout'}") from exc
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in (10071, 10164):  # wrong last sequence
+                    return False
+                raise
         return True
 
-    async def _conditional(self, write: Awaitable[int]) -> int | None:
-        try:
-            return await asyncio.wait_for(write, self.timeout_s)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise LeaseStoreError(str(exc) or "timeout") from exc
+    async def _conditional(self, key: str, write: Awaitable[int]) -> int | None:
+        with _store_errors(f"write {key}"):
+            try:
+                return await asyncio.wait_for(write, self.timeout_s)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None
 
     async def watch(self) -> AsyncIterator[KeySeen]:
         """Every key's current value, then every change, until cancelled."""
