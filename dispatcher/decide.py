@@ -16,17 +16,9 @@ from typing import Any
 import attrs
 
 from dispatcher.children import child_trigger, descendants, is_spawn, spawn_refusal
+from dispatcher.folding import fold_finished, new_run, next_wait
 from dispatcher.policy import after, backoff_s, iso
-from dispatcher.state import (
-    RunState,
-    State,
-    StepState,
-    deadlines_of,
-    fold_finished,
-    new_run,
-    next_wait,
-    timed_out_at,
-)
+from dispatcher.state import RunState, State, StepState, deadlines_of, timed_out_at
 from dispatcher.waits import wait_problem
 from dispatcher.wakes import woken_by_event, woken_by_time
 from schemas.codec import encode

@@ -1,5 +1,5 @@
 """What priority and step-level concurrency count (issue 15): an index over the folded
-runs, kept as they are folded (``dispatcher.state.fold`` calls :func:`track`) and rebuilt
+runs, kept as they are folded (``dispatcher.folding.fold`` calls :func:`track`) and rebuilt
 from them after a snapshot is loaded. Not state: it takes no part in equality.
 
 Only runs that use flow control are indexed (a priority, or a step with a concurrency

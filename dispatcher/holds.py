@@ -38,9 +38,10 @@ from typing import Protocol
 import attrs
 
 from dispatcher.decide import Output, fail_step
+from dispatcher.folding import fold
 from dispatcher.held import HeldTask
 from dispatcher.policy import iso
-from dispatcher.state import RunState, State, StepState, fold, timed_out_at
+from dispatcher.state import RunState, State, StepState, timed_out_at
 from schemas.holds import HoldKind, StepHeld
 from schemas.messages import Task
 from schemas.subjects import parse

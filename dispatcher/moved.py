@@ -27,7 +27,7 @@ live worker, or holds it (``LABELS``: no other worker has the labels it requires
 ``STICKY``: a HARD sticky run's worker is gone, until its ``schedule_timeout``).
 
 A SOFT sticky run whose worker went follows its moved task: the worker the moved task is
-placed on becomes the run's worker (``dispatcher.state``), so its later steps go there.
+placed on becomes the run's worker (``dispatcher.folding``), so its later steps go there.
 
 Once a move is folded the step's worker is the new one (or none: held, or the shared
 queue), so a worker's loss moves each of its steps exactly once. Moves are looked for (a

@@ -28,10 +28,11 @@ from collections.abc import Awaitable, Callable
 from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
+from dispatcher.folding import fold
 from dispatcher.hearing import Hearing
 from dispatcher.moved import moves
 from dispatcher.replay import Original, Replay, original_of, replayable_id
-from dispatcher.state import State, fold
+from dispatcher.state import State
 from dispatcher.step import admit, decide_on, fit, fold_gated
 from dispatcher.tally import Observer, Tally, age_s, held, observe
 from dispatcher.traces import RunTraces

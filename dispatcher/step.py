@@ -16,12 +16,13 @@ from dispatcher.crons import TRIGGER_MESSAGES
 from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
 from dispatcher.flowgates import FLOW_GATES
+from dispatcher.folding import fold
 from dispatcher.holds import Gate, gate, release
 from dispatcher.placing import placement_gate
 from dispatcher.policy import iso
 from dispatcher.ratelimits import rate_limit_gate
 from dispatcher.replay import Replay, decide_replay
-from dispatcher.state import State, fold
+from dispatcher.state import State
 from schemas.messages import RunCreated, RunRejected
 from schemas.subjects import Scope, parse
 

@@ -1,5 +1,5 @@
 """Durable steps' waits, as the dispatcher checks and indexes them (:mod:`schemas.durable`;
-folded in :mod:`dispatcher.state`, ended in :mod:`dispatcher.wakes`). Pure: no IO, no
+folded in :mod:`dispatcher.folding`, ended in :mod:`dispatcher.wakes`). Pure: no IO, no
 clocks.
 
 A step's worker appends ``waiting`` (wait ``index`` of the attempt) and acks its task: the

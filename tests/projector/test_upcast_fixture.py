@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from dispatcher.state import State, fold
+from dispatcher.folding import fold
+from dispatcher.state import State
 from eventstore import Record
 from projector import apply_records, dump_tables, migrate
 from schemas import RunCreated, TriggerKind, decode_subject, parse

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispatcher.folding import fold
 from dispatcher.replay import Original, Replay, original_of
-from dispatcher.state import State, fold
+from dispatcher.state import State
 from schemas import (
     RunCreated,
     RunFinished,
