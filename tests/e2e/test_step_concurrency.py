@@ -189,6 +189,9 @@ async def test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_late
     assert ran_after == {winner.workflow_run_id}
     if cancelled == "second":  # cancelled before its task was offered: nothing of it ran
         assert steps["slow"]["attempts"] == []
+    else:  # its slow step was running: the worker cancelled it, and it never succeeded
+        assert steps["slow"]["status"] == "CANCELLED"
+        assert "SUCCEEDED" not in [a["status"] for a in steps["slow"]["attempts"]]
     loser_id = refs[cancelled].workflow_run_id
     code, out, err = await natchet(
         tmp_path, nats_server, tenant_name, "runs", "get", loser_id, "--database-url", dsn
