@@ -20,13 +20,18 @@ from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
 from tests.e2e.test_cli_audit import natchet
-from tests.support import assert_one_at_a_time, hatchet_for, run_all_on_workers, run_ends
+from tests.support import (
+    assert_one_at_a_time,
+    hatchet_for,
+    run_all_on_workers,
+    run_ends,
+    second_while_first_runs,
+)
 from worker import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
     Context,
     Hatchet,
-    WorkflowRunError,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -160,27 +165,12 @@ async def test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_late
     hatchet = hatchet_for(nats_server, tenant_name)
     wf, release, ran_after = _slow_then_after(hatchet, "StepCancel", strategy)
     async with running(hatchet.worker("w", slots=4, workflows=[wf])):
-        first = await wf.aio_run_no_wait({"user": "ada"})
-
-        async def slow_runs() -> bool:
-            run = await get_run(db, first.workflow_run_id, tenant=tenant_name)
-            steps = {s["name"]: s for s in (run or {}).get("steps", [])}
-            return bool(steps) and steps["slow"]["status"] == "RUNNING"
-
-        await eventually(slow_runs, timeout_s=30)
-        second = await wf.aio_run_no_wait({"user": "ada"})
-        refs = {"first": first, "second": second}
-        loser = await run_ends(db, refs[cancelled].workflow_run_id, tenant=tenant_name)
-        release.set()
-        winner = refs["second" if cancelled == "first" else "first"]
-        assert (await asyncio.wait_for(winner.aio_result(), 30)) == {
-            "slow": "done",
-            "after": "after",
-        }
-        with pytest.raises(WorkflowRunError):
-            await asyncio.wait_for(refs[cancelled].aio_result(), 30)
+        contest = await second_while_first_runs(db, tenant_name, wf, release, cancelled)
+        winner = contest.refs["second" if cancelled == "first" else "first"]
         won = await run_ends(db, winner.workflow_run_id, tenant=tenant_name)
     hatchet.close()
+    assert contest.won == {"slow": "done", "after": "after"}
+    loser = contest.loser
     assert (loser["status"], loser["error"]) == ("CANCELLED", reason)
     assert won["status"] == "SUCCEEDED"
     # the cancelled run's later step never started, on the worker or in the read model
@@ -192,7 +182,7 @@ async def test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_late
     else:  # its slow step was running: the worker cancelled it, and it never succeeded
         assert steps["slow"]["status"] == "CANCELLED"
         assert "SUCCEEDED" not in [a["status"] for a in steps["slow"]["attempts"]]
-    loser_id = refs[cancelled].workflow_run_id
+    loser_id = contest.refs[cancelled].workflow_run_id
     code, out, err = await natchet(
         tmp_path, nats_server, tenant_name, "runs", "get", loser_id, "--database-url", dsn
     )
