@@ -16,8 +16,8 @@ hold nothing, and decide as the workflow's do (``dispatcher.admission``), over t
 
 A task's age is its run's (creation order, ``FlowIndex.age``), as Hatchet ranks a key's
 tasks by their ids: the strategy keeps the newest ``max_runs`` of the key's tasks in flight
-and the task come in (``CANCEL_IN_PROGRESS``), or the oldest (``CANCEL_NEWEST``), and
-cancels the runs of the others. In the usual case the task come in is the newest (a first
+and the task coming in (``CANCEL_IN_PROGRESS``), or the oldest (``CANCEL_NEWEST``), and
+cancels the runs of the others. In the usual case the task coming in is the newest (a first
 step, or steps that become ready in their runs' order); one that is not (a retry, a run
 whose earlier steps took longer) is ranked by its run all the same. Ranking by a fixed order
 makes the outcome of several tasks coming in (one decision or a batch, or ``complete``
