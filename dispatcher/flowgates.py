@@ -7,7 +7,21 @@ has, per run, a key fixed when the run was created (``RunState.step_keys``). At 
 running, or in a durable wait, until its result is folded. A task over that is held; a new
 task of a key that already has tasks held waits behind them, so each key's tasks go oldest
 first (higher priority first when they have one). Keys are independent: one key's tasks
-never wait for another's room.
+never wait for another's room. That is ``GROUP_ROUND_ROBIN``; the other two strategies
+hold nothing, and decide as the workflow's do (``dispatcher.admission``), over tasks:
+
+- ``CANCEL_IN_PROGRESS``: a task of a full key goes, and the runs of the oldest tasks of
+  the key in flight are cancelled first to make room.
+- ``CANCEL_NEWEST``: a task of a full key is not offered: its run is cancelled.
+
+A task's age is its run's (creation order, ``FlowIndex.age``), as Hatchet ranks a key's
+tasks by their ids: the strategy keeps the newest ``max_runs`` of the key's tasks in flight
+and the task coming in (``CANCEL_IN_PROGRESS``), or the oldest (``CANCEL_NEWEST``), and
+cancels the runs of the others. In the usual case the task coming in is the newest (a first
+step, or steps that become ready in their runs' order); one that is not (a retry, a run
+whose earlier steps took longer) is ranked by its run all the same. Ranking by a fixed order
+makes the outcome of several tasks coming in (one decision or a batch, or ``complete``
+making them again after a restart, in whatever order) the same whatever their order.
 
 **Priority** (:func:`priority`): the tasks of a run with a priority (its trigger's or its
 workflow's ``default_priority``) are windowed: they go to the workers only while fewer
@@ -24,8 +38,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dispatcher.holds import Go, Hold, Verdict
+from dispatcher.flowindex import KeyId
+from dispatcher.holds import Cancel, Go, Hold, Verdict
 from dispatcher.state import RunState, State, StepState
+from schemas.concurrency import ConcurrencyDef, LimitStrategy
 from schemas.holds import HoldKind
 from schemas.messages import Task
 
@@ -42,6 +58,8 @@ def step_concurrency(
     if spec is None or key is None:
         return _GO
     kid = (run.scope, run.workflow, step.spec.name, key)
+    if spec.limit_strategy is not LimitStrategy.GROUP_ROUND_ROBIN:
+        return _cancel_strategy(state, run, step.spec.name, key, kid, spec)
     busy = state.flow.in_flight(kid, run.run_id)
     if busy >= spec.max_runs:
         return Hold(
@@ -72,6 +90,30 @@ def step_concurrency(
     ):
         return Hold(HoldKind.CONCURRENCY, f"step concurrency key {key!r}: earlier task(s) first")
     return _GO
+
+
+def _cancel_strategy(
+    state: State, run: RunState, name: str, key: str, kid: KeyId, spec: ConcurrencyDef
+) -> Verdict:
+    """Go while the key has room; else cancel the runs the strategy names: of the key's
+    tasks in flight and this one, ranked by age, all but the newest ``max_runs``
+    (``CANCEL_IN_PROGRESS``) or all but the oldest (``CANCEL_NEWEST``)."""
+    flow = state.flow
+    others = flow.keyed_runs(kid) - {run.run_id}
+    if len(others) < spec.max_runs:
+        return _GO
+    ranked = sorted((*others, run.run_id), key=flow.age)  # oldest first
+    over = len(ranked) - spec.max_runs
+    if spec.limit_strategy is LimitStrategy.CANCEL_IN_PROGRESS:
+        why = f"cancelled: a newer task of step {name!r} concurrency key {key!r} took its place"
+        losers = ranked[:over]
+    else:
+        why = (
+            f"cancelled: step {name!r} concurrency key {key!r} already has {spec.max_runs} "
+            "task(s) in flight, and this run's is the newest (CANCEL_NEWEST)"
+        )
+        losers = ranked[-over:]
+    return Cancel(tuple((loser, why) for loser in losers))
 
 
 def priority(state: State, run: RunState, step: StepState, task: Task, now: dt.datetime) -> Verdict:

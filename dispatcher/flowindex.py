@@ -12,6 +12,9 @@ key): the runs of every other workflow cost one check per message folded.
   key is in flight: offered, running, or waiting in a durable wait.
 - **held** (per scope and workflow, by priority): the steps of prioritized runs held back.
 - **key_held** (per scope, workflow, step and key): the runs whose keyed step is held.
+- **age** (per run): the order the indexed runs were created in (the order ``state.runs``
+  keeps, a snapshot too), which a step key's ``CANCEL_*`` strategy ranks tasks by: the same
+  after a restart as before it, whatever order ``complete`` makes their tasks in.
 
 Whenever a step leaves *offered* or *keyed* (its result folded, its run ended), the held
 tasks may go: ``state.holds.dirty`` is set (``dispatcher.holds.release``).
@@ -20,6 +23,7 @@ Pure (duck-typed over ``dispatcher.state``'s runs and steps, which import this m
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from schemas.subjects import Scope
@@ -37,6 +41,8 @@ class FlowIndex:
         self.keyed: dict[KeyId, set[str]] = {}
         self.held: dict[WorkflowId, dict[int, set[StepRef]]] = {}
         self.key_held: dict[KeyId, set[str]] = {}
+        self._born: dict[str, int] = {}  # run id -> its rank in creation order
+        self._ages = itertools.count()
         # What each indexed run is in, to take it out again: (map name, id, member).
         self._of_run: dict[str, list[tuple[str, Any, Any]]] = {}
 
@@ -45,6 +51,7 @@ class FlowIndex:
         self.keyed.clear()
         self.held.clear()
         self.key_held.clear()
+        self._born.clear()
         self._of_run.clear()
 
     def forget(self, run_id: str) -> bool:
@@ -72,6 +79,7 @@ class FlowIndex:
         offered or keyed (room was made)."""
         before = {(k, i, m) for k, i, m in self._of_run.get(run.run_id, ()) if k in _ROOMY}
         self.forget(run.run_id)
+        self._born.setdefault(run.run_id, next(self._ages))
         entries: list[tuple[str, Any, Any]] = []
         wid = (run.scope, run.workflow)
         for name, step in run.steps.items():
@@ -120,6 +128,19 @@ class FlowIndex:
                 total += len(refs) - (exclude in refs)
         return total
 
+    def keyed_runs(self, kid: KeyId) -> set[str]:
+        """The runs that have the key's step in flight."""
+        return self.keyed.get(kid, set())
+
+    def age(self, run_id: str) -> int:
+        """The run's rank in creation order among the indexed runs (lower: older)."""
+        return self._born[run_id]
+
+    def over(self, run_id: str) -> bool:
+        """The run ended: take it out for good; return whether it left offered or keyed."""
+        self._born.pop(run_id, None)
+        return self.forget(run_id) if run_id in self._of_run else False
+
     def others_held(self, kid: KeyId, exclude: str) -> int:
         runs = self.key_held.get(kid, ())
         return len(runs) - (exclude in runs)
@@ -154,7 +175,7 @@ def track(state: Any, scope: Scope, message: object) -> None:
     flow: FlowIndex = state.flow
     run = state.runs.get(run_id)
     if run is None:
-        freed = flow.forget(run_id) if run_id in flow._of_run else False
+        freed = flow.over(run_id)
     elif run.scope != scope or not indexed(run):
         return
     else:

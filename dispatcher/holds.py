@@ -15,6 +15,10 @@ output goes through the gates in order:
 - :class:`Fail`: the step can never run (its units exceed its rate limit, say): it fails
   for good with the gate's reason, as a step failing would (its run's on-failure step, or
   the run's end, follow, through the gates in turn).
+- :class:`Cancel`: runs must end first (a step key's ``CANCEL_*`` strategy): each is
+  cancelled with its reason (``decide.cancel_run``: its children with it, the dedup ids a
+  cancellation always has), appended before the task, and the task is judged again: it is
+  dropped if its own run was among them, else the gates look at it anew (now with room).
 
 Every output is folded before the next is judged, so two tasks of one decision never both
 take the last unit of something.
@@ -37,7 +41,7 @@ from typing import Protocol
 
 import attrs
 
-from dispatcher.decide import Output, fail_step
+from dispatcher.decide import Output, cancel_run, fail_step
 from dispatcher.folding import fold
 from dispatcher.held import HeldTask
 from dispatcher.policy import iso
@@ -73,7 +77,14 @@ class Fail:
     reason: str
 
 
-Verdict = Go | Hold | Fail
+@attrs.frozen
+class Cancel:
+    """End these runs first, each ``(run id, reason)``, then judge the task again."""
+
+    runs: tuple[tuple[str, str], ...]
+
+
+Verdict = Go | Hold | Fail | Cancel
 
 
 class Gate(Protocol):
@@ -102,6 +113,9 @@ def gate(
                 assert run is not None and step is not None
                 verdicts = fail_step(run, step, o.message.attempt, judged.reason, now)
                 pending.extendleft(reversed(verdicts))
+                continue
+            if isinstance(judged, Cancel):
+                pending.extendleft(reversed([*_cancelled(state, o, judged, now), o]))
                 continue
             if isinstance(judged, HeldTask):
                 out += _hold(state, o, judged, now)
@@ -145,6 +159,20 @@ def release(state: State, now: dt.datetime, gates: Sequence[Gate]) -> list[list[
     return decisions
 
 
+def _cancelled(state: State, o: Output, verdict: Cancel, now: dt.datetime) -> list[Output]:
+    """The ends of the runs ``verdict`` names (of the task's scope, in order). Each named
+    run is in flight (a gate names runs it counts), so each pass ends one at least and the
+    task's next judgement sees fewer: judging again terminates."""
+    scope = parse(o.subject).scope
+    out: list[Output] = []
+    for run_id, reason in verdict.runs:
+        run = state.run(scope, run_id)
+        if run is not None:
+            out += cancel_run(state, run, reason, now)
+    assert out, f"{verdict!r}: none of its runs is in flight"
+    return out
+
+
 def _step_of(state: State, o: Output) -> tuple[RunState | None, StepState | None]:
     task: Task = o.message
     run = state.run(parse(o.subject).scope, task.run_id)
@@ -163,9 +191,9 @@ def _still_held(step: StepState, task: Task) -> bool:
 
 def _judge(
     state: State, o: Output, now: dt.datetime, gates: Sequence[Gate]
-) -> Output | HeldTask | Fail | None:
-    """The task as it goes (``Output``), held (``HeldTask``), failed, or dropped (None:
-    its run is over)."""
+) -> Output | HeldTask | Fail | Cancel | None:
+    """The task as it goes (``Output``), held (``HeldTask``), failed, runs to cancel
+    first, or dropped (None: its run is over)."""
     task: Task = o.message
     run, step = _step_of(state, o)
     if run is None or step is None:
@@ -175,7 +203,7 @@ def _judge(
     subject = o.subject
     for g in gates:
         verdict = g(state, run, step, task, now)
-        if isinstance(verdict, Fail):
+        if isinstance(verdict, Fail | Cancel):
             return verdict
         if isinstance(verdict, Hold):
             scope = run.scope

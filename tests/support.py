@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from natchet.dev.embedded import NatsServer
 from projector import get_run
 from tests.conftest import eventually, running
-from worker import ClientSettings, Hatchet
+from worker import ClientSettings, Hatchet, WorkflowRunError
 
 
 def hatchet_for(server: NatsServer, tenant: str, namespace: str = "default") -> Hatchet:
@@ -216,6 +218,44 @@ async def natchet_cli(nats_url: str, dsn: str, *args: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
     return out.decode()
+
+
+@attrs.frozen
+class Contest:
+    """Two runs of one key (``second`` started while ``first`` ran): the one a strategy
+    cancelled, as projected once over, and the other's result."""
+
+    refs: dict[str, Any]  # "first", "second": their run refs
+    loser: dict[str, Any]
+    won: Any
+
+
+async def second_while_first_runs(
+    db: psycopg.AsyncConnection[Any],
+    tenant: str,
+    wf: Any,
+    release: asyncio.Event,
+    cancelled: str,
+) -> Contest:
+    """Start a run of ``wf`` (user ``ada``), and once it is RUNNING a second one; wait for
+    the ``cancelled`` one ("first" or "second") to end, then ``release`` the other's step
+    and take its result (the loser's result raising ``WorkflowRunError``)."""
+    first = await wf.aio_run_no_wait({"user": "ada"})
+
+    async def started() -> bool:
+        run = await get_run(db, first.workflow_run_id, tenant=tenant)
+        return bool(run) and run["status"] == "RUNNING"
+
+    await eventually(started, timeout_s=30)
+    second = await wf.aio_run_no_wait({"user": "ada"})
+    refs = {"first": first, "second": second}
+    loser = await run_ends(db, refs[cancelled].workflow_run_id, tenant=tenant)
+    release.set()
+    winner = refs["second" if cancelled == "first" else "first"]
+    won = await asyncio.wait_for(winner.aio_result(), 30)
+    with pytest.raises(WorkflowRunError):
+        await asyncio.wait_for(refs[cancelled].aio_result(), 30)
+    return Contest(refs, loser, won)
 
 
 async def run_all_on_workers(

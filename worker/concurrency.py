@@ -40,12 +40,9 @@ def check_concurrency(value: ConcurrencyExpression | None) -> ConcurrencyDef | N
 
 
 def check_step_concurrency(value: ConcurrencyExpression | None, step: str) -> ConcurrencyDef | None:
-    """A step's concurrency (issue 15): as a workflow's, but only ``GROUP_ROUND_ROBIN``
-    (a step's tasks wait for their key; cancelling runs for one step's key is not built)."""
-    spec = check_concurrency(value)
-    if spec is not None and spec.limit_strategy is not LimitStrategy.GROUP_ROUND_ROBIN:
-        raise ConfigError(
-            f"step {step!r}: step-level concurrency supports only GROUP_ROUND_ROBIN, not "
-            f"{spec.limit_strategy} (use {spec.limit_strategy} on the workflow)"
-        )
-    return spec
+    """A step's concurrency (issue 15): as a workflow's, on that step's tasks; every
+    ``limit_strategy`` (``dispatcher.flowgates`` says what each does to a step's tasks)."""
+    try:
+        return check_concurrency(value)
+    except ConfigError as e:
+        raise ConfigError(f"step {step!r}: {e}") from None

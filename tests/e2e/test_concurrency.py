@@ -16,13 +16,17 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
-from tests.support import assert_one_at_a_time, hatchet_for, run_all_on_workers, run_ends
+from tests.support import (
+    assert_one_at_a_time,
+    hatchet_for,
+    run_all_on_workers,
+    second_while_first_runs,
+)
 from worker import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
     Context,
     Hatchet,
-    WorkflowRunError,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -125,21 +129,9 @@ async def test_a_cancel_strategy_cancels_exactly_the_run_it_names(
     hatchet = hatchet_for(nats_server, tenant_name)
     wf, release = holder(hatchet, "Capped", strategy)
     async with running(hatchet.worker("w", slots=4, workflows=[wf])):
-        first = await wf.aio_run_no_wait({"user": "ada"})
-
-        async def started() -> bool:
-            run = await get_run(db, first.workflow_run_id, tenant=tenant_name)
-            return bool(run) and run["status"] == "RUNNING"
-
-        await eventually(started, timeout_s=30)
-        second = await wf.aio_run_no_wait({"user": "ada"})
-        refs = {"first": first, "second": second}
-        loser = await run_ends(db, refs[cancelled].workflow_run_id, tenant=tenant_name)
-        release.set()
-        winner = refs["second" if cancelled == "first" else "first"]
-        assert (await asyncio.wait_for(winner.aio_result(), 30)) == {"hold": "done"}
-        with pytest.raises(WorkflowRunError):
-            await asyncio.wait_for(refs[cancelled].aio_result(), 30)
+        contest = await second_while_first_runs(db, tenant_name, wf, release, cancelled)
+    assert contest.won == {"hold": "done"}
+    loser = contest.loser
     hatchet.close()
     assert loser["status"] == "CANCELLED"
     assert "concurrency key 'ada'" in loser["error"]

@@ -1,12 +1,15 @@
 """Step-level concurrency keys end to end, on real NATS and Postgres (issue 15): 3 keys x
 20 runs whose second step has max_runs=1 per key, across 4 workers, never have that step
 of two runs of a key in flight at once (attempt intervals in Postgres), while the first,
-unkeyed step runs freely; a held step says why in runs get."""
+unkeyed step runs freely; a held step says why in runs get; a step key's CANCEL_IN_PROGRESS
+cancels the run in flight and CANCEL_NEWEST the new one, the run's error (runs get) naming
+the step and the key, its later steps never started."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,8 +19,20 @@ from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from projector import get_run
 from tests.conftest import eventually, running
-from tests.support import assert_one_at_a_time, hatchet_for, run_all_on_workers
-from worker import ConcurrencyExpression, Context
+from tests.e2e.test_cli_audit import natchet
+from tests.support import (
+    assert_one_at_a_time,
+    hatchet_for,
+    run_all_on_workers,
+    run_ends,
+    second_while_first_runs,
+)
+from worker import (
+    ConcurrencyExpression,
+    ConcurrencyLimitStrategy,
+    Context,
+    Hatchet,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -95,3 +110,82 @@ async def test_a_step_held_for_its_key_says_why_and_runs_once_the_key_has_room(
         for ref in (first, second, other):
             assert (await asyncio.wait_for(ref.aio_result(), 30)) == {"hold": "done"}
     hatchet.close()
+
+
+def _slow_then_after(
+    hatchet: Hatchet, name: str, strategy: ConcurrencyLimitStrategy
+) -> tuple[Any, asyncio.Event, set[str]]:
+    """``slow`` (a key per user, max_runs 1, ``strategy``) waits for the event; ``after``
+    follows it and records the runs it ran for."""
+    release, ran_after = asyncio.Event(), set[str]()
+    wf = hatchet.workflow(name=name)
+    key = ConcurrencyExpression("input.user", max_runs=1, limit_strategy=strategy)
+
+    @wf.task(concurrency=key)
+    async def slow(input: Any, ctx: Context) -> str:
+        await release.wait()
+        return "done"
+
+    @wf.task(parents=[slow])
+    async def after(input: Any, ctx: Context) -> str:
+        ran_after.add(ctx.workflow_run_id())
+        return "after"
+
+    return wf, release, ran_after
+
+
+@pytest.mark.parametrize(
+    ("strategy", "cancelled", "reason"),
+    [
+        (
+            ConcurrencyLimitStrategy.CANCEL_IN_PROGRESS,
+            "first",
+            "cancelled: a newer task of step 'slow' concurrency key 'ada' took its place",
+        ),
+        (
+            ConcurrencyLimitStrategy.CANCEL_NEWEST,
+            "second",
+            "cancelled: step 'slow' concurrency key 'ada' already has 1 task(s) in flight, "
+            "and this run's is the newest (CANCEL_NEWEST)",
+        ),
+    ],
+    ids=["CANCEL_IN_PROGRESS", "CANCEL_NEWEST"],
+)
+async def test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_later_steps(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    engine: Engine,
+    db: psycopg.AsyncConnection[Any],
+    dsn: str,
+    tenant_name: str,
+    strategy: ConcurrencyLimitStrategy,
+    cancelled: str,
+    reason: str,
+) -> None:
+    hatchet = hatchet_for(nats_server, tenant_name)
+    wf, release, ran_after = _slow_then_after(hatchet, "StepCancel", strategy)
+    async with running(hatchet.worker("w", slots=4, workflows=[wf])):
+        contest = await second_while_first_runs(db, tenant_name, wf, release, cancelled)
+        winner = contest.refs["second" if cancelled == "first" else "first"]
+        won = await run_ends(db, winner.workflow_run_id, tenant=tenant_name)
+    hatchet.close()
+    assert contest.won == {"slow": "done", "after": "after"}
+    loser = contest.loser
+    assert (loser["status"], loser["error"]) == ("CANCELLED", reason)
+    assert won["status"] == "SUCCEEDED"
+    # the cancelled run's later step never started, on the worker or in the read model
+    steps = {s["name"]: s for s in loser["steps"]}
+    assert steps["after"]["status"] == "CANCELLED" and steps["after"]["attempts"] == []
+    assert ran_after == {winner.workflow_run_id}
+    if cancelled == "second":  # cancelled before its task was offered: nothing of it ran
+        assert steps["slow"]["attempts"] == []
+    else:  # its slow step was running: the worker cancelled it, and it never succeeded
+        assert steps["slow"]["status"] == "CANCELLED"
+        assert "SUCCEEDED" not in [a["status"] for a in steps["slow"]["attempts"]]
+    loser_id = contest.refs[cancelled].workflow_run_id
+    code, out, err = await natchet(
+        tmp_path, nats_server, tenant_name, "runs", "get", loser_id, "--database-url", dsn
+    )
+    assert code == 0, err
+    assert f"run {loser_id}  StepCancel  CANCELLED" in out
+    assert f"error: {reason}" in out

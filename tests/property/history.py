@@ -230,9 +230,11 @@ class History:
             return
         was_admitted = m.run_id in self.admitted.get(key, {})
         strategy = created.concurrency.limit_strategy
-        if "(CANCEL_NEWEST)" in (m.error or ""):
+        if _by_step_key(created, m):
+            pass  # a step's key cancelled it, not the run's
+        elif "(CANCEL_NEWEST)" in (m.error or ""):
             assert strategy is LimitStrategy.CANCEL_NEWEST and not was_admitted
-        if "took its place" in (m.error or ""):
+        elif "took its place" in (m.error or ""):
             assert strategy is LimitStrategy.CANCEL_IN_PROGRESS
             if was_admitted:  # the oldest in flight goes first
                 assert next(iter(self.admitted[key])) == m.run_id
@@ -362,6 +364,7 @@ class History:
                 LimitStrategy.CANCEL_NEWEST,
             )  # a strategy cancels runs of a full key (checked in _left_its_key)
             cancelled_by_key = by_key and "concurrency key" in (m.error or "")
+            cancelled_by_key = cancelled_by_key or _by_step_key(created, m)
             assert m.run_id in self.cancel_requested or cancelled_by_key, (
                 f"{m!r} without a cancel request"
             )
@@ -389,3 +392,18 @@ class History:
                 assert step.attempt <= step.spec.retries + 1
         for run_id in self.finished:
             assert run_id in state.done and run_id not in state.runs
+
+
+def _by_step_key(created: RunCreated, m: RunFinished) -> bool:
+    """The run was cancelled by a step key's ``CANCEL_*`` strategy (its reason names the
+    step; ``tests/property/test_step_cancel.py`` checks it names exactly the right runs)."""
+    cancelling = {
+        s.name
+        for s in (*created.steps, *((created.on_failure,) if created.on_failure else ()))
+        if s.concurrency is not None
+        and s.concurrency.limit_strategy is not LimitStrategy.GROUP_ROUND_ROBIN
+    }
+    error = m.error or ""
+    return m.status is RunStatus.CANCELLED and any(
+        f"step {n!r} concurrency key" in error for n in cancelling
+    )

@@ -136,6 +136,15 @@ rate_limits = st.one_of(
 )
 
 
+# Concurrency keys: one key for every run, or a key per request (events share one).
+KEYS = ('"k"', 'has(input.i) ? string(input.i) : "event"')
+concurrency = st.none() | st.builds(
+    ConcurrencyDef, st.sampled_from(KEYS), st.integers(1, 2), st.sampled_from(list(LimitStrategy))
+)
+# A step's own key (issue 15): most steps have none.
+step_concurrency = st.one_of(st.none(), st.none(), st.none(), concurrency)
+
+
 def step_defs(name: str, earlier: tuple[str, ...]) -> st.SearchStrategy[StepDef]:
     return st.builds(
         StepDef,
@@ -148,14 +157,8 @@ def step_defs(name: str, earlier: tuple[str, ...]) -> st.SearchStrategy[StepDef]
         backoff_factor=st.none() | st.sampled_from([0.5, 1.0, 2.0, 10.0]),
         backoff_max_s=st.none() | st.sampled_from([1.0, 30.0]),
         rate_limits=rate_limits,
+        concurrency=step_concurrency,
     )
-
-
-# Concurrency keys: one key for every run, or a key per request (events share one).
-KEYS = ('"k"', 'has(input.i) ? string(input.i) : "event"')
-concurrency = st.none() | st.builds(
-    ConcurrencyDef, st.sampled_from(KEYS), st.integers(1, 2), st.sampled_from(list(LimitStrategy))
-)
 
 
 @st.composite

@@ -18,6 +18,7 @@ from schemas.codec import encode
 from schemas.definition import workflow_version
 from schemas.priority import header_priority, priority_problem
 from worker import ConcurrencyExpression, ConcurrencyLimitStrategy, Hatchet
+from worker.declare import spec_of
 from worker.options import priority_option
 
 SCOPE = Scope("acme", "default")
@@ -76,17 +77,33 @@ def test_a_priority_outside_one_to_three_is_a_config_error(bad: Any) -> None:
         priority_option({"priority": bad})
 
 
-def test_step_concurrency_takes_round_robin_only_and_checks_its_expression() -> None:
+@pytest.mark.parametrize("strategy", list(ConcurrencyLimitStrategy))
+def test_step_concurrency_takes_every_strategy_in_v1_and_v0(
+    strategy: ConcurrencyLimitStrategy,
+) -> None:
+    hatchet = Hatchet()
+    wf = hatchet.workflow(name="Steps")
+    spec = ConcurrencyExpression("input.u", 2, strategy)
+    wf.task(concurrency=spec)(lambda i, c: None)
+    declared = wf.definition.steps[0].concurrency
+    assert declared is not None and declared.limit_strategy is strategy
+    assert declared.max_runs == 2
+
+    @hatchet.workflow()
+    class StepsV0:
+        @hatchet.step(concurrency=spec)
+        def only(self, ctx: Any) -> None: ...
+
+    v0 = spec_of(StepsV0()).definition.steps[0].concurrency
+    assert v0 is not None and v0.limit_strategy is strategy
+
+
+def test_step_concurrency_checks_its_expression_and_names_the_step() -> None:
     wf = Hatchet().workflow(name="Steps")
-    for strategy in (
-        ConcurrencyLimitStrategy.CANCEL_NEWEST,
-        ConcurrencyLimitStrategy.CANCEL_IN_PROGRESS,
-    ):
-        spec = ConcurrencyExpression("input.u", 1, strategy)
-        with pytest.raises(ConfigError, match="supports only GROUP_ROUND_ROBIN"):
-            wf.task(concurrency=spec)(lambda i, c: None)
-    with pytest.raises(ConfigError, match="concurrency expression"):
-        wf.task(concurrency=ConcurrencyExpression("input.(", 1))(lambda i, c: None)
+    with pytest.raises(ConfigError, match="step 'bad': concurrency expression"):
+        wf.task(name="bad", concurrency=ConcurrencyExpression("input.(", 1))(lambda i, c: None)
+    with pytest.raises(ConfigError, match=r"step 'low': concurrency max_runs"):
+        wf.task(name="low", concurrency=ConcurrencyExpression("input.u", 0))(lambda i, c: None)
 
 
 def test_header_priority() -> None:
