@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -85,6 +85,9 @@ class Cancel:
 
 
 Verdict = Go | Hold | Fail | Cancel
+# Shown what gating adds to a decision before it is folded, and the decision's tasks it
+# withdraws (never folded, never to go): ``gate``'s ``seen``.
+Seen = Callable[[list[Output], list[Output]], None]
 
 
 class Gate(Protocol):
@@ -97,11 +100,18 @@ class Gate(Protocol):
 
 
 def gate(
-    state: State, outputs: Sequence[Output], now: dt.datetime, gates: Sequence[Gate]
+    state: State,
+    outputs: Sequence[Output],
+    now: dt.datetime,
+    gates: Sequence[Gate],
+    seen: Seen | None = None,
 ) -> list[Output]:
     """Fold ``outputs`` into ``state`` in order, each task through ``gates`` first; return
     what to append (the tasks that passed, the ``held`` records and verdicts of those that
-    did not, the other outputs as they were)."""
+    did not, the other outputs as they were). ``seen`` is shown the outputs a verdict adds
+    (a failed step's end, the runs a strategy cancels) before they are folded, as the
+    caller saw the decision's own, and the tasks a strategy withdraws with their runs:
+    what the engine's counters count."""
     out: list[Output] = []
     pending = deque(outputs)
     while pending:
@@ -112,10 +122,15 @@ def gate(
                 run, step = _step_of(state, o)
                 assert run is not None and step is not None
                 verdicts = fail_step(run, step, o.message.attempt, judged.reason, now)
+                if seen is not None:
+                    seen(verdicts, [])
                 pending.extendleft(reversed(verdicts))
                 continue
             if isinstance(judged, Cancel):
-                pending.extendleft(reversed([*_cancelled(state, o, judged, now), o]))
+                ends = _cancelled(state, o, judged, now)
+                if seen is not None:
+                    seen(ends, _never_offered(state, o, judged))
+                pending.extendleft(reversed([*ends, o]))
                 continue
             if isinstance(judged, HeldTask):
                 out += _hold(state, o, judged, now)
@@ -128,7 +143,9 @@ def gate(
     return out
 
 
-def release(state: State, now: dt.datetime, gates: Sequence[Gate]) -> list[list[Output]]:
+def release(
+    state: State, now: dt.datetime, gates: Sequence[Gate], seen: Seen | None = None
+) -> list[list[Output]]:
     """The held tasks that pass their gates now, each its own decision (folded), in line;
     nothing unless a recheck is due or something changed (``Holds.due``)."""
     holds = state.holds
@@ -152,7 +169,7 @@ def release(state: State, now: dt.datetime, gates: Sequence[Gate]) -> list[list[
         if step.on_failure:  # the steps that failed meanwhile: as if decided now
             task = attrs.evolve(output.message, step_errors=run.step_errors())
             output = Output(output.subject, task, output.msg_id, headers=output.headers)
-        decision = gate(state, [output], now, gates)
+        decision = gate(state, [output], now, gates, seen)
         if decision:
             decisions.append(decision)
     holds.rechecked()
@@ -169,8 +186,20 @@ def _cancelled(state: State, o: Output, verdict: Cancel, now: dt.datetime) -> li
         run = state.run(scope, run_id)
         if run is not None:
             out += cancel_run(state, run, reason, now)
-    assert out, f"{verdict!r}: none of its runs is in flight"
+    if not out:  # judging the task again would give the same verdict, for ever
+        raise RuntimeError(f"{verdict!r}: none of its runs is in flight")
     return out
+
+
+def _never_offered(state: State, o: Output, verdict: Cancel) -> list[Output]:
+    """``[o]`` when ``verdict`` cancels the task's own run before any attempt of its step
+    was folded: the task never goes, and is not a task (its run's end names the step at
+    attempt 0), though whoever saw the decision it came in counted it (``seen``)."""
+    task: Task = o.message
+    _, step = _step_of(state, o)
+    if step is None or step.attempt > 0:
+        return []  # an attempt folded (held, or an earlier one): its run's end counts it
+    return [o] if any(run_id == task.run_id for run_id, _ in verdict.runs) else []
 
 
 def _step_of(state: State, o: Output) -> tuple[RunState | None, StepState | None]:

@@ -34,7 +34,7 @@ from dispatcher.moved import moves
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State
 from dispatcher.step import admit, decide_on, fit, fold_gated
-from dispatcher.tally import Observer, Tally, age_s, held, observe
+from dispatcher.tally import Observer, Tally, age_s, held, observe, outcomes
 from dispatcher.traces import RunTraces
 from eventstore import (
     RETRY,
@@ -527,14 +527,21 @@ class Dispatcher(Service):
         (``dispatcher.step.settle``), tallying what it does first, for the observer."""
         now = utc_now()
         outputs = fit(self.state, outputs, self._max_bytes, now)
+        seen = None
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))
-        outputs = fold_gated(self.state, scope, message, outputs, now, seq)
-        outputs += admit(self.state, self._max_bytes, now)
+            seen = self._seen
+        outputs = fold_gated(self.state, scope, message, outputs, now, seq, seen)
+        outputs += admit(self.state, self._max_bytes, now, seen)
         if self.observer is not None:
             self._tally.add(held(self.state, outputs))
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs
+
+    def _seen(self, added: list[Output], withdrawn: list[Output]) -> None:
+        """Tally what flow control adds to a decision, before it is folded, and take back
+        the tasks of it it withdraws."""
+        self._tally.add(outcomes(self.state, added, withdrawn=withdrawn))
 
     def _decided_on_time(self, outputs: list[Output]) -> list[Output]:
         """A decision of time (a retry due, a timeout), or one finished after a restart."""

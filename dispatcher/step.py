@@ -17,7 +17,7 @@ from dispatcher.decide import Output, decide, finish_run
 from dispatcher.firing import Fire, decide_trigger
 from dispatcher.flowgates import FLOW_GATES
 from dispatcher.folding import fold
-from dispatcher.holds import Gate, gate, release
+from dispatcher.holds import Gate, Seen, gate, release
 from dispatcher.placing import placement_gate
 from dispatcher.policy import iso
 from dispatcher.ratelimits import rate_limit_gate
@@ -122,13 +122,16 @@ def settle(
     max_bytes: int,
     now: dt.datetime,
     seq: int = 0,
+    seen: Seen | None = None,
 ) -> list[Output]:
     """Keep a decision storable (``fit``) and fold it, with its input, into state, its
     tasks through the gates; return what to append. The second half of :func:`step`, which
-    the service calls after deciding (a tick's decisions have no input: ``scope`` None)."""
+    the service calls after deciding (a tick's decisions have no input: ``scope`` None).
+    ``seen`` is shown what the gates and admissions add to the decision, before each is
+    folded (``dispatcher.holds.gate``)."""
     outputs = fit(state, outputs, max_bytes, now)
-    outputs = fold_gated(state, scope, message, outputs, now, seq)
-    return outputs + admit(state, max_bytes, now)
+    outputs = fold_gated(state, scope, message, outputs, now, seq, seen)
+    return outputs + admit(state, max_bytes, now, seen)
 
 
 def fold_gated(
@@ -138,21 +141,26 @@ def fold_gated(
     outputs: list[Output],
     now: dt.datetime,
     seq: int = 0,
+    seen: Seen | None = None,
 ) -> list[Output]:
     """Fold the input (if any), then the decision, each task through the gates
     (``dispatcher.holds.gate``); return what to append."""
     if scope is not None:
         fold(state, scope, message, seq)
-    return gate(state, outputs, now, GATES)
+    return gate(state, outputs, now, GATES, seen)
 
 
-def admit(state: State, max_bytes: int, now: dt.datetime) -> list[Output]:
+def admit(state: State, max_bytes: int, now: dt.datetime, seen: Seen | None = None) -> list[Output]:
     """The admissions a folded decision makes room for (``dispatcher.admission``), kept
     storable and folded in turn, then the held tasks that may go now (``release``);
-    appended after the decision that made the room."""
+    appended after the decision that made the room. ``seen`` is shown each admission
+    before it is gated, and what gating adds."""
     out: list[Output] = []
     for decided in admissions(state, now):
-        out += gate(state, fit(state, decided, max_bytes, now), now, GATES)
-    for decision in release(state, now, GATES):
+        fitted = fit(state, decided, max_bytes, now)
+        if seen is not None:
+            seen(fitted, [])
+        out += gate(state, fitted, now, GATES, seen)
+    for decision in release(state, now, GATES, seen):
         out += decision
     return out

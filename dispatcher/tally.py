@@ -90,8 +90,30 @@ class Observer(Protocol):
 def observe(state: State, message: object, outputs: Iterable[Output]) -> Tally:
     """What deciding ``message`` (None: time passing) into ``outputs`` does, judged against
     ``state`` as it was before either is folded."""
+    tally = outcomes(state, outputs, by_time=message is None)
+    if isinstance(message, StepAssigned | StepResult):
+        _taken(state, message, tally)
+    return tally
+
+
+def outcomes(
+    state: State,
+    outputs: Iterable[Output],
+    *,
+    by_time: bool = False,
+    withdrawn: Iterable[Output] = (),
+) -> Tally:
+    """What ``outputs`` do, judged against ``state`` before they are folded: a decision's
+    (``observe``), or what flow control adds to it (a strategy's cancellations, a gate's
+    failed step, an admitted run's first tasks: ``dispatcher.holds.gate``'s ``seen``).
+    ``by_time``: decided with no input, so a failure is a timeout. ``withdrawn``: first
+    tasks of the same decision, counted ``created`` with it, that a strategy cancelled
+    with their runs before they went: not tasks after all (their steps end at attempt 0).
+    They are taken back in the same tally, so what is reported never goes below zero."""
     tally = Tally()
     count = tally.counts
+    for out in withdrawn:
+        count["created", _namespace(out.subject), out.message.workflow] -= 1
     for out in outputs:
         m = out.message
         namespace = _namespace(out.subject)
@@ -114,10 +136,8 @@ def observe(state: State, message: object, outputs: Iterable[Output]) -> Tally:
                 if verdict.attempt < 1:
                     continue  # never offered: not a task
                 count[_VERDICTS[verdict.status], namespace, workflow] += 1
-                if message is None and verdict.status is RunStatus.FAILED:
+                if by_time and verdict.status is RunStatus.FAILED:
                     count["timed_out", namespace, workflow] += 1
-    if isinstance(message, StepAssigned | StepResult):
-        _taken(state, message, tally)
     return tally
 
 

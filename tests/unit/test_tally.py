@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from dispatcher import State, decide, due, fold, fold_all
+import pytest
+
+from dispatcher import Output, State, decide, due, fold, fold_all
 from dispatcher.policy import iso
-from dispatcher.tally import Tally, observe
+from dispatcher.step import settle
+from dispatcher.tally import Tally, observe, outcomes
 from schemas import (
     RunCancelRequested,
     RunRequested,
@@ -16,10 +19,12 @@ from schemas import (
     StepResult,
     WorkflowDef,
 )
+from schemas.concurrency import ConcurrencyDef, LimitStrategy
 from schemas.subjects import Scope
 
 SCOPE = Scope("acme", "default")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+MAX = 1024 * 1024 - 1024
 WF = WorkflowDef(
     name="W",
     version="v1",
@@ -105,3 +110,51 @@ def test_the_first_delivery_taken_is_a_wait_and_a_later_one_a_reassignment() -> 
     fold(state, SCOPE, second)
     # The result of that same delivery takes nothing new.
     assert counts(observe(state, result("r4", "a", 1, ok=True, delivery=2), [])) == {}
+
+
+# -- what flow control adds to a decision ------------------------------------------------
+
+
+def _settled(state: State, message: Any, now: dt.datetime = T0) -> dict[str, int]:
+    """Decide on ``message`` and settle it through the gates and admissions, as the service
+    does: the decision observed before it is folded, and what flow control adds shown to
+    the tally (``seen``)."""
+    outputs = decide(state, SCOPE, message, now)
+    tally = observe(state, message, outputs)
+
+    def seen(added: list[Output], withdrawn: list[Output]) -> None:
+        tally.add(outcomes(state, added, withdrawn=withdrawn))
+
+    settle(state, SCOPE, message, outputs, MAX, now, seen=seen)
+    return {what: n for what, n in counts(tally).items() if n}
+
+
+def _keyed(strategy: LimitStrategy, *, at: str = "step") -> State:
+    spec = ConcurrencyDef("input.user", 1, strategy)
+    if at == "step":
+        wf = WorkflowDef("K", "v1", (StepDef("x", concurrency=spec), StepDef("y", ("x",))))
+    else:
+        wf = WorkflowDef("K", "v1", (StepDef("x"), StepDef("y", ("x",))), concurrency=spec)
+    state = State()
+    fold(state, SCOPE, wf)
+    return state
+
+
+@pytest.mark.parametrize("at", ["step", "workflow"])
+def test_a_run_cancelled_in_progress_by_its_key_is_counted_cancelled(at: str) -> None:
+    state = _keyed(LimitStrategy.CANCEL_IN_PROGRESS, at=at)
+    assert _settled(state, RunRequested("r1", "K", {"user": "u"})) == {"created": 1}
+    assert _settled(state, RunRequested("r2", "K", {"user": "u"})) == {
+        "created": 1,
+        "cancelled": 1,
+    }
+
+
+@pytest.mark.parametrize("at", ["step", "workflow"])
+def test_the_newest_run_cancelled_by_its_key_counts_no_task(at: str) -> None:
+    """Its step never went (attempt 0 in the read model): neither created nor cancelled,
+    so created = succeeded + failed + cancelled + in flight holds."""
+    state = _keyed(LimitStrategy.CANCEL_NEWEST, at=at)
+    assert _settled(state, RunRequested("r1", "K", {"user": "u"})) == {"created": 1}
+    assert _settled(state, RunRequested("r2", "K", {"user": "u"})) == {}
+    assert "r2" in state.done and "r1" in state.runs
