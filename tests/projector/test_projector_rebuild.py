@@ -112,7 +112,35 @@ async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
     monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", breaks)
     monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
     await migrate(conn, "broken")
-    before = asyncio.all_tasks()
     with pytest.raises(eventstore.TransportError, match="went away"):
         await projector.rebuild.rebuild(conn, nc, tenant, "broken", until_seq=end, batch_size=3)
-    assert asyncio.all_tasks() - before == set()
+    # The rebuild's own tasks (other tests' leftovers on a shared loop are not its business).
+    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ in {"_read", "_fetch"}]
+    assert mine == []
+
+
+async def test_a_write_that_fails_stops_the_reading(
+    nc: NATS,
+    tenant: str,
+    conn: psycopg.AsyncConnection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Postgres refusing a batch midway is the rebuild's error, and the tasks reading ahead
+    of it (the reader and its fetcher) are stopped, not left reading."""
+    await write_history(nc, tenant)
+    end = await eventstore.last_seq(nc, tenant)
+    batches = 0
+
+    async def refuses(*args: Any, **kwargs: Any) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            raise psycopg.OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(projector.rebuild, "apply_planned", refuses)
+    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
+    with pytest.raises(psycopg.OperationalError, match="closed"):
+        await projector.rebuild.rebuild(conn, nc, tenant, "public", until_seq=end, batch_size=3)
+    assert batches == 2
+    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ in {"_read", "_fetch"}]
+    assert mine == []
