@@ -13,9 +13,10 @@ turn.
 
 The reading itself is a task of its own (:func:`_fetch`), a few chunks ahead of the
 planning: its next pull request is out while the records before it are planned, so the
-server's answer is on its way instead of asked for only when the planner needs it (the
-rebuild then idled on NATS between batches; with it, the 1M-message bench took 54.7 and
-62.5 s against 71.1 and 77.2 s, interleaved, same CPU; docs/benchmarks.md).
+server's answer is on its way instead of asked for only when the planner needs it (a
+profile of the rebuild found a fifth of it idle; with this, the 1M-message bench was
+faster in three interleaved pairs of four on a busy machine, at the same CPU:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
