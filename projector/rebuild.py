@@ -10,13 +10,6 @@ Postgres and Python then work at the same time, each on its own core, instead of
 waiting for the other (bench/rebuild.py: a rebuild waited on Postgres about 40% of its
 time). What is applied, in what order and batches, is the same as reading and applying in
 turn.
-
-The reading itself is a task of its own (:func:`_fetch`), a few chunks ahead of the
-planning: its next pull request is out while the records before it are planned, so the
-server's answer is on its way instead of asked for only when the planner needs it (a
-profile of the rebuild found a fifth of it idle; with this, the 1M-message bench was
-faster in three interleaved pairs of four on a busy machine, at the same CPU:
-docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -41,7 +34,6 @@ AHEAD = 2  # batches read and planned ahead of the one being written
 # rows are loaded and written again in every batch its messages fall in), and 10,000 cut
 # it by another third on a log of 1M messages (bench/rebuild.py, docs/benchmarks.md).
 BATCH = 10_000
-CHUNK = 1_000  # records the fetcher hands the planner at a time
 
 
 Batch = list[Planned]
@@ -72,38 +64,6 @@ def _fewer_collections() -> Iterator[None]:
             gc.set_threshold(_gc["threshold"], *gc.get_threshold()[1:])
 
 
-async def _fetch(
-    nc: Connection,
-    tenant: str,
-    start_seq: int,
-    until_seq: int,
-    batch_size: int,
-    out: asyncio.Queue[list[eventstore.Record] | Exception | None],
-) -> None:
-    """Read the log into chunks of records on ``out``: ``None`` after the last, or the
-    error that ended the reading."""
-    chunk: list[eventstore.Record] = []
-    try:
-        async for record in eventstore.read_to_end(
-            nc,
-            schemas.stream_name(tenant),
-            start_seq=start_seq,
-            until_seq=until_seq,
-            batch_size=batch_size,
-            raw=True,
-        ):
-            chunk.append(record)
-            if len(chunk) >= CHUNK:
-                await out.put(chunk)
-                chunk = []
-    except Exception as exc:  # handed on, and raised by the writer
-        await out.put(exc)
-        return
-    if chunk:
-        await out.put(chunk)
-    await out.put(None)
-
-
 async def _read(
     nc: Connection,
     tenant: str,
@@ -114,30 +74,26 @@ async def _read(
 ) -> None:
     """Read and plan the log into batches on ``out``: ``None`` after the last, or the
     error that ended the reading."""
-    chunks: asyncio.Queue[list[eventstore.Record] | Exception | None] = asyncio.Queue(
-        max(2 * batch_size // CHUNK, 2)
-    )
-    fetcher = asyncio.ensure_future(_fetch(nc, tenant, start_seq, until_seq, batch_size, chunks))
     batch: Batch = []
     try:
-        while (chunk := await chunks.get()) is not None:
-            if isinstance(chunk, Exception):
-                await out.put(chunk)
-                return
-            for record in chunk:
-                batch.append((record, plan_fast(tenant, record)))
-                if len(batch) >= batch_size:
-                    await out.put(batch)
-                    batch = []
-        if batch:
-            await out.put(batch)
-        await out.put(None)
+        async for record in eventstore.read_to_end(
+            nc,
+            schemas.stream_name(tenant),
+            start_seq=start_seq,
+            until_seq=until_seq,
+            batch_size=batch_size,
+            raw=True,
+        ):
+            batch.append((record, plan_fast(tenant, record)))
+            if len(batch) >= batch_size:
+                await out.put(batch)
+                batch = []
     except Exception as exc:  # handed to the writer, which raises it
         await out.put(exc)
-    finally:
-        fetcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await fetcher
+        return
+    if batch:
+        await out.put(batch)
+    await out.put(None)
 
 
 async def rebuild(

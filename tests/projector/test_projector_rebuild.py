@@ -64,29 +64,26 @@ async def test_two_tenants_share_one_database(
     assert len((await dump_tables(conn))["projector_checkpoints"]) == 2
 
 
-async def test_rebuild_reads_ahead_in_chunks_and_applies_whole_batches(
+async def test_rebuild_applies_whole_batches_and_gives_the_same_tables(
     nc: NATS,
     tenant: str,
     conn: psycopg.AsyncConnection[Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The rebuild's reader hands records over in chunks that do not line up with the
-    batches (2 and 3 here): every batch but the last holds ``batch_size`` records, and the
-    tables are the ones applying the whole log at once gives."""
+    """Every batch but the last holds ``batch_size`` records, and the tables are the ones
+    applying the whole log at once gives."""
     await write_history(nc, tenant)
     records = await read_all(nc, tenant)
     await migrate(conn, "whole")
     await apply_records(conn, tenant, records, schema="whole")
 
-    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
     sizes: list[int] = []
-    await migrate(conn, "chunked")
+    await migrate(conn, "batched")
     await projector.rebuild.rebuild(
-        conn, nc, tenant, "chunked", until_seq=records[-1].seq, batch_size=3,
+        conn, nc, tenant, "batched", until_seq=records[-1].seq, batch_size=3,
         on_batch=sizes.append,
     )  # fmt: skip
     assert sum(sizes) == len(records) and set(sizes[:-1]) == {3} and 0 < sizes[-1] <= 3
-    assert await dump_tables(conn, "chunked") == await dump_tables(conn, "whole")
+    assert await dump_tables(conn, "batched") == await dump_tables(conn, "whole")
 
 
 async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
@@ -110,12 +107,11 @@ async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
             yield record
 
     monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", breaks)
-    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
     await migrate(conn, "broken")
     with pytest.raises(eventstore.TransportError, match="went away"):
         await projector.rebuild.rebuild(conn, nc, tenant, "broken", until_seq=end, batch_size=3)
-    # The rebuild's own tasks (other tests' leftovers on a shared loop are not its business).
-    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ in {"_read", "_fetch"}]
+    # The rebuild's own task (other tests' leftovers on a shared loop are not its business).
+    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_read"]
     assert mine == []
 
 
@@ -125,8 +121,8 @@ async def test_a_write_that_fails_stops_the_reading(
     conn: psycopg.AsyncConnection[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Postgres refusing a batch midway is the rebuild's error, and the tasks reading ahead
-    of it (the reader and its fetcher) are stopped, not left reading."""
+    """Postgres refusing a batch midway is the rebuild's error, and the task reading ahead
+    of it is stopped, not left reading."""
     await write_history(nc, tenant)
     end = await eventstore.last_seq(nc, tenant)
     batches = 0
@@ -138,9 +134,8 @@ async def test_a_write_that_fails_stops_the_reading(
             raise psycopg.OperationalError("the server closed the connection")
 
     monkeypatch.setattr(projector.rebuild, "apply_planned", refuses)
-    monkeypatch.setattr(projector.rebuild, "CHUNK", 2)
     with pytest.raises(psycopg.OperationalError, match="closed"):
         await projector.rebuild.rebuild(conn, nc, tenant, "public", until_seq=end, batch_size=3)
     assert batches == 2
-    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ in {"_read", "_fetch"}]
+    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_read"]
     assert mine == []
