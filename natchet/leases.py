@@ -165,7 +165,8 @@ class Leases(Service):
         # this engine takes it back with a CAS instead of waiting for it to expire.
         self._lapsed: dict[Unit, int] = {}
         self._wake = asyncio.Event()
-        self._rounds = 0
+        self._rounds = 0  # rounds ended
+        self._rounds_begun = 0
         self._round_done = asyncio.Condition()
         self._value = orjson.dumps(
             {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid()}
@@ -191,9 +192,11 @@ class Leases(Service):
 
     async def settled(self) -> None:
         """Return once a whole round has run after this call (what the engine waits for
-        before it says it is up)."""
+        before it says it is up): the next one to begin. Not the one after a round in
+        progress: called before the first round (an engine starting), that waited out a
+        whole ``renew_s`` for nothing."""
         async with self._round_done:
-            target = self._rounds + 2
+            target = self._rounds_begun + 1
             self._wake.set()
             await self._round_done.wait_for(lambda: self._rounds >= target)
 
@@ -215,6 +218,7 @@ class Leases(Service):
         try:
             while not self.stopping.is_set():
                 self._wake.clear()
+                self._rounds_begun += 1
                 await self._round(kv, loop.time())
                 async with self._round_done:
                     self._rounds += 1

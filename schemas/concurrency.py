@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from celpy.adapter import json_to_cel
 
 from schemas.filters import compile_filter, filter_error
 
@@ -70,6 +69,8 @@ def expression_key(
     """A key from a CEL expression over ``input`` and ``additional_metadata`` (``what``
     names it in the reason): (key, None), or (None, why not: an evaluation error, or a
     value that is not a string, a number or a boolean). Never raises."""
+    from celpy.adapter import json_to_cel  # celpy loads with the first expression (filters)
+
     try:
         program = compile_filter(expression, what)
         value = program.evaluate(

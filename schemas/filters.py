@@ -12,21 +12,24 @@ every workflow version sharing it shares one program.
   a boolean, and an evaluation error (a missing field, a wrong type) alike; an error is
   returned as its reason for the caller to log (:func:`evaluate`). It never raises.
 
-Pure (cel-python, ``celpy``, parses and evaluates; no IO).
+Pure (cel-python, ``celpy``, parses and evaluates; no IO). celpy is imported, and its
+parser built, on the first expression compiled: that costs about a second, which every
+process importing ``schemas`` without a filter to compile (the CLI, a worker, an engine
+whose workflows have none) would otherwise pay at start.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import celpy
-from celpy.adapter import json_to_cel
-from celpy.celparser import CELParseError
 
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    import celpy
 
 # The longest expression a workflow may carry (it travels in every registration).
 MAX_FILTER_CHARS = 4096
@@ -51,13 +54,20 @@ class Verdict:
     error: str | None = None
 
 
-_ENV = celpy.Environment()
+@functools.cache
+def _environment() -> celpy.Environment:
+    """The one CEL environment, made on first use (see the module's docstring)."""
+    import celpy
+
+    return celpy.Environment()
 
 
 @functools.lru_cache(maxsize=1024)
 def compile_filter(expression: str, what: str = "event filter") -> celpy.Runner:
     """The program of ``expression``; :class:`FilterError` naming the line and column of a
     syntax error (``what``: what the expression is, for the message)."""
+    from celpy.celparser import CELParseError
+
     if not isinstance(expression, str) or not expression.strip():
         raise FilterError(f"an {what} must be a non-empty CEL expression")
     if len(expression) > MAX_FILTER_CHARS:
@@ -65,7 +75,8 @@ def compile_filter(expression: str, what: str = "event filter") -> celpy.Runner:
             f"an {what} may be at most {MAX_FILTER_CHARS} characters, not {len(expression)}"
         )
     try:
-        return _ENV.program(_ENV.compile(expression))
+        env = _environment()
+        return env.program(env.compile(expression))
     except CELParseError as exc:
         line, column = getattr(exc, "line", None) or 0, getattr(exc, "column", None) or 0
         where = f" at line {line} column {column}" if line else ""
@@ -92,6 +103,9 @@ def filter_error(expression: str | None, what: str = "event filter") -> str | No
 
 def evaluate(expression: str, payload: Any, metadata: Mapping[str, str], event_key: str) -> Verdict:
     """Whether the event matches ``expression`` (compiled, cached); never raises."""
+    from celpy.adapter import json_to_cel
+    from celpy.celtypes import BoolType
+
     try:
         program = compile_filter(expression)
         result = program.evaluate(
@@ -105,7 +119,7 @@ def evaluate(expression: str, payload: Any, metadata: Mapping[str, str], event_k
         return Verdict(False, _reason(exc))
     if isinstance(result, Exception):
         return Verdict(False, _reason(result))
-    if isinstance(result, celpy.celtypes.BoolType | bool):
+    if isinstance(result, BoolType | bool):
         return Verdict(bool(result))
     return Verdict(False, f"the filter gave {type(result).__name__} {result!r}, not a boolean")
 
