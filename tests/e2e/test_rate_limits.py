@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import warnings
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -104,13 +105,20 @@ async def test_a_static_limit_of_10_per_second_spreads_100_steps_over_9_seconds(
         offered[task.input["n"]] = dt.datetime.fromisoformat(use.at)
     assert len(offered) == STEPS + 1
     assert most_in_a_window(sorted(offered.values()), 1.0) <= PER_SECOND
-    # What the workers did: each start is its offer plus a pickup time.
+    # What the workers did: each start is its offer plus a pickup time, so no more than the
+    # limit start within any window a second long less the pickups' spread. How long a
+    # pickup takes is the machine's load, not the limit's (a loaded CI once spread them
+    # 0.76 s): the exact check is the log's offers above; this one needs a spread under a
+    # second to say anything, and the test says which it got.
     pickup = [(t - offered[i["n"]]).total_seconds() for t, i in rows]
     spread = max(pickup) - min(pickup)
-    busiest = most_in_a_window([t for t, _input in rows], 1.0 - spread)
-    offsets = [round((t - rows[0][0]).total_seconds(), 3) for t, _input in rows]
-    assert busiest <= PER_SECOND, f"{busiest} started within {1 - spread:.3f}s: {offsets}"
-    assert spread < 0.5, f"pickup times varied by {spread:.3f}s"
+    window = 1.0 - spread
+    if window > 0:
+        busiest = most_in_a_window([t for t, _input in rows], window)
+        offsets = [round((t - rows[0][0]).total_seconds(), 3) for t, _input in rows]
+        assert busiest <= PER_SECOND, f"{busiest} started within {window:.3f}s: {offsets}"
+    else:
+        warnings.warn(f"pickups spread {spread:.3f}s: starts say nothing", stacklevel=1)
 
 
 async def test_a_dynamic_key_limits_each_value_on_its_own(
