@@ -111,7 +111,7 @@ async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
     with pytest.raises(eventstore.TransportError, match="went away"):
         await projector.rebuild.rebuild(conn, nc, tenant, "broken", until_seq=end, batch_size=3)
     # The rebuild's own task (other tests' leftovers on a shared loop are not its business).
-    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_read"]
+    mine = [t for t in asyncio.all_tasks() if _named(t, "_read")]
     assert mine == []
 
 
@@ -137,5 +137,11 @@ async def test_a_write_that_fails_stops_the_reading(
     with pytest.raises(psycopg.OperationalError, match="closed"):
         await projector.rebuild.rebuild(conn, nc, tenant, "public", until_seq=end, batch_size=3)
     assert batches == 2
-    mine = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "_read"]
+    mine = [t for t in asyncio.all_tasks() if _named(t, "_read")]
     assert mine == []
+
+
+def _named(task: asyncio.Task[Any], name: str) -> bool:
+    """Whether ``task`` runs the coroutine function ``name`` (a task may run another
+    awaitable: the loop's closing of an async generator has no name)."""
+    return getattr(task.get_coro(), "__name__", None) == name
