@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import attrs
@@ -110,10 +110,12 @@ def gate(
     what to append (the tasks that passed, the ``held`` records and verdicts of those that
     did not, the other outputs as they were). ``seen`` is shown the outputs a verdict adds
     (a failed step's end, the runs a strategy cancels) before they are folded, as the
-    caller saw the decision's own, and the tasks a strategy withdraws with their runs:
-    what the engine's counters count."""
+    caller saw the decision's own, and the first tasks that never go because their runs
+    ended first (a strategy cancelled them, another step failed): what the engine's
+    counters count. Such a task's step ends at attempt 0: it was never a task."""
     out: list[Output] = []
     pending = deque(outputs)
+    unfolded: set[str] = set()  # first tasks of steps with no attempt folded, by dedup id
     while pending:
         o = pending.popleft()
         if isinstance(o.message, Task) and gates:
@@ -124,19 +126,23 @@ def gate(
                 verdicts = fail_step(run, step, o.message.attempt, judged.reason, now)
                 if seen is not None:
                     seen(verdicts, [])
+                    unfolded |= _first_tasks(state, pending, {run.run_id})
                 pending.extendleft(reversed(verdicts))
                 continue
             if isinstance(judged, Cancel):
                 ends = _cancelled(state, o, judged, now)
                 if seen is not None:
-                    seen(ends, _never_offered(state, o, judged))
+                    seen(ends, [])
+                    unfolded |= _first_tasks(state, [o, *pending], {r for r, _ in judged.runs})
                 pending.extendleft(reversed([*ends, o]))
                 continue
             if isinstance(judged, HeldTask):
                 out += _hold(state, o, judged, now)
                 continue
-            if judged is None:
-                continue  # its run ended or failed earlier in this decision: not offered
+            if judged is None:  # its run ended or failed earlier in this decision: not offered
+                if seen is not None and o.msg_id in unfolded:
+                    seen([], [o])
+                continue
             o = judged
         fold(state, parse(o.subject).scope, o.message)
         out.append(o)
@@ -191,15 +197,21 @@ def _cancelled(state: State, o: Output, verdict: Cancel, now: dt.datetime) -> li
     return out
 
 
-def _never_offered(state: State, o: Output, verdict: Cancel) -> list[Output]:
-    """``[o]`` when ``verdict`` cancels the task's own run before any attempt of its step
-    was folded: the task never goes, and is not a task (its run's end names the step at
-    attempt 0), though whoever saw the decision it came in counted it (``seen``)."""
-    task: Task = o.message
-    _, step = _step_of(state, o)
-    if step is None or step.attempt > 0:
-        return []  # an attempt folded (held, or an earlier one): its run's end counts it
-    return [o] if any(run_id == task.run_id for run_id, _ in verdict.runs) else []
+def _first_tasks(state: State, outputs: Iterable[Output], runs: set[str]) -> set[str]:
+    """The dedup ids of the tasks among ``outputs`` of ``runs`` that are their steps' first
+    (attempt 1, not a move) with no attempt of the step folded yet: whoever saw the
+    decision they came in counted them ``created``. Asked just before those runs end."""
+    found = set()
+    for o in outputs:
+        task = o.message
+        if not isinstance(task, Task) or task.run_id not in runs:
+            continue
+        if task.attempt != 1 or task.moves:
+            continue
+        _, step = _step_of(state, o)
+        if step is not None and step.attempt == 0:
+            found.add(o.msg_id)
+    return found
 
 
 def _step_of(state: State, o: Output) -> tuple[RunState | None, StepState | None]:

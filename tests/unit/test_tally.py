@@ -20,6 +20,7 @@ from schemas import (
     WorkflowDef,
 )
 from schemas.concurrency import ConcurrencyDef, LimitStrategy
+from schemas.ratelimits import RateLimitDef, RateLimitDuration, RateLimitSet
 from schemas.subjects import Scope
 
 SCOPE = Scope("acme", "default")
@@ -158,3 +159,16 @@ def test_the_newest_run_cancelled_by_its_key_counts_no_task(at: str) -> None:
     assert _settled(state, RunRequested("r1", "K", {"user": "u"})) == {"created": 1}
     assert _settled(state, RunRequested("r2", "K", {"user": "u"})) == {}
     assert "r2" in state.done and "r1" in state.runs
+
+
+def test_a_first_task_dropped_when_a_gate_fails_its_run_counts_no_task() -> None:
+    """Two first steps; one takes more units than its rate limit allows (a gate fails it,
+    and the run with it): the other's task, decided beside it, never goes (its step ends
+    at attempt 0), so only the failed one counts."""
+    too_big = RateLimitDef(static_key="openai", units=4)
+    wf = WorkflowDef("R", "v1", (StepDef("big", rate_limits=(too_big,)), StepDef("small")))
+    state = State()
+    fold(state, SCOPE, wf)
+    fold(state, SCOPE, RateLimitSet("openai", 3, RateLimitDuration.SECOND))
+    assert _settled(state, RunRequested("r1", "R", {})) == {"created": 1, "failed": 1}
+    assert "r1" in state.done
