@@ -6,6 +6,7 @@ at once, and no transition lands twice in the log while they move."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -139,6 +140,31 @@ async def publish(nc: NATS, tenant: str, numbers: range, every_s: float = 0.0) -
             await asyncio.sleep(every_s)  # pacing: it synchronizes nothing
 
 
+@contextlib.asynccontextmanager
+async def echo_worker(
+    nats_server: NatsServer, tenant: str, *, max_runs: int, step_s: float = 0.05
+) -> AsyncIterator[None]:
+    """A worker running ``echo`` for ``tenant`` while the block runs."""
+    hatchet = hatchet_for(nats_server, tenant)
+    worker = hatchet.worker("echo-worker", max_runs=max_runs)
+    worker.register_workflow(echo(hatchet, step_s=step_s))
+    try:
+        async with running(worker):
+            yield
+    finally:
+        hatchet.close()
+
+
+async def some_succeeded(dsn: str, tenant: str) -> None:
+    """Wait until a run of ``tenant`` has SUCCEEDED (the engines are doing the work)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
+
+        async def any_done() -> bool:
+            return any(r["status"] == "SUCCEEDED" for r in await runs_of(db, tenant))
+
+        await eventually(any_done, timeout_s=60)
+
+
 async def all_succeed(dsn: str, tenant: str, count: int, timeout_s: float = 90) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
 
@@ -202,13 +228,10 @@ async def test_kill_9_moves_its_units_and_every_run_completes_once(
     first = await engines.start()
     await eventually(lambda: holders(nc, dispatch_keys([tenant])), timeout_s=60)
     second = await engines.start()
-    hatchet = hatchet_for(nats_server, tenant)
-    worker = hatchet.worker("echo-worker", max_runs=8)
-    worker.register_workflow(echo(hatchet))
     key = f"dispatch.{tenant}"
-    async with running(worker):
+    async with echo_worker(nats_server, tenant, max_runs=8):
         load = asyncio.create_task(publish(nc, tenant, range(150), every_s=0.1))
-        await asyncio.sleep(3)  # runs in flight under the first engine
+        await some_succeeded(engines.dsn, tenant)  # runs done, and more coming, under the first
         assert (await holders(nc, [key]))[key] == first.pid
         first.kill()
         pid, took = await moved(nc, key, first.pid, KILL_BOUND_S + 10)
@@ -216,7 +239,6 @@ async def test_kill_9_moves_its_units_and_every_run_completes_once(
         assert pid == second.pid and took < KILL_BOUND_S
         await load
         await all_succeed(engines.dsn, tenant, 150)
-    hatchet.close()
     await logged_once(nc, tenant, 150)
 
 
@@ -232,12 +254,9 @@ async def test_sigterm_hands_its_units_over_at_once(
 
     await eventually(both_held, timeout_s=60)
     second = await engines.start()
-    hatchet = hatchet_for(nats_server, tenant)
-    worker = hatchet.worker("echo-worker", max_runs=8)
-    worker.register_workflow(echo(hatchet))
-    async with running(worker):
+    async with echo_worker(nats_server, tenant, max_runs=8):
         load = asyncio.create_task(publish(nc, tenant, range(60), every_s=0.05))
-        await asyncio.sleep(1.5)
+        await some_succeeded(engines.dsn, tenant)  # runs done, and more coming, under the first
         before = await holders(nc, keys)
         assert before[keys[0]] == first.pid and parent_of(before[keys[1]]) == first.pid
         first.send_signal(signal.SIGTERM)
@@ -250,7 +269,6 @@ async def test_sigterm_hands_its_units_over_at_once(
         assert await asyncio.wait_for(first.wait(), 30) == 0
         await load
         await all_succeed(engines.dsn, tenant, 60)
-    hatchet.close()
     await logged_once(nc, tenant, 60)
 
 
@@ -261,21 +279,12 @@ async def test_stopping_every_engine_and_starting_one_resumes_every_run(
     await engines.start()
     await engines.start()
     await eventually(lambda: holders(nc, dispatch_keys([tenant])), timeout_s=60)
-    hatchet = hatchet_for(nats_server, tenant)
-    worker = hatchet.worker("echo-worker", max_runs=4)
-    worker.register_workflow(echo(hatchet, step_s=0.3))
-    async with running(worker):
+    async with echo_worker(nats_server, tenant, max_runs=4, step_s=0.3):
         await publish(nc, tenant, range(40))
-        async with await psycopg.AsyncConnection.connect(engines.dsn, autocommit=True) as db:
-            await eventually(lambda: _some_succeeded(db, tenant), timeout_s=60)
+        await some_succeeded(engines.dsn, tenant)
         await engines.stop_all()
         async with await psycopg.AsyncConnection.connect(engines.dsn, autocommit=True) as db:
             assert sum(r["status"] == "SUCCEEDED" for r in await runs_of(db, tenant)) < 40
         await engines.start()
         await all_succeed(engines.dsn, tenant, 40)
-    hatchet.close()
     await logged_once(nc, tenant, 40)
-
-
-async def _some_succeeded(db: psycopg.AsyncConnection[Any], tenant: str) -> bool:
-    return any(r["status"] == "SUCCEEDED" for r in await runs_of(db, tenant))
