@@ -114,7 +114,9 @@ async def test_units_spread_and_a_stopped_holder_hands_over_at_once(
     stopped = loop.time()
     await a.leases.shutdown()
     await eventually(lambda: len(b.recorder.running) == 4, timeout_s=5)
-    assert loop.time() - stopped < 1.0
+    # Handed over, not expired: before the keys' last renewal could have expired (what
+    # tells the two apart, whatever the machine's load).
+    assert loop.time() - stopped < FAST.ttl_s - FAST.renew_s
     never_two(a.recorder.log)
 
 
@@ -161,6 +163,7 @@ async def test_a_holder_whose_renewals_failed_a_while_takes_its_lease_back_with_
         await eventually(lambda: not rec.running, timeout_s=timing.ttl_s)
         fenced_at = loop.time()
         await eventually(lambda: rec.running, timeout_s=timing.ttl_s)
-        # Back well before the key could have expired (3 s after the fence).
-        assert loop.time() - fenced_at < 1.5
+        # Taken back by the CAS, not claimed after an expiry: before the key could have
+        # expired, ``margin_s`` after the fence.
+        assert loop.time() - fenced_at < timing.margin_s
     assert [what for _t, _n, what, _u in rec.log] == ["gained", "fenced", "gained", "released"]
