@@ -168,17 +168,9 @@ class Leases(Service):
         self._rounds = 0  # rounds ended
         self._rounds_begun = 0
         self._round_done = asyncio.Condition()
-        self._value = orjson.dumps(
-            {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid()}
-        )
-        self._presence = orjson.dumps(
-            {
-                "holder": self.holder,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "components": list(components),
-            }
-        )
+        who = {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid()}
+        self._value = orjson.dumps(who)
+        self._presence = orjson.dumps({**who, "components": list(components)})
         self._presence_rev = 0
 
     def want(self, tenant: str) -> None:
@@ -213,7 +205,9 @@ class Leases(Service):
         if ttl is not None and abs(ttl - self.timing.ttl_s) > 0.001:
             log.info("leases: the bucket's ttl is %.1fs; using it", ttl)
             t = self.timing
-            self.timing = LeaseTiming(ttl, min(t.renew_s, ttl / 4), min(t.margin_s, ttl / 4))
+            self.timing = attrs.evolve(
+                t, ttl_s=ttl, renew_s=min(t.renew_s, ttl / 4), margin_s=min(t.margin_s, ttl / 4)
+            )
         watching = asyncio.create_task(self._watch(kv))
         try:
             while not self.stopping.is_set():
