@@ -79,7 +79,8 @@ class FlowIndex:
         offered or keyed (room was made)."""
         before = {(k, i, m) for k, i, m in self._of_run.get(run.run_id, ()) if k in _ROOMY}
         self.forget(run.run_id)
-        self._born.setdefault(run.run_id, next(self._ages))
+        if run.run_id not in self._born:  # ``setdefault`` would draw a number every call
+            self._born[run.run_id] = next(self._ages)
         entries: list[tuple[str, Any, Any]] = []
         wid = (run.scope, run.workflow)
         for name, step in run.steps.items():
