@@ -305,9 +305,17 @@ async def test_a_raw_event_runs_the_typescript_diamond(
         assert [(a["worker_name"], a["status"], a["delivery"]) for a in step["attempts"]] == [
             ("ts-diamond", "SUCCEEDED", 1)
         ]
-    assert steps["join"]["started_at"] >= max(
-        steps["left"]["finished_at"], steps["right"]["finished_at"]
-    )
+    # The TypeScript worker's clock says milliseconds (a JS Date), the dispatcher's verdicts
+    # microseconds: join started no earlier than the millisecond its parents finished in
+    # (CI once saw it start at .185000 after a parent finished at .185004).
+    parents_done = max(steps["left"]["finished_at"], steps["right"]["finished_at"])
+    assert dt.datetime.fromisoformat(steps["join"]["started_at"]) >= to_ms(parents_done)
+
+
+def to_ms(iso: str) -> dt.datetime:
+    """``iso``'s moment truncated to the millisecond: a JS Date's resolution."""
+    t = dt.datetime.fromisoformat(iso)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
