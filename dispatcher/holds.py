@@ -116,8 +116,11 @@ def gate(
     out: list[Output] = []
     pending = deque(outputs)
     unfolded: set[str] = set()  # first tasks of steps with no attempt folded, by dedup id
+    cancelled: set[str] = set()  # runs a strategy ended in this decision
     while pending:
         o = pending.popleft()
+        if not isinstance(o.message, Task) and _ended_here(state, o, cancelled):
+            continue  # (a task of it is judged: it goes nowhere, and is taken back below)
         if isinstance(o.message, Task) and gates:
             judged = _judge(state, o, now, gates)
             if isinstance(judged, Fail):
@@ -130,6 +133,7 @@ def gate(
                 pending.extendleft(reversed(verdicts))
                 continue
             if isinstance(judged, Cancel):
+                cancelled |= {r for r, _ in judged.runs}
                 ends = _cancelled(state, o, judged, now)
                 if seen is not None:
                     seen(ends, [])
@@ -147,6 +151,13 @@ def gate(
         fold(state, parse(o.subject).scope, o.message)
         out.append(o)
     return out
+
+
+def _ended_here(state: State, o: Output, cancelled: set[str]) -> bool:
+    """Whether ``o`` is of a run a strategy ended earlier in this decision (an event that
+    woke it, say): nothing more of a run over is appended."""
+    run_id = getattr(o.message, "run_id", None)
+    return run_id in cancelled and run_id not in state.runs
 
 
 def release(

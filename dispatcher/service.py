@@ -33,7 +33,7 @@ from dispatcher.hearing import Hearing
 from dispatcher.moved import moves
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State
-from dispatcher.step import admit, decide_on, fit, fold_gated
+from dispatcher.step import admit, decide_on, fit, fold_gated, live
 from dispatcher.tally import Observer, Tally, age_s, held, observe, outcomes
 from dispatcher.traces import RunTraces
 from eventstore import (
@@ -526,7 +526,7 @@ class Dispatcher(Service):
         """Keep a decision storable and fold it (with its input) into state
         (``dispatcher.step.settle``), tallying what it does first, for the observer."""
         now = utc_now()
-        outputs = fit(self.state, outputs, self._max_bytes, now)
+        outputs = fit(self.state, live(self.state, outputs), self._max_bytes, now)
         seen = None
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))

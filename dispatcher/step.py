@@ -44,6 +44,17 @@ def fold_all(
         fold(state, parse(out.subject).scope, out.message)
 
 
+def live(state: State, outputs: list[Output]) -> list[Output]:
+    """``outputs`` but those of runs already over. A tick's decisions (``due``), a
+    restart's (``complete``) and moves are all made before the first is folded; folding
+    one can end another run (a step key's ``CANCEL_*`` strategy), whose decision made
+    before that is then stale: a second end, or a task, of a run over."""
+    done = state.done
+    if not done:
+        return outputs
+    return [o for o in outputs if getattr(o.message, "run_id", None) not in done]
+
+
 def fit(state: State, outputs: list[Output], max_bytes: int, now: dt.datetime) -> list[Output]:
     """``outputs``, unless a message of some run is larger than ``max_bytes`` (the log
     would refuse it forever, and every input behind it would wait): then that run's part of
@@ -129,7 +140,7 @@ def settle(
     the service calls after deciding (a tick's decisions have no input: ``scope`` None).
     ``seen`` is shown what the gates and admissions add to the decision, before each is
     folded (``dispatcher.holds.gate``)."""
-    outputs = fit(state, outputs, max_bytes, now)
+    outputs = fit(state, live(state, outputs), max_bytes, now)
     outputs = fold_gated(state, scope, message, outputs, now, seq, seen)
     return outputs + admit(state, max_bytes, now, seen)
 
