@@ -13,7 +13,8 @@ A tenant's dispatch may be split into partitions (``settings.dispatch_partitions
 16; the count every engine agreed on: ``natchet.partitions``): each partition is a unit
 of its own, with its own dispatcher and worker gate (partitions may run in different
 engines, and each must hear the workers), so one engine may run several dispatchers of a
-tenant. Partition 0 also runs the sourcing nudge."""
+tenant. Each also runs a sourcing nudge, which only partition 0's lets step down the task
+queues' leader."""
 
 from __future__ import annotations
 
@@ -264,10 +265,12 @@ class Engine:
             )
             self.gates[unit] = gate
             parts.append((f"worker gate {name}", gate))
-            if self.settings.stream_replicas > 1 and partition.coordinator:
-                nudge = SourcingNudge(conn, tenant)
+            if self.settings.stream_replicas > 1:
+                # Every partition's appends must hear of a new leader of the log; partition
+                # 0 alone steps the task queues down (one step-down an election).
+                nudge = SourcingNudge(conn, tenant, step_down=partition.coordinator)
                 self.nudges[unit] = nudge
-                parts.append((f"sourcing nudge {tenant}", nudge))
+                parts.append((f"sourcing nudge {name}", nudge))
         else:
             projector = Projector(conn, self.settings.database_url, tenant)
             self.projectors[tenant] = projector
