@@ -91,6 +91,17 @@ class LeaseBucket:
                 return cls(kv, timeout_s)
             return cls(await js.key_value(bucket), timeout_s)
 
+    @classmethod
+    async def find(
+        cls, nc: Connection, bucket: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> LeaseBucket | None:
+        """The bucket if it exists (None if not): to read another's keys, never create it."""
+        with _store_errors(f"the lease bucket {bucket}"):
+            try:
+                return cls(await nc.jetstream().key_value(bucket), timeout_s)
+            except nats.js.errors.BucketNotFoundError:
+                return None
+
     async def get(self, key: str) -> KeySeen | None:
         """``key``'s value now; None if it has none (never written, deleted or expired)."""
         with _store_errors(f"get {key}"):

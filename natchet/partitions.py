@@ -20,6 +20,13 @@ engine runs. A second bucket costs one more small stream; the system stream
 (``natchet-system``, the tenants' records) would also keep it, but it is a log of what an
 operator did, folded by every engine, and "the first engine's setting" is no such record.
 
+Engines that record no count (an earlier release, or ``NATCHET_LEASES=0``) dispatch a
+tenant whole, under the lease ``dispatch.<t>``, which no partition's lease excludes. So the
+first count recorded for a tenant is 1, whatever the setting, while such an engine holds
+``dispatch.<t>`` (a rolling upgrade that turns partitions on at the same time would
+otherwise split a tenant that an older engine still dispatches whole). Engines of this
+release with a count of 1 recorded hold the same key; they never reach that check.
+
 Changing a tenant's count is an operator's act: stop every engine that dispatches it,
 then ``nats kv put natchet_settings partitions.<t> <n>`` (or ``nats kv del``, and the next
 engine's setting is recorded), in the engine's account.
@@ -33,6 +40,7 @@ import logging
 from dispatcher.partition import MAX_PARTITIONS
 from eventstore import ConfigError, Connection
 from eventstore.leasekv import LeaseBucket, LeaseStoreError
+from natchet.leases import BUCKET, Unit
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +67,21 @@ def parse_count(value: bytes, where: str) -> int:
 
 class PartitionCounts:
     """The partition counts of the tenants this engine dispatches, as recorded in
-    ``bucket`` (created on first use with ``replicas``)."""
+    ``bucket`` (created on first use with ``replicas``); ``leases``: the bucket of the
+    leases, read (never created) for a tenant dispatched whole."""
 
-    def __init__(self, nc: Connection, *, replicas: int = 1, bucket: str = SETTINGS_BUCKET):
+    def __init__(
+        self,
+        nc: Connection,
+        *,
+        replicas: int = 1,
+        bucket: str = SETTINGS_BUCKET,
+        leases: str = BUCKET,
+    ):
         self.nc = nc
         self.replicas = replicas
         self.bucket = bucket
+        self.leases = leases
         self._kv: LeaseBucket | None = None
         self._opening = asyncio.Lock()
 
@@ -90,12 +107,23 @@ class PartitionCounts:
         key = partitions_key(tenant)
         where = f"{self.bucket} {key}"
         for _ in range(ATTEMPTS):
-            if await kv.create(key, str(setting).encode()) is not None:
-                if setting > 1:
+            first = 1 if setting > 1 and await self._dispatched_whole(tenant) else setting
+            if await kv.create(key, str(first).encode()) is not None:
+                if first != setting:
+                    log.warning(
+                        "dispatch of %s: an engine holds it whole (dispatch.%s; an earlier "
+                        "release, or leases off): 1 partition recorded in %s, not this "
+                        "engine's %d; to split it, stop every engine and put the count there",
+                        tenant,
+                        tenant,
+                        where,
+                        setting,
+                    )
+                elif setting > 1:
                     log.info(
                         "dispatch of %s: %d partitions (recorded in %s)", tenant, setting, where
                     )
-                return setting
+                return first
             seen = await kv.get(key)
             if seen is not None and seen.value is not None:
                 break
@@ -112,3 +140,8 @@ class PartitionCounts:
                 setting,
             )
         return count
+
+    async def _dispatched_whole(self, tenant: str) -> bool:
+        """Whether an engine holds ``tenant``'s whole-dispatch lease now."""
+        leases = await LeaseBucket.find(self.nc, self.leases)
+        return leases is not None and await leases.get(Unit(tenant, "dispatch").key) is not None

@@ -81,6 +81,28 @@ async def test_a_count_that_is_no_count_stops_the_tenant_and_a_deleted_one_is_se
     assert await PartitionCounts(nc, bucket=bucket).agree(t, 1) == 5
 
 
+async def test_a_tenant_an_engine_dispatches_whole_is_recorded_whole(
+    nc: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine that records no count (an earlier release, leases off) holds dispatch.<t>:
+    splitting that tenant beside it would run two dispatchers on the same runs."""
+    settings, leases = bucket_name("settings"), bucket_name("leases")
+    held, free = tenant(), tenant()
+    # No lease bucket at all (a first engine): the setting, and nothing created.
+    counts = PartitionCounts(nc, bucket=settings, leases=leases)
+    assert await counts.agree(tenant(), 4) == 4
+    assert await LeaseBucket.find(nc, leases) is None
+    kv = await LeaseBucket.open(nc, leases, ttl_s=FAST.ttl_s)
+    await kv.put(Unit(held, "dispatch").key, b'{"holder": "older"}')
+    with caplog.at_level(logging.WARNING, logger="natchet.partitions"):
+        assert await counts.agree(held, 4) == 1
+    assert any("holds it whole" in r.getMessage() for r in caplog.records)
+    assert await counts.agree(free, 4) == 4
+    # Recorded: the whole lease going away changes nothing (only an operator does).
+    await kv.delete(Unit(held, "dispatch").key, (await kv.get(Unit(held, "dispatch").key)).revision)
+    assert await PartitionCounts(nc, bucket=settings, leases=leases).agree(held, 4) == 1
+
+
 async def test_two_engines_hold_one_partition_each_of_one_tenant(
     nats_server: NatsServer,
 ) -> None:
