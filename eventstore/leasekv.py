@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from eventstore.errors import NatchetError
 
 _DELETED = ("DEL", "PURGE")
+DEFAULT_TIMEOUT_S = 2.0
 
 
 class LeaseStoreError(NatchetError):
@@ -57,14 +58,25 @@ class LeaseBucket:
 
     @classmethod
     async def open(
-        cls, nc: Connection, bucket: str, *, ttl_s: float, replicas: int = 1, description: str = ""
+        cls,
+        nc: Connection,
+        bucket: str,
+        *,
+        ttl_s: float | None,
+        replicas: int = 1,
+        description: str = "",
+        timeout_s: float | None = None,
     ) -> LeaseBucket:
         """The bucket, created with ``ttl_s`` if missing (an existing one keeps its own:
-        read :meth:`ttl_s`)."""
+        read :meth:`ttl_s`). ``ttl_s`` None: a bucket whose keys never expire (what must
+        outlive every engine). ``timeout_s``: per request; default a quarter of the ttl (a
+        request must not outlast the lease it renews), else ``DEFAULT_TIMEOUT_S``."""
+        if timeout_s is None:
+            timeout_s = DEFAULT_TIMEOUT_S if ttl_s is None else ttl_s / 4
         js = nc.jetstream()
         with _store_errors(f"the lease bucket {bucket}"):
             try:
-                return cls(await js.key_value(bucket), ttl_s / 4)
+                return cls(await js.key_value(bucket), timeout_s)
             except nats.js.errors.BucketNotFoundError:
                 pass
             with contextlib.suppress(nats.js.errors.BadRequestError):  # created meanwhile
@@ -74,10 +86,32 @@ class LeaseBucket:
                     history=1,
                     ttl=ttl_s,
                     replicas=replicas,
-                    limit_marker_ttl=max(ttl_s, 10.0),
+                    limit_marker_ttl=None if ttl_s is None else max(ttl_s, 10.0),
                 )
-                return cls(kv, ttl_s / 4)
-            return cls(await js.key_value(bucket), ttl_s / 4)
+                return cls(kv, timeout_s)
+            return cls(await js.key_value(bucket), timeout_s)
+
+    @classmethod
+    async def find(
+        cls, nc: Connection, bucket: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> LeaseBucket | None:
+        """The bucket if it exists (None if not): to read another's keys, never create it."""
+        with _store_errors(f"the lease bucket {bucket}"):
+            try:
+                return cls(await nc.jetstream().key_value(bucket), timeout_s)
+            except nats.js.errors.BucketNotFoundError:
+                return None
+
+    async def get(self, key: str) -> KeySeen | None:
+        """``key``'s value now; None if it has none (never written, deleted or expired)."""
+        with _store_errors(f"get {key}"):
+            try:
+                entry = await asyncio.wait_for(self.kv.get(key), self.timeout_s)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+        if not entry.value:
+            return None  # the server's expiry marker
+        return KeySeen(key, entry.value, entry.revision or 0)
 
     async def ttl_s(self) -> float | None:
         with _store_errors("the lease bucket's status"):

@@ -379,17 +379,30 @@ def dispatcher_filters(tenant: str) -> list[str]:
     ]
 
 
-async def ensure_dispatcher_consumer(conn: Connection, tenant: str) -> str:
-    async with translated(f"setting up the dispatcher consumer of {tenant}"):
-        return await _ensure_dispatcher_consumer(conn.jetstream(), tenant)
+def dispatcher_consumer_name(partition: int = 0) -> str:
+    """The durable consumer of the log that partition ``partition`` of a tenant's dispatch
+    reads (issue 16): partition 0 keeps the one a single dispatcher always had, so a tenant
+    split later goes on where it was; partition ``p`` > 0 has ``dispatcher-<p>``."""
+    if partition < 0:
+        raise ValueError(f"no partition {partition}")
+    return DISPATCHER_CONSUMER if partition == 0 else f"{DISPATCHER_CONSUMER}-{partition}"
 
 
-def _dispatcher_config(start_seq: int = 0) -> ConsumerConfig:
+async def ensure_dispatcher_consumer(
+    conn: Connection, tenant: str, name: str = DISPATCHER_CONSUMER
+) -> str:
+    """The durable consumer ``name`` of the tenant's log (every partition of its dispatch
+    reads the whole log through one of its own: :func:`dispatcher_consumer_name`)."""
+    async with translated(f"setting up the dispatcher consumer {name} of {tenant}"):
+        return await _ensure_dispatcher_consumer(conn.jetstream(), tenant, name)
+
+
+def _dispatcher_config(start_seq: int = 0, name: str = DISPATCHER_CONSUMER) -> ConsumerConfig:
     """The whole log, each message acknowledged on its own. Not cumulatively (``AckPolicy.ALL``):
     acking the last of a batch would also ack what was delivered to a dispatcher killed before
     it decided (or lost in flight), and those inputs would never come back."""
     return ConsumerConfig(
-        durable_name=DISPATCHER_CONSUMER,
+        durable_name=name,
         description="natchet dispatcher inputs",
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
@@ -402,28 +415,35 @@ def _dispatcher_config(start_seq: int = 0) -> ConsumerConfig:
     )
 
 
-async def _ensure_dispatcher_consumer(js: JetStreamContext, tenant: str) -> str:
+async def _ensure_dispatcher_consumer(
+    js: JetStreamContext, tenant: str, name: str = DISPATCHER_CONSUMER
+) -> str:
     stream = stream_name(tenant)
     try:
-        info = await js.consumer_info(stream, DISPATCHER_CONSUMER)
+        info = await js.consumer_info(stream, name)
     except NotFoundError:
-        await js.add_consumer(stream, _dispatcher_config())
-        return DISPATCHER_CONSUMER
+        await js.add_consumer(stream, _dispatcher_config(name=name))
+        return name
     old = info.config
     if old.filter_subjects or old.filter_subject:
         # An older engine's consumer (filtered): start a new one after what it had
         # acknowledged. Everything before its ack floor was decided; what came
         # after is read again, and an input already decided decides nothing.
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        log.info("dispatcher consumer of %s is an older kind; recreating it at %d", tenant, floor)
-        await js.delete_consumer(stream, DISPATCHER_CONSUMER)
-        await js.add_consumer(stream, _dispatcher_config(floor + 1))
+        log.info(
+            "dispatcher consumer %s of %s is an older kind; recreating it at %d",
+            name,
+            tenant,
+            floor,
+        )
+        await js.delete_consumer(stream, name)
+        await js.add_consumer(stream, _dispatcher_config(floor + 1, name))
     elif old.ack_wait != DISPATCHER_ACK_WAIT_S:
         # create-or-update: ack_wait is editable, the start is not.
-        config = _dispatcher_config()
+        config = _dispatcher_config(name=name)
         config.deliver_policy, config.opt_start_seq = old.deliver_policy, old.opt_start_seq
         await js.add_consumer(stream, config)
-    return DISPATCHER_CONSUMER
+    return name
 
 
 async def ensure_fires_consumer(conn: Connection, tenant: str) -> str:

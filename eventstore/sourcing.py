@@ -19,6 +19,13 @@ It also tells appenders on the same connection (:func:`new_leader`): an append s
 the log had no leader is dropped unanswered, and the dispatcher's :class:`~eventstore.
 pipeline.Appender` would wait out its 10 s timeout before the dispatcher recovers from the
 log; told, it fails at once and the dispatcher recovers as soon as the log can be read.
+
+A tenant's dispatch split into partitions (issue 16) has one dispatcher per partition,
+perhaps in different engines, each appending on its engine's connection: every one needs
+telling, and one step-down per election is enough. So a nudge may only listen
+(``step_down=False``: partitions other than 0), and two nudges on one connection (an engine
+holding partition 0 and another) tell its appenders once per advisory, not twice (a second
+telling would fail appends sent after the first, for nothing).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ RETRY_S = 3.0  # at most one step-down this often
 STALLED_NS = 2_000_000_000  # a source behind and silent this long has stalled
 
 _elected: weakref.WeakKeyDictionary[Connection, asyncio.Event] = weakref.WeakKeyDictionary()
+# The last advisory told on each connection (each subscription gets its own copy).
+_told: weakref.WeakKeyDictionary[Connection, bytes] = weakref.WeakKeyDictionary()
 
 
 def new_leader(conn: Connection) -> asyncio.Event:
@@ -56,13 +65,15 @@ def new_leader(conn: Connection) -> asyncio.Event:
 
 class SourcingNudge(Service):
     """For one tenant, on a connection to its log's account: a new leader of the log makes
-    the task queues' leader step down, so their sourcing starts again at once."""
+    the task queues' leader step down, so their sourcing starts again at once (unless
+    ``step_down`` is false: then it only tells the connection's appenders)."""
 
     name = "sourcing nudge"
 
-    def __init__(self, conn: Connection, tenant: str) -> None:
+    def __init__(self, conn: Connection, tenant: str, *, step_down: bool = True) -> None:
         super().__init__()
         self.conn = conn
+        self.step_down = step_down
         self.log = stream_name(tenant)
         self.tasks = tasks_stream_name(tenant)
         self.nudges = 0  # step-downs the task queues' leader accepted
@@ -77,10 +88,13 @@ class SourcingNudge(Service):
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
-    async def _elected(self, _msg: Msg) -> None:
-        new_leader(self.conn).set()
-        _elected[self.conn] = asyncio.Event()
-        self._wake.set()
+    async def _elected(self, msg: Msg) -> None:
+        if _told.get(self.conn) != msg.data:  # another nudge here has not told it yet
+            _told[self.conn] = msg.data
+            new_leader(self.conn).set()
+            _elected[self.conn] = asyncio.Event()
+        if self.step_down:
+            self._wake.set()
 
     async def _watch(self) -> None:
         """After each election of the log: step the task queues' leader down, then, for

@@ -1,6 +1,7 @@
 """What the server says about a tenant's queues and consumers, for metrics and health: how
-many tasks wait in each workflow's queue group, how far the dispatcher has acknowledged the
-log, and when a message was stored. Read-only; each call is one or two API requests."""
+many tasks wait in each workflow's queue group, how far the dispatcher (each partition of
+it) has acknowledged the log, and when a message was stored. Read-only; each call is one
+or two API requests."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import nats.errors
 from nats.aio.client import Client as Connection
 
 from eventstore.errors import ReadError
-from eventstore.provision import DISPATCHER_CONSUMER
+from eventstore.provision import DISPATCHER_CONSUMER, dispatcher_consumer_name
 from eventstore.read import direct_get, direct_stream_history
 from eventstore.records import Record
 from eventstore.snapshot import translated
@@ -60,12 +61,35 @@ async def task_queues(conn: Connection, tenant: str) -> list[QueueStats]:
                 return out
 
 
-async def dispatcher_ack_floor(conn: Connection, tenant: str) -> int:
+async def dispatcher_ack_floor(conn: Connection, tenant: str, partitions: int = 1) -> int:
     """The sequence of the log up to which the dispatcher acknowledged every input (it acks
-    an input once its decision is stored)."""
-    async with translated(f"reading the dispatcher consumer of {tenant}"):
-        info = await conn.jetstream().consumer_info(stream_name(tenant), DISPATCHER_CONSUMER)
-    return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+    an input once its decision is stored). A tenant whose dispatch has ``partitions`` > 1
+    has a consumer per partition, each reading the whole log: the lowest of their floors
+    (the partition furthest behind bounds the runs it owns), a partition whose consumer
+    does not exist yet counting as 0 (it has decided nothing). Consumers of partitions
+    beyond ``partitions`` (left by a larger count) are not read: nobody reads them."""
+    if partitions == 1:
+        async with translated(f"reading the dispatcher consumer of {tenant}"):
+            info = await conn.jetstream().consumer_info(stream_name(tenant), DISPATCHER_CONSUMER)
+        return int(info.ack_floor.stream_seq) if info.ack_floor else 0
+    floors = await _dispatcher_floors(conn, tenant)
+    return min(floors.get(dispatcher_consumer_name(p), 0) for p in range(partitions))
+
+
+async def _dispatcher_floors(conn: Connection, tenant: str) -> dict[str, int]:
+    """The ack floor of every consumer of the tenant's log, by name: one request per
+    ``PAGE`` consumers (the log has few: its partitions', and readers' ephemeral ones)."""
+    out: dict[str, int] = {}
+    listed = 0
+    async with translated(f"reading the dispatcher consumers of {tenant}"):
+        js = conn.jetstream()
+        while True:
+            page = await js.consumers_info(stream_name(tenant), offset=listed or None)
+            listed += len(page)
+            for info in page:
+                out[info.name or ""] = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+            if len(page) < PAGE:
+                return out
 
 
 async def stored_at(conn: Connection, tenant: str, seq: int) -> dt.datetime | None:

@@ -102,6 +102,24 @@ def replicas_from(value: str | int | None, what: str) -> int:
     return replicas
 
 
+# dispatcher.partition.MAX_PARTITIONS (a test pins them equal): not imported, so the CLI's
+# every command does not load the dispatcher to read its settings.
+MAX_PARTITIONS = 64
+
+
+def partitions_from(value: str | int | None, what: str) -> int:
+    """How many partitions a tenant's dispatch has, 1 to ``MAX_PARTITIONS``; 1 when not set."""
+    if value is None or value == "":
+        return 1
+    try:
+        partitions = int(value)
+    except ValueError:
+        raise ConfigError(f"{what}: not a number of partitions: {value!r}") from None
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ConfigError(f"{what}: 1 to {MAX_PARTITIONS} partitions, not {partitions}")
+    return partitions
+
+
 def flag_from(value: str | None, what: str, *, default: bool) -> bool:
     """A yes/no setting: 1/true/yes/on or 0/false/no/off; ``default`` when not set."""
     if value is None or value == "":
@@ -145,6 +163,12 @@ class EngineSettings:
     # engines can serve the same tenants (natchet.leases, docs/scaling.md). Off: this
     # engine runs every unit of its tenants, and must be the only one.
     leases: bool = True
+    # How many partitions each tenant's dispatch has (issue 16, docs/scaling.md), each a
+    # unit of its own. With leases, the first engine's value is recorded per tenant and
+    # every engine uses the recorded one (natchet.partitions).
+    dispatch_partitions: int = attrs.field(
+        default=1, validator=attrs.validators.in_(range(1, MAX_PARTITIONS + 1))
+    )
 
     @property
     def dispatches(self) -> bool:
@@ -167,6 +191,7 @@ class EngineSettings:
         metrics_host: str | None = None,
         ready_max_lag_s: float | None = None,
         stream_replicas: int | None = None,
+        dispatch_partitions: int | None = None,
     ) -> EngineSettings:
         env = layered_env() if env is None else env
         nats = nats_url or env.get("NATCHET_NATS_URL")
@@ -209,6 +234,12 @@ class EngineSettings:
                 "--replicas / NATCHET_STREAM_REPLICAS",
             ),
             leases=flag_from(env.get("NATCHET_LEASES"), "NATCHET_LEASES", default=True),
+            dispatch_partitions=partitions_from(
+                dispatch_partitions
+                if dispatch_partitions is not None
+                else env.get("NATCHET_DISPATCH_PARTITIONS"),
+                "--dispatch-partitions / NATCHET_DISPATCH_PARTITIONS",
+            ),
         )
 
     @property

@@ -7,26 +7,35 @@ With ``settings.leases`` (the default) several engines may serve the same tenant
 tenant's dispatcher (with its worker gate and sourcing nudge) and its projector each run
 only in the engine holding that unit's lease (``natchet.leases``), are started when the
 lease is won, stopped gracefully when it is handed back, and cancelled at once when it is
-lost (the fence)."""
+lost (the fence).
+
+A tenant's dispatch may be split into partitions (``settings.dispatch_partitions``, issue
+16; the count every engine agreed on: ``natchet.partitions``): each partition is a unit
+of its own, with its own dispatcher and worker gate (partitions may run in different
+engines, and each must hear the workers), so one engine may run several dispatchers of a
+tenant. Each also runs a sourcing nudge, which only partition 0's lets step down the task
+queues' leader."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import attrs
 import psycopg
 
 from dispatcher import Dispatcher
 from dispatcher.gate import WorkerGate
+from dispatcher.partition import WHOLE, Partition
 from eventstore import Append, Connection, NatchetError, append, close, connect
 from eventstore.sourcing import SourcingNudge
 from natchet.config import EngineSettings
 from natchet.health import HealthServer
 from natchet.leases import Leases, LeaseTiming, Unit
 from natchet.metrics import EngineMetrics
+from natchet.partitions import PartitionCounts
 from natchet.probe import Probe
 from natchet.supervise import supervise
 from natchet.tenancy.provision import Provisioner
@@ -86,11 +95,14 @@ class Engine:
         self.health: HealthServer | None = None
         self.nc: Connection | None = None
         self.provisioner: Provisioner | None = None
-        self.dispatchers: dict[str, Dispatcher] = {}
+        # Every dispatcher running here: a tenant's whole dispatch, or partitions of it.
+        self.dispatch: dict[Unit, Dispatcher] = {}
         self.projectors: dict[str, Projector] = {}
         self.connections: dict[str, Connection] = {}  # tenant -> the connection to its log
-        self.gates: dict[str, WorkerGate] = {}
-        self.nudges: dict[str, SourcingNudge] = {}  # replicated streams only (docs/scaling.md)
+        self.gates: dict[Unit, WorkerGate] = {}  # one per dispatch unit, beside its dispatcher
+        self.nudges: dict[Unit, SourcingNudge] = {}  # replicated streams only (docs/scaling.md)
+        self.partitions: dict[str, int] = {}  # tenant -> how many partitions its dispatch has
+        self.partition_counts: PartitionCounts | None = None  # with leases: agreed counts
         self.leases: Leases | None = None
         self._tenants: set[str] = set()
         self._units: dict[Unit, _Running] = {}
@@ -102,6 +114,16 @@ class Engine:
     @property
     def database_url(self) -> str:
         return self.settings.database_url
+
+    @property
+    def dispatchers(self) -> dict[str, Dispatcher]:
+        """Each tenant's dispatcher here: its whole dispatch, or the lowest partition of it
+        this engine runs (every partition folds the whole log: any of them knows the
+        tenant's workflows and workers; each decides for the runs it owns)."""
+        out: dict[str, Dispatcher] = {}
+        for unit, dispatcher in sorted(self.dispatch.items()):
+            out.setdefault(unit.tenant, dispatcher)
+        return out
 
     async def start(self) -> None:
         if self.settings.metrics_port is not None:
@@ -131,7 +153,12 @@ class Engine:
                 replicas=self.settings.stream_replicas,
             )
             leases = self.leases
-            self.metrics.leases_held = lambda: [(u.tenant, u.component) for u in leases.owned()]
+            self.metrics.leases_held = lambda: [
+                (u.tenant, u.component, "" if u.part is None else str(u.part))
+                for u in leases.owned()
+            ]
+            if self.settings.dispatches:
+                self.partition_counts = PartitionCounts(nc, replicas=self.settings.stream_replicas)
             keeping = supervise("leases", self.leases.run, self._stop)
             self._tasks.append(asyncio.create_task(keeping))
         for tenant in self.settings.tenants:
@@ -151,7 +178,7 @@ class Engine:
             await _started(self.tenancy.start(), self.tenancy.ready)
         if self.leases is not None:
             await self.leases.settled()  # a round of claims over every tenant known now
-        await asyncio.gather(*(d.ready.wait() for d in list(self.dispatchers.values())))
+        await asyncio.gather(*(d.ready.wait() for d in list(self.dispatch.values())))
         self.ready.set()
         if self.leases is None:
             served = sorted({*self.dispatchers, *self.projectors})
@@ -185,33 +212,65 @@ class Engine:
         if tenant in self._tenants:
             return  # already served: the limits are applied
         self._tenants.add(tenant)
+        try:
+            partitions = await self._partitions_of(tenant)
+        except BaseException:
+            self._tenants.discard(tenant)  # the next call (a limits change, a restart) tries again
+            raise
+        self.partitions[tenant] = partitions
         if self.leases is not None:
-            self.leases.want(tenant)  # started if and when this engine wins a lease
+            self.leases.want(tenant, partitions)  # started if and when this engine wins a lease
         else:
             for component in self.components:
-                self._start_unit(Unit(tenant, component))
+                parts = partitions if component == "dispatch" else 1
+                for unit in Unit.units(tenant, component, parts):
+                    self._start_unit(unit)
         if self.ready.is_set():
             log.info("engine: now serving tenant %s", tenant)
+
+    async def _partitions_of(self, tenant: str) -> int:
+        """How many partitions ``tenant``'s dispatch has: this engine's setting, or with
+        leases the count the engines agreed on (the first one's: ``natchet.partitions``)."""
+        setting = self.settings.dispatch_partitions
+        if self.partition_counts is None:  # leases off (this engine runs them all), or no dispatch
+            return setting if self.settings.dispatches else 1
+        return await self.partition_counts.agree(tenant, setting)
+
+    def _partition(self, unit: Unit) -> Partition:
+        if unit.part is None:
+            return WHOLE
+        return Partition(unit.part, self.partitions[unit.tenant])
 
     def _start_unit(self, unit: Unit) -> None:
         """Start ``unit``'s services, each under a supervisor."""
         tenant, conn = unit.tenant, self.connections[unit.tenant]
         parts: list[tuple[str, Part]] = []
         if unit.component == "dispatch":
-            dispatcher = Dispatcher(conn, tenant, on_log_full=self._log_full, observer=self.metrics)
-            self.dispatchers[tenant] = dispatcher
-            parts.append((f"dispatcher {tenant}", dispatcher))
+            partition = self._partition(unit)
+            name = tenant if partition.whole else f"{tenant} partition {partition.index}"
+            # Until the dispatcher takes its partition (issue 16, its side in progress), a
+            # tenant's whole dispatch starts without the argument, as it always did.
+            split: dict[str, Any] = {} if partition.whole else {"partition": partition}
+            dispatcher = Dispatcher(
+                conn, tenant, on_log_full=self._log_full, observer=self.metrics, **split
+            )
+            self.dispatch[unit] = dispatcher
+            parts.append((f"dispatcher {name}", dispatcher))
             # Refuses workers speaking a wire protocol this engine cannot serve.
-            # ... and tells the dispatcher who is alive (placement, issue 15).
+            # ... and tells the dispatcher who is alive (placement, issue 15). Each
+            # partition hears the workers through a gate of its own: another partition
+            # may run in another engine.
             gate = WorkerGate(
                 conn, tenant, engine_version=natchet_version(), on_beat=dispatcher.heard
             )
-            self.gates[tenant] = gate
-            parts.append((f"worker gate {tenant}", gate))
+            self.gates[unit] = gate
+            parts.append((f"worker gate {name}", gate))
             if self.settings.stream_replicas > 1:
-                nudge = SourcingNudge(conn, tenant)
-                self.nudges[tenant] = nudge
-                parts.append((f"sourcing nudge {tenant}", nudge))
+                # Every partition's appends must hear of a new leader of the log; partition
+                # 0 alone steps the task queues down (one step-down an election).
+                nudge = SourcingNudge(conn, tenant, step_down=partition.coordinator)
+                self.nudges[unit] = nudge
+                parts.append((f"sourcing nudge {name}", nudge))
         else:
             projector = Projector(conn, self.settings.database_url, tenant)
             self.projectors[tenant] = projector
@@ -224,10 +283,12 @@ class Engine:
     def _forget(self, unit: Unit, running: _Running) -> None:
         if self._units.get(unit) is running:
             del self._units[unit]
-        for registry in (self.dispatchers, self.projectors, self.gates, self.nudges):
-            part = registry.get(unit.tenant)
-            if any(part is p for _, p in running.parts):
-                del registry[unit.tenant]
+        ours = [p for _, p in running.parts]
+        for registry in (self.dispatch, self.gates, self.nudges):
+            if any(registry.get(unit) is p for p in ours):
+                del registry[unit]
+        if any(self.projectors.get(unit.tenant) is p for p in ours):
+            del self.projectors[unit.tenant]
 
     async def _gained(self, unit: Unit) -> None:
         self._start_unit(unit)

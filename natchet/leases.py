@@ -2,9 +2,10 @@
 
 Several ``natchet engine`` processes may serve the same tenants (docs/scaling.md, "Several
 engines per tenant"). A unit of work, a :class:`Unit`, is one tenant's dispatcher or one
-tenant's projector (later: one partition of a tenant's dispatch, one more key each). An
+tenant's projector, or one partition of a tenant's dispatch (one more key each). An
 engine runs a unit only while it holds the unit's lease: the key ``<component>.<tenant>``
-of the bucket ``natchet_leases``, in the engine's own NATS account (no tenant reaches it).
+(``dispatch.<tenant>.<part>`` for a partition) of the bucket ``natchet_leases``, in the
+engine's own NATS account (no tenant reaches it).
 
 Nothing here is home-made consensus; the server's per-subject sequence does the deciding:
 
@@ -44,8 +45,10 @@ from typing import Any
 import attrs
 import orjson
 
+from dispatcher.partition import MAX_PARTITIONS
 from eventstore import Connection, Service
 from eventstore.leasekv import KeySeen, LeaseBucket, LeaseStoreError
+from schemas.subjects import TENANT_RE
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +57,66 @@ ENGINES = "engines"  # presence keys: engines.<holder>
 COMPONENTS = ("dispatch", "project")
 
 
+def _part_order(part: int | None) -> int:
+    return -1 if part is None else part
+
+
 @attrs.frozen(order=True)
 class Unit:
-    """One unit of work one engine at a time runs."""
+    """One unit of work one engine at a time runs: a tenant's projector, its dispatcher, or
+    (``part`` set) one partition of its dispatch (issue 16, ``dispatcher.partition``).
+
+    Its lease is the key ``<component>.<tenant>``, and ``dispatch.<tenant>.<part>`` for a
+    partition: a tenant whose dispatch is not split keeps the key it always had (engines
+    of an older release read it). Tenant names never contain '.' (``TENANT_RE``), so the
+    two forms cannot be confused. A partition's key does not say how many partitions its
+    tenant has: that count is agreed per tenant elsewhere (``natchet.partitions``), and the
+    leases only need each key to stand for one unit (the fair share counts keys)."""
 
     tenant: str
     component: str  # "dispatch" or "project"
+    # None: the tenant's whole dispatch (or its projector); p: partition p of its dispatch.
+    part: int | None = attrs.field(default=None, order=_part_order)
+
+    def __attrs_post_init__(self) -> None:
+        if self.part is None:
+            return
+        if self.component != "dispatch":
+            raise ValueError(f"only dispatch has partitions, not {self.component}")
+        if not 0 <= self.part < MAX_PARTITIONS:
+            raise ValueError(f"partition {self.part} is not one of 0 to {MAX_PARTITIONS - 1}")
 
     @property
     def key(self) -> str:
-        return f"{self.component}.{self.tenant}"
+        whole = f"{self.component}.{self.tenant}"
+        return whole if self.part is None else f"{whole}.{self.part}"
 
     @classmethod
     def of_key(cls, key: str) -> Unit | None:
-        component, _, tenant = key.partition(".")
-        return cls(tenant, component) if component in COMPONENTS and tenant else None
+        """The unit whose lease ``key`` is; None for any other key of the bucket (presence
+        keys ``engines.<holder>``, anything malformed or not in canonical form)."""
+        component, _, rest = key.partition(".")
+        tenant, dot, part = rest.partition(".")
+        if component not in COMPONENTS or not TENANT_RE.fullmatch(tenant):
+            return None
+        if not dot:
+            return cls(tenant, component)
+        if not part.isdecimal():
+            return None
+        try:
+            unit = cls(tenant, component, int(part))
+        except ValueError:
+            return None
+        return unit if unit.key == key else None  # "dispatch.t.01" is nobody's
+
+    @classmethod
+    def units(cls, tenant: str, component: str, partitions: int = 1) -> list[Unit]:
+        """``tenant``'s units of ``component``: one, or a dispatch of ``partitions``."""
+        if partitions == 1:
+            return [cls(tenant, component)]
+        if component != "dispatch" or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"{component} of {tenant} cannot have {partitions} partitions")
+        return [cls(tenant, component, p) for p in range(partitions)]
 
 
 @attrs.frozen
@@ -173,10 +221,13 @@ class Leases(Service):
         self._presence = orjson.dumps({**who, "components": list(components)})
         self._presence_rev = 0
 
-    def want(self, tenant: str) -> None:
-        """Compete for ``tenant``'s units of this engine's components."""
+    def want(self, tenant: str, partitions: int = 1) -> None:
+        """Compete for ``tenant``'s units of this engine's components: its projector, and
+        its dispatch whole or, with ``partitions`` > 1, each of that many partitions (every
+        engine must want the same count of a tenant: ``natchet.partitions``)."""
         for component in self.components:
-            self.wanted.add(Unit(tenant, component))
+            parts = partitions if component == "dispatch" else 1
+            self.wanted.update(Unit.units(tenant, component, parts))
         self._wake.set()
 
     def owned(self) -> list[Unit]:

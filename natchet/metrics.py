@@ -129,8 +129,9 @@ class EngineMetrics:
             registry=r,
         )
         self.sampled = Sampled()
-        # The units this engine holds the lease of, as (tenant, component) (natchet.leases).
-        self.leases_held: Callable[[], Iterable[tuple[str, str]]] = list
+        # The units this engine holds the lease of, as (tenant, component, partition)
+        # (natchet.leases; partition "" for a tenant's whole dispatch and its projector).
+        self.leases_held: Callable[[], Iterable[tuple[str, str, str]]] = list
         r.register(_Collected(self))
 
     # dispatcher.tally.Observer
@@ -179,9 +180,10 @@ class _Collected(Collector):
             yield family
         yield _gauge(
             "natchet_lease_held",
-            "1 for each unit (a tenant's dispatch or project) whose lease this process holds "
-            "and so runs (natchet engine: its projector process holds the project leases)",
-            ("tenant", "component"),
+            "1 for each unit (a tenant's dispatch, a partition of it, or its project) whose "
+            "lease this process holds and so runs (natchet engine: its projector process "
+            "holds the project leases)",
+            ("tenant", "component", "partition"),
             [(unit, 1) for unit in m.leases_held()],
         )
         s = m.sampled

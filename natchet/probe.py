@@ -4,9 +4,10 @@ whether it is ready.
 Everything here is read from the servers at the moment asked, never from the components'
 memory: queue depth and pending tasks from each workflow's queue group (its pull consumer),
 worker slots from the workers' heartbeats, the dispatcher's lag from its consumer's ack
-floor, the projector's from its checkpoint in Postgres, each against the end of the log. So
-one engine process can report on a projector that runs in another (``natchet engine``'s
-child), and what it reports is what an operator would find by asking the servers.
+floor (a partitioned dispatch: the partition furthest behind), the projector's from its
+checkpoint in Postgres, each against the end of the log. So one engine process can report
+on a projector that runs in another (``natchet engine``'s child), and what it reports is
+what an operator would find by asking the servers.
 
 Ready (``/ready``) means, for every tenant served: NATS connected, Postgres answering, and
 the dispatcher and the projector each caught up to within ``max_lag_s`` seconds: the oldest
@@ -34,6 +35,7 @@ from eventstore import (
     stored_at,
     task_queues,
 )
+from natchet.leases import Unit
 from natchet.liveness import alive
 from natchet.metrics import Sampled
 from projector import read_checkpoint
@@ -64,6 +66,10 @@ class EngineView(Protocol):
     def connections(self) -> Mapping[str, Connection]: ...
     @property
     def dispatchers(self) -> Mapping[str, _Restoring]: ...
+    @property
+    def dispatch(self) -> Mapping[Unit, _Restoring]: ...
+    @property
+    def partitions(self) -> Mapping[str, int]: ...
     @property
     def projectors(self) -> Mapping[str, object]: ...
     @property
@@ -177,11 +183,13 @@ class Probe:
             await self._queues(conn, tenant, sampled)
             await self._slots(conn, tenant, sampled)
             if self.watch_dispatcher:
-                floor = await _timed(dispatcher_ack_floor(conn, tenant))
+                # A partitioned dispatch: the partition furthest behind, wherever it runs.
+                partitions = engine.partitions.get(tenant, 1)
+                floor = await _timed(dispatcher_ack_floor(conn, tenant, partitions))
                 lag = await _lag(conn, tenant, floor, end)
                 sampled.dispatcher_lag[tenant] = (lag.messages, lag.seconds)
-                dispatcher = engine.dispatchers.get(tenant)
-                if dispatcher is not None and not dispatcher.ready.is_set():
+                here = [d for u, d in engine.dispatch.items() if u.tenant == tenant]
+                if any(not d.ready.is_set() for d in here):
                     checks.append(Check("dispatcher", False, f"tenant {tenant}: restoring state"))
                 else:
                     checks.append(self._caught_up("dispatcher", tenant, lag))

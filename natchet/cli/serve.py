@@ -25,9 +25,11 @@ from natchet.cli.connection import add_database_flag
 from natchet.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_TENANT,
+    MAX_PARTITIONS,
     MAX_REPLICAS,
     ROLES,
     EngineSettings,
+    partitions_from,
     port_from,
 )
 from schemas.errors import ConfigError
@@ -73,6 +75,13 @@ def add_parser(sub: Any) -> None:
         help="run NATS as a cluster of N nodes on this machine, every stream with N "
         "replicas (docs/scaling.md; default: one server)",
     )
+    dev.add_argument(
+        "--dispatch-partitions",
+        type=int,
+        metavar="N",
+        help=f"split each tenant's dispatch into N partitions, 1 to {MAX_PARTITIONS} "
+        "(docs/scaling.md; default 1, or what the tenant already has)",
+    )
     dev.set_defaults(handler=serve_dev, long_running=True)
 
     engine = sub.add_parser("engine", help="dispatcher + projector against configured servers")
@@ -117,6 +126,14 @@ def add_parser(sub: Any) -> None:
         type=int,
         help="copies of each stream the engine creates, on a NATS cluster: 1 to 5 (env "
         "NATCHET_STREAM_REPLICAS, default 1; existing streams are scaled up, never down)",
+    )
+    engine.add_argument(
+        "--dispatch-partitions",
+        type=int,
+        metavar="N",
+        help=f"split each tenant's dispatch into N partitions, 1 to {MAX_PARTITIONS}, each "
+        "leased on its own (env NATCHET_DISPATCH_PARTITIONS, default 1; with leases, the "
+        "first engine's count is recorded per tenant and every engine uses it)",
     )
     # The projector process natchet engine starts: stop when the parent (stdin) is gone.
     engine.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -167,6 +184,7 @@ async def serve_engine(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         ready_max_lag_s=args.ready_max_lag,
         stream_replicas=args.replicas,
+        dispatch_partitions=args.dispatch_partitions,
     )
     if args.with_parent:  # the parent serves the metrics (and the port is its own)
         settings = attrs.evolve(settings, metrics_port=None)
@@ -266,6 +284,7 @@ async def serve_dev(args: argparse.Namespace) -> int:
         if args.no_dashboard
         else port_from(args.dashboard_port, "--dashboard-port"),
         cluster=cluster_size(args.cluster),
+        dispatch_partitions=partitions_from(args.dispatch_partitions, "--dispatch-partitions"),
     ) as dev:
         print("natchet dev is up. A worker needs:\n")
         for key, value in dev.env.items():

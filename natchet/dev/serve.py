@@ -88,6 +88,7 @@ async def dev_engine(
     metrics_port: int | None = None,
     dashboard_port: int | None = None,
     cluster: int = 1,
+    dispatch_partitions: int = 1,
 ) -> AsyncIterator[DevEngine]:
     """Start the servers not given (in ``data_dir``, which no other stack may be using),
         the engine on them and ``tenant`` with its token; write the worker environment to
@@ -95,7 +96,8 @@ async def dev_engine(
         the engine's metrics and health on 127.0.0.1; with ``dashboard_port`` (0: a free one), the
     dashboard on 127.0.0.1, and an operator credential for it in ``data_dir/operator.credential``.
     With ``cluster`` > 1, NATS is a cluster of that many nodes and every stream has that
-    many replicas (docs/scaling.md). On exit, stop all of it."""
+    many replicas (docs/scaling.md); ``dispatch_partitions``: each tenant's dispatch split
+    into that many partitions, all in this engine. On exit, stop all of it."""
     if cluster > 1 and nats_url is not None:
         raise ConfigError(
             "--cluster starts an embedded NATS cluster, --nats-url uses a server you run: "
@@ -122,6 +124,7 @@ async def dev_engine(
             metrics_port=metrics_port,
             metrics_host="127.0.0.1",
             stream_replicas=max(1, cluster),
+            dispatch_partitions=dispatch_partitions,
         )
         engine = Engine(settings)
         try:

@@ -1,7 +1,9 @@
 """The engines' leases (``natchet.leases``: which engine runs which tenant's dispatcher and
-projector) live in a KV bucket of the engine's own account. A tenant holding a valid token
-can neither read nor write them: not by subscribing, publishing, relaying a pub ack, nor
-through the JetStream API; and the victim's lease stays with the engine."""
+projector) live in a KV bucket of the engine's own account, and so do the settings every
+engine shares (``natchet.partitions``: how many partitions a tenant's dispatch has). A
+tenant holding a valid token can neither read nor write them: not by subscribing,
+publishing, relaying a pub ack, nor through the JetStream API; and the victim's lease stays
+with the engine, its partition count as recorded."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from eventstore import Append, PermissionDeniedError, append
 from eventstore.connection import request
 from natchet.engine import Engine
 from natchet.leases import BUCKET
+from natchet.partitions import SETTINGS_BUCKET, partitions_key
 from schemas import Scope, stream_name
 from tests.conftest import eventually
 from tests.tenancy.conftest import Attacker, Victim
@@ -119,4 +122,47 @@ async def test_a_jetstream_answer_aimed_at_a_lease_does_not_land_there(
         assert value["holder"] == holder and set(value) == {"holder", "host", "pid"}, data
     after = await lease_of(admin_nc, key)
     assert after is not None and after[0] == holder and after[1] >= held[1]
+    assert victim.tenant in tenancy_engine.dispatchers
+
+
+async def test_a_tenant_cannot_read_or_write_the_partition_counts(
+    attacker: Attacker, victim: Victim, tenancy_engine: Engine, admin_nc: NATS
+) -> None:
+    """The count of a tenant's dispatch partitions decides which dispatcher owns which
+    run: a tenant rewriting it (its own or another's) could make two engines split it
+    differently. The bucket is the engine's, like the leases."""
+    kv = await admin_nc.jetstream().key_value(SETTINGS_BUCKET)
+    key = partitions_key(victim.tenant)
+    recorded = await eventually(lambda: kv.get(key))
+    stream = f"KV_{SETTINGS_BUCKET}"
+    got: list[Any] = []
+
+    async def collect(msg: Any) -> None:
+        got.append(msg)
+
+    sub = await attacker.nc.subscribe(f"$KV.{SETTINGS_BUCKET}.>", cb=collect)
+    for target in (key, partitions_key(attacker.tenant)):
+        subject = f"$KV.{SETTINGS_BUCKET}.{target}"
+        with pytest.raises(PermissionDeniedError):
+            await append(attacker.nc, Append(subject, b"64"))
+        await attacker.nc.publish(Scope(attacker.tenant).event("x"), b"{}", reply=subject)
+    for api in (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$JS.API.STREAM.DELETE.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.$KV.{SETTINGS_BUCKET}.{key}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await request(attacker.nc, api, b"{}", timeout_s=3)
+
+    async def refused() -> bool:
+        return any(f'subscription to "$kv.{SETTINGS_BUCKET}.>"' in v for v in attacker.violations())
+
+    await eventually(refused, timeout_s=5)
+    await attacker.nc.flush()
+    await sub.unsubscribe()
+    assert got == []
+    after = await kv.get(key)
+    assert (after.value, after.revision) == (recorded.value, recorded.revision)
     assert victim.tenant in tenancy_engine.dispatchers

@@ -88,6 +88,7 @@ PUBLIC = {
         "direct_history",
         "direct_last",
         "dispatcher_ack_floor",
+        "dispatcher_consumer_name",
         "dispatcher_filters",
         "ensure_dispatcher_consumer",
         "ensure_snapshot_bucket",
