@@ -31,6 +31,9 @@ def admissions(state: State, now: dt.datetime) -> list[list[Output]]:
     run, groups in order (scope, workflow, key), runs oldest first."""
     if not state.groups.dirty:
         return []  # the usual case, after every decision: no key's runs changed
+    if not state.partition.coordinator:
+        state.groups.dirty = set()  # runs with a key are partition 0's (dispatcher.partition)
+        return []
     dirty, state.groups.dirty = state.groups.dirty, set()
     decisions: list[list[Output]] = []
     for gid in sorted(dirty, key=lambda g: (g[0].tenant, g[0].namespace, g[1], g[2])):

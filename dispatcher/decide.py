@@ -104,8 +104,13 @@ def cancel_run(state: State, run: RunState, reason: str, now: dt.datetime) -> li
     """End the run CANCELLED for ``reason``, its children in flight before it."""
     out: list[Output] = []
     for child in descendants(state, run):  # a parent's children end with it
-        why = f"cancelled: its parent run {child.parent} was cancelled"
-        out += _finish(child, RunStatus.CANCELLED, why, now)
+        why = f"its parent run {child.parent} was cancelled"
+        if state.owns(child):
+            out += _finish(child, RunStatus.CANCELLED, f"cancelled: {why}", now)
+        else:  # another partition's run: its owner ends it (``dispatcher.partition``)
+            ask = RunCancelRequested(run_id=child.run_id, reason=why, requested_at=iso(now))
+            subject = child.scope.run(child.run_id, "cancel_requested")
+            out.append(Output(subject, ask, f"{child.run_id}:cancel:{run.run_id}"))
     return out + _finish(run, RunStatus.CANCELLED, reason, now)
 
 
@@ -132,8 +137,8 @@ def due(state: State, now: dt.datetime) -> list[list[Output]]:
     limits: dict[float, dt.datetime] = {}  # now - timeout, one subtraction per timeout
     for run_id in popped:
         run = state.runs.get(run_id)
-        if run is None:
-            continue  # the run is over (its entries were stale)
+        if run is None or not state.owns(run):
+            continue  # the run is over (its entries were stale), or not this partition's
         limit = limits.get(run.schedule_timeout_s)
         if limit is None:
             limit = limits[run.schedule_timeout_s] = after(now, -run.schedule_timeout_s)
@@ -192,6 +197,8 @@ def complete(state: State, now: dt.datetime) -> list[list[Output]]:
     end. Each output has the dedup id of the one it replaces: nothing lands twice."""
     decisions: list[list[Output]] = []
     for run in list(state.runs.values()):
+        if not state.owns(run):
+            continue  # another partition completes it (``dispatcher.partition``)
         if run.failed_error:
             failure = run.failure_step()
             if failure is not None and failure.status is None:
@@ -257,13 +264,17 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
             "event %s at seq %d of %s does not start %s: its event filter failed: %s",
             event.key, event.seq, scope.prefix, miss.workflow, miss.reason,
         )  # fmt: skip
+    part = state.partition
     for wf in started:
         run_id = event_run_id(scope, event.seq, wf.name)
         if state.known(run_id):
             continue
         if event.priority_error is not None:
-            out += reject(scope, run_id, wf.name, event.priority_error, now)
+            if part.owns(run_id, coordinated=False):  # a run never created: by its id
+                out += reject(scope, run_id, wf.name, event.priority_error, now)
             continue
+        if not state.owns_new(run_id, wf, event.priority):
+            continue  # another partition's run (``dispatcher.partition``)
         trigger = Trigger.of_event(event.key, str(event.seq))
         out += create(
             scope, wf, run_id, event.payload, trigger, now, event.metadata, event.priority
@@ -271,7 +282,8 @@ def _on_event(state: State, scope: Scope, event: Event, now: dt.datetime) -> lis
     for run, step, woken in woken_by_event(
         state, scope, (event.key, event.seq, event.payload, event.metadata), now
     ):
-        out += _wake(run, step, woken, now)
+        if state.owns(run):
+            out += _wake(run, step, woken, now)
     return out
 
 

@@ -96,6 +96,7 @@ def moves(state: State, now: dt.datetime) -> list[list[Output]]:
     return [
         move(run, step, now)
         for run in list(state.runs.values())
+        if state.owns(run)
         for step in run.steps.values()
         if movable(run, step) and gone_from(state.workers, run, step, now)
     ]

@@ -25,12 +25,14 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
-from dispatcher.checkpoint import SNAPSHOT_NAME, Checkpoints, SnapshotPolicy
+from dispatcher.checkpoint import Checkpoints, SnapshotPolicy
 from dispatcher.decide import Event, Output, complete, due
 from dispatcher.firing import Fire, TimerOp, complete_triggers, pending_timers, timer_ops
 from dispatcher.folding import fold
 from dispatcher.hearing import Hearing
 from dispatcher.moved import moves
+from dispatcher.owning import decides
+from dispatcher.partition import WHOLE, Partition
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State
 from dispatcher.step import admit, decide_on, fit, fold_gated, live
@@ -61,7 +63,7 @@ from eventstore import (
     replay,
     tracing,
 )
-from eventstore.provision import DISPATCHER_CONSUMER, FIRES_CONSUMER, ensure_fires_consumer
+from eventstore.provision import FIRES_CONSUMER, ensure_fires_consumer
 from eventstore.timers import Timers
 from schemas import (
     DecodeError,
@@ -128,19 +130,24 @@ class Dispatcher(Service):
         nc: Connection,
         tenant: str,
         *,
+        partition: Partition = WHOLE,
         fetch_batch: int = 64,
         on_log_full: OnLogFull | None = None,
         snapshots: SnapshotPolicy = DEFAULT_SNAPSHOTS,
         observer: Observer | None = None,
     ) -> None:
         super().__init__()
-        self.name = f"dispatcher {tenant}"
+        self.partition = partition
         self.nc = nc
         self.tenant = tenant
+        # How it names itself in logs: the tenant, and its partition when there are several.
+        self.label = tenant if partition.whole else f"{tenant} partition {partition.index}"
+        self.name = f"dispatcher {self.label}"
         self.fetch_batch = fetch_batch
         self.on_log_full = on_log_full
         self.log_full = False
         self.state = State()
+        self.state.partition = partition
         self.ready = asyncio.Event()
         self._queues: set[tuple[Scope, str]] = set()
         self._max_bytes = max_message_bytes(nc)
@@ -153,7 +160,7 @@ class Dispatcher(Service):
         self._outputs = Patterns(_OUTPUTS.format(t=tenant).split())
         self._stored: set[int] = set()  # sequences of outputs stored, not yet delivered back
         self.snapshots = snapshots
-        self._checkpoints = Checkpoints(SnapshotStore(nc, tenant, SNAPSHOT_NAME), snapshots)
+        self._checkpoints = Checkpoints(SnapshotStore(nc, tenant, partition.snapshot), snapshots)
         # What the decisions not yet stored did (``dispatcher.tally``), told to ``observer``
         # once the log holds them.
         self.observer = observer
@@ -195,13 +202,16 @@ class Dispatcher(Service):
         return count
 
     def log_fields(self) -> dict[str, object]:
-        return {"tenant": self.tenant}
+        if self.partition.whole:
+            return {"tenant": self.tenant}
+        return {"tenant": self.tenant, "partition": self.partition.index}
 
     async def _serve(self) -> None:
         """Restore (the latest snapshot and the log after it, or the whole log), then decide
         until :meth:`shutdown`. Safe to run again after a failure: state is always restored
         from what is stored, never trusted from before."""
-        inputs = Inputs(self.nc, stream_name(self.tenant), DISPATCHER_CONSUMER)
+        coordinator = self.partition.coordinator
+        inputs = Inputs(self.nc, stream_name(self.tenant), self.partition.consumer)
         fires = Inputs(self.nc, schedules_stream_name(self.tenant), FIRES_CONSUMER)
         puller: asyncio.Task[None] | None = None
         self._checkpoints = checkpoints = Checkpoints(self._checkpoints.store, self.snapshots)
@@ -209,8 +219,9 @@ class Dispatcher(Service):
         self._timer_ops, self._fires = [], []
         self._tally = Tally()  # what a failed run decided and never stored is not counted
         try:
-            await ensure_dispatcher_consumer(self.nc, self.tenant)
-            await ensure_fires_consumer(self.nc, self.tenant)
+            await ensure_dispatcher_consumer(self.nc, self.tenant, name=self.partition.consumer)
+            if coordinator:  # crons' and scheduled runs' timers are partition 0's
+                await ensure_fires_consumer(self.nc, self.tenant)
             floor = await inputs.ack_floor()
             await self._restore(floor)
             await self.hearing.hear_kept_beats()
@@ -220,15 +231,16 @@ class Dispatcher(Service):
             unfinished = complete(self.state, utc_now())
             if unfinished:
                 log.info(
-                    "dispatcher %s: finishing %d decisions cut short", self.tenant, len(unfinished)
+                    "dispatcher %s: finishing %d decisions cut short", self.label, len(unfinished)
                 )
                 await self._store(
                     [self._carry(None, self._settle(None, None, d)) for d in unfinished]
                 )
             # Runs waiting for their concurrency key that a decision cut short left waiting.
             await self._store([self._carry(None, self._settle(None, None, []))])
-            await self._rearm()
-            puller = asyncio.create_task(self._pull_fires(fires))
+            if coordinator:
+                await self._rearm()
+                puller = asyncio.create_task(self._pull_fires(fires))
             checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
             self.ready.set()
             await self._decide_until_stopped(inputs)
@@ -240,7 +252,8 @@ class Dispatcher(Service):
                 puller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await puller
-            await fires.close()
+            if coordinator:
+                await fires.close()
             await inputs.close()
             if self._appender is not None:
                 await self._appender.close()
@@ -257,12 +270,13 @@ class Dispatcher(Service):
             log.warning(
                 "dispatcher %s: the snapshot forgot runs that ended up to %d, but the consumer "
                 "is acked only to %d; rebuilding from the start",
-                self.tenant,
+                self.label,
                 snapshot.forgot_through,
                 floor,
             )
             snapshot, checkpoints.forgot_through = None, 0
         self.state = State() if snapshot is None else snapshot.state
+        self.state.partition = self.partition
         self.state.workers = self.workers  # an outside input: the one registry, kept
         self.state.capacity = self.workers.capacity  # priority's window (dispatcher.flowgates)
         start = 1 if snapshot is None else snapshot.seq + 1
@@ -271,7 +285,7 @@ class Dispatcher(Service):
         checkpoints.rebuilt(self.state, end)
         log.info(
             "dispatcher %s: %s, then folded %d messages to %d (%d runs in flight, %d workflows)",
-            self.tenant,
+            self.label,
             "from the start" if snapshot is None else f"from the snapshot at {snapshot.seq}",
             folded,
             end,
@@ -287,7 +301,7 @@ class Dispatcher(Service):
         try:
             floor = await inputs.ack_floor()
         except NatchetError as exc:
-            log.warning("dispatcher %s: no snapshot now: %s", self.tenant, exc)
+            log.warning("dispatcher %s: no snapshot now: %s", self.label, exc)
             return
         self._stored = {s for s in self._stored if s > self._checkpoints.delivered}
         self._checkpoints.take(self.state, floor, asyncio.get_running_loop().time())
@@ -305,7 +319,7 @@ class Dispatcher(Service):
                 failures += 1
                 log.warning(
                     "dispatcher %s: fetch failed (%s); retrying in %.1fs",
-                    self.tenant,
+                    self.label,
                     exc,
                     RETRY.delay(failures),
                 )
@@ -366,7 +380,7 @@ class Dispatcher(Service):
                 await self._timers.arm(op.scope, op.kind, op.name, op.id, op.fire_at)
                 count += 1
         if count:
-            log.info("dispatcher %s: set %d timers again", self.tenant, count)
+            log.info("dispatcher %s: set %d timers again", self.label, count)
 
     async def _pull_fires(self, fires: Inputs) -> None:
         """Read the timers' fires as they come; the decide loop takes them each batch."""
@@ -377,7 +391,7 @@ class Dispatcher(Service):
                 failures = 0
             except NatchetError as exc:
                 failures += 1
-                log.warning("dispatcher %s: reading fires failed (%s)", self.tenant, exc)
+                log.warning("dispatcher %s: reading fires failed (%s)", self.label, exc)
                 await self._pause(RETRY.delay(failures))
                 continue
             self._fires.extend(got)
@@ -462,6 +476,10 @@ class Dispatcher(Service):
         ):
             original = await self._original(scope, message.replay_of, delivery.seq)
             message = Replay(message, original)
+        if not decides(self.state, scope, delivery.subject, message):
+            # Another partition decides on it; its decision comes through the log.
+            self._fold_stored(delivery.subject, delivery.data, delivery.seq)
+            return []
         decided = decide_on(self.state, scope, message, utc_now())
         outputs = self._settle(scope, message, decided, delivery.seq)
         return self._carry(delivery.headers, outputs)
@@ -593,6 +611,6 @@ class Dispatcher(Service):
         if self.log_full:
             return
         self.log_full = True
-        log.error("dispatcher %s: %s; retrying until there is room", self.tenant, exc)
+        log.error("dispatcher %s: %s; retrying until there is room", self.label, exc)
         if self.on_log_full is not None:
             await self.on_log_full(self.tenant, exc.description)

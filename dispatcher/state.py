@@ -15,6 +15,7 @@ from dispatcher.flowindex import FlowIndex
 from dispatcher.groups import GroupId, Groups
 from dispatcher.held import Holds
 from dispatcher.matching import EventRoutes
+from dispatcher.partition import WHOLE, Partition, coordinated
 from dispatcher.waits import EventWaits, wake_at
 from dispatcher.windows import Windows
 from dispatcher.workers import Workers
@@ -213,6 +214,10 @@ class State:
     capacity: Callable[[Scope, str, dt.datetime], int] | None = attrs.field(
         init=False, default=None, eq=False, repr=False
     )
+    # Which partition of the tenant's dispatch this state decides for
+    # (:mod:`dispatcher.partition`): it folds every run, and decides for those it owns. Set
+    # by the service, like ``workers``; the whole tenant unless it is partitioned.
+    partition: Partition = attrs.field(init=False, default=WHOLE, eq=False, repr=False)
 
     @property
     def routes(self) -> EventRoutes:
@@ -232,11 +237,35 @@ class State:
     def known(self, run_id: str) -> bool:
         return run_id in self.runs or run_id in self.done
 
+    def owns(self, run: RunState) -> bool:
+        """Whether this state's partition decides for ``run``."""
+        part = self.partition
+        return part.whole or part.owns(run.run_id, run_coordinated(run))
+
+    def owns_new(self, run_id: str, wf: WorkflowDef, priority: int | None) -> bool:
+        """Whether this partition creates (and owns) the run ``run_id`` of ``wf`` with the
+        trigger's ``priority``: the same answer :meth:`owns` gives once it is folded."""
+        part = self.partition
+        if part.whole:
+            return True
+        if priority is None:
+            priority = wf.default_priority
+        steps = [wf.on_failure, wf.on_success, *wf.steps]
+        return part.owns(
+            run_id, coordinated(wf.concurrency, priority, [s for s in steps if s is not None])
+        )
+
     def run(self, scope: Scope, run_id: str) -> RunState | None:
         """The run in flight with that id, if it belongs to ``scope``: a message on another
         namespace's subject never touches it."""
         run = self.runs.get(run_id)
         return run if run is not None and run.scope == scope else None
+
+
+def run_coordinated(run: RunState) -> bool:
+    """Whether the run uses flow control across runs (``dispatcher.partition``): from what
+    its ``created`` fixed, as :meth:`State.owns_new` reads it from the workflow."""
+    return coordinated(run.concurrency, run.priority, (s.spec for s in run.steps.values()))
 
 
 def deadlines_of(run: RunState, step: StepState) -> list[dt.datetime]:
@@ -272,8 +301,12 @@ def _backwards(seconds: float) -> dt.timedelta:
 
 def watch(state: State, run_id: str, step: StepState) -> None:
     """Index the step's deadlines (of run ``run_id``, in flight) as they are now: an earlier
-    entry of the step goes stale."""
-    for when in deadlines_of(state.runs[run_id], step):
+    entry of the step goes stale. Only a run this partition owns: another's deadlines
+    are its owner's to meet."""
+    run = state.runs[run_id]
+    if not state.owns(run):
+        return
+    for when in deadlines_of(run, step):
         heapq.heappush(state.deadlines, (when, run_id, step.spec.name))
     if len(state.deadlines) > state.deadlines_cap:
         _compact(state)
@@ -296,6 +329,7 @@ def index_deadlines(state: State) -> None:
     state.deadlines[:] = [
         (when, run.run_id, name)
         for run in state.runs.values()
+        if state.owns(run)
         for name, step in run.steps.items()
         for when in deadlines_of(run, step)
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import attrs
 import psycopg
@@ -248,11 +248,8 @@ class Engine:
         if unit.component == "dispatch":
             partition = self._partition(unit)
             name = tenant if partition.whole else f"{tenant} partition {partition.index}"
-            # Until the dispatcher takes its partition (issue 16, its side in progress), a
-            # tenant's whole dispatch starts without the argument, as it always did.
-            split: dict[str, Any] = {} if partition.whole else {"partition": partition}
             dispatcher = Dispatcher(
-                conn, tenant, on_log_full=self._log_full, observer=self.metrics, **split
+                conn, tenant, partition=partition, on_log_full=self._log_full, observer=self.metrics
             )
             self.dispatch[unit] = dispatcher
             parts.append((f"dispatcher {name}", dispatcher))
