@@ -87,9 +87,11 @@ class Engines:
         self.server, self.dsn, self.tenants, self.logs = server, dsn, tenants, logs
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self) -> asyncio.subprocess.Process:
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        """One more engine, given ``args`` (``natchet engine``'s flags)."""
         log = self.logs / f"engine-{len(self.procs)}.log"
-        proc = await start_engine_process(self.server, self.dsn, ",".join(self.tenants), log)
+        tenants = ",".join(self.tenants)
+        proc = await start_engine_process(self.server, self.dsn, tenants, log, *args)
         self.procs.append(proc)
         return proc
 
