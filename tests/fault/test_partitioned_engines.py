@@ -1,13 +1,15 @@
 """Two ``natchet engine`` processes sharing one tenant whose dispatch is split in two
 partitions (issue 16): each engine takes one; kill -9 of one moves its partition to the
 other within the lease's bound, and every run, of either partition, completes once, with
-no transition twice in the log; SIGTERM hands a partition over at once."""
+no transition twice in the log; SIGTERM hands a partition over at once; stopping both and
+starting one resumes every run."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+import psycopg
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -26,6 +28,7 @@ from tests.fault.test_several_engines import (
     publish,
     some_succeeded,
 )
+from tests.support import runs_of
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
@@ -96,3 +99,22 @@ async def test_sigterm_of_an_engine_hands_its_partition_over_at_once(
         await load
         await all_succeed(engines.dsn, tenant, 60)
     await logged_once(nc, tenant, 60)
+
+
+async def test_stopping_every_engine_and_starting_one_resumes_every_partitions_runs(
+    engines: Engines,  # noqa: F811
+    nats_server: NatsServer,
+    nc: NATS,
+) -> None:
+    (tenant,) = engines.tenants
+    await split(engines, nc)
+    async with echo_worker(nats_server, tenant, max_runs=4, step_s=0.3):
+        await publish(nc, tenant, range(40))
+        await some_succeeded(engines.dsn, tenant)
+        await engines.stop_all()
+        async with await psycopg.AsyncConnection.connect(engines.dsn, autocommit=True) as db:
+            assert sum(r["status"] == "SUCCEEDED" for r in await runs_of(db, tenant)) < 40
+        one = await engines.start(*PARTITIONS)
+        await all_succeed(engines.dsn, tenant, 40)
+    assert set((await holders(nc, partition_keys(tenant))).values()) == {one.pid}
+    await logged_once(nc, tenant, 40)
