@@ -159,6 +159,9 @@ class Dispatcher(Service):
         # dispatcher (one before it) stored them, so that state holds every message acked.
         self._outputs = Patterns(_OUTPUTS.format(t=tenant).split())
         self._stored: set[int] = set()  # sequences of outputs stored, not yet delivered back
+        # Inputs of this batch whose decision another partition reports (``observer``): it
+        # decides on them, or they are every partition's (events, registrations).
+        self._others: set[int] = set()
         self.snapshots = snapshots
         self._checkpoints = Checkpoints(SnapshotStore(nc, tenant, partition.snapshot), snapshots)
         # What the decisions not yet stored did (``dispatcher.tally``), told to ``observer``
@@ -216,6 +219,7 @@ class Dispatcher(Service):
         puller: asyncio.Task[None] | None = None
         self._checkpoints = checkpoints = Checkpoints(self._checkpoints.store, self.snapshots)
         self._stored.clear()
+        self._others.clear()
         self._timer_ops, self._fires = [], []
         self._tally = Tally()  # what a failed run decided and never stored is not counted
         try:
@@ -357,8 +361,13 @@ class Dispatcher(Service):
                 await self._timers.forget(fire.seq)
             if self.observer is not None:
                 now = utc_now()
-                ages = (age_s(d.time, now) for d in deliveries if d.subject in self._inputs)
+                ages = (
+                    age_s(d.time, now)
+                    for d in deliveries
+                    if d.subject in self._inputs and d.seq not in self._others
+                )
                 self.observer.decided(self.tenant, [a for a in ages if a is not None])
+            self._others.clear()
             for delivery in deliveries:
                 await delivery.ack()
             self._checkpoints.delivered_to([d.seq for d in deliveries])
@@ -479,7 +488,10 @@ class Dispatcher(Service):
         if not decides(self.state, scope, delivery.subject, message):
             # Another partition decides on it; its decision comes through the log.
             self._fold_stored(delivery.subject, delivery.data, delivery.seq)
+            self._others.add(delivery.seq)
             return []
+        if isinstance(message, (Event, WorkflowDef)) and not self.partition.coordinator:
+            self._others.add(delivery.seq)  # every partition decides it; partition 0 reports
         decided = decide_on(self.state, scope, message, utc_now())
         outputs = self._settle(scope, message, decided, delivery.seq)
         return self._carry(delivery.headers, outputs)

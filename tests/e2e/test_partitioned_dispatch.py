@@ -13,16 +13,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
 from dispatcher.decide import Output
 from dispatcher.partition import Partition, coordinated
 from dispatcher.service import Dispatcher
+from eventstore import Patterns, dispatcher_filters, replay
 from natchet.config import EngineSettings
+from natchet.dev.demo import raw_publish
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
 from schemas import RunCancelRequested, RunCreated, Task, TriggerKind
+from tests.conftest import eventually, running
 from tests.e2e.test_child_workflows import (
     test_a_retried_parent_ends_with_exactly_its_ten_children,
     test_cancelling_a_parent_cancels_its_running_children,
@@ -32,7 +37,7 @@ from tests.e2e.test_concurrency import (
     test_a_cancel_strategy_cancels_exactly_the_run_it_names,
     test_three_keys_of_fifty_runs_never_run_two_of_a_key_at_once_across_four_workers,
 )
-from tests.e2e.test_diamond import test_raw_protocol_event_runs_diamond_to_success
+from tests.e2e.test_diamond import diamond, test_raw_protocol_event_runs_diamond_to_success
 from tests.e2e.test_durable import (
     test_an_event_or_a_sleep_wakes_a_step_whichever_comes_first_in_its_namespace,
 )
@@ -47,6 +52,7 @@ from tests.e2e.test_step_concurrency import (
     test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_later_steps,
 )
 from tests.e2e.test_triggers import test_a_cron_fires_each_tick_once_across_an_engine_restart
+from tests.support import hatchet_for, runs_of
 
 PARTITIONS = 3
 
@@ -118,3 +124,34 @@ def check_writers(writes: Writes) -> None:
                 own = [o for o in own if not isinstance(o.message, RunCreated | Task)]
             assert not own, f"partition {index} wrote for run {run_id} of partition {owner}: {own}"
     assert deciders, "no partition decided anything"
+
+
+async def test_each_input_is_counted_once_across_the_partitions(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    """Every partition reads every input, and events and registrations are every
+    partition's: still, the decision-time histogram counts each input of the log once."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    worker = hatchet.worker("diamond-worker", max_runs=4)
+    worker.register_workflow(diamond(hatchet))
+    async with running(worker):
+        subject = f"{tenant_name}.default.events.order:placed"
+        raw_publish("127.0.0.1", nats_server.port, subject, [b'{"n": 1}'] * 12)
+
+        async def twelve_over() -> bool:
+            runs = await runs_of(db, tenant_name)
+            return len(runs) == 12 and all(r["status"] == "SUCCEEDED" for r in runs)
+
+        await eventually(twelve_over, timeout_s=60)
+    hatchet.close()
+    inputs = Patterns(dispatcher_filters(tenant_name))
+    logged = [r async for r in replay(engine.connections[tenant_name], tenant_name, [">"])]
+    expected = sum(1 for r in logged if r.subject in inputs)
+
+    async def counted() -> float | None:
+        n = engine.metrics.registry.get_sample_value(
+            "natchet_dispatcher_decision_seconds_count", {"tenant": tenant_name}
+        )
+        return n if n == expected else None
+
+    await eventually(counted, timeout_s=10)
