@@ -197,7 +197,8 @@ def main() -> None:
             r = _drain(root, pg, opts, c, f"profile-{label(c)}", prof)
             profiles[label(c)] = r | {"target": prof.target, "py_spy": prof.wait()[-2000:]}
             print(f"[profile {label(c)}] {r['runs_per_s']}/s on {prof.target}", file=sys.stderr)
-            raw.with_suffix(".summary.txt").write_text(summary(raw, 30, "dispatcher"))
+            ms = r["cpu_s_by_process"][prof.target] * 1000 / max(1, r["succeeded"])
+            raw.with_suffix(".summary.txt").write_text(summary(raw, 30, "dispatcher", ms))
     finally:
         pg.stop()
         if not args.keep:

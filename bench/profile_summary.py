@@ -35,7 +35,10 @@ DISPATCHER_STAGES = (
     ("others' runs: fold a message another partition decided", ("_fold_stored (dispatcher/",)),
     ("own runs: create (event -> created + task)", ("create (dispatcher/decide.py",)),
     ("every event: match routes, mint the run id", ("_on_event (dispatcher/decide.py",)),
-    ("own runs: decide on results, settle", ("decide_on (dispatcher/step.py", "_settle (disp")),
+    ("own runs: decide on a result", ("_on_result (dispatcher/decide.py",)),
+    ("own runs: gate and fold own decisions", ("gate (dispatcher/holds.py", "admit (disp")),
+    ("every input decided (events too): settle's bookkeeping", ("_settle (disp",)),
+    ("own runs: decide (other)", ("decide_on (dispatcher/step.py",)),
     ("decode an input (own, or another's result)", ("Dispatcher._read (dispatcher/",)),
     ("own runs: append decisions, their pub acks", ("_store (dispatcher/", "eventstore/pipeline")),
     ("every message: fetch, parse (nats-py read loop)", ("fetch (eventstore/", "_read_loop (")),
@@ -76,7 +79,11 @@ def stage(frames: list[str], stages: tuple[tuple[str, tuple[str, ...]], ...] = S
     return "other: event loop, idle (waiting on Postgres or NATS)"
 
 
-def summary(path: Path, top: int = 25, stages_of: str = "rebuild") -> str:
+def summary(
+    path: Path, top: int = 25, stages_of: str = "rebuild", cpu_ms: float | None = None
+) -> str:
+    """``cpu_ms``: the process's CPU ms per unit of work (a run) over the profile, to show
+    each stage's share of the samples in Python code as ms per unit."""
     samples = parse(path)
     total = sum(n for _, n in samples) or 1
     stages: collections.Counter[str] = collections.Counter()
@@ -92,7 +99,10 @@ def summary(path: Path, top: int = 25, stages_of: str = "rebuild") -> str:
     if LOOP_STAGE in stages:
         busy = total - stages[LOOP_STAGE] or 1
         lines += ["", f"by stage, of the {busy:,} samples in Python code:"]
-        lines += [f"  {n / busy:6.1%}  {k}" for k, n in stages.most_common() if k != LOOP_STAGE]
+        for k, n in stages.most_common():
+            if k != LOOP_STAGE:
+                ms = "" if cpu_ms is None else f"  {n / busy * cpu_ms:.3f} ms/run"
+                lines.append(f"  {n / busy:6.1%}{ms}  {k}")
     lines += ["", f"top {top} functions, inclusive:"]
     lines += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
     lines += ["", f"top {top} functions, self:"]
@@ -105,8 +115,11 @@ def main() -> None:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--stages", choices=sorted(STAGE_SETS), default="rebuild")
+    parser.add_argument(
+        "--cpu-ms", type=float, help="the process's CPU ms per run (shown per stage)"
+    )
     args = parser.parse_args()
-    print(summary(args.profile, args.top, args.stages), end="")
+    print(summary(args.profile, args.top, args.stages, args.cpu_ms), end="")
 
 
 if __name__ == "__main__":
