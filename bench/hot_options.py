@@ -19,3 +19,5 @@ class Options:
     max_runs: int = 8  # a natchet worker's slots
     peer_threads: int = 8  # Dramatiq threads per process (Celery: prefork, one per process)
     poll_s: float = 0.05  # how often Postgres is polled for SUCCEEDED runs
+    engines: int = 1  # natchet engine processes on the one tenant (issue 16)
+    partitions: int = 1  # the tenant's dispatch partitions (NATCHET_DISPATCH_PARTITIONS)

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=",".join(map(str, d.workers)), help="natchet, throughput")
     p.add_argument("--compare-workers", type=int, default=d.compare_workers)
     p.add_argument("--max-runs", type=int, default=d.max_runs, help="a natchet worker's slots")
+    p.add_argument("--engines", type=int, default=d.engines, help="natchet engine processes")
+    p.add_argument(
+        "--partitions", type=int, default=d.partitions, help="natchet dispatch partitions"
+    )
     p.add_argument("--out-dir", type=Path, default=REPO / "docs" / "bench")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
     return p
@@ -123,6 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workers=tuple(int(w) for w in args.workers.split(",")),
         compare_workers=args.compare_workers,
         max_runs=args.max_runs,
+        engines=args.engines,
+        partitions=args.partitions,
     )
     from bench.natchet_side import NatchetSide
     from bench.peers import PeerSide

@@ -7,20 +7,24 @@
   worker, the backlog over time, the projection lag.
 
 Both measure the projection lag of every run they see finish, and the CPU time of each
-process (engine, nats-server, PostgreSQL, workers, this harness) per run.
+process (engine, nats-server, PostgreSQL, workers, this harness) per run, and of each
+engine process and its projector process alone (``cpu_s_by_process``). A result also
+names the engine holding each of the tenant's units (``units``), as there may be several
+engines and partitions (``Options.engines``, ``Options.partitions``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nats
 
 from bench.hot_options import Options
-from bench.hot_procs import CpuSnapshot, cpu_report
+from bench.hot_procs import CpuSnapshot, cpu_of, cpu_report
 from bench.hot_record import FLUSH_S, StartReader
 from bench.hot_stats import drain, latency_result, ms_summary
 from bench.hot_worker import DIAMOND_EVENT, NOOP_EVENT
@@ -35,18 +39,36 @@ DIAMOND_STEPS = ("da", "db", "dc", "dd")
 class NatchetSide:
     name = "natchet"
 
-    def __init__(self, root: Path, pg: EmbeddedPostgres, opts: Options) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pg: EmbeddedPostgres,
+        opts: Options,
+        on_up: Callable[[NatchetStack], None] | None = None,
+    ) -> None:
+        """``on_up``: called with each stack once it is up, before it is measured (a
+        profiler attaching to an engine)."""
         self.root = root
         self.pg = pg
         self.opts = opts
+        self.on_up = on_up
         self._n = 0
 
     def _run(self, scenario: str, workers: int, measure: Any, workflow: str) -> dict[str, Any]:
         self._n += 1
-        stack = NatchetStack(self.root / scenario, self.pg, f"bench_{self._n}")
+        opts = self.opts
+        stack = NatchetStack(
+            self.root / scenario,
+            self.pg,
+            f"bench_{self._n}",
+            engines=opts.engines,
+            partitions=opts.partitions,
+        )
         began = time.monotonic()
         try:
-            stack.start(workers, self.opts.max_runs, workflow)
+            stack.start(workers, opts.max_runs, workflow)
+            if self.on_up is not None:
+                self.on_up(stack)
             up = time.monotonic()
             out: dict[str, Any] = asyncio.run(measure(stack))
             measured = time.monotonic()
@@ -54,6 +76,7 @@ class NatchetSide:
             stack.stop()
         walls = {"start": up - began, "measure": measured - up, "stop": time.monotonic() - measured}
         head = {"system": self.name, "scenario": scenario, "workers": workers}
+        head |= {"engines": opts.engines, "partitions": opts.partitions, "units": stack.units}
         return head | out | {"wall_s": {k: round(v, 1) for k, v in walls.items()}}
 
     def throughput(self, scenario: str, workers: int, diamond: bool = False) -> dict[str, Any]:
@@ -92,8 +115,10 @@ async def _started(reader: StartReader, scenario: str, n: int, wait_s: float) ->
 
 
 def _cpu(stack: NatchetStack, before: CpuSnapshot, after: CpuSnapshot, per: int) -> dict[str, Any]:
-    """CPU seconds per process group, and per run (``per``: the runs done or started)."""
-    return cpu_report(before, after, stack.pids(), per)
+    """CPU seconds per process group, and per run (``per``: the runs done or started);
+    and of each engine process and each projector process alone."""
+    alone = {name: cpu_of(before, after, pid) for name, pid in stack.processes(after).items()}
+    return cpu_report(before, after, stack.pids(), per) | {"cpu_s_by_process": alone}
 
 
 def _lags(poller: RunPoller, kind: str) -> dict[str, Any]:
