@@ -248,8 +248,11 @@ class Engine:
         if unit.component == "dispatch":
             partition = self._partition(unit)
             name = tenant if partition.whole else f"{tenant} partition {partition.index}"
+            # A full log is recorded once per tenant, by partition 0's dispatcher (every
+            # partition appends to the same log: each would record it).
+            full = self._log_full if partition.coordinator else None
             dispatcher = Dispatcher(
-                conn, tenant, partition=partition, on_log_full=self._log_full, observer=self.metrics
+                conn, tenant, partition=partition, on_log_full=full, observer=self.metrics
             )
             self.dispatch[unit] = dispatcher
             parts.append((f"dispatcher {name}", dispatcher))

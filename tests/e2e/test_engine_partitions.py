@@ -35,10 +35,19 @@ class StandIn(Service):
 
     made: list[StandIn] = []
 
-    def __init__(self, nc: Connection, tenant: str, *, partition: Partition = WHOLE, **_: Any):
+    def __init__(
+        self,
+        nc: Connection,
+        tenant: str,
+        *,
+        partition: Partition = WHOLE,
+        on_log_full: Any = None,
+        **_: Any,
+    ):
         super().__init__()
         self.tenant = tenant
         self.partition = partition
+        self.on_log_full = on_log_full
         self.ready = asyncio.Event()
         self.heard_from: set[str] = set()
         StandIn.made.append(self)
@@ -83,6 +92,8 @@ async def test_without_leases_one_engine_runs_every_partition_each_hearing_the_w
         assert engine.dispatchers == {tenant_name: engine.dispatch[units[0]]}
         assert sorted(engine.gates) == units  # a gate per partition
         assert engine.nudges == {}  # one server: no sourcing nudge at all
+        # A full log is recorded by partition 0 only: every partition appends to it.
+        assert [s.on_log_full is not None for s in StandIn.made] == [True, False, False]
 
         async def all_heard() -> bool:
             # Beating again, as a worker does: a gate subscribes once it runs.
