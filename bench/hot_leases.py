@@ -31,23 +31,28 @@ def unit_keys(tenant: str, partitions: int) -> list[str]:
     return [u.key for u in parts] + [Unit(tenant, "project").key]
 
 
+async def held_by(nc: nats.NATS, keys: list[str]) -> dict[str, int]:
+    """Each held key of ``keys``: the pid of the process holding it (read on ``nc``, a
+    connection to the engines' account; the fault tests read the bucket with it too)."""
+    try:
+        kv = await nc.jetstream().key_value(BUCKET)
+    except BucketNotFoundError:
+        return {}
+    out: dict[str, int] = {}
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            continue
+        if entry.value:
+            out[key] = int(orjson.loads(entry.value)["pid"])
+    return out
+
+
 async def _holders(url: str, keys: list[str]) -> dict[str, int]:
-    """Each held key of ``keys``: the pid of the process holding it."""
     nc = await nats.connect(url, name="bench-leases")
     try:
-        try:
-            kv = await nc.jetstream().key_value(BUCKET)
-        except BucketNotFoundError:
-            return {}
-        out: dict[str, int] = {}
-        for key in keys:
-            try:
-                entry = await kv.get(key)
-            except (KeyNotFoundError, KeyDeletedError):
-                continue
-            if entry.value:
-                out[key] = int(orjson.loads(entry.value)["pid"])
-        return out
+        return await held_by(nc, keys)
     finally:
         await nc.close()
 

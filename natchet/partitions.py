@@ -37,9 +37,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dispatcher.partition import MAX_PARTITIONS
 from eventstore import ConfigError, Connection
 from eventstore.leasekv import LeaseBucket, LeaseStoreError
+from natchet.config import partitions_from
 from natchet.leases import BUCKET, Unit
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,9 @@ def partitions_key(tenant: str) -> str:
 def parse_count(value: bytes, where: str) -> int:
     """A recorded count: a decimal number of partitions, 1 to ``MAX_PARTITIONS``."""
     text = value.decode(errors="replace").strip()
-    try:
-        count = int(text)
-    except ValueError:
-        raise ConfigError(f"{where}: not a number of partitions: {text!r}") from None
-    if not 1 <= count <= MAX_PARTITIONS:
-        raise ConfigError(f"{where}: a dispatch has 1 to {MAX_PARTITIONS} partitions, not {count}")
-    return count
+    if not text:
+        raise ConfigError(f"{where}: not a number of partitions: {text!r}")
+    return partitions_from(text, where)
 
 
 class PartitionCounts:

@@ -17,14 +17,14 @@ import orjson
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 
 from bench.chaos_check import read_log
 from bench.chaos_cluster import duplicate_msg_ids
 from bench.chaos_load import persist
+from bench.hot_leases import held_by
 from eventstore import Append, append
 from natchet.dev.embedded import NatsServer
-from natchet.leases import BUCKET, LeaseTiming
+from natchet.leases import LeaseTiming
 from schemas import Scope
 from tests.conftest import eventually, running
 from tests.support import hatchet_for, runs_of, start_engine_process, stop
@@ -54,22 +54,7 @@ def parent_of(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[1])
 
 
-async def holders(nc: NATS, keys: list[str]) -> dict[str, int]:
-    """Each held key of ``keys``: the pid of the process holding it."""
-    js = nc.jetstream()
-    try:
-        kv = await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return {}
-    out: dict[str, int] = {}
-    for key in keys:
-        try:
-            entry = await kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError):
-            continue
-        if entry.value:
-            out[key] = int(orjson.loads(entry.value)["pid"])
-    return out
+holders = held_by  # each held key of a list: the pid of the process holding it
 
 
 def dispatch_keys(tenants: list[str]) -> list[str]:
