@@ -347,6 +347,10 @@ class Fold:
         step_row = self._step(op.run_id, op.step, op.seq)
         if op.run_id in self.runs:
             mine = attempts.get((op.step, op.attempt, op.delivery))
+            # A copy of an assignment already folded (a worker that sent it again after the
+            # duplicate window) once the step moved on (queued again by a wake, say): the
+            # delivery is the step's past, and takes the step no more.
+            stale = mine is not None and step_row is not None and mine.last_seq < step_row.last_seq
             if mine is None:
                 mine = AttemptRow(op.run_id, op.step, op.attempt, op.delivery,
                                   op.worker_id, op.worker_name, RUNNING, op.at,
@@ -358,6 +362,8 @@ class Fold:
                 if mine.started_at is None:
                     mine.started_at = op.at
                 self._changed(mine, op.seq)
+            if stale:
+                return
         self._taken(op.run_id, op.step, op.attempt, op.delivery, op.at, op.seq, step_row)
 
     def _taken(

@@ -182,6 +182,40 @@ async def test_waits_fold_into_the_read_model(
     assert await dump_tables(conn, "whole") == once
 
 
+async def test_a_copy_of_an_assignment_after_a_wake_takes_the_step_no_more(
+    nc: NATS, tenant: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """A worker's ``assigned`` stored again after the duplicate window, once the step's wait
+    was woken and the step queued again: the step stays QUEUED, as without the copy (found
+    by tests/property/test_projection.py, seed 33: the copy made it RUNNING)."""
+    w = Writer(nc, schemas.Scope(tenant))
+    await w.put(single_workflow())
+    r = str(uuid.uuid4())
+    await w.created(r, 0, single=True)
+    await w.put(task(r, 1))
+    await w.put(w.assign((r, "s", 1, 1), W1, 2))
+    await w.put(StepWaiting(r, "s", 1, 1, 0, (sleep(),), W1[0], W1[1], at=at(3)))
+    assigned = w.assign((r, "s", 1, 2), W2, 3.5)  # a redelivery taken while it waited
+    await w.put(assigned)
+    slept = StepWoken(r, "s", 1, 0, 0, WaitKind.SLEEP, at=at(4))
+    await w.put(slept)
+    again = await w.put(task(r, 4, (slept,), 2))
+    records = await read_all(nc, tenant)
+    await migrate(conn)
+    await apply_records(conn, tenant, records)
+    once = await dump_tables(conn)
+    assert the_step(await get_run(conn, r, tenant=tenant))["status"] == "QUEUED"
+
+    await w.put(assigned)  # the copy, under a sequence of its own
+    copied = await read_all(nc, tenant)
+    assert copied[-1].seq > again
+    await migrate(conn, "copied")
+    await apply_records(conn, tenant, copied, schema="copied")
+    assert the_step(await get_run(conn, r, tenant=tenant, schema="copied"))["status"] == "QUEUED"
+    tables = await dump_tables(conn, "copied")
+    assert tables["steps"] == once["steps"] and tables["runs"] == once["runs"]
+
+
 async def raw(nc: NATS, subject: str, body: bytes) -> int:
     return await eventstore.append(nc, Append(subject, body))
 
