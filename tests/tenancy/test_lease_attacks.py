@@ -166,3 +166,36 @@ async def test_a_tenant_cannot_read_or_write_the_partition_counts(
     after = await kv.get(key)
     assert (after.value, after.revision) == (recorded.value, recorded.revision)
     assert victim.tenant in tenancy_engine.dispatchers
+
+
+async def test_a_tenant_cannot_pull_ack_or_drop_a_partitions_consumer_of_its_log(
+    attacker: Attacker,
+) -> None:
+    """A split dispatch reads the log through ``dispatcher-<p>`` consumers (issue 16). A
+    tenant holding a valid token must not pull from one (stealing inputs its partition would
+    then never decide), ack its deliveries, nor delete or reset it: the JetStream API on its
+    own log's consumers and their ack subjects are the engine's. Tried on the partition
+    consumer names, whether or not the engine made them yet."""
+    stream = stream_name(attacker.tenant)
+    for consumer in ("dispatcher", "dispatcher-1", "dispatcher-63"):
+        for api in (
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
+        ):
+            with pytest.raises(PermissionDeniedError):
+                await request(attacker.nc, api, b"{}", timeout_s=3)
+        # An ack of a delivery (stream seq 1, consumer seq 1), sent directly.
+        await attacker.nc.publish(f"$JS.ACK.{stream}.{consumer}.1.1.1.0.0", b"+ACK")
+    await attacker.nc.flush()
+
+    async def refused() -> bool:
+        seen = attacker.violations()
+        return all(
+            any(f"$js.ack.{stream}.{c}.".lower() in v.lower() for v in seen)
+            for c in ("dispatcher", "dispatcher-1", "dispatcher-63")
+        )
+
+    await eventually(refused, timeout_s=5)
