@@ -556,7 +556,9 @@ class Dispatcher(Service):
         """Keep a decision storable and fold it (with its input) into state
         (``dispatcher.step.settle``), tallying what it does first, for the observer."""
         now = utc_now()
-        outputs = fit(self.state, live(self.state, outputs), self._max_bytes, now)
+        if message is None:  # made with others before any was folded (``step.live``)
+            outputs = live(self.state, outputs)
+        outputs = fit(self.state, outputs, self._max_bytes, now)
         seen = None
         if self.observer is not None:
             self._tally.add(observe(self.state, message, outputs))

@@ -48,7 +48,8 @@ def live(state: State, outputs: list[Output]) -> list[Output]:
     """``outputs`` but those of runs already over. A tick's decisions (``due``), a
     restart's (``complete``) and moves are all made before the first is folded; folding
     one can end another run (a step key's ``CANCEL_*`` strategy), whose decision made
-    before that is then stale: a second end, or a task, of a run over."""
+    before that is then stale: a second end, or a task, of a run over. (A decision on an
+    input is made just before it is folded: never stale, not filtered.)"""
     done = state.done
     if not done:
         return outputs
@@ -140,7 +141,9 @@ def settle(
     the service calls after deciding (a tick's decisions have no input: ``scope`` None).
     ``seen`` is shown what the gates and admissions add to the decision, before each is
     folded (``dispatcher.holds.gate``)."""
-    outputs = fit(state, live(state, outputs), max_bytes, now)
+    if message is None:  # made with others before any was folded: it may be stale
+        outputs = live(state, outputs)
+    outputs = fit(state, outputs, max_bytes, now)
     outputs = fold_gated(state, scope, message, outputs, now, seq, seen)
     return outputs + admit(state, max_bytes, now, seen)
 
