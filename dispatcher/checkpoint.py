@@ -23,8 +23,6 @@ from eventstore import NatchetError, SnapshotStore
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = "dispatcher"
-
 
 @attrs.frozen
 class SnapshotPolicy:

@@ -27,12 +27,12 @@ from collections.abc import Iterable
 
 import attrs
 
-from eventstore.provision import DISPATCHER_CONSUMER
+from eventstore.provision import dispatcher_consumer_name
 from schemas.concurrency import ConcurrencyDef
 from schemas.messages import StepDef
 
 MAX_PARTITIONS = 64
-SNAPSHOT_BASE = "dispatcher"
+SNAPSHOT_NAME = "dispatcher"  # a whole dispatch's snapshots, and partition 0's
 
 
 @attrs.frozen
@@ -62,12 +62,12 @@ class Partition:
     def consumer(self) -> str:
         """Its durable consumer of the log: partition 0 keeps the one a single dispatcher
         had, so a tenant split later goes on where it was."""
-        return DISPATCHER_CONSUMER if self.index == 0 else f"{DISPATCHER_CONSUMER}-{self.index}"
+        return dispatcher_consumer_name(self.index)
 
     @property
     def snapshot(self) -> str:
         """The name of its snapshots in the tenant's snapshot bucket."""
-        return SNAPSHOT_BASE if self.index == 0 else f"{SNAPSHOT_BASE}-{self.index}"
+        return SNAPSHOT_NAME if self.index == 0 else f"{SNAPSHOT_NAME}-{self.index}"
 
     def owner(self, run_id: str, coordinated: bool) -> int:
         """The partition that owns the run ``run_id``."""

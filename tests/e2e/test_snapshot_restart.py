@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from dispatcher import Dispatcher, Output, State, fold
-from dispatcher.checkpoint import SNAPSHOT_NAME, SnapshotPolicy
+from dispatcher.checkpoint import SnapshotPolicy
+from dispatcher.partition import SNAPSHOT_NAME
 from dispatcher.snapshot import load
 from eventstore import (
     Append,

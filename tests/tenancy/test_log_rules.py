@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 import eventstore
-from dispatcher.checkpoint import SNAPSHOT_NAME
+from dispatcher.partition import SNAPSHOT_NAME
 from dispatcher.snapshot import load
 from eventstore import (
     Append,

@@ -25,7 +25,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 import eventstore
-from dispatcher.checkpoint import SNAPSHOT_NAME
+from dispatcher.partition import SNAPSHOT_NAME
 from eventstore import Append, append
 from eventstore.provision import task_consumer_name
 from eventstore.snapshot import snapshot_bucket
