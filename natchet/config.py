@@ -89,17 +89,24 @@ def seconds_from(value: str | float | None, what: str, default: float) -> float:
 MAX_REPLICAS = 5  # JetStream's limit
 
 
-def replicas_from(value: str | int | None, what: str) -> int:
-    """A stream replica count, 1 to 5 (JetStream's range); 1 when not set."""
+def _count_from(value: str | int | None, what: str, of: str, most: int, range_: str) -> int:
+    """A whole number of ``of``, 1 to ``most``; 1 when not set (``range_`` says the range
+    in the error: "streams have 1 to 5 replicas", say)."""
     if value is None or value == "":
         return 1
     try:
-        replicas = int(value)
+        count = int(value)
     except ValueError:
-        raise ConfigError(f"{what}: not a number of replicas: {value!r}") from None
-    if not 1 <= replicas <= MAX_REPLICAS:
-        raise ConfigError(f"{what}: streams have 1 to {MAX_REPLICAS} replicas, not {replicas}")
-    return replicas
+        raise ConfigError(f"{what}: not a number of {of}: {value!r}") from None
+    if not 1 <= count <= most:
+        raise ConfigError(f"{what}: {range_}, not {count}")
+    return count
+
+
+def replicas_from(value: str | int | None, what: str) -> int:
+    """A stream replica count, 1 to 5 (JetStream's range); 1 when not set."""
+    range_ = f"streams have 1 to {MAX_REPLICAS} replicas"
+    return _count_from(value, what, "replicas", MAX_REPLICAS, range_)
 
 
 # dispatcher.partition.MAX_PARTITIONS (a test pins them equal): not imported, so the CLI's
@@ -109,15 +116,8 @@ MAX_PARTITIONS = 64
 
 def partitions_from(value: str | int | None, what: str) -> int:
     """How many partitions a tenant's dispatch has, 1 to ``MAX_PARTITIONS``; 1 when not set."""
-    if value is None or value == "":
-        return 1
-    try:
-        partitions = int(value)
-    except ValueError:
-        raise ConfigError(f"{what}: not a number of partitions: {value!r}") from None
-    if not 1 <= partitions <= MAX_PARTITIONS:
-        raise ConfigError(f"{what}: 1 to {MAX_PARTITIONS} partitions, not {partitions}")
-    return partitions
+    range_ = f"1 to {MAX_PARTITIONS} partitions"
+    return _count_from(value, what, "partitions", MAX_PARTITIONS, range_)
 
 
 def flag_from(value: str | None, what: str, *, default: bool) -> bool:
