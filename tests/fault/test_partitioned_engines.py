@@ -56,6 +56,14 @@ async def split(group: Engines, nc: NATS) -> tuple[dict[str, int], asyncio.subpr
     return held, second
 
 
+def holder_and_other(
+    group: Engines, pid: int
+) -> tuple[asyncio.subprocess.Process, asyncio.subprocess.Process]:
+    """The engine process ``pid`` (holding some unit), and the other one."""
+    holder = next(p for p in group.procs if p.pid == pid)
+    return holder, next(p for p in group.procs if p is not holder)
+
+
 async def test_kill_9_of_an_engine_moves_its_partition_and_every_run_completes_once(
     engines: Engines,  # noqa: F811
     nats_server: NatsServer,
@@ -66,8 +74,7 @@ async def test_kill_9_of_an_engine_moves_its_partition_and_every_run_completes_o
     async with echo_worker(nats_server, tenant, max_runs=8):
         load = asyncio.create_task(publish(nc, tenant, range(150), every_s=0.1))
         await some_succeeded(engines.dsn, tenant)
-        victim = next(p for p in engines.procs if p.pid == held[partition_keys(tenant)[1]])
-        survivor = next(p for p in engines.procs if p is not victim)
+        victim, survivor = holder_and_other(engines, held[partition_keys(tenant)[1]])
         victim.kill()
         pid, took = await moved(nc, partition_keys(tenant)[1], victim.pid, KILL_BOUND_S + 10)
         print(f"\nkill -9: partition 1 moved to the other engine after {took:.2f}s")
@@ -89,8 +96,7 @@ async def test_sigterm_of_an_engine_hands_its_partition_over_at_once(
     async with echo_worker(nats_server, tenant, max_runs=8):
         load = asyncio.create_task(publish(nc, tenant, range(60), every_s=0.05))
         await some_succeeded(engines.dsn, tenant)
-        leaving = next(p for p in engines.procs if p.pid == held[key])
-        staying = next(p for p in engines.procs if p is not leaving)
+        leaving, staying = holder_and_other(engines, held[key])
         leaving.send_signal(signal.SIGTERM)
         pid, took = await moved(nc, key, leaving.pid, 30)
         print(f"\nSIGTERM: partition 0 moved to the other engine after {took:.2f}s")
