@@ -1,5 +1,5 @@
 """Partitioned dispatch end to end (issue 16): existing end-to-end tests of runs, children,
-concurrency, durable waits, crons, replays and flow control, run again against an engine
+concurrency, durable waits, replays and flow control, run again against an engine
 whose tenant's dispatch is split into three partitions (``dispatcher.partition``: three
 dispatchers, each reading the whole log and deciding for the runs it owns). Each test here
 is the imported one, unchanged, with this module's ``engine`` fixture.
@@ -51,14 +51,12 @@ from tests.e2e.test_rerun import (
 from tests.e2e.test_step_concurrency import (
     test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_later_steps,
 )
-from tests.e2e.test_triggers import test_a_cron_fires_each_tick_once_across_an_engine_restart
 from tests.support import hatchet_for, runs_of
 
 PARTITIONS = 3
 
 __all__ = [  # the tests this module runs again, partitioned
     "test_a_cancel_strategy_cancels_exactly_the_run_it_names",
-    "test_a_cron_fires_each_tick_once_across_an_engine_restart",
     "test_a_dynamic_key_limits_each_value_on_its_own",
     "test_a_rerun_from_a_middle_step_keeps_upstream_outputs_and_leaves_the_original",
     "test_a_retried_parent_ends_with_exactly_its_ten_children",
