@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -107,7 +108,22 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def rebuild_once(dsn: str, nc: Connection, batch: int, *, show_rows: bool = False) -> float:
+def children_cpu_s() -> float:
+    """The CPU time (user + system) this process's children that have ended used."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def machine_cpu_s() -> float:
+    """The CPU time every process of the machine has used (``/proc/stat``), in seconds."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])
+    return (sum(int(f) for f in fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def rebuild_once(
+    dsn: str, nc: Connection, batch: int, *, show_rows: bool = False, shares: int = 1
+) -> float:
     """One timed rebuild; prints the CPU time this process, the Postgres backend writing the
     rebuild and nats-server (``NATS_PID``) used meanwhile: what bounds it."""
     schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
@@ -117,13 +133,23 @@ async def rebuild_once(dsn: str, nc: Connection, batch: int, *, show_rows: bool 
     ):
         pids = [os.getpid(), work.info.backend_pid, NATS_PID[0]]
         cpu = [cpu_s(p) for p in pids]
+        children, machine = children_cpu_s(), machine_cpu_s()
         start = time.perf_counter()
-        report = await replay(live, work, {TENANT: nc}, schema, batch_size=batch, compare=False)
+        report = await replay(
+            live, work, {TENANT: nc}, schema, batch_size=batch, compare=False, shares=shares
+        )
         took = time.perf_counter() - start
         python, postgres, nats = (cpu_s(p) - c for p, c in zip(pids, cpu, strict=True))
+        shared = children_cpu_s() - children
         print(
             f"  cpu during the rebuild: python {python:.1f} s, postgres {postgres:.1f} s,"
             f" nats-server {nats:.1f} s, in {took:.1f} s"
+            + (
+                f"; {shares} shares {shared:.1f} s (their Postgres backends not counted);"
+                f" the machine in all {machine_cpu_s() - machine:.1f} s"
+                if shares > 1
+                else ""
+            )
         )
         assert report.covered[TENANT] > 0
         if show_rows:
@@ -183,7 +209,11 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 if args.profile and n == args.repeats - 1:
                     took.append(await profiled(args.out, dsn, nc, args.batch))
                 else:
-                    took.append(await rebuild_once(dsn, nc, args.batch, show_rows=n == 0))
+                    took.append(
+                        await rebuild_once(
+                            dsn, nc, args.batch, show_rows=n == 0, shares=args.shares
+                        )
+                    )
                 print(f"rebuild {n + 1}:        {rate(end, took[-1])}", flush=True)
         med = statistics.median(took)
         print(
@@ -203,6 +233,9 @@ async def main() -> None:
         "--batch", type=int, default=BATCH, help="records a transaction (%(default)s)"
     )
     parser.add_argument("--stages", action="store_true", help="time reading and planning too")
+    parser.add_argument(
+        "--shares", type=int, default=1, help="processes the rebuild is split in (%(default)s)"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy over the last rebuild")
     parser.add_argument("--out", type=Path, default=Path("/tmp/natchet-bench-rebuild"))
     parser.add_argument("--dsn", default=DSN, help="a Postgres server (default %(default)s)")

@@ -100,10 +100,13 @@ async def _apply(
     await store.write(conn, tenant, fold, checkpoint)
 
 
-async def _begin(conn: psycopg.AsyncConnection[Any], tenant: str, schema: str | None) -> None:
+async def _begin(
+    conn: psycopg.AsyncConnection[Any], tenant: str, schema: str | None, lock: bool = True
+) -> None:
     if schema is not None:
         await set_search_path(conn, schema)
-    await store.lock(conn, tenant)
+    if lock:
+        await store.lock(conn, tenant)
 
 
 async def apply_records(
@@ -134,15 +137,19 @@ async def apply_planned(
     *,
     checkpoint: bool = True,
     schema: str | None = None,
+    lock: bool = True,
 ) -> None:
     """:func:`apply_records` of records already planned (each with ``plan(tenant, record)``):
-    a reader may plan the next batch while this one is written."""
+    a reader may plan the next batch while this one is written.
+
+    Without ``lock`` the tenant's projector lock is not taken: only for writers of disjoint
+    rows of a schema no projector writes (a rebuild's shares, :mod:`projector.shares`)."""
     if not planned:
         return
     high = max(r.seq for r, _ in planned) if checkpoint else None
     try:
         async with conn.transaction():
-            await _begin(conn, tenant, schema)
+            await _begin(conn, tenant, schema, lock)
             await _apply(conn, tenant, planned, high)
         return
     except RECORD_ERRORS as exc:
@@ -152,7 +159,7 @@ async def apply_planned(
             exc.diag.message_primary or exc,
         )
     async with conn.transaction():
-        await _begin(conn, tenant, schema)
+        await _begin(conn, tenant, schema, lock)
         await _isolate(conn, tenant, planned)
         await store.write(conn, tenant, Fold((), (), ()), high)
 

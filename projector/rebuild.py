@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
 
 import eventstore
 import schemas
-from eventstore import Connection
+from eventstore import Connection, Record
+from projector import ops
+from projector import shares as shares_module
 from projector.apply import Planned, apply_planned
 from projector.fastplan import plan_fast
 
@@ -65,26 +67,21 @@ def _fewer_collections() -> Iterator[None]:
 
 
 async def _read(
-    nc: Connection,
+    records: AsyncIterator[Record],
     tenant: str,
-    start_seq: int,
-    until_seq: int,
     batch_size: int,
     out: asyncio.Queue[Batch | Exception | None],
+    check: Callable[[list[ops.Op]], None] | None = None,
 ) -> None:
-    """Read and plan the log into batches on ``out``: ``None`` after the last, or the
-    error that ended the reading."""
+    """Plan ``records`` into batches on ``out``: ``None`` after the last, or the error that
+    ended the reading (or that ``check`` raised on a record's operations)."""
     batch: Batch = []
     try:
-        async for record in eventstore.read_to_end(
-            nc,
-            schemas.stream_name(tenant),
-            start_seq=start_seq,
-            until_seq=until_seq,
-            batch_size=batch_size,
-            raw=True,
-        ):
-            batch.append((record, plan_fast(tenant, record)))
+        async for record in records:
+            planned = plan_fast(tenant, record)
+            if check is not None:
+                check(planned)
+            batch.append((record, planned))
             if len(batch) >= batch_size:
                 await out.put(batch)
                 batch = []
@@ -106,20 +103,60 @@ async def rebuild(
     until_seq: int,
     batch_size: int = BATCH,
     on_batch: Callable[[int], None] | None = None,
+    shares: int = 1,
 ) -> None:
     """Apply ``tenant``'s log from ``start_seq`` through ``until_seq`` to ``schema`` (which
     :func:`~projector.migrations.migrate` made), in batches of ``batch_size``, as the live
-    projector does; ``on_batch(n)`` after each batch of ``n`` messages."""
+    projector does; ``on_batch(n)`` after each batch of ``n`` messages.
+
+    With ``shares`` above 1 the runs are split among that many processes
+    (:mod:`projector.shares`): for a fresh schema only, which nothing else writes meanwhile,
+    and whose creation is committed."""
     if until_seq < start_seq:
         return
+    records = eventstore.read_to_end(
+        nc,
+        schemas.stream_name(tenant),
+        start_seq=start_seq,
+        until_seq=until_seq,
+        batch_size=batch_size,
+        raw=True,
+    )
+    if shares > 1:
+        await shares_module.rebuild_in_shares(
+            conn, records, tenant, schema, shares=shares, batch_size=batch_size,
+            on_batch=on_batch,
+        )  # fmt: skip
+        return
+    await apply_stream(conn, tenant, schema, records, batch_size=batch_size, on_batch=on_batch)
+
+
+async def apply_stream(
+    conn: psycopg.AsyncConnection[Any],
+    tenant: str,
+    schema: str,
+    records: AsyncIterator[Record],
+    *,
+    batch_size: int = BATCH,
+    on_batch: Callable[[int], None] | None = None,
+    checkpoint: bool = True,
+    lock: bool = True,
+    check: Callable[[list[ops.Op]], None] | None = None,
+) -> None:
+    """Plan and apply ``records`` (in log order) to ``schema`` in batches of ``batch_size``,
+    the next batches planned while Postgres writes the current one. ``checkpoint`` and
+    ``lock`` as :func:`~projector.apply.apply_planned` takes them; ``check`` is called with
+    each record's operations, and what it raises ends the rebuild."""
     queue: asyncio.Queue[Batch | Exception | None] = asyncio.Queue(AHEAD)
-    reader = asyncio.ensure_future(_read(nc, tenant, start_seq, until_seq, batch_size, queue))
+    reader = asyncio.ensure_future(_read(records, tenant, batch_size, queue, check))
     try:
         with _fewer_collections():
             while (batch := await queue.get()) is not None:
                 if isinstance(batch, Exception):
                     raise batch
-                await apply_planned(conn, tenant, batch, schema=schema)
+                await apply_planned(
+                    conn, tenant, batch, schema=schema, checkpoint=checkpoint, lock=lock
+                )
                 if on_batch is not None:
                     on_batch(len(batch))
     finally:

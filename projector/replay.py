@@ -34,6 +34,7 @@ from psycopg.rows import dict_row
 
 import schemas
 from eventstore import Connection
+from projector import shares as shares_module
 from projector import store
 from projector.migrations import (
     DEFAULT_SCHEMA,
@@ -174,10 +175,13 @@ async def replay(
     batch_size: int = BATCH,
     progress: Progress | None = None,
     compare: bool = True,
+    shares: int | None = None,
 ) -> Report:
     """Rebuild the tenants of ``logs`` (each tenant's connection to its log) into the new
     ``schema`` through ``work`` up to the live checkpoints, and, with ``compare``, compare
-    them with ``live_schema`` through ``live`` (module docstring). ``schema`` must not exist."""
+    them with ``live_schema`` through ``live`` (module docstring). ``schema`` must not exist.
+    ``shares``: the processes the bulk of each tenant's log is rebuilt in
+    (:mod:`projector.shares`; ``None``: :func:`projector.shares.auto` chooses by its size)."""
     tenants = sorted(logs)
     if await schema_exists(work, schema):
         raise ReplayError(f"schema {schema!r} already exists: replay into a fresh one")
@@ -193,7 +197,7 @@ async def replay(
         if progress is not None:
             progress(done, total)
 
-    async def catch_up(tenant: str, upto: int) -> None:
+    async def catch_up(tenant: str, upto: int, shares: int = 1) -> None:
         if upto < covered[tenant]:
             raise ReplayError(
                 f"the live projection of {tenant} went back from sequence {covered[tenant]}"
@@ -208,6 +212,7 @@ async def replay(
             until_seq=upto,
             batch_size=batch_size,
             on_batch=counted,
+            shares=shares,
         )
         covered[tenant] = upto
 
@@ -215,7 +220,8 @@ async def replay(
     if progress is not None:
         progress(0, total)
     for tenant in tenants:
-        await catch_up(tenant, marks.get(tenant, 0))
+        upto = marks.get(tenant, 0)
+        await catch_up(tenant, upto, shares_module.auto(upto) if shares is None else shares)
     if not compare:
         return Report(schema, covered, 0, [])
     async with snapshot(live):

@@ -37,6 +37,7 @@ from projector.replay import (
     schema_exists,
     swap,
 )
+from projector.shares import MAX_AUTO, MAX_SHARES, SHARED_FROM
 from schemas.subjects import check_tenant
 
 PLAIN_EVERY_S = 2.0
@@ -78,9 +79,26 @@ def add_parser(sub: Any) -> None:
         ' "tenants": [...], "verified": B, "differences": [...], "swapped": B, ...}'
         " (progress stays on stderr; same exit codes)",
     )
+    rp.add_argument(
+        "--shares",
+        type=_shares,
+        metavar="N",
+        help="rebuild in N processes, each the rows of its share of the runs (default: one a"
+        f" core, up to {MAX_AUTO}, for a log of {SHARED_FROM:,} messages or more; else 1)",
+    )
     add_nats_flags(rp, role="engine")
     add_database_flag(rp)
     rp.set_defaults(handler=replay_command)
+
+
+def _shares(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SHARES:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of processes from 1 to {MAX_SHARES}")
+    return n
 
 
 class _Meter:
@@ -188,7 +206,9 @@ async def _replay(
     meter = _Meter()
     started = time.monotonic()
     try:
-        report = await replay(live, work, logs, schema, progress=meter, compare=verify)
+        report = await replay(
+            live, work, logs, schema, progress=meter, compare=verify, shares=args.shares
+        )
     finally:
         meter.close()
     seconds = time.monotonic() - started

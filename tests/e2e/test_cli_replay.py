@@ -168,6 +168,15 @@ async def test_replay_verify_finds_nothing_then_exactly_the_changed_row(
         " live 'FAILED', rebuilt 'SUCCEEDED'"
     ], out
     assert lines[-1].endswith("with the rebuild: 1 difference"), out
+    # Rebuilt in three processes (each its share of the runs): the same one difference.
+    code, out3, err = await natchet(
+        tmp_path, nats_server, dsn, "replay", "--verify", "--tenant", tenant_name, "--shares", "3"
+    )
+    assert code == 1, (out3, err)
+    assert [line for line in out3.splitlines() if line.startswith("steps")] == diffs, out3
+    assert out3.splitlines()[-1].endswith("with the rebuild: 1 difference"), out3
+    code, _, err = await natchet(tmp_path, nats_server, dsn, "replay", "--shares", "0")
+    assert code == 2 and "--shares: '0': a number of processes from 1 to" in err, err
 
     # Without --verify the rebuild stays, in the schema it names.
     keep = ("replay", "--tenant", tenant_name, "--schema", "natchet_replay_x")
