@@ -11,6 +11,7 @@ of another partition; and between them the partitions must have decided somethin
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from natchet.config import EngineSettings
 from natchet.dev.demo import raw_publish
 from natchet.dev.embedded import NatsServer
 from natchet.engine import Engine
-from schemas import RunCancelRequested, RunCreated, Task, TriggerKind
+from schemas import RunCancelRequested, RunCreated, Scope, Task, TriggerKind
 from tests.conftest import eventually, running
 from tests.e2e.test_child_workflows import (
     test_a_retried_parent_ends_with_exactly_its_ten_children,
@@ -51,7 +52,12 @@ from tests.e2e.test_rerun import (
 from tests.e2e.test_step_concurrency import (
     test_a_step_keys_cancel_strategy_cancels_the_run_it_names_and_its_later_steps,
 )
+from tests.e2e.test_triggers import (
+    created_runs,
+    test_on_crons_runs_the_workflow_and_a_worker_without_them_deletes_them,
+)
 from tests.support import hatchet_for, runs_of
+from worker import Context
 
 PARTITIONS = 3
 
@@ -64,6 +70,7 @@ __all__ = [  # the tests this module runs again, partitioned
     "test_an_event_or_a_sleep_wakes_a_step_whichever_comes_first_in_its_namespace",
     "test_cancelling_a_parent_cancels_its_running_children",
     "test_filtered_and_wildcard_events_start_exactly_the_matching_workflows",
+    "test_on_crons_runs_the_workflow_and_a_worker_without_them_deletes_them",
     "test_raw_protocol_event_runs_diamond_to_success",
     "test_replays_of_a_parent_and_of_a_child",
     "test_three_keys_of_fifty_runs_never_run_two_of_a_key_at_once_across_four_workers",
@@ -153,3 +160,39 @@ async def test_each_input_is_counted_once_across_the_partitions(
         return n if n == expected else None
 
     await eventually(counted, timeout_s=10)
+
+
+async def test_scheduled_runs_fire_once_each_whichever_partition_owns_them(
+    nats_server: NatsServer, engine: Engine, db: psycopg.AsyncConnection[Any], tenant_name: str
+) -> None:
+    """Partition 0 holds the timers: ten runs scheduled a second or two ahead are created
+    by it once each, and each runs to its end under the partition that owns it (the
+    writers' check around the test), the ten spread over more than one partition."""
+    hatchet = hatchet_for(nats_server, tenant_name)
+    timed = hatchet.workflow(name="Timed")
+
+    @timed.task()
+    async def only(input: Any, ctx: Context) -> dict[str, Any]:
+        return {"ok": True}
+
+    try:
+        async with running(hatchet.worker("timed", workflows=[timed])):
+            when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+            refs = [await hatchet.scheduled.aio_create("Timed", when, {"n": n}) for n in range(10)]
+
+            async def ten_succeeded() -> list[dict[str, Any]] | None:
+                runs = await runs_of(db, tenant_name)
+                done = [r for r in runs if r["status"] == "SUCCEEDED"]
+                return done if len(done) == 10 else None
+
+            done = await eventually(ten_succeeded, timeout_s=60)
+    finally:
+        hatchet.close()
+    created = await created_runs(engine.connections[tenant_name], Scope(tenant_name))
+    fired = [c for c in created if c.trigger and c.trigger.kind is TriggerKind.SCHEDULE]
+    assert sorted(c.trigger.schedule_id for c in fired if c.trigger) == sorted(r.id for r in refs)
+    assert len({c.run_id for c in fired}) == 10
+    assert sorted(r["id"] for r in done) == sorted(c.run_id for c in fired)
+    assert sorted(r["input"]["n"] for r in done) == list(range(10))
+    owners = {Partition(0, PARTITIONS).owner(c.run_id, False) for c in fired}
+    assert len(owners) >= 2, owners  # else this tested one partition
