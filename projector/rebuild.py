@@ -123,10 +123,11 @@ async def rebuild(
         raw=True,
     )
     if shares > 1:
-        await shares_module.rebuild_in_shares(
-            conn, records, tenant, schema, shares=shares, batch_size=batch_size,
-            on_batch=on_batch,
-        )  # fmt: skip
+        with _fewer_collections():
+            await shares_module.rebuild_in_shares(
+                conn, records, tenant, schema, shares=shares, batch_size=batch_size,
+                on_batch=on_batch,
+            )  # fmt: skip
         return
     await apply_stream(conn, tenant, schema, records, batch_size=batch_size, on_batch=on_batch)
 
