@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -506,3 +506,19 @@ def expected_run(d: Diamond, tenant: str) -> dict[str, Any]:
             ),
         ],
     }
+
+
+def read_breaking_after(n: int) -> Callable[..., AsyncIterator[Record]]:
+    """``eventstore.read_to_end`` that fails as a lost connection does after ``n`` records
+    (for a test to monkeypatch in)."""
+    real = eventstore.read_to_end
+
+    async def breaks(*args: Any, **kwargs: Any) -> AsyncIterator[Record]:
+        read = 0
+        async for record in real(*args, **kwargs):
+            if read == n:
+                raise eventstore.TransportError("the connection went away")
+            read += 1
+            yield record
+
+    return breaks

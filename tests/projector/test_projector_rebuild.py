@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
-from projector_scenario import Writer, read_all, write_history
+from projector_scenario import Writer, read_all, read_breaking_after, write_history
 
 import eventstore
 import projector.rebuild
@@ -96,17 +95,7 @@ async def test_a_read_that_fails_fails_the_rebuild_with_its_error(
     no reading task outlives it."""
     await write_history(nc, tenant)
     end = await eventstore.last_seq(nc, tenant)
-    real = eventstore.read_to_end
-
-    async def breaks(*args: Any, **kwargs: Any) -> AsyncIterator[eventstore.Record]:
-        n = 0
-        async for record in real(*args, **kwargs):
-            if n == 5:
-                raise eventstore.TransportError("the connection went away")
-            n += 1
-            yield record
-
-    monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", breaks)
+    monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", read_breaking_after(5))
     await migrate(conn, "broken")
     with pytest.raises(eventstore.TransportError, match="went away"):
         await projector.rebuild.rebuild(conn, nc, tenant, "broken", until_seq=end, batch_size=3)

@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import orjson
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
-from projector_scenario import Writer, write_history
+from projector_scenario import Writer, read_breaking_after, write_history
+from test_projector_rejections import write_bad_messages
 
 import eventstore
 import projector.rebuild
@@ -69,6 +69,32 @@ async def test_three_shares_give_the_tables_one_process_gives(
         assert sum(applied) == end
         runs = await list_runs(conn, schema="three")
         assert len({share_of(r["id"], 3) for r in runs}) >= 2, [r["id"] for r in runs]
+
+
+async def test_bad_messages_are_rejected_by_the_shares_as_by_one_process(
+    nc: NATS, tenant: str, dsn: str
+) -> None:
+    """Undecodable messages, a task whose run id is not text, a message whose body names
+    another run than its subject, and one Postgres refuses (found by the share's halving
+    into savepoints): the same rejections, and the same rows after them."""
+    await a_busy_log(nc, tenant)
+    await write_bad_messages(nc, tenant)
+    scope = schemas.Scope(tenant)
+    await eventstore.append(nc, eventstore.Append(scope.task("diamond", "a"), b'{"run_id": 7}'))
+    await Writer(nc, scope).diamond(t=900)
+    end = await eventstore.last_seq(nc, tenant)
+    async with await autocommit(dsn) as conn:
+        await migrate(conn, "one")
+        await projector.rebuild.rebuild(conn, nc, tenant, "one", until_seq=end, batch_size=7)
+        await migrate(conn, "three")
+        await projector.rebuild.rebuild(
+            conn, nc, tenant, "three", until_seq=end, batch_size=7, shares=3
+        )
+        tables = await dump_tables(conn, "three")
+        assert tables == await dump_tables(conn, "one")
+        reasons = [reason for _, _, _, reason, _ in tables["rejections"]]
+        assert any("postgres refused the message" in r for r in reasons), reasons
+        assert any("differs from the subject" in r for r in reasons), reasons
 
 
 async def test_a_replay_left_to_choose_splits_only_a_long_log(
@@ -184,17 +210,7 @@ async def test_a_read_that_fails_stops_the_shares(
     """The log failing to read midway is the rebuild's error, and no share is left
     waiting for more."""
     end = await a_busy_log(nc, tenant)
-    real = eventstore.read_to_end
-
-    async def breaks(*args: Any, **kwargs: Any) -> AsyncIterator[eventstore.Record]:
-        n = 0
-        async for record in real(*args, **kwargs):
-            if n == 40:
-                raise eventstore.TransportError("the connection went away")
-            n += 1
-            yield record
-
-    monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", breaks)
+    monkeypatch.setattr(projector.rebuild.eventstore, "read_to_end", read_breaking_after(40))
     monkeypatch.setattr(shares_module, "FRAME", 1)
     async with await autocommit(dsn) as conn:
         await migrate(conn, "unread")
