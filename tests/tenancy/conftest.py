@@ -15,7 +15,8 @@ from nats.aio.client import Client as NATS
 from psycopg import sql
 
 import eventstore
-from eventstore import NatsOptions
+from eventstore import NatsOptions, PermissionDeniedError
+from eventstore.connection import request
 from natchet.config import EngineSettings
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
@@ -115,6 +116,12 @@ class Attacker:
 
     def violations(self) -> list[str]:
         return [str(e) for e in self.errors if "permissions violation" in str(e).lower()]
+
+    async def refused(self, *apis: str, body: bytes = b"{}") -> None:
+        """Each request (a JetStream API subject, say) is refused by the broker."""
+        for api in apis:
+            with pytest.raises(PermissionDeniedError):
+                await request(self.nc, api, body, timeout_s=3)
 
 
 @attrs.frozen

@@ -14,7 +14,6 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from eventstore import Append, PermissionDeniedError, append
-from eventstore.connection import request
 from natchet.engine import Engine
 from natchet.leases import BUCKET
 from natchet.partitions import SETTINGS_BUCKET, partitions_key
@@ -57,15 +56,13 @@ async def test_a_tenant_cannot_read_or_write_the_engines_leases(
             await append(attacker.nc, Append(subject, forged))
         # ... nor relayed: a pub ack of its own event aimed at the lease's subject.
         await attacker.nc.publish(Scope(attacker.tenant).event("x"), b"{}", reply=subject)
-    for api in (
+    await attacker.refused(
         f"$JS.API.STREAM.INFO.{STREAM}",
         f"$JS.API.STREAM.PURGE.{STREAM}",
         f"$JS.API.STREAM.DELETE.{STREAM}",
         f"$JS.API.DIRECT.GET.{STREAM}.$KV.{BUCKET}.{key}",
         f"$JS.API.CONSUMER.CREATE.{STREAM}",
-    ):
-        with pytest.raises(PermissionDeniedError):
-            await request(attacker.nc, api, b"{}", timeout_s=3)
+    )
 
     async def refused() -> bool:
         # nats-py lowercases the server's error line
@@ -146,15 +143,13 @@ async def test_a_tenant_cannot_read_or_write_the_partition_counts(
         with pytest.raises(PermissionDeniedError):
             await append(attacker.nc, Append(subject, b"64"))
         await attacker.nc.publish(Scope(attacker.tenant).event("x"), b"{}", reply=subject)
-    for api in (
+    await attacker.refused(
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.PURGE.{stream}",
         f"$JS.API.STREAM.DELETE.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.$KV.{SETTINGS_BUCKET}.{key}",
         f"$JS.API.CONSUMER.CREATE.{stream}",
-    ):
-        with pytest.raises(PermissionDeniedError):
-            await request(attacker.nc, api, b"{}", timeout_s=3)
+    )
 
     async def refused() -> bool:
         return any(f'subscription to "$kv.{SETTINGS_BUCKET}.>"' in v for v in attacker.violations())
@@ -178,15 +173,13 @@ async def test_a_tenant_cannot_pull_ack_or_drop_a_partitions_consumer_of_its_log
     consumer names, whether or not the engine made them yet."""
     stream = stream_name(attacker.tenant)
     for consumer in ("dispatcher", "dispatcher-1", "dispatcher-63"):
-        for api in (
+        await attacker.refused(
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
             f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
             f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}",
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
             f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
-        ):
-            with pytest.raises(PermissionDeniedError):
-                await request(attacker.nc, api, b"{}", timeout_s=3)
+        )
         # An ack of a delivery (stream seq 1, consumer seq 1), sent directly.
         await attacker.nc.publish(f"$JS.ACK.{stream}.{consumer}.1.1.1.0.0", b"+ACK")
     await attacker.nc.flush()
