@@ -97,9 +97,7 @@ async def test_bad_messages_are_rejected_by_the_shares_as_by_one_process(
         assert any("differs from the subject" in r for r in reasons), reasons
 
 
-async def test_a_replay_left_to_choose_splits_only_a_long_log(
-    nc: NATS, tenant: str, dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_replay_left_to_choose_splits_only_a_long_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto``: one process below ``SHARED_FROM`` messages; from it, one a core (up to
     ``MAX_AUTO``), as ``natchet replay`` without ``--shares`` rebuilds."""
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
