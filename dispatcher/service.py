@@ -35,7 +35,7 @@ from dispatcher.owning import decides
 from dispatcher.partition import WHOLE, Partition
 from dispatcher.replay import Original, Replay, original_of, replayable_id
 from dispatcher.state import State
-from dispatcher.step import admit, decide_on, fit, fold_gated, live
+from dispatcher.step import decide_on, settle
 from dispatcher.tally import Observer, Tally, age_s, held, observe, outcomes
 from dispatcher.traces import RunTraces
 from eventstore import (
@@ -555,17 +555,16 @@ class Dispatcher(Service):
     ) -> list[Output]:
         """Keep a decision storable and fold it (with its input) into state
         (``dispatcher.step.settle``), tallying what it does first, for the observer."""
-        now = utc_now()
-        if message is None:  # made with others before any was folded (``step.live``)
-            outputs = live(self.state, outputs)
-        outputs = fit(self.state, outputs, self._max_bytes, now)
-        seen = None
-        if self.observer is not None:
-            self._tally.add(observe(self.state, message, outputs))
-            seen = self._seen
-        outputs = fold_gated(self.state, scope, message, outputs, now, seq, seen)
-        outputs += admit(self.state, self._max_bytes, now, seen)
-        if self.observer is not None:
+        watched = self.observer is not None
+
+        def fitted(decision: list[Output]) -> None:
+            self._tally.add(observe(self.state, message, decision))
+
+        outputs = settle(
+            self.state, scope, message, outputs, self._max_bytes, utc_now(), seq,
+            self._seen if watched else None, fitted if watched else None,
+        )  # fmt: skip
+        if watched:
             self._tally.add(held(self.state, outputs))
         self._timer_ops += timer_ops(self.state, scope, message, outputs)
         return outputs

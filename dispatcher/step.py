@@ -9,7 +9,7 @@ its state is rebuilt from what the log holds; tests and property checks call :fu
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dispatcher.admission import admissions
 from dispatcher.crons import TRIGGER_MESSAGES
@@ -135,15 +135,19 @@ def settle(
     now: dt.datetime,
     seq: int = 0,
     seen: Seen | None = None,
+    fitted: Callable[[list[Output]], None] | None = None,
 ) -> list[Output]:
     """Keep a decision storable (``fit``) and fold it, with its input, into state, its
     tasks through the gates; return what to append. The second half of :func:`step`, which
     the service calls after deciding (a tick's decisions have no input: ``scope`` None).
-    ``seen`` is shown what the gates and admissions add to the decision, before each is
-    folded (``dispatcher.holds.gate``)."""
+    ``fitted`` is shown the decision once storable, before anything of it is folded;
+    ``seen`` what the gates and admissions add to it, before each is folded
+    (``dispatcher.holds.gate``)."""
     if message is None:  # made with others before any was folded: it may be stale
         outputs = live(state, outputs)
     outputs = fit(state, outputs, max_bytes, now)
+    if fitted is not None:
+        fitted(outputs)
     outputs = fold_gated(state, scope, message, outputs, now, seq, seen)
     return outputs + admit(state, max_bytes, now, seen)
 
