@@ -19,7 +19,7 @@ from natchet.tenancy import admin
 from natchet.tenancy.serverconf import AUTH_FILE
 from tests.tenancy import conftest as tenancy
 
-# The secured stack's fixtures, shared with tests/tenancy (one server and engine a session).
+# The secured stack's fixtures of tests/tenancy: here, a server and an engine of this package's own.
 auth_dir = tenancy.auth_dir
 auth_server = tenancy.auth_server
 tenancy_dsn = tenancy.tenancy_dsn
@@ -32,7 +32,7 @@ attacker = tenancy.attacker
 Client = Callable[[str], Awaitable[httpx.AsyncClient]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def dashboard_url(
     auth_server: NatsServer,
     auth_dir: Path,

@@ -30,20 +30,20 @@ from tests.support import run_ends
 from worker import ClientSettings, Context, Hatchet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def auth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("nats-auth")
     write_server_files(directory, NatsAuth.generate())
     return directory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def auth_server(auth_dir: Path) -> Iterator[NatsServer]:
     with NatsServer(auth_dir / "store", config_file=auth_dir / "nats-server.conf") as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def tenancy_dsn(pg_server: EmbeddedPostgres) -> str:
     name = f"tenancy_{uuid.uuid4().hex[:8]}"
     async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
@@ -51,7 +51,13 @@ async def tenancy_dsn(pg_server: EmbeddedPostgres) -> str:
     return pg_server.url(name)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: this engine serves every tenant the package's tests create
+# (~95 by the end of tests/tenancy), one Postgres connection and ~0.4% of a core idle each.
+# Kept for the rest of a test process's session, it took 95 of its Postgres's 200
+# connections and lost all its leases whenever a synchronous test held the session's event
+# loop past their fence; the restarts then ran that Postgres out of connections ("too many
+# clients already") for every test after (a CI run: 3 failed, 27 errors).
+@pytest.fixture(scope="package")
 async def tenancy_engine(
     auth_server: NatsServer, auth_dir: Path, tenancy_dsn: str
 ) -> AsyncIterator[Engine]:
