@@ -26,37 +26,60 @@ that cannot be reached, a data directory in use), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-import psycopg
-
 from eventstore import logs, run_main, tracing
-from natchet.cli import (
-    audit,
-    dashboard,
-    event,
-    events,
-    ratelimits,
-    replay,
-    runs,
-    schema_export,
-    serve,
-    tenancy,
-    triggers,
-    version,
-    workers,
-)
 from schemas.errors import NatchetError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 USER_ERROR = 2
 
+# The module (of natchet.cli) that adds each command's parser and its handlers. A command
+# line imports its command's module alone: importing all of them (the engine, the
+# projector, the audit, Postgres's driver) took ~1 s, longer than most commands run.
+# Help, or a command line this cannot read at a glance, builds the whole parser.
+COMMANDS = {
+    "dev": "serve",
+    "engine": "serve",
+    "demo": "serve",
+    "dashboard": "dashboard",
+    "admin-token": "dashboard",
+    "runs": "runs",
+    "audit": "audit",
+    "replay": "replay",
+    "events": "events",
+    "workers": "workers",
+    "event": "event",
+    "cron": "triggers",
+    "schedule": "triggers",
+    "ratelimits": "ratelimits",
+    "tenant": "tenancy",
+    "token": "tenancy",
+    "nats-config": "tenancy",
+    "version": "version",
+    "schemas": "schema_export",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is no option of ``natchet`` itself),
+    if it is one of :data:`COMMANDS`."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (``command``) of that command's module's alone."""
     p = argparse.ArgumentParser(prog="natchet", description="a durable task engine on NATS")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, full errors")
     p.add_argument(
@@ -65,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"text (the default) or one JSON object a line (also ${logs.ENV})",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups = (serve, dashboard, runs, audit, replay, events, workers, event, triggers)
-    for group in (*groups, ratelimits, tenancy, version, schema_export):
-        group.add_parser(sub)
+    modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(f"natchet.cli.{module}").add_parser(sub)
     return p
 
 
@@ -98,7 +121,8 @@ def _fail(message: str, *, verbose: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(words)).parse_args(words)
     try:
         _configure_logging(args)
         if getattr(args, "long_running", False):
@@ -107,16 +131,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), verbose=args.verbose)
     command = args.handler(args)
     if getattr(args, "long_running", False):
-        command = serve.until_signal(command)
+        from natchet.cli.serve import until_signal
+
+        command = until_signal(command)
     try:
         return int(run_main(command))
     except NatchetError as exc:
         return _fail(str(exc), verbose=args.verbose)
-    except psycopg.OperationalError as exc:
-        # Postgres went away after the connection (at connect, open_database says more).
-        return _fail(f"PostgreSQL: {exc}", verbose=args.verbose)
     except OSError as exc:  # a file the command reads or writes: missing, not allowed, ...
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", verbose=args.verbose)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Postgres went away after the connection (at connect, open_database says more);
+        # only a command that imported Postgres's driver can raise its errors.
+        pg = sys.modules.get("psycopg")
+        if pg is not None and isinstance(exc, pg.OperationalError):
+            return _fail(f"PostgreSQL: {exc}", verbose=args.verbose)
+        raise

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from projector.queries import Page
+if TYPE_CHECKING:  # the projector's package is imported by the commands that list
+    from projector.queries import Page
 
 DEFAULT_LIMIT = 100
 
