@@ -169,16 +169,18 @@ def fold_gated(
 
 
 def admit(state: State, max_bytes: int, now: dt.datetime, seen: Seen | None = None) -> list[Output]:
-    """The admissions a folded decision makes room for (``dispatcher.admission``), kept
-    storable and folded in turn, then the held tasks that may go now (``release``);
-    appended after the decision that made the room. ``seen`` is shown each admission
-    before it is gated, and what gating adds."""
+    """The held tasks that may go now (``release``), then the admissions a folded decision
+    makes room for (``dispatcher.admission``), kept storable and folded in turn; appended
+    after the decision that made the room. Held tasks first: they were in line before the
+    runs admitted now (room back in a rate limit's window went to a run admitted in the
+    same decision, ahead of an older run of its key held by the limit). ``seen`` is shown
+    each admission before it is gated, and what gating adds."""
     out: list[Output] = []
+    for decision in release(state, now, GATES, seen):
+        out += decision
     for decided in admissions(state, now):
         fitted = fit(state, decided, max_bytes, now)
         if seen is not None:
             seen(fitted, [])
         out += gate(state, fitted, now, GATES, seen)
-    for decision in release(state, now, GATES, seen):
-        out += decision
     return out

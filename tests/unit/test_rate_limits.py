@@ -9,6 +9,7 @@ import datetime as dt
 import importlib
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 
@@ -27,6 +28,7 @@ from schemas import (
     WorkflowDef,
 )
 from schemas.codec import encode
+from schemas.concurrency import ConcurrencyDef
 from schemas.definition import workflow_version
 from schemas.errors import ConfigError
 from schemas.holds import HoldKind, StepHeld
@@ -259,3 +261,19 @@ def test_workflows_sharing_a_limit_take_turns_in_the_order_they_came() -> None:
     request(state, 3, at(0.3), "B")
     got = [t.run_id for s in (1.0, 2.0, 3.0) for t in tasks(tick(state, at(s)))]
     assert got == ["r1", "r2", "r3"]
+
+
+def test_a_keyed_run_held_by_a_limit_goes_before_a_run_its_key_admits_later() -> None:
+    """Found by the run-machine properties: room that came back in a limit's window went to
+    a run its concurrency key admitted in the same decision, ahead of an older run of the
+    key admitted before and held by the limit since."""
+    keyed = attrs.evolve(workflow(STATIC), concurrency=ConcurrencyDef('"k"', 2))
+    state = registered(keyed, limit=1)
+    assert [t.run_id for t in tasks(request(state, 0, at(0)))] == ["r0"]  # takes the unit
+    assert tasks(request(state, 1, at(0.1))) == []  # admitted by the key, held by the limit
+    assert tasks(request(state, 2, at(0.2))) == []  # waits for the key: two in flight
+    # r0 ends after its unit has left the window (no tick came between): the key admits r2,
+    # and the one unit goes to r1, first in line.
+    ended = apply(state, StepResult("r0", "call", 1, 1, "w1", ok=True, output={}), at(1.5))
+    assert [t.run_id for t in tasks(ended)] == ["r1"]
+    assert [t.run_id for t in tasks(tick(state, at(2.5)))] == ["r2"]
