@@ -114,7 +114,7 @@ class History:
         if isinstance(m, Task):  # the task is its step queued
             self._task(out, m)
             self._rate_limits(m)
-            self._queued(m)
+            self._queued(m, now)
         else:
             assert (parsed.area, parsed.run_id, parsed.run_kind) == ("runs", m.run_id, m.KIND)
         match m:
@@ -207,16 +207,18 @@ class History:
             used = sum(n for t, n in taken if t > since)
             assert used <= most, f"limit {use.key!r}: {used} units within {use.window_s}s"
 
-    def _admit(self, m: Task) -> None:
-        """A keyed run's first task admits it: oldest first within its key, and never more
-        than ``max_runs`` of a key in flight."""
+    def _admit(self, m: Task, now: dt.datetime) -> None:
+        """A keyed run's first task admits it: oldest first within its key (but for older
+        runs held back until their schedule timeout, which fails them in this pass), and
+        never more than ``max_runs`` of a key in flight."""
         created = self.created[m.run_id]
         key, spec = created.concurrency_key, created.concurrency
         if spec is None or key is None or m.run_id not in self.held.get(key, {}):
             return
         held = self.held[key]
         if spec.limit_strategy is not LimitStrategy.CANCEL_IN_PROGRESS:
-            assert next(iter(held)) == m.run_id, f"{m.run_id} admitted before {list(held)}"
+            first = next(r for r in held if r == m.run_id or not self._timing_out(r, now))
+            assert first == m.run_id, f"{m.run_id} admitted before {list(held)}"
         del held[m.run_id]
         admitted = self.admitted.setdefault(key, {})
         admitted[m.run_id] = None
@@ -241,8 +243,16 @@ class History:
         self.admitted.get(key, {}).pop(m.run_id, None)
         self.held.get(key, {}).pop(m.run_id, None)
 
-    def _queued(self, m: Task) -> None:
-        self._admit(m)
+    def _timing_out(self, run_id: str, now: dt.datetime) -> bool:
+        """A step of the run is held back and its schedule timeout has come."""
+        timeout = dt.timedelta(seconds=self.created[run_id].schedule_timeout_s)
+        return any(
+            r == run_id and now - parse_time(kept.at) >= timeout
+            for (r, _step), kept in self.kept_back.items()
+        )
+
+    def _queued(self, m: Task, now: dt.datetime) -> None:
+        self._admit(m, now)
         key = (m.run_id, m.step)
         spec, on_failure = self.spec(*key)
         assert key not in self.verdicts, f"{m!r} after the step's verdict"
