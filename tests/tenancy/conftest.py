@@ -44,11 +44,14 @@ def auth_server(auth_dir: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture(scope="package")
-async def tenancy_dsn(pg_server: EmbeddedPostgres) -> str:
+async def tenancy_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
     name = f"tenancy_{uuid.uuid4().hex[:8]}"
     async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
         await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return pg_server.url(name)
+    yield pg_server.url(name)
+    async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        await conn.execute(drop)
 
 
 # Package scope, not session: this engine serves every tenant the package's tests create
