@@ -56,10 +56,10 @@ async def tenancy_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
 
 # Package scope, not session: this engine serves every tenant the package's tests create
 # (~95 by the end of tests/tenancy), one Postgres connection and ~0.4% of a core idle each.
-# Kept for the rest of a test process's session, it took 95 of its Postgres's 200
-# connections and lost all its leases whenever a synchronous test held the session's event
-# loop past their fence; the restarts then ran that Postgres out of connections ("too many
-# clients already") for every test after (a CI run: 3 failed, 27 errors).
+# Kept for the rest of a test process's session, it held 95 of its Postgres's 200
+# connections and lost all its leases at once when the session's event loop was held (it
+# stops while synchronous code runs); in a full run that Postgres then refused every later
+# test's connection ("too many clients already": 3 failed, 27 errors).
 @pytest.fixture(scope="package")
 async def tenancy_engine(
     auth_server: NatsServer, auth_dir: Path, tenancy_dsn: str
