@@ -264,9 +264,9 @@ def test_workflows_sharing_a_limit_take_turns_in_the_order_they_came() -> None:
 
 
 def test_a_keyed_run_held_by_a_limit_goes_before_a_run_its_key_admits_later() -> None:
-    """Found by the run-machine properties: room that came back in a limit's window went to
-    a run its concurrency key admitted in the same decision, ahead of an older run of the
-    key admitted before and held by the limit since."""
+    """Found while chasing a run-machine property failure: room that came back in a limit's
+    window went to a run its concurrency key admitted in the same decision, ahead of an
+    older run of the key admitted before and held by the limit since."""
     keyed = attrs.evolve(workflow(STATIC), concurrency=ConcurrencyDef('"k"', 2))
     state = registered(keyed, limit=1)
     assert [t.run_id for t in tasks(request(state, 0, at(0)))] == ["r0"]  # takes the unit
