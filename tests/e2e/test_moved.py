@@ -72,7 +72,7 @@ async def third(input: dict, ctx: Context) -> str:
     return me
 
 
-hard = hatchet.workflow(name="Hard", sticky=StickyStrategy.HARD, schedule_timeout="5s")
+hard = hatchet.workflow(name="Hard", sticky=StickyStrategy.HARD, schedule_timeout="10s")
 
 
 @hard.task()
@@ -222,11 +222,12 @@ async def test_a_hard_sticky_runs_step_waits_for_its_killed_worker_then_the_run_
         step = await eventually(held, timeout_s=BOUND_S)
         assert step["status"] == "QUEUED"
         assert [a["status"] for a in step["attempts"]] == ["LOST"]
-        # 5 s of schedule_timeout from the hold; b never takes it.
-        run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=20)
+        # 10 s of schedule_timeout from the hold; b never takes it. (With 5 s, a fresh-clone
+        # CI's loaded machine once took longer to deliver step two to a in the first place.)
+        run = await run_ends(db, run_id, tenant=tenant_name, timeout_s=30)
     assert run["status"] == "FAILED", run
     assert gone in (run["error"] or ""), run["error"]
-    assert "held back for 5s (schedule_timeout)" in run["error"]
+    assert "held back for 10s (schedule_timeout)" in run["error"]
     two = next(s for s in run["steps"] if s["name"] == "two")
     assert all(x["worker_name"] == "a" for x in two["attempts"]), two
 
