@@ -314,14 +314,22 @@ class TaskPuller:
             await self._open()
 
     async def stop(self) -> None:
-        """Stop asking; hand back whatever still arrives; close once requests expired."""
+        """Stop asking, and end the requests still outstanding now rather than when they
+        expire: the inbox is drained (its interest withdrawn, then a round trip), and the
+        server gives no task to a waiting request whose reply subject has no interest. A
+        task it sent before that arrives within the round trip and is handed back (nak).
+
+        Across a cluster's routes (or a leaf node, within its 250 ms grace) the withdrawal
+        reaches the consumer's leader a moment later: a task sent in that moment arrives
+        after the inbox is gone, and comes back after the consumer's ack wait, not lost."""
         self._stopping = True
         self._wake.set()
-        deadline = time.monotonic() + self.expires_s + 0.5
-        while self.outstanding and time.monotonic() < deadline and self.nc.is_connected:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), deadline - time.monotonic())
-        await self._close_inbox()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                if self.nc.is_connected:
+                    await sub.drain()
+                else:
+                    await sub.unsubscribe()
         self.slots.unreserve(self.outstanding)
         self.outstanding = 0

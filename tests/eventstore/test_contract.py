@@ -358,6 +358,37 @@ async def test_pull_asks_for_exactly_the_free_slots_and_accounts_for_every_one(
     assert slots.reserved == 0 and puller.outstanding == 0
 
 
+async def test_a_stopped_puller_ends_its_requests_and_the_next_task_goes_to_another(
+    nc: Connection, log: Scope
+) -> None:
+    """Stopping does not wait for its requests to expire (30 s here), and what they asked
+    for is not taken: the task appended after the stop is the other puller's, at its first
+    delivery (a request left waiting would have taken it into a closed inbox, and it would
+    have come back only after the 30 s ack wait)."""
+    await ensure_task_consumer(nc, log, "wf", eventstore.TaskConsumerSettings(ack_wait_s=30))
+    slots = Slots(2)
+    got: list[Delivery] = []
+    first = TaskPuller(
+        nc,
+        tasks_stream_name(log.tenant),
+        eventstore.task_consumer_name(log, "wf"),
+        slots,
+        got.append,
+        expires_s=30,
+    )
+    first_running = asyncio.create_task(first.run())
+    await eventually(lambda: first.outstanding > 0)
+    await asyncio.wait_for(stopped(first, first_running), timeout=10)
+    assert slots.reserved == 0 and first.outstanding == 0
+    await append(nc, Append(log.task("wf", "s"), b"t"))
+    other: list[Delivery] = []
+    second, second_running = pulling(nc, log, Slots(1), other)
+    await eventually(lambda: len(other) == 1)
+    assert not got and other[0].delivered == 1
+    await other[0].ack_sync()
+    await stopped(second, second_running)
+
+
 async def test_a_task_not_acked_in_time_comes_back_as_a_new_delivery(
     nc: Connection, log: Scope
 ) -> None:
