@@ -328,7 +328,7 @@ class TaskPuller:
         if sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 if self.nc.is_connected:
-                    await sub.drain()
+                    await sub.drain()  # type: ignore[no-untyped-call]  # nats-py: untyped
                 else:
                     await sub.unsubscribe()
         self.slots.unreserve(self.outstanding)
