@@ -62,7 +62,7 @@ from worker.labels import WorkerContext, check_labels, placed
 from worker.metrics import WorkerMetrics
 from worker.register import declare_crons, register
 from worker.settings import WorkerSettings
-from worker.settle import settle
+from worker.settle import settle, waiting_in
 from worker.vitals import TICK_S, Exit, Fatal, Vitals
 from worker.watchdog import Watchdog
 
@@ -207,7 +207,12 @@ class Worker:
         try:
             await asyncio.wait_for(asyncio.shield(self._stopped.wait()), deadline)
         except TimeoutError:
-            log.warning("worker %s: not stopped after %.0fs, cancelling", self.name, deadline)
+            log.warning(
+                "worker %s: not stopped after %.0fs, cancelling; its tasks wait in: %s",
+                self.name,
+                deadline,
+                "; ".join(waiting_in()) or "none",
+            )
             if self._runner is not None:
                 self._runner.cancel()
             await self._stopped.wait()

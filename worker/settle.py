@@ -10,8 +10,10 @@ that waits for its tasks has waited for their last writes too. ``work`` must end
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -32,3 +34,28 @@ async def settle(work: Awaitable[T]) -> T:
     if cancelled:
         raise asyncio.CancelledError
     return result
+
+
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is suspended, outermost first (``function:line > ...``)."""
+    where: list[str] = []
+    step: object = task.get_coro()
+    while step is not None:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return " > ".join(where)
+
+
+def waiting_in(packages: tuple[str, ...] = ("worker", "eventstore")) -> list[str]:
+    """Where each pending task started by these packages' code waits: what a shutdown that
+    does not end is waiting for (the task's name, then :func:`awaiting`)."""
+    roots = tuple(str(Path(__file__).resolve().parents[1] / p) + os.sep for p in packages)
+    found = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        code = getattr(coro, "cr_code", None)
+        if code is not None and code.co_filename.startswith(roots):
+            found.append(f"{task.get_name()}: {awaiting(task)}")
+    return sorted(found)
