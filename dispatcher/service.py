@@ -65,6 +65,7 @@ from eventstore import (
 )
 from eventstore.provision import FIRES_CONSUMER, ensure_fires_consumer
 from eventstore.timers import Timers
+from eventstore.waits import wait_set
 from schemas import (
     DecodeError,
     RunRequested,
@@ -431,8 +432,7 @@ class Dispatcher(Service):
                 await self._timers.arm(op.scope, op.kind, op.name, op.id, op.fire_at)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+        await wait_set(self.stopping, seconds)
 
     def _read(self, delivery: Delivery) -> tuple[Scope, object] | None:
         """(scope, input) for a message, or None when it is not something to decide on."""

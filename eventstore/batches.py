@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 
 from eventstore.errors import TransportError
 from eventstore.records import AckInfo, ack_info
+from eventstore.waits import wait_set
 
 STATUS = "Status"
 DESCRIPTION = "Description"
@@ -130,9 +131,7 @@ class PullBatches(Generic[T]):
             if left <= 0:
                 return False
             self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
+            if not await wait_set(self._arrived, left):
                 return False
 
     def _take(self, n: int, got: list[T]) -> bool:

@@ -38,6 +38,7 @@ from nats.aio.subscription import Subscription
 from eventstore.backoff import RETRY
 from eventstore.errors import TransportError
 from eventstore.messages import Delivery
+from eventstore.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -291,8 +292,7 @@ class TaskPuller:
                     self._wake.clear()
                     self._quiet_until = time.monotonic() + delay
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.expires_s)
+                await wait_set(self._wake, self.expires_s)
         except asyncio.CancelledError:
             await self._close_inbox()
             raise

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from eventstore import RESTART
+from eventstore.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -29,5 +29,4 @@ async def supervise(what: str, run: Callable[[], Awaitable[None]], stop: asyncio
         except Exception:  # the supervisor's job is to outlive any one failure
             failures = 1 if loop.time() - started > HEALTHY_S else failures + 1
             log.exception("%s failed; restarting in %.1fs", what, RESTART.delay(failures))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RESTART.delay(failures))
+        await wait_set(stop, RESTART.delay(failures))

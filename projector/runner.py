@@ -9,7 +9,6 @@ idempotent, nothing is doubled either.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ import psycopg
 import eventstore
 import schemas
 from eventstore import Backoff, Connection, Record, Service, Tail
+from eventstore.waits import wait_set
 from projector.apply import apply_records
 from projector.migrations import DEFAULT_SCHEMA, migrate, set_search_path
 
@@ -120,8 +120,7 @@ class Projector(Service):
                 await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
+        await wait_set(self.stopping, delay)
 
     async def _read(self, tail: Tail) -> list[Record]:
         """The projector's read-ahead task (its own coroutine, so it is seen as the

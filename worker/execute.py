@@ -44,6 +44,7 @@ from eventstore import (
     logs,
     tracing,
 )
+from eventstore.waits import wait_set
 from schemas import encode, encode_json
 from schemas.durable import StepWaiting, WaitCondition
 from schemas.messages import StepAssigned, StepLog, StepResult, Task
@@ -438,8 +439,7 @@ class Attempt:
                 failures += 1
                 delay = RETRY.delay(failures)
                 log.warning("append to %s failed (%s); retrying in %.1fs", subject, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.closing.wait(), delay)
+            await wait_set(self.closing, delay)
 
 
 def where(exc: BaseException) -> str | None:

@@ -11,11 +11,11 @@ the worker has stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from eventstore import Append, Connection, NatchetError, append
+from eventstore.waits import wait_set
 from schemas import WorkerHeartbeat, WorkerStatus, encode, utcnow
 from schemas.labels import LabelValue
 from schemas.subjects import Scope
@@ -79,8 +79,7 @@ class Heartbeat:
         while True:
             self._changed.clear()
             await self.beat()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), INTERVAL_S)
+            await wait_set(self._changed, INTERVAL_S)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"heartbeat:{self.name}")

@@ -4,10 +4,10 @@ by the client, and of a child run a step spawned, waits for."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from eventstore import Connection, Message, NatchetError, direct_history, subscribe
+from eventstore.waits import wait_set
 from schemas.codec import DecodeError, decode_run_message
 from schemas.messages import RunCreated, RunFinished, RunRejected, RunStatus, StepFinished
 from schemas.subjects import Scope
@@ -49,8 +49,7 @@ async def wait_for_run(nc: Connection, scope: Scope, run_id: str) -> dict[str, A
                 next_seq = rec.seq + 1
                 if _over(run_id, rec.subject, rec.data, outputs):
                     return outputs
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(news.wait(), REREAD_S)
+            await wait_set(news, REREAD_S)
     finally:
         await sub.unsubscribe()
 

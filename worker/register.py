@@ -9,7 +9,6 @@ that cannot change (no permission, a definition too large) or when the worker is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from eventstore import (
     append,
 )
 from eventstore.triggers import create_cron, delete_cron, list_crons
+from eventstore.waits import wait_set
 from schemas import encode
 from schemas.messages import WorkflowDef
 from schemas.subjects import Scope
@@ -102,6 +102,5 @@ async def _append_until_stored(
                     worker,
                     exc,
                 )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), RETRY.delay(failures))
+        await wait_set(stopping, RETRY.delay(failures))
     raise ConfigError(f"worker {worker} stopped before it could register")

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from eventstore.waits import wait_set
+
 log = logging.getLogger(__name__)
 
 COOPERATE_S = 1.0  # told to stop, a step has this long to return before it is interrupted
@@ -120,6 +122,4 @@ class StepThread:
         return self.interrupted
 
     async def _ends_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ended.wait(), seconds)
-        return self.ended.is_set()
+        return await wait_set(self.ended, seconds)
