@@ -42,8 +42,16 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    """Replace ``path`` at once (a file beside it, renamed over it): a reader never sees
+    it empty or half written. A CLI command, or a second ``natchet dev`` checking whose
+    the data directory is, read it while ``natchet dev`` writes it; a test read it empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def layered_env(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, str]:
