@@ -163,11 +163,15 @@ class Attempt:
             spawn.spawning(self.spawner),
             self._span() as span,
         ):
-            await self._run(fn, instance)
-            if span is not None and self.error is not None:
-                from opentelemetry.trace import Status, StatusCode
+            try:
+                await self._run(fn, instance)
+            finally:
+                # Also when cancelled once its result was written: a failed step's result
+                # ends its run, and the worker cancels a step of a run that ended.
+                if span is not None and self.error is not None:
+                    from opentelemetry.trace import Status, StatusCode
 
-                span.set_status(Status(StatusCode.ERROR, self.error))
+                    span.set_status(Status(StatusCode.ERROR, self.error))
 
     @contextlib.contextmanager
     def _span(self) -> Iterator[Any]:
