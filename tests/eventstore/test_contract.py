@@ -316,7 +316,7 @@ async def test_an_older_filtered_dispatcher_consumer_restarts_after_what_it_acke
 
 
 def pulling(
-    nc: Connection, log: Scope, slots: Slots, got: list[Delivery]
+    nc: Connection, log: Scope, slots: Slots, got: list[Delivery], expires_s: float = 0.5
 ) -> tuple[TaskPuller, asyncio.Task[None]]:
     """A puller on queue group ``wf`` handing deliveries to ``got``, running."""
     puller = TaskPuller(
@@ -325,7 +325,7 @@ def pulling(
         eventstore.task_consumer_name(log, "wf"),
         slots,
         got.append,
-        expires_s=0.5,
+        expires_s=expires_s,
     )
     return puller, asyncio.create_task(puller.run())
 
@@ -368,15 +368,7 @@ async def test_a_stopped_puller_ends_its_requests_and_the_next_task_goes_to_anot
     await ensure_task_consumer(nc, log, "wf", eventstore.TaskConsumerSettings(ack_wait_s=30))
     slots = Slots(2)
     got: list[Delivery] = []
-    first = TaskPuller(
-        nc,
-        tasks_stream_name(log.tenant),
-        eventstore.task_consumer_name(log, "wf"),
-        slots,
-        got.append,
-        expires_s=30,
-    )
-    first_running = asyncio.create_task(first.run())
+    first, first_running = pulling(nc, log, slots, got, expires_s=30)
     await eventually(lambda: first.outstanding > 0)
     await asyncio.wait_for(stopped(first, first_running), timeout=10)
     assert slots.reserved == 0 and first.outstanding == 0
