@@ -220,7 +220,7 @@ async def main() -> None:
     parser.add_argument("--dsn", default=DSN, help="a Postgres server (default %(default)s)")
     args = parser.parse_args()
     async with (
-        database(args.dsn, "dashboard") as dsn,
+        database(args.dsn, "natchet_bench_dashboard") as dsn,
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
     ):
         await fill(conn, args.runs)

@@ -201,7 +201,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         if args.stages:
             print(f"read only:        {rate(end, await read_only(nc, end))}")
             print(f"read + plan:      {rate(end, await read_and_plan(nc, end))}")
-        async with database(args.dsn, "rebuild") as dsn:
+        async with database(args.dsn, "natchet_bench_rebuild") as dsn:
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                 await live_at(conn, end)
             took: list[float] = []

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
-from psycopg import sql
 
 import eventstore
+from bench.throwaway import database
 from natchet.config import EngineSettings
 from natchet.dev.embedded import EmbeddedPostgres, NatsServer
 from natchet.engine import Engine
@@ -61,14 +61,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
 @pytest.fixture
 async def dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
     """A fresh, empty database on the session's PostgreSQL."""
-    name = f"t_{uuid.uuid4().hex}"
-    async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield pg_server.url(name)
-    async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    async with database(pg_server.url(), "t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import attrs
 import psycopg
 import pytest
 from nats.aio.client import Client as NATS
-from psycopg import sql
 
 import eventstore
+from bench.throwaway import database
 from eventstore import NatsOptions, PermissionDeniedError
 from eventstore.connection import request
 from natchet.config import EngineSettings
@@ -45,13 +45,8 @@ def auth_server(auth_dir: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture(scope="package")
 async def tenancy_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = f"tenancy_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield pg_server.url(name)
-    async with await psycopg.AsyncConnection.connect(pg_server.url(), autocommit=True) as conn:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        await conn.execute(drop)
+    async with database(pg_server.url(), "tenancy") as url:
+        yield url
 
 
 # Package scope, not session: this engine serves every tenant the package's tests create
